@@ -1,0 +1,22 @@
+# Two commands do everything: `make setup` then `make test`.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: setup test test-gpu lint clean
+
+setup:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch pinned: the CPU build on a developer machine's local disk; on a GPU box pip takes the CUDA build.
+	$(PY) -m pip install -q "torch==2.13.0"
+	$(PY) -m pip install -q -e ".[dev,bench]"
+
+test:
+	$(PY) -m pytest -q
+
+test-gpu:
+	$(PY) -m pytest -q -m gpu
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info
