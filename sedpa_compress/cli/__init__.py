@@ -3,6 +3,7 @@ into that stage's package; no logic beyond turning flags into a stage config."""
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 
@@ -34,24 +35,46 @@ for _name in _COMMAND_MODULES:
 err_console = Console(stderr=True)
 
 
-def main() -> None:
-    """Console-script entry point: user errors become one red line and exit status 2."""
-    try:
-        app(standalone_mode=False)
-    except SedpaError as err:
-        err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
-        sys.exit(err.exit_code)
-    except KeyboardInterrupt:
-        err_console.print("[yellow]interrupted[/]: nothing was written to the output path")
-        sys.exit(130)
-    except typer.Abort:
-        sys.exit(130)
-    except typer.Exit as exc:
-        sys.exit(exc.exit_code)
-    except Exception as exc:  # click usage errors come as click exceptions
-        import click
+def _user_errors(callback):
+    """Every command turns SedpaError into one red line on stderr and exit status 2, also under CliRunner."""
 
-        if isinstance(exc, click.ClickException):
-            exc.show()
-            sys.exit(exc.exit_code)
-        raise
+    @functools.wraps(callback)
+    def wrapper(*args, **kwargs):
+        try:
+            return callback(*args, **kwargs)
+        except SedpaError as err:
+            err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+            raise typer.Exit(err.exit_code) from None
+        except KeyboardInterrupt:
+            err_console.print("[yellow]interrupted[/]: nothing half-written was left at the output path")
+            raise typer.Exit(130) from None
+
+    return wrapper
+
+
+def _wrap_all(typer_app: typer.Typer) -> None:
+    for command in typer_app.registered_commands:
+        if command.callback is not None and not getattr(command.callback, "_sedpa_wrapped", False):
+            command.callback = _user_errors(command.callback)
+            command.callback._sedpa_wrapped = True
+    for group in typer_app.registered_groups:
+        if group.typer_instance is not None:
+            _wrap_all(group.typer_instance)
+
+
+@app.callback(invoke_without_command=True)
+def _root(version: bool = typer.Option(False, "--version", help="Print the version and exit.", is_eager=True)) -> None:
+    if version:
+        from sedpa_compress import __version__
+
+        typer.echo(f"sedpa {__version__}")
+        raise typer.Exit(0)
+
+
+_wrap_all(app)
+
+
+def main() -> None:
+    """Console-script entry point. Usage errors exit 2 (click), SedpaError exits 2 with one line
+    (see `_user_errors`), Ctrl-C exits 130."""
+    app()

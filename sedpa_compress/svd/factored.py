@@ -26,15 +26,15 @@ class DualPathLinear(nn.Module):
         self.in_features, self.out_features, self.split, self.rank = in_features, out_features, split, rank
         kw = dict(dtype=dtype, device=device)
         n_dense, n_low = dense_index.numel(), lowrank_index.numel()
-        self.register_buffer("dense_index", dense_index.to(device=device, dtype=torch.long))
-        self.register_buffer("lowrank_index", lowrank_index.to(device=device, dtype=torch.long))
+        self.register_buffer("dense_index", dense_index.to(device=device, dtype=torch.long).clone())
+        self.register_buffer("lowrank_index", lowrank_index.to(device=device, dtype=torch.long).clone())
         if split == "rows":
             self.dense_weight = nn.Parameter(torch.empty(n_dense, in_features, **kw))
             self.down = nn.Parameter(torch.empty(rank, in_features, **kw))
             self.up = nn.Parameter(torch.empty(n_low, rank, **kw))
-            # output order: [dense rows, low-rank rows] -> original row order
-            order = torch.cat([self.dense_index, self.lowrank_index])
-            self.register_buffer("_inverse", torch.argsort(order), persistent=False)
+            # output order: [dense rows, low-rank rows] -> original row order (rebuilt after loading)
+            self.register_buffer("_inverse", torch.empty(0, dtype=torch.long, device=device), persistent=False)
+            self.refresh_order()
         else:
             self.dense_weight = nn.Parameter(torch.empty(out_features, n_dense, **kw))
             self.down = nn.Parameter(torch.empty(rank, n_low, **kw))
@@ -54,6 +54,11 @@ class DualPathLinear(nn.Module):
             if bias is not None:
                 layer.bias.copy_(bias)
         return layer
+
+    def refresh_order(self) -> None:
+        """Recompute the row permutation from the (possibly just loaded) indices."""
+        if self.split == "rows" and self.dense_index.device.type != "meta":
+            self._inverse = torch.argsort(torch.cat([self.dense_index, self.lowrank_index]))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.split == "rows":

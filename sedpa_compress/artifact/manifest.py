@@ -1,0 +1,56 @@
+"""`manifest.json`: the sha256 and size of every file in an artifact, checked before anything is loaded."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from sedpa_compress.atomic import atomic_write_json
+from sedpa_compress.errors import SedpaError
+
+MANIFEST = "manifest.json"
+FORMAT = "sedpa-artifact-manifest-v1"
+
+
+def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def write_manifest(directory: Path) -> dict:
+    files = {}
+    for path in sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST):
+        rel = path.relative_to(directory).as_posix()
+        files[rel] = {"sha256": sha256_file(path), "bytes": path.stat().st_size}
+    manifest = {"format": FORMAT, "files": files}
+    atomic_write_json(directory / MANIFEST, manifest)
+    return manifest
+
+
+def verify_manifest(directory: Path) -> dict:
+    """Raise SedpaError naming the first file that is missing, altered or unlisted."""
+    path = directory / MANIFEST
+    if not path.is_file():
+        raise SedpaError(f"{directory} has no {MANIFEST}: it is not a complete sedpa artifact; re-run `sedpa compress`")
+    try:
+        manifest = json.loads(path.read_text(encoding="utf-8"))
+        files = manifest["files"]
+        if manifest.get("format") != FORMAT or not isinstance(files, dict):
+            raise ValueError("unknown format")
+        entries = [(str(name), str(info["sha256"]), int(info["bytes"])) for name, info in files.items()]
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError, RecursionError) as exc:
+        raise SedpaError(f"{path} is malformed ({type(exc).__name__}); re-download or re-create the artifact") from None
+    for name, digest, size in entries:
+        target = (directory / name).resolve()
+        if directory.resolve() not in target.parents:
+            raise SedpaError(f"{path} lists {name!r}, outside the artifact: refusing to read it")
+        if not target.is_file():
+            raise SedpaError(f"artifact file {name} is missing: re-download or re-create the artifact")
+        if target.stat().st_size != size or sha256_file(target) != digest:
+            raise SedpaError(f"artifact file {name} fails its sha256 in {MANIFEST} (corrupt or modified): "
+                             "re-download or re-create the artifact")
+    return manifest

@@ -1,0 +1,69 @@
+"""Shared fixtures: tiny random models of each supported family, saved as Hugging Face directories."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+TINY_FAMILIES = ("llama", "llama-mha", "mistral", "qwen2")
+
+
+def tiny_config(family: str, *, layers: int = 2, vocab: int = 320, max_pos: int = 2048):
+    from transformers import LlamaConfig, MistralConfig, Qwen2Config
+
+    common = dict(hidden_size=64, intermediate_size=128, num_hidden_layers=layers, num_attention_heads=4,
+                  num_key_value_heads=2, vocab_size=vocab, max_position_embeddings=max_pos, rope_theta=10000.0,
+                  tie_word_embeddings=False)
+    if family == "llama":
+        return LlamaConfig(**common)
+    if family == "llama-mha":
+        return LlamaConfig(**{**common, "num_key_value_heads": 4})
+    if family == "mistral":
+        return MistralConfig(**{**common, "sliding_window": None})
+    if family == "qwen2":
+        return Qwen2Config(**common)
+    raise ValueError(family)
+
+
+def build_tiny(family: str, path: Path, *, seed: int = 0, **kw) -> Path:
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = AutoModelForCausalLM.from_config(tiny_config(family, **kw))
+    with torch.no_grad():  # random init is tiny; scale so activations are not degenerate
+        for name, p in model.named_parameters():
+            if p.dim() == 2:
+                p.normal_(0, 0.08)
+            elif "bias" in name:
+                p.normal_(0, 0.02)
+    model.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(params=TINY_FAMILIES)
+def tiny_model_dir(request, tmp_path_factory) -> Path:
+    return build_tiny(request.param, tmp_path_factory.mktemp(request.param) / "model")
+
+
+@pytest.fixture
+def tiny_llama_dir(tmp_path_factory) -> Path:
+    return build_tiny("llama", tmp_path_factory.mktemp("llama") / "model")
+
+
+def random_pattern(geometry, *, ratio: float = 0.5, seed: int = 0, sink: int = 4, recent: int = 16):
+    from sedpa_compress.heads.pattern import HeadPattern
+
+    g = torch.Generator().manual_seed(seed)
+    gates = torch.rand(geometry.num_layers, geometry.num_kv_heads, generator=g).tolist()
+    return HeadPattern.from_gates(gates, sink=sink, recent=recent, retrieval_ratio=ratio, model="test")
+
+
+def pytest_collection_modifyitems(config, items):
+    if torch.cuda.is_available():
+        return
+    skip = pytest.mark.skip(reason="needs CUDA (run on the GPU machine: pytest -m gpu)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)

@@ -1,0 +1,155 @@
+"""Activation-aware SVD, rank search and the dual path (issue 2)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import build_tiny, random_pattern
+from sedpa_compress.calibration.stats import CalibrateConfig, calibrate
+from sedpa_compress.errors import SedpaError
+from sedpa_compress.models import load_model
+from sedpa_compress.svd.compress import CompressConfig, compress_model, plan_slices
+from sedpa_compress.svd.factored import DualPathLinear
+from sedpa_compress.svd.rank_search import Spectrum, budget, greedy_ranks, total_error, uniform_ranks
+from sedpa_compress.svd.whitening import cholesky_factor, truncate, whitened_svd
+
+CAL = CalibrateConfig(tokens=4096, seq_len=256)
+
+
+def _ids(n: int = 48, seed: int = 1) -> torch.Tensor:
+    return torch.randint(0, 300, (1, n), generator=torch.Generator().manual_seed(seed))
+
+
+@pytest.fixture
+def loaded_llama(tmp_path):
+    return load_model(str(build_tiny("llama", tmp_path / "m")))
+
+
+def test_rank_ratio_one_reproduces_logits(tiny_model_dir):
+    loaded = load_model(str(tiny_model_dir))
+    ref = loaded.model(_ids()).logits
+    stats = calibrate(loaded, CAL, show_progress=False)
+    report = compress_model(loaded, stats, None, CompressConfig(rank_ratio=1.0, scope="all"), show_progress=False)
+    assert report.model_params_after == report.model_params_before
+    assert torch.equal(loaded.model(_ids()).logits, ref)
+
+
+def test_whitened_svd_beats_plain_svd_on_calibration_inputs():
+    torch.manual_seed(0)
+    # anisotropic activations, as real LLM hidden states are (a few outlier channels)
+    scales = torch.ones(64)
+    scales[:4] = 20.0
+    x = torch.randn(4096, 64) * scales
+    w = torch.randn(48, 64)
+    c = x.T @ x / x.shape[0]
+    chol = cholesky_factor(c)
+    rank = 16
+    errs = {}
+    for name, L in (("whitened", chol), ("plain", None)):
+        u, s, vh = whitened_svd(w, L)
+        up, down = truncate(u, s, vh, L, rank)
+        errs[name] = ((x @ (w - up @ down).T) ** 2).sum().item()
+    assert errs["whitened"] < 0.8 * errs["plain"]
+
+
+def test_whitened_compression_has_lower_output_error_than_plain(tmp_path):
+    from sedpa_compress.data.text import load_bundled_text
+
+    path = build_tiny("llama", tmp_path / "m")
+    errors = {}
+    for whiten in (True, False):
+        loaded = load_model(str(path))
+        # inputs from the calibration distribution (the bundled text), not random ids
+        ids = torch.tensor([loaded.encode(load_bundled_text("train")[:4000])[:256]])
+        ref = loaded.model(ids).logits
+        stats = calibrate(loaded, CAL, show_progress=False)
+        compress_model(loaded, stats, None, CompressConfig(rank_ratio=0.85, scope="all", whiten=whiten),
+                       show_progress=False)
+        errors[whiten] = (loaded.model(ids).logits - ref).norm().item()
+    assert errors[True] < 0.7 * errors[False]
+
+
+def _spectra(seed: int = 0) -> list[Spectrum]:
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for i, (o, n) in enumerate([(64, 256), (32, 256), (32, 256), (256, 64), (128, 128)]):
+        decay = torch.rand(1, generator=g).item() * 0.3 + 0.02
+        sv = torch.exp(-decay * torch.arange(min(o, n), dtype=torch.float64)) * (1 + i)
+        out.append(Spectrum(f"p{i}", o, n, sv))
+    return out
+
+
+@pytest.mark.parametrize("ratio", [0.3, 0.6, 0.85, 0.95])
+def test_greedy_meets_budget_within_one_rank_and_beats_uniform(ratio):
+    spectra = _spectra()
+    ranks = greedy_ranks(spectra, ratio)
+    used = sum(r * s.params_per_rank for r, s in zip(ranks, spectra))
+    limit = budget(spectra, ratio)
+    assert used <= limit
+    assert limit - used < max(s.params_per_rank for s in spectra)  # within one rank of one projection
+    assert all(0 <= r <= s.max_rank for r, s in zip(ranks, spectra))
+    uni = uniform_ranks(spectra, ratio)
+    assert sum(r * s.params_per_rank for r, s in zip(uni, spectra)) <= limit
+    assert total_error(spectra, ranks) <= total_error(spectra, uni)
+
+
+def test_greedy_beats_uniform_on_a_real_model(loaded_llama):
+    stats = calibrate(loaded_llama, CAL, show_progress=False)
+    errs = {}
+    for search in ("greedy", "uniform"):
+        loaded = load_model(str(loaded_llama.path))
+        report = compress_model(loaded, stats, None, CompressConfig(rank_ratio=0.6, scope="all", rank_search=search),
+                                show_progress=False)
+        errs[search] = report.total_error
+        assert report.slice_params_after <= 0.6 * report.slice_params_before
+    assert errs["greedy"] < errs["uniform"]
+
+
+def test_dual_path_keeps_retrieval_heads_bit_identical(tiny_model_dir):
+    loaded = load_model(str(tiny_model_dir))
+    pattern = random_pattern(loaded.geometry, ratio=0.5)
+    attns = loaded.family.attention_modules(loaded.model)
+    before = {(i, p): getattr(a, p).weight.detach().clone() for i, a in enumerate(attns)
+              for p in ("q_proj", "k_proj", "v_proj", "o_proj")}
+    biases = {(i, p): getattr(a, p).bias.detach().clone() for i, a in enumerate(attns)
+              for p in ("q_proj", "k_proj", "v_proj") if getattr(a, p).bias is not None}
+    stats = calibrate(loaded, CAL, show_progress=False)
+    report = compress_model(loaded, stats, pattern, CompressConfig(rank_ratio=0.5), show_progress=False)
+    assert report.projections  # something was factored
+    g = loaded.geometry
+    for layer, attn in enumerate(attns):
+        for kv in pattern.retrieval_heads(layer):
+            q_rows = torch.cat([torch.arange((kv * g.group_size + j) * g.head_dim, (kv * g.group_size + j + 1) * g.head_dim)
+                                for j in range(g.group_size)])
+            kv_rows = torch.arange(kv * g.head_dim, (kv + 1) * g.head_dim)
+            for proj, rows, split in (("q_proj", q_rows, "rows"), ("k_proj", kv_rows, "rows"),
+                                      ("v_proj", kv_rows, "rows"), ("o_proj", q_rows, "cols")):
+                module = getattr(attn, proj)
+                # a layer with no streaming head is left a plain Linear
+                w = module.dense_equivalent() if isinstance(module, DualPathLinear) else module.weight
+                orig = before[(layer, proj)]
+                if split == "rows":
+                    assert torch.equal(w[rows], orig[rows])
+                else:
+                    assert torch.equal(w[:, rows], orig[:, rows])
+        for (lay, proj), bias in biases.items():
+            if lay == layer:
+                assert torch.equal(getattr(attn, proj).bias, bias)
+
+
+def test_scope_streaming_without_pattern_is_refused(loaded_llama):
+    with pytest.raises(SedpaError, match="needs a head pattern"):
+        plan_slices(loaded_llama, None, "streaming")
+
+
+def test_scope_all_factors_every_head(loaded_llama):
+    slices = plan_slices(loaded_llama, None, "all")
+    assert len(slices) == 4 * loaded_llama.geometry.num_layers
+    assert all(s.dense_index.numel() == 0 for s in slices)
+
+
+def test_cholesky_damps_singular_second_moments():
+    x = torch.randn(8, 32)  # fewer samples than dimensions: singular
+    chol = cholesky_factor(x.T @ x / 8)
+    assert torch.isfinite(chol).all()
