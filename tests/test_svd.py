@@ -12,7 +12,7 @@ from sedpa_compress.models import load_model
 from sedpa_compress.svd.compress import CompressConfig, compress_model, plan_slices
 from sedpa_compress.svd.factored import DualPathLinear
 from sedpa_compress.svd.rank_search import Spectrum, budget, greedy_ranks, total_error, uniform_ranks
-from sedpa_compress.svd.whitening import cholesky_factor, truncate, whitened_svd
+from sedpa_compress.svd.whitening import candidate_factors, cholesky_factor, factors_at_rank
 
 CAL = CalibrateConfig(tokens=4096, seq_len=256)
 
@@ -47,8 +47,7 @@ def test_whitened_svd_beats_plain_svd_on_calibration_inputs():
     rank = 16
     errs = {}
     for name, L in (("whitened", chol), ("plain", None)):
-        u, s, vh = whitened_svd(w, L)
-        up, down = truncate(u, s, vh, L, rank)
+        up, down = factors_at_rank(*candidate_factors(w, L, max_rank=rank), rank)
         errs[name] = ((x @ (w - up @ down).T) ** 2).sum().item()
     assert errs["whitened"] < 0.8 * errs["plain"]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -55,12 +56,12 @@ def calibrate_cmd(
 
 
 def compress_cmd(
-    out: Annotated[Path, typer.Option("--out", "-o", help="Artifact directory to create (atomically).")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Artifact directory to create (atomically); default out/<model>-sedpa.")] = None,
     model: ModelOpt = None,
     config: ConfigOpt = None,
     random_weights: RandomOpt = False,
     rank_ratio: Annotated[float, typer.Option("--rank-ratio", help="Fraction of the compressed projections' parameters to keep, in (0, 1].")] = 0.85,
-    pattern: Annotated[Optional[Path], typer.Option("--pattern", help="Head pattern (*.pattern.json) from `sedpa identify-heads`.")] = None,
+    pattern: Annotated[Optional[Path], typer.Option("--pattern", help="Head pattern (*.pattern.json) from `sedpa identify-heads`; default: the one the model ships (sedpa-tiny does).")] = None,
     calibration: Annotated[Optional[Path], typer.Option("--calibration", help="Second moments from `sedpa calibrate`; computed here when omitted.")] = None,
     scope: Annotated[str, typer.Option("--scope", help="streaming: only streaming heads (dual path); all: every head.")] = "streaming",
     rank_search: Annotated[str, typer.Option("--rank-search", help="greedy (minimise whitened error) or uniform.")] = "greedy",
@@ -71,6 +72,7 @@ def compress_cmd(
     seq_len: Annotated[int, typer.Option("--seq-len")] = 2048,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out (only once the new one is complete).")] = False,
     no_ppl: Annotated[bool, typer.Option("--no-ppl", help="Skip the before/after perplexity check.")] = False,
+    report_json: Annotated[Optional[Path], typer.Option("--report-json", help="Also write the run as benchmark JSON (wall time, peak memory, per-projection ranks).")] = None,
     device: DeviceOpt = "",
     dtype: DtypeOpt = "auto",
 ) -> None:
@@ -83,16 +85,23 @@ def compress_cmd(
     from sedpa_compress.errors import SedpaError
 
     check_ratio(rank_ratio)  # fail before loading anything
-    if out.exists() and not overwrite:
+    if out is not None and out.exists() and not overwrite:
         raise SedpaError(f"--out {out} already exists: choose another path or pass --overwrite")
     job = CompressJob(out=out, compress=CompressConfig(rank_ratio=rank_ratio, scope=scope, rank_search=rank_search),
                       pattern=pattern, calibration=calibration, overwrite=overwrite, retrieval_ratio=retrieval_ratio,
                       window=window, calibrate=CalibrateConfig(data=data, tokens=tokens, seq_len=seq_len),
                       measure_ppl=not no_ppl)
+    t0 = time.perf_counter()
     loaded = _load(model, config, random_weights, device, dtype)
     outcome = run_compress(loaded, job)
     print_report(outcome.report, outcome.metrics, console)
     console.print(f"[green]wrote artifact[/] {outcome.out}")
+    if report_json is not None:
+        from sedpa_compress.bench.results import write_result
+        from sedpa_compress.svd.run import compress_result
+
+        write_result(report_json, compress_result(loaded, job, outcome, time.perf_counter() - t0))
+        console.print(f"[green]wrote[/] {report_json}")
 
 
 def generate_cmd(

@@ -50,6 +50,22 @@ class LoadedModel:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
 
+PATTERN_FILE = "sedpa_pattern.json"  # the same name inside artifacts and beside the embedded model
+
+
+def shipped_pattern_path(loaded: LoadedModel) -> Path | None:
+    """The head pattern a model directory carries (artifacts, the embedded sedpa-tiny), if any."""
+    if loaded.path is not None and (Path(loaded.path) / PATTERN_FILE).is_file():
+        return Path(loaded.path) / PATTERN_FILE
+    return None
+
+
+def default_out_dir(loaded: LoadedModel) -> Path:
+    """`sedpa compress` without --out: out/<model>-sedpa."""
+    base = Path(str(loaded.name)).name if loaded.source == "local" else str(loaded.name).split("/")[-1]
+    return Path("out") / f"{base.replace(':', '-')}-sedpa"
+
+
 def default_dtype(device: str | torch.device) -> torch.dtype:
     """fp32 on the CPU (bf16 matmuls there are slow and noisy), bf16 on accelerators."""
     return torch.float32 if torch.device(device).type == "cpu" else torch.bfloat16

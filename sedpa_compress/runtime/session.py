@@ -5,18 +5,17 @@ from __future__ import annotations
 from pathlib import Path
 
 from sedpa_compress.heads.pattern import HeadPattern
-from sedpa_compress.models.loader import LoadedModel
+from sedpa_compress.models.loader import LoadedModel, shipped_pattern_path
 from sedpa_compress.runtime.modes import PATTERN_MODES, build_mode
 from sedpa_compress.runtime.reference import AttentionMode
 
 
 def pattern_for(loaded: LoadedModel, pattern: Path | None) -> HeadPattern | None:
-    """--pattern wins; an artifact carries its own."""
+    """--pattern wins; otherwise the one the model carries (an artifact's, or the embedded model's)."""
     if pattern is not None:
         return HeadPattern.load(pattern, loaded.geometry)
-    if loaded.artifact and loaded.artifact.get("pattern_path"):
-        return HeadPattern.load(Path(loaded.artifact["pattern_path"]), loaded.geometry)
-    return None
+    carried = shipped_pattern_path(loaded)
+    return HeadPattern.load(carried, loaded.geometry) if carried else None
 
 
 def default_mode_name(loaded: LoadedModel, has_pattern: bool) -> str:

@@ -19,7 +19,7 @@ from sedpa_compress.heads.pattern import HeadPattern
 from sedpa_compress.models.loader import LoadedModel
 from sedpa_compress.svd.factored import DualPathLinear
 from sedpa_compress.svd.rank_search import Spectrum, check_ratio, search_ranks
-from sedpa_compress.svd.whitening import cholesky_factor, truncate, whitened_singular_values, whitened_svd
+from sedpa_compress.svd.whitening import candidate_factors, cholesky_factor, factors_at_rank
 
 SCOPES = ("streaming", "all")
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
@@ -183,40 +183,41 @@ def compress_model(loaded: LoadedModel, stats: CalibrationStats | None, pattern:
     def chol_of(s: ProjectionSlice):
         return _slice_chol(stats, s, chol_cache, device, cfg.damp) if cfg.whiten else None
 
+    # One SVD per slice, kept up to its break-even rank; rank search then only slices.
     spectra: list[Spectrum] = []
+    candidates = []
     with Progress(disable=not show_progress, transient=True) as progress:
-        task = progress.add_task("spectra", total=len(slices))
+        task = progress.add_task("whitened SVD", total=len(slices))
         for s in slices:
             w = _slice_weight(weight_of(s), s)
-            sv = whitened_singular_values(w, chol_of(s)).cpu()
-            spectra.append(Spectrum(s.name, w.shape[0], w.shape[1], sv))
+            max_rank = min(w.shape[0] * w.shape[1] // (w.shape[0] + w.shape[1]), min(w.shape))
+            u_m, sv, d_m = candidate_factors(w, chol_of(s), max_rank)
+            candidates.append((u_m, sv, d_m))
+            spectra.append(Spectrum(s.name, w.shape[0], w.shape[1], sv.cpu()))
             progress.advance(task)
+    chol_cache.clear()
     ranks = search_ranks(spectra, cfg.rank_ratio, cfg.rank_search)
-    with Progress(disable=not show_progress, transient=True) as progress:
-        task = progress.add_task("factoring", total=len(slices))
-        for s, spec, rank in zip(slices, spectra, ranks):
-            attn = attns[s.layer]
-            linear = getattr(attn, s.proj)
-            w_full = linear.weight.detach()
-            w = _slice_weight(w_full, s)
-            u, sv, vh = whitened_svd(w, chol_of(s))
-            up, down = truncate(u, sv, vh, chol_of(s), rank)
-            dense_idx = s.dense_index.to(w_full.device)
-            dense = w_full[dense_idx] if s.split == "rows" else w_full[:, dense_idx]
-            new = DualPathLinear.from_factors(
-                split=s.split, dense_weight=dense, down=down.to(w_full.dtype), up=up.to(w_full.dtype),
-                dense_index=s.dense_index, lowrank_index=s.lowrank_index, in_features=linear.in_features,
-                out_features=linear.out_features, bias=None if linear.bias is None else linear.bias.detach())
-            setattr(attn, s.proj, new)
-            energy = spec.energy()
-            dropped = spec.error(rank)
-            report.projections.append(ProjectionResult(
-                name=s.name, layer=s.layer, proj=s.proj, split=s.split, out_features=spec.out_features,
-                in_features=spec.in_features, rank=rank, max_rank=spec.max_rank,
-                kept_energy=1 - dropped / energy if energy else 1.0,
-                relative_error=math.sqrt(dropped / energy) if energy else 0.0, whitened_error=dropped,
-                dense_params=spec.dense_params, lowrank_params=rank * spec.params_per_rank))
-            progress.advance(task)
+    for s, spec, rank, cand in zip(slices, spectra, ranks, candidates):
+        attn = attns[s.layer]
+        linear = getattr(attn, s.proj)
+        w_full = linear.weight.detach()
+        up, down = factors_at_rank(*cand, rank)
+        dense_idx = s.dense_index.to(w_full.device)
+        dense = w_full[dense_idx] if s.split == "rows" else w_full[:, dense_idx]
+        new = DualPathLinear.from_factors(
+            split=s.split, dense_weight=dense, down=down.to(w_full.dtype), up=up.to(w_full.dtype),
+            dense_index=s.dense_index, lowrank_index=s.lowrank_index, in_features=linear.in_features,
+            out_features=linear.out_features, bias=None if linear.bias is None else linear.bias.detach())
+        setattr(attn, s.proj, new)
+        energy = spec.energy()
+        dropped = spec.error(rank)
+        report.projections.append(ProjectionResult(
+            name=s.name, layer=s.layer, proj=s.proj, split=s.split, out_features=spec.out_features,
+            in_features=spec.in_features, rank=rank, max_rank=spec.max_rank,
+            kept_energy=1 - dropped / energy if energy else 1.0,
+            relative_error=math.sqrt(dropped / energy) if energy else 0.0, whitened_error=dropped,
+            dense_params=spec.dense_params, lowrank_params=rank * spec.params_per_rank))
+    del candidates
     report.model_params_after = count_params(model)
     report.wall_s = time.perf_counter() - t0
     return report

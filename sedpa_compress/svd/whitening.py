@@ -35,20 +35,17 @@ def whitened_svd(weight: torch.Tensor, chol: torch.Tensor | None) -> tuple[torch
     return torch.linalg.svd(a, full_matrices=False)
 
 
-def whitened_singular_values(weight: torch.Tensor, chol: torch.Tensor | None) -> torch.Tensor:
-    w = weight.float()
-    return torch.linalg.svdvals(w if chol is None else w @ chol)
+def candidate_factors(weight: torch.Tensor, chol: torch.Tensor | None,
+                      max_rank: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One SVD per slice, kept up to `max_rank`: (U_m, S, D_m = Vh_m·L⁻¹). Any rank r ≤ max_rank is
+    then a slice (`factors_at_rank`), so rank search needs no second SVD."""
+    u, s, vh = whitened_svd(weight, chol)
+    vh_m = vh[:max_rank]
+    d = vh_m if chol is None else torch.linalg.solve_triangular(chol.T, vh_m.T, upper=True).T
+    return u[:, :max_rank].contiguous(), s, d.contiguous()
 
 
-def truncate(u: torch.Tensor, s: torch.Tensor, vh: torch.Tensor, chol: torch.Tensor | None,
-             rank: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(up [out, r], down [r, in]) with up @ down ≈ W; √S split evenly so both factors are well scaled
-    in bf16."""
+def factors_at_rank(u_m: torch.Tensor, s: torch.Tensor, d_m: torch.Tensor, rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(up, down) at `rank`, √S split evenly between them."""
     root = s[:rank].sqrt()
-    up = u[:, :rank] * root
-    vh_r = vh[:rank] * root[:, None]
-    if chol is None:
-        return up, vh_r
-    # down = Vh_r · L⁻¹  ⇔  Lᵀ · downᵀ = Vh_rᵀ (triangular solve, no explicit inverse)
-    down = torch.linalg.solve_triangular(chol.T, vh_r.T, upper=True).T
-    return up, down
+    return u_m[:, :rank] * root, d_m[:rank] * root[:, None]
