@@ -110,7 +110,8 @@ def calibrate(loaded: LoadedModel, cfg: CalibrateConfig, *, show_progress: bool 
 def _run(model, batch: list[list[int]], device: torch.device) -> int:
     n = min(len(s) for s in batch)  # equal lengths; only the last short source batch can differ
     ids = torch.tensor([s[:n] for s in batch], device=device)
-    model(input_ids=ids, use_cache=False)
+    # The decoder stack alone: the LM head (0.5B parameters on Llama-3) reads nothing we need.
+    getattr(model, "model", model)(input_ids=ids, use_cache=False)
     return ids.numel()
 
 
