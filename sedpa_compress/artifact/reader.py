@@ -89,12 +89,13 @@ def load_artifact(path: Path, *, device: str = "cpu", dtype: torch.dtype = torch
         verify_manifest(path)
     raw, block = read_sedpa_block(path)
     try:
-        hf_config = AutoConfig.from_pretrained(path)
+        hf_config = AutoConfig.from_pretrained(path, trust_remote_code=False)  # never run an artifact's .py
     except (ValueError, OSError, KeyError, TypeError) as exc:
         raise SedpaError(f"{path}/config.json is not a valid transformers config ({str(exc)[:100]}); re-create the artifact") from None
     family = family_for(hf_config)
     with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype, attn_implementation="sdpa")
+        model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype, attn_implementation="sdpa",
+                                                  trust_remote_code=False)
     modules = dict(model.named_modules())
     for name, p in block["projections"].items():
         parent_name, _, attr = name.rpartition(".")

@@ -9,8 +9,11 @@ from typing import Any
 
 from sedpa_compress import __version__
 from sedpa_compress.atomic import atomic_directory, atomic_write_json, atomic_write_text
-from sedpa_compress.artifact.card import render_card
+from sedpa_compress.errors import SedpaError
+from sedpa_compress.artifact.card import base_license, render_card
+from sedpa_compress.artifact.heatmap import write_pattern_heatmap
 from sedpa_compress.artifact.manifest import write_manifest
+from sedpa_compress.artifact.remote_code import AUTO_MAP, copy_remote_code
 from sedpa_compress.heads.pattern import HeadPattern
 from sedpa_compress.models.loader import LoadedModel
 
@@ -48,13 +51,23 @@ def write_artifact(out: Path, loaded: LoadedModel, block: dict[str, Any], *, pat
     from huggingface_hub import save_torch_state_dict
 
     model = loaded.model
+    if "license" not in block and (license_ := base_license(loaded.path)):
+        block = {**block, "license": license_}  # the base model's licence carries over to the card
     with atomic_directory(Path(out), overwrite=overwrite) as tmp:
         config = model.config.to_dict()
         config.pop("_attn_implementation_autoset", None)
         config["sedpa"] = block
+        # transformers users: AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True) runs the
+        # copied modeling_sedpa.py; sedpa's own loader ignores auto_map (the base family has local code).
+        config["auto_map"] = dict(AUTO_MAP)
         atomic_write_json(tmp / "config.json", config)
         state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-        save_torch_state_dict(state, tmp, max_shard_size="5GB", metadata={"format": "pt", "sedpa": str(ARTIFACT_FORMAT)})
+        try:
+            save_torch_state_dict(state, tmp, max_shard_size="5GB", metadata={"format": "pt", "sedpa": str(ARTIFACT_FORMAT)})
+        except Exception as exc:  # a full disk surfaces as safetensors' own error type, not OSError
+            if type(exc).__name__ != "SafetensorError":
+                raise
+            raise SedpaError(f"cannot write {out}: {str(exc).splitlines()[0]}; free disk space or choose another path") from None
         if pattern is not None:
             pattern.save(tmp / PATTERN_FILE)
         if loaded.tokenizer is not None:
@@ -63,7 +76,10 @@ def write_artifact(out: Path, loaded: LoadedModel, block: dict[str, Any], *, pat
             model.generation_config.save_pretrained(tmp)
         for name, text in (extra_files or {}).items():
             atomic_write_text(tmp / name, text)
-        atomic_write_text(tmp / "README.md", render_card(config, block, pattern))
+        copy_remote_code(tmp)
+        heatmap = write_pattern_heatmap(pattern, tmp) if pattern is not None else None
+        atomic_write_text(tmp / "README.md", render_card(config, block, pattern,
+                                                         heatmap=heatmap.name if heatmap is not None else None))
         write_manifest(tmp)
     return Path(out)
 

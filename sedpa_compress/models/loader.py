@@ -174,12 +174,15 @@ def load_pretrained_dir(path: Path, *, source: str, name: str, dtype: torch.dtyp
     from transformers import AutoConfig, AutoModelForCausalLM
 
     try:
-        hf_config = AutoConfig.from_pretrained(path)
+        # trust_remote_code=False, always: a model directory's auto_map must never run its .py files
+        # (and never prompts "run the custom code? [y/N]", which would hang a non-interactive run).
+        hf_config = AutoConfig.from_pretrained(path, trust_remote_code=False)
     except (ValueError, OSError, KeyError) as exc:
         raise SedpaError(f"cannot read {path}/config.json ({exc}): pass a Hugging Face model directory") from None
     family = family_for(hf_config)
     try:
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa")
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa",
+                                                     trust_remote_code=False)
     except (OSError, ValueError, RuntimeError) as exc:
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise SedpaError(f"cannot load weights from {path}: {msg}; check the directory holds *.safetensors") from None
@@ -196,7 +199,7 @@ def _load_tokenizer(path: Path):
     if not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")):
         return None
     try:
-        return AutoTokenizer.from_pretrained(path)
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
     except (OSError, ValueError) as exc:
         raise SedpaError(f"cannot load the tokenizer in {path} ({exc}): check its tokenizer files") from None
 

@@ -1,0 +1,72 @@
+"""Identification recipes: YAML data, unknown fields refused by name, flags override."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from sedpa_compress.errors import SedpaError
+from sedpa_compress.heads.config import IdentifyConfig, load_recipe
+
+RECIPES = sorted((Path(__file__).resolve().parent.parent / "recipes").glob("identify-*.yaml"))
+
+
+def test_shipped_recipes_load():
+    names = {p.name for p in RECIPES}
+    assert {"identify-sedpa-tiny.yaml", "identify-llama-3-8b-1048k.yaml", "identify-llama-2-7b-32k.yaml",
+            "identify-mistral-7b-v0.2.yaml", "identify-qwen2-7b.yaml"} <= names
+    for path in RECIPES:
+        cfg = load_recipe(path)
+        assert cfg.context_min < cfg.context_max and cfg.steps > 0
+    assert load_recipe(RECIPES[0].parent / "identify-llama-2-7b-32k.yaml").retrieval_ratio == 0.25  # MHA
+
+
+def test_unknown_field_is_named(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("steps: 10\nlearning_rate: 0.1\n")
+    with pytest.raises(SedpaError, match="unknown field.*learning_rate"):
+        load_recipe(p)
+
+
+def test_recipe_that_does_not_parse(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("steps: [10\n")
+    with pytest.raises(SedpaError, match="does not parse"):
+        load_recipe(p)
+
+
+def test_wrong_kind_of_value(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("steps: many\n")
+    with pytest.raises(SedpaError, match="`steps` must be a int"):
+        load_recipe(p)
+
+
+def test_bad_values_are_refused(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("context_min: 5000\ncontext_max: 1000\n")
+    with pytest.raises(SedpaError, match="context range"):
+        load_recipe(p)
+    with pytest.raises(SedpaError, match="recipe .* does not exist"):
+        load_recipe(tmp_path / "missing.yaml")
+
+
+def test_flags_override_the_recipe(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("steps: 10\nlr: 0.1\nretrieval_ratio: 0.25\n")
+    cfg = load_recipe(p).with_overrides(steps=3, lr=None, threshold=0.5)
+    assert (cfg.steps, cfg.lr, cfg.threshold, cfg.retrieval_ratio) == (3, 0.1, 0.5, None)
+
+
+def test_threshold_in_recipe_replaces_the_default_ratio(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("threshold: 0.6\n")
+    cfg = load_recipe(p)
+    assert cfg.threshold == 0.6 and cfg.retrieval_ratio is None
+
+
+def test_defaults_follow_duoattention():
+    cfg = IdentifyConfig()
+    assert (cfg.lr, cfg.reg_weight, cfg.steps, cfg.context_min, cfg.context_max, cfg.num_passkeys) == \
+        (0.02, 0.05, 2000, 1000, 32000, 10)

@@ -1,0 +1,247 @@
+"""`sedpa push` / `sedpa pull` and `--model ORG/NAME`, end to end against a fake Hub (issue 7).
+
+The Hub cannot be reached from the test machines, so `tests/hubstub.py` serves the endpoints
+huggingface_hub really calls (create repo, branch, preupload, NDJSON commit, tree, repo info,
+file resolve, README YAML validation) from memory on 127.0.0.1. huggingface_hub runs unmodified
+against it; what the stub does not cover (LFS/Xet uploads, real auth, rate limits) is listed there.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import build_tiny, random_pattern
+from hubstub import HubStub, closed_port_url, point_huggingface_hub_at
+from sedpa_compress.artifact.hub import NO_TOKEN
+from sedpa_compress.calibration.stats import CalibrateConfig
+from sedpa_compress.cli import app
+from sedpa_compress.models import load_model
+from sedpa_compress.svd.compress import CompressConfig
+from sedpa_compress.svd.run import CompressJob, run_compress
+
+TOKEN = "hf_stub_write_token"
+REPO = "sedpa-test/tiny-llama-sedpa"
+runner = CliRunner()
+
+
+def sedpa(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def one_line_error(result) -> str:
+    """A user error: exit 2, one line on stderr, no traceback."""
+    assert result.exit_code == 2, (result.exit_code, result.output)
+    assert result.exception is None or isinstance(result.exception, SystemExit)
+    err = result.stderr.strip()
+    assert err.startswith("error:") and "Traceback" not in result.output, err
+    return " ".join(err.split())
+
+
+@pytest.fixture(scope="module")
+def artifact(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("hub-art")
+    loaded = load_model(str(build_tiny("llama", tmp / "model")))
+    random_pattern(loaded.geometry).save(tmp / "p.pattern.json")
+    run_compress(loaded, CompressJob(out=tmp / "art", pattern=tmp / "p.pattern.json", measure_ppl=False,
+                                     compress=CompressConfig(rank_ratio=0.7),
+                                     calibrate=CalibrateConfig(tokens=512, seq_len=64)), show_progress=False)
+    return tmp / "art"
+
+
+@pytest.fixture
+def hub(monkeypatch, tmp_path):
+    with HubStub(token=TOKEN) as stub:
+        point_huggingface_hub_at(monkeypatch, stub.url, tmp_path / "hf", token=TOKEN)
+        yield stub
+        assert not stub.unhandled, f"huggingface_hub called endpoints the stub lacks: {stub.unhandled}"
+
+
+def logits(model_spec: str) -> torch.Tensor:
+    loaded = load_model(model_spec)
+    with torch.no_grad():
+        return loaded.model(torch.arange(3, 40).unsqueeze(0)).logits
+
+
+def test_push_pull_load_gives_the_same_logits(hub, artifact):
+    r = sedpa("push", artifact, "--repo-id", REPO, "--commit-message", "first")
+    assert r.exit_code == 0, r.output
+    remote = hub.files(REPO)
+    local = {p.name for p in artifact.iterdir()}
+    assert set(remote) == local | {".gitattributes"}
+    assert remote["model.safetensors"] == (artifact / "model.safetensors").read_bytes()
+    assert f"sedpa generate --model {REPO}" in remote["README.md"].decode()  # the pushed card names the repo
+    assert hub.repos[REPO].commits[hub.repos[REPO].branches["main"]].message == "first"
+
+    r = sedpa("pull", REPO)
+    assert r.exit_code == 0, r.output
+    pulled = Path(r.stdout.strip().splitlines()[-1])
+    assert pulled.is_dir() and str(pulled).startswith(os.environ["HF_HUB_CACHE"])
+    assert (pulled / "modeling_sedpa.py").is_file() and (pulled / "sedpa_pattern.png").is_file()
+
+    served = len(hub.requests)
+    assert torch.equal(logits(REPO), logits(str(artifact)))  # --model ORG/NAME: the pulled artifact, from the cache
+    assert len(hub.requests) == served, "a pulled artifact loads without touching the network"
+    loaded = load_model(REPO)
+    assert loaded.source == "artifact" and loaded.artifact["rank_ratio"] == 0.7
+
+
+def test_model_org_name_downloads_an_artifact_without_pull(hub, artifact):
+    assert sedpa("push", artifact, "--repo-id", REPO).exit_code == 0
+    assert torch.equal(logits(REPO), logits(str(artifact)))
+
+
+def test_repush_deletes_stale_files_and_skips_unchanged_ones(hub, artifact):
+    assert sedpa("push", artifact, "--repo-id", REPO).exit_code == 0
+    repo = hub.repos[REPO]
+    head = repo.commits[repo.branches["main"]]
+    head.files["model-00001-of-00002.safetensors"] = b"stale shard from an older push"
+    assert sedpa("push", artifact, "--repo-id", REPO).exit_code == 0
+    assert "model-00001-of-00002.safetensors" not in hub.files(REPO)
+    head = repo.branches["main"]
+    commits = len(repo.commits)
+    assert sedpa("push", artifact, "--repo-id", REPO).exit_code == 0
+    assert repo.branches["main"] == head and len(repo.commits) == commits  # nothing changed: no empty commit
+
+
+def test_revision_pushes_to_a_branch_and_pulls_it(hub, artifact):
+    r = sedpa("push", artifact, "--repo-id", REPO, "--revision", "rank-0.7")
+    assert r.exit_code == 0, r.output
+    assert "README.md" not in hub.files(REPO, "main") and "README.md" in hub.files(REPO, "rank-0.7")
+    r = sedpa("pull", REPO, "--revision", "rank-0.7")
+    assert r.exit_code == 0, r.output
+    assert (Path(r.stdout.strip().splitlines()[-1]) / "manifest.json").is_file()
+    err = one_line_error(sedpa("pull", REPO, "--revision", "no-such-branch"))
+    assert "has no revision 'no-such-branch'" in err
+
+
+def test_private_repo_is_invisible_without_a_token(hub, artifact, monkeypatch):
+    assert sedpa("push", artifact, "--repo-id", REPO, "--private").exit_code == 0
+    assert hub.repos[REPO].private
+    monkeypatch.delenv("HF_TOKEN")
+    err = one_line_error(sedpa("pull", REPO))
+    assert "no such repository" in err and "private" in err
+
+
+def test_pull_of_a_missing_repo_is_one_line(hub):
+    err = one_line_error(sedpa("pull", "sedpa-test/nothing-here"))
+    assert "sedpa-test/nothing-here: no such repository" in err
+
+
+def test_no_token_is_refused_before_any_request(hub, artifact, monkeypatch):
+    monkeypatch.delenv("HF_TOKEN")
+    err = one_line_error(sedpa("push", artifact, "--repo-id", REPO))
+    assert err == f"error: {NO_TOKEN}"
+    assert hub.requests == []
+
+
+def test_stored_login_token_is_used(hub, artifact, monkeypatch):
+    """`huggingface-cli login` stores the token in HF_HOME/token; push finds it there."""
+    monkeypatch.delenv("HF_TOKEN")
+    import huggingface_hub.constants as C
+
+    Path(C.HF_TOKEN_PATH).parent.mkdir(parents=True, exist_ok=True)
+    Path(C.HF_TOKEN_PATH).write_text(TOKEN)
+    assert sedpa("push", artifact, "--repo-id", REPO).exit_code == 0
+
+
+@pytest.mark.parametrize("bad", ["no-namespace", "a/b/c", "org/", "/name", "org/na me", "org/-dash", "org/a..b",
+                                 "org/name.", "org--x/y", "org/" + "n" * 97])
+def test_malformed_repo_id_is_one_line(hub, artifact, bad):
+    err = one_line_error(sedpa("push", artifact, "--repo-id", bad))
+    assert "is not a Hub repo id ORG/NAME" in err
+    assert hub.requests == []
+
+
+def test_malformed_pull_id_and_revision(hub, artifact):
+    assert "is not a Hub repo id" in one_line_error(sedpa("pull", "not a repo"))
+    assert "not a valid branch name" in one_line_error(sedpa("push", artifact, "--repo-id", REPO, "--revision", "a..b"))
+    assert hub.requests == []
+
+
+def test_artifact_failing_its_manifest_is_refused_before_any_request(hub, artifact, tmp_path):
+    bad = tmp_path / "bad"
+    shutil.copytree(artifact, bad)
+    data = bytearray((bad / "model.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (bad / "model.safetensors").write_bytes(bytes(data))
+    err = one_line_error(sedpa("push", bad, "--repo-id", REPO))
+    assert "refusing to push" in err and "fails its sha256" in err
+    (bad / "manifest.json").unlink()
+    assert "has no manifest.json" in one_line_error(sedpa("push", bad, "--repo-id", REPO))
+    assert "not a sedpa artifact" in one_line_error(sedpa("push", tmp_path, "--repo-id", REPO))
+    assert hub.requests == []
+
+
+def test_wrong_token_and_forbidden_namespace(monkeypatch, tmp_path, artifact):
+    with HubStub(token=TOKEN, namespaces={"sedpa-test"}) as stub:
+        point_huggingface_hub_at(monkeypatch, stub.url, tmp_path / "hf", token="hf_wrong")
+        assert "rejected the token (401" in one_line_error(sedpa("push", artifact, "--repo-id", REPO))
+        monkeypatch.setenv("HF_TOKEN", TOKEN)
+        err = one_line_error(sedpa("push", artifact, "--repo-id", "someone-else/x"))
+        assert "403 Forbidden" in err and "write access" in err
+        assert not stub.repos
+
+
+def test_network_unreachable_is_one_line(monkeypatch, tmp_path, artifact):
+    url = closed_port_url()
+    point_huggingface_hub_at(monkeypatch, url, tmp_path / "hf", token=TOKEN)
+    err = one_line_error(sedpa("push", artifact, "--repo-id", REPO))
+    assert f"cannot reach the Hugging Face Hub at {url}" in err
+    err = one_line_error(sedpa("pull", REPO))
+    assert f"cannot reach the Hugging Face Hub at {url}" in err
+
+
+def _manifest_accepts_cache_symlinks() -> bool:
+    """The Hub cache stores snapshot files as symlinks into ../../blobs; verify_manifest must accept them."""
+    import tempfile
+
+    from sedpa_compress.artifact.manifest import verify_manifest, write_manifest
+    from sedpa_compress.errors import SedpaError
+
+    with tempfile.TemporaryDirectory() as d:
+        blobs, snap = Path(d) / "blobs", Path(d) / "snap"
+        blobs.mkdir()
+        snap.mkdir()
+        (blobs / "x").write_text("x")
+        (snap / "a.txt").symlink_to(blobs / "x")
+        write_manifest(snap)
+        try:
+            verify_manifest(snap)
+            return True
+        except SedpaError:
+            return False
+
+
+@pytest.mark.xfail(not _manifest_accepts_cache_symlinks(), strict=True,
+                   reason="artifact/manifest.py and reader.py resolve() symlinks, so an artifact in the default Hub "
+                          "cache (symlinks into blobs/) is refused; needs the lexical containment check (hub report)")
+def test_pull_into_the_default_symlinked_cache_loads(monkeypatch, tmp_path, artifact):
+    with HubStub(token=TOKEN) as stub:
+        point_huggingface_hub_at(monkeypatch, stub.url, tmp_path / "hf", token=TOKEN, symlinks=True)
+        assert sedpa("push", artifact, "--repo-id", REPO).exit_code == 0
+        r = sedpa("pull", REPO)
+        assert r.exit_code == 0, r.output
+        assert (Path(r.stdout.strip().splitlines()[-1]) / "model.safetensors").is_symlink()
+        assert torch.equal(logits(REPO), logits(str(artifact)))
+
+
+def test_cli_push_in_a_fresh_process_reads_hf_endpoint_and_hf_token(tmp_path, artifact):
+    """No monkeypatching: a real `python -m sedpa_compress push` configured only by the environment."""
+    with HubStub(token=TOKEN) as stub:
+        env = {**os.environ, "HF_ENDPOINT": stub.url, "HF_TOKEN": TOKEN, "HF_HOME": str(tmp_path / "hf"),
+               "HF_HUB_DISABLE_TELEMETRY": "1", "NO_COLOR": "1", "COLUMNS": "200"}
+        env.pop("HF_HUB_OFFLINE", None)
+        r = subprocess.run([sys.executable, "-m", "sedpa_compress", "push", str(artifact), "--repo-id", REPO],
+                           env=env, capture_output=True, text=True, timeout=300)
+        assert r.returncode == 0, r.stderr
+        assert f"{stub.url}/{REPO}" in r.stdout
+        assert json.loads(stub.files(REPO)["manifest.json"])["files"]["model.safetensors"]["bytes"] > 0

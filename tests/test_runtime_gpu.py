@@ -1,0 +1,165 @@
+"""The CUDA runtime against plain-PyTorch fp32 references (run on the GPU machine: pytest -m gpu)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import random_pattern
+from sedpa_compress.models import load_model
+from sedpa_compress.runtime import kernels
+from sedpa_compress.runtime.model import RuntimeSpec
+from sedpa_compress.runtime.modes import build_mode
+from sedpa_compress.runtime.modes.tidal import TidalAttention
+from sedpa_compress.runtime.reference import using_mode
+from sedpa_compress.runtime.runner import Runner
+
+pytestmark = pytest.mark.gpu
+
+SINK, RECENT, WINDOW = 16, 64, 256
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).norm() / b.float().norm())
+
+
+@pytest.fixture(scope="module")
+def gpu_model_dir(tmp_path_factory):
+    """A small Llama with the real head_dim (128) and GQA group (4), saved once."""
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    cfg = LlamaConfig(hidden_size=1024, intermediate_size=2048, num_hidden_layers=4, num_attention_heads=8,
+                      num_key_value_heads=2, head_dim=128, vocab_size=512, max_position_embeddings=8192,
+                      rope_theta=500000.0, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(cfg)
+    with torch.no_grad():  # bf16-representable weights: the fp32 reference sees the same numbers
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.copy_(torch.randn_like(p).mul(0.02).bfloat16().float())
+    path = tmp_path_factory.mktemp("gpu") / "model"
+    model.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def models(gpu_model_dir):
+    fast = load_model(str(gpu_model_dir), device="cuda", dtype="bfloat16")
+    ref = load_model(str(gpu_model_dir), device="cuda", dtype="float32")
+    return fast, ref
+
+
+def _mode_kwargs(mode, pattern):
+    return dict(pattern=pattern, sink=SINK, recent=RECENT, window=WINDOW if mode == "sedpa-w" else None)
+
+
+@pytest.mark.parametrize("mode", ["full", "streaming", "duo", "sedpa-s", "sedpa-w"])
+def test_mode_logits_match_fp32_reference(models, mode):
+    fast, ref = models
+    pattern = random_pattern(fast.geometry, ratio=0.5, sink=SINK, recent=RECENT)
+    torch.manual_seed(1)
+    t, new = 1500, 6
+    ids = torch.randint(0, 512, (1, t + new), device="cuda")
+    runner = Runner.build(fast, RuntimeSpec(mode=mode, **_mode_kwargs(mode, pattern)), max_len=t + new + 8, chunk=512)
+    outs = [runner.prefill(ids[:, :t])]
+    for j in range(t, t + new):
+        outs.append(runner.decode(ids[:, j]).clone())
+    m = build_mode(mode, **_mode_kwargs(mode, pattern))
+    with torch.no_grad(), using_mode(ref.model, m):
+        want = ref.model(ids).logits[0, t - 1:]
+    for got, w in zip(outs, want):
+        assert rel(got[0], w) <= 1e-2
+
+
+def test_full_matches_transformers_forward(models):
+    fast, ref = models
+    torch.manual_seed(2)
+    ids = torch.randint(0, 512, (1, 700), device="cuda")
+    runner = Runner.build(fast, RuntimeSpec(mode="full"), max_len=800, chunk=256)
+    got = runner.prefill(ids)
+    with torch.no_grad():
+        want = ref.model(ids).logits[0, -1]
+    assert rel(got[0], want) <= 1e-2
+
+
+@pytest.mark.parametrize("mode", ["duo", "sedpa-w"])
+def test_chunked_prefill_equals_one_shot(models, mode):
+    fast, _ = models
+    pattern = random_pattern(fast.geometry, ratio=0.5, sink=SINK, recent=RECENT)
+    ids = torch.randint(0, 512, (1, 1200), device="cuda")
+    spec = RuntimeSpec(mode=mode, **_mode_kwargs(mode, pattern))
+    outs = []
+    for chunk in (1200, 300):
+        r = Runner.build(fast, spec, max_len=1300, chunk=chunk)
+        a = r.prefill(ids[:, :1190])
+        b = [r.decode(ids[:, j]).clone() for j in range(1190, 1200)]
+        outs.append([a] + b)
+    for x, y in zip(*outs):
+        assert rel(x, y) <= 1e-2
+
+
+def test_tidal_matches_reference_and_full_when_k_covers_context(models):
+    fast, ref = models
+    torch.manual_seed(3)
+    t = 900
+    ids = torch.randint(0, 512, (1, t + 4), device="cuda")
+    for k in (64, 4096):
+        runner = Runner.build(fast, RuntimeSpec(mode="tidal", top_k=k, dense_layers=1, selection_layers=(1, 3)),
+                              max_len=t + 8, chunk=512)
+        runner.prefill(ids[:, :t])
+        got = [runner.decode(ids[:, j]).clone() for j in range(t, t + 4)]
+        mode = TidalAttention(top_k=k, dense_layers=1, selection_layers=(1, 3), num_layers=4)
+        with torch.no_grad(), using_mode(ref.model, mode):
+            o = ref.model(ids[:, :t], use_cache=True)
+            pkv, want = o.past_key_values, []
+            for j in range(t, t + 4):
+                o = ref.model(ids[:, j:j + 1], past_key_values=pkv, use_cache=True)
+                pkv = o.past_key_values
+                want.append(o.logits[0, -1])
+        for g, w in zip(got, want):
+            assert rel(g[0], w) <= 1e-2
+        if k >= t:
+            with torch.no_grad():
+                full = ref.model(ids).logits[0, t:]
+            for g, w in zip(got, full):
+                assert rel(g[0], w) <= 1e-2
+
+
+def test_cuda_graph_decode_equals_eager(models):
+    fast, _ = models
+    ids = torch.randint(0, 512, (1, 600), device="cuda")
+    outs = []
+    for graph in (True, False):
+        r = Runner.build(fast, RuntimeSpec(mode="full"), max_len=640, cuda_graph=graph)
+        r.prefill(ids[:, :590])
+        outs.append([r.decode(ids[:, j]).clone() for j in range(590, 600)])
+    for a, b in zip(*outs):
+        assert rel(a, b) <= 1e-3
+
+
+@pytest.mark.parametrize("length", [1, 63, 1000, 70000])
+def test_split_k_kernel_matches_reference(length):
+    torch.manual_seed(4)
+    b, h, g, d, t = 1, 4, 4, 128, 70016
+    q = torch.randn(b, h, g, d, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(b, h, t, d, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn(b, h, t, d, device="cuda", dtype=torch.bfloat16)
+    n = torch.tensor([length], device="cuda")
+    got = kernels.decode_attention(q, k, v, n, d ** -0.5)
+    want = kernels.decode_attention_ref(q.float(), k.float(), v.float(), n, d ** -0.5)
+    assert rel(got, want) <= 1e-2
+    idx = torch.randperm(t, device="cuda")[None, :2048]
+    got = kernels.decode_attention(q, k, v, torch.tensor([min(length, 2048)], device="cuda"), d ** -0.5, index=idx)
+    want = kernels.decode_attention_ref(q.float(), k.float(), v.float(), torch.tensor([min(length, 2048)], device="cuda"),
+                                        d ** -0.5, index=idx)
+    assert rel(got, want) <= 1e-2
+
+
+def test_flash_chunk_attention_matches_masked_reference():
+    torch.manual_seed(5)
+    q = torch.randn(1, 16, 512, 128, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(1, 4, 2560, 128, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn(1, 4, 2560, 128, device="cuda", dtype=torch.bfloat16)
+    got = kernels.causal_chunk_attention(q, k, v, 2048, 128 ** -0.5)
+    want = kernels.causal_chunk_attention(q.float().cpu(), k.float().cpu(), v.float().cpu(), 2048, 128 ** -0.5)
+    assert rel(got.cpu(), want) <= 1e-2
