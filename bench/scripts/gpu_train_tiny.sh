@@ -13,7 +13,7 @@ sedpa train-tiny --recipe recipes/tiny.yaml --out runs/gpu --max-minutes "$MINUT
 M=runs/gpu/model
 cp "$M/eval.json" "$OUT/tiny_eval.json" 2>/dev/null
 # identification on the fresh model, bounded so the call always returns
-timeout 50 python3 -c 'import sys; sys.argv[0] = "sedpa"; from sedpa_compress.cli import main; main()' \
+timeout 90 python3 -c 'import sys; sys.argv[0] = "sedpa"; from sedpa_compress.cli import main; main()' \
   identify-heads --model "$M" --recipe recipes/identify-sedpa-tiny.yaml --out "$OUT/sedpa-tiny.pattern.json" \
   2>&1 | tail -20 > "$OUT/identify.log"
 # the model folder (bf16 weights ~40 MB) in parts under the 16 MiB per-file limit

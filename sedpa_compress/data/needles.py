@@ -163,6 +163,12 @@ TRAIN_TEMPLATES = NeedleTemplates(
         ("Find the {attr} for {key} in the text above.", "The {attr} for {key} is"),
         ("{key}: what is the {attr}?", "The {attr} is"),
         ("According to the text, what is the {attr} of {key}?", "According to the text, it is"),
+        # answer prefixes that do not repeat the needle's words, so the number is found by meaning
+        ("Do you know the {attr} of {key}?", "Certainly. It is"),
+        ("Give the {attr} of {key}.", "OK, here it is:"),
+        ("Search the document for the {attr} of {key}.", "Found it: the {attr} is"),
+        ("Which number is the {attr} of {key}?", "That number is"),
+        ("Please answer: {key}'s {attr}?", "My answer is"),
     ),
     value_digits=(3, 8),
     pseudo_keys=True,

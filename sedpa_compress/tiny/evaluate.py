@@ -6,7 +6,8 @@ held-out templates and held-out text, and held-out text perplexity. Writes bench
 
 Greedy answers are read from one teacher-forced pass: the prediction at each answer position is the
 argmax given the prompt and the answer so far, which is exactly greedy decoding for as long as it agrees
-with the answer (so `accuracy`, the exact match, equals greedy decoding's).
+with the answer; `accuracy` counts an example only when every answer token agrees, so it equals greedy
+decoding's exact match.
 """
 
 from __future__ import annotations
@@ -50,6 +51,18 @@ def answer_predictions(model: torch.nn.Module, prompt_ids: list[int], answer_ids
     return logits.argmax(-1).tolist()
 
 
+def _score_tokens(tokenizer: Any, preds: list[int], answer_ids: list[int], answer: str) -> tuple[float, float]:
+    """(exact, partial). Exact only when every answer token is the argmax and the token after the answer
+    does not continue the number: then greedy decoding writes exactly the answer. Scoring the decoded
+    predictions as text instead would forgive a wrong first token (teacher forcing repairs the rest)."""
+    n = len(answer_ids)
+    tokens_right = preds[:n] == answer_ids
+    after = tokenizer.decode(preds[n:n + 1]).strip()
+    exact = float(tokens_right and not after[:1].isdigit())
+    _, partial = score_answer(tokenizer.decode(preds[:n]), answer)
+    return exact, partial
+
+
 def needle_rows(model: torch.nn.Module, tokenizer: Any, contexts: list[int], depths: int, samples: int,
                 modes: tuple[str, ...] = ("full", "streaming"), sink: int = 16, recent: int = 64,
                 templates: NeedleTemplates = HELDOUT_TEMPLATES, seed: int = 1234, haystack: str | None = None,
@@ -71,7 +84,7 @@ def needle_rows(model: torch.nn.Module, tokenizer: Any, contexts: list[int], dep
                 answer_ids = full_ids[len(prompt_ids):]
                 for mode in modes:
                     preds = answer_predictions(model, prompt_ids, answer_ids, mode, sink, recent)
-                    per_mode[mode].append(score_answer(tokenizer.decode(preds), ex.answer))
+                    per_mode[mode].append(_score_tokens(tokenizer, preds, answer_ids, ex.answer))
             for mode in modes:
                 exact = sum(e for e, _ in per_mode[mode]) / samples
                 partial = sum(p for _, p in per_mode[mode]) / samples
