@@ -1,26 +1,24 @@
 """sedpa-tiny's tokenizer: byte-level BPE trained on the shipped text, one token per digit.
 
-A digit keeps the space before it (" 4821" -> "Ġ4", "8", "2", "1"): with the space as a token of its own,
-the first token of every answer was a bare "Ġ" that carries no information, and on unseen question
-wordings the model's text prior ("Ġthat", "Ġused") beat it although it had found the right number."""
+The space before a number stays a token of its own ("Ġ"). That bare "Ġ" marks where every number starts,
+which is what let retrieval form quickly (an induction step: after "Ġ", copy what followed a "Ġ" in the
+needle). A run where " 4" was one token ("Ġ4") never learned retrieval in the same budget."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
-_DIGIT_LINES = 2000
 
 
 def train_tokenizer(text: str, vocab_size: int) -> Tokenizer:
-    """Byte-level BPE (never an unknown token) with digits split one per token (each keeping a space
-    before it), so numbers copy exactly."""
+    """Byte-level BPE (never an unknown token) with digits split one per token, so numbers copy exactly."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Split(Regex(r" ?[0-9]"), behavior="isolated"),
+        pre_tokenizers.Digits(individual_digits=True),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
     ])
     tok.decoder = decoders.ByteLevel()
@@ -31,11 +29,7 @@ def train_tokenizer(text: str, vocab_size: int) -> Tokenizer:
         min_frequency=2,
         show_progress=False,
     )
-    # Lines of spaced digits make sure every " d" merge (Ġ0..Ġ9) is in the vocabulary.
-    digits = [" ".join("0123456789")] * _DIGIT_LINES
-    tok.train_from_iterator([*text.split("\n\n"), *digits], trainer=trainer)
-    missing = [f"Ġ{d}" for d in range(10) if tok.token_to_id(f"Ġ{d}") is None]
-    assert not missing, f"tokenizer lacks {missing}: raise _DIGIT_LINES"
+    tok.train_from_iterator((p for p in text.split("\n\n")), trainer=trainer)
     bos = tok.token_to_id(BOS)
     tok.post_processor = processors.TemplateProcessing(
         single=f"{BOS} $A", pair=f"{BOS} $A {BOS} $B", special_tokens=[(BOS, bos)]

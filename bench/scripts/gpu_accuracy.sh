@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Issue 6 acceptance on the embedded sedpa-tiny, on one GPU: build the SEDPA artifact (rank ratio 0.85),
+# then NIAH (1k..16k x 10 depths) and perplexity for every mode, side by side:
+#   full, streaming, duo (the pattern's recipe ratio), sedpa-s, sedpa-w (on the artifact), tidal.
+#
+#   run: bash bench/scripts/gpu_accuracy.sh            (the lead runs it on the device; results to $OUT)
+#
+# Wall-clock guarded (BUDGET, default 570 s): each step gets what is left, and a step cut short leaves its
+# finished cells in bench/results/*.cells.jsonl (inside the tarball), so running the script again with
+# those files in the tree resumes instead of starting over. Everything lands in $OUT/accuracy.tgz
+# (unpack at the repo root: bench/results/{niah,ppl}_sedpa-tiny.*) plus the log and a summary.
+# A CPU dry run of the same script on any model: MODEL=DIR PATTERN=P DEVICE=cpu LENGTHS=256,512 DEPTHS=3 \
+#   SEQ_LEN=256 TAIL=32 NAME=dry ART=/tmp/art OUT=/tmp/o bash bench/scripts/gpu_accuracy.sh
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+export PYTHONUNBUFFERED=1 PYTHONPATH=.
+OUT=${OUT:-/tmp/sedpa-accuracy}
+mkdir -p "$OUT" bench/results
+BUDGET=${BUDGET:-570}
+START=$(date +%s)
+left() { echo $(( BUDGET - 25 - ($(date +%s) - START) )); }  # 25 s kept for packing the results
+PATTERN=${PATTERN:-recipes/patterns/sedpa-tiny.pattern.json}
+ART=${ART:-out/sedpa-tiny-sedpa-r085}
+MODES=full,streaming,duo,sedpa-s,sedpa-w,tidal
+LENGTHS=${LENGTHS:-1k:16k:8}
+DEPTHS=${DEPTHS:-10}
+SEQ_LEN=${SEQ_LEN:-16384}
+TAIL=${TAIL:-512}
+DEVICE=${DEVICE:-cuda}
+MODEL_ARGS=${MODEL:+--model $MODEL}  # empty: the embedded sedpa-tiny
+NAME=${NAME:-sedpa-tiny}
+LOG="$OUT/accuracy.log"
+SEDPA="python3 -m sedpa_compress"
+exec > >(tee -a "$LOG") 2>&1
+
+nvidia-smi --query-gpu=name,memory.used,memory.total --format=csv,noheader || true
+python3 -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"
+[ -f "$PATTERN" ] || { echo "missing $PATTERN (the heads engineer's sedpa-tiny pattern)"; exit 2; }
+
+step() {  # step NAME CMD...: run with the time that is left, report how long it took
+  local name=$1; shift
+  local t=$(left)
+  if [ "$t" -lt 20 ]; then echo "== $name: skipped, no time left"; return 1; fi
+  echo "== $name (limit ${t}s): $*"
+  local s=$(date +%s)
+  timeout --signal=INT --kill-after=10 "$t" "$@"
+  local rc=$?
+  echo "== $name: rc=$rc in $(( $(date +%s) - s ))s"
+  return $rc
+}
+
+# 1. the artifact: streaming heads' q/k/v/o low-rank at rank ratio 0.85 (skipped when already built)
+if [ ! -f "$ART/config.json" ]; then
+  step compress $SEDPA compress $MODEL_ARGS --pattern "$PATTERN" --rank-ratio 0.85 --out "$ART" --device "$DEVICE"
+fi
+
+# 2. needle in a haystack: 8 lengths x 10 depths, one prompt per cell, same prompts for every mode
+step niah $SEDPA bench niah $MODEL_ARGS --pattern "$PATTERN" --compressed "$ART" -a "$MODES" \
+  --lengths "$LENGTHS" --depths "$DEPTHS" --out "bench/results/niah_$NAME.json" --device "$DEVICE"
+
+# 3. perplexity: 4 windows of 16k tokens of the bundled held-out text (tail_ppl: the last 512 tokens, tidal decodes them)
+step ppl $SEDPA bench ppl $MODEL_ARGS --pattern "$PATTERN" --compressed "$ART" -a "$MODES" \
+  --seq-len "$SEQ_LEN" --windows 4 --decode-tail "$TAIL" --out "bench/results/ppl_$NAME.json" --device "$DEVICE"
+
+tar czf "$OUT/accuracy.tgz" bench/results/niah_$NAME* bench/results/ppl_$NAME*
+NAME=$NAME python3 - <<'EOF' | tee "$OUT/summary.txt"
+import json, os, pathlib
+for name in ("niah", "ppl"):
+    p = pathlib.Path(f"bench/results/{name}_{os.environ['NAME']}.json")
+    if not p.is_file():
+        print(f"{name}: no result (cut short? rerun to resume)"); continue
+    r = json.loads(p.read_text())
+    print(f"{name} on {r['device']}:")
+    for mode, s in r["summary"].items():
+        if name == "niah":
+            print(f"  {mode:10s} accuracy {s['accuracy']:.3f} score {s['score']:.3f} by_context {s['by_context']}")
+        else:
+            print(f"  {mode:10s} ppl {s['ppl']:.3f} tail_ppl {s['tail_ppl']} vs_full {s['vs_full']:+.4f}")
+EOF
+echo "total $(( $(date +%s) - START ))s"

@@ -1,0 +1,109 @@
+"""Where a decode step's time goes on the GPU (Llama-3-8B geometry, random weights): the graph-replayed
+step against its bandwidth floor, the top kernels of one eager step (torch.profiler), and the
+bandwidth each building block reaches alone (split-K decode attention, a GEMV, a copy). Used to
+explain the gap to the floor in `sedpa bench efficiency`; writes a text report.
+
+    PYTHONPATH=. python3 bench/scripts/runtime_profile.py --context 65536 --out decode_profile.txt
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+
+import torch
+import torch.nn.functional as F
+
+from sedpa_compress.bench.efficiency import copy_bandwidth, kv_bytes_read, synthetic_pattern
+from sedpa_compress.models import load_model
+from sedpa_compress.runtime import kernels
+from sedpa_compress.runtime.model import FastModel, RuntimeSpec
+from sedpa_compress.runtime.runner import Runner
+
+
+def timed(fn, reps: int = 20) -> float:
+    """Median milliseconds of fn() over `reps` runs (CUDA events)."""
+    for _ in range(3):
+        fn()
+    out = []
+    for _ in range(reps):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        fn()
+        e.record()
+        out.append((s, e))
+    torch.cuda.synchronize()
+    return statistics.median(s.elapsed_time(e) for s, e in out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--context", type=int, default=65536)
+    ap.add_argument("--mode", default="full")
+    ap.add_argument("--out", default="decode_profile.txt")
+    args = ap.parse_args()
+    lines: list[str] = []
+
+    def say(msg: str) -> None:
+        print(msg, flush=True)
+        lines.append(msg)
+
+    dev = torch.device("cuda")
+    bw = copy_bandwidth(dev)
+    say(f"copy bandwidth {bw / 1e12:.2f} TB/s")
+    loaded = load_model(config="llama-3-8b", random_weights=True, dtype="bfloat16", device="cuda")
+    pattern = synthetic_pattern(loaded.geometry, ratio=0.5, sink=64, recent=256)
+    spec = RuntimeSpec(mode=args.mode, pattern=pattern if args.mode in ("duo", "sedpa-s", "sedpa-w") else None,
+                       window=8192 if args.mode == "sedpa-w" else None)
+    fast = FastModel(loaded, spec, consume=True, synthetic_rank_ratio=0.85 if args.mode.startswith("sedpa") else None)
+    loaded = None
+    torch.cuda.empty_cache()
+    runner = Runner(fast, max_len=args.context + 256)
+    runner.fill_synthetic(args.context)
+    tok = torch.zeros(1, dtype=torch.long, device=dev)
+    step = timed(lambda: runner.decode(tok), reps=32)
+    read = fast.bytes_read_per_token() + kv_bytes_read(fast, args.context)
+    say(f"{args.mode} @ {args.context}: graph decode {step:.2f} ms; floor {read / bw * 1e3:.2f} ms "
+        f"({read / 2**30:.1f} GiB read); achieved {read / (step / 1e3) / 1e12:.2f} TB/s")
+
+    # one eager step under the profiler: which kernels take the time
+    from torch.profiler import ProfilerActivity, profile
+
+    with torch.inference_mode():
+        for _ in range(2):
+            fast.decode_step(runner.token, runner.pos, runner.caches, runner.state)
+        torch.cuda.synchronize()
+        with profile(activities=[ProfilerActivity.CUDA]) as prof:
+            fast.decode_step(runner.token, runner.pos, runner.caches, runner.state)
+            torch.cuda.synchronize()
+    table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=15, max_name_column_width=60)
+    say("top kernels of one eager decode step:\n" + table)
+
+    # building blocks alone
+    hkv, g, d = fast.hkv, fast.group, fast.d
+    for t in (65536, 131072):
+        q = torch.randn(1, hkv, g, d, device=dev, dtype=torch.bfloat16)
+        k = torch.randn(1, hkv, t, d, device=dev, dtype=torch.bfloat16)
+        v = torch.randn_like(k)
+        n = torch.tensor([t], device=dev)
+        ws = kernels.DecodeWorkspace(1, hkv, g, d, t, dev)
+        out = torch.empty_like(q)
+        ms = timed(lambda: kernels.decode_attention(q, k, v, n, d ** -0.5, workspace=ws, out=out))
+        qs = q.reshape(1, hkv * g, 1, d)
+        sd = timed(lambda: F.scaled_dot_product_attention(qs, k, v, enable_gqa=True))
+        nbytes = 2 * k.numel() * 2
+        say(f"decode attention, one layer, {t} keys: split-K {ms * 1e3:.0f} us ({nbytes / (ms / 1e3) / 1e12:.2f} TB/s, "
+            f"{ws.splits} splits); torch SDPA {sd * 1e3:.0f} us ({nbytes / (sd / 1e3) / 1e12:.2f} TB/s)")
+        del q, k, v
+    layer = fast.layers[0]
+    x = torch.randn(1, 1, fast.hidden, device=dev, dtype=torch.bfloat16)
+    for name, w in (("gate_up", layer.gate_up), ("down", layer.down), ("qkv", layer.qkv_dense), ("lm_head", fast.lm_head)):
+        xin = x if w.shape[1] == fast.hidden else torch.randn(1, 1, w.shape[1], device=dev, dtype=torch.bfloat16)
+        ms = timed(lambda: F.linear(xin, w))
+        say(f"GEMV {name} {tuple(w.shape)}: {ms * 1e3:.0f} us ({w.numel() * 2 / (ms / 1e3) / 1e12:.2f} TB/s)")
+    with open(args.out, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+if __name__ == "__main__":
+    main()
