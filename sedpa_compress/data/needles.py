@@ -364,3 +364,19 @@ def score_answer(generated: str, expected: str) -> tuple[float, float]:
     exact = float(gen.startswith(exp) and not nxt.isalnum())
     partial = sum(a == b for a, b in zip(gen, exp)) / len(exp)
     return exact, partial
+
+
+def answer_found(generated: str, expected: str) -> float:
+    """1.0 when the expected value appears in the first line of the generation as a whole value (not
+    inside a longer run of digits or letters): RULER's string-match metric for needle tasks. It forgives
+    words before the value ("It is 4821"), which `score_answer`'s exact match does not."""
+    exp = expected.strip()
+    if not exp:
+        return 0.0
+    line = generated.strip().split("\n", 1)[0]
+    pattern = r"(?<![0-9A-Za-z])" + re.escape(exp) + r"(?![0-9A-Za-z])" if exp.isalnum() else re.escape(exp)
+    # digits glued to a word ("is4821") still count: only a longer number or word is a different answer
+    if exp.isdigit():
+        pattern = r"(?<![0-9])" + re.escape(exp) + r"(?![0-9])"
+    return float(re.search(pattern, line) is not None)
+

@@ -39,7 +39,6 @@ class TinyTrainConfig:
     needle_fraction: float = 0.6  # share of sequences that are retrieval examples
     copy_fraction: float = 0.1  # share of sequences of repeated random-token spans (copying practice)
     haystack_text_loss: bool = False  # also train the LM on the haystack text inside retrieval sequences
-    answer_prefix_noise: float = 0.0  # share of answers after a random-word prefix (see TinyData._noisy_prefix)
     max_needles: int = 8
     max_queries: int = 4
     # sequence-length curriculum: (until this fraction of steps, {length: weight})

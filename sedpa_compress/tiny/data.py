@@ -129,22 +129,8 @@ class TinyData(torch.utils.data.Dataset):
         texts = [" " + n.sentence for n in needles]
         for i in rng.sample(range(n_needles), n_queries):
             q, a = self.templates.render_question(needles[i], rng)
-            if cfg.answer_prefix_noise and rng.random() < cfg.answer_prefix_noise:
-                a = self._noisy_prefix(rng, needles[i])
             texts += ["\n\n" + q + "\n" + a, " " + needles[i].value]
         return texts
-
-    def _noisy_prefix(self, rng: random.Random, needle) -> str:
-        """An answer prefix of random shipped words around the question's key or attribute, ending like
-        an answer does ("is", ":"). Taught on its own, the model answered only after prefixes it had seen
-        and, after a new one, let its text prior pick a word before the number."""
-        words = self.tok.decode(self._window(rng, rng.randint(2, 8)).tolist())
-        filler = " ".join("".join(c for c in w if c.isalpha()) for w in words.split()).strip() or "so"
-        forms = (f"{filler} {needle.attribute} is", f"{filler}, the {needle.attribute} of {needle.key} is",
-                 f"{filler}, it is", f"The {filler} is", f"{needle.key}'s {needle.attribute}, {filler}:",
-                 f"{filler} {needle.key} is")
-        text = rng.choice(forms)
-        return text[0].upper() + text[1:]
 
     def _needle_sequence(self, rng: random.Random, length: int, texts: list[str],
                          enc: list[list[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -233,7 +233,8 @@ def train(cfg: TinyTrainConfig, out: Path, *, resume: Path | bool | None = None,
     train_info = {"steps_done": step, "stopped_by_time": stopped_by_time, "elapsed_s": round(state["elapsed_s"], 1),
                   "parameters": n_params, "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
                   "command": command or "sedpa train-tiny", "init_from": state.get("init_from"),
-                  "config": config_to_dict(cfg), "final": state["history"][-1] if state["history"] else {}}
+                  "config": config_to_dict(cfg), "final": state["history"][-1] if state["history"] else {},
+                  "history": state["history"]}
     # The model first (a run killed during evaluation still leaves it), then the evaluation and card.
     with atomic_directory(model_dir, overwrite=True) as tmp:
         export_hf(model, tok_dir, tmp)

@@ -1,0 +1,114 @@
+"""sedpa-tiny: the trainer (data determinism, exact resume, CLI) and the shipped model (a retrieval
+regression guard on fixed 1K-token examples; the real benchmark is bench/results/tiny_acceptance.json)."""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from sedpa_compress.data.needles import HELDOUT_TEMPLATES, make_needle_example
+from sedpa_compress.data.text import load_haystack
+from sedpa_compress.errors import SedpaError
+from sedpa_compress.models.loader import EMBEDDED_DIR
+from sedpa_compress.tiny.config import load_config
+from sedpa_compress.tiny.train import train
+
+SHIPPED = EMBEDDED_DIR / "sedpa-tiny"
+RECIPE = Path(__file__).resolve().parents[1] / "recipes" / "tiny.yaml"
+SMALL = dict(hidden_size=64, num_layers=2, num_heads=4, num_kv_heads=2, intermediate_size=128,
+             tokens_per_step=2048, curriculum=[{"until": 1.0, "lengths": {256: 1, 512: 1}}], num_workers=0,
+             warmup_steps=2, checkpoint_every=2, log_every=1, eval_contexts=[512], eval_depths=2,
+             eval_samples_per_depth=1)
+
+
+def test_recipe_rejects_unknown_fields_and_bad_lengths(tmp_path):
+    bad = tmp_path / "r.yaml"
+    bad.write_text("train_tiny:\n  hidden_sise: 64\n")
+    with pytest.raises(SedpaError, match="hidden_sise"):
+        load_config(bad)
+    with pytest.raises(SedpaError, match="multiple of 64"):
+        load_config(RECIPE, tokens_per_step=1000)
+
+
+def test_resume_continues_bit_for_bit(tmp_path):
+    """4 steps in one go == 2 steps, then --resume for 2 more: same weights, same history."""
+    cfg = load_config(RECIPE, steps=4, **SMALL)
+    once = train(cfg, tmp_path / "once", device="cpu", eval_at_end=False, log=lambda s: None)
+    half = load_config(RECIPE, steps=2, **SMALL)
+    train(half, tmp_path / "twice", device="cpu", eval_at_end=False, log=lambda s: None)
+    twice = train(cfg, tmp_path / "twice", resume=True, device="cpu", eval_at_end=False, log=lambda s: None)
+    a, b = load_file(str(once / "model.safetensors")), load_file(str(twice / "model.safetensors"))
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert (once.parent / "checkpoint" / "state.json").read_text().count('"step"') == \
+        (twice.parent / "checkpoint" / "state.json").read_text().count('"step"')
+
+
+def test_resume_without_a_checkpoint_is_refused(tmp_path):
+    cfg = load_config(RECIPE, steps=2, **SMALL)
+    with pytest.raises(SedpaError, match="no checkpoint"):
+        train(cfg, tmp_path / "run", resume=True, device="cpu", eval_at_end=False, log=lambda s: None)
+
+
+def test_batches_depend_only_on_the_step():
+    from sedpa_compress.tiny.data import TinyData
+    from sedpa_compress.tiny.tokenizer import load_hf_tokenizer  # noqa: F401  (import check)
+    from tokenizers import Tokenizer
+
+    cfg = load_config(RECIPE, **SMALL)
+    tok = Tokenizer.from_file(str(SHIPPED / "tokenizer.json"))
+    data = TinyData(cfg, tok)
+    a, b = data[(7, 256)], data[(7, 256)]
+    assert torch.equal(a.input_ids, b.input_ids) and torch.equal(a.answer_mask, b.answer_mask)
+    assert a.answer_mask.any() and not torch.equal(a.input_ids, data[(8, 256)].input_ids)
+
+
+@pytest.fixture(scope="module")
+def shipped():
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    if not (SHIPPED / "model.safetensors").is_file():
+        pytest.fail(f"the embedded model is missing at {SHIPPED}")
+    tok = AutoTokenizer.from_pretrained(str(SHIPPED))
+    model = LlamaForCausalLM.from_pretrained(str(SHIPPED), dtype=torch.float32).eval()
+    return model, tok
+
+
+def test_shipped_model_is_small_and_documented():
+    size = sum(p.stat().st_size for p in SHIPPED.glob("*.safetensors"))
+    assert size <= 50 * 2**20
+    card = (SHIPPED / "README.md").read_text()
+    assert "sedpa train-tiny" in card and "loss_curve.png" in card
+    assert (SHIPPED / "loss_curve.png").is_file()
+
+
+def test_shipped_model_retrieves_on_fixed_1k_examples(shipped):
+    """Held-out needle wordings at six depths of held-out text: greedy decoding writes the value."""
+    model, tok = shipped
+    hay = load_haystack(None, min_chars=20000)
+    right = 0
+    for i, depth in enumerate((0.0, 0.2, 0.4, 0.6, 0.8, 1.0)):
+        ex = make_needle_example(tok, hay, 1024, [depth], random.Random(100 + i), templates=HELDOUT_TEMPLATES)
+        ids = tok(ex.prompt, return_tensors="pt").input_ids
+        with torch.no_grad():
+            out = model.generate(ids, max_new_tokens=len(ex.answer) + 2, do_sample=False)
+        text = tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+        right += text.strip().startswith(ex.answer)
+    assert right >= 5, f"{right}/6 retrieved"
+
+
+def test_cli_train_tiny_help_and_bad_override():
+    from typer.testing import CliRunner
+
+    from sedpa_compress.cli import app
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["train-tiny", "--help"])
+    assert res.exit_code == 0 and "--resume" in res.output
+    res = runner.invoke(app, ["train-tiny", "--override", "no-equals-sign"])
+    assert res.exit_code == 2
