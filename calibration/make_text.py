@@ -22,7 +22,7 @@ import sysconfig
 import textwrap
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
+HERE = Path(__file__).resolve().parent.parent / "sedpa_compress" / "data" / "bundled"  # inside the package, so wheels carry it
 KJV_BOOKS = ("Gen1:1-Rev22:21",)  # the whole Bible, verse numbers dropped
 VERSES_PER_PARAGRAPH = 8
 

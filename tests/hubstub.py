@@ -70,7 +70,7 @@ class HubError(Exception):
 
 class HubStub:
     def __init__(self, token: str = "hf_stub_token", *, namespaces: set[str] | None = None,
-                 max_body: int = 64 << 20, max_total: int = 256 << 20) -> None:
+                 max_body: int = 192 << 20, max_total: int = 768 << 20) -> None:
         self.token = token
         self.namespaces = namespaces  # None: any namespace may be written with the token
         self.max_body, self.max_total = max_body, max_total
@@ -122,6 +122,17 @@ class HubStub:
         commit = self.repos[repo_id].resolve(revision)
         assert commit is not None, f"{repo_id} has no revision {revision}"
         return dict(commit.files)
+
+    def add_repo(self, repo_id: str, files: dict[str, bytes], *, private: bool = False, branch: str = "main",
+                 message: str = "seeded by the test") -> Repo:
+        """Put a repo on the stub directly (e.g. a base model, with files sedpa must not download)."""
+        with self.lock:
+            repo = self.repos.get(repo_id) or Repo(repo_id=repo_id, private=private)
+            self.repos[repo_id] = repo
+            head = repo.resolve(branch) or repo.resolve("main")
+            self._commit(repo, branch, {".gitattributes": GITATTRIBUTES, **(head.files if head else {}), **files},
+                         message, head.sha if head else None)
+            return repo
 
     def stored_bytes(self) -> int:
         return sum(len(b) for r in self.repos.values() for c in r.commits.values() for b in c.files.values())

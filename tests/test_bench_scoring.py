@@ -7,7 +7,14 @@ import math
 
 import pytest
 
-from sedpa_compress.bench.common import cap_lengths, parse_depths, parse_lengths, parse_size, ppl_from_nll
+from sedpa_compress.bench.common import (
+    cap_lengths,
+    lengths_for_model,
+    parse_depths,
+    parse_lengths,
+    parse_size,
+    ppl_from_nll,
+)
 from sedpa_compress.bench.longbench.metrics import (
     classification_score,
     code_sim_score,
@@ -113,6 +120,14 @@ def test_cap_lengths_says_what_it_dropped():
     kept, dropped = cap_lengths([1024, 8192, 65536], 32768, reserve=32)
     assert kept == [1024, 8192, 32736] and dropped == [65536]
     assert cap_lengths([1024], None, 32) == ([1024], [])
+
+
+def test_lengths_for_model_spreads_a_sweep_up_to_the_limit():
+    assert lengths_for_model("1k:4k:4", 32768, 32) == ([1024, 2048, 3072, 4096], None)
+    lengths, note = lengths_for_model("1k:32k:4", 16384, 32)
+    assert lengths == [1024, 6133, 11243, 16352] and "swept 1024..16352" in note  # still 4 even columns
+    lengths, note = lengths_for_model("1k,64k", 16384, 32)
+    assert lengths == [1024, 16352] and "65536" in note
 
 
 def test_ppl_from_nll():

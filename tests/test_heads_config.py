@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from sedpa_compress.errors import SedpaError
-from sedpa_compress.heads.config import IdentifyConfig, load_recipe
+from sedpa_compress.heads.config import IdentifyConfig, load_recipe, shipped_recipe_for
 
 RECIPES = sorted((Path(__file__).resolve().parent.parent / "recipes").glob("identify-*.yaml"))
 
@@ -70,3 +70,11 @@ def test_defaults_follow_duoattention():
     cfg = IdentifyConfig()
     assert (cfg.lr, cfg.reg_weight, cfg.steps, cfg.context_min, cfg.context_max, cfg.num_passkeys) == \
         (0.02, 0.05, 2000, 1000, 32000, 10)
+
+
+def test_the_shipped_recipe_is_found_by_model_name():
+    assert shipped_recipe_for("sedpa-tiny").name == "identify-sedpa-tiny.yaml"
+    # Hub id or a local directory named like it; the published settings win over the -fast variant
+    assert shipped_recipe_for("gradientai/Llama-3-8B-Instruct-Gradient-1048k").name == "identify-llama-3-8b-1048k.yaml"
+    assert shipped_recipe_for("/models/Llama-3-8B-Instruct-Gradient-1048k/").name == "identify-llama-3-8b-1048k.yaml"
+    assert shipped_recipe_for("some/other-model") is None

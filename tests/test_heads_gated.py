@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from sedpa_compress.heads.gated import GatedAttention, gated_attention_reference
+from sedpa_compress.heads.gated import GatedAttention, gated_attention_reference, streaming_attention_banded
 from sedpa_compress.heads.pattern import HeadPattern
 from sedpa_compress.models import load_model
 from sedpa_compress.runtime.modes import build_mode
@@ -34,16 +34,18 @@ def test_alpha_one_reproduces_the_original_model(loaded):
     with torch.no_grad():
         original = loaded.model.model(input_ids=ids, use_cache=False).last_hidden_state
     geom = loaded.geometry
-    gated = GatedAttention(geom.num_layers, geom.num_kv_heads, sink=SINK, recent=RECENT, init=1.0)
-    torch.testing.assert_close(_hidden(loaded, ids, gated), original, atol=1e-5, rtol=1e-5)
+    for backend in ("reference", "banded"):
+        gated = GatedAttention(geom.num_layers, geom.num_kv_heads, sink=SINK, recent=RECENT, init=1.0, backend=backend)
+        torch.testing.assert_close(_hidden(loaded, ids, gated), original, atol=1e-5, rtol=1e-5)
 
 
 def test_alpha_zero_is_pure_streaming_attention(loaded):
     ids = _ids(loaded)
     geom = loaded.geometry
-    gated = GatedAttention(geom.num_layers, geom.num_kv_heads, sink=SINK, recent=RECENT, init=0.0)
     streaming = _hidden(loaded, ids, build_mode("streaming", sink=SINK, recent=RECENT))
-    torch.testing.assert_close(_hidden(loaded, ids, gated), streaming, atol=1e-5, rtol=1e-5)
+    for backend in ("reference", "banded"):
+        gated = GatedAttention(geom.num_layers, geom.num_kv_heads, sink=SINK, recent=RECENT, init=0.0, backend=backend)
+        torch.testing.assert_close(_hidden(loaded, ids, gated), streaming, atol=1e-5, rtol=1e-5)
     # and streaming really differs from full attention at this length, so the test has teeth
     full = _hidden(loaded, ids, None)
     assert (streaming - full).abs().max() > 1e-3
@@ -72,11 +74,37 @@ def test_fractional_gate_is_the_convex_mix():
     torch.testing.assert_close(mixed, w * full + (1 - w) * stream)
 
 
+@pytest.mark.parametrize("t,sink,recent", [(700, 4, 16), (700, 16, 64), (50, 16, 64), (10, 16, 4), (3, 0, 1),
+                                           (129, 0, 64), (64, 2, 64)])
+def test_banded_streaming_equals_the_masked_definition(t, sink, recent):
+    """The CPU fast path sees exactly sink + recent keys per query, without a [t, t] matrix."""
+    torch.manual_seed(t)
+    q, k, v = torch.randn(1, 4, t, 8), torch.randn(1, 2, t, 8), torch.randn(1, 2, t, 8)
+    banded = streaming_attention_banded(q, k, v, sink=sink, recent=recent, scaling=0.3)
+    masked = gated_attention_reference(q, k, v, torch.zeros(2), sink=sink, recent=recent, scaling=0.3)
+    torch.testing.assert_close(banded, masked, atol=1e-5, rtol=1e-5)
+
+
+def test_banded_backend_matches_reference_outputs_and_gate_gradients():
+    torch.manual_seed(1)
+    q, k, v = torch.randn(1, 4, 300, 8), torch.randn(1, 2, 300, 8), torch.randn(1, 2, 300, 8)
+    outs = {}
+    for backend in ("reference", "banded"):
+        g = GatedAttention(1, 2, sink=4, recent=16, backend=backend)
+        with torch.no_grad():
+            g.gates.copy_(torch.tensor([[0.3, 0.8]]))
+        y = g.attend(0, q, k, v, None, 0.3)
+        y.square().sum().backward()
+        outs[backend] = (y.detach(), g.gates.grad.clone())
+    torch.testing.assert_close(outs["banded"][0], outs["reference"][0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(outs["banded"][1], outs["reference"][1], atol=1e-4, rtol=1e-4)
+
+
 def test_gradients_reach_only_the_gates(tiny_llama_dir):
     loaded = load_model(str(tiny_llama_dir))
     geom = loaded.geometry
     loaded.model.requires_grad_(False)
-    gated = GatedAttention(geom.num_layers, geom.num_kv_heads, sink=SINK, recent=RECENT, init=1.0)
+    gated = GatedAttention(geom.num_layers, geom.num_kv_heads, sink=SINK, recent=RECENT, init=1.0, backend="banded")
     ids = _ids(loaded)
     with using_mode(loaded.model, gated):
         hidden = loaded.model.model(input_ids=ids, use_cache=False).last_hidden_state

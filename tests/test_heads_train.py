@@ -93,6 +93,15 @@ def test_pattern_load_rejects_a_model_of_another_shape(loaded, tmp_path):
                               head_dim=g.head_dim, hidden_size=g.hidden_size, max_position_embeddings=1024)
     with pytest.raises(SedpaError, match="identify heads for this model"):
         HeadPattern.load(out, geometry=other)
+    # the file states its own shape, and a gates matrix that disagrees with it is refused
+    import json
+
+    data = json.loads(out.read_text())
+    assert (data["num_layers"], data["num_kv_heads"]) == (g.num_layers, g.num_kv_heads)
+    data["gates"], data["mask"] = data["gates"][:-1], data["mask"][:-1]
+    out.write_text(json.dumps(data))
+    with pytest.raises(SedpaError, match="says num_layers 2 but its gates have 1"):
+        HeadPattern.load(out)
 
 
 def test_lr_schedule_warms_up_and_decays():

@@ -1,4 +1,6 @@
-"""The CUDA runtime against plain-PyTorch fp32 references (run on the GPU machine: pytest -m gpu)."""
+"""The CUDA runtime against plain-PyTorch fp32 references (run on the GPU machine: pytest -m gpu).
+
+Kernel-level tests come first: they are the quickest, so a wall-clock cut on the device keeps them."""
 
 from __future__ import annotations
 
@@ -51,6 +53,51 @@ def models(gpu_model_dir):
 
 def _mode_kwargs(mode, pattern):
     return dict(pattern=pattern, sink=SINK, recent=RECENT, window=WINDOW if mode == "sedpa-w" else None)
+
+
+@pytest.mark.parametrize("length", [1, 63, 1000, 70000])
+def test_split_k_kernel_matches_reference(length):
+    torch.manual_seed(4)
+    b, h, g, d, t = 1, 4, 4, 128, 70016
+    q = torch.randn(b, h, g, d, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(b, h, t, d, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn(b, h, t, d, device="cuda", dtype=torch.bfloat16)
+    n = torch.tensor([length], device="cuda")
+    got = kernels.decode_attention(q, k, v, n, d ** -0.5)
+    want = kernels.decode_attention_ref(q.float(), k.float(), v.float(), n, d ** -0.5)
+    assert rel(got, want) <= 1e-2
+    idx = torch.randperm(t, device="cuda")[None, :2048]
+    got = kernels.decode_attention(q, k, v, torch.tensor([min(length, 2048)], device="cuda"), d ** -0.5, index=idx)
+    want = kernels.decode_attention_ref(q.float(), k.float(), v.float(), torch.tensor([min(length, 2048)], device="cuda"),
+                                        d ** -0.5, index=idx)
+    assert rel(got, want) <= 1e-2
+
+
+def test_flash_chunk_attention_matches_masked_reference():
+    torch.manual_seed(5)
+    q = torch.randn(1, 16, 512, 128, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(1, 4, 2560, 128, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn(1, 4, 2560, 128, device="cuda", dtype=torch.bfloat16)
+    got = kernels.causal_chunk_attention(q, k, v, 2048, 128 ** -0.5)
+    want = kernels.causal_chunk_attention(q.float().cpu(), k.float().cpu(), v.float().cpu(), 2048, 128 ** -0.5)
+    assert rel(got.cpu(), want) <= 1e-2
+
+
+@pytest.mark.parametrize("start,band", [(0, 64), (3000, 64), (3000, 1024)])  # two kernel shapes
+def test_flex_band_attention_matches_masked_reference(start, band):
+    """The compiled FlexAttention prefill path of ring heads against the masked fp32 definition."""
+    from sedpa_compress.runtime.cache import ring_positions
+
+    torch.manual_seed(6)
+    sink, tq = 16, 512
+    q_pos = torch.arange(start, start + tq, device="cuda")
+    k_pos = torch.cat([ring_positions(start, sink, band).cuda(), q_pos])
+    q = torch.randn(1, 16, tq, 128, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(1, 4, k_pos.numel(), 128, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn_like(k)
+    got = kernels.band_chunk_attention(q, k, v, q_pos, k_pos, sink, band, 128 ** -0.5)
+    want = kernels.band_chunk_attention(q.float(), k.float(), v.float(), q_pos, k_pos, sink, band, 128 ** -0.5)
+    assert rel(got, want) <= 1e-2
 
 
 @pytest.mark.parametrize("mode", ["full", "streaming", "duo", "sedpa-s", "sedpa-w"])
@@ -137,29 +184,17 @@ def test_cuda_graph_decode_equals_eager(models):
         assert rel(a, b) <= 1e-3
 
 
-@pytest.mark.parametrize("length", [1, 63, 1000, 70000])
-def test_split_k_kernel_matches_reference(length):
-    torch.manual_seed(4)
-    b, h, g, d, t = 1, 4, 4, 128, 70016
-    q = torch.randn(b, h, g, d, device="cuda", dtype=torch.bfloat16)
-    k = torch.randn(b, h, t, d, device="cuda", dtype=torch.bfloat16)
-    v = torch.randn(b, h, t, d, device="cuda", dtype=torch.bfloat16)
-    n = torch.tensor([length], device="cuda")
-    got = kernels.decode_attention(q, k, v, n, d ** -0.5)
-    want = kernels.decode_attention_ref(q.float(), k.float(), v.float(), n, d ** -0.5)
-    assert rel(got, want) <= 1e-2
-    idx = torch.randperm(t, device="cuda")[None, :2048]
-    got = kernels.decode_attention(q, k, v, torch.tensor([min(length, 2048)], device="cuda"), d ** -0.5, index=idx)
-    want = kernels.decode_attention_ref(q.float(), k.float(), v.float(), torch.tensor([min(length, 2048)], device="cuda"),
-                                        d ** -0.5, index=idx)
-    assert rel(got, want) <= 1e-2
-
-
-def test_flash_chunk_attention_matches_masked_reference():
-    torch.manual_seed(5)
-    q = torch.randn(1, 16, 512, 128, device="cuda", dtype=torch.bfloat16)
-    k = torch.randn(1, 4, 2560, 128, device="cuda", dtype=torch.bfloat16)
-    v = torch.randn(1, 4, 2560, 128, device="cuda", dtype=torch.bfloat16)
-    got = kernels.causal_chunk_attention(q, k, v, 2048, 128 ** -0.5)
-    want = kernels.causal_chunk_attention(q.float().cpu(), k.float().cpu(), v.float().cpu(), 2048, 128 ** -0.5)
-    assert rel(got.cpu(), want) <= 1e-2
+def test_sedpa_w_with_synthetic_low_rank_decodes_in_a_cuda_graph(gpu_model_dir):
+    """The timing configuration of `sedpa bench efficiency`: random factors, graph-captured decode
+    equal to the eager step."""
+    fast = load_model(str(gpu_model_dir), device="cuda", dtype="bfloat16")
+    pattern = random_pattern(fast.geometry, ratio=0.5, sink=SINK, recent=RECENT)
+    spec = RuntimeSpec(mode="sedpa-w", pattern=pattern, sink=SINK, recent=RECENT, window=WINDOW)
+    ids = torch.randint(0, 512, (1, 1040), device="cuda")
+    outs = []
+    for graph in (True, False):
+        r = Runner.build(fast, spec, max_len=1100, chunk=512, cuda_graph=graph, synthetic_rank_ratio=0.85)
+        r.prefill(ids[:, :1024])
+        outs.append([r.decode(ids[:, j]).clone() for j in range(1024, 1040)])
+    for a, b in zip(*outs):
+        assert torch.isfinite(a).all() and rel(a, b) <= 1e-3

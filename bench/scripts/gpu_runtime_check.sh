@@ -12,6 +12,8 @@ export PYTHONUNBUFFERED=1 PYTHONPATH=. TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-out}; mkdir -p "$OUT"
 PY=${PY:-python3}
 T0=$(date +%s)
+TOTAL=${TOTAL:-560}   # the whole call's wall-clock budget; the steps' marks scale with it
+mark() { echo $(( TOTAL * $1 / 100 )); }
 left() { local n=$(( ${1} - ($(date +%s) - T0) )); echo $(( n > 10 ? n : 10 )); }  # seconds to mark $1 (>= 10)
 CLI="$PY -m sedpa_compress bench efficiency"
 
@@ -39,14 +41,14 @@ fi
   | tee "$OUT/env.txt"
 
 # 1. GPU tests (skipped without CUDA)
-timeout $(left 130) $PY -m pytest tests/test_runtime_gpu.py -q -p no:cacheprovider -m gpu --timeout 100 -rA 2>&1 \
+timeout $(left $(mark 35)) $PY -m pytest tests/test_runtime_gpu.py -q -p no:cacheprovider -m gpu --timeout 100 -rA 2>&1 \
   | grep -v -i warning | tee "$OUT/gpu_tests.log" | tail -40
 echo "[tests done at $(( $(date +%s) - T0 )) s]"
 
 # 2. efficiency: every mode and context in one run (goal modes first; duo and the plain transformers
 #    reference rows come last so a time cut drops them first)
-timeout $(left 385) $CLI $MODEL --contexts $CTX --attention full,sedpa-w,tidal,duo --retrieval-ratio 0.5 \
-  --rank-ratio 0.85 $SIZES --reference-max $REFMAX --time-budget $(( $(left 385) - 45 )) \
+timeout $(left $(mark 75)) $CLI $MODEL --contexts $CTX --attention full,sedpa-w,tidal,duo --retrieval-ratio 0.5 \
+  --rank-ratio 0.85 $SIZES --reference-max $REFMAX --time-budget $(( $(left $(mark 75)) - 45 )) \
   --out "$OUT/efficiency_llama-3-8b.json" 2>&1 | grep -v -i warning | tee "$OUT/bench.log" | tail -45
 $PY -c "
 import json, sys
@@ -59,14 +61,14 @@ if p.exists() and not p.with_suffix('.png').exists():
 echo "[bench done at $(( $(date +%s) - T0 )) s]"
 
 # 3. the longest context that decodes, retrieval ratio 0.25 (bf16 weights and KV)
-timeout $(left 500) $CLI $MODEL --max-context --attention duo,full --retrieval-ratio 0.25 $SIZES $MAXC \
-  --time-budget $(( $(left 500) - 40 )) --out "$OUT/efficiency_maxctx_llama-3-8b.json" 2>&1 \
+timeout $(left $(mark 88)) $CLI $MODEL --max-context --attention duo,full --retrieval-ratio 0.25 $SIZES $MAXC \
+  --time-budget $(( $(left $(mark 88)) - 40 )) --out "$OUT/efficiency_maxctx_llama-3-8b.json" 2>&1 \
   | grep -v -i warning | tee "$OUT/maxctx.log" | tail -12
 echo "[max-context done at $(( $(date +%s) - T0 )) s]"
 
 # 4. where a decode step's time goes (full attention at 64K): top kernels, eager step
 if [[ -z $DRY ]]; then
-  timeout $(left 560) $PY bench/scripts/runtime_profile.py --out "$OUT/decode_profile.txt" 2>&1 \
+  timeout $(left $TOTAL) $PY bench/scripts/runtime_profile.py --out "$OUT/decode_profile.txt" 2>&1 \
     | grep -v -i warning | tail -30
 fi
 echo "[all done at $(( $(date +%s) - T0 )) s]"

@@ -1,9 +1,10 @@
 """`sedpa push` / `sedpa pull`: artifacts to and from the Hugging Face Hub, through huggingface_hub.
 
-Push checks everything it can before the first request (repo id, manifest, token), uploads a
-staged copy of the artifact whose model card names the repo, and makes the repo hold exactly the
-artifact (files left over from an earlier push are deleted in the same commit). Pull downloads a
-snapshot into the Hub cache, where `--model ORG/NAME` finds it, and verifies its manifest.
+Push checks everything it can before the first request (repo id, manifest, token, --results),
+uploads a staged copy of the artifact whose model card names the repo (and shows any --results),
+and makes the repo hold exactly that (files left over from an earlier push are deleted in the same
+commit). Pull downloads a snapshot into the Hub cache, where `--model ORG/NAME[@REV]` finds it: an
+artifact whole, its manifest verified; a base model only with the files sedpa loads.
 Every Hub or network failure becomes one SedpaError line.
 """
 
@@ -14,7 +15,7 @@ import importlib
 import re
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
@@ -39,11 +40,11 @@ def check_repo_id(repo_id: str, flag: str = "--repo-id") -> str:
     return repo_id
 
 
-def check_revision(revision: str | None) -> str | None:
+def check_revision(revision: str | None, flag: str = "--revision", what: str = "branch name") -> str | None:
     if revision is None:
         return None
     if not _BRANCH.match(revision) or ".." in revision or revision.startswith(("/", "-")) or revision.endswith(("/", ".")):
-        raise SedpaError(f"--revision {revision!r} is not a valid branch name: use letters, digits, '-', '_', '.', '/'")
+        raise SedpaError(f"{flag} {revision!r} is not a valid {what}: use letters, digits, '-', '_', '.', '/'")
     return revision
 
 
@@ -149,6 +150,7 @@ class PushConfig:
     token: str | None = None  # None: HF_TOKEN, then the stored login
     endpoint: str | None = None  # None: HF_ENDPOINT or https://huggingface.co
     show_progress: bool = True
+    results: list[Path] = field(default_factory=list)  # benchmark JSONs for the pushed card (local artifact untouched)
 
 
 @dataclass
@@ -188,7 +190,7 @@ def _staging_dir(artifact: Path) -> Path:
 
 def push(config: PushConfig) -> PushResult:
     """Upload an artifact to ORG/NAME (creating the repo, and the branch for --revision)."""
-    from sedpa_compress.artifact.card import stage_copy, write_card
+    from sedpa_compress.artifact.card import add_results, stage_copy, write_card
     from sedpa_compress.artifact.manifest import verify_manifest
 
     repo_id = check_repo_id(config.repo_id)
@@ -204,6 +206,7 @@ def push(config: PushConfig) -> PushResult:
     staging = _staging_dir(artifact)
     try:
         stage_copy(artifact, staging)
+        add_results(staging, list(config.results))  # checked here, still before any network call
         write_card(staging, repo_id=repo_id)  # the pushed card's usage lines name the repo
         manifest = verify_manifest(staging)
         files = manifest["files"]
@@ -242,18 +245,34 @@ class PullResult:
 
 def pull(repo_id: str, *, revision: str | None = None, token: str | None = None, endpoint: str | None = None,
          cache_dir: Path | None = None) -> PullResult:
-    """Download ORG/NAME into the Hub cache (where `--model ORG/NAME` finds it); verify an artifact's manifest."""
-    from huggingface_hub import snapshot_download
+    """Download ORG/NAME into the Hub cache (where `--model ORG/NAME` finds it); verify an artifact's manifest.
+
+    An artifact comes down whole (its manifest lists every file); a base model only with what sedpa
+    loads (`HUB_MODEL_PATTERNS`), not the .bin/.pth duplicates many base repos also carry.
+    """
+    import json
+
+    from huggingface_hub import HfApi, snapshot_download
 
     from sedpa_compress.artifact.manifest import verify_manifest
-    from sedpa_compress.models.loader import is_artifact_dir
+    from sedpa_compress.models.loader import HUB_MODEL_PATTERNS
 
     repo_id = check_repo_id(repo_id, flag="pull")
+    revision = check_revision(revision, flag="--revision", what="revision (a branch, tag or commit)")
     endpoint = _endpoint(endpoint)
+    where = dict(revision=revision, token=token, endpoint=endpoint, cache_dir=str(cache_dir) if cache_dir is not None else None)
     with hub_errors("download", repo_id, endpoint, revision):
-        path = Path(snapshot_download(repo_id, revision=revision, token=token, endpoint=endpoint,
-                                      cache_dir=str(cache_dir) if cache_dir is not None else None))
-    artifact = is_artifact_dir(path)
+        # The file list, then config.json, to know what to fetch. Not through hf_hub_download: it retries
+        # an unreachable Hub for ~20 s before failing; these fail at once.
+        info = HfApi(endpoint=endpoint, token=token).model_info(repo_id, revision=revision)
+        if "config.json" not in {s.rfilename for s in info.siblings or []}:
+            raise SedpaError(f"{repo_id} has no config.json: it is not a model repo sedpa can load")
+        config = Path(snapshot_download(repo_id, allow_patterns=["config.json"], **where)) / "config.json"
+        try:
+            artifact = isinstance(json.loads(config.read_text(encoding="utf-8")).get("sedpa"), dict)
+        except (ValueError, AttributeError, UnicodeDecodeError):
+            raise SedpaError(f"{repo_id}: its config.json is not valid JSON; it is not a model sedpa can load") from None
+        path = Path(snapshot_download(repo_id, allow_patterns=None if artifact else HUB_MODEL_PATTERNS, **where))
     if artifact:
         try:
             verify_manifest(path)

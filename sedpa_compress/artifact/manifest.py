@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import posixpath
 from pathlib import Path
 
 from sedpa_compress.atomic import atomic_write_json
@@ -19,6 +20,42 @@ def sha256_file(path: Path, chunk: int = 1 << 22) -> str:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
+
+
+def _hub_cache_blobs(directory: Path) -> Path | None:
+    """`<cache>/models--ORG--NAME/blobs` when `directory` is a Hub cache snapshot (`.../snapshots/<commit>`).
+
+    huggingface_hub stores a snapshot's files as symlinks into the repo's blobs/, so there (and only
+    there) an artifact file may live outside the artifact directory.
+    """
+    for snapshot in (directory.absolute(), directory.resolve()):
+        snapshots, repo = snapshot.parent, snapshot.parent.parent
+        if snapshots.name == "snapshots" and repo.name.startswith("models--") and (repo / "blobs").is_dir():
+            return (repo / "blobs").resolve()
+    return None
+
+
+def artifact_file(directory: Path, name: str) -> Path | None:
+    """`directory/name` when `name` stays inside the artifact, else None.
+
+    The check is lexical (no absolute names, no `..`), then every symlink on the way must land inside
+    the artifact, or inside the Hub cache's blobs/ when the artifact is a cache snapshot. Resolving
+    first and comparing parents would refuse every artifact in the default Hub cache.
+    """
+    directory = Path(directory)
+    norm = posixpath.normpath(str(name).replace("\\", "/"))
+    if (not name or posixpath.isabs(norm) or norm == "." or norm == ".." or norm.startswith("../")
+            or ":" in norm.split("/")[0]):  # a Windows drive letter
+        return None
+    target = directory / norm
+    roots = [directory.resolve()]
+    blobs = _hub_cache_blobs(directory)
+    if blobs is not None:
+        roots.append(blobs)
+    real = target.resolve()
+    if not any(real == r or r in real.parents for r in roots):
+        return None
+    return target
 
 
 def write_manifest(directory: Path) -> dict:
@@ -45,8 +82,8 @@ def verify_manifest(directory: Path) -> dict:
     except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError, RecursionError) as exc:
         raise SedpaError(f"{path} is malformed ({type(exc).__name__}); re-download or re-create the artifact") from None
     for name, digest, size in entries:
-        target = (directory / name).resolve()
-        if directory.resolve() not in target.parents:
+        target = artifact_file(directory, name)
+        if target is None:
             raise SedpaError(f"{path} lists {name!r}, outside the artifact: refusing to read it")
         if not target.is_file():
             raise SedpaError(f"artifact file {name} is missing: re-download or re-create the artifact")

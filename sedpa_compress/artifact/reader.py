@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from sedpa_compress.artifact.manifest import verify_manifest
+from sedpa_compress.artifact.manifest import artifact_file, verify_manifest
 from sedpa_compress.artifact.writer import ARTIFACT_FORMAT, PATTERN_FILE
 from sedpa_compress.errors import SedpaError
 from sedpa_compress.models.families import family_for
@@ -27,7 +27,7 @@ def read_sedpa_block(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     cfg_path = path / "config.json"
     try:
         config = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as exc:  # ValueError: bad JSON, huge integer
         raise SedpaError(f"{cfg_path} is unreadable ({type(exc).__name__}); re-create the artifact") from None
     block = config.get("sedpa") if isinstance(config, dict) else None
     if not isinstance(block, dict):
@@ -40,12 +40,22 @@ def read_sedpa_block(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
         raise SedpaError(f"{cfg_path}: `sedpa.projections` must be an object; re-create the artifact")
     for name, p in projections.items():
         try:
-            ok = (p["split"] in ("rows", "cols") and all(isinstance(p[k], int) and not isinstance(p[k], bool) and p[k] >= 0
-                  for k in ("rank", "in_features", "out_features", "dense", "lowrank")) and isinstance(p.get("bias", False), bool))
+            ok = (p["split"] in ("rows", "cols") and all(isinstance(p[k], int) and not isinstance(p[k], bool)
+                                                          and 0 <= p[k] < 2**31  # sizes torch can allocate
+                  for k in ("rank", "in_features", "out_features", "dense", "lowrank")) and isinstance(p.get("bias", False), bool)
+                  and p["dense"] + p["lowrank"] == (p["out_features"] if p["split"] == "rows" else p["in_features"]))
         except (KeyError, TypeError):
             ok = False
         if not ok:
             raise SedpaError(f"{cfg_path}: projection {name!r} is malformed; re-create the artifact")
+    # The scalars the runtime and the model card read (the rest of the block is only displayed).
+    for key in ("sink", "recent", "window"):
+        value = block.get(key)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**31):
+            raise SedpaError(f"{cfg_path}: `sedpa.{key}` must be a token count, not {str(value)[:40]!r}; re-create the artifact")
+    for key in ("base_model", "base_revision"):
+        if block.get(key) is not None and not isinstance(block[key], str):
+            raise SedpaError(f"{cfg_path}: `sedpa.{key}` must be a string; re-create the artifact")
     return config, block
 
 
@@ -62,8 +72,8 @@ def _load_state(path: Path) -> dict[str, torch.Tensor]:
         files = ["model.safetensors"]
     state: dict[str, torch.Tensor] = {}
     for name in files:
-        f = (path / str(name)).resolve()
-        if path.resolve() not in f.parents or not f.is_file():
+        f = artifact_file(path, str(name))
+        if f is None or not f.is_file():
             raise SedpaError(f"weights file {name} is missing from {path}; re-create the artifact")
         try:
             state.update(load_file(str(f)))
@@ -71,6 +81,22 @@ def _load_state(path: Path) -> dict[str, torch.Tensor]:
             raise SedpaError(f"{f.name} is not a valid safetensors file ({str(exc).splitlines()[0][:100]}); "
                              "re-download or re-create the artifact") from None
     return state
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return f"{type(exc).__name__}: {text.splitlines()[0][:100]}" if text else type(exc).__name__
+
+
+def _check_layer_count(num_layers: Any, state: dict[str, torch.Tensor], path: Path) -> None:
+    """The config's layer count against the layers the weights hold, before building anything: a config
+    claiming a billion layers would otherwise spend hours building an empty model."""
+    import re
+
+    held = {int(m.group(1)) for key in state if (m := re.match(r"model\.layers\.(\d+)\.", key))}
+    if not isinstance(num_layers, int) or num_layers != len(held):
+        raise SedpaError(f"{path}/config.json says {num_layers!r} layers but the weights hold {len(held)}; "
+                         "re-create the artifact")
 
 
 def _check_indices(name: str, module: DualPathLinear) -> None:
@@ -90,12 +116,19 @@ def load_artifact(path: Path, *, device: str = "cpu", dtype: torch.dtype = torch
     raw, block = read_sedpa_block(path)
     try:
         hf_config = AutoConfig.from_pretrained(path, trust_remote_code=False)  # never run an artifact's .py
-    except (ValueError, OSError, KeyError, TypeError) as exc:
-        raise SedpaError(f"{path}/config.json is not a valid transformers config ({str(exc)[:100]}); re-create the artifact") from None
+    except Exception as exc:  # noqa: BLE001 - transformers' validators raise a zoo of types for a bad config
+        raise SedpaError(f"{path}/config.json is not a valid transformers config ({_first_line(exc)}); "
+                         "re-create the artifact") from None
     family = family_for(hf_config)
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype, attn_implementation="sdpa",
-                                                  trust_remote_code=False)
+    state = _load_state(path)
+    _check_layer_count(getattr(hf_config, "num_hidden_layers", None), state, path)
+    try:
+        with torch.device("meta"):
+            model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype, attn_implementation="sdpa",
+                                                      trust_remote_code=False)
+    except Exception as exc:  # noqa: BLE001 - a config that parses can still describe an unbuildable model
+        raise SedpaError(f"{path}/config.json describes a model transformers cannot build ({_first_line(exc)}); "
+                         "re-create the artifact") from None
     modules = dict(model.named_modules())
     for name, p in block["projections"].items():
         parent_name, _, attr = name.rpartition(".")
@@ -108,11 +141,14 @@ def load_artifact(path: Path, *, device: str = "cpu", dtype: torch.dtype = torch
         new = DualPathLinear(p["in_features"], p["out_features"], split=p["split"],
                              dense_index=torch.empty(p["dense"], dtype=torch.long, device="meta"),
                              lowrank_index=torch.empty(p["lowrank"], dtype=torch.long, device="meta"),
-                             rank=p["rank"], bias=p["bias"], dtype=dtype, device="meta")
+                             rank=p["rank"], bias=p.get("bias", False), dtype=dtype, device="meta")
         setattr(modules[parent_name], attr, new)
-    state = _load_state(path)
     expected = model.state_dict()
     tied = bool(getattr(hf_config, "tie_word_embeddings", False))
+    if tied:  # a tied pair is stored once, under either name (sedpa-tiny's artifacts hold lm_head.weight)
+        emb = next(n for n, m in model.named_modules() if m is model.get_input_embeddings()) + ".weight"
+        if emb not in state and "lm_head.weight" in state:
+            state[emb] = state.pop("lm_head.weight")
     missing = [k for k in expected if k not in state and not (tied and k == "lm_head.weight")]
     unexpected = [k for k in state if k not in expected]
     if missing or unexpected:
@@ -135,6 +171,8 @@ def load_artifact(path: Path, *, device: str = "cpu", dtype: torch.dtype = torch
                 raise SedpaError(f"artifact tensor {key} holds NaN or inf; re-create the artifact")
             state[key] = tensor.to(dtype)
     model.load_state_dict(state, strict=False, assign=True)
+    if tied:  # assign=True replaced the embedding: point lm_head at it before anything moves off the meta device
+        model.tie_weights()
     # Non-persistent buffers (rotary inv_freq) were built on the meta device: rebuild them for real.
     for mod_name, module in list(model.named_modules()):
         if mod_name.endswith("rotary_emb"):

@@ -18,7 +18,15 @@ from typing import Any
 import numpy as np
 
 from sedpa_compress.bench.cache import CellCache
-from sedpa_compress.bench.common import DEFAULT_CHUNK, BenchModel, ProgressFn, fingerprint, greedy_generate
+from sedpa_compress.bench.common import (
+    DEFAULT_CHUNK,
+    BenchModel,
+    ProgressFn,
+    PromptCache,
+    cell_identity,
+    fingerprint,
+    greedy_generate,
+)
 from sedpa_compress.errors import SedpaError
 from sedpa_compress.models.loader import LoadedModel
 
@@ -97,11 +105,12 @@ def tokenizer_of(loaded: LoadedModel):
 
 
 def make_example(loaded: LoadedModel, haystack: str, cfg: NiahConfig, length: int, depth: float, sample: int):
-    """The prompt of one cell. Seeded by (seed, length, depth, sample) alone, so every mode, every rerun
-    and every resumed run sees the same prompt."""
+    """The prompt of one cell. Seeded by (seed, length, sample) alone, so every mode, every rerun and
+    every resumed run sees the same prompt, and, as in the seeds' NIAH, every depth of a length hides
+    the same needle in the same haystack (which also lets the depths share their prefill)."""
     from sedpa_compress.data.needles import HELDOUT_TEMPLATES, Needle, make_needle_example
 
-    rng = random.Random(f"niah-{cfg.seed}-{length}-{depth:.4f}-{sample}")
+    rng = random.Random(f"niah-{cfg.seed}-{length}-{sample}")
     tok = tokenizer_of(loaded)
     if cfg.needle is None:
         return make_needle_example(tok, haystack, length, [depth], rng, templates=HELDOUT_TEMPLATES)
@@ -112,16 +121,16 @@ def make_example(loaded: LoadedModel, haystack: str, cfg: NiahConfig, length: in
     return make_needle_example(tok, haystack, length, [depth], rng, templates=templates, needle=needle)
 
 
-def check_fits(loaded: LoadedModel, cfg: NiahConfig) -> None:
-    """The needle, question and answer prefix must leave room for haystack in the shortest context."""
-    tok = tokenizer_of(loaded)
-    sentence = cfg.needle.replace(VALUE_SLOT, "1234567") if cfg.needle else "x" * 120
-    question = (cfg.question or "") + "\n" + (cfg.answer_prefix if cfg.needle else "")
-    fixed = len(tok.encode(" " + sentence + "\n\n" + question, add_special_tokens=False))
+def check_fits(loaded: LoadedModel, haystack: str, cfg: NiahConfig) -> None:
+    """The needle, question and answer prefix must leave room for haystack in the shortest context:
+    build that context's prompt and refuse when it came out longer than asked (no haystack fits)."""
     shortest = min(cfg.lengths)
-    if fixed >= shortest:
-        raise SedpaError(f"the needle and question take {fixed} tokens but the shortest --lengths is {shortest}: "
-                         "use longer contexts or a shorter --needle/--question")
+    ex = make_example(loaded, haystack, cfg, shortest, 0.5, 0)
+    if ex.context_tokens > shortest:
+        what, fix = (("--needle and --question", "or a shorter --needle/--question") if cfg.needle
+                     else ("the needle sentence and question", "(a few hundred tokens at least)"))
+        raise SedpaError(f"{what} take {ex.context_tokens} tokens but the shortest --lengths is {shortest}: "
+                         f"pass longer contexts with --lengths {fix}")
 
 
 def cell_key(length: int, depth: float, sample: int) -> str:
@@ -138,39 +147,43 @@ def run_niah(models: list[BenchModel], cfg: NiahConfig, cache: CellCache | None 
     cfg.validate()
     cache = cache if cache is not None else CellCache(None)
     base = models[0].loaded
-    check_fits(base, cfg)
     common = {k: v for k, v in asdict(cfg).items() if k not in ("lengths", "depths", "samples", "chunk")}
     if cfg.haystack:
         common["haystack_sha"] = _digest_text(Path(cfg.haystack))
-    haystack: str | None = None
+    # The bundled held-out text is extended with the train split when a long context needs more; a
+    # user's haystack shorter than the context is repeated (make_needle_example wraps), as the seeds do.
+    haystack = load_haystack(Path(cfg.haystack) if cfg.haystack else None,
+                             min_chars=0 if cfg.haystack else max(cfg.lengths) * 6)
+    check_fits(base, haystack, cfg)
     examples: dict[str, Any] = {}
 
     def example(length: int, depth: float, sample: int):
-        nonlocal haystack
         key = cell_key(length, depth, sample)
         if key not in examples:
-            if haystack is None:
-                haystack = load_haystack(Path(cfg.haystack) if cfg.haystack else None, min_chars=max(cfg.lengths) * 6)
             examples[key] = make_example(base, haystack, cfg, length, depth, sample)
         return examples[key]
 
     rows: list[dict[str, Any]] = []
-    for bm in models:
-        fp = fingerprint("niah", bm.settings, common)
+    for m, bm in enumerate(models):
+        fp = fingerprint("niah", cell_identity(bm.settings), common)
+        reuse = PromptCache()  # deepest needle first: each prompt shares all text before its needle with the last
         for length in cfg.lengths:
-            for depth in cfg.depths:
-                for sample in range(cfg.samples):
+            for sample in range(cfg.samples):
+                for depth in sorted(cfg.depths, reverse=True):
                     key = cell_key(length, depth, sample)
                     row = cache.get(fp, key)
                     if row is None:
                         ex = example(length, depth, sample)
-                        row = _score_cell(bm, ex, cfg, score_answer)
+                        row = _score_cell(bm, ex, cfg, score_answer, reuse)
                         row.update(mode=bm.name, context=length, depth=depth, sample=sample)
                         cache.put(fp, key, row)
-                    rows.append(_ordered(row))
+                    rows.append((m, length, depth, sample, _ordered(row)))
                     if progress:
                         progress(bm.name)
-    return rows, summarize(rows)
+        del reuse  # one mode's KV cache alive at a time
+    rows.sort(key=lambda r: r[:4])
+    out = [r[4] for r in rows]
+    return out, summarize(out)
 
 
 def _digest_text(path: Path) -> str:
@@ -181,18 +194,20 @@ def _digest_text(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def _score_cell(bm: BenchModel, ex, cfg: NiahConfig, score_answer) -> dict[str, Any]:
+def _score_cell(bm: BenchModel, ex, cfg: NiahConfig, score_answer, reuse: PromptCache | None = None) -> dict[str, Any]:
     loaded = bm.loaded
     ids = loaded.encode(ex.prompt)
     answer_tokens = len(tokenizer_of(loaded).encode(" " + ex.answer, add_special_tokens=False))
     max_new = cfg.max_new_tokens or answer_tokens + 4
+    before = reuse.reused_tokens if reuse is not None else 0
     t0 = time.perf_counter()
-    out = greedy_generate(loaded, ids, bm.mode, max_new, chunk=cfg.chunk)
-    wall = time.perf_counter() - t0
+    out = greedy_generate(loaded, ids, bm.mode, max_new, chunk=cfg.chunk, reuse=reuse)
+    wall = time.perf_counter() - t0  # of this cell's own work: a reused prefix is not timed again
     text = loaded.decode(out)
     exact, partial = score_answer(text, ex.answer)
     return {"tokens": len(ids), "accuracy": exact, "score": round(partial, 4), "answer": ex.answer,
-            "output": text.strip()[:80], "wall_s": round(wall, 3)}
+            "output": text.strip()[:80], "wall_s": round(wall, 3),
+            "reused_tokens": (reuse.reused_tokens - before) if reuse is not None else 0}
 
 
 def _ordered(row: dict[str, Any]) -> dict[str, Any]:
@@ -201,7 +216,7 @@ def _ordered(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per mode: average accuracy (exact) and score (partial), and accuracy per context length."""
+    """Per mode: average accuracy (exact) and score (partial), and accuracy per context length and per depth."""
     out: dict[str, dict[str, Any]] = {}
     for mode in dict.fromkeys(r["mode"] for r in rows):
         mine = [r for r in rows if r["mode"] == mode]
@@ -212,6 +227,8 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             "n": len(mine),
             "by_context": {str(n): round(float(np.mean([r["accuracy"] for r in mine if r["context"] == n])), 4)
                            for n in lengths},
+            "by_depth": {f"{d:g}": round(float(np.mean([r["accuracy"] for r in mine if r["depth"] == d])), 4)
+                         for d in sorted({r["depth"] for r in mine})},
             "wall_s": round(float(sum(r.get("wall_s", 0.0) for r in mine)), 2),
         }
     return out

@@ -19,6 +19,7 @@ from sedpa_compress.bench.common import (
     DEFAULT_CHUNK,
     BenchModel,
     ProgressFn,
+    cell_identity,
     fingerprint,
     ppl_from_nll,
     token_nll,
@@ -26,19 +27,24 @@ from sedpa_compress.bench.common import (
 from sedpa_compress.errors import SedpaError
 from sedpa_compress.models.loader import LoadedModel
 
+DEFAULT_SEQ_LEN = 4096
+DEFAULT_DECODE_TAIL = 256
+
 
 @dataclass
 class PplConfig:
     data: str | None = None  # None: the bundled held-out text; else .txt, folder of .txt, .jsonl, dataset
     text_field: str = "text"
     split: str = "test"  # for a Hugging Face dataset
-    seq_len: int = 4096
+    seq_len: int | None = None  # None: min(4096, the model's limit)
     stride: int | None = None  # None: seq_len (non-overlapping windows)
     windows: int = 4  # at most this many windows
-    decode_tail: int = 256
+    decode_tail: int | None = None  # None: min(256, seq_len // 4)
     chunk: int = DEFAULT_CHUNK
 
     def validate(self, limit: int | None) -> PplConfig:
+        if self.seq_len is None:
+            self.seq_len = min(DEFAULT_SEQ_LEN, limit) if limit else DEFAULT_SEQ_LEN
         if self.seq_len < 16:
             raise SedpaError(f"--seq-len {self.seq_len}: pass at least 16 tokens")
         if limit and self.seq_len > limit:
@@ -47,6 +53,8 @@ class PplConfig:
             raise SedpaError(f"--stride {self.stride}: pass a positive number of tokens")
         if self.windows < 1:
             raise SedpaError(f"--windows {self.windows}: pass at least 1")
+        if self.decode_tail is None:
+            self.decode_tail = min(DEFAULT_DECODE_TAIL, self.seq_len // 4)
         if not 0 <= self.decode_tail < self.seq_len:
             raise SedpaError(f"--decode-tail {self.decode_tail}: pass 0..{self.seq_len - 1}")
         if self.chunk < 1:
@@ -82,19 +90,24 @@ def make_windows(loaded: LoadedModel, texts: list[str], cfg: PplConfig) -> list[
     return [ids[s:s + cfg.seq_len] for s in starts][: cfg.windows]
 
 
-def run_ppl(models: list[BenchModel], cfg: PplConfig, cache: CellCache | None = None,
-            progress: ProgressFn | None = None) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]], str]:
-    """Score every (mode, window); return (rows, summary, data description)."""
-    base = models[0].loaded
-    cfg.validate(base.geometry.max_position_embeddings)
-    cache = cache if cache is not None else CellCache(None)
+def prepare_windows(loaded: LoadedModel, cfg: PplConfig) -> tuple[list[list[int]], str]:
+    """The token windows every mode scores, and where their text came from."""
+    cfg.validate(loaded.geometry.max_position_embeddings)
     texts, source = load_texts(cfg)
-    windows = make_windows(base, texts, cfg)
+    return make_windows(loaded, texts, cfg), source
+
+
+def run_ppl(models: list[BenchModel], cfg: PplConfig, cache: CellCache | None = None,
+            progress: ProgressFn | None = None, prepared: tuple[list[list[int]], str] | None = None,
+            ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]], str]:
+    """Score every (mode, window); return (rows, summary, data description)."""
+    cache = cache if cache is not None else CellCache(None)
+    windows, source = prepared or prepare_windows(models[0].loaded, cfg)
     common = {k: v for k, v in asdict(cfg).items() if k not in ("windows", "chunk")}
     common["first_tokens"] = windows[0][:32]  # the data itself, cheaply: other text gives other cells
     rows: list[dict[str, Any]] = []
     for bm in models:
-        fp = fingerprint("ppl", bm.settings, common)
+        fp = fingerprint("ppl", cell_identity(bm.settings), common)
         for w, ids in enumerate(windows):
             key = f"{w}"
             row = cache.get(fp, key)

@@ -139,7 +139,17 @@ def load_stats(path: Path, device: str | torch.device = "cpu") -> CalibrationSta
                          "regenerate it with `sedpa calibrate`") from None
     if meta.get("format") != FORMAT or n == 0:
         raise SedpaError(f"{path} is not a sedpa calibration file (format {meta.get('format')!r}); regenerate it with `sedpa calibrate`")
-    return CalibrationStats(attn, o, int(meta.get("tokens", "0") or 0), meta)
+    # A file from elsewhere may parse and still hold vectors, mixed sizes or NaN: the SVD would fail far
+    # from here, so every matrix is checked now.
+    for kind, mats in (("attn_input", attn), ("o_input", o)):
+        for i, m in enumerate(mats):
+            if m.dim() != 2 or m.shape[0] != m.shape[1] or m.shape != mats[0].shape or not torch.isfinite(m).all():
+                raise SedpaError(f"{path}: layers.{i}.{kind} is not a finite square matrix like the other layers' "
+                                 f"(shape {tuple(m.shape)}); regenerate it with `sedpa calibrate`")
+    tokens = str(meta.get("tokens", "0") or "0")
+    if not tokens.isdigit() or len(tokens) > 18:
+        raise SedpaError(f"{path}: metadata tokens={tokens[:20]!r} is not a token count; regenerate it with `sedpa calibrate`")
+    return CalibrationStats(attn, o, int(tokens), meta)
 
 
 def summary(stats: CalibrationStats) -> str:

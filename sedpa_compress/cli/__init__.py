@@ -48,6 +48,16 @@ def _user_errors(callback):
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]: nothing half-written was left at the output path")
             raise typer.Exit(130) from None
+        except Exception as err:  # noqa: BLE001 - only CUDA OOM is turned into a line; the rest re-raises
+            # The runtime plans memory before allocating (runtime/memory.py); an OOM that still happens
+            # (another process took the GPU, an estimate fell short) is one line, not a traceback.
+            if type(err).__name__ != "OutOfMemoryError":
+                raise
+            first = (str(err).strip().splitlines() or [""])[0][:160]
+            err_console.print(f"[bold red]error:[/] the GPU ran out of memory ({first}): free the GPU, or use a "
+                              "shorter context, a smaller --chunk, or a mode that keeps less (sedpa-w, duo)",
+                              highlight=False, soft_wrap=True)
+            raise typer.Exit(2) from None
 
     return wrapper
 

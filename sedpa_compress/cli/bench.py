@@ -60,8 +60,8 @@ def _setup(model, compressed, config, random_weights, attention, pattern, sink, 
         extra = ", ".join(f"{k} {bm.settings[k]}" for k in ("sink", "recent", "window", "top_k") if k in bm.settings)
         heads = (f", {bm.settings['retrieval_heads']}/{bm.settings['kv_heads']} retrieval heads"
                  if "retrieval_heads" in bm.settings else "")
-        console.print(f"[dim]{bm.name}: {bm.loaded.name} ({bm.loaded.source}){heads}{', ' + extra if extra else ''}[/]",
-                      highlight=False)
+        where = f"artifact {bm.loaded.path}" if bm.loaded.source == "artifact" else f"{bm.loaded.name} ({bm.loaded.source})"
+        console.print(f"[dim]{bm.name}: {where}{heads}{', ' + extra if extra else ''}[/]", highlight=False)
     return base, rows
 
 
@@ -90,10 +90,13 @@ def _cache(out: Path, fresh: bool):
     path = cells_path(out)
     if fresh and path.exists():
         path.unlink()
-    cache = CellCache(path)
-    if len(cache):
-        console.print(f"[dim]resume cache {path}: {len(cache)} finished cells (pass --fresh to recompute)[/]", highlight=False)
-    return cache
+    return CellCache(path)
+
+
+def _resumed(cache, total: int) -> None:
+    if cache.hits:
+        console.print(f"[dim]resumed: {cache.hits} of {total} cells were already in {cache.path} (--fresh recomputes them)[/]",
+                      highlight=False)
 
 
 def _write(out: Path, bench: str, base, settings: dict, rows: list, summary: dict, device: str, **extra) -> None:
@@ -110,7 +113,7 @@ def niah_cmd(
     config: ConfigOpt = None,
     random_weights: RandomOpt = False,
     attention: AttentionOpt = "full,streaming,duo",
-    lengths: Annotated[str, typer.Option("--lengths", help="Context lengths: START:END:COUNT (evenly spaced, e.g. 1k:32k:8) or a list 1k,4k,16k. Lengths beyond the model's limit are capped to it (and named).")] = "1k:8k:4",
+    lengths: Annotated[str, typer.Option("--lengths", help="Context lengths: FIRST:LAST:COUNT (evenly spaced, e.g. 1k:32k:8) or a list 1k,4k,16k. A sweep beyond the model's limit is spread up to the limit instead; listed lengths beyond it are replaced by it (both are reported).")] = "1k:32k:8",
     depths: Annotated[str, typer.Option("--depths", help="Needle depths: a count (10 = evenly over 0..100%) or fractions 0.1,0.5,0.9.")] = "10",
     samples: Annotated[int, typer.Option("--samples", help="Prompts per (length, depth).")] = 1,
     needle: Annotated[Optional[str], typer.Option("--needle", help="Your needle sentence, with {value} where a random value goes (e.g. 'The code of the blue door is {value}.'), or a literal sentence plus --answer.")] = None,
@@ -131,7 +134,7 @@ def niah_cmd(
     dtype: DtypeOpt = "auto",
 ) -> None:
     """Needle in a haystack: every mode on the same prompts; heatmap PNG per mode + JSON with every cell."""
-    from sedpa_compress.bench.common import cap_lengths, parse_depths, parse_lengths
+    from sedpa_compress.bench.common import lengths_for_model, parse_depths, parse_lengths
     from sedpa_compress.bench.heatmap import fmt_length, plot_niah_grid, plot_niah_heatmap
     from sedpa_compress.bench.niah import NiahConfig, run_niah
 
@@ -140,19 +143,19 @@ def niah_cmd(
                      answer_prefix=answer_prefix, chunk=chunk).validate()
     base, models = _setup(model, compressed, config, random_weights, attention, pattern, sink, recent, window, top_k,
                           device, dtype)
-    cfg.lengths, dropped = cap_lengths(cfg.lengths, base.geometry.max_position_embeddings, reserve=32)
-    if dropped:
-        console.print(f"[yellow]capped[/]: --lengths {', '.join(map(str, dropped))} exceed the model's "
-                      f"{base.geometry.max_position_embeddings}-token limit (minus 32 to answer); ran up to {max(cfg.lengths)} instead")
+    cfg.lengths, capped = lengths_for_model(lengths, base.geometry.max_position_embeddings, reserve=32)
+    if capped:
+        console.print(f"[yellow]capped[/]: {capped}", highlight=False)
     out = out or _default_out("niah", base)
     cache = _cache(out, fresh)
     total = len(models) * len(cfg.lengths) * len(cfg.depths) * cfg.samples
     with _progress(total, "niah") as advance:
         rows, summary = run_niah(models, cfg, cache, advance)
+    _resumed(cache, total)
     settings = {"lengths": cfg.lengths, "depths": cfg.depths, "samples": cfg.samples, "seed": cfg.seed,
                 "haystack": cfg.haystack or "bundled held-out text",
                 "needle": cfg.needle or "held-out templates (sedpa_compress.data.needles.HELDOUT_TEMPLATES)",
-                "question": cfg.question, "capped_lengths": dropped, "modes": {m.name: m.settings for m in models},
+                "question": cfg.question, "capped": capped, "modes": {m.name: m.settings for m in models},
                 "chunk": cfg.chunk}
     _write(out, "niah", base, settings, rows, summary, str(base.device))
     modes = [m.name for m in models]
@@ -179,10 +182,10 @@ def ppl_cmd(
     data: Annotated[Optional[str], typer.Option("--data", help="A .txt file, a folder of .txt, a .jsonl (text field), a Hugging Face dataset name, or omitted: the bundled held-out text.")] = None,
     text_field: Annotated[str, typer.Option("--text-field", help="JSONL/dataset field holding the text.")] = "text",
     split: Annotated[str, typer.Option("--split", help="Dataset split for a Hugging Face dataset.")] = "test",
-    seq_len: Annotated[int, typer.Option("--seq-len", help="Tokens per window (at most the model's limit).")] = 4096,
+    seq_len: Annotated[Optional[int], typer.Option("--seq-len", help="Tokens per window (default: 4096, or the model's limit when smaller).")] = None,
     stride: Annotated[Optional[int], typer.Option("--stride", help="Tokens between window starts (default: --seq-len, no overlap).")] = None,
     windows: Annotated[int, typer.Option("--windows", help="At most this many windows.")] = 4,
-    decode_tail: Annotated[int, typer.Option("--decode-tail", help="Last tokens of each window reported as tail_ppl; tidal scores them on its decode path.")] = 256,
+    decode_tail: Annotated[Optional[int], typer.Option("--decode-tail", help="Last tokens of each window reported as tail_ppl; tidal scores them on its decode path (default: min(256, seq-len/4)).")] = None,
     pattern: PatternOpt = None,
     sink: SinkOpt = None,
     recent: RecentOpt = None,
@@ -195,17 +198,18 @@ def ppl_cmd(
     dtype: DtypeOpt = "auto",
 ) -> None:
     """Perplexity of every mode over the same sliding windows of text."""
-    from sedpa_compress.bench.ppl import PplConfig, run_ppl
+    from sedpa_compress.bench.ppl import PplConfig, prepare_windows, run_ppl
 
     cfg = PplConfig(data=data, text_field=text_field, split=split, seq_len=seq_len, stride=stride, windows=windows,
                     decode_tail=decode_tail, chunk=chunk)
     base, models = _setup(model, compressed, config, random_weights, attention, pattern, sink, recent, window, top_k,
                           device, dtype)
-    cfg.validate(base.geometry.max_position_embeddings)
+    prepared = prepare_windows(base, cfg)
     out = out or _default_out("ppl", base)
     cache = _cache(out, fresh)
-    with _progress(len(models) * cfg.windows, "ppl") as advance:
-        rows, summary, source = run_ppl(models, cfg, cache, advance)
+    with _progress(len(models) * len(prepared[0]), "ppl") as advance:
+        rows, summary, source = run_ppl(models, cfg, cache, advance, prepared)
+    _resumed(cache, len(rows))
     settings = {"data": source, "seq_len": cfg.seq_len, "stride": cfg.stride or cfg.seq_len, "windows": len(rows) // max(1, len(models)),
                 "decode_tail": cfg.decode_tail, "modes": {m.name: m.settings for m in models}, "chunk": cfg.chunk}
     _write(out, "ppl", base, settings, rows, summary, str(base.device))
@@ -261,6 +265,7 @@ def longbench_cmd(
     cache = _cache(out, fresh)
     with _progress(len(models) * total_examples, "longbench") as advance:
         rows, summary = run_longbench(models, cfg, cache, advance)
+    _resumed(cache, len(rows))
     settings = {"data_dir": str(data_dir), "tasks": cfg.tasks, "limit": limit, "max_length": max_length,
                 "chat_template": chat_template, "modes": {m.name: m.settings for m in models},
                 "metrics": "sedpa_compress.bench.longbench.metrics (upstream definitions; Chinese per character)"}

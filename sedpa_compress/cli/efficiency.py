@@ -12,6 +12,7 @@ console = Console()
 
 
 def efficiency_cmd(
+    ctx: typer.Context,
     model: Annotated[Optional[str], typer.Option("--model", "-m", help="Hub id, local directory or artifact.")] = None,
     config: Annotated[Optional[str], typer.Option("--config", help="Geometry preset (llama-3-8b, ...) with --random-weights.")] = None,
     random_weights: Annotated[bool, typer.Option("--random-weights", help="With --config: random weights of that geometry.")] = False,
@@ -31,25 +32,47 @@ def efficiency_cmd(
     time_budget: Annotated[Optional[float], typer.Option("--time-budget", help="Seconds; rows not started by then are marked skipped.")] = None,
     out: Annotated[Path, typer.Option("--out", "-o", help="Result JSON (a PNG is written beside it).")] = Path("bench/results/efficiency.json"),
     seed: Annotated[int, typer.Option("--seed")] = 0,
+    device: Annotated[str, typer.Option("--device", help="cuda; cpu only dry-runs the plumbing on a tiny model.")] = "cuda",
+    memory_budget: Annotated[Optional[float], typer.Option("--memory-budget", help="GiB the caches and workspace may use (default: what the GPU has free).")] = None,
 ) -> None:
     """Prefill time, decode ms/token against the bandwidth floor, KV bytes and peak memory per mode and context."""
     from sedpa_compress.bench.efficiency import EfficiencyConfig, parse_contexts, run_efficiency
     from sedpa_compress.errors import SedpaError
     from sedpa_compress.runtime.modes import parse_modes
 
-    if not 0 < retrieval_ratio <= 1 or not 0 < rank_ratio <= 1:
-        raise SedpaError("--retrieval-ratio and --rank-ratio must be in (0, 1]")
-    if window < recent:
-        raise SedpaError(f"--window {window} is smaller than --recent {recent}: the window must cover the recent tokens")
+    if device not in ("cuda", "cpu"):
+        raise SedpaError(f"--device {device!r}: choose cuda or cpu")
     cfg = EfficiencyConfig(model=model, config=config, random_weights=random_weights, pattern=pattern,
                            contexts=parse_contexts(contexts), modes=parse_modes(attention),
                            retrieval_ratio=retrieval_ratio, rank_ratio=rank_ratio, sink=sink, recent=recent,
                            window=window, top_k=top_k, decode_tokens=decode_tokens, chunk=chunk,
                            reference_max=reference_max, max_context=max_context, time_budget_s=time_budget,
-                           out=out, seed=seed)
+                           out=out, seed=seed, device=device, memory_budget_gib=memory_budget,
+                           command=_command(ctx))
     result = run_efficiency(cfg, progress=lambda msg: console.print(msg, highlight=False))
     _print_table(result)
     console.print(f"[green]wrote[/] {out}")
+
+
+def _command(ctx: typer.Context) -> str:
+    """`sedpa bench efficiency ...` with the flags given (whichever entry point parsed them)."""
+    import shlex
+
+    parts = ["sedpa", "bench", "efficiency"]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name)
+        if value == param.default or value is None or not param.opts:
+            continue
+        flag = max(param.opts, key=len)
+        if isinstance(value, bool):
+            parts.append(flag)
+        else:
+            parts += [flag, shlex.quote(str(value))]
+    return " ".join(parts)
+
+
+def _gib(n) -> str:
+    return "-" if n is None else f"{n / 2**30:.2f}"
 
 
 def _print_table(result: dict) -> None:
@@ -59,15 +82,16 @@ def _print_table(result: dict) -> None:
     if result["settings"].get("max_context"):
         table = Table("mode", "max context", "decode ms", "KV GiB")
         for r in rows:
-            table.add_row(r["mode"], str(r.get("max_context")), str(r.get("decode_ms")),
-                          f"{r.get('kv_bytes', 0) / 2**30:.1f}")
+            table.add_row(r["mode"], str(r.get("max_context")), str(r.get("decode_ms")), _gib(r.get("kv_bytes")))
     else:
         table = Table("mode", "context", "prefill s", "decode ms", "floor ms", "x floor", "KV GiB", "peak GiB")
         for r in rows:
             table.add_row(r["mode"], str(r["context"]), f"{r['prefill_s']:.2f}", f"{r['decode_ms']:.2f}",
-                          f"{r['floor_ms']:.2f}", f"{r['floor_ratio']:.2f}", f"{r['kv_bytes'] / 2**30:.2f}",
-                          f"{r['peak_bytes'] / 2**30:.1f}")
+                          f"{r['floor_ms']:.2f}", f"{r['floor_ratio']:.2f}", _gib(r["kv_bytes"]), _gib(r["peak_bytes"]))
     console.print(table)
+    for name, g in result.get("goals", {}).items():
+        mark = {True: "[green]met[/]", False: "[red]missed[/]", None: "not measured"}[g["met"]]
+        console.print(f"goal {name}: {g['value']} (target {g['target']}) {mark}", highlight=False)
 
 
 def register(bench_app: typer.Typer) -> None:

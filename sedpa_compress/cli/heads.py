@@ -33,7 +33,7 @@ def identify_heads_cmd(
     model: ModelOpt = None,
     config: ConfigOpt = None,
     random_weights: RandomOpt = False,
-    recipe: Annotated[Optional[Path], typer.Option("--recipe", "-r", help="Recipe YAML (recipes/identify-<model>.yaml); flags override it.")] = None,
+    recipe: Annotated[Optional[Path], typer.Option("--recipe", "-r", help="Recipe YAML (recipes/identify-<model>.yaml); default: the shipped recipe naming --model, else DuoAttention's 7-8B settings. Flags override it.")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Pattern file to write (default: <model>.pattern.json).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint beside --out (same model and settings).")] = False,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Training steps.")] = None,
@@ -51,18 +51,22 @@ def identify_heads_cmd(
     threshold: Annotated[Optional[float], typer.Option("--threshold", help="Instead of a ratio: gate >= threshold is a retrieval head.")] = None,
     checkpoint_every: Annotated[Optional[int], typer.Option("--checkpoint-every", help="Steps between checkpoints.")] = None,
     gradient_checkpointing: Annotated[Optional[str], typer.Option("--gradient-checkpointing", help="auto (on for CUDA), on, off.")] = None,
-    attention_backend: Annotated[Optional[str], typer.Option("--attention-backend", help="auto (flex on CUDA), reference, flex.")] = None,
+    attention_backend: Annotated[Optional[str], typer.Option("--attention-backend", help="auto (flex on CUDA, banded on CPU), reference, banded, flex.")] = None,
     device: DeviceOpt = "",
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16.")] = None,
 ) -> None:
     """Learn which KV heads need the full context (retrieval) and which only sink + recent (streaming)."""
     from sedpa_compress.errors import SedpaError
-    from sedpa_compress.heads.config import load_recipe
+    from sedpa_compress.heads.config import load_recipe, shipped_recipe_for
     from sedpa_compress.heads.show import pattern_summary, pattern_table
     from sedpa_compress.heads.train import default_pattern_path, identify_heads
 
     if retrieval_ratio is not None and threshold is not None:
         raise SedpaError("give at most one of --retrieval-ratio or --threshold")
+    if recipe is None and config is None:
+        recipe = shipped_recipe_for(model or "sedpa-tiny")
+        if recipe is not None:
+            console.print(f"recipe: {recipe} (the shipped recipe for this model; --recipe picks another)")
     cfg = load_recipe(recipe).with_overrides(
         steps=steps, lr=lr, reg_weight=reg_weight, optimizer=optimizer, sink=sink, recent=recent,
         context_min=context_min, context_max=context_max, num_passkeys=num_passkeys,

@@ -25,20 +25,22 @@ def push_cmd(
     private: Annotated[bool, typer.Option("--private", help="Create the repo private (ignored if it exists).")] = False,
     revision: Annotated[Optional[str], typer.Option("--revision", help="Branch to push to (created from main when missing).")] = None,
     commit_message: Annotated[Optional[str], typer.Option("--commit-message", "-m", help="Commit message.")] = None,
+    results: Annotated[Optional[List[Path]], typer.Option("--results", "-r", help="Benchmark JSON from `sedpa bench` to add to the pushed card (repeatable; the local artifact is left as it is: use `sedpa card` to keep them).")] = None,
 ) -> None:
     """Upload an artifact to the Hugging Face Hub (token: HF_TOKEN or `huggingface-cli login`).
 
     The manifest is verified first: an artifact that fails it is refused before any network call.
-    The repo ends up holding exactly the artifact; its model card names the repo.
+    The repo ends up holding exactly the artifact (plus any --results); its model card names the repo.
     """
     from sedpa_compress.artifact.hub import PushConfig, push
 
     result = push(PushConfig(artifact=artifact, repo_id=repo_id, private=private, revision=revision,
-                             commit_message=commit_message))
+                             commit_message=commit_message, results=list(results or [])))
     console.print(f"[green]pushed[/] {artifact} -> {result.url} ({result.revision}"
                   + (f", commit {result.commit[:10]}" if result.commit else "")
                   + f"; {result.files} files, {_size(result.bytes)})", highlight=False)
-    console.print(f"load it with: sedpa generate --model {result.repo_id} --prompt ...", highlight=False, markup=False)
+    spec = result.repo_id + (f"@{revision}" if revision and revision != "main" else "")
+    console.print(f"load it with: sedpa generate --model {spec} --prompt ...", highlight=False, markup=False)
 
 
 def pull_cmd(
@@ -52,7 +54,10 @@ def pull_cmd(
         result = pull(repo_id, revision=revision)
     kind = "sedpa artifact (manifest verified)" if result.is_artifact else "model"
     console.print(f"[green]pulled[/] {result.repo_id}@{result.revision}: {kind}", highlight=False)
-    typer.echo(str(result.path))
+    spec = result.repo_id + (f"@{revision}" if revision else "")
+    console.print(f"use it offline with --model {spec} (any command), e.g. sedpa generate --model {spec} --prompt ...",
+                  highlight=False, markup=False)
+    typer.echo(str(result.path))  # last line: the snapshot directory, for scripts
 
 
 def card_cmd(

@@ -1,4 +1,5 @@
-"""The English text that ships with sedpa (see calibration/SOURCES.md): haystacks, calibration, training.
+"""The English text that ships with sedpa in `data/bundled/` (sources and licences: calibration/SOURCES.md):
+haystacks, calibration, training.
 
 Each file is a list of paragraphs separated by blank lines. Every `HELDOUT_EVERY`-th paragraph of each
 file (the last of each run of that many) is the held-out split (perplexity, benchmark haystacks), spread
@@ -17,8 +18,7 @@ _SPLITS = ("train", "heldout", "all")
 
 
 def _candidate_dirs() -> list[Path]:
-    pkg = Path(__file__).resolve().parent
-    return [pkg / "bundled", pkg.parent.parent / "calibration"]  # installed wheel, then source checkout
+    return [Path(__file__).resolve().parent / "bundled"]
 
 
 def bundled_text_paths() -> list[Path]:
@@ -28,7 +28,7 @@ def bundled_text_paths() -> list[Path]:
         if files:
             return files
     raise SedpaError(
-        "the bundled text (calibration/*.txt) is missing from this install: reinstall sedpa-compress "
+        "the bundled text (sedpa_compress/data/bundled/*.txt) is missing from this install: reinstall sedpa-compress "
         "or pass a text file with --haystack"
     )
 

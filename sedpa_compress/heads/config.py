@@ -17,7 +17,7 @@ from typing import Any
 from sedpa_compress.errors import SedpaError
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
-BACKENDS = ("auto", "reference", "flex")
+BACKENDS = ("auto", "reference", "banded", "flex")
 
 
 @dataclass
@@ -53,7 +53,7 @@ class IdentifyConfig:
     # Machinery.
     checkpoint_every: int = 50
     gradient_checkpointing: str = "auto"  # auto (on for CUDA) | on | off
-    attention_backend: str = "auto"  # auto (flex on CUDA, reference on CPU) | reference | flex
+    attention_backend: str = "auto"  # auto (flex on CUDA, banded elsewhere) | reference | banded | flex
     dtype: str = "auto"
     # Notes that travel into the pattern file; not used by training.
     description: str = ""
@@ -107,6 +107,29 @@ class IdentifyConfig:
         return {k: v for k, v in asdict(self).items() if k not in skip}
 
 
+RECIPES_DIR = Path(__file__).resolve().parents[2] / "recipes"  # the shipped recipes of a source checkout
+
+
+def shipped_recipe_for(model: str, recipes_dir: Path = RECIPES_DIR) -> Path | None:
+    """The shipped `identify-*.yaml` whose `model:` names this model (Hub id, or a local dir of that name).
+
+    So `sedpa identify-heads` on the embedded sedpa-tiny uses its tiny recipe, not the 8B defaults.
+    Of several matches the shortest file name wins (the published settings, not the `-fast` variant).
+    """
+    import yaml
+
+    name = Path(model.rstrip("/")).name.lower()
+    for path in sorted(recipes_dir.glob("identify-*.yaml"), key=lambda p: (len(p.name), p.name)):
+        try:
+            data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        except (OSError, yaml.YAMLError, UnicodeDecodeError):
+            continue
+        target = str(data.get("model", "")) if isinstance(data, dict) else ""
+        if target and (target == model or target.split("/")[-1].lower() == name):
+            return path
+    return None
+
+
 def load_recipe(path: Path | str | None) -> IdentifyConfig:
     """An `IdentifyConfig` from a recipe YAML file (None: the defaults)."""
     if path is None:
@@ -118,8 +141,8 @@ def load_recipe(path: Path | str | None) -> IdentifyConfig:
         raise SedpaError(f"recipe {path} does not exist: pass a YAML file such as recipes/identify-sedpa-tiny.yaml")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+    except (yaml.YAMLError, UnicodeDecodeError, ValueError, RecursionError) as exc:  # ValueError: a huge integer
+        first = str(exc).splitlines()[0][:100] if str(exc) else type(exc).__name__
         raise SedpaError(f"recipe {path} does not parse as YAML ({first}): fix the file") from None
     if data is None:
         data = {}
@@ -162,8 +185,8 @@ def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
         if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
             return int(value)
     elif kind is float:
-        if isinstance(value, (int, float)):
-            return float(value)
+        if isinstance(value, (int, float)) and (isinstance(value, float) or abs(value) < 2**1000):
+            return float(value)  # (an integer beyond float's range is refused below, not an OverflowError)
     elif kind is str:
         if isinstance(value, str):
             return value

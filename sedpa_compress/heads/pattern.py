@@ -100,8 +100,8 @@ class HeadPattern:
         try:
             gates = data["gates"]
             sink, recent = int(data["sink"]), int(data["recent"])
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SedpaError(f"{source}: missing or bad field {exc}; regenerate it with `sedpa identify-heads`") from None
+        except (KeyError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: int(inf)
+            raise SedpaError(f"{source}: missing or bad field {str(exc)[:100]}; regenerate it with `sedpa identify-heads`") from None
         _check_matrix(gates, source, "gates", lambda g: isinstance(g, (int, float)) and not isinstance(g, bool)
                       and math.isfinite(g) and 0.0 <= g <= 1.0)
         mask = data.get("mask")
@@ -110,6 +110,10 @@ class HeadPattern:
         _check_matrix(mask, source, "mask", lambda m: m in (0, 1) and not isinstance(m, float))
         if len(mask) != len(gates) or any(len(a) != len(b) for a, b in zip(mask, gates)):
             raise SedpaError(f"{source}: `mask` and `gates` differ in shape; regenerate the pattern")
+        # The file states its shape; a hand-edited or truncated gates matrix must not pass for another model.
+        for name, actual in (("num_layers", len(gates)), ("num_kv_heads", len(gates[0]))):
+            if name in data and data[name] != actual:
+                raise SedpaError(f"{source}: says {name} {data[name]!r} but its gates have {actual}; regenerate the pattern")
         if sink < 0 or recent < 1:
             raise SedpaError(f"{source}: sink must be >= 0 and recent >= 1 (got {sink}, {recent})")
         version = data.get("format_version", FORMAT_VERSION)
@@ -130,8 +134,8 @@ class HeadPattern:
             raise SedpaError(f"pattern file {path} does not exist: make one with `sedpa identify-heads --model ...`")
         try:
             data = json.loads(path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-            raise SedpaError(f"pattern file {path} is not valid JSON ({exc}); regenerate it with `sedpa identify-heads`") from None
+        except (ValueError, UnicodeDecodeError) as exc:  # ValueError: JSONDecodeError, or an integer too long to parse
+            raise SedpaError(f"pattern file {path} is not valid JSON ({str(exc)[:100]}); regenerate it with `sedpa identify-heads`") from None
         except RecursionError:
             raise SedpaError(f"pattern file {path} is nested too deeply to be a pattern; regenerate it") from None
         pattern = cls.from_json(data, source=str(path))
@@ -146,7 +150,11 @@ def _check_matrix(rows: Any, source: str, name: str, ok) -> None:
     width = len(rows[0])
     if any(len(r) != width for r in rows):
         raise SedpaError(f"{source}: `{name}` rows differ in length; every layer needs the same number of KV heads")
-    if not all(ok(v) for r in rows for v in r):
+    try:
+        good = all(ok(v) for r in rows for v in r)
+    except (OverflowError, TypeError, ValueError):  # an integer too large for a float, say
+        good = False
+    if not good:
         raise SedpaError(f"{source}: `{name}` holds values outside its range; regenerate the pattern")
 
 

@@ -215,9 +215,10 @@ def plot_probe(result: dict[str, Any], path: Path) -> Path:
     hi = [summary[c]["accuracy_max"] * 100 - acc[i] for i, c in enumerate(conds)]
     colors = {"full": "black", "streaming": "grey", "duo": "tab:green", "random-duo": "tab:olive"}
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
-    ax1.bar(conds, acc, yerr=[lo, hi], capsize=3,
-            color=[colors.get(c, "tab:red" if c.startswith("top") else "tab:blue" if c.startswith("bottom")
-                              else "tab:purple") for c in conds])
+    bars = ax1.bar(conds, acc, yerr=[lo, hi], capsize=3,
+                   color=[colors.get(c, "tab:red" if c.startswith("top") else "tab:blue" if c.startswith("bottom")
+                                     else "tab:purple") for c in conds])
+    ax1.bar_label(bars, labels=[f"{a:.0f}" for a in acc], padding=2, fontsize=8)
     ax1.set_ylabel("needle accuracy (%)")
     ax1.set_ylim(0, 105)
     ax1.set_title(f"{result['model']}: heads forced to streaming (K={result['settings']['k']})", fontsize=9)

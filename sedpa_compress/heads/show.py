@@ -56,7 +56,7 @@ def plot_heatmap(pattern: HeadPattern, path: Path, title: str | None = None) -> 
     from matplotlib.patches import Rectangle
 
     layers, heads = pattern.num_layers, pattern.num_kv_heads
-    fig, ax = plt.subplots(figsize=(max(3.0, 0.35 * heads + 2.0), max(2.5, 0.25 * layers + 1.5)))
+    fig, ax = plt.subplots(figsize=(max(4.0, 0.35 * heads + 2.0), max(2.5, 0.25 * layers + 1.5)))
     im = ax.imshow(pattern.gates, vmin=0.0, vmax=1.0, cmap="viridis", aspect="auto", interpolation="nearest")
     for li, row in enumerate(pattern.mask):
         for h, m in enumerate(row):
@@ -67,7 +67,8 @@ def plot_heatmap(pattern: HeadPattern, path: Path, title: str | None = None) -> 
     ax.set_xticks(range(heads) if heads <= 32 else range(0, heads, max(1, heads // 16)))
     ax.set_yticks(range(layers) if layers <= 40 else range(0, layers, max(1, layers // 20)))
     kept = sum(map(sum, pattern.mask))
-    ax.set_title(title or f"{pattern.model or 'pattern'}: gates (red = retrieval, {kept}/{layers * heads})", fontsize=9)
+    name = Path(pattern.model).name if pattern.model else "pattern"  # a local path would not fit the title
+    ax.set_title(title or f"{name}: gates\n(red = retrieval, {kept}/{layers * heads})", fontsize=9)
     fig.colorbar(im, ax=ax, label="gate alpha")
     fig.tight_layout()
     buf = io.BytesIO()

@@ -53,7 +53,8 @@ def encoder_for(loaded) -> tuple[Encode, list[int]]:
         vocab = loaded.model.config.vocab_size
         return (lambda s: [b % vocab for b in s.encode("utf-8")]), []
     start = list(tok("", add_special_tokens=True)["input_ids"])
-    return (lambda s: list(tok(s, add_special_tokens=False)["input_ids"])), start
+    # verbose=False: the haystack is tokenised in one piece, longer than the model's limit on purpose.
+    return (lambda s: list(tok(s, add_special_tokens=False, verbose=False)["input_ids"])), start
 
 
 class PasskeyData:

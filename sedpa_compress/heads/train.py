@@ -111,7 +111,7 @@ def _make_optimizer(cfg: IdentifyConfig, params: list[torch.Tensor]) -> torch.op
 
 def _backend(cfg: IdentifyConfig, device: torch.device) -> str:
     if cfg.attention_backend == "auto":
-        return "flex" if device.type == "cuda" else "reference"
+        return "flex" if device.type == "cuda" else "banded"
     if cfg.attention_backend == "flex" and device.type != "cuda":
         raise SedpaError("attention_backend flex needs a CUDA device: use --device cuda or attention_backend reference")
     return cfg.attention_backend
@@ -149,15 +149,21 @@ def load_checkpoint(path: Path, fp: str, identity: dict[str, Any], cfg: Identify
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the same user problem
         raise SedpaError(f"checkpoint {path} cannot be read ({type(exc).__name__}): delete it and run without --resume") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+    fmt = payload.get("format") if isinstance(payload, dict) else None
+    if type(fmt) is not type(CHECKPOINT_FORMAT) or fmt != CHECKPOINT_FORMAT:  # a tensor here would not compare
         raise SedpaError(f"{path} is not an identify-heads checkpoint of this version: delete it and run without --resume")
-    if payload.get("fingerprint") != fp:
+    if not isinstance(payload.get("fingerprint"), str) or payload["fingerprint"] != fp:
         diffs = []
-        if payload.get("model") != identity:
-            diffs.append(f"model {payload.get('model', {}).get('name')!r} (now {identity['name']!r})")
-        old = payload.get("recipe", {})
-        new = cfg.fingerprint_fields()
-        diffs += [f"{k}={old.get(k)!r} (now {new.get(k)!r})" for k in new if old.get(k) != new.get(k)]
+        try:  # what differs, for the message; a damaged payload may hold tensors where values were
+            model = payload.get("model")
+            if not isinstance(model, dict) or model != identity:
+                diffs.append(f"model {model.get('name') if isinstance(model, dict) else None!r} (now {identity['name']!r})")
+            old = payload.get("recipe")
+            old = old if isinstance(old, dict) else {}
+            new = cfg.fingerprint_fields()
+            diffs += [f"{k}={old.get(k)!r} (now {new.get(k)!r})" for k in new if old.get(k) != new.get(k)]
+        except (RuntimeError, TypeError, ValueError):
+            diffs = []
         raise SedpaError(f"checkpoint {path} belongs to another model or recipe ({'; '.join(diffs) or 'fingerprint differs'}): "
                          "resume with the same --model/--recipe/flags, or run without --resume to start over")
     return payload
@@ -204,15 +210,26 @@ def identify_heads(
 
     if resume and ckpt.is_file():
         payload = load_checkpoint(ckpt, fp, identity, cfg)
-        with torch.no_grad():
-            gated.gates.copy_(payload["gates"].to(device))
-        optimizer.load_state_dict(payload["optimizer"])
-        scheduler.load_state_dict(payload["scheduler"])
-        rng.setstate(_as_rng_state(payload["python_rng"]))
-        torch.set_rng_state(payload["torch_rng"])
-        if payload["cuda_rng"] and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(payload["cuda_rng"])
-        state = _State(step=int(payload["step"]), history=[StepLog(**h) for h in payload["history"]])
+        try:  # the fingerprint matched, but the file may still be damaged: one line, not a traceback
+            gates = payload["gates"]
+            if not isinstance(gates, torch.Tensor) or gates.shape != gated.gates.shape or not torch.isfinite(gates).all():
+                raise ValueError(f"gates {tuple(getattr(gates, 'shape', ()))} do not fit {tuple(gated.gates.shape)}")
+            with torch.no_grad():
+                gated.gates.copy_(gates.to(device))
+            optimizer.load_state_dict(payload["optimizer"])
+            scheduler.load_state_dict(payload["scheduler"])
+            rng.setstate(_as_rng_state(payload["python_rng"]))
+            torch.set_rng_state(payload["torch_rng"])
+            if payload["cuda_rng"] and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(payload["cuda_rng"])
+            step = payload["step"]
+            if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step <= cfg.steps:
+                raise ValueError(f"step {step!r}")
+            state = _State(step=step, history=[StepLog(**h) for h in payload["history"]])
+        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError, OverflowError) as exc:
+            detail = str(exc).splitlines()[0][:80] if str(exc) else ""
+            raise SedpaError(f"checkpoint {ckpt} is damaged ({type(exc).__name__}{': ' + detail if detail else ''}): "
+                             "delete it and run without --resume") from None
     resumed_from = state.step
 
     requires = [p.requires_grad for p in model.parameters()]
@@ -330,13 +347,14 @@ class _Progress:
         if not enabled:
             return
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+        # Compact enough for 80 columns: step, loss (its distillation part), mean gate, context, time left.
         self.progress = Progress(
-            TextColumn("[bold]identify-heads"), BarColumn(), MofNCompleteColumn(),
-            TextColumn("loss {task.fields[loss]:.4f} distill {task.fields[distill]:.4f} "
+            MofNCompleteColumn(), BarColumn(bar_width=12),
+            TextColumn("loss {task.fields[loss]:.4f} (distill {task.fields[distill]:.4f}) "
                        "gate {task.fields[gate]:.3f} ctx {task.fields[ctx]}"),
-            TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(),
+            TextColumn("left"), TimeRemainingColumn(compact=True),
             console=Console(stderr=True), transient=False,
         )
         self.task = self.progress.add_task("steps", total=total, completed=done, loss=float("nan"),

@@ -17,6 +17,9 @@ from sedpa_compress.models.presets import preset_config
 DEFAULT_MODEL = "sedpa-tiny"
 EMBEDDED_DIR = Path(__file__).parent / "embedded"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# What a Hub model needs to load (config, safetensors, tokenizer, card, remote code, results/):
+# not the .bin/.pth/.gguf duplicates many base repos also carry. `sedpa pull` of a base model uses it too.
+HUB_MODEL_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.md", "*.png", "*.py", "tokenizer*"]
 
 
 @dataclass
@@ -101,9 +104,10 @@ def is_artifact_dir(path: Path) -> bool:
     if not cfg.is_file():
         return False
     try:
-        return "sedpa" in json.loads(cfg.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError):
+        data = json.loads(cfg.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError, OSError, RecursionError):  # the loaders that follow say what is wrong
         return False
+    return isinstance(data, dict) and "sedpa" in data
 
 
 def resolve_model_path(spec: str, revision: str | None = None) -> tuple[Path, str, str | None]:
@@ -115,22 +119,33 @@ def resolve_model_path(spec: str, revision: str | None = None) -> tuple[Path, st
         if not path.is_dir() or not (path / "config.json").is_file():
             raise SedpaError(f"--model {spec}: no config.json there; pass a Hugging Face model directory")
         return path, "local", None
-    if not _HUB_ID.match(spec) or spec.startswith((".", "/", "~")):
+    repo_id, _, at = spec.partition("@")  # ORG/NAME@REVISION: a branch, tag or commit (e.g. one `sedpa pull --revision` got)
+    if at:
+        if revision is not None and revision != at:
+            raise SedpaError(f"--model {spec} names revision {at!r} but --revision is {revision!r}: give it once")
+        revision = at
+    if not _HUB_ID.match(repo_id) or repo_id.startswith((".", "/", "~")) or (at == "" and "@" in spec):
         raise SedpaError(f"--model {spec}: no such directory; pass an existing model directory or a Hub id ORG/NAME")
-    return _download(spec, revision), "hub", revision
+    path = _download(repo_id, revision)
+    if not (path / "config.json").is_file():
+        raise SedpaError(f"--model {spec}: that Hub repo has no config.json; it is not a model sedpa can load")
+    return path, "hub", revision
 
 
 def _download(repo_id: str, revision: str | None) -> Path:
     from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError
+    from huggingface_hub.errors import (HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError,
+                                        RevisionNotFoundError)
 
-    patterns = ["*.json", "*.safetensors", "*.model", "*.txt", "*.md", "*.png", "*.py", "tokenizer*"]
+    patterns = HUB_MODEL_PATTERNS
     try:  # the cache first, so repeated runs and offline machines with a pulled copy work
         return Path(snapshot_download(repo_id, revision=revision, local_files_only=True, allow_patterns=patterns))
     except (LocalEntryNotFoundError, FileNotFoundError, OSError):
         pass
     try:
         return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
+    except RevisionNotFoundError:
+        raise SedpaError(f"--model {repo_id}: the Hub repo has no revision {revision!r}; check the branch, tag or commit") from None
     except RepositoryNotFoundError:
         raise SedpaError(f"--model {repo_id}: no such repository on the Hub (or it is private: run `huggingface-cli login`)") from None
     except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as exc:
@@ -177,13 +192,15 @@ def load_pretrained_dir(path: Path, *, source: str, name: str, dtype: torch.dtyp
         # trust_remote_code=False, always: a model directory's auto_map must never run its .py files
         # (and never prompts "run the custom code? [y/N]", which would hang a non-interactive run).
         hf_config = AutoConfig.from_pretrained(path, trust_remote_code=False)
-    except (ValueError, OSError, KeyError) as exc:
-        raise SedpaError(f"cannot read {path}/config.json ({exc}): pass a Hugging Face model directory") from None
+    except Exception as exc:  # noqa: BLE001 - transformers' config validators raise many types
+        msg = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise SedpaError(f"cannot read {path}/config.json ({msg}): pass a Hugging Face model directory") from None
     family = family_for(hf_config)
     try:
+        # use_safetensors=True: a pytorch_model.bin is a pickle, and sedpa never unpickles a stranger's file.
         model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa",
-                                                     trust_remote_code=False)
-    except (OSError, ValueError, RuntimeError) as exc:
+                                                     trust_remote_code=False, use_safetensors=True)
+    except Exception as exc:  # noqa: BLE001 - OSError, ValueError, RuntimeError, safetensors' own error type...
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise SedpaError(f"cannot load weights from {path}: {msg}; check the directory holds *.safetensors") from None
     model.to(device).eval()
@@ -212,7 +229,8 @@ def _random_model(name: str, dtype: torch.dtype, device: str, seed: int) -> Load
     torch.manual_seed(seed)
     # Build directly on the target device: an 8B model initialised on the CPU takes minutes.
     with torch.device(device):
-        model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype, attn_implementation="sdpa")
+        model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype, attn_implementation="sdpa",
+                                                 trust_remote_code=False)
     model.eval()
     return LoadedModel(model=model, tokenizer=None, name=f"random:{name}", source="preset", family=family,
                        geometry=family.geometry(hf_config))

@@ -6,12 +6,18 @@ would keep only a few SMs busy, so the Triton kernel splits every head's key ran
 programs (split-K, "flash-decoding") and merges their partial softmaxes in a second pass. Each
 program loads a K/V block once for all query heads of its GQA group. The key range is
 `[0, length)` read from a device tensor (so CUDA-graph replays see the current length), or the
-positions listed in an index tensor (TidalDecode's sparse layers).
+positions listed in an index tensor (TidalDecode's sparse layers). Why our own kernel rather than
+SDPA: measured on the H100 (bench/results/efficiency_llama-3-8b_decode_profile.txt), inside a 64K
+full-attention decode step it reads a layer's 268 MB of K/V in 93 us, ~2.9 TB/s, the device's copy
+bandwidth; SDPA alone reached 2.3-2.9 TB/s, but it cannot take the valid length from a device
+tensor, so a CUDA graph would have to be captured per length.
 
 Prefill attention over a chunk of queries: retrieval heads use flash attention in two parts
 (the chunk against the cache before it, unmasked; the chunk against itself, causal) merged by
 their log-sum-exps; ring heads (streaming heads, and SEDPA-W's windowed retrieval heads) attend
-to a small gathered key set (sink + band + chunk) with an explicit mask.
+to the ring (sink + band slots) plus the chunk. On CUDA that is FlexAttention with a block mask built
+from the slots' positions, so only the blocks inside the sink + band actually run (a streaming head's
+query block touches ~5 key blocks instead of all of them); elsewhere one masked SDPA defines it.
 """
 
 from __future__ import annotations
@@ -59,8 +65,8 @@ if HAS_TRITON:
 
     @triton.jit
     def _decode_partial(Q, K, V, LEN, IDX, ACC, M, L,
-                        sqb, sqh, sqg, skb, skh, skt, svb, svh, svt, sib,
-                        H: tl.constexpr, G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr,
+                        sqb, sqh, sqg, skb, skh, skt, svb, svh, svt, sib, H,
+                        G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr,
                         BLOCK_N: tl.constexpr, SPLITS: tl.constexpr, INDEXED: tl.constexpr, scale):
         bh = tl.program_id(0)
         split = tl.program_id(1)
@@ -103,29 +109,31 @@ if HAS_TRITON:
         tl.store(L + base + offs_g, l_i)
 
     @triton.jit
-    def _decode_reduce(ACC, M, L, OUT, sob, soh, sog, H: tl.constexpr, G: tl.constexpr, G_PAD: tl.constexpr,
-                       D: tl.constexpr, SPLITS: tl.constexpr):
+    def _decode_reduce(ACC, M, L, OUT, sob, soh, sog, H, G_PAD: tl.constexpr, D: tl.constexpr,
+                       SPLITS: tl.constexpr, SB: tl.constexpr):
+        # One program per (sequence, KV head, query head of the group): the splits' partial
+        # softmaxes are merged with vector loads, SB splits at a time (a sequential loop over the
+        # splits made this kernel ~15 us per layer, a twentieth of a 64K decode step).
         bh = tl.program_id(0)
+        g = tl.program_id(1)
         b = bh // H
         h = bh % H
         offs_s = tl.arange(0, SPLITS)
-        offs_g = tl.arange(0, G_PAD)
-        offs_d = tl.arange(0, D)
-        idx = (bh * SPLITS + offs_s[:, None]) * G_PAD + offs_g[None, :]  # [SPLITS, G_PAD]
-        m = tl.load(M + idx)
-        l_ = tl.load(L + idx)
+        rows = (bh * SPLITS + offs_s) * G_PAD + g
+        m = tl.load(M + rows)
         m_max = tl.max(m, axis=0)
         m_max = tl.where(m_max == float("-inf"), 0.0, m_max)
-        w = tl.exp2(m - m_max[None, :])  # [SPLITS, G_PAD]; empty splits have m = -inf -> 0
-        denom = tl.sum(w * l_, axis=0)
-        out = tl.zeros([G_PAD, D], tl.float32)
-        for s in range(SPLITS):
-            a = tl.load(ACC + ((bh * SPLITS + s) * G_PAD + offs_g[:, None]) * D + offs_d[None, :])
-            ws = tl.load(M + (bh * SPLITS + s) * G_PAD + offs_g)
-            out += a * tl.exp2(ws - m_max)[:, None]
-        out = out / tl.where(denom == 0.0, 1.0, denom)[:, None]
-        tl.store(OUT + b * sob + h * soh + offs_g[:, None] * sog + offs_d[None, :],
-                 out.to(OUT.dtype.element_ty), mask=offs_g[:, None] < G)
+        denom = tl.sum(tl.exp2(m - m_max) * tl.load(L + rows), axis=0)  # empty splits: m = -inf -> 0
+        offs_b = tl.arange(0, SB)
+        offs_d = tl.arange(0, D)
+        out = tl.zeros([D], tl.float32)
+        for s0 in tl.static_range(0, SPLITS, SB):
+            r = (bh * SPLITS + s0 + offs_b) * G_PAD + g
+            w = tl.exp2(tl.load(M + r) - m_max)
+            a = tl.load(ACC + r[:, None] * D + offs_d[None, :])
+            out += tl.sum(a * w[:, None], axis=0)
+        out = out / tl.where(denom == 0.0, 1.0, denom)
+        tl.store(OUT + b * sob + h * soh + g * sog + offs_d, out.to(OUT.dtype.element_ty))
 
 
 def num_splits(max_keys: int, heads: int, batch: int = 1, block_n: int = 64) -> int:
@@ -159,6 +167,11 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, length: 
             out.copy_(res)
             return out
         return res
+    return _triton_decode(q, k, v, length, scale, index=index, workspace=workspace, out=out)
+
+
+def _triton_decode(q, k, v, length, scale, *, index=None, workspace=None, out=None):
+    """The two kernel launches (also run by the tests under TRITON_INTERPRET=1 on CPU tensors)."""
     b, h, g, d = q.shape
     ws = workspace or DecodeWorkspace(b, h, g, d, k.shape[2] if index is None else index.shape[1], q.device)
     out = out if out is not None else torch.empty_like(q)
@@ -167,11 +180,11 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, length: 
     _decode_partial[(b * h, ws.splits)](
         q, k, v, length, idx, ws.acc, ws.m, ws.l,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2), index.stride(0) if index is not None else 0,
-        H=h, G=g, G_PAD=ws.g_pad, D=d, BLOCK_N=block_n, SPLITS=ws.splits, INDEXED=index is not None,
+        v.stride(0), v.stride(1), v.stride(2), index.stride(0) if index is not None else 0, h,
+        G=g, G_PAD=ws.g_pad, D=d, BLOCK_N=block_n, SPLITS=ws.splits, INDEXED=index is not None,
         scale=scale, num_warps=4, num_stages=2)
-    _decode_reduce[(b * h,)](ws.acc, ws.m, ws.l, out, out.stride(0), out.stride(1), out.stride(2),
-                             H=h, G=g, G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, num_warps=4)
+    _decode_reduce[(b * h, g)](ws.acc, ws.m, ws.l, out, out.stride(0), out.stride(1), out.stride(2), h,
+                               G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, SB=min(ws.splits, 16), num_warps=4)
     return out
 
 
@@ -191,7 +204,7 @@ def causal_chunk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, st
     group = q.shape[1] // k.shape[1]
     if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
         if start == 0:
-            return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=group > 1)
+            return _flash(q, k, v, True, scale, group)[0]
         o1, l1 = _flash(q, k[:, :, :start], v[:, :, :start], False, scale, group)
         o2, l2 = _flash(q, k[:, :, start:], v[:, :, start:], True, scale, group)
         m = torch.maximum(l1, l2)
@@ -224,11 +237,84 @@ def _flash(q, k, v, causal: bool, scale: float, group: int) -> tuple[torch.Tenso
 
 
 def band_chunk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor,
-                         k_pos: torch.Tensor, sink: int, band: int, scale: float) -> torch.Tensor:
+                         k_pos: torch.Tensor, sink: int, band: int, scale: float,
+                         block_mask=None) -> torch.Tensor:
     """Queries at `q_pos` against a gathered key set at `k_pos` (-1 = empty slot): causal, and only
     keys in the sink (pos < sink) or within `band` of the query (the query itself included).
-    q [b, hq, tq, d]; k/v [b, hkv, tk, d]."""
+    q [b, hq, tq, d]; k/v [b, hkv, tk, d]. On CUDA in bf16/fp16: FlexAttention (`block_mask` from
+    `band_block_mask`, built once per chunk and band and shared by every layer); else masked SDPA."""
+    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and USE_FLEX:
+        return band_attention_flex(q, k, v, q_pos, k_pos, sink, band, scale, block_mask=block_mask)
     dist = q_pos[:, None] - k_pos[None, :]
     mask = (k_pos[None, :] >= 0) & (dist >= 0) & ((k_pos[None, :] < sink) | (dist < band))
     group = q.shape[1] // k.shape[1]
     return F.scaled_dot_product_attention(q, _expand(k, group), _expand(v, group), attn_mask=mask, scale=scale)
+
+
+# --------------------------------------------------------------------------- prefill: FlexAttention
+
+USE_FLEX = True  # tests flip it to compare the two CUDA paths
+FLEX_BLOCK = 128
+_FLEX_COMPILED = None
+
+
+def _band_mask_mod(q_pos: torch.Tensor, k_pos: torch.Tensor, sink: int, band: int):
+    def mask_mod(b, h, q_idx, kv_idx):
+        qp, kp = q_pos[q_idx], k_pos[kv_idx]
+        dist = qp - kp
+        return (kp >= 0) & (dist >= 0) & ((kp < sink) | (dist < band))
+
+    return mask_mod
+
+
+def _pad_to(n: int) -> int:
+    return -n % FLEX_BLOCK
+
+
+def band_block_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, sink: int, band: int, *, compiled: bool = True):
+    """The block mask of one chunk's band attention (built once per chunk and band, shared by all
+    layers). Lengths are padded to whole blocks (padded queries sit at position -1 and padded keys
+    are empty slots, so both are fully masked). Compiled: the eager build would materialise the
+    whole [chunk, keys] mask in int64 (GBs at an 8K chunk); the price is compile time on a
+    process's first prompt (the first SEDPA-W prefill took ~70 s on the H100, two bands)."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    q_pos = F.pad(q_pos, (0, _pad_to(q_pos.numel())), value=-1)
+    k_pos = F.pad(k_pos, (0, _pad_to(k_pos.numel())), value=-1)
+    return create_block_mask(_band_mask_mod(q_pos, k_pos, sink, band), None, None, q_pos.numel(), k_pos.numel(),
+                             device=q_pos.device, BLOCK_SIZE=FLEX_BLOCK, _compile=compiled)
+
+
+def _flex_compiled():
+    """flex_attention compiled once per process (static shapes: one kernel per chunk shape and band)."""
+    global _FLEX_COMPILED
+    if _FLEX_COMPILED is None:
+        import torch._dynamo
+        from torch.nn.attention.flex_attention import flex_attention
+
+        dyn = torch._dynamo.config
+        limit = "recompile_limit" if hasattr(dyn, "recompile_limit") else "cache_size_limit"
+        setattr(dyn, limit, max(getattr(dyn, limit), 64))
+        _FLEX_COMPILED = torch.compile(flex_attention, dynamic=False)
+    return _FLEX_COMPILED
+
+
+def band_attention_flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor,
+                        sink: int, band: int, scale: float, *, block_mask=None, compiled: bool | None = None):
+    """`band_chunk_attention` through FlexAttention: only blocks with a visible key are computed,
+    and GQA is native (no expanded K/V). `compiled=False` runs flex eagerly (the CPU tests)."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    compiled = q.is_cuda if compiled is None else compiled
+    tq = q.shape[2]
+    pq, pk = _pad_to(tq), _pad_to(k.shape[2])
+    if block_mask is None:
+        block_mask = band_block_mask(q_pos, k_pos, sink, band, compiled=compiled)
+    if pq:
+        q = F.pad(q, (0, 0, 0, pq))
+    if pk:
+        k, v = F.pad(k, (0, 0, 0, pk)), F.pad(v, (0, 0, 0, pk))
+    fn = _flex_compiled() if compiled else flex_attention
+    out = fn(q.contiguous(), k.contiguous(), v.contiguous(), block_mask=block_mask, scale=scale,
+             enable_gqa=q.shape[1] != k.shape[1])
+    return out[:, :, :tq]

@@ -58,10 +58,12 @@ def free_device_bytes(device: torch.device) -> int | None:
     return free
 
 
-def plan(model, *, batch: int, max_len: int, chunk: int) -> MemoryPlan:
+def plan(model, *, batch: int, max_len: int, chunk: int, free_bytes: int | None = None) -> MemoryPlan:
+    """What a runner of this size allocates, against `free_bytes` (default: what the GPU has free
+    now; on the CPU nothing is checked)."""
+    free = free_bytes if free_bytes is not None else free_device_bytes(model.device)
     return MemoryPlan(cache_bytes(model, batch=batch, max_len=max_len),
-                      workspace_bytes(model, batch=batch, chunk=chunk, max_len=max_len),
-                      free_device_bytes(model.device))
+                      workspace_bytes(model, batch=batch, chunk=chunk, max_len=max_len), free)
 
 
 def max_context(model, *, batch: int = 1, chunk: int = 8192, free_bytes: int | None = None) -> int:

@@ -109,6 +109,12 @@ def _add_rms_norm(x: torch.Tensor, delta: torch.Tensor, w: torch.Tensor, eps: fl
     return x, _rms_norm(x, w, eps)
 
 
+def _add2_rms_norm(x: torch.Tensor, d1: torch.Tensor, d2: torch.Tensor, w: torch.Tensor, eps: float):
+    """The same with two deltas (o_proj's dense and low-rank parts): one kernel, not an extra add."""
+    x = x + d1 + d2
+    return x, _rms_norm(x, w, eps)
+
+
 def _rope_qk(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
     """One decode token's RoPE: q [b, 1, hq, d], k [b, 1, hkv, d] -> [b, hq, d], [b, hkv, d]."""
     return (q * cos + _rotate_half(q) * sin)[:, 0], (k * cos + _rotate_half(k) * sin)[:, 0]
@@ -136,7 +142,8 @@ class FastLayer(nn.Module):
         super().__init__()
         self.groups: list[HeadGroup] = []
         self.n_dense = 0  # KV heads (reordered, leading) whose q/k/v rows are dense
-        self.qkv_dense: torch.Tensor | None = None  # rows [q_dense, k_dense, v_dense]
+        self.qkv_in: torch.Tensor | None = None  # [q_dense; k_dense; v_dense; low-rank down]: one GEMM
+        self.qkv_dense: torch.Tensor | None = None  # view: rows [q_dense, k_dense, v_dense]
         self.qkv_bias: torch.Tensor | None = None  # [q_all, k_all, v_all] reordered
         self.lowrank: LowRank | None = None
         self.o_dense: torch.Tensor | None = None  # [hidden, n_dense*G*D]
@@ -184,9 +191,11 @@ class FastModel(nn.Module):
         self.lm_head = hf.lm_head.weight.detach()
         self.tidal_select = set(spec.tidal_selection_layers(self.num_layers)) if spec.mode == "tidal" else set()
         self.tidal_first = min(self.tidal_select) if self.tidal_select else self.num_layers
-        gen = torch.Generator(device="cpu").manual_seed(seed)
+        # synthetic factors are drawn where the weights live: 8B-sized factor sets are slow on a CPU
+        gen = torch.Generator(device=self.embed.device).manual_seed(seed)
         self._fused = False
         self._norm, self._add_norm, self._rope, self._silu_mul = _rms_norm, _add_rms_norm, _rope_qk, _silu_mul
+        self._add2_norm = _add2_rms_norm
         self.layers: list[FastLayer] = []
         hf_layers = loaded.family.layers(hf)
         for i in range(self.num_layers):
@@ -228,10 +237,12 @@ class FastModel(nn.Module):
             dense_parts.append(_rows_of(proj, r[:n_d]))
             if n_low:
                 low_parts.append(_lowrank_rows(proj, r[n_d:], rank_ratio, gen))
-        layer.qkv_dense = torch.cat(dense_parts, 0).contiguous()
+        # the dense rows and the low-rank down factors read the same input: one GEMM for both
+        layer.qkv_in = torch.cat(dense_parts + [p[0] for p in low_parts], 0).contiguous()
+        n_rows = sum(t.shape[0] for t in dense_parts)
+        layer.qkv_dense = layer.qkv_in[:n_rows]
         if n_low:
-            layer.lowrank = LowRank(down=torch.cat([p[0] for p in low_parts], 0).contiguous(),
-                                    ups=[p[1].contiguous() for p in low_parts])
+            layer.lowrank = LowRank(down=layer.qkv_in[n_rows:], ups=[p[1].contiguous() for p in low_parts])
         biases = [_bias_of(p, r) for p, r in zip(projs, rows)]
         if all(b is not None for b in biases):
             layer.qkv_bias = torch.cat(biases).contiguous()
@@ -251,9 +262,10 @@ class FastModel(nn.Module):
     def weight_bytes(self) -> int:
         seen, total = set(), 0
         for t in [self.embed, self.final_norm, self.lm_head] + [w for l in self.layers for w in l.weight_tensors()]:
-            if t.data_ptr() in seen:
+            key = (t.data_ptr(), tuple(t.shape))  # tied embeddings count once; views of qkv_in each once
+            if key in seen:
                 continue
-            seen.add(t.data_ptr())
+            seen.add(key)
             total += t.numel() * t.element_size()
         return total
 
@@ -265,6 +277,10 @@ class FastModel(nn.Module):
     @property
     def device(self) -> torch.device:
         return self.embed.device
+
+    @property
+    def _flex_prefill(self) -> bool:
+        return self.device.type == "cuda" and self.dtype in (torch.float16, torch.bfloat16) and kernels.USE_FLEX
 
     @property
     def dtype(self) -> torch.dtype:
@@ -280,11 +296,12 @@ class FastModel(nn.Module):
         """h [b, t, hidden] -> q [b, t, hq, d], k/v [b, t, hkv, d] in reordered head order."""
         b, t, _ = h.shape
         d, g, nd = self.d, self.group, layer.n_dense
-        y = F.linear(h, layer.qkv_dense)
-        q, k, v = y.split([nd * g * d, nd * d, nd * d], dim=-1)
+        y = F.linear(h, layer.qkv_in)
+        n_rows = layer.qkv_dense.shape[0]
+        q, k, v = y[..., :n_rows].split([nd * g * d, nd * d, nd * d], dim=-1)
         if layer.lowrank is not None:
             lr = layer.lowrank
-            z = F.linear(h, lr.down).split(lr.ranks, dim=-1)
+            z = y[..., n_rows:].split(lr.ranks, dim=-1)
             q = torch.cat([q, F.linear(z[0], lr.ups[0])], -1)
             k = torch.cat([k, F.linear(z[1], lr.ups[1])], -1)
             v = torch.cat([v, F.linear(z[2], lr.ups[2])], -1)
@@ -295,11 +312,16 @@ class FastModel(nn.Module):
 
     def out_proj(self, layer: FastLayer, a: torch.Tensor) -> torch.Tensor:
         """a [b, t, hq*d] (reordered heads) -> [b, t, hidden]."""
+        parts = self.out_parts(layer, a)
+        return parts[0] if len(parts) == 1 else parts[0] + parts[1]
+
+    def out_parts(self, layer: FastLayer, a: torch.Tensor) -> list[torch.Tensor]:
+        """o_proj's contributions: the dense columns' and/or the low-rank columns' (summed by the caller)."""
         if layer.o_down is None:
-            return F.linear(a, layer.o_dense)
+            return [F.linear(a, layer.o_dense)]
         n = layer.n_dense * self.group * self.d
-        out = F.linear(F.linear(a[..., n:], layer.o_down), layer.o_up)
-        return out if n == 0 else out + F.linear(a[..., :n], layer.o_dense)
+        low = F.linear(F.linear(a[..., n:], layer.o_down), layer.o_up)
+        return [low] if n == 0 else [F.linear(a[..., :n], layer.o_dense), low]
 
     def mlp(self, layer: FastLayer, x: torch.Tensor) -> torch.Tensor:
         return F.linear(_silu_mul(F.linear(_rms_norm(x, layer.mlp_norm, self.eps), layer.gate_up)), layer.down)
@@ -318,6 +340,7 @@ class FastModel(nn.Module):
         cos, sin = cos[None, :, None, :], sin[None, :, None, :]
         ring_pos: dict[int, torch.Tensor] = {}
         plans: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        masks: dict[int, object] = {}
         x = F.embedding(ids, self.embed)
         for layer, cache in zip(self.layers, caches):
             h = _rms_norm(x, layer.attn_norm, self.eps)
@@ -337,15 +360,17 @@ class FastModel(nn.Module):
                     outs.append(kernels.causal_chunk_attention(qg, ck[:, :, :end], cv[:, :, :end], start, self.scale))
                 else:
                     band = grp.band
-                    if band not in ring_pos:
+                    if band not in ring_pos:  # per chunk and band, shared by every layer
                         ring_pos[band] = torch.cat([ring_positions(start, cache.sink, band)[:ck.shape[2]],
                                                     torch.arange(start, end)]).to(dev)
                         offs, slots = ring_write_plan(start, end, cache.sink, band)
                         plans[band] = (offs.to(dev), slots.to(dev))
+                        if self._flex_prefill:
+                            masks[band] = kernels.band_block_mask(pos, ring_pos[band], cache.sink, band)
                     keys = torch.cat([ck, kg], 2)
                     vals = torch.cat([cv, vg], 2)
                     outs.append(kernels.band_chunk_attention(qg, keys, vals, pos, ring_pos[band], cache.sink, band,
-                                                             self.scale))
+                                                             self.scale, block_mask=masks.get(band)))
                     offs, slots = plans[band]
                     ck.index_copy_(2, slots, kg.index_select(2, offs))
                     cv.index_copy_(2, slots, vg.index_select(2, offs))
@@ -365,6 +390,7 @@ class FastModel(nn.Module):
         opts = dict(dynamic=False, fullgraph=True)
         self._norm = torch.compile(_rms_norm, **opts)
         self._add_norm = torch.compile(_add_rms_norm, **opts)
+        self._add2_norm = torch.compile(_add2_rms_norm, **opts)
         self._rope = torch.compile(_rope_qk, **opts)
         self._silu_mul = torch.compile(_silu_mul, **opts)
         self._fused = True
@@ -402,7 +428,11 @@ class FastModel(nn.Module):
                     cv.index_copy_(2, slot, v[:, h0:h1, None])
                     kernels.decode_attention(qg[:, h0:h1], ck, cv, count, self.scale, workspace=ws, out=out[:, h0:h1])
                 h0 = h1
-            x, h = self._add_norm(x, self.out_proj(layer, out.reshape(b, 1, self.hq * d)), layer.mlp_norm, self.eps)
+            parts = self.out_parts(layer, out.reshape(b, 1, self.hq * d))
+            if len(parts) == 1:
+                x, h = self._add_norm(x, parts[0], layer.mlp_norm, self.eps)
+            else:
+                x, h = self._add2_norm(x, parts[0], parts[1], layer.mlp_norm, self.eps)
             m = F.linear(self._silu_mul(F.linear(h, layer.gate_up)), layer.down)
             nxt = self.layers[li + 1].attn_norm if li + 1 < self.num_layers else self.final_norm
             x, h = self._add_norm(x, m, nxt, self.eps)
@@ -505,7 +535,7 @@ def _positions_in(index: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor | N
     """Where each of `wanted` sits in `index`, or None if some are missing."""
     lookup = {int(v): i for i, v in enumerate(index.tolist())}
     try:
-        return torch.tensor([lookup[int(w)] for w in wanted.tolist()], device=index.device)
+        return torch.tensor([lookup[int(w)] for w in wanted.tolist()], dtype=torch.long, device=index.device)
     except KeyError:
         return None
 
@@ -517,16 +547,16 @@ def synthetic_rank(n_out: int, n_in: int, rank_ratio: float) -> int:
 
 def _random_factors(n_out: int, n_in: int, rank: int, like: torch.Tensor, gen: torch.Generator):
     # Timing-only factors (random-weight benchmarks): the values do not change the speed.
-    up = (torch.randn(n_out, rank, generator=gen) * rank ** -0.5).to(like.dtype).to(like.device)
-    down = (torch.randn(rank, n_in, generator=gen) * n_in ** -0.5).to(like.dtype).to(like.device)
+    up = (torch.randn(n_out, rank, generator=gen, device=gen.device) * rank ** -0.5).to(like.dtype).to(like.device)
+    down = (torch.randn(rank, n_in, generator=gen, device=gen.device) * n_in ** -0.5).to(like.dtype).to(like.device)
     return down, up
 
 
 def _lowrank_rows(proj: nn.Module, rows: torch.Tensor, rank_ratio: float | None, gen: torch.Generator):
     """(down [r, in], up [len(rows), r]) for these output rows."""
-    if _is_dual(proj):
+    if _is_dual(proj):  # the artifact's own factors (with --scope all, a subset of their rows)
         pos = _positions_in(proj.lowrank_index, rows)
-        if pos is not None and pos.numel() == proj.lowrank_index.numel():
+        if pos is not None:
             return proj.down.detach(), proj.up.detach().index_select(0, pos)
     w = _rows_of(proj, rows)
     if rank_ratio is None:  # no factors and none asked for: exact factorisation (identity down)
@@ -537,9 +567,9 @@ def _lowrank_rows(proj: nn.Module, rows: torch.Tensor, rank_ratio: float | None,
 
 def _lowrank_cols(proj: nn.Module, cols: torch.Tensor, rank_ratio: float | None, gen: torch.Generator):
     """(down [r, len(cols)], up [out, r]) for these input columns."""
-    if _is_dual(proj):
+    if _is_dual(proj):  # the artifact's own factors (with --scope all, a subset of their columns)
         pos = _positions_in(proj.lowrank_index, cols)
-        if pos is not None and pos.numel() == proj.lowrank_index.numel():
+        if pos is not None:
             return proj.down.detach().index_select(1, pos).contiguous(), proj.up.detach()
     w = _cols_of(proj, cols)
     if rank_ratio is None:

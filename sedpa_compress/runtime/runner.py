@@ -23,17 +23,21 @@ DEFAULT_CHUNK = 8192
 
 class Runner:
     def __init__(self, model: FastModel, *, max_len: int, batch: int = 1, chunk: int = DEFAULT_CHUNK,
-                 cuda_graph: bool = True, fuse: bool = True) -> None:
+                 cuda_graph: bool = True, fuse: bool = True, memory_budget: int | None = None) -> None:
+        """`memory_budget`: bytes the caches and workspace may use (default: what the GPU has free;
+        on the CPU unchecked). The plan is checked before anything is allocated."""
         if max_len < 1 or chunk < 1:
             raise SedpaError(f"max_len {max_len} / chunk {chunk}: pass positive sizes")
         self.model = model
         self.batch, self.max_len, self.chunk = batch, max_len, chunk
-        self.plan = memory.plan(model, batch=batch, max_len=max_len, chunk=min(chunk, max_len))
+        self.plan = memory.plan(model, batch=batch, max_len=max_len, chunk=min(chunk, max_len),
+                                free_bytes=memory_budget)
         if not self.plan.fits:
             fit = memory.max_context(model, batch=batch, chunk=chunk, free_bytes=self.plan.free_bytes)
+            where = "the GPU has" if memory_budget is None else "the memory budget is"
             raise SedpaError(
                 f"a {max_len}-token context needs about {memory.describe(self.plan.needed)} for caches and "
-                f"workspace but the GPU has {memory.describe(self.plan.free_bytes)} free: the largest context "
+                f"workspace but {where} {memory.describe(self.plan.free_bytes)} free: the largest context "
                 f"that fits with --attention {model.spec.mode} is {fit} tokens; shorten the prompt, lower "
                 "--retrieval-ratio, or use sedpa-w")
         self.caches = make_caches(model, batch=batch, max_len=max_len)

@@ -215,7 +215,7 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, *, model_name: str, context
 def load_model_dir(path: Path, device: str):
     from transformers import AutoTokenizer, LlamaForCausalLM
 
-    tok = AutoTokenizer.from_pretrained(str(path))
+    tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
     model = LlamaForCausalLM.from_pretrained(str(path), dtype=torch.float32, attn_implementation="sdpa")
     return model.to(device).eval(), tok
 

@@ -91,7 +91,7 @@ def render_card(stages: list[tuple[dict[str, Any], str]], result: dict[str, Any]
         "## Training", "",
         "Three runs of the project's trainer (`sedpa train-tiny`), each starting from the previous run's weights "
         "(`--init-from`, fresh optimizer). Each command is run at the commit given (the recipes and training "
-        "templates changed between them). Data: the train split of the shipped text (`calibration/`), synthetic "
+        "templates changed between them). Data: the train split of the shipped text (`sedpa_compress/data/bundled/`), synthetic "
         "retrieval sequences (1–8 key→value needles at random depths of that text, 1–4 questions at the end, "
         "training templates only), and copy practice (random-token spans repeated once). Loss = text CE + answer CE.",
         "",

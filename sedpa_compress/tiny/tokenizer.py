@@ -60,4 +60,4 @@ def save_tokenizer(tok: Tokenizer, out_dir: Path, model_max_length: int) -> None
 def load_hf_tokenizer(model_dir: Path):
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(str(model_dir))
+    return AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)

@@ -109,6 +109,17 @@ def render_refusals() -> str:
 def pytest_sessionfinish(session, exitstatus):
     if TALLY.tried and _suite_complete(session):
         REFUSALS.write_text(render_refusals(), encoding="utf-8")
+        TALLY.wrote_refusals = True
+
+
+def _readme_current() -> bool:
+    from faults.update_readme import README, render
+
+    try:
+        readme = README.read_text(encoding="utf-8")
+        return render(readme, REFUSALS.read_text(encoding="utf-8")) == readme
+    except (OSError, SystemExit):
+        return False
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
@@ -122,3 +133,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     for loader, n in TALLY.fuzz_tried.items():
         kinds = TALLY.fuzz_messages[loader]
         tr.write_line(f"  fuzz {loader}: {n} inputs, {len(kinds)} kinds of outcome, 0 tracebacks, 0 hangs")
+        if config.option.verbose > 0:  # -v: what the refusals said, grouped by wording
+            for kind, count in kinds.most_common():
+                tr.write_line(f"      {count:5d}  {kind}")
+    if getattr(TALLY, "wrote_refusals", False):
+        tr.write_line(f"wrote {REFUSALS.relative_to(HERE.parents[1])}"
+                      + ("" if _readme_current() else
+                         "; README.md's refusals section differs: run `python tests/faults/update_readme.py`"))

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from faults.harness import cli, has_command, refused
+from faults.harness import TALLY, cli, has_command, refused
 
 
 def _file(path: Path, text: str | bytes) -> Path:
@@ -137,6 +137,16 @@ def _checkpoint(w, tmp: Path, *extra: str) -> Path:
     return out
 
 
+def NIAH(w, t) -> list:
+    return ["bench", "niah", "--model", w.model, "-a", "full", "--depths", 1, "--out", t / "n.json", "--device", "cpu"]
+
+
+def LONGBENCH(w, t, qasper: str = '{"input": "q", "context": "c", "answers": ["a"], "length": 5}\n') -> list:
+    _file(t / "lb" / "qasper.jsonl", qasper)
+    return ["bench", "longbench", "--model", w.model, "-a", "full", "--data-dir", t / "lb", "--out", t / "l.json",
+            "--device", "cpu"]
+
+
 SMALL_HEADS = ["--sink", 4, "--recent", 16, "--context-min", 300, "--context-max", 360, "--num-passkeys", 1,
                "--device", "cpu"]
 
@@ -215,7 +225,7 @@ CASES = [
     ("pipeline", "--tokens 0",
      lambda w, t: ["calibrate", "--model", w.model, "--tokens", 0, "--out", t / "c"], "--tokens 0"),
     ("pipeline", "--out that already exists",
-     lambda w, t: ["compress", "--model", w.model, "--scope", "all", "--out", (t / "exists").mkdir() or t / "exists"],
+     lambda w, t: ["compress", "--model", w.model, "--scope", "all", "--out", (t / "art").mkdir() or t / "art"],
      "already exists"),
     ("pipeline", "--out inside a regular file (the write fails)",
      lambda w, t: ["calibrate", "--model", w.model, "--tokens", 256, "--seq-len", 64,
@@ -294,6 +304,53 @@ CASES = [
     ("runtime", "--pattern for another model",
      lambda w, t: ["generate", "--model", w.model, "--prompt", "hi", "--attention", "duo", "--pattern", w.other_pattern],
      "KV heads but the model has"),
+    # -------------------------------------------------------------------------------------- bench
+    ("bench", "needle (with its question) longer than the context",
+     lambda w, t: [*NIAH(w, t), "--lengths", 64, "--needle", "A very long needle sentence that goes on. " * 4
+                   + "The value is {value}.", "--question", "What is the value?"], "shortest --lengths is 64"),
+    ("bench", "--lengths that is not a size",
+     lambda w, t: [*NIAH(w, t), "--lengths", "lots"], "pass token counts"),
+    ("bench", "--lengths range that runs backwards",
+     lambda w, t: [*NIAH(w, t), "--lengths", "4k:1k:3"], "START <= END"),
+    ("bench", "--depths outside [0, 1]",
+     lambda w, t: [*NIAH(w, t), "--depths", "1.5"], "[0, 1]"),
+    ("bench", "--needle without a {value} slot or --answer",
+     lambda w, t: [*NIAH(w, t), "--needle", "The code is 42.", "--question", "Code?"], "no {value} slot"),
+    ("bench", "unknown mode in --attention",
+     lambda w, t: [*NIAH(w, t), "-a", "full,bogus"], "unknown --attention"),
+    ("bench", "--attention sedpa-s without compressed weights",
+     lambda w, t: [*NIAH(w, t), "-a", "sedpa-s", "--lengths", 128], "--compressed"),
+    ("bench", "--attention duo without a head pattern",
+     lambda w, t: [*NIAH(w, t), "-a", "duo", "--lengths", 128], "needs a head pattern"),
+    ("bench", "--compressed artifact of another model",
+     lambda w, t: [*NIAH(w, t), "-a", "sedpa-s", "--lengths", 128, "--model", w.other, "--compressed", w.artifact],
+     "another geometry"),
+    ("bench", "--haystack file that does not exist",
+     lambda w, t: [*NIAH(w, t), "--lengths", 128, "--haystack", t / "none.txt"], "does not exist"),
+    ("bench", "ppl --seq-len beyond the model's position limit",
+     lambda w, t: ["bench", "ppl", "--model", w.model, "-a", "full", "--seq-len", 4096, "--out", t / "p.json",
+                   "--device", "cpu"], "1024-token limit"),
+    ("bench", "ppl text shorter than one window",
+     lambda w, t: ["bench", "ppl", "--model", w.model, "-a", "full", "--data", _file(t / "s.txt", "too short"),
+                   "--seq-len", 256, "--out", t / "p.json", "--device", "cpu"], "fewer than --seq-len"),
+    ("bench", "longbench unknown task name",
+     lambda w, t: [*LONGBENCH(w, t), "--tasks", "bogus"], "unknown LongBench task bogus"),
+    ("bench", "longbench malformed JSONL line (file and line number)",
+     lambda w, t: [*LONGBENCH(w, t, '{"input": "q", "context": "c", "answers": ["a"], "length": 5}\n{oops\n'),
+                   "--tasks", "qasper"], "qasper.jsonl:2"),
+    ("bench", "longbench task file missing from --data-dir",
+     lambda w, t: [*LONGBENCH(w, t), "--tasks", "trec"], "no file"),
+    ("bench", "longbench --max-length beyond the model's position limit",
+     lambda w, t: [*LONGBENCH(w, t), "--tasks", "qasper", "--max-length", 5000], "limit"),
+    ("bench", "efficiency --contexts that is not a size",
+     lambda w, t: ["bench", "efficiency", "--model", w.model, "--contexts", "lots", "--device", "cpu",
+                   "--out", t / "e.json"], "--contexts"),
+    ("bench", "efficiency unknown mode",
+     lambda w, t: ["bench", "efficiency", "--model", w.model, "--attention", "fast", "--device", "cpu",
+                   "--out", t / "e.json"], "unknown --attention"),
+    ("bench", "efficiency --window smaller than --recent",
+     lambda w, t: ["bench", "efficiency", "--model", w.model, "--window", 8, "--recent", 64, "--device", "cpu",
+                   "--out", t / "e.json"], "smaller than --recent"),
     # -------------------------------------------------------------------------------------- heads
     ("heads", "recipe that does not parse as YAML",
      lambda w, t: ["identify-heads", "--model", w.model, "--recipe", _file(t / "r.yaml", "steps: [1, 2\n")],
@@ -383,3 +440,66 @@ def test_good_inputs_still_work(world, tmp_path):
     from sedpa_compress.models import load_model
 
     assert load_model(str(out)).source == "artifact"
+
+
+def test_niah_lengths_beyond_the_limit_are_capped_and_named(world, tmp_path):
+    """Not a refusal by design (bench engineer's choice): the lengths are capped to the model's limit and
+    the output and the JSON's settings say which were capped."""
+    out = tmp_path / "n.json"
+    r = cli("bench", "niah", "--model", world.model, "-a", "full", "--lengths", "4k", "--depths", 1, "--out", out,
+            "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    settings = json.loads(out.read_text())["settings"]
+    assert settings.get("capped") and max(settings["lengths"]) <= 1024, settings
+    assert "capped" in r.output
+    TALLY.fault("`sedpa bench niah --lengths 4k` on a 1024-token model",
+                f"runs at {settings['lengths']} instead and says so: `capped: {settings['capped']}` "
+                "(also in the JSON's settings.capped)")
+
+
+@pytest.fixture
+def no_hub(monkeypatch, tmp_path):
+    """huggingface_hub pointed at a closed local port, with a token (tests drop it where they need to)."""
+    from hubstub import closed_port_url, point_huggingface_hub_at
+
+    url = closed_port_url()
+    point_huggingface_hub_at(monkeypatch, url, tmp_path / "hf", token="hf_fault_suite_token")
+    return url
+
+
+def _broken_copy(world, tmp_path):
+    art = world.artifact_copy(tmp_path / "art")
+    data = bytearray((art / "model.safetensors").read_bytes())
+    data[-1] ^= 0xFF
+    (art / "model.safetensors").write_bytes(bytes(data))
+    return art
+
+
+HUB_CASES = [
+    ("push without a token (no HF_TOKEN, no stored login)",
+     lambda w, t, mp: mp.delenv("HF_TOKEN") or ["push", w.artifact, "--repo-id", "org/name"], "token"),
+    ("push --repo-id that is not ORG/NAME",
+     lambda w, t, mp: ["push", w.artifact, "--repo-id", "org/na me"], "is not a Hub repo id"),
+    ("push --revision that is not a branch name",
+     lambda w, t, mp: ["push", w.artifact, "--repo-id", "org/name", "--revision", "a..b"], "not a valid branch name"),
+    ("push an artifact that fails its manifest",
+     lambda w, t, mp: ["push", _broken_copy(w, t), "--repo-id", "org/name"], "fails its sha256"),
+    ("push a folder that is not an artifact",
+     lambda w, t, mp: ["push", w.model, "--repo-id", "org/name"], "not a sedpa artifact"),
+    ("push while the Hub is unreachable",
+     lambda w, t, mp: ["push", w.artifact, "--repo-id", "org/name"], "cannot reach the Hugging Face Hub"),
+    ("pull a repo id that is not ORG/NAME",
+     lambda w, t, mp: ["pull", "not a repo"], "is not a Hub repo id"),
+    ("pull while the Hub is unreachable",
+     lambda w, t, mp: ["pull", "org/name"], "cannot reach the Hugging Face Hub"),
+]
+
+
+@pytest.mark.parametrize("case", HUB_CASES, ids=[c[0] for c in HUB_CASES])
+def test_hub_refused(case, world, tmp_path, monkeypatch, no_hub):
+    what, build, expect = case
+    args = build(world, tmp_path, monkeypatch)
+    if not has_command(args[0]):
+        pytest.skip(f"`sedpa {args[0]}` is not in this checkout yet")
+    message = refused("hub", what, args, expect)
+    assert no_hub not in message or "cannot reach" in message

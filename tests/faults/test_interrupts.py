@@ -81,7 +81,7 @@ def test_identify_heads_interrupted_then_resumed(world, uninterrupted, tmp_path,
     torch.testing.assert_close(torch.tensor(resumed.gates), torch.tensor(uninterrupted.gates), atol=1e-5, rtol=0)
     assert resumed.mask == uninterrupted.mask
     TALLY.fault(f"{sig.name} during `sedpa identify-heads`, after the step-2 checkpoint",
-                f"exit {rc if rc > 0 else 'killed'}; no pattern file; `--resume` continues from step 2 and ends "
+                f"{'exit 130' if rc > 0 else 'killed'}; no pattern file; `--resume` continues from step 2 and ends "
                 "with the gates of an uninterrupted run")
 
 

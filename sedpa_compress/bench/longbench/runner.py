@@ -18,7 +18,14 @@ from typing import Any
 import numpy as np
 
 from sedpa_compress.bench.cache import CellCache
-from sedpa_compress.bench.common import DEFAULT_CHUNK, BenchModel, ProgressFn, fingerprint, greedy_generate
+from sedpa_compress.bench.common import (
+    DEFAULT_CHUNK,
+    BenchModel,
+    ProgressFn,
+    cell_identity,
+    fingerprint,
+    greedy_generate,
+)
 from sedpa_compress.bench.longbench.metrics import score_prediction
 from sedpa_compress.errors import SedpaError
 from sedpa_compress.models.loader import LoadedModel
@@ -138,7 +145,7 @@ def run_longbench(models: list[BenchModel], cfg: LongBenchConfig, cache: CellCac
     table = task_table()
     rows: list[dict[str, Any]] = []
     for bm in models:
-        fp = fingerprint("longbench", bm.settings, {"max_length": cfg.max_length, "chat": cfg.chat_template})
+        fp = fingerprint("longbench", cell_identity(bm.settings), {"max_length": cfg.max_length, "chat": cfg.chat_template})
         for task in cfg.tasks:
             spec = table[task]
             for i, ex in enumerate(data[task]):

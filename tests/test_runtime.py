@@ -1,0 +1,349 @@
+"""The fast runtime (`runtime/model.py`, `runner.py`) on the CPU: every mode against the reference
+path, chunked prefill, the ring cache, TidalDecode, memory refusals and the efficiency benchmark's
+plumbing. The CUDA kernels themselves are checked in test_runtime_gpu.py (pytest -m gpu)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from conftest import build_tiny, random_pattern
+from sedpa_compress.errors import SedpaError
+from sedpa_compress.models import load_model
+from sedpa_compress.runtime import kernels
+from sedpa_compress.runtime.cache import ring_positions, ring_slot, ring_write_plan
+from sedpa_compress.runtime.model import FastModel, RuntimeSpec, tidal_selection_layers
+from sedpa_compress.runtime.modes import build_mode
+from sedpa_compress.runtime.modes.tidal import TidalAttention
+from sedpa_compress.runtime.reference import using_mode
+from sedpa_compress.runtime.runner import Runner
+
+SINK, RECENT, WINDOW = 4, 16, 40
+MODES = ("full", "streaming", "duo", "sedpa-s", "sedpa-w", "tidal")
+
+
+def rel(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a.float() - b.float()).norm() / b.float().norm())
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A 3-layer Qwen2 (q/k/v biases, GQA) in fp32 and a random pattern for it."""
+    path = build_tiny("qwen2", tmp_path_factory.mktemp("qwen2") / "model", layers=3)
+    loaded = load_model(str(path), dtype="float32")
+    return loaded, random_pattern(loaded.geometry, ratio=0.5, sink=SINK, recent=RECENT)
+
+
+def _spec_and_mode(name: str, pattern, top_k: int = 20):
+    if name == "tidal":
+        opts = dict(top_k=top_k, dense_layers=1, selection_layers=(1,))
+        return RuntimeSpec(mode="tidal", **opts), build_mode("tidal", num_layers=3, **opts)
+    kw = dict(pattern=pattern, sink=SINK, recent=RECENT, window=WINDOW if name == "sedpa-w" else None)
+    return RuntimeSpec(mode=name, **kw), build_mode(name, **kw)
+
+
+def _reference_steps(model, ids: torch.Tensor, t: int) -> list[torch.Tensor]:
+    """Logits of the prompt's last token, then of each following token decoded one at a time."""
+    out = model(ids[:, :t], use_cache=True)
+    pkv, logits = out.past_key_values, [out.logits[0, -1]]
+    for j in range(t, ids.shape[1] - 1):
+        out = model(ids[:, j:j + 1], past_key_values=pkv, use_cache=True)
+        pkv = out.past_key_values
+        logits.append(out.logits[0, -1])
+    return logits
+
+
+def _runtime_steps(runner: Runner, ids: torch.Tensor, t: int) -> list[torch.Tensor]:
+    logits = [runner.prefill(ids[:, :t])[0]]
+    for j in range(t, ids.shape[1] - 1):
+        logits.append(runner.decode(ids[:, j])[0].clone())
+    return logits
+
+
+@pytest.fixture(scope="module")
+def tiny_mha(tmp_path_factory):
+    """Llama without GQA (group 1), 3 layers."""
+    path = build_tiny("llama-mha", tmp_path_factory.mktemp("mha") / "model", layers=3)
+    loaded = load_model(str(path), dtype="float32")
+    return loaded, random_pattern(loaded.geometry, ratio=0.5, sink=SINK, recent=RECENT)
+
+
+@pytest.mark.parametrize("family", ["qwen2", "llama-mha"])
+@pytest.mark.parametrize("mode", MODES)
+def test_every_mode_matches_the_reference_path(request, family, mode):
+    """Chunked prefill (chunk 37, not a divisor) + decode, against the reference mode decoding
+    token by token through transformers with the same masks."""
+    loaded, pattern = request.getfixturevalue("tiny" if family == "qwen2" else "tiny_mha")
+    spec, ref_mode = _spec_and_mode(mode, pattern)
+    ids = torch.randint(0, 300, (1, 106), generator=torch.Generator().manual_seed(1))
+    runner = Runner.build(loaded, spec, max_len=110, chunk=37)
+    got = _runtime_steps(runner, ids, 100)
+    with torch.no_grad(), using_mode(loaded.model, ref_mode):
+        want = _reference_steps(loaded.model, ids, 100)
+    for g, w in zip(got, want):
+        assert rel(g, w) < 1e-4
+
+
+def test_full_matches_transformers_own_forward(tiny):
+    loaded, _ = tiny
+    ids = torch.randint(0, 300, (1, 90), generator=torch.Generator().manual_seed(2))
+    runner = Runner.build(loaded, RuntimeSpec(mode="full"), max_len=96, chunk=32)
+    got = _runtime_steps(runner, ids, 80)
+    with torch.no_grad():
+        want = loaded.model(ids).logits[0, 79:-1]
+    for g, w in zip(got, want):
+        assert rel(g, w) < 1e-4
+
+
+@pytest.mark.parametrize("mode", ["streaming", "duo", "sedpa-w"])
+@pytest.mark.parametrize("chunk", [11, 16, 50])
+def test_chunked_prefill_equals_one_shot(tiny, mode, chunk):
+    """Chunks smaller than, equal to and larger than `recent`, and smaller than the window."""
+    loaded, pattern = tiny
+    spec, _ = _spec_and_mode(mode, pattern)
+    ids = torch.randint(0, 300, (1, 64), generator=torch.Generator().manual_seed(3))
+    one = _runtime_steps(Runner.build(loaded, spec, max_len=64, chunk=64), ids, 60)
+    chunked = _runtime_steps(Runner.build(loaded, spec, max_len=64, chunk=chunk), ids, 60)
+    for a, b in zip(one, chunked):
+        assert rel(a, b) < 1e-5
+
+
+def test_ring_bookkeeping_keeps_exactly_the_sink_and_the_last_band():
+    sink, band = 3, 5
+    for written in range(0, 30):
+        held = ring_positions(written, sink, band)
+        kept = {p for p in held.tolist() if p >= 0}
+        assert kept == set(range(min(written, sink))) | set(range(max(sink, written - band), written))
+        for slot, pos in enumerate(held.tolist()):
+            if pos >= 0:
+                assert ring_slot(pos, sink, band) == slot
+    for start, end in [(0, 2), (0, 20), (4, 6), (9, 31)]:
+        offs, slots = ring_write_plan(start, end, sink, band)
+        assert len(set(slots.tolist())) == len(slots)  # no slot written twice by one chunk
+        after = ring_positions(end, sink, band)
+        for off, slot in zip(offs.tolist(), slots.tolist()):
+            assert after[slot] == start + off
+
+
+def test_ring_cache_holds_the_sink_and_last_recent_keys(tiny):
+    """After a chunked prefill and some decode steps, every streaming-head ring slot holds the
+    post-RoPE key of the position the ring says (taken from a full-cache run): the sink and the last
+    `recent` tokens, nothing else."""
+    loaded, _ = tiny
+    ids = torch.randint(0, 300, (1, 60), generator=torch.Generator().manual_seed(4))
+    full = Runner.build(loaded, RuntimeSpec(mode="full"), max_len=64, chunk=13)
+    ring = Runner.build(loaded, RuntimeSpec(mode="streaming", sink=SINK, recent=RECENT), max_len=64, chunk=13)
+    for r in (full, ring):
+        r.prefill(ids[:, :50])
+        for j in range(50, 60):
+            r.decode(ids[:, j])
+    held = ring_positions(60, SINK, RECENT)
+    assert sorted(held.tolist()) == list(range(SINK)) + list(range(60 - RECENT, 60))
+    assert all(c.k[0].shape[2] == SINK + RECENT for c in ring.caches)
+    # layer 0's keys depend on the tokens alone (later layers see streaming attention's outputs)
+    fc, rc = full.caches[0], ring.caches[0]
+    torch.testing.assert_close(rc.k[0], fc.k[0][:, :, held], rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(rc.v[0], fc.v[0][:, :, held], rtol=1e-5, atol=1e-6)
+
+
+def test_heads_are_reordered_retrieval_first(tiny):
+    loaded, pattern = tiny
+    model = FastModel(loaded, RuntimeSpec(mode="duo", pattern=pattern, sink=SINK, recent=RECENT))
+    for li, layer in enumerate(model.layers):
+        kinds = [g.kind for g in layer.groups]
+        assert kinds == sorted(kinds)  # "full" before "ring"
+        assert [h for g in layer.groups for h in g.heads] == (pattern.retrieval_heads(li) + pattern.streaming_heads(li))
+
+
+def test_tidal_with_k_covering_the_context_equals_full(tiny):
+    loaded, _ = tiny
+    ids = torch.randint(0, 300, (1, 66), generator=torch.Generator().manual_seed(5))
+    tidal = _runtime_steps(Runner.build(loaded, _spec_and_mode("tidal", None, top_k=512)[0], max_len=70), ids, 60)
+    full = _runtime_steps(Runner.build(loaded, RuntimeSpec(mode="full"), max_len=70), ids, 60)
+    for a, b in zip(tidal, full):
+        assert rel(a, b) < 1e-5
+
+
+def test_tidal_defaults_follow_the_paper():
+    assert tidal_selection_layers(32) == (2, 13)  # Llama-3-8B: select after 2 dense layers, re-select at 13
+    assert tidal_selection_layers(28) == (2, 11)
+    assert tidal_selection_layers(4, 1, (1, 3)) == (1, 3)
+    mode = build_mode("tidal", top_k=64)
+    assert isinstance(mode, TidalAttention) and mode.top_k == 64
+
+
+def test_sedpa_s_on_an_artifact_runs_its_low_rank_factors(tmp_path):
+    from sedpa_compress.calibration.stats import CalibrateConfig
+    from sedpa_compress.svd.compress import CompressConfig
+    from sedpa_compress.svd.run import CompressJob, run_compress
+
+    plain = load_model(str(build_tiny("llama", tmp_path / "m", layers=2)), dtype="float32")
+    random_pattern(plain.geometry, sink=SINK, recent=RECENT).save(tmp_path / "p.pattern.json")
+    job = CompressJob(out=tmp_path / "art", pattern=tmp_path / "p.pattern.json", compress=CompressConfig(rank_ratio=0.6),
+                      calibrate=CalibrateConfig(tokens=1024, seq_len=128), ppl_windows=1, ppl_seq_len=64)
+    run_compress(plain, job, show_progress=False)
+    art = load_model(str(tmp_path / "art"), dtype="float32")
+    from sedpa_compress.runtime.session import pattern_for
+
+    pattern = pattern_for(art, None)
+    spec, ref_mode = _spec_and_mode("sedpa-s", pattern)
+    model = FastModel(art, spec)
+    for li, layer in enumerate(model.layers):  # layers with streaming heads run them low-rank
+        assert (layer.lowrank is not None and layer.o_up is not None) == bool(pattern.streaming_heads(li))
+    assert any(layer.lowrank is not None for layer in model.layers)
+    assert model.weight_bytes() < FastModel(plain, RuntimeSpec(mode="duo", pattern=pattern, sink=SINK,
+                                                                   recent=RECENT)).weight_bytes()
+    ids = torch.randint(0, 300, (1, 70), generator=torch.Generator().manual_seed(6))
+    got = _runtime_steps(Runner(model, max_len=72, chunk=25), ids, 64)
+    with torch.no_grad(), using_mode(art.model, ref_mode):
+        want = _reference_steps(art.model, ids, 64)
+    for g, w in zip(got, want):
+        assert rel(g, w) < 1e-4
+
+
+def test_synthetic_low_rank_factors_have_the_asked_rank_ratio(tiny):
+    loaded, pattern = tiny
+    spec = RuntimeSpec(mode="sedpa-w", pattern=pattern, sink=SINK, recent=RECENT, window=WINDOW)
+    dense = FastModel(loaded, RuntimeSpec(mode="duo", pattern=pattern, sink=SINK, recent=RECENT))
+    low = FastModel(loaded, spec, synthetic_rank_ratio=0.5)
+    for ld, ll in zip(dense.layers, low.layers):
+        if ll.lowrank is None:
+            continue
+        n_low = loaded.geometry.num_kv_heads - ll.n_dense
+        kept = ll.lowrank.down.numel() + sum(u.numel() for u in ll.lowrank.ups)
+        full = (ld.qkv_dense.shape[0] - ll.qkv_dense.shape[0]) * ld.qkv_dense.shape[1]
+        assert n_low > 0 and 0.35 < kept / full <= 0.5
+
+
+def test_bad_inputs_are_refused_with_the_fix(tiny):
+    loaded, pattern = tiny
+    with pytest.raises(SedpaError, match="needs a head pattern"):
+        FastModel(loaded, RuntimeSpec(mode="duo"))
+    with pytest.raises(SedpaError, match="smaller than --recent"):
+        FastModel(loaded, RuntimeSpec(mode="sedpa-w", pattern=pattern, sink=SINK, recent=RECENT, window=RECENT - 1))
+    with pytest.raises(SedpaError, match="smaller than --recent"):
+        build_mode("sedpa-w", pattern=pattern, sink=SINK, recent=RECENT, window=RECENT - 1)
+    with pytest.raises(SedpaError, match="needs a head pattern"):
+        build_mode("sedpa-s")
+    model = FastModel(loaded, RuntimeSpec(mode="full"))
+    with pytest.raises(SedpaError, match=r"largest context that fits with --attention full is \d+ tokens") as err:
+        Runner(model, max_len=1 << 24, memory_budget=(1 << 30) + (64 << 20))
+    fit = int(str(err.value).split("fits with --attention full is ")[1].split()[0])
+    Runner(model, max_len=fit, memory_budget=(1 << 30) + (64 << 20))  # the size it names does fit
+    with pytest.raises(SedpaError):
+        Runner(model, max_len=fit + 4096, memory_budget=(1 << 30) + (64 << 20))
+    runner = Runner(model, max_len=20)
+    with pytest.raises(SedpaError, match="exceed"):
+        runner.prefill(torch.zeros(1, 21, dtype=torch.long))
+
+
+def test_generate_uses_the_fast_runtime_with_the_same_tokens(tiny):
+    from sedpa_compress.runtime.generate import GenerateConfig, _generate_fast
+
+    loaded, pattern = tiny
+    ids = torch.randint(3, 300, (30,), generator=torch.Generator().manual_seed(7)).tolist()
+    for name in ("duo", "tidal"):
+        _, mode = _spec_and_mode(name, pattern, top_k=12)
+        fast = _generate_fast(loaded, ids, mode, GenerateConfig(max_new_tokens=8))
+        with torch.no_grad(), using_mode(loaded.model, mode):
+            want = loaded.model.generate(torch.tensor([ids]), max_new_tokens=8, do_sample=False, pad_token_id=0)
+        assert loaded.encode is not None and fast.new_tokens == 8
+        assert fast.text == loaded.decode(want[0, 30:].tolist())
+
+
+@pytest.mark.filterwarnings("ignore:flex_attention called without torch.compile")
+def test_band_attention_through_flex_equals_the_masked_definition():
+    """The CUDA prefill path for ring heads (FlexAttention block mask over slot positions), run
+    eagerly here: every chunk position against the ring, including chunks that wrap it."""
+    torch.manual_seed(8)
+    sink, band = 4, 40
+    for start, tq in [(0, 100), (300, 77), (1000, 130)]:
+        q_pos = torch.arange(start, start + tq)
+        k_pos = torch.cat([ring_positions(start, sink, band), q_pos])
+        q = torch.randn(1, 8, tq, 32)
+        k, v = torch.randn(1, 2, k_pos.numel(), 32), torch.randn(1, 2, k_pos.numel(), 32)
+        want = kernels.band_chunk_attention(q, k, v, q_pos, k_pos, sink, band, 0.2)
+        got = kernels.band_attention_flex(q, k, v, q_pos, k_pos, sink, band, 0.2, compiled=False)
+        assert rel(got, want) < 1e-5
+
+
+# --------------------------------------------------------------------------- the benchmark's plumbing
+
+def test_efficiency_cli_dry_run_on_the_cpu(tiny, tmp_path):
+    """`sedpa bench efficiency --device cpu`: the JSON shape, the reference row, the goals block and
+    the --max-context search with a memory budget (the numbers themselves mean nothing here)."""
+    from sedpa_compress.cli import app
+
+    loaded, _ = tiny
+    model_dir = tmp_path / "m"
+    loaded.model.save_pretrained(model_dir)
+    runner = CliRunner()
+    out = tmp_path / "eff.json"
+    r = runner.invoke(app, ["bench", "efficiency", "--model", str(model_dir), "--device", "cpu", "--contexts", "64,128",
+                            "--attention", "full,sedpa-w,tidal", "--sink", "4", "--recent", "16", "--window", "32",
+                            "--top-k", "16", "--chunk", "48", "--decode-tokens", "3", "--reference-max", "64",
+                            "--out", str(out)])
+    assert r.exit_code == 0, r.output
+    res = json.loads(out.read_text())
+    assert res["benchmark"] == "efficiency" and res["device"] == "cpu" and res["complete"] is True
+    assert res["command"].startswith("sedpa bench efficiency --model")
+    done = {(row["mode"], row["context"]) for row in res["rows"]}
+    assert done == {("transformers", 64), ("full", 64), ("full", 128), ("sedpa-w", 64), ("sedpa-w", 128),
+                    ("tidal", 64), ("tidal", 128)}
+    for row in res["rows"]:
+        assert {"prefill_s", "decode_ms", "floor_ms", "floor_ratio", "kv_bytes", "peak_bytes"} <= set(row)
+    assert res["summary"]["sedpa-w"]["kv_ratio_vs_full"] < 1
+    assert set(res["goals"]) >= {"full_decode_64k_floor_ratio", "tidal_decode_speedup_128k"}
+    assert out.with_suffix(".png").stat().st_size > 0
+
+    out2 = tmp_path / "max.json"
+    r = runner.invoke(app, ["bench", "efficiency", "--model", str(model_dir), "--device", "cpu", "--max-context",
+                            "--attention", "duo,full", "--retrieval-ratio", "0.25", "--sink", "4", "--recent", "16",
+                            "--chunk", "64", "--decode-tokens", "4", "--memory-budget", "1.003", "--out", str(out2)])
+    assert r.exit_code == 0, r.output
+    rows = {row["mode"]: row for row in json.loads(out2.read_text())["rows"]}
+    assert rows["duo"]["verified"] and rows["full"]["verified"]
+    assert rows["duo"]["max_context"] > rows["full"]["max_context"] > 0
+
+
+def test_efficiency_refuses_bad_flags(tmp_path):
+    from sedpa_compress.cli import app
+
+    runner = CliRunner()
+    for args, msg in ((["--window", "100", "--recent", "256", "--device", "cpu"], "smaller than --recent"),
+                      (["--attention", "full,fast"], "unknown --attention"),
+                      (["--contexts", "8k,lots"], "--contexts"),
+                      (["--retrieval-ratio", "0", "--device", "cpu"], "--retrieval-ratio")):
+        r = runner.invoke(app, ["bench", "efficiency", "--model", str(tmp_path), *args])
+        assert r.exit_code == 2 and msg in r.output, r.output
+
+
+@pytest.mark.skipif(os.environ.get("SEDPA_TRITON_INTERPRET") != "1",
+                    reason="opt-in: needs triton installed; runs the CUDA kernels in Triton's CPU interpreter")
+def test_split_k_decode_kernels_in_the_triton_interpreter():
+    """SEDPA_TRITON_INTERPRET=1 pytest -k interpreter: the split-K partial and reduce kernels, plain
+    and indexed (TidalDecode), on CPU tensors, against the fp32 reference."""
+    code = (
+        "import torch\n"
+        "from sedpa_compress.runtime import kernels\n"
+        "torch.manual_seed(0)\n"
+        "for (b, h, g, d, t) in [(1, 2, 4, 128, 3000), (2, 3, 1, 64, 700), (1, 1, 7, 32, 100)]:\n"
+        "    q, k, v = torch.randn(b, h, g, d), torch.randn(b, h, t, d), torch.randn(b, h, t, d)\n"
+        "    idx = torch.stack([torch.randperm(t)[:min(t, 512)] for _ in range(b)])\n"
+        "    for n in (1, 63, t // 3, t):\n"
+        "        n, m = torch.tensor([n]), torch.tensor([min(n, 512)])\n"
+        "        for got, want in ((kernels._triton_decode(q, k, v, n, d ** -0.5),\n"
+        "                           kernels.decode_attention_ref(q, k, v, n, d ** -0.5)),\n"
+        "                          (kernels._triton_decode(q, k, v, m, d ** -0.5, index=idx),\n"
+        "                           kernels.decode_attention_ref(q, k, v, m, d ** -0.5, index=idx))):\n"
+        "            assert float((got - want).norm() / want.norm()) < 1e-5\n"
+        "print('ok')\n")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-2000:]
