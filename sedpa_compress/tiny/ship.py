@@ -111,10 +111,8 @@ def render_card(stages: list[tuple[dict[str, Any], str]], result: dict[str, Any]
                          + f" | {s[mode]['accuracy']:.2f} |")
         parts += [
             "## Evaluation (held-out templates, held-out text)", "",
-            "Needle retrieval with held-out needle and question wordings: greedy answer, accuracy = the value "
-            "appears in the answer's first line (RULER's string match; the stricter 'answer starts with the "
-            f"value' is `exact` in eval.json: full {s['full'].get('exact', float('nan')):.2f}, streaming "
-            f"{s['streaming'].get('exact', float('nan')):.2f}). {result['settings']['depths']} depths × "
+            "Needle retrieval with held-out needle and question wordings ("
+            f"{result['settings'].get('answer_decoding', 'greedy answer')}). {result['settings']['depths']} depths × "
             f"{result['settings']['samples_per_depth']} samples per context length; streaming = every head keeps "
             f"{result['settings']['sink']} sink + {result['settings']['recent']} recent tokens. "
             f"Measured on {result['device']} with `{result['command']}`:", "",

@@ -1,0 +1,88 @@
+"""Write an artifact directory atomically: config with a `sedpa` block, safetensors, pattern,
+tokenizer, generation config, model card and a sha256 manifest."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from sedpa_compress import __version__
+from sedpa_compress.atomic import atomic_directory, atomic_write_json, atomic_write_text
+from sedpa_compress.errors import SedpaError
+from sedpa_compress.artifact.card import base_license, render_card
+from sedpa_compress.artifact.heatmap import write_pattern_heatmap
+from sedpa_compress.artifact.manifest import write_manifest
+from sedpa_compress.artifact.remote_code import AUTO_MAP, copy_remote_code
+from sedpa_compress.heads.pattern import HeadPattern
+from sedpa_compress.models.loader import LoadedModel
+
+ARTIFACT_FORMAT = 1
+PATTERN_FILE = "sedpa_pattern.json"
+
+
+def sedpa_block(loaded: LoadedModel, *, pattern: HeadPattern | None, projections: dict[str, dict],
+                settings: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
+    """What the config's `sedpa` block records: enough to rebuild the model and to explain it."""
+    block: dict[str, Any] = {
+        "format_version": ARTIFACT_FORMAT,
+        "sedpa_version": __version__,
+        "base_model": loaded.name,
+        "base_revision": loaded.revision,
+        "projections": projections,
+        **settings,
+        "metrics": metrics,
+    }
+    if pattern is not None:
+        block["pattern"] = {
+            "file": PATTERN_FILE,
+            "retrieval_ratio": round(pattern.actual_retrieval_ratio, 6),
+            "retrieval_heads": sum(map(sum, pattern.mask)),
+            "streaming_heads": pattern.num_layers * pattern.num_kv_heads - sum(map(sum, pattern.mask)),
+        }
+        block.setdefault("sink", pattern.sink)
+        block.setdefault("recent", pattern.recent)
+    return block
+
+
+def write_artifact(out: Path, loaded: LoadedModel, block: dict[str, Any], *, pattern: HeadPattern | None,
+                   overwrite: bool = False, extra_files: dict[str, str] | None = None) -> Path:
+    """Everything is written into a temporary sibling directory, then renamed to `out`."""
+    from huggingface_hub import save_torch_state_dict
+
+    model = loaded.model
+    if "license" not in block and (license_ := base_license(loaded.path)):
+        block = {**block, "license": license_}  # the base model's licence carries over to the card
+    with atomic_directory(Path(out), overwrite=overwrite) as tmp:
+        config = model.config.to_dict()
+        config.pop("_attn_implementation_autoset", None)
+        config["sedpa"] = block
+        # transformers users: AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True) runs the
+        # copied modeling_sedpa.py; sedpa's own loader ignores auto_map (the base family has local code).
+        config["auto_map"] = dict(AUTO_MAP)
+        atomic_write_json(tmp / "config.json", config)
+        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        try:
+            save_torch_state_dict(state, tmp, max_shard_size="5GB", metadata={"format": "pt", "sedpa": str(ARTIFACT_FORMAT)})
+        except Exception as exc:  # a full disk surfaces as safetensors' own error type, not OSError
+            if type(exc).__name__ != "SafetensorError":
+                raise
+            raise SedpaError(f"cannot write {out}: {str(exc).splitlines()[0]}; free disk space or choose another path") from None
+        if pattern is not None:
+            pattern.save(tmp / PATTERN_FILE)
+        if loaded.tokenizer is not None:
+            loaded.tokenizer.save_pretrained(tmp)
+        if getattr(model, "generation_config", None) is not None:
+            model.generation_config.save_pretrained(tmp)
+        for name, text in (extra_files or {}).items():
+            atomic_write_text(tmp / name, text)
+        copy_remote_code(tmp)
+        heatmap = write_pattern_heatmap(pattern, tmp) if pattern is not None else None
+        atomic_write_text(tmp / "README.md", render_card(config, block, pattern,
+                                                         heatmap=heatmap.name if heatmap is not None else None))
+        write_manifest(tmp)
+    return Path(out)
+
+
+def read_config(path: Path) -> dict[str, Any]:
+    return json.loads((Path(path) / "config.json").read_text())

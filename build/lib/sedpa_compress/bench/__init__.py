@@ -1,0 +1,1 @@
+"""Benchmarks: niah, ppl, longbench, efficiency; one JSON shape, PNGs beside it."""

@@ -1,0 +1,234 @@
+"""`sedpa bench niah`: needle in a haystack, every `--attention` mode on the same prompts.
+
+As the seeds run it: haystack text (the bundled held-out text by default) cut to each context
+length, one needle sentence stating a random key's random value inserted at each depth, the
+question at the end, a greedy answer of a few tokens scored by exact and partial match. Needle and
+question wordings are the held-out templates (never seen by sedpa-tiny or the gate training), or the
+user's own (`--needle`, `--question`, `--answer`).
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from sedpa_compress.bench.cache import CellCache
+from sedpa_compress.bench.common import (
+    DEFAULT_CHUNK,
+    BenchModel,
+    ProgressFn,
+    PromptCache,
+    cell_identity,
+    fingerprint,
+    greedy_generate,
+)
+from sedpa_compress.errors import SedpaError
+from sedpa_compress.models.loader import LoadedModel
+
+VALUE_SLOT = "{value}"
+
+
+@dataclass
+class NiahConfig:
+    lengths: list[int] = field(default_factory=lambda: [1024, 2048, 4096])
+    depths: list[float] = field(default_factory=lambda: [round(i / 9, 4) for i in range(10)])
+    samples: int = 1  # prompts per (length, depth); each has its own key, value and haystack offset
+    seed: int = 0
+    haystack: str | None = None  # a UTF-8 text file; None: the bundled held-out text
+    needle: str | None = None  # the user's needle sentence, with {value} or a literal --answer in it
+    question: str | None = None
+    answer: str | None = None
+    answer_prefix: str = "Answer:"
+    max_new_tokens: int | None = None  # None: the answer's tokens + 4
+    chunk: int = DEFAULT_CHUNK
+
+    def validate(self) -> NiahConfig:
+        if not self.lengths:
+            raise SedpaError("--lengths is empty: pass e.g. 1k:32k:8")
+        if not self.depths or any(not 0 <= d <= 1 for d in self.depths):
+            raise SedpaError(f"--depths {self.depths}: pass fractions in [0, 1]")
+        if self.samples < 1:
+            raise SedpaError(f"--samples {self.samples}: pass at least 1")
+        if self.chunk < 1:
+            raise SedpaError(f"--chunk {self.chunk}: pass a positive prefill chunk size")
+        if self.needle is None:
+            if self.question is not None or self.answer is not None:
+                raise SedpaError("--question/--answer go with --needle TEXT: pass the needle sentence too")
+            return self
+        if not self.needle.strip():
+            raise SedpaError("--needle is empty: pass a sentence such as 'The code of the blue door is {value}.'")
+        if not self.question or not self.question.strip():
+            raise SedpaError("--needle needs --question TEXT: the question asked at the end of the haystack")
+        if VALUE_SLOT in self.needle:
+            if self.answer is not None:
+                raise SedpaError("--answer is for a needle without {value}: drop --answer (the value is drawn per prompt) "
+                                 "or write the value into --needle")
+        else:
+            if not self.answer:
+                raise SedpaError("--needle has no {value} slot: put {value} where the random value goes, "
+                                 "or pass --answer TEXT naming the answer the needle states")
+            if self.answer not in self.needle:
+                raise SedpaError(f"--answer {self.answer!r} does not appear in --needle: the needle must state the answer")
+        return self
+
+
+def user_templates(cfg: NiahConfig):
+    """The user's needle and question as a one-wording template set (braces escaped, {value} kept)."""
+    from sedpa_compress.data.needles import HELDOUT_TEMPLATES, NeedleTemplates
+
+    def esc(text: str) -> str:
+        return text.replace("{", "{{").replace("}", "}}")
+
+    frame = esc(cfg.needle).replace(esc(VALUE_SLOT), VALUE_SLOT)
+    return NeedleTemplates(name="user", keys=("user",), attributes=("user",), needle_frames=(frame,),
+                           question_frames=((esc(cfg.question), esc(cfg.answer_prefix)),),
+                           value_digits=HELDOUT_TEMPLATES.value_digits)
+
+
+class _ByteTokenizer:
+    """Random-weight presets have no tokenizer: count the same UTF-8 bytes LoadedModel.encode uses."""
+
+    def __init__(self, vocab: int) -> None:
+        self.vocab = vocab
+
+    def encode(self, text: str, add_special_tokens: bool = False) -> list[int]:
+        return [b % self.vocab for b in text.encode("utf-8")]
+
+
+def tokenizer_of(loaded: LoadedModel):
+    return loaded.tokenizer or _ByteTokenizer(loaded.model.config.vocab_size)
+
+
+def make_example(loaded: LoadedModel, haystack: str, cfg: NiahConfig, length: int, depth: float, sample: int):
+    """The prompt of one cell. Seeded by (seed, length, sample) alone, so every mode, every rerun and
+    every resumed run sees the same prompt, and, as in the seeds' NIAH, every depth of a length hides
+    the same needle in the same haystack (which also lets the depths share their prefill)."""
+    from sedpa_compress.data.needles import HELDOUT_TEMPLATES, Needle, make_needle_example
+
+    rng = random.Random(f"niah-{cfg.seed}-{length}-{sample}")
+    tok = tokenizer_of(loaded)
+    if cfg.needle is None:
+        return make_needle_example(tok, haystack, length, [depth], rng, templates=HELDOUT_TEMPLATES)
+    templates = user_templates(cfg)
+    needle = None
+    if VALUE_SLOT not in cfg.needle:
+        needle = Needle(key="user", value=cfg.answer, sentence=cfg.needle, attribute="user")
+    return make_needle_example(tok, haystack, length, [depth], rng, templates=templates, needle=needle)
+
+
+def check_fits(loaded: LoadedModel, haystack: str, cfg: NiahConfig) -> None:
+    """The needle, question and answer prefix must leave room for haystack in the shortest context:
+    build that context's prompt and refuse when it came out longer than asked (no haystack fits)."""
+    shortest = min(cfg.lengths)
+    ex = make_example(loaded, haystack, cfg, shortest, 0.5, 0)
+    if ex.context_tokens > shortest:
+        what, fix = (("--needle and --question", "or a shorter --needle/--question") if cfg.needle
+                     else ("the needle sentence and question", "(a few hundred tokens at least)"))
+        raise SedpaError(f"{what} take {ex.context_tokens} tokens but the shortest --lengths is {shortest}: "
+                         f"pass longer contexts with --lengths {fix}")
+
+
+def cell_key(length: int, depth: float, sample: int) -> str:
+    return f"{length}|{depth:.4f}|{sample}"
+
+
+def run_niah(models: list[BenchModel], cfg: NiahConfig, cache: CellCache | None = None,
+             progress: ProgressFn | None = None) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Score every (mode, length, depth, sample) cell; return (rows, summary). Cells found in `cache`
+    (same mode settings and benchmark settings) are not recomputed."""
+    from sedpa_compress.data.needles import score_answer
+    from sedpa_compress.data.text import load_haystack
+
+    cfg.validate()
+    cache = cache if cache is not None else CellCache(None)
+    base = models[0].loaded
+    common = {k: v for k, v in asdict(cfg).items() if k not in ("lengths", "depths", "samples", "chunk")}
+    if cfg.haystack:
+        common["haystack_sha"] = _digest_text(Path(cfg.haystack))
+    # The bundled held-out text is extended with the train split when a long context needs more; a
+    # user's haystack shorter than the context is repeated (make_needle_example wraps), as the seeds do.
+    haystack = load_haystack(Path(cfg.haystack) if cfg.haystack else None,
+                             min_chars=0 if cfg.haystack else max(cfg.lengths) * 6)
+    check_fits(base, haystack, cfg)
+    examples: dict[str, Any] = {}
+
+    def example(length: int, depth: float, sample: int):
+        key = cell_key(length, depth, sample)
+        if key not in examples:
+            examples[key] = make_example(base, haystack, cfg, length, depth, sample)
+        return examples[key]
+
+    rows: list[dict[str, Any]] = []
+    for m, bm in enumerate(models):
+        fp = fingerprint("niah", cell_identity(bm.settings), common)
+        reuse = PromptCache()  # deepest needle first: each prompt shares all text before its needle with the last
+        for length in cfg.lengths:
+            for sample in range(cfg.samples):
+                for depth in sorted(cfg.depths, reverse=True):
+                    key = cell_key(length, depth, sample)
+                    row = cache.get(fp, key)
+                    if row is None:
+                        ex = example(length, depth, sample)
+                        row = _score_cell(bm, ex, cfg, score_answer, reuse)
+                        row.update(mode=bm.name, context=length, depth=depth, sample=sample)
+                        cache.put(fp, key, row)
+                    rows.append((m, length, depth, sample, _ordered(row)))
+                    if progress:
+                        progress(bm.name)
+        del reuse  # one mode's KV cache alive at a time
+    rows.sort(key=lambda r: r[:4])
+    out = [r[4] for r in rows]
+    return out, summarize(out)
+
+
+def _digest_text(path: Path) -> str:
+    import hashlib
+
+    if not path.is_file():
+        raise SedpaError(f"haystack file {path} does not exist: pass an existing UTF-8 text file with --haystack")
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+def _score_cell(bm: BenchModel, ex, cfg: NiahConfig, score_answer, reuse: PromptCache | None = None) -> dict[str, Any]:
+    loaded = bm.loaded
+    ids = loaded.encode(ex.prompt)
+    answer_tokens = len(tokenizer_of(loaded).encode(" " + ex.answer, add_special_tokens=False))
+    max_new = cfg.max_new_tokens or answer_tokens + 4
+    before = reuse.reused_tokens if reuse is not None else 0
+    t0 = time.perf_counter()
+    out = greedy_generate(loaded, ids, bm.mode, max_new, chunk=cfg.chunk, reuse=reuse)
+    wall = time.perf_counter() - t0  # of this cell's own work: a reused prefix is not timed again
+    text = loaded.decode(out)
+    exact, partial = score_answer(text, ex.answer)
+    return {"tokens": len(ids), "accuracy": exact, "score": round(partial, 4), "answer": ex.answer,
+            "output": text.strip()[:80], "wall_s": round(wall, 3),
+            "reused_tokens": (reuse.reused_tokens - before) if reuse is not None else 0}
+
+
+def _ordered(row: dict[str, Any]) -> dict[str, Any]:
+    first = ("mode", "context", "depth", "sample", "tokens", "accuracy", "score")
+    return {**{k: row[k] for k in first if k in row}, **{k: v for k, v in row.items() if k not in first}}
+
+
+def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Per mode: average accuracy (exact) and score (partial), and accuracy per context length and per depth."""
+    out: dict[str, dict[str, Any]] = {}
+    for mode in dict.fromkeys(r["mode"] for r in rows):
+        mine = [r for r in rows if r["mode"] == mode]
+        lengths = sorted({r["context"] for r in mine})
+        out[mode] = {
+            "accuracy": round(float(np.mean([r["accuracy"] for r in mine])), 4),
+            "score": round(float(np.mean([r["score"] for r in mine])), 4),
+            "n": len(mine),
+            "by_context": {str(n): round(float(np.mean([r["accuracy"] for r in mine if r["context"] == n])), 4)
+                           for n in lengths},
+            "by_depth": {f"{d:g}": round(float(np.mean([r["accuracy"] for r in mine if r["depth"] == d])), 4)
+                         for d in sorted({r["depth"] for r in mine})},
+            "wall_s": round(float(sum(r.get("wall_s", 0.0) for r in mine)), 2),
+        }
+    return out

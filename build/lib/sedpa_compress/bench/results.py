@@ -1,0 +1,65 @@
+"""One JSON shape for every benchmark (ARCHITECTURE.md): write it atomically, read it back."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+from sedpa_compress.atomic import atomic_write_json
+
+
+def device_name(device: str | None = None) -> str:
+    import torch
+
+    if (device is None or str(device).startswith("cuda")) and torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return "cpu"
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def command_line() -> str:
+    """The command as the user typed it (`sedpa bench ...`)."""
+    argv = list(sys.argv)
+    if argv and Path(argv[0]).name in ("sedpa", "__main__.py", "cli.py"):
+        argv[0] = "sedpa"
+    return " ".join(shlex.quote(a) for a in argv)
+
+
+def make_result(benchmark: str, *, model: str, settings: dict[str, Any], rows: list[dict[str, Any]],
+                summary: dict[str, dict[str, Any]], device: str | None = None,
+                command: str | None = None, **extra: Any) -> dict[str, Any]:
+    return {
+        "benchmark": benchmark,
+        "model": model,
+        "device": device or device_name(),
+        "command": command or command_line(),
+        "git_commit": git_commit(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "settings": settings,
+        "rows": rows,
+        "summary": summary,
+        **extra,
+    }
+
+
+def write_result(path: Path, result: dict[str, Any]) -> Path:
+    path = Path(path)
+    atomic_write_json(path, result)
+    return path
+
+
+def read_result(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())

@@ -1,0 +1,156 @@
+"""Activation second moments of every projection input, accumulated in fp32 (SVD-LLM's whitening input).
+
+Per layer: `attn_input` (the normed hidden state shared by q/k/v) and `o_input` (the concatenated head
+outputs that o_proj reads). E[x xᵀ] over calibration tokens; saved as safetensors with metadata.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from safetensors import safe_open
+from safetensors.torch import save
+
+from sedpa_compress.atomic import atomic_write_bytes
+from sedpa_compress.calibration.sources import describe_source, iter_texts, token_batches
+from sedpa_compress.errors import SedpaError
+from sedpa_compress.models.loader import LoadedModel
+
+FORMAT = "sedpa-calibration-v1"
+
+
+@dataclass
+class CalibrateConfig:
+    data: str | None = None  # None: the bundled text
+    tokens: int = 131072
+    seq_len: int = 2048
+    batch_size: int = 1
+    text_field: str = "text"
+
+
+@dataclass
+class CalibrationStats:
+    """Second moments per layer, normalised by the token count."""
+
+    attn_input: list[torch.Tensor]  # [hidden, hidden] each
+    o_input: list[torch.Tensor]  # [heads*head_dim, heads*head_dim] each
+    tokens: int
+    metadata: dict[str, str]
+
+    def check_model(self, loaded: LoadedModel, source: str = "calibration file") -> None:
+        g = loaded.geometry
+        want = (g.num_layers, g.hidden_size, g.num_heads * g.head_dim)
+        have = (len(self.attn_input), self.attn_input[0].shape[0] if self.attn_input else 0,
+                self.o_input[0].shape[0] if self.o_input else 0)
+        if want != have:
+            raise SedpaError(
+                f"{source} was made for another model ({have[0]} layers, hidden {have[1]}, attention {have[2]}; "
+                f"this model: {want[0]}, {want[1]}, {want[2]}): run `sedpa calibrate` for this model"
+            )
+
+
+def calibrate(loaded: LoadedModel, cfg: CalibrateConfig, *, show_progress: bool = True) -> CalibrationStats:
+    """Stream calibration batches through the model and accumulate E[x xᵀ] of every projection input."""
+    if cfg.tokens < 1 or cfg.seq_len < 2:
+        raise SedpaError(f"--tokens {cfg.tokens} / --seq-len {cfg.seq_len}: need tokens >= 1 and seq-len >= 2")
+    limit = loaded.geometry.max_position_embeddings
+    seq_len = min(cfg.seq_len, limit) if limit else cfg.seq_len
+    model, family, device = loaded.model, loaded.family, loaded.device
+    g = loaded.geometry
+    attn_acc = [torch.zeros(g.hidden_size, g.hidden_size, dtype=torch.float32, device=device) for _ in range(g.num_layers)]
+    o_dim = g.num_heads * g.head_dim
+    o_acc = [torch.zeros(o_dim, o_dim, dtype=torch.float32, device=device) for _ in range(g.num_layers)]
+
+    def hook(acc: torch.Tensor):
+        def fn(_module, inputs):
+            x = inputs[0].detach().reshape(-1, inputs[0].shape[-1]).float()
+            acc.addmm_(x.T, x)
+
+        return fn
+
+    handles = []
+    for i, attn in enumerate(family.attention_modules(model)):
+        handles.append(attn.q_proj.register_forward_pre_hook(hook(attn_acc[i])))
+        handles.append(attn.o_proj.register_forward_pre_hook(hook(o_acc[i])))
+    batches = token_batches(iter_texts(cfg.data, text_field=cfg.text_field), loaded.encode, seq_len=seq_len,
+                            max_tokens=cfg.tokens)
+    seen = 0
+    t0 = time.perf_counter()
+    progress = Progress(TextColumn("calibrating"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} tokens"),
+                        TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), disable=not show_progress)
+    try:
+        with progress, torch.inference_mode():
+            task = progress.add_task("calibrate", total=cfg.tokens, rate="")
+            batch: list[list[int]] = []
+            for seq in batches:
+                batch.append(seq)
+                if len(batch) < cfg.batch_size:
+                    continue
+                seen += _run(model, batch, device)
+                batch = []
+                progress.update(task, completed=min(seen, cfg.tokens), rate=f"{seen / (time.perf_counter() - t0):,.0f} tok/s")
+            if batch:
+                seen += _run(model, batch, device)
+                progress.update(task, completed=min(seen, cfg.tokens))
+    finally:
+        for h in handles:
+            h.remove()
+    if seen == 0:
+        raise SedpaError(f"calibration data {describe_source(cfg.data)!r} gave no tokens: pass non-empty text with --data")
+    meta = {"format": FORMAT, "model": loaded.name, "revision": loaded.revision or "", "tokens": str(seen),
+            "source": describe_source(cfg.data), "seq_len": str(seq_len)}
+    return CalibrationStats([a / seen for a in attn_acc], [o / seen for o in o_acc], seen, meta)
+
+
+def _run(model, batch: list[list[int]], device: torch.device) -> int:
+    n = min(len(s) for s in batch)  # equal lengths; only the last short source batch can differ
+    ids = torch.tensor([s[:n] for s in batch], device=device)
+    # The decoder stack alone: the LM head (0.5B parameters on Llama-3) reads nothing we need.
+    getattr(model, "model", model)(input_ids=ids, use_cache=False)
+    return ids.numel()
+
+
+def save_stats(stats: CalibrationStats, path: Path) -> None:
+    tensors = {}
+    for i, (a, o) in enumerate(zip(stats.attn_input, stats.o_input)):
+        tensors[f"layers.{i}.attn_input"] = a.contiguous().cpu()
+        tensors[f"layers.{i}.o_input"] = o.contiguous().cpu()
+    atomic_write_bytes(Path(path), save(tensors, metadata=stats.metadata))
+
+
+def load_stats(path: Path, device: str | torch.device = "cpu") -> CalibrationStats:
+    path = Path(path)
+    if not path.is_file():
+        raise SedpaError(f"calibration file {path} does not exist: make it with `sedpa calibrate --model ... --out {path}`")
+    try:
+        with safe_open(str(path), framework="pt", device=str(device)) as f:
+            meta = dict(f.metadata() or {})
+            keys = set(f.keys())
+            n = len([k for k in keys if k.endswith(".attn_input")])
+            attn = [f.get_tensor(f"layers.{i}.attn_input").float() for i in range(n)]
+            o = [f.get_tensor(f"layers.{i}.o_input").float() for i in range(n)]
+    except Exception as exc:  # safetensors raises its own error type for corrupt headers
+        raise SedpaError(f"calibration file {path} is not a readable safetensors file ({str(exc).splitlines()[0][:120]}); "
+                         "regenerate it with `sedpa calibrate`") from None
+    if meta.get("format") != FORMAT or n == 0:
+        raise SedpaError(f"{path} is not a sedpa calibration file (format {meta.get('format')!r}); regenerate it with `sedpa calibrate`")
+    # A file from elsewhere may parse and still hold vectors, mixed sizes or NaN: the SVD would fail far
+    # from here, so every matrix is checked now.
+    for kind, mats in (("attn_input", attn), ("o_input", o)):
+        for i, m in enumerate(mats):
+            if m.dim() != 2 or m.shape[0] != m.shape[1] or m.shape != mats[0].shape or not torch.isfinite(m).all():
+                raise SedpaError(f"{path}: layers.{i}.{kind} is not a finite square matrix like the other layers' "
+                                 f"(shape {tuple(m.shape)}); regenerate it with `sedpa calibrate`")
+    tokens = str(meta.get("tokens", "0") or "0")
+    if not tokens.isdigit() or len(tokens) > 18:
+        raise SedpaError(f"{path}: metadata tokens={tokens[:20]!r} is not a token count; regenerate it with `sedpa calibrate`")
+    return CalibrationStats(attn, o, int(tokens), meta)
+
+
+def summary(stats: CalibrationStats) -> str:
+    return json.dumps({k: stats.metadata[k] for k in ("model", "tokens", "source", "seq_len") if k in stats.metadata})

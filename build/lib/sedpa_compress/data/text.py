@@ -1,0 +1,78 @@
+"""The English text that ships with sedpa in `data/bundled/` (sources and licences: calibration/SOURCES.md):
+haystacks, calibration, training.
+
+Each file is a list of paragraphs separated by blank lines. Every `HELDOUT_EVERY`-th paragraph of each
+file (the last of each run of that many) is the held-out split (perplexity, benchmark haystacks), spread
+over the whole text so it reads like the rest; the other paragraphs are the train split.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+from sedpa_compress.errors import SedpaError
+
+HELDOUT_EVERY = 20
+_SPLITS = ("train", "heldout", "all")
+
+
+def _candidate_dirs() -> list[Path]:
+    return [Path(__file__).resolve().parent / "bundled"]
+
+
+def bundled_text_paths() -> list[Path]:
+    """The shipped English text files, in a fixed order."""
+    for folder in _candidate_dirs():
+        files = sorted(folder.glob("*.txt"))
+        if files:
+            return files
+    raise SedpaError(
+        "the bundled text (sedpa_compress/data/bundled/*.txt) is missing from this install: reinstall sedpa-compress "
+        "or pass a text file with --haystack"
+    )
+
+
+def _paragraphs(path: Path) -> list[str]:
+    return [p.strip() for p in path.read_text(encoding="utf-8").split("\n\n") if p.strip()]
+
+
+@functools.lru_cache(maxsize=8)
+def load_bundled_text(split: str = "train") -> str:
+    """All shipped text of one split ("train", "heldout" or "all"), paragraphs joined by blank lines."""
+    if split not in _SPLITS:
+        raise SedpaError(f"unknown text split {split!r}: choose one of {', '.join(_SPLITS)}")
+    parts: list[str] = []
+    for path in bundled_text_paths():
+        paras = _paragraphs(path)
+        if split == "all":
+            parts += paras
+        else:
+            want_heldout = split == "heldout"
+            parts += [p for i, p in enumerate(paras) if (i % HELDOUT_EVERY == HELDOUT_EVERY - 1) == want_heldout]
+    return "\n\n".join(parts)
+
+
+def load_haystack(path: Path | None = None, min_chars: int = 0) -> str:
+    """Haystack text: the bundled held-out text when `path` is None, else the file's text."""
+    if path is None:
+        text = load_bundled_text("heldout")
+        # The held-out split alone may be short for very long contexts: extend with the train split.
+        if len(text) < min_chars:
+            text = text + "\n\n" + load_bundled_text("train")
+        source = "the bundled text"
+    else:
+        path = Path(path)
+        if not path.is_file():
+            raise SedpaError(f"haystack file {path} does not exist: pass an existing UTF-8 text file with --haystack")
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise SedpaError(f"haystack file {path} is not UTF-8 text: convert it or pass another file") from None
+        source = str(path)
+    if len(text) < min_chars:
+        raise SedpaError(
+            f"{source} has {len(text)} characters but {min_chars} are needed for this context length: "
+            "pass a longer text file with --haystack or use a shorter context"
+        )
+    return text

@@ -1,0 +1,3 @@
+from sedpa_compress.heads.pattern import HeadPattern, binarize
+
+__all__ = ['HeadPattern', 'binarize']

@@ -1,0 +1,236 @@
+"""Load a causal LM from a Hub id, a local directory, the embedded default, or a geometry preset."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from sedpa_compress.errors import SedpaError
+from sedpa_compress.models.families import AttentionGeometry, Family, family_for
+from sedpa_compress.models.presets import preset_config
+
+DEFAULT_MODEL = "sedpa-tiny"
+EMBEDDED_DIR = Path(__file__).parent / "embedded"
+_HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
+# What a Hub model needs to load (config, safetensors, tokenizer, card, remote code, results/):
+# not the .bin/.pth/.gguf duplicates many base repos also carry. `sedpa pull` of a base model uses it too.
+HUB_MODEL_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.md", "*.png", "*.py", "tokenizer*"]
+
+
+@dataclass
+class LoadedModel:
+    """A model ready for any stage, with what the stages need to know about where it came from."""
+
+    model: nn.Module
+    tokenizer: Any | None  # a transformers tokenizer, or None for random-weight presets
+    name: str  # what identifies the base model in files we write (Hub id, dir name, preset)
+    source: str  # "hub" | "local" | "embedded" | "preset" | "artifact"
+    family: Family
+    geometry: AttentionGeometry
+    path: Path | None = None
+    revision: str | None = None
+    artifact: dict[str, Any] | None = field(default=None)  # the config's `sedpa` block for artifacts
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids for text; random-weight presets without a tokenizer use UTF-8 bytes."""
+        if self.tokenizer is None:
+            vocab = self.model.config.vocab_size
+            return [b % vocab for b in text.encode("utf-8")]
+        return self.tokenizer(text, add_special_tokens=True)["input_ids"]
+
+    def decode(self, ids: list[int]) -> str:
+        if self.tokenizer is None:
+            return bytes(i % 256 for i in ids).decode("utf-8", errors="replace")
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+
+PATTERN_FILE = "sedpa_pattern.json"  # the same name inside artifacts and beside the embedded model
+
+
+def shipped_pattern_path(loaded: LoadedModel) -> Path | None:
+    """The head pattern a model directory carries (artifacts, the embedded sedpa-tiny), if any."""
+    if loaded.path is not None and (Path(loaded.path) / PATTERN_FILE).is_file():
+        return Path(loaded.path) / PATTERN_FILE
+    return None
+
+
+def default_out_dir(loaded: LoadedModel) -> Path:
+    """`sedpa compress` without --out: out/<model>-sedpa."""
+    base = Path(str(loaded.name)).name if loaded.source == "local" else str(loaded.name).split("/")[-1]
+    return Path("out") / f"{base.replace(':', '-')}-sedpa"
+
+
+def default_dtype(device: str | torch.device) -> torch.dtype:
+    """fp32 on the CPU (bf16 matmuls there are slow and noisy), bf16 on accelerators."""
+    return torch.float32 if torch.device(device).type == "cpu" else torch.bfloat16
+
+
+def parse_dtype(dtype: str | torch.dtype | None, device: str | torch.device) -> torch.dtype:
+    if dtype is None or dtype == "auto":
+        return default_dtype(device)
+    if isinstance(dtype, torch.dtype):
+        return dtype
+    names = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16,
+             "bf16": torch.bfloat16, "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in names:
+        raise SedpaError(f"unknown --dtype {dtype!r}: choose one of {', '.join(names)}")
+    return names[dtype]
+
+
+def embedded_model_dir(name: str = DEFAULT_MODEL) -> Path:
+    path = EMBEDDED_DIR / name
+    if not (path / "config.json").is_file():
+        raise SedpaError(
+            f"the embedded model {name!r} is missing from this install ({path}): reinstall sedpa-compress "
+            "or pass --model with a local directory"
+        )
+    return path
+
+
+def is_artifact_dir(path: Path) -> bool:
+    """An artifact is a model directory whose config.json carries a `sedpa` block."""
+    import json
+
+    cfg = path / "config.json"
+    if not cfg.is_file():
+        return False
+    try:
+        data = json.loads(cfg.read_text(encoding="utf-8"))
+    except (ValueError, UnicodeDecodeError, OSError, RecursionError):  # the loaders that follow say what is wrong
+        return False
+    return isinstance(data, dict) and "sedpa" in data
+
+
+def resolve_model_path(spec: str, revision: str | None = None) -> tuple[Path, str, str | None]:
+    """Turn a --model value into (local directory, source, revision); downloads Hub ids when online."""
+    if spec == DEFAULT_MODEL or (spec.startswith("sedpa-") and (EMBEDDED_DIR / spec).is_dir()):
+        return embedded_model_dir(spec), "embedded", None
+    path = Path(spec).expanduser()
+    if path.exists():
+        if not path.is_dir() or not (path / "config.json").is_file():
+            raise SedpaError(f"--model {spec}: no config.json there; pass a Hugging Face model directory")
+        return path, "local", None
+    repo_id, _, at = spec.partition("@")  # ORG/NAME@REVISION: a branch, tag or commit (e.g. one `sedpa pull --revision` got)
+    if at:
+        if revision is not None and revision != at:
+            raise SedpaError(f"--model {spec} names revision {at!r} but --revision is {revision!r}: give it once")
+        revision = at
+    if not _HUB_ID.match(repo_id) or repo_id.startswith((".", "/", "~")) or (at == "" and "@" in spec):
+        raise SedpaError(f"--model {spec}: no such directory; pass an existing model directory or a Hub id ORG/NAME")
+    path = _download(repo_id, revision)
+    if not (path / "config.json").is_file():
+        raise SedpaError(f"--model {spec}: that Hub repo has no config.json; it is not a model sedpa can load")
+    return path, "hub", revision
+
+
+def _download(repo_id: str, revision: str | None) -> Path:
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import (HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError,
+                                        RevisionNotFoundError)
+
+    patterns = HUB_MODEL_PATTERNS
+    try:  # the cache first, so repeated runs and offline machines with a pulled copy work
+        return Path(snapshot_download(repo_id, revision=revision, local_files_only=True, allow_patterns=patterns))
+    except (LocalEntryNotFoundError, FileNotFoundError, OSError):
+        pass
+    try:
+        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
+    except RevisionNotFoundError:
+        raise SedpaError(f"--model {repo_id}: the Hub repo has no revision {revision!r}; check the branch, tag or commit") from None
+    except RepositoryNotFoundError:
+        raise SedpaError(f"--model {repo_id}: no such repository on the Hub (or it is private: run `huggingface-cli login`)") from None
+    except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as exc:
+        raise SedpaError(
+            f"cannot fetch {repo_id} from the Hugging Face Hub ({type(exc).__name__}): this machine seems offline; "
+            "download it elsewhere and pass the local directory with --model ./path, or `sedpa pull` it where there is network"
+        ) from None
+
+
+def load_model(
+    spec: str | None = None,
+    *,
+    config: str | None = None,
+    random_weights: bool = False,
+    dtype: str | torch.dtype | None = None,
+    device: str = "cpu",
+    revision: str | None = None,
+    seed: int = 0,
+) -> LoadedModel:
+    """Load the model a command's --model/--config flags name; `None` means the embedded sedpa-tiny."""
+    torch_dtype = parse_dtype(dtype, device)
+    if config is not None:
+        if spec is not None:
+            raise SedpaError("pass either --model or --config, not both")
+        if not random_weights:
+            raise SedpaError(f"--config {config} builds a geometry without weights: add --random-weights")
+        return _random_model(config, torch_dtype, device, seed)
+    if random_weights:
+        raise SedpaError("--random-weights goes with --config NAME (a geometry preset)")
+    path, source, rev = resolve_model_path(spec or DEFAULT_MODEL, revision)
+    if is_artifact_dir(path):
+        from sedpa_compress.artifact.reader import load_artifact
+
+        return load_artifact(path, device=device, dtype=torch_dtype)
+    return load_pretrained_dir(path, source=source, name=spec or DEFAULT_MODEL, dtype=torch_dtype,
+                               device=device, revision=rev)
+
+
+def load_pretrained_dir(path: Path, *, source: str, name: str, dtype: torch.dtype, device: str,
+                        revision: str | None = None) -> LoadedModel:
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    try:
+        # trust_remote_code=False, always: a model directory's auto_map must never run its .py files
+        # (and never prompts "run the custom code? [y/N]", which would hang a non-interactive run).
+        hf_config = AutoConfig.from_pretrained(path, trust_remote_code=False)
+    except Exception as exc:  # noqa: BLE001 - transformers' config validators raise many types
+        msg = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+        raise SedpaError(f"cannot read {path}/config.json ({msg}): pass a Hugging Face model directory") from None
+    family = family_for(hf_config)
+    try:
+        # use_safetensors=True: a pytorch_model.bin is a pickle, and sedpa never unpickles a stranger's file.
+        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa",
+                                                     trust_remote_code=False, use_safetensors=True)
+    except Exception as exc:  # noqa: BLE001 - OSError, ValueError, RuntimeError, safetensors' own error type...
+        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise SedpaError(f"cannot load weights from {path}: {msg}; check the directory holds *.safetensors") from None
+    model.to(device).eval()
+    return LoadedModel(
+        model=model, tokenizer=_load_tokenizer(path), name=name if source != "local" else str(path),
+        source=source, family=family, geometry=family.geometry(hf_config), path=path, revision=revision,
+    )
+
+
+def _load_tokenizer(path: Path):
+    from transformers import AutoTokenizer
+
+    if not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")):
+        return None
+    try:
+        return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
+    except (OSError, ValueError) as exc:
+        raise SedpaError(f"cannot load the tokenizer in {path} ({exc}): check its tokenizer files") from None
+
+
+def _random_model(name: str, dtype: torch.dtype, device: str, seed: int) -> LoadedModel:
+    from transformers import AutoModelForCausalLM
+
+    hf_config = preset_config(name)
+    family = family_for(hf_config)
+    torch.manual_seed(seed)
+    # Build directly on the target device: an 8B model initialised on the CPU takes minutes.
+    with torch.device(device):
+        model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype, attn_implementation="sdpa",
+                                                 trust_remote_code=False)
+    model.eval()
+    return LoadedModel(model=model, tokenizer=None, name=f"random:{name}", source="preset", family=family,
+                       geometry=family.geometry(hf_config))

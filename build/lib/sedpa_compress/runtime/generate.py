@@ -1,0 +1,115 @@
+"""Text generation with any attention mode: on CUDA the fast runtime (`runtime/runner.py`: static
+caches, chunked prefill, CUDA-graph decode); elsewhere the reference path (transformers' generate
+with the mode installed), which defines the same numerics."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from sedpa_compress.errors import SedpaError
+from sedpa_compress.models.loader import LoadedModel
+from sedpa_compress.runtime.reference import AttentionMode, using_mode
+
+
+@dataclass
+class GenerateConfig:
+    max_new_tokens: int = 64
+    temperature: float = 0.0  # 0: greedy
+    top_p: float = 1.0
+    top_k: int = 0
+    seed: int = 0
+    runtime: str = "auto"  # auto: the fast runtime on CUDA, the reference path elsewhere | fast | reference
+
+
+@dataclass
+class GenerateResult:
+    text: str
+    prompt_tokens: int
+    new_tokens: int
+    prefill_s: float
+    decode_s: float
+
+    @property
+    def tokens_per_s(self) -> float:
+        return self.new_tokens / self.decode_s if self.decode_s > 0 else float("nan")
+
+
+def generate_text(loaded: LoadedModel, prompt: str, mode: AttentionMode | None,
+                  cfg: GenerateConfig = GenerateConfig()) -> GenerateResult:
+    if cfg.max_new_tokens < 1:
+        raise SedpaError(f"--max-new-tokens {cfg.max_new_tokens}: pass at least 1")
+    if cfg.temperature < 0 or not 0 < cfg.top_p <= 1:
+        raise SedpaError("--temperature must be >= 0 and --top-p in (0, 1]")
+    ids = loaded.encode(prompt)
+    if not ids:
+        raise SedpaError("the prompt is empty: pass --prompt TEXT or a non-empty --prompt-file")
+    limit = loaded.geometry.max_position_embeddings
+    if limit and len(ids) + cfg.max_new_tokens > limit:
+        raise SedpaError(f"prompt ({len(ids)} tokens) + --max-new-tokens {cfg.max_new_tokens} exceeds the model's "
+                         f"{limit}-token limit: shorten the prompt")
+    if cfg.runtime not in ("auto", "fast", "reference"):
+        raise SedpaError(f"runtime {cfg.runtime!r}: choose auto, fast or reference")
+    if cfg.runtime == "fast" or (cfg.runtime == "auto" and loaded.device.type == "cuda"):
+        return _generate_fast(loaded, ids, mode, cfg)
+    _bind(mode, loaded)
+    input_ids = torch.tensor([ids], device=loaded.device)
+    torch.manual_seed(cfg.seed)
+    sample = cfg.temperature > 0
+    gen_kwargs = dict(max_new_tokens=cfg.max_new_tokens, do_sample=sample, pad_token_id=_pad_id(loaded))
+    if sample:
+        gen_kwargs.update(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k or None)
+    model = loaded.model
+    with torch.inference_mode(), using_mode(model, mode):
+        t0 = time.perf_counter()
+        model(input_ids[:, :1])  # warm the kernels so prefill time is not start-up time
+        t1 = time.perf_counter()
+        model(input_ids)
+        prefill = time.perf_counter() - t1
+        t2 = time.perf_counter()
+        out = model.generate(input_ids, **gen_kwargs)
+        total = time.perf_counter() - t2
+    del t0
+    new = out[0, input_ids.shape[1]:].tolist()
+    return GenerateResult(text=loaded.decode(new), prompt_tokens=len(ids), new_tokens=len(new),
+                          prefill_s=prefill, decode_s=max(total - prefill, 1e-9))
+
+
+_FAST_MODELS: dict[tuple, object] = {}  # one cached FastModel: benchmarks call generate_text in a loop
+
+
+def _generate_fast(loaded: LoadedModel, ids: list[int], mode: AttentionMode | None,
+                   cfg: GenerateConfig) -> GenerateResult:
+    from sedpa_compress.runtime.model import FastModel
+    from sedpa_compress.runtime.runner import Runner, Sampling, run_generation, spec_for_mode
+
+    spec = spec_for_mode(mode, loaded.geometry.num_layers)
+    key = (id(loaded.model), repr(spec))
+    fast = _FAST_MODELS.get(key)
+    if fast is None:
+        _FAST_MODELS.clear()
+        fast = _FAST_MODELS[key] = FastModel(loaded, spec)
+    runner = Runner(fast, max_len=len(ids) + cfg.max_new_tokens)
+    eos = getattr(loaded.tokenizer, "eos_token_id", None) if loaded.tokenizer is not None else None
+    res = run_generation(runner, ids, cfg.max_new_tokens, Sampling(cfg.temperature, cfg.top_p, cfg.top_k),
+                         seed=cfg.seed, eos_id=eos)
+    return GenerateResult(text=loaded.decode(res.tokens), prompt_tokens=len(ids), new_tokens=len(res.tokens),
+                          prefill_s=res.prefill_s, decode_s=max(res.decode_s, 1e-9))
+
+
+def _bind(mode: AttentionMode | None, loaded: LoadedModel) -> None:
+    """Modes whose defaults depend on the depth (tidal's re-selection layer) learn it here."""
+    if mode is not None and hasattr(mode, "num_layers"):
+        mode.num_layers = loaded.geometry.num_layers
+
+
+def _pad_id(loaded: LoadedModel) -> int:
+    tok = loaded.tokenizer
+    if tok is not None:
+        for attr in ("pad_token_id", "eos_token_id"):
+            v = getattr(tok, attr, None)
+            if v is not None:
+                return v
+    return 0

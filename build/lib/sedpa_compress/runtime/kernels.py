@@ -1,0 +1,320 @@
+"""Attention kernels of the fast runtime, each with a plain-PyTorch twin that defines its numerics.
+
+Decode attention (one query token against a long cache) is memory-bound: the whole K/V of the
+layer must stream through once. With batch 1 and a handful of KV heads, one program per head
+would keep only a few SMs busy, so the Triton kernel splits every head's key range over many
+programs (split-K, "flash-decoding") and merges their partial softmaxes in a second pass. Each
+program loads a K/V block once for all query heads of its GQA group. The key range is
+`[0, length)` read from a device tensor (so CUDA-graph replays see the current length), or the
+positions listed in an index tensor (TidalDecode's sparse layers). Why our own kernel rather than
+SDPA: measured on the H100 (bench/results/efficiency_llama-3-8b_decode_profile.txt), inside a 64K
+full-attention decode step it reads a layer's 268 MB of K/V in 93 us, ~2.9 TB/s, the device's copy
+bandwidth; SDPA alone reached 2.3-2.9 TB/s, but it cannot take the valid length from a device
+tensor, so a CUDA graph would have to be captured per length.
+
+Prefill attention over a chunk of queries: retrieval heads use flash attention in two parts
+(the chunk against the cache before it, unmasked; the chunk against itself, causal) merged by
+their log-sum-exps; ring heads (streaming heads, and SEDPA-W's windowed retrieval heads) attend
+to the ring (sink + band slots) plus the chunk. On CUDA that is FlexAttention with a block mask built
+from the slots' positions, so only the blocks inside the sink + band actually run (a streaming head's
+query block touches ~5 key blocks instead of all of them); elsewhere one masked SDPA defines it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+try:  # Triton ships with CUDA builds of PyTorch; the CPU reference path does not need it
+    import triton
+    import triton.language as tl
+except ImportError:  # pragma: no cover - depends on the install
+    triton = None
+    tl = None
+
+HAS_TRITON = triton is not None
+
+
+# --------------------------------------------------------------------------- decode: reference
+
+def decode_attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, length: torch.Tensor,
+                         scale: float, index: torch.Tensor | None = None) -> torch.Tensor:
+    """q [b, hkv, g, d]; k/v [b, hkv, t, d]; length: int tensor (keys [0, length) are valid).
+
+    With `index` [b, n] (positions shared by every head) only the first `length` entries of
+    `index` are attended (TidalDecode's sparse layers; `length` is then the selection's size).
+    Returns [b, hkv, g, d] in q's dtype; fp32 softmax.
+    """
+    if index is not None:
+        idx = index.long()[:, None, :, None]
+        k = torch.gather(k, 2, idx.expand(-1, k.shape[1], -1, k.shape[3]))
+        v = torch.gather(v, 2, idx.expand(-1, v.shape[1], -1, v.shape[3]))
+    t = k.shape[2]
+    logits = torch.einsum("bhgd,bhtd->bhgt", q.float(), k.float()) * scale
+    valid = torch.arange(t, device=q.device) < length.reshape(-1)[0]
+    logits = logits.masked_fill(~valid, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    return torch.einsum("bhgt,bhtd->bhgd", probs, v.float()).to(q.dtype)
+
+
+# --------------------------------------------------------------------------- decode: Triton
+
+if HAS_TRITON:
+
+    @triton.jit
+    def _decode_partial(Q, K, V, LEN, IDX, ACC, M, L,
+                        sqb, sqh, sqg, skb, skh, skt, svb, svh, svt, sib, H,
+                        G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr,
+                        BLOCK_N: tl.constexpr, SPLITS: tl.constexpr, INDEXED: tl.constexpr, scale):
+        bh = tl.program_id(0)
+        split = tl.program_id(1)
+        b = bh // H
+        h = bh % H
+        length = tl.load(LEN)
+        per_split = tl.cdiv(tl.cdiv(length, SPLITS), BLOCK_N) * BLOCK_N
+        start = split * per_split
+        end = tl.minimum(start + per_split, length)
+
+        offs_g = tl.arange(0, G_PAD)
+        offs_d = tl.arange(0, D)
+        q = tl.load(Q + b * sqb + h * sqh + offs_g[:, None] * sqg + offs_d[None, :],
+                    mask=offs_g[:, None] < G, other=0.0)
+        m_i = tl.full([G_PAD], float("-inf"), tl.float32)
+        l_i = tl.zeros([G_PAD], tl.float32)
+        acc = tl.zeros([G_PAD, D], tl.float32)
+        qk_scale = scale * 1.4426950408889634  # exp2 instead of exp
+        for n0 in range(start, end, BLOCK_N):
+            offs_n = n0 + tl.arange(0, BLOCK_N)
+            valid = offs_n < end
+            if INDEXED:
+                pos = tl.load(IDX + b * sib + offs_n, mask=valid, other=0)
+            else:
+                pos = offs_n
+            k = tl.load(K + b * skb + h * skh + pos[:, None] * skt + offs_d[None, :], mask=valid[:, None], other=0.0)
+            s = tl.dot(q, tl.trans(k)) * qk_scale
+            s = tl.where(valid[None, :], s, float("-inf"))
+            m_new = tl.maximum(m_i, tl.max(s, axis=1))
+            m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
+            alpha = tl.exp2(m_i - m_safe)
+            p = tl.exp2(s - m_safe[:, None])
+            l_i = l_i * alpha + tl.sum(p, axis=1)
+            v = tl.load(V + b * svb + h * svh + pos[:, None] * svt + offs_d[None, :], mask=valid[:, None], other=0.0)
+            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            m_i = m_new
+        base = (bh * SPLITS + split) * G_PAD
+        tl.store(ACC + (base + offs_g[:, None]) * D + offs_d[None, :], acc)
+        tl.store(M + base + offs_g, m_i)
+        tl.store(L + base + offs_g, l_i)
+
+    @triton.jit
+    def _decode_reduce(ACC, M, L, OUT, sob, soh, sog, H, G_PAD: tl.constexpr, D: tl.constexpr,
+                       SPLITS: tl.constexpr, SB: tl.constexpr):
+        # One program per (sequence, KV head, query head of the group): the splits' partial
+        # softmaxes are merged with vector loads, SB splits at a time (a sequential loop over the
+        # splits made this kernel ~15 us per layer, a twentieth of a 64K decode step).
+        bh = tl.program_id(0)
+        g = tl.program_id(1)
+        b = bh // H
+        h = bh % H
+        offs_s = tl.arange(0, SPLITS)
+        rows = (bh * SPLITS + offs_s) * G_PAD + g
+        m = tl.load(M + rows)
+        m_max = tl.max(m, axis=0)
+        m_max = tl.where(m_max == float("-inf"), 0.0, m_max)
+        denom = tl.sum(tl.exp2(m - m_max) * tl.load(L + rows), axis=0)  # empty splits: m = -inf -> 0
+        offs_b = tl.arange(0, SB)
+        offs_d = tl.arange(0, D)
+        out = tl.zeros([D], tl.float32)
+        for s0 in tl.static_range(0, SPLITS, SB):
+            r = (bh * SPLITS + s0 + offs_b) * G_PAD + g
+            w = tl.exp2(tl.load(M + r) - m_max)
+            a = tl.load(ACC + r[:, None] * D + offs_d[None, :])
+            out += tl.sum(a * w[:, None], axis=0)
+        out = out / tl.where(denom == 0.0, 1.0, denom)
+        tl.store(OUT + b * sob + h * soh + g * sog + offs_d, out.to(OUT.dtype.element_ty))
+
+
+def num_splits(max_keys: int, heads: int, batch: int = 1, block_n: int = 64) -> int:
+    """Enough programs to fill an H100 (132 SMs, a few programs each), each with >= 2 key blocks."""
+    want = max(1, math.ceil(4 * 132 / max(heads * batch, 1)))
+    most = max(1, max_keys // (2 * block_n))
+    s = min(want, most, 256)
+    return 1 << max(0, math.floor(math.log2(s)))  # power of two: tl.arange over splits
+
+
+class DecodeWorkspace:
+    """Preallocated split-K partials for one (batch, heads, group, max_keys) shape: no allocation
+    during a CUDA-graph replay."""
+
+    def __init__(self, batch: int, heads: int, group: int, head_dim: int, max_keys: int, device) -> None:
+        self.splits = num_splits(max_keys, heads, batch)
+        self.g_pad = max(16, 1 << math.ceil(math.log2(group)))  # tl.dot needs >= 16 rows
+        n = batch * heads * self.splits * self.g_pad
+        self.acc = torch.empty(n * head_dim, dtype=torch.float32, device=device)
+        self.m = torch.empty(n, dtype=torch.float32, device=device)
+        self.l = torch.empty(n, dtype=torch.float32, device=device)
+
+
+def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, length: torch.Tensor, scale: float,
+                     *, index: torch.Tensor | None = None, workspace: DecodeWorkspace | None = None,
+                     out: torch.Tensor | None = None) -> torch.Tensor:
+    """Split-K decode attention on CUDA (Triton); the reference on other devices."""
+    if not (HAS_TRITON and q.is_cuda):
+        res = decode_attention_ref(q, k, v, length, scale, index)
+        if out is not None:
+            out.copy_(res)
+            return out
+        return res
+    return _triton_decode(q, k, v, length, scale, index=index, workspace=workspace, out=out)
+
+
+def _triton_decode(q, k, v, length, scale, *, index=None, workspace=None, out=None):
+    """The two kernel launches (also run by the tests under TRITON_INTERPRET=1 on CPU tensors)."""
+    b, h, g, d = q.shape
+    ws = workspace or DecodeWorkspace(b, h, g, d, k.shape[2] if index is None else index.shape[1], q.device)
+    out = out if out is not None else torch.empty_like(q)
+    idx = index if index is not None else length  # unused pointer when not INDEXED
+    block_n = 64
+    _decode_partial[(b * h, ws.splits)](
+        q, k, v, length, idx, ws.acc, ws.m, ws.l,
+        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
+        v.stride(0), v.stride(1), v.stride(2), index.stride(0) if index is not None else 0, h,
+        G=g, G_PAD=ws.g_pad, D=d, BLOCK_N=block_n, SPLITS=ws.splits, INDEXED=index is not None,
+        scale=scale, num_warps=4, num_stages=2)
+    _decode_reduce[(b * h, g)](ws.acc, ws.m, ws.l, out, out.stride(0), out.stride(1), out.stride(2), h,
+                               G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, SB=min(ws.splits, 16), num_warps=4)
+    return out
+
+
+# --------------------------------------------------------------------------- prefill
+
+def _expand(x: torch.Tensor, group: int) -> torch.Tensor:
+    return x if group == 1 else x.repeat_interleave(group, dim=1)
+
+
+def causal_chunk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int, scale: float) -> torch.Tensor:
+    """Queries at positions [start, start+tq) against keys [0, start+tq), causal.
+
+    q [b, hq, tq, d]; k/v [b, hkv, start+tq, d]. On CUDA: flash attention on the past (no mask)
+    and on the chunk (causal, square) merged by log-sum-exp; elsewhere one masked SDPA.
+    """
+    tq, tk = q.shape[2], k.shape[2]
+    group = q.shape[1] // k.shape[1]
+    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
+        if start == 0:
+            return _flash(q, k, v, True, scale, group)[0]
+        o1, l1 = _flash(q, k[:, :, :start], v[:, :, :start], False, scale, group)
+        o2, l2 = _flash(q, k[:, :, start:], v[:, :, start:], True, scale, group)
+        m = torch.maximum(l1, l2)
+        w1, w2 = torch.exp(l1 - m), torch.exp(l2 - m)
+        den = w1 + w2
+        return ((o1.float() * (w1 / den)[..., None] + o2.float() * (w2 / den)[..., None])).to(q.dtype)
+    qpos = torch.arange(start, start + tq, device=q.device)
+    mask = qpos[:, None] >= torch.arange(tk, device=q.device)[None, :]
+    return F.scaled_dot_product_attention(q, _expand(k, group), _expand(v, group), attn_mask=mask, scale=scale)
+
+
+EXPAND_LIMIT = 1 << 30  # bytes of GQA-expanded K+V materialised at once during prefill
+
+
+def _flash(q, k, v, causal: bool, scale: float, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Flash attention returning its log-sum-exp [b, h, tq] (fp32). The aten kernel wants equal
+    head counts, so K/V are expanded for GQA, one KV head at a time when that would be large
+    (a million-token past expanded for every query head would not fit)."""
+    expanded = 2 * k.numel() * group * k.element_size()
+    if expanded <= EXPAND_LIMIT or k.shape[1] == 1:
+        res = torch.ops.aten._scaled_dot_product_flash_attention(q, _expand(k, group), _expand(v, group), 0.0,
+                                                                 causal, False, scale=scale)
+        return res[0], res[1]
+    outs, lses = [], []
+    for h in range(k.shape[1]):
+        o, l_ = _flash(q[:, h * group:(h + 1) * group], k[:, h:h + 1], v[:, h:h + 1], causal, scale, group)
+        outs.append(o)
+        lses.append(l_)
+    return torch.cat(outs, 1), torch.cat(lses, 1)
+
+
+def band_chunk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor,
+                         k_pos: torch.Tensor, sink: int, band: int, scale: float,
+                         block_mask=None) -> torch.Tensor:
+    """Queries at `q_pos` against a gathered key set at `k_pos` (-1 = empty slot): causal, and only
+    keys in the sink (pos < sink) or within `band` of the query (the query itself included).
+    q [b, hq, tq, d]; k/v [b, hkv, tk, d]. On CUDA in bf16/fp16: FlexAttention (`block_mask` from
+    `band_block_mask`, built once per chunk and band and shared by every layer); else masked SDPA."""
+    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and USE_FLEX:
+        return band_attention_flex(q, k, v, q_pos, k_pos, sink, band, scale, block_mask=block_mask)
+    dist = q_pos[:, None] - k_pos[None, :]
+    mask = (k_pos[None, :] >= 0) & (dist >= 0) & ((k_pos[None, :] < sink) | (dist < band))
+    group = q.shape[1] // k.shape[1]
+    return F.scaled_dot_product_attention(q, _expand(k, group), _expand(v, group), attn_mask=mask, scale=scale)
+
+
+# --------------------------------------------------------------------------- prefill: FlexAttention
+
+USE_FLEX = True  # tests flip it to compare the two CUDA paths
+FLEX_BLOCK = 128
+_FLEX_COMPILED = None
+
+
+def _band_mask_mod(q_pos: torch.Tensor, k_pos: torch.Tensor, sink: int, band: int):
+    def mask_mod(b, h, q_idx, kv_idx):
+        qp, kp = q_pos[q_idx], k_pos[kv_idx]
+        dist = qp - kp
+        return (kp >= 0) & (dist >= 0) & ((kp < sink) | (dist < band))
+
+    return mask_mod
+
+
+def _pad_to(n: int) -> int:
+    return -n % FLEX_BLOCK
+
+
+def band_block_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, sink: int, band: int, *, compiled: bool = True):
+    """The block mask of one chunk's band attention (built once per chunk and band, shared by all
+    layers). Lengths are padded to whole blocks (padded queries sit at position -1 and padded keys
+    are empty slots, so both are fully masked). Compiled: the eager build would materialise the
+    whole [chunk, keys] mask in int64 (GBs at an 8K chunk); the price is compile time on a
+    process's first prompt (the first SEDPA-W prefill took ~70 s on the H100, two bands)."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    q_pos = F.pad(q_pos, (0, _pad_to(q_pos.numel())), value=-1)
+    k_pos = F.pad(k_pos, (0, _pad_to(k_pos.numel())), value=-1)
+    return create_block_mask(_band_mask_mod(q_pos, k_pos, sink, band), None, None, q_pos.numel(), k_pos.numel(),
+                             device=q_pos.device, BLOCK_SIZE=FLEX_BLOCK, _compile=compiled)
+
+
+def _flex_compiled():
+    """flex_attention compiled once per process (static shapes: one kernel per chunk shape and band)."""
+    global _FLEX_COMPILED
+    if _FLEX_COMPILED is None:
+        import torch._dynamo
+        from torch.nn.attention.flex_attention import flex_attention
+
+        dyn = torch._dynamo.config
+        limit = "recompile_limit" if hasattr(dyn, "recompile_limit") else "cache_size_limit"
+        setattr(dyn, limit, max(getattr(dyn, limit), 64))
+        _FLEX_COMPILED = torch.compile(flex_attention, dynamic=False)
+    return _FLEX_COMPILED
+
+
+def band_attention_flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor,
+                        sink: int, band: int, scale: float, *, block_mask=None, compiled: bool | None = None):
+    """`band_chunk_attention` through FlexAttention: only blocks with a visible key are computed,
+    and GQA is native (no expanded K/V). `compiled=False` runs flex eagerly (the CPU tests)."""
+    from torch.nn.attention.flex_attention import flex_attention
+
+    compiled = q.is_cuda if compiled is None else compiled
+    tq = q.shape[2]
+    pq, pk = _pad_to(tq), _pad_to(k.shape[2])
+    if block_mask is None:
+        block_mask = band_block_mask(q_pos, k_pos, sink, band, compiled=compiled)
+    if pq:
+        q = F.pad(q, (0, 0, 0, pq))
+    if pk:
+        k, v = F.pad(k, (0, 0, 0, pk)), F.pad(v, (0, 0, 0, pk))
+    fn = _flex_compiled() if compiled else flex_attention
+    out = fn(q.contiguous(), k.contiguous(), v.contiguous(), block_mask=block_mask, scale=scale,
+             enable_gqa=q.shape[1] != k.shape[1])
+    return out[:, :, :tq]

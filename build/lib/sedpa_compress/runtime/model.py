@@ -1,0 +1,578 @@
+"""The fast runtime's transformer: a compact Llama/Mistral/Qwen2 decoder that takes its weights from
+a `LoadedModel` and runs one `--attention` mode with static caches (after gpt-fast's model.py).
+
+At build time each layer's KV heads are reordered so that heads sharing a cache kind are
+contiguous (retrieval heads first, then streaming heads): every path is then one batched
+operation over a slice, and the low-rank streaming projections are one down-GEMM for q/k/v plus
+their up-GEMMs. q/k/v rows, their biases and o_proj's input columns follow the reorder, so the
+layer computes the same function as the original.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from sedpa_compress.errors import SedpaError
+from sedpa_compress.heads.pattern import HeadPattern
+from sedpa_compress.models.loader import LoadedModel
+from sedpa_compress.runtime import kernels
+from sedpa_compress.runtime.cache import HeadGroup, LayerCache, ring_positions, ring_slot, ring_write_plan
+
+MODES = ("full", "streaming", "duo", "sedpa-s", "sedpa-w", "tidal")
+PATTERN_MODES = ("duo", "sedpa-s", "sedpa-w")
+
+
+@dataclass
+class RuntimeSpec:
+    """Which attention the runtime runs, with every setting it needs."""
+
+    mode: str = "full"
+    pattern: HeadPattern | None = None
+    sink: int = 64
+    recent: int = 256
+    window: int | None = None  # sedpa-w: retrieval heads see sink + last `window` tokens
+    top_k: int = 2048  # tidal: positions kept by the token-selection layers
+    dense_layers: int = 2  # tidal: the first layers run full attention
+    selection_layers: tuple[int, ...] | None = None  # tidal: None = (dense_layers, round(13/32 * L))
+
+    def check(self, num_layers: int) -> None:
+        if self.mode not in MODES:
+            raise SedpaError(f"unknown --attention {self.mode!r}: choose from {','.join(MODES)}")
+        if self.mode in PATTERN_MODES and self.pattern is None:
+            raise SedpaError(f"--attention {self.mode} needs a head pattern: pass --pattern P.pattern.json "
+                             "or an artifact that carries one")
+        if self.mode == "sedpa-w":
+            if self.window is None:
+                raise SedpaError("--attention sedpa-w needs --window W (e.g. 8192)")
+            if self.window < self.recent:
+                raise SedpaError(f"--window {self.window} is smaller than --recent {self.recent}: "
+                                 "the window must cover the recent tokens")
+        if self.mode == "tidal":
+            if self.top_k < 1:
+                raise SedpaError(f"--top-k {self.top_k}: pass at least 1")
+            bad = [s for s in self.tidal_selection_layers(num_layers) if not 0 <= s < num_layers]
+            if bad or self.dense_layers > num_layers:
+                raise SedpaError(f"tidal layers {bad or self.dense_layers} outside the model's {num_layers} layers")
+
+    def tidal_selection_layers(self, num_layers: int) -> tuple[int, ...]:
+        return tidal_selection_layers(num_layers, self.dense_layers, self.selection_layers)
+
+    def groups(self, layer: int, num_kv_heads: int) -> list[HeadGroup]:
+        """This layer's head groups in reordered order (retrieval first)."""
+        all_heads = tuple(range(num_kv_heads))
+        if self.mode in ("full", "tidal"):
+            return [HeadGroup("full", all_heads)]
+        if self.mode == "streaming":
+            return [HeadGroup("ring", all_heads, self.recent)]
+        mask = self.pattern.mask[layer]
+        retr = tuple(h for h in all_heads if mask[h])
+        stream = tuple(h for h in all_heads if not mask[h])
+        out = []
+        if retr:
+            out.append(HeadGroup("ring", retr, self.window) if self.mode == "sedpa-w" else HeadGroup("full", retr))
+        if stream:
+            out.append(HeadGroup("ring", stream, self.recent))
+        return out
+
+
+def tidal_selection_layers(num_layers: int, dense_layers: int = 2,
+                           selection_layers: tuple[int, ...] | None = None) -> tuple[int, ...]:
+    """TidalDecode's defaults: select right after the dense layers, re-select at layer 13 of 32
+    (the paper's Llama-3-8B setting), scaled to the model's depth."""
+    if selection_layers is not None:
+        return tuple(sorted(set(selection_layers)))
+    first = min(dense_layers, num_layers - 1)
+    again = round(13 * num_layers / 32)
+    return tuple(sorted({first, again} if first < again < num_layers else {first}))
+
+
+# --------------------------------------------------------------------------- weights
+
+def _rms_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+    xf = x.float()
+    return (xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + eps)).to(x.dtype) * w
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat((-x2, x1), dim=-1)
+
+
+def _add_rms_norm(x: torch.Tensor, delta: torch.Tensor, w: torch.Tensor, eps: float):
+    """Residual add and the next norm in one pass: (x + delta, norm(x + delta))."""
+    x = x + delta
+    return x, _rms_norm(x, w, eps)
+
+
+def _add2_rms_norm(x: torch.Tensor, d1: torch.Tensor, d2: torch.Tensor, w: torch.Tensor, eps: float):
+    """The same with two deltas (o_proj's dense and low-rank parts): one kernel, not an extra add."""
+    x = x + d1 + d2
+    return x, _rms_norm(x, w, eps)
+
+
+def _rope_qk(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+    """One decode token's RoPE: q [b, 1, hq, d], k [b, 1, hkv, d] -> [b, hq, d], [b, hkv, d]."""
+    return (q * cos + _rotate_half(q) * sin)[:, 0], (k * cos + _rotate_half(k) * sin)[:, 0]
+
+
+def _silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    gate, up = gate_up.chunk(2, dim=-1)
+    return F.silu(gate) * up
+
+
+@dataclass
+class LowRank:
+    """Streaming heads' q/k/v rows as factors: z = down @ x for q, k, v at once, then per part up @ z."""
+
+    down: torch.Tensor  # [rq + rk + rv, hidden]
+    ups: list[torch.Tensor]  # [rows_q, rq], [rows_k, rk], [rows_v, rv]
+
+    @property
+    def ranks(self) -> list[int]:
+        return [u.shape[1] for u in self.ups]
+
+
+class FastLayer(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.groups: list[HeadGroup] = []
+        self.n_dense = 0  # KV heads (reordered, leading) whose q/k/v rows are dense
+        self.qkv_in: torch.Tensor | None = None  # [q_dense; k_dense; v_dense; low-rank down]: one GEMM
+        self.qkv_dense: torch.Tensor | None = None  # view: rows [q_dense, k_dense, v_dense]
+        self.qkv_bias: torch.Tensor | None = None  # [q_all, k_all, v_all] reordered
+        self.lowrank: LowRank | None = None
+        self.o_dense: torch.Tensor | None = None  # [hidden, n_dense*G*D]
+        self.o_down: torch.Tensor | None = None  # [r, n_low*G*D]
+        self.o_up: torch.Tensor | None = None  # [hidden, r]
+        self.gate_up: torch.Tensor | None = None
+        self.down: torch.Tensor | None = None
+        self.attn_norm: torch.Tensor | None = None
+        self.mlp_norm: torch.Tensor | None = None
+
+    def weight_tensors(self) -> list[torch.Tensor]:
+        ts = [self.qkv_dense, self.qkv_bias, self.o_dense, self.o_down, self.o_up, self.gate_up, self.down,
+              self.attn_norm, self.mlp_norm]
+        if self.lowrank is not None:
+            ts += [self.lowrank.down, *self.lowrank.ups]
+        return [t for t in ts if t is not None]
+
+
+class FastModel(nn.Module):
+    """Weights + geometry + the per-layer head groups of one mode; caches live in `Caches`."""
+
+    def __init__(self, loaded: LoadedModel, spec: RuntimeSpec, *, consume: bool = False,
+                 synthetic_rank_ratio: float | None = None, seed: int = 0) -> None:
+        super().__init__()
+        geo = loaded.geometry
+        spec.check(geo.num_layers)
+        if spec.pattern is not None:
+            spec.pattern.validate_for(geo)
+        hf = loaded.model
+        cfg = hf.config
+        self.spec = spec
+        self.geometry = geo
+        self.num_layers, self.hq, self.hkv, self.d = geo.num_layers, geo.num_heads, geo.num_kv_heads, geo.head_dim
+        self.group = geo.group_size
+        self.hidden = geo.hidden_size
+        self.eps = float(getattr(cfg, "rms_norm_eps", 1e-6))
+        self.scale = self.d ** -0.5
+        self.vocab = cfg.vocab_size
+        self.name = loaded.name
+        rot = hf.model.rotary_emb
+        self.register_buffer("inv_freq", rot.inv_freq.detach().float().clone(), persistent=False)
+        self.rope_scaling = float(getattr(rot, "attention_scaling", 1.0))
+        self.embed = hf.model.embed_tokens.weight.detach()
+        self.final_norm = hf.model.norm.weight.detach()
+        self.lm_head = hf.lm_head.weight.detach()
+        self.tidal_select = set(spec.tidal_selection_layers(self.num_layers)) if spec.mode == "tidal" else set()
+        self.tidal_first = min(self.tidal_select) if self.tidal_select else self.num_layers
+        # synthetic factors are drawn where the weights live: 8B-sized factor sets are slow on a CPU
+        gen = torch.Generator(device=self.embed.device).manual_seed(seed)
+        self._fused = False
+        self._norm, self._add_norm, self._rope, self._silu_mul = _rms_norm, _add_rms_norm, _rope_qk, _silu_mul
+        self._add2_norm = _add2_rms_norm
+        self.layers: list[FastLayer] = []
+        hf_layers = loaded.family.layers(hf)
+        for i in range(self.num_layers):
+            groups = spec.groups(i, self.hkv)
+            low_heads = self._lowrank_heads(i, hf_layers[i], synthetic_rank_ratio)
+            self.layers.append(self._build_layer(hf_layers[i], groups, low_heads, synthetic_rank_ratio, gen))
+            if consume:  # free the transformers copy as we go: an 8B model must not exist twice
+                hf_layers[i] = nn.Identity()
+        self.tied = self.lm_head.data_ptr() == self.embed.data_ptr()
+
+    def _lowrank_heads(self, layer: int, hf_layer: nn.Module, rank_ratio: float | None) -> int:
+        """How many (trailing) streaming heads run low-rank: sedpa modes over an artifact whose
+        projections are factored, or timing runs with synthetic factors (`rank_ratio`)."""
+        if self.spec.mode not in ("sedpa-s", "sedpa-w"):
+            return 0
+        n_stream = sum(1 for m in self.spec.pattern.mask[layer] if not m)
+        attn = hf_layer.self_attn
+        factored = all(_is_dual(getattr(attn, n)) for n in ("q_proj", "k_proj", "v_proj", "o_proj"))
+        return n_stream if (rank_ratio is not None or factored) else 0
+
+    # ---- building one layer
+    def _build_layer(self, hf_layer: nn.Module, groups: list[HeadGroup], n_low: int,
+                     rank_ratio: float | None, gen: torch.Generator) -> FastLayer:
+        attn, mlp = hf_layer.self_attn, hf_layer.mlp
+        d, g = self.d, self.group
+        order = [h for grp in groups for h in grp.heads]
+        q_rows = torch.tensor([h * g * d + j for h in order for j in range(g * d)])
+        kv_rows = torch.tensor([h * d + j for h in order for j in range(d)])
+        layer = FastLayer()
+        layer.groups = groups
+        n_dense = self.hkv - n_low
+        layer.n_dense = n_dense
+        nq_d, nkv_d = n_dense * g * d, n_dense * d
+        projs = (attn.q_proj, attn.k_proj, attn.v_proj)
+        rows = (q_rows, kv_rows, kv_rows)
+        dense_parts, low_parts = [], []
+        for proj, r in zip(projs, rows):
+            n_d = nq_d if proj is attn.q_proj else nkv_d
+            dense_parts.append(_rows_of(proj, r[:n_d]))
+            if n_low:
+                low_parts.append(_lowrank_rows(proj, r[n_d:], rank_ratio, gen))
+        # the dense rows and the low-rank down factors read the same input: one GEMM for both
+        layer.qkv_in = torch.cat(dense_parts + [p[0] for p in low_parts], 0).contiguous()
+        n_rows = sum(t.shape[0] for t in dense_parts)
+        layer.qkv_dense = layer.qkv_in[:n_rows]
+        if n_low:
+            layer.lowrank = LowRank(down=layer.qkv_in[n_rows:], ups=[p[1].contiguous() for p in low_parts])
+        biases = [_bias_of(p, r) for p, r in zip(projs, rows)]
+        if all(b is not None for b in biases):
+            layer.qkv_bias = torch.cat(biases).contiguous()
+        o = attn.o_proj
+        layer.o_dense = _cols_of(o, q_rows[:nq_d]).contiguous()
+        if n_low:
+            layer.o_down, layer.o_up = _lowrank_cols(o, q_rows[nq_d:], rank_ratio, gen)
+        if getattr(o, "bias", None) is not None:
+            raise SedpaError("o_proj with a bias is not supported by the fast runtime")
+        layer.gate_up = torch.cat([mlp.gate_proj.weight.detach(), mlp.up_proj.weight.detach()], 0).contiguous()
+        layer.down = mlp.down_proj.weight.detach()
+        layer.attn_norm = hf_layer.input_layernorm.weight.detach()
+        layer.mlp_norm = hf_layer.post_attention_layernorm.weight.detach()
+        return layer
+
+    # ---- sizes
+    def weight_bytes(self) -> int:
+        seen, total = set(), 0
+        for t in [self.embed, self.final_norm, self.lm_head] + [w for l in self.layers for w in l.weight_tensors()]:
+            key = (t.data_ptr(), tuple(t.shape))  # tied embeddings count once; views of qkv_in each once
+            if key in seen:
+                continue
+            seen.add(key)
+            total += t.numel() * t.element_size()
+        return total
+
+    def bytes_read_per_token(self) -> int:
+        """Weights a decode step streams: everything but the embedding table (one row of it)."""
+        emb = self.embed.numel() * self.embed.element_size()
+        return self.weight_bytes() - (0 if self.tied else emb)
+
+    @property
+    def device(self) -> torch.device:
+        return self.embed.device
+
+    @property
+    def _flex_prefill(self) -> bool:
+        return self.device.type == "cuda" and self.dtype in (torch.float16, torch.bfloat16) and kernels.USE_FLEX
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.embed.dtype
+
+    # ---- math shared by prefill and decode
+    def rope(self, positions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        freqs = positions.float()[:, None] * self.inv_freq[None, :]
+        emb = torch.cat((freqs, freqs), dim=-1)
+        return ((emb.cos() * self.rope_scaling).to(self.dtype), (emb.sin() * self.rope_scaling).to(self.dtype))
+
+    def qkv(self, layer: FastLayer, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """h [b, t, hidden] -> q [b, t, hq, d], k/v [b, t, hkv, d] in reordered head order."""
+        b, t, _ = h.shape
+        d, g, nd = self.d, self.group, layer.n_dense
+        y = F.linear(h, layer.qkv_in)
+        n_rows = layer.qkv_dense.shape[0]
+        q, k, v = y[..., :n_rows].split([nd * g * d, nd * d, nd * d], dim=-1)
+        if layer.lowrank is not None:
+            lr = layer.lowrank
+            z = y[..., n_rows:].split(lr.ranks, dim=-1)
+            q = torch.cat([q, F.linear(z[0], lr.ups[0])], -1)
+            k = torch.cat([k, F.linear(z[1], lr.ups[1])], -1)
+            v = torch.cat([v, F.linear(z[2], lr.ups[2])], -1)
+        if layer.qkv_bias is not None:
+            bq, bk, bv = layer.qkv_bias.split([self.hq * d, self.hkv * d, self.hkv * d])
+            q, k, v = q + bq, k + bk, v + bv
+        return q.view(b, t, self.hq, d), k.view(b, t, self.hkv, d), v.reshape(b, t, self.hkv, d)
+
+    def out_proj(self, layer: FastLayer, a: torch.Tensor) -> torch.Tensor:
+        """a [b, t, hq*d] (reordered heads) -> [b, t, hidden]."""
+        parts = self.out_parts(layer, a)
+        return parts[0] if len(parts) == 1 else parts[0] + parts[1]
+
+    def out_parts(self, layer: FastLayer, a: torch.Tensor) -> list[torch.Tensor]:
+        """o_proj's contributions: the dense columns' and/or the low-rank columns' (summed by the caller)."""
+        if layer.o_down is None:
+            return [F.linear(a, layer.o_dense)]
+        n = layer.n_dense * self.group * self.d
+        low = F.linear(F.linear(a[..., n:], layer.o_down), layer.o_up)
+        return [low] if n == 0 else [F.linear(a[..., :n], layer.o_dense), low]
+
+    def mlp(self, layer: FastLayer, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(_silu_mul(F.linear(_rms_norm(x, layer.mlp_norm, self.eps), layer.gate_up)), layer.down)
+
+    def logits(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(_rms_norm(x, self.final_norm, self.eps), self.lm_head)
+
+    # ---- prefill of one chunk (eager; host knows the positions)
+    def prefill_chunk(self, ids: torch.Tensor, start: int, caches: list[LayerCache]) -> torch.Tensor:
+        """ids [b, t] at positions [start, start+t): fills the caches, returns the last token's hidden."""
+        b, t = ids.shape
+        end = start + t
+        dev = ids.device
+        pos = torch.arange(start, end, device=dev)
+        cos, sin = self.rope(pos)
+        cos, sin = cos[None, :, None, :], sin[None, :, None, :]
+        ring_pos: dict[int, torch.Tensor] = {}
+        plans: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        masks: dict[int, object] = {}
+        x = F.embedding(ids, self.embed)
+        for layer, cache in zip(self.layers, caches):
+            h = _rms_norm(x, layer.attn_norm, self.eps)
+            q, k, v = self.qkv(layer, h)
+            q = q * cos + _rotate_half(q) * sin
+            k = k * cos + _rotate_half(k) * sin
+            q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [b, h, t, d]
+            outs, h0 = [], 0
+            for gi, grp in enumerate(layer.groups):
+                h1 = h0 + grp.size
+                qg = q[:, h0 * self.group:h1 * self.group]
+                kg, vg = k[:, h0:h1], v[:, h0:h1]
+                ck, cv = cache.k[gi], cache.v[gi]
+                if grp.kind == "full":
+                    ck[:, :, start:end] = kg
+                    cv[:, :, start:end] = vg
+                    outs.append(kernels.causal_chunk_attention(qg, ck[:, :, :end], cv[:, :, :end], start, self.scale))
+                else:
+                    band = grp.band
+                    if band not in ring_pos:  # per chunk and band, shared by every layer
+                        ring_pos[band] = torch.cat([ring_positions(start, cache.sink, band)[:ck.shape[2]],
+                                                    torch.arange(start, end)]).to(dev)
+                        offs, slots = ring_write_plan(start, end, cache.sink, band)
+                        plans[band] = (offs.to(dev), slots.to(dev))
+                        if self._flex_prefill:
+                            masks[band] = kernels.band_block_mask(pos, ring_pos[band], cache.sink, band)
+                    keys = torch.cat([ck, kg], 2)
+                    vals = torch.cat([cv, vg], 2)
+                    outs.append(kernels.band_chunk_attention(qg, keys, vals, pos, ring_pos[band], cache.sink, band,
+                                                             self.scale, block_mask=masks.get(band)))
+                    offs, slots = plans[band]
+                    ck.index_copy_(2, slots, kg.index_select(2, offs))
+                    cv.index_copy_(2, slots, vg.index_select(2, offs))
+                h0 = h1
+            a = torch.cat(outs, 1) if len(outs) > 1 else outs[0]
+            x = x + self.out_proj(layer, a.transpose(1, 2).reshape(b, t, self.hq * self.d))
+            x = x + self.mlp(layer, x)
+        return x[:, -1:]
+
+    # ---- one decode step (graph-capturable: no host syncs, positions on the device)
+    def enable_fusion(self) -> None:
+        """Compile the decode step's pointwise glue (norms, residual adds, RoPE, SwiGLU) into single
+        kernels. At batch 1 a step is ~1000 tiny kernels otherwise, and their launch gaps, not
+        the bytes, would dominate. GEMMs stay cuBLAS, attention stays the split-K kernel."""
+        if self.device.type != "cuda" or self._fused:
+            return
+        opts = dict(dynamic=False, fullgraph=True)
+        self._norm = torch.compile(_rms_norm, **opts)
+        self._add_norm = torch.compile(_add_rms_norm, **opts)
+        self._add2_norm = torch.compile(_add2_rms_norm, **opts)
+        self._rope = torch.compile(_rope_qk, **opts)
+        self._silu_mul = torch.compile(_silu_mul, **opts)
+        self._fused = True
+
+    def decode_step(self, token: torch.Tensor, pos: torch.Tensor, caches: list[LayerCache],
+                    state: DecodeState) -> torch.Tensor:
+        """token [b] at position `pos` ([1] int64 on the device) -> logits [b, vocab] (fp32)."""
+        b = token.shape[0]
+        d, g = self.d, self.group
+        cos, sin = self.rope(pos)
+        x = F.embedding(token[:, None], self.embed)  # [b, 1, hidden]
+        length = pos + 1
+        rings: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # band -> (slot, valid count)
+        h = self._norm(x, self.layers[0].attn_norm, self.eps)
+        for li, (layer, cache) in enumerate(zip(self.layers, caches)):
+            q, k, v = self.qkv(layer, h)
+            q, k = self._rope(q, k, cos, sin)  # [b, hq, d], [b, hkv, d]
+            v = v[:, 0]
+            qg = q.view(b, self.hkv, g, d)
+            out = state.attn_out  # [b, hkv, g, d]
+            h0 = 0
+            for gi, grp in enumerate(layer.groups):
+                h1 = h0 + grp.size
+                ck, cv = cache.k[gi], cache.v[gi]
+                ws = state.workspaces[(li, gi)]
+                if grp.kind == "full":
+                    ck.index_copy_(2, pos, k[:, h0:h1, None])
+                    cv.index_copy_(2, pos, v[:, h0:h1, None])
+                    self._full_decode(li, qg[:, h0:h1], ck, cv, length, ws, out[:, h0:h1], state)
+                else:
+                    if grp.band not in rings:
+                        rings[grp.band] = (ring_slot(pos, cache.sink, grp.band), torch.clamp(length, max=ck.shape[2]))
+                    slot, count = rings[grp.band]
+                    ck.index_copy_(2, slot, k[:, h0:h1, None])
+                    cv.index_copy_(2, slot, v[:, h0:h1, None])
+                    kernels.decode_attention(qg[:, h0:h1], ck, cv, count, self.scale, workspace=ws, out=out[:, h0:h1])
+                h0 = h1
+            parts = self.out_parts(layer, out.reshape(b, 1, self.hq * d))
+            if len(parts) == 1:
+                x, h = self._add_norm(x, parts[0], layer.mlp_norm, self.eps)
+            else:
+                x, h = self._add2_norm(x, parts[0], parts[1], layer.mlp_norm, self.eps)
+            m = F.linear(self._silu_mul(F.linear(h, layer.gate_up)), layer.down)
+            nxt = self.layers[li + 1].attn_norm if li + 1 < self.num_layers else self.final_norm
+            x, h = self._add_norm(x, m, nxt, self.eps)
+        return F.linear(h[:, 0], self.lm_head).float()
+
+    def _full_decode(self, li: int, q, k, v, length, ws, out, state: DecodeState) -> None:
+        if self.spec.mode != "tidal" or li < self.tidal_first:
+            kernels.decode_attention(q, k, v, length, self.scale, workspace=ws, out=out)
+        elif li in self.tidal_select:
+            out.copy_(tidal_select(q, k, v, length, self.scale, self.spec.top_k, state.index, state.n_sel))
+        else:
+            kernels.decode_attention(q, k, v, state.n_sel, self.scale, index=state.index, workspace=ws, out=out)
+
+
+def tidal_select(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, length: torch.Tensor, scale: float,
+                 top_k: int, index_out: torch.Tensor, n_sel_out: torch.Tensor) -> torch.Tensor:
+    """A token-selection layer: full attention over [0, length), and the top-k positions by attention
+    probability summed over every query head (one position set for the whole layer stack: the
+    positions persist across layers, TidalDecode's premise). Writes them to `index_out` [b, k] and
+    min(k, length) to `n_sel_out`. q [b, hkv, g, d]; k/v [b, hkv, t, d]."""
+    t = k.shape[2]
+    logits = torch.matmul(q, k.transpose(-1, -2)).float() * scale  # [b, hkv, g, t]
+    valid = torch.arange(t, device=q.device) < length
+    logits = logits.masked_fill(~valid, float("-inf"))
+    probs = torch.softmax(logits, dim=-1)
+    out = torch.matmul(probs.to(v.dtype), v)
+    scores = probs.sum(dim=(1, 2)).masked_fill(~valid, -1.0)
+    kk = index_out.shape[1]
+    index_out.copy_(torch.topk(scores, min(kk, t), dim=-1).indices if kk <= t else
+                    F.pad(torch.topk(scores, t, dim=-1).indices, (0, kk - t)))
+    n_sel_out.copy_(torch.clamp(length, max=min(top_k, t)))
+    return out
+
+
+@dataclass
+class DecodeState:
+    """Per-step scratch that must have fixed addresses across CUDA-graph replays."""
+
+    attn_out: torch.Tensor
+    workspaces: dict[tuple[int, int], kernels.DecodeWorkspace | None] = field(default_factory=dict)
+    index: torch.Tensor | None = None  # tidal: [b, top_k] selected positions
+    n_sel: torch.Tensor | None = None  # tidal: [1] how many of them are valid
+
+
+def make_caches(model: FastModel, *, batch: int, max_len: int) -> list[LayerCache]:
+    return [LayerCache(layer.groups, batch=batch, max_len=max_len, sink=model.spec.sink, head_dim=model.d,
+                       dtype=model.dtype, device=model.device) for layer in model.layers]
+
+
+def make_state(model: FastModel, caches: list[LayerCache], batch: int) -> DecodeState:
+    dev = model.device
+    state = DecodeState(attn_out=torch.zeros(batch, model.hkv, model.group, model.d, dtype=model.dtype, device=dev))
+    use_triton = kernels.HAS_TRITON and dev.type == "cuda"
+    for li, (layer, cache) in enumerate(zip(model.layers, caches)):
+        for gi, grp in enumerate(layer.groups):
+            keys = cache.k[gi].shape[2]
+            if model.spec.mode == "tidal" and li > model.tidal_first and li not in model.tidal_select:
+                keys = min(keys, model.spec.top_k)
+            state.workspaces[(li, gi)] = (kernels.DecodeWorkspace(batch, grp.size, model.group, model.d, keys, dev)
+                                          if use_triton else None)
+    if model.spec.mode == "tidal":
+        state.index = torch.zeros(batch, model.spec.top_k, dtype=torch.long, device=dev)
+        state.n_sel = torch.zeros(1, dtype=torch.long, device=dev)
+    return state
+
+
+# --------------------------------------------------------------------------- weight extraction
+
+def _is_dual(m: nn.Module) -> bool:
+    return m.__class__.__name__ == "DualPathLinear"
+
+
+def _rows_of(proj: nn.Module, rows: torch.Tensor) -> torch.Tensor:
+    if rows.numel() == 0:
+        w = proj.weight if not _is_dual(proj) else proj.down
+        return w.new_zeros(0, proj.in_features)
+    if not _is_dual(proj):
+        return proj.weight.detach().index_select(0, rows.to(proj.weight.device))
+    pos = _positions_in(proj.dense_index, rows)
+    if pos is not None:
+        return proj.dense_weight.detach().index_select(0, pos)
+    return proj.dense_equivalent().detach().index_select(0, rows.to(proj.down.device))
+
+
+def _cols_of(proj: nn.Module, cols: torch.Tensor) -> torch.Tensor:
+    if not _is_dual(proj):
+        return proj.weight.detach().index_select(1, cols.to(proj.weight.device))
+    pos = _positions_in(proj.dense_index, cols)
+    if pos is not None:
+        return proj.dense_weight.detach().index_select(1, pos)
+    return proj.dense_equivalent().detach().index_select(1, cols.to(proj.down.device))
+
+
+def _bias_of(proj: nn.Module, rows: torch.Tensor) -> torch.Tensor | None:
+    bias = getattr(proj, "bias", None)
+    return None if bias is None else bias.detach().index_select(0, rows.to(bias.device))
+
+
+def _positions_in(index: torch.Tensor, wanted: torch.Tensor) -> torch.Tensor | None:
+    """Where each of `wanted` sits in `index`, or None if some are missing."""
+    lookup = {int(v): i for i, v in enumerate(index.tolist())}
+    try:
+        return torch.tensor([lookup[int(w)] for w in wanted.tolist()], dtype=torch.long, device=index.device)
+    except KeyError:
+        return None
+
+
+def synthetic_rank(n_out: int, n_in: int, rank_ratio: float) -> int:
+    """The rank that keeps `rank_ratio` of an [n_out, n_in] block's parameters."""
+    return max(1, int(math.floor(rank_ratio * n_out * n_in / (n_out + n_in))))
+
+
+def _random_factors(n_out: int, n_in: int, rank: int, like: torch.Tensor, gen: torch.Generator):
+    # Timing-only factors (random-weight benchmarks): the values do not change the speed.
+    up = (torch.randn(n_out, rank, generator=gen, device=gen.device) * rank ** -0.5).to(like.dtype).to(like.device)
+    down = (torch.randn(rank, n_in, generator=gen, device=gen.device) * n_in ** -0.5).to(like.dtype).to(like.device)
+    return down, up
+
+
+def _lowrank_rows(proj: nn.Module, rows: torch.Tensor, rank_ratio: float | None, gen: torch.Generator):
+    """(down [r, in], up [len(rows), r]) for these output rows."""
+    if _is_dual(proj):  # the artifact's own factors (with --scope all, a subset of their rows)
+        pos = _positions_in(proj.lowrank_index, rows)
+        if pos is not None:
+            return proj.down.detach(), proj.up.detach().index_select(0, pos)
+    w = _rows_of(proj, rows)
+    if rank_ratio is None:  # no factors and none asked for: exact factorisation (identity down)
+        eye = torch.eye(w.shape[1], dtype=w.dtype, device=w.device)
+        return eye, w
+    return _random_factors(rows.numel(), w.shape[1], synthetic_rank(rows.numel(), w.shape[1], rank_ratio), w, gen)
+
+
+def _lowrank_cols(proj: nn.Module, cols: torch.Tensor, rank_ratio: float | None, gen: torch.Generator):
+    """(down [r, len(cols)], up [out, r]) for these input columns."""
+    if _is_dual(proj):  # the artifact's own factors (with --scope all, a subset of their columns)
+        pos = _positions_in(proj.lowrank_index, cols)
+        if pos is not None:
+            return proj.down.detach().index_select(1, pos).contiguous(), proj.up.detach()
+    w = _cols_of(proj, cols)
+    if rank_ratio is None:
+        eye = torch.eye(w.shape[1], dtype=w.dtype, device=w.device)
+        return eye, w.contiguous()
+    return _random_factors(w.shape[0], cols.numel(), synthetic_rank(w.shape[0], cols.numel(), rank_ratio), w, gen)

@@ -1,0 +1,66 @@
+"""Every `--attention` mode behind one interface (`AttentionMode.attend`), one file each."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sedpa_compress.errors import SedpaError
+from sedpa_compress.heads.pattern import HeadPattern
+from sedpa_compress.runtime.modes.duo import DuoAttention
+from sedpa_compress.runtime.modes.full import FullAttention
+from sedpa_compress.runtime.modes.sedpa_s import SedpaS
+from sedpa_compress.runtime.modes.sedpa_w import DEFAULT_WINDOW, SedpaW
+from sedpa_compress.runtime.modes.streaming import StreamingAttention
+from sedpa_compress.runtime.reference import AttentionMode
+
+MODE_NAMES = ("full", "streaming", "duo", "sedpa-s", "sedpa-w", "tidal")
+PATTERN_MODES = ("duo", "sedpa-s", "sedpa-w")
+DEFAULT_SINK, DEFAULT_RECENT = 64, 256  # DuoAttention's defaults for 7-8B models
+
+
+def parse_modes(value: str) -> list[str]:
+    """`--attention full,duo` -> ["full", "duo"], refusing unknown names."""
+    names = [v.strip() for v in value.split(",") if v.strip()]
+    unknown = [n for n in names if n not in MODE_NAMES]
+    if unknown or not names:
+        raise SedpaError(f"unknown --attention {','.join(unknown) or value!r}: choose from {','.join(MODE_NAMES)}")
+    return names
+
+
+def build_mode(
+    name: str,
+    *,
+    pattern: HeadPattern | None = None,
+    sink: int | None = None,
+    recent: int | None = None,
+    window: int | None = None,
+    **options: Any,
+) -> AttentionMode:
+    """The mode object for `--attention NAME`. Sink/recent default to the pattern's, else 64/256."""
+    if name not in MODE_NAMES:
+        raise SedpaError(f"unknown --attention {name!r}: choose from {','.join(MODE_NAMES)}")
+    sink = sink if sink is not None else (pattern.sink if pattern else DEFAULT_SINK)
+    recent = recent if recent is not None else (pattern.recent if pattern else DEFAULT_RECENT)
+    if sink < 0 or recent < 1:
+        raise SedpaError(f"--sink {sink} / --recent {recent}: need sink >= 0 and recent >= 1")
+    if name == "full":
+        return FullAttention()
+    if name == "streaming":
+        return StreamingAttention(sink=sink, recent=recent)
+    if name == "tidal":
+        from sedpa_compress.runtime.modes.tidal import TidalAttention
+
+        return TidalAttention(**options)
+    if pattern is None:
+        raise SedpaError(f"--attention {name} needs a head pattern: pass --pattern P.pattern.json "
+                         "(make one with `sedpa identify-heads`) or an artifact that carries one")
+    if name == "sedpa-w":
+        window = window if window is not None else DEFAULT_WINDOW
+        if window < recent:
+            raise SedpaError(f"--window {window} is smaller than --recent {recent}: the window must cover the recent tokens")
+        return SedpaW(pattern=pattern, sink=sink, recent=recent, window=window)
+    cls = SedpaS if name == "sedpa-s" else DuoAttention
+    return cls(pattern=pattern, sink=sink, recent=recent)
+
+
+__all__ = ["AttentionMode", "MODE_NAMES", "PATTERN_MODES", "build_mode", "parse_modes"]

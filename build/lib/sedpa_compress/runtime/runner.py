@@ -1,0 +1,196 @@
+"""The model runner: static caches, chunked prefill, a decode step replayed as a CUDA graph
+(after gpt-fast's generate.py), and text generation on top.
+
+    runner = Runner.build(loaded, RuntimeSpec(mode="duo", pattern=p), max_len=32768)
+    logits = runner.prefill(ids)          # ids [b, t]
+    logits = runner.decode(next_token)    # one token per sequence
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from sedpa_compress.errors import SedpaError
+from sedpa_compress.models.loader import LoadedModel
+from sedpa_compress.runtime import memory
+from sedpa_compress.runtime.model import FastModel, RuntimeSpec, make_caches, make_state
+
+DEFAULT_CHUNK = 8192
+
+
+class Runner:
+    def __init__(self, model: FastModel, *, max_len: int, batch: int = 1, chunk: int = DEFAULT_CHUNK,
+                 cuda_graph: bool = True, fuse: bool = True, memory_budget: int | None = None) -> None:
+        """`memory_budget`: bytes the caches and workspace may use (default: what the GPU has free;
+        on the CPU unchecked). The plan is checked before anything is allocated."""
+        if max_len < 1 or chunk < 1:
+            raise SedpaError(f"max_len {max_len} / chunk {chunk}: pass positive sizes")
+        self.model = model
+        self.batch, self.max_len, self.chunk = batch, max_len, chunk
+        self.plan = memory.plan(model, batch=batch, max_len=max_len, chunk=min(chunk, max_len),
+                                free_bytes=memory_budget)
+        if not self.plan.fits:
+            fit = memory.max_context(model, batch=batch, chunk=chunk, free_bytes=self.plan.free_bytes)
+            where = "the GPU has" if memory_budget is None else "the memory budget is"
+            raise SedpaError(
+                f"a {max_len}-token context needs about {memory.describe(self.plan.needed)} for caches and "
+                f"workspace but {where} {memory.describe(self.plan.free_bytes)} free: the largest context "
+                f"that fits with --attention {model.spec.mode} is {fit} tokens; shorten the prompt, lower "
+                "--retrieval-ratio, or use sedpa-w")
+        self.caches = make_caches(model, batch=batch, max_len=max_len)
+        self.state = make_state(model, self.caches, batch)
+        dev = model.device
+        self.pos = torch.zeros(1, dtype=torch.long, device=dev)
+        self.token = torch.zeros(batch, dtype=torch.long, device=dev)
+        self.length = 0
+        self.use_graph = cuda_graph and dev.type == "cuda"
+        if fuse:
+            model.enable_fusion()
+        self.graph: torch.cuda.CUDAGraph | None = None
+        self.graph_logits: torch.Tensor | None = None
+
+    @classmethod
+    def build(cls, loaded: LoadedModel, spec: RuntimeSpec, *, max_len: int, consume: bool = False,
+              synthetic_rank_ratio: float | None = None, **kw) -> Runner:
+        return cls(FastModel(loaded, spec, consume=consume, synthetic_rank_ratio=synthetic_rank_ratio), max_len=max_len,
+                   **kw)
+
+    def kv_bytes(self) -> int:
+        return sum(c.nbytes() for c in self.caches)
+
+    def reset(self) -> None:
+        """Start a new sequence (the caches need no clearing: masks only ever read written slots)."""
+        self.length = 0
+        self.pos.zero_()
+
+    @torch.inference_mode()
+    def prefill(self, ids: torch.Tensor) -> torch.Tensor:
+        """ids [b, t] appended at the current position, in chunks; returns the last logits [b, vocab]."""
+        b, t = ids.shape
+        if b != self.batch:
+            raise SedpaError(f"batch {b} != the runner's batch {self.batch}")
+        if self.length + t > self.max_len:
+            raise SedpaError(f"{self.length + t} tokens exceed the runner's {self.max_len}-token cache: "
+                             "build it with a larger max_len")
+        ids = ids.to(self.model.device)
+        x = None
+        for s in range(0, t, self.chunk):
+            x = self.model.prefill_chunk(ids[:, s:s + self.chunk], self.length + s, self.caches)
+        self.length += t
+        self.pos.fill_(self.length)
+        return self.model.logits(x[:, 0]).float()
+
+    @torch.inference_mode()
+    def decode(self, token: torch.Tensor) -> torch.Tensor:
+        """One token per sequence at the current position -> logits [b, vocab] (a view reused by the next call)."""
+        if self.length >= self.max_len:
+            raise SedpaError(f"the cache is full ({self.max_len} tokens): build the runner with a larger max_len")
+        self.token.copy_(token.reshape(-1))
+        if self.use_graph:
+            if self.graph is None:
+                self._capture()
+            self.graph.replay()
+            out = self.graph_logits
+        else:
+            out = self.model.decode_step(self.token, self.pos, self.caches, self.state)
+        self.pos.add_(1)
+        self.length += 1
+        return out
+
+    def _capture(self) -> None:
+        """Warm the kernels up on a side stream (Triton compiles there), then record one step.
+        Warm-up steps write the same K/V at the same position the replay writes again."""
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                self.model.decode_step(self.token, self.pos, self.caches, self.state)
+        torch.cuda.current_stream().wait_stream(side)
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            self.graph_logits = self.model.decode_step(self.token, self.pos, self.caches, self.state)
+
+    @torch.inference_mode()
+    def fill_synthetic(self, length: int, seed: int = 0) -> None:
+        """Pretend `length` tokens were prefilled: random K/V in every slot (timing and max-context
+        checks at lengths where a real prefill would take minutes). Positions become `length`."""
+        if length > self.max_len:
+            raise SedpaError(f"{length} > max_len {self.max_len}")
+        gen = torch.Generator(device=self.model.device).manual_seed(seed)
+        for cache in self.caches:
+            for t in cache.k + cache.v:
+                for i in range(t.shape[1]):  # head by head: no full-size fp32 temporary
+                    t[:, i].normal_(0, 1, generator=gen)
+        self.length = length
+        self.pos.fill_(length)
+
+
+def spec_for_mode(mode, num_layers: int) -> RuntimeSpec:
+    """The runtime settings of a reference-path mode object (`build_mode(...)`; None = full)."""
+    name = getattr(mode, "name", "full") if mode is not None else "full"
+    if name in ("duo", "sedpa-s", "sedpa-w"):
+        return RuntimeSpec(mode=name, pattern=mode.pattern, sink=mode.sink, recent=mode.recent, window=mode.window)
+    if name == "streaming":
+        return RuntimeSpec(mode=name, sink=mode.sink, recent=mode.recent)
+    if name == "tidal":
+        return RuntimeSpec(mode=name, top_k=mode.top_k, dense_layers=mode.dense_layers,
+                           selection_layers=mode.selection_layers)
+    return RuntimeSpec(mode="full")
+
+
+@dataclass
+class Sampling:
+    temperature: float = 0.0
+    top_p: float = 1.0
+    top_k: int = 0
+
+
+def sample(logits: torch.Tensor, cfg: Sampling, gen: torch.Generator | None = None) -> torch.Tensor:
+    """[b, vocab] -> [b] token ids: greedy at temperature 0, else top-k / top-p sampling."""
+    if cfg.temperature <= 0:
+        return logits.argmax(dim=-1)
+    logits = logits / cfg.temperature
+    if cfg.top_k:
+        kth = torch.topk(logits, min(cfg.top_k, logits.shape[-1]), dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if cfg.top_p < 1:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cum = torch.softmax(sorted_logits, dim=-1).cumsum(-1)
+        drop = cum - torch.softmax(sorted_logits, dim=-1) > cfg.top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, 1, generator=gen)[:, 0]
+
+
+@dataclass
+class RunResult:
+    tokens: list[int]
+    prefill_s: float
+    decode_s: float
+
+
+def run_generation(runner: Runner, ids: list[int], max_new_tokens: int, sampling: Sampling, *, seed: int = 0,
+                   eos_id: int | None = None) -> RunResult:
+    """Prefill `ids`, then decode up to `max_new_tokens` (stops at `eos_id`)."""
+    dev = runner.model.device
+    gen = torch.Generator(device=dev).manual_seed(seed)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    runner.reset()
+    sync()
+    t0 = time.perf_counter()
+    logits = runner.prefill(torch.tensor([ids], device=dev))
+    tok = sample(logits, sampling, gen)
+    sync()
+    prefill_s = time.perf_counter() - t0
+    out = [int(tok[0])]
+    t1 = time.perf_counter()
+    while len(out) < max_new_tokens and (eos_id is None or out[-1] != eos_id):
+        logits = runner.decode(tok)
+        tok = sample(logits, sampling, gen)
+        out.append(int(tok[0]))
+    sync()
+    return RunResult(tokens=out, prefill_s=prefill_s, decode_s=time.perf_counter() - t1)

@@ -1,0 +1,120 @@
+"""`TinyTrainConfig`: everything `sedpa train-tiny` needs, read from recipes/tiny.yaml."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from sedpa_compress.errors import SedpaError
+
+
+@dataclass
+class TinyTrainConfig:
+    # model (Llama architecture, GQA, RoPE)
+    hidden_size: int = 512
+    num_layers: int = 8
+    num_heads: int = 8
+    num_kv_heads: int = 2
+    intermediate_size: int = 1024
+    vocab_size: int = 4096
+    rope_theta: float = 200000.0
+    max_position_embeddings: int = 32768
+    tie_word_embeddings: bool = True
+    # optimisation
+    steps: int = 3000
+    tokens_per_step: int = 131072
+    lr: float = 1.5e-3
+    min_lr_ratio: float = 0.1
+    warmup_steps: int = 100
+    weight_decay: float = 0.1
+    grad_clip: float = 1.0
+    betas: tuple[float, float] = (0.9, 0.95)
+    answer_loss_weight: float = 1.0  # loss = mean CE(text tokens) + weight * mean CE(answer tokens)
+    seed: int = 0
+    # data mix
+    needle_fraction: float = 0.6  # share of sequences that are retrieval examples
+    copy_fraction: float = 0.1  # share of sequences of repeated random-token spans (copying practice)
+    haystack_text_loss: bool = False  # also train the LM on the haystack text inside retrieval sequences
+    max_needles: int = 8
+    max_queries: int = 4
+    # sequence-length curriculum: (until this fraction of steps, {length: weight})
+    curriculum: list[dict[str, Any]] = field(default_factory=lambda: [
+        {"until": 0.2, "lengths": {256: 3, 512: 3, 1024: 2, 2048: 1}},
+        {"until": 0.5, "lengths": {512: 2, 1024: 2, 2048: 2, 4096: 2, 8192: 1}},
+        {"until": 1.0, "lengths": {1024: 1, 2048: 1, 4096: 2, 8192: 2, 16384: 2}},
+    ])
+    # bookkeeping
+    checkpoint_every: int = 200
+    log_every: int = 10
+    max_minutes: float = 0.0  # stop (with a checkpoint) after this wall time; 0 = no limit
+    num_workers: int = 4
+    # evaluation at the end
+    eval_contexts: list[int] = field(default_factory=lambda: [1024, 2048, 4096, 8192, 16384])
+    eval_depths: int = 11
+    eval_samples_per_depth: int = 2
+    stream_sink: int = 16
+    stream_recent: int = 64
+
+    @property
+    def head_dim(self) -> int:
+        return self.hidden_size // self.num_heads
+
+    def validate(self) -> None:
+        if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
+            raise SedpaError(
+                f"hidden_size {self.hidden_size}, num_heads {self.num_heads}, num_kv_heads {self.num_kv_heads}: "
+                "hidden_size must divide by num_heads and num_heads by num_kv_heads"
+            )
+        for entry in self.curriculum:
+            if set(entry) != {"until", "lengths"} or not entry["lengths"]:
+                raise SedpaError(f"curriculum entry {entry}: each needs `until` and a non-empty `lengths` map")
+            for length in entry["lengths"]:
+                if int(length) % 64 or self.tokens_per_step % int(length):
+                    raise SedpaError(
+                        f"curriculum length {length}: must be a multiple of 64 that divides tokens_per_step "
+                        f"{self.tokens_per_step}"
+                    )
+        if self.needle_fraction + self.copy_fraction > 1:
+            raise SedpaError("needle_fraction + copy_fraction must be at most 1 (the rest is plain text)")
+        if not self.curriculum or self.curriculum[-1]["until"] < 1.0:
+            raise SedpaError("the last curriculum entry needs `until: 1.0`")
+
+
+def load_config(path: Path | None = None, **overrides: Any) -> TinyTrainConfig:
+    """Read a recipe (YAML mapping of TinyTrainConfig fields); unknown fields are an error."""
+    data: dict[str, Any] = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise SedpaError(f"recipe {path} does not exist: pass --recipe recipes/tiny.yaml")
+        try:
+            data = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as exc:
+            raise SedpaError(f"recipe {path} is not valid YAML ({exc}): fix the file") from None
+        if not isinstance(data, dict):
+            raise SedpaError(f"recipe {path} must be a mapping of settings")
+        data = data.get("train_tiny", data)
+    names = {f.name for f in dataclasses.fields(TinyTrainConfig)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise SedpaError(f"recipe {path}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
+    data.update({k: v for k, v in overrides.items() if v is not None})
+    if "betas" in data:
+        data["betas"] = tuple(data["betas"])
+    if "curriculum" in data:
+        data["curriculum"] = [{"until": float(e["until"]), "lengths": {int(k): float(v) for k, v in e["lengths"].items()}}
+                              if isinstance(e, dict) and "lengths" in e and "until" in e else e
+                              for e in data["curriculum"]]
+    cfg = TinyTrainConfig(**data)
+    cfg.validate()
+    return cfg
+
+
+def config_to_dict(cfg: TinyTrainConfig) -> dict[str, Any]:
+    d = dataclasses.asdict(cfg)
+    d["betas"] = list(cfg.betas)
+    return d

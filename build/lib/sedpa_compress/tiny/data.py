@@ -1,0 +1,180 @@
+"""Training batches for sedpa-tiny: plain shipped text and synthetic retrieval sequences, built in
+token space. Batch `step` depends only on (seed, step), so a resumed run sees exactly the same data."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from tokenizers import Tokenizer
+
+from sedpa_compress.data.needles import TRAIN_TEMPLATES, NeedleTemplates
+from sedpa_compress.data.text import load_bundled_text
+from sedpa_compress.tiny.config import TinyTrainConfig
+from sedpa_compress.tiny.tokenizer import BOS
+
+_SENTENCE_END_CHARS = (".", "!", "?", "Ċ")
+
+
+@dataclass
+class Batch:
+    input_ids: torch.Tensor  # [B, L] int64
+    answer_mask: torch.Tensor  # [B, L] bool: this token is part of a retrieved answer value
+    text_mask: torch.Tensor  # [B, L] bool: this token counts in the text loss
+    length: int
+
+
+def sequence_length(cfg: TinyTrainConfig, progress: float, rng: random.Random) -> int:
+    """A sequence length drawn from the curriculum entry that covers `progress` (0..1 of training)."""
+    frac = progress
+    for entry in cfg.curriculum:
+        if frac < entry["until"] or entry is cfg.curriculum[-1]:
+            lengths = [int(k) for k in entry["lengths"]]
+            weights = [float(v) for v in entry["lengths"].values()]
+            return rng.choices(lengths, weights)[0]
+    raise AssertionError("unreachable")
+
+
+class TinyData(torch.utils.data.Dataset):
+    """`dataset[step]` is that step's Batch (index = step number, for any step)."""
+
+    def __init__(self, cfg: TinyTrainConfig, tokenizer: Tokenizer, text: str | None = None,
+                 templates: NeedleTemplates = TRAIN_TEMPLATES) -> None:
+        self.cfg = cfg
+        self.tok = tokenizer
+        self.templates = templates
+        self.bos = tokenizer.token_to_id(BOS)
+        text = load_bundled_text("train") if text is None else text
+        ids = [e.ids for e in tokenizer.encode_batch(text.split("\n\n"), add_special_tokens=False)]
+        nl = tokenizer.encode("\n\n", add_special_tokens=False).ids
+        flat: list[int] = []
+        for chunk in ids:
+            flat += chunk + nl
+        self.corpus = np.asarray(flat, dtype=np.int64)
+        vocab = tokenizer.get_vocab()
+        self._is_end = np.zeros(max(vocab.values()) + 1, dtype=bool)
+        for piece, i in vocab.items():
+            if piece.endswith(_SENTENCE_END_CHARS):
+                self._is_end[i] = True
+        # token positions that start a sentence: where haystack windows begin and needles go
+        self.starts = np.flatnonzero(self._is_end[self.corpus[:-1]]) + 1
+
+    def __len__(self) -> int:
+        return self.cfg.steps
+
+    def __getitem__(self, item: int | tuple[int, int]) -> Batch:
+        """`item` is a step (its length from the step-based curriculum) or (step, length)."""
+        step, length = item if isinstance(item, tuple) else (item, 0)
+        rng = random.Random(self.cfg.seed * 1_000_003 + step)
+        length = length or sequence_length(self.cfg, step / max(1, self.cfg.steps), rng)
+        n_seq = self.cfg.tokens_per_step // length
+        input_ids = np.empty((n_seq, length), dtype=np.int64)
+        answer = np.zeros((n_seq, length), dtype=bool)
+        text = np.zeros((n_seq, length), dtype=bool)
+        kinds = []
+        for _ in range(n_seq):
+            r = rng.random()
+            kinds.append("needle" if r < self.cfg.needle_fraction else
+                         "copy" if r < self.cfg.needle_fraction + self.cfg.copy_fraction else "text")
+        # all template texts of the batch are tokenized in one call (the costly part)
+        specs = [self._needle_spec(rng, length) if k == "needle" else None for k in kinds]
+        texts = [t for spec in specs if spec for t in spec]
+        enc = [e.ids for e in self.tok.encode_batch(texts, add_special_tokens=False)] if texts else []
+        pos = 0
+        for b, kind in enumerate(kinds):
+            if kind == "needle":
+                n = len(specs[b])
+                input_ids[b], answer[b], text[b] = self._needle_sequence(rng, length, specs[b], enc[pos: pos + n])
+                pos += n
+            elif kind == "copy":
+                input_ids[b], answer[b], text[b] = self._copy_sequence(rng, length)
+            else:
+                input_ids[b], answer[b], text[b] = self._text_sequence(rng, length)
+        return Batch(torch.from_numpy(input_ids), torch.from_numpy(answer), torch.from_numpy(text), length)
+
+    def _window(self, rng: random.Random, n: int) -> np.ndarray:
+        start = int(self.starts[rng.randrange(len(self.starts))])
+        if start + n > len(self.corpus):
+            start = int(self.starts[rng.randrange(max(1, np.searchsorted(self.starts, len(self.corpus) - n)))])
+        return self.corpus[start: start + n]
+
+    def _text_sequence(self, rng: random.Random, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        seq = np.concatenate([[self.bos], self._window(rng, length - 1)])
+        return seq, np.zeros(length, dtype=bool), np.ones(length, dtype=bool)
+
+    def _copy_sequence(self, rng: random.Random, length: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Spans of random tokens, each repeated once: dense practice for copying from context."""
+        nrng = np.random.default_rng(rng.getrandbits(63))
+        seq = [np.asarray([self.bos])]
+        mask = [np.zeros(1, dtype=bool)]
+        used = 1
+        while used < length:
+            n = int(nrng.integers(4, 48))
+            span = nrng.integers(3, self.tok.get_vocab_size(), n)
+            seq += [span, span]
+            mask += [np.zeros(n, dtype=bool), np.ones(n, dtype=bool)]
+            used += 2 * n
+        ids = np.concatenate(seq)[:length]
+        second = np.concatenate(mask)[:length]  # the repeats count in the text loss; first copies are noise
+        return ids, np.zeros(length, dtype=bool), second
+
+    def _needle_spec(self, rng: random.Random, length: int) -> list[str]:
+        """Texts of one retrieval sequence: n needle sentences, then (question + prefix, answer) pairs."""
+        cfg = self.cfg
+        n_needles = rng.randint(1, max(1, min(cfg.max_needles, length // 64)))
+        n_queries = rng.randint(1, min(cfg.max_queries, n_needles))
+        needles = self.templates.sample_needles(rng, n_needles)
+        texts = [" " + n.sentence for n in needles]
+        for i in rng.sample(range(n_needles), n_queries):
+            q, a = self.templates.render_question(needles[i], rng)
+            texts += ["\n\n" + q + "\n" + a, " " + needles[i].value]
+        return texts
+
+    def _needle_sequence(self, rng: random.Random, length: int, texts: list[str],
+                         enc: list[list[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        cfg = self.cfg
+        n_needles = len(texts) - sum(1 for t in texts if t.startswith("\n\n")) * 2
+        needle_ids, tail = enc[:n_needles], enc[n_needles:]
+        tail_ids: list[int] = []
+        tail_mask: list[bool] = []
+        for j, piece in enumerate(tail):
+            tail_ids += piece
+            tail_mask += [j % 2 == 1] * len(piece)
+        hay_len = length - 1 - sum(map(len, needle_ids)) - len(tail_ids)
+        if hay_len < 16:  # too many needles for this length: fall back to plain text
+            return self._text_sequence(rng, length)  # (never for the shipped recipe's lengths)
+        hay = self._window(rng, hay_len)
+        hay_text = np.full(hay_len, cfg.haystack_text_loss, dtype=bool)
+        cuts = self._cuts(hay)  # sentence starts inside the window (and both ends): insertion points
+        places = []
+        for k in range(n_needles):
+            r = rng.random()
+            depth = 0.0 if r < 0.08 else 1.0 if r < 0.16 else rng.random()
+            places.append((int(cuts[np.abs(cuts - depth * hay_len).argmin()]), k))
+        places.sort()
+        parts: list[np.ndarray] = [np.asarray([self.bos])]
+        text_parts: list[np.ndarray] = [np.ones(1, dtype=bool)]
+        pos = 0
+        for off, k in places:
+            parts += [hay[pos:off], np.asarray(needle_ids[k])]
+            text_parts += [hay_text[pos:off], np.ones(len(needle_ids[k]), dtype=bool)]
+            pos = off
+        parts += [hay[pos:], np.asarray(tail_ids)]
+        text_parts += [hay_text[pos:], ~np.asarray(tail_mask, dtype=bool)]
+        seq = np.concatenate(parts).astype(np.int64)
+        text = np.concatenate(text_parts)
+        mask = np.zeros(length, dtype=bool)
+        mask[length - len(tail_ids):] = tail_mask
+        assert len(seq) == length and len(text) == length
+        return seq, mask, text
+
+    def _cuts(self, hay: np.ndarray) -> np.ndarray:
+        """Offsets in `hay` where a sentence starts (always 0 and len)."""
+        inner = np.flatnonzero(self._is_end[hay[:-1]]) + 1
+        return np.concatenate([[0], inner, [len(hay)]])
+
+
+def collate_identity(batch: Batch) -> Batch:
+    return batch

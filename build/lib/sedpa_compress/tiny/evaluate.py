@@ -1,0 +1,248 @@
+"""Acceptance evaluation of a sedpa-tiny model: needle retrieval (full vs streaming-only attention) on
+held-out templates and held-out text, and held-out text perplexity. Writes bench JSON.
+
+    python -m sedpa_compress.tiny.evaluate --model sedpa_compress/models/embedded/sedpa-tiny \
+        --out bench/results/tiny_acceptance.json
+
+Answers are greedy decodes (a KV cache, the prompt prefilled in chunks). `accuracy` is RULER's string
+match: the value appears in the answer's first line as a whole number; `exact` is stricter: the answer
+starts with the value.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as _dt
+import json
+import math
+import random
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from sedpa_compress.data.needles import (HELDOUT_TEMPLATES, NeedleTemplates, answer_found, make_needle_example,
+                                         score_answer)
+from sedpa_compress.data.text import load_bundled_text, load_haystack
+
+
+def streaming_mask(length: int, sink: int, recent: int, device: torch.device | str) -> torch.Tensor:
+    """[1, 1, T, T] bool: query i sees key j iff j <= i and (j < sink or i - j < recent)."""
+    i = torch.arange(length, device=device)
+    causal = i[None, :] <= i[:, None]
+    keep = (i[None, :] < sink) | (i[:, None] - i[None, :] < recent)
+    return (causal & keep)[None, None]
+
+
+def _allowed(q_pos: torch.Tensor, k_len: int, mode: str, sink: int, recent: int) -> torch.Tensor:
+    """[1, 1, len(q_pos), k_len] bool: causal, and for streaming only the sink and the last `recent` keys."""
+    k = torch.arange(k_len, device=q_pos.device)
+    keep = k[None, :] <= q_pos[:, None]
+    if mode == "streaming":
+        keep &= (k[None, :] < sink) | (q_pos[:, None] - k[None, :] < recent)
+    return keep[None, None]
+
+
+@torch.no_grad()
+def greedy_answer(model: torch.nn.Module, prompt_ids: list[int], new_tokens: int, mode: str,
+                  sink: int = 16, recent: int = 64, chunk: int = 2048) -> list[int]:
+    """Greedy decoding of `new_tokens` tokens with a KV cache. The prompt is prefilled in chunks of
+    `chunk` queries, so no [T, T] mask or score matrix is built at 16K; streaming attention sees only the
+    sink and the last `recent` tokens (the same as evicting the rest under RoPE)."""
+    from transformers import DynamicCache
+
+    device = next(model.parameters()).device
+    ids = torch.tensor([prompt_ids], device=device)
+    cache = DynamicCache()
+    logits = None
+    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        for start in range(0, ids.shape[1], chunk):
+            end = min(ids.shape[1], start + chunk)
+            mask = _allowed(torch.arange(start, end, device=device), end, mode, sink, recent)
+            out = model.model(input_ids=ids[:, start:end], attention_mask=mask, past_key_values=cache, use_cache=True)
+            logits = model.lm_head(out.last_hidden_state[:, -1])
+        generated: list[int] = []
+        pos = ids.shape[1]
+        for _ in range(new_tokens):
+            nxt = int(logits.argmax(-1))
+            generated.append(nxt)
+            mask = _allowed(torch.tensor([pos], device=device), pos + 1, mode, sink, recent)
+            out = model.model(input_ids=torch.tensor([[nxt]], device=device), attention_mask=mask,
+                              past_key_values=cache, use_cache=True)
+            logits = model.lm_head(out.last_hidden_state[:, -1])
+            pos += 1
+    return generated
+
+
+def needle_rows(model: torch.nn.Module, tokenizer: Any, contexts: list[int], depths: int, samples: int,
+                modes: tuple[str, ...] = ("full", "streaming"), sink: int = 16, recent: int = 64,
+                stream_max_context: int | None = None,
+                templates: NeedleTemplates = HELDOUT_TEMPLATES, seed: int = 1234, haystack: str | None = None,
+                log=print) -> list[dict[str, Any]]:
+    hay = haystack if haystack is not None else load_haystack(None, min_chars=max(contexts) * 6)
+    depth_list = [round(d / (depths - 1), 4) for d in range(depths)] if depths > 1 else [0.5]
+    rows = []
+    for ctx in contexts:
+        t0 = time.time()
+        results: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}
+        for depth in depth_list:
+            per_mode: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}
+            for s in range(samples):
+                rng = random.Random(f"{seed}-{ctx}-{depth}-{s}")
+                ex = make_needle_example(tokenizer, hay, ctx, [depth], rng, templates=templates)
+                prompt_ids = tokenizer(ex.prompt, add_special_tokens=True)["input_ids"]
+                budget = len(tokenizer(" " + ex.answer, add_special_tokens=False)["input_ids"]) + 4
+                for mode in modes:
+                    if mode != "full" and stream_max_context and ctx > stream_max_context:
+                        continue
+                    text = tokenizer.decode(greedy_answer(model, prompt_ids, budget, mode, sink, recent))
+                    exact, _ = score_answer(text, ex.answer)
+                    per_mode[mode].append((answer_found(text, ex.answer), exact))
+            for mode in [m for m in modes if per_mode[m]]:
+                found = sum(f for f, _ in per_mode[mode]) / samples
+                exact = sum(e for _, e in per_mode[mode]) / samples
+                rows.append({"mode": mode, "context": ctx, "depth": depth, "accuracy": found,
+                             "exact": exact, "samples": samples})
+                results[mode] += per_mode[mode]
+        summary = ", ".join(f"{m} {sum(e for e, _ in results[m]) / len(results[m]):.3f}" for m in modes if results[m])
+        log(f"needle ctx {ctx}: {summary} ({time.time() - t0:.1f}s)")
+    return rows
+
+
+@torch.no_grad()
+def perplexity(model: torch.nn.Module, tokenizer: Any, text: str, window: int = 1024, max_tokens: int = 65536,
+               mode: str = "full", sink: int = 16, recent: int = 64) -> float:
+    """Perplexity over non-overlapping windows of `window` tokens (each starting with BOS)."""
+    device = next(model.parameters()).device
+    ids = tokenizer(text, add_special_tokens=False)["input_ids"][:max_tokens]
+    bos = tokenizer.bos_token_id
+    nll, count = 0.0, 0
+    for start in range(0, len(ids) - 1, window - 1):
+        chunk = [bos] + ids[start: start + window - 1]
+        if len(chunk) < 2:
+            break
+        x = torch.tensor([chunk], device=device)
+        mask = None if mode == "full" else streaming_mask(x.shape[1], sink, recent, device)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(input_ids=x, attention_mask=mask).logits.float()
+        loss = torch.nn.functional.cross_entropy(logits[0, :-1], x[0, 1:], reduction="sum")
+        nll += loss.item()
+        count += x.shape[1] - 1
+    return math.exp(nll / max(1, count))
+
+
+@torch.no_grad()
+def sample_text(model: torch.nn.Module, tokenizer: Any, prompt: str, new_tokens: int = 60, seed: int = 0,
+                temperature: float = 0.8, top_k: int = 40) -> str:
+    device = next(model.parameters()).device
+    gen = torch.Generator(device="cpu").manual_seed(seed)
+    ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
+    for _ in range(new_tokens):
+        x = torch.tensor([ids], device=device)
+        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+            logits = model(input_ids=x).logits[0, -1].float().cpu()
+        top = torch.topk(logits / temperature, top_k)
+        nxt = top.indices[torch.multinomial(torch.softmax(top.values, -1), 1, generator=gen)].item()
+        if nxt == tokenizer.eos_token_id:
+            break
+        ids.append(nxt)
+    return tokenizer.decode(ids, skip_special_tokens=True)
+
+
+SAMPLE_PROMPTS = ("And it came to pass, when the king", "The function returns a new list", "In the morning")
+
+
+def git_commit() -> str:
+    try:
+        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
+                              cwd=Path(__file__).resolve().parent).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def device_name(device: torch.device) -> str:
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
+
+
+def evaluate(model: torch.nn.Module, tokenizer: Any, *, model_name: str, contexts: list[int], depths: int,
+             samples: int, sink: int, recent: int, command: str, ppl_tokens: int = 65536,
+             stream_max_context: int | None = None,
+             log=print) -> dict[str, Any]:
+    """Needle rows (full + streaming) and held-out perplexity in the bench JSON shape."""
+    model.eval()
+    device = next(model.parameters()).device
+    t0 = time.time()
+    rows = needle_rows(model, tokenizer, contexts, depths, samples, sink=sink, recent=recent,
+                       stream_max_context=stream_max_context, log=log)
+    heldout = load_bundled_text("heldout")
+    ppl_full = perplexity(model, tokenizer, heldout, max_tokens=ppl_tokens)
+    ppl_stream = perplexity(model, tokenizer, heldout, max_tokens=ppl_tokens, mode="streaming", sink=sink,
+                            recent=recent)
+    log(f"held-out perplexity: full {ppl_full:.2f}, streaming {ppl_stream:.2f}")
+    samples_text = [sample_text(model, tokenizer, p, seed=i) for i, p in enumerate(SAMPLE_PROMPTS)]
+    summary: dict[str, Any] = {}
+    for mode in ("full", "streaming"):
+        mrows = [r for r in rows if r["mode"] == mode]
+        per_ctx = {str(c): sum(r["accuracy"] for r in mrows if r["context"] == c) /
+                   sum(1 for r in mrows if r["context"] == c) for c in contexts
+                   if any(r["context"] == c for r in mrows)}
+        summary[mode] = {"accuracy": sum(r["accuracy"] for r in mrows) / max(1, len(mrows)),
+                         "exact": sum(r["exact"] for r in mrows) / max(1, len(mrows)),
+                         "accuracy_by_context": per_ctx,
+                         "ppl": ppl_full if mode == "full" else ppl_stream}
+    return {
+        "benchmark": "niah",
+        "model": model_name,
+        "device": device_name(device),
+        "command": command,
+        "git_commit": git_commit(),
+        "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "settings": {"contexts": contexts, "depths": depths, "samples_per_depth": samples, "sink": sink,
+                     "stream_max_context": stream_max_context,
+                     "recent": recent, "templates": "heldout", "haystack": "bundled held-out text",
+                     "ppl_text": "bundled held-out text", "ppl_window": 1024, "ppl_tokens": ppl_tokens,
+                     "answer_decoding": "greedy, KV cache; accuracy = value in the first line (RULER string match), exact = answer starts with the value"},
+        "rows": rows,
+        "summary": summary,
+        "text_samples": [{"prompt": p, "text": t} for p, t in zip(SAMPLE_PROMPTS, samples_text)],
+        "wall_s": round(time.time() - t0, 1),
+    }
+
+
+def load_model_dir(path: Path, device: str):
+    from transformers import AutoTokenizer, LlamaForCausalLM
+
+    tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+    model = LlamaForCausalLM.from_pretrained(str(path), dtype=torch.float32, attn_implementation="sdpa")
+    return model.to(device).eval(), tok
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Evaluate sedpa-tiny: needle retrieval full vs streaming, perplexity.")
+    ap.add_argument("--model", default=str(Path(__file__).resolve().parents[1] / "models/embedded/sedpa-tiny"))
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--contexts", default="1024,2048,4096,8192,16384")
+    ap.add_argument("--depths", type=int, default=11)
+    ap.add_argument("--samples", type=int, default=2)
+    ap.add_argument("--sink", type=int, default=16)
+    ap.add_argument("--recent", type=int, default=64)
+    ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--stream-max-context", type=int, default=None,
+                    help="measure streaming attention only up to this context (it costs as much as full on the CPU)")
+    ap.add_argument("--ppl-tokens", type=int, default=65536)
+    args = ap.parse_args(argv)
+    model, tok = load_model_dir(Path(args.model), args.device)
+    command = "python -m sedpa_compress.tiny.evaluate " + " ".join(sys.argv[1:] if argv is None else argv)
+    result = evaluate(model, tok, model_name="sedpa-tiny", contexts=[int(c) for c in args.contexts.split(",")],
+                      depths=args.depths, samples=args.samples, sink=args.sink, recent=args.recent,
+                      command=command, stream_max_context=args.stream_max_context, ppl_tokens=args.ppl_tokens)
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(json.dumps(result["summary"], indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,176 @@
+"""Assemble the embedded sedpa-tiny from its training stages: the last stage's weights and tokenizer, a
+model card that lists every stage (command, commit, device, steps, data mix, final losses), the stages'
+loss curves in one PNG, the acceptance evaluation, and the head pattern when one exists.
+
+    python -m sedpa_compress.tiny.ship --stage runs/stage1/model@82e7da0 --stage runs/stage2/model@44744ad \
+        --stage runs/stage3/model@b14743d --eval bench/results/tiny_acceptance.json \
+        --pattern recipes/patterns/sedpa-tiny.pattern.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+from sedpa_compress.atomic import atomic_directory
+from sedpa_compress.errors import SedpaError
+from sedpa_compress.models.loader import EMBEDDED_DIR, PATTERN_FILE
+
+MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
+               "tokenizer_config.json", "special_tokens_map.json")
+
+
+def _stage(spec: str) -> tuple[Path, str]:
+    path, _, commit = spec.partition("@")
+    folder = Path(path)
+    if not (folder / "training.json").is_file():
+        raise SedpaError(f"{folder} has no training.json: pass the model/ folder a `sedpa train-tiny` run exported")
+    return folder, commit or "unknown"
+
+
+def combined_loss_curve(stage_dirs: list[Path], path: Path) -> None:
+    """The stages' own loss-curve PNGs stacked, one row per stage."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.image as mpimg
+    import matplotlib.pyplot as plt
+
+    images = [mpimg.imread(d / "loss_curve.png") for d in stage_dirs]
+    fig, axes = plt.subplots(len(images), 1, figsize=(10, 3.6 * len(images)))
+    for i, (ax, img) in enumerate(zip(list(getattr(axes, "flat", [axes])), images)):
+        ax.imshow(img)
+        ax.set_axis_off()
+        ax.set_title(f"stage {i + 1}", fontsize=11, loc="left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _mix(cfg: dict[str, Any]) -> str:
+    text = 1 - cfg["needle_fraction"] - cfg.get("copy_fraction", 0.0)
+    parts = [f"{cfg['needle_fraction']:.0%} retrieval", f"{cfg.get('copy_fraction', 0.0):.0%} copy", f"{text:.0%} text"]
+    if cfg.get("answer_prefix_noise"):
+        parts.append(f"{cfg['answer_prefix_noise']:.0%} of answers after random-word prefixes")
+    return ", ".join(parts)
+
+
+def render_card(stages: list[tuple[dict[str, Any], str]], result: dict[str, Any] | None, has_pattern: bool) -> str:
+    last = stages[-1][0]
+    cfg = last["config"]
+    rows = []
+    for i, (info, commit) in enumerate(stages, 1):
+        c = info["config"]
+        f = info.get("final") or {}
+        lengths = sorted({int(k) for e in c["curriculum"] for k in e["lengths"]})
+        rows.append(
+            f"| {i} | `{info['command']}` | {commit} | {info['device']} | {info['steps_done']} × {c['tokens_per_step']} "
+            f"| {info['elapsed_s'] / 60:.1f} | {lengths[0]}–{lengths[-1]} | {_mix(c)} | lr {c['lr']} "
+            f"| {f.get('loss_text', float('nan')):.3f} / {f.get('loss_answer', float('nan')):.3f} / "
+            f"{f.get('answer_token_acc', float('nan')):.3f} |")
+    parts = [
+        "---", "license: apache-2.0", "library_name: transformers", "pipeline_tag: text-generation",
+        "tags: [sedpa, llama, long-context, needle-in-a-haystack, tiny]", "---", "",
+        "# sedpa-tiny", "",
+        "The default model of sedpa: a small Llama-architecture causal LM (GQA, RoPE) that ships inside the "
+        "package, so every command runs offline, and that retrieves facts from contexts up to 16K tokens, so "
+        "head identification, compression and the needle benchmark measure something true. It is a test model: "
+        "it writes text in the style of the King James Bible and Python's documentation and answers key→value "
+        "questions about its context.", "",
+        "## Architecture", "",
+        f"- {last['parameters'] / 1e6:.1f}M parameters; {cfg['num_layers']} layers, hidden {cfg['hidden_size']}, "
+        f"{cfg['num_heads']} query heads / {cfg['num_kv_heads']} KV heads (head dim "
+        f"{cfg['hidden_size'] // cfg['num_heads']}), SwiGLU {cfg['intermediate_size']}, RMSNorm, tied embeddings",
+        f"- RoPE theta {cfg['rope_theta']:g}; trained on sequences up to 16384 tokens",
+        f"- tokenizer: byte-level BPE, {cfg['vocab_size']} tokens, trained on the shipped text; one token per digit "
+        "and the space before a number is a token of its own",
+        "- weights: bf16 safetensors", "",
+        "## Training", "",
+        "Three runs of the project's trainer (`sedpa train-tiny`), each starting from the previous run's weights "
+        "(`--init-from`, fresh optimizer). Each command is run at the commit given (the recipes and training "
+        "templates changed between them). Data: the train split of the shipped text (`sedpa_compress/data/bundled/`), synthetic "
+        "retrieval sequences (1–8 key→value needles at random depths of that text, 1–4 questions at the end, "
+        "training templates only), and copy practice (random-token spans repeated once). Loss = text CE + answer CE.",
+        "",
+        "| stage | command | commit | device | steps × tokens | minutes | lengths | data | optimiser | final text / answer loss / answer-token acc |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+        *rows, "",
+        "![loss curves](loss_curve.png)", "",
+    ]
+    if result:
+        s = result["summary"]
+        contexts = result["settings"]["contexts"]
+        table = ["| attention | " + " | ".join(f"{c // 1024}K" for c in contexts) + " | mean |",
+                 "|---|" + "---|" * (len(contexts) + 1)]
+        for mode in ("full", "streaming"):
+            acc = s[mode]["accuracy_by_context"]
+            table.append(f"| {mode} | " + " | ".join(f"{acc[str(c)]:.2f}" if str(c) in acc else "—" for c in contexts)
+                         + f" | {s[mode]['accuracy']:.2f} |")
+        parts += [
+            "## Evaluation (held-out templates, held-out text)", "",
+            "Needle retrieval with held-out needle and question wordings: greedy answer, accuracy = the value "
+            "appears in the answer's first line (RULER's string match; the stricter 'answer starts with the "
+            f"value' is `exact` in eval.json: full {s['full'].get('exact', float('nan')):.2f}, streaming "
+            f"{s['streaming'].get('exact', float('nan')):.2f}). {result['settings']['depths']} depths × "
+            f"{result['settings']['samples_per_depth']} samples per context length; streaming = every head keeps "
+            f"{result['settings']['sink']} sink + {result['settings']['recent']} recent tokens. "
+            f"Measured on {result['device']} with `{result['command']}`:", "",
+            *table, "",
+            f"Held-out text perplexity (1024-token windows): full {s['full']['ppl']:.2f}, streaming "
+            f"{s['streaming']['ppl']:.2f}.", "",
+            "Samples (temperature 0.8, top-k 40):", "",
+        ]
+        for smp in result.get("text_samples", []):
+            parts += [f"> {' '.join(smp['text'].split())}", ""]
+    if has_pattern:
+        parts += ["## Head pattern", "",
+                  f"`{PATTERN_FILE}` beside the weights: the retrieval/streaming heads found by "
+                  "`sedpa identify-heads --recipe recipes/identify-sedpa-tiny.yaml` (used by `sedpa compress` "
+                  "when no `--pattern` is given).", ""]
+    parts += ["## Licence", "",
+              "Weights: Apache-2.0 (as sedpa). Training text: the King James Bible (public domain) and Python's "
+              "documentation (PSF licence); see `calibration/SOURCES.md`.", ""]
+    return "\n".join(parts)
+
+
+def ship(stage_specs: list[str], dest: Path, eval_json: Path | None, pattern: Path | None) -> Path:
+    stages = [_stage(s) for s in stage_specs]
+    if not stages:
+        raise SedpaError("no --stage given: pass each training run's model/ folder, first to last")
+    final_dir = stages[-1][0]
+    for name in MODEL_FILES:
+        if not (final_dir / name).is_file():
+            raise SedpaError(f"{final_dir} lacks {name}: pass the model/ folder of a finished run")
+    infos = [(json.loads((d / "training.json").read_text()), commit) for d, commit in stages]
+    result = json.loads(Path(eval_json).read_text()) if eval_json else None
+    with atomic_directory(dest, overwrite=True) as tmp:
+        for name in MODEL_FILES:
+            shutil.copy2(final_dir / name, tmp / name)
+        if pattern:
+            shutil.copy2(pattern, tmp / PATTERN_FILE)
+        combined_loss_curve([d for d, _ in stages], tmp / "loss_curve.png")
+        (tmp / "training.json").write_text(json.dumps(
+            {"stages": [dict(info, commit=commit) for info, commit in infos]}, indent=2) + "\n")
+        if result:
+            (tmp / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+        (tmp / "README.md").write_text(render_card(infos, result, pattern is not None))
+    return dest
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Assemble the embedded sedpa-tiny from its training stages.")
+    ap.add_argument("--stage", action="append", default=[], help="model/ folder of a run, optionally @commit")
+    ap.add_argument("--eval", default=None, help="acceptance JSON (python -m sedpa_compress.tiny.evaluate)")
+    ap.add_argument("--pattern", default=None, help="head pattern JSON to ship beside the weights")
+    ap.add_argument("--dest", default=str(EMBEDDED_DIR / "sedpa-tiny"))
+    args = ap.parse_args(argv)
+    out = ship(args.stage, Path(args.dest), Path(args.eval) if args.eval else None,
+               Path(args.pattern) if args.pattern else None)
+    print(f"wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

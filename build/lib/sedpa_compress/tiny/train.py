@@ -1,0 +1,286 @@
+"""Train sedpa-tiny: tokenizer, then the model on shipped text + synthetic retrieval, with atomic
+checkpoints, exact resume, a final evaluation, a loss curve and a model card.
+
+    python -m sedpa_compress.tiny.train --recipe recipes/tiny.yaml --out runs/tiny   (= sedpa train-tiny)
+
+Layout of `--out`:
+    tokenizer/    tokenizer.json + config (trained once, reused on resume)
+    checkpoint/   model.safetensors (fp32), optimizer.pt, state.json (step, elapsed, loss history)
+    model/        the Hugging Face model directory (bf16) with README.md, loss_curve.png, eval.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import shutil
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from sedpa_compress.atomic import atomic_directory
+from sedpa_compress.errors import SedpaError
+from sedpa_compress.tiny.config import TinyTrainConfig, config_to_dict, load_config
+from sedpa_compress.tiny.data import Batch, TinyData, sequence_length
+from sedpa_compress.tiny.model import build_model, count_parameters, export_hf
+
+Log = Callable[[str], None]
+
+
+def lr_at(cfg: TinyTrainConfig, step: int, progress: float) -> float:
+    """Linear warmup over `warmup_steps`, then cosine from `lr` to `lr * min_lr_ratio` over progress."""
+    if step < cfg.warmup_steps:
+        return cfg.lr * (step + 1) / cfg.warmup_steps
+    p = min(1.0, max(0.0, progress))
+    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
+
+
+class Progress:
+    """Fraction of training done: steps/steps, or (with max_minutes) the larger of that and wall time
+    spent / budget, so a time-limited run still finishes its schedule (then resume is not bit-exact)."""
+
+    def __init__(self, cfg: TinyTrainConfig, step: int, elapsed_s: float) -> None:
+        self.cfg = cfg
+        self.step = step
+        self.elapsed_before = elapsed_s
+        self.t0 = time.time()
+
+    @property
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.time() - self.t0
+
+    def value(self, step: int | None = None) -> float:
+        s = self.step if step is None else step
+        p = s / max(1, self.cfg.steps)
+        if self.cfg.max_minutes > 0:
+            p = max(p, self.elapsed / (self.cfg.max_minutes * 60))
+        return min(1.0, p)
+
+
+def _step_items(cfg: TinyTrainConfig, progress: Progress, start: int) -> Iterator[tuple[int, int]]:
+    import random
+
+    for step in range(start, cfg.steps):
+        rng = random.Random(cfg.seed * 7_919 + step)
+        # lengths follow the step-based curriculum, or the time-based one when a time budget is set
+        p = progress.value(step) if cfg.max_minutes > 0 else step / max(1, cfg.steps)
+        yield step, sequence_length(cfg, p, rng)
+
+
+def _ensure_tokenizer(cfg: TinyTrainConfig, out: Path, log: Log):
+    from tokenizers import Tokenizer
+
+    from sedpa_compress.data.text import load_bundled_text
+    from sedpa_compress.tiny.tokenizer import save_tokenizer, train_tokenizer
+
+    tok_dir = out / "tokenizer"
+    if not (tok_dir / "tokenizer.json").is_file():
+        t0 = time.time()
+        tok = train_tokenizer(load_bundled_text("train"), cfg.vocab_size)
+        with atomic_directory(tok_dir, overwrite=True) as tmp:
+            save_tokenizer(tok, tmp, cfg.max_position_embeddings)
+        log(f"trained tokenizer: vocab {tok.get_vocab_size()} in {time.time() - t0:.1f}s")
+    tok = Tokenizer.from_file(str(tok_dir / "tokenizer.json"))
+    if tok.get_vocab_size() > cfg.vocab_size:
+        raise SedpaError(f"{tok_dir} has {tok.get_vocab_size()} tokens but vocab_size is {cfg.vocab_size}: "
+                         "delete the tokenizer folder or use the recipe it was trained with")
+    return tok, tok_dir
+
+
+def save_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    with atomic_directory(path, overwrite=True) as tmp:
+        tensors = {k: v.detach().float().cpu().contiguous() for k, v in model.state_dict().items()
+                   if not (k == "lm_head.weight" and model.config.tie_word_embeddings)}
+        save_file(tensors, str(tmp / "model.safetensors"))
+        torch.save(opt.state_dict(), tmp / "optimizer.pt")
+        (tmp / "state.json").write_text(json.dumps(state) + "\n")
+
+
+def load_weights(model: torch.nn.Module, path: Path) -> None:
+    """Weights from a checkpoint dir or a Hugging Face model dir (single or sharded safetensors)."""
+    path = Path(path)
+    files = sorted(path.glob("model*.safetensors"))
+    if not files:
+        raise SedpaError(f"{path} has no model*.safetensors: pass a checkpoint or model directory")
+    state: dict[str, torch.Tensor] = {}
+    for f in files:
+        state.update(load_file(str(f)))
+    missing, unexpected = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
+    missing = [k for k in missing if k != "lm_head.weight"]
+    if missing or unexpected:
+        raise SedpaError(f"{path} does not match the recipe's model (missing {missing[:3]}, unexpected "
+                         f"{unexpected[:3]}): use the recipe it was trained with")
+    if model.config.tie_word_embeddings:
+        model.tie_weights()
+
+
+def train(cfg: TinyTrainConfig, out: Path, *, resume: Path | bool | None = None, init_from: Path | None = None,
+          device: str = "auto", eval_at_end: bool = True, log: Log = print, command: str = "") -> Path:
+    """Run (or continue) training; returns the exported model directory (`out/model`)."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if device == "auto":
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SedpaError("--device cuda was asked for but no CUDA GPU is visible: pass --device cpu")
+    dev = torch.device(device)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+
+    tok, tok_dir = _ensure_tokenizer(cfg, out, log)
+    model = build_model(cfg, tok.get_vocab()).to(dev)
+    n_params = count_parameters(model)
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in model.named_parameters() if p.ndim < 2]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                             {"params": no_decay, "weight_decay": 0.0}],
+                            lr=cfg.lr, betas=cfg.betas, fused=dev.type == "cuda")
+    state: dict[str, Any] = {"step": 0, "elapsed_s": 0.0, "history": [], "config": config_to_dict(cfg),
+                             "init_from": str(init_from) if init_from else None}
+    ckpt_dir = out / "checkpoint"
+    if resume:
+        src = ckpt_dir if resume is True else Path(resume)
+        if not (src / "state.json").is_file():
+            raise SedpaError(f"no checkpoint at {src} (state.json missing): run without --resume to start fresh")
+        load_weights(model, src)
+        opt.load_state_dict(torch.load(src / "optimizer.pt", map_location=dev, weights_only=True))
+        prev = json.loads((src / "state.json").read_text())
+        state.update({k: prev[k] for k in ("step", "elapsed_s", "history", "init_from") if k in prev})
+        log(f"resumed from {src} at step {state['step']}")
+    elif init_from:
+        load_weights(model, Path(init_from))
+        log(f"initialised weights from {init_from} (fresh optimizer and schedule)")
+
+    data = TinyData(cfg, tok)
+    progress = Progress(cfg, state["step"], state["elapsed_s"])
+    loader = torch.utils.data.DataLoader(
+        data, sampler=_step_items(cfg, progress, state["step"]), batch_size=None,
+        num_workers=cfg.num_workers, pin_memory=dev.type == "cuda",
+        prefetch_factor=4 if cfg.num_workers else None, persistent_workers=False,
+    )
+    log(f"model: {n_params / 1e6:.2f}M parameters, {cfg.num_layers} layers, {cfg.num_heads} heads / "
+        f"{cfg.num_kv_heads} KV heads; {len(data.corpus)} text tokens; device {device}; "
+        f"{cfg.steps} steps of {cfg.tokens_per_step} tokens" + (f", budget {cfg.max_minutes} min" if cfg.max_minutes else ""))
+
+    model.train()
+    last_print = time.time()
+    window: list[dict[str, float]] = []
+    step = state["step"]
+    stopped_by_time = False
+    for step_item, batch in zip(range(state["step"], cfg.steps), loader):
+        batch: Batch
+        step = step_item
+        progress.step = step
+        lr = lr_at(cfg, step, progress.value())
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x = batch.input_ids.to(dev, non_blocking=True)
+        ans = batch.answer_mask.to(dev, non_blocking=True)[:, 1:]
+        txt = batch.text_mask.to(dev, non_blocking=True)[:, 1:] & ~ans
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+            logits = model(input_ids=x).logits
+        ce = torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
+                                               x[:, 1:].reshape(-1), reduction="none").view_as(ans)
+        n_ans = ans.sum()
+        loss_text = (ce * txt).sum() / txt.sum().clamp(min=1)
+        loss_ans = (ce * ans).sum() / n_ans.clamp(min=1)
+        loss = loss_text + cfg.answer_loss_weight * loss_ans
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        gnorm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        with torch.no_grad():
+            pred = logits[:, :-1].argmax(-1)
+            ans_acc = ((pred == x[:, 1:]) & ans).sum() / n_ans.clamp(min=1)
+        step += 1
+        if step % cfg.log_every == 0 or step == cfg.steps:
+            rec = {"step": step, "length": batch.length, "loss_text": round(loss_text.item(), 4),
+                   "loss_answer": round(loss_ans.item(), 4), "answer_token_acc": round(ans_acc.item(), 4),
+                   "lr": lr, "grad_norm": round(gnorm.item(), 3), "elapsed_s": round(progress.elapsed, 1)}
+            state["history"].append(rec)
+            window.append(rec)
+        if time.time() - last_print > 30 or step == cfg.steps:
+            if window:
+                lt = sum(r["loss_text"] for r in window) / len(window)
+                la = sum(r["loss_answer"] for r in window) / len(window)
+                aa = sum(r["answer_token_acc"] for r in window) / len(window)
+                log(f"step {step}/{cfg.steps} len {batch.length} text {lt:.3f} answer {la:.3f} "
+                    f"ans_acc {aa:.3f} lr {lr:.2e} progress {progress.value(step):.3f} "
+                    f"{progress.elapsed:.0f}s")
+            window = []
+            last_print = time.time()
+        state["step"] = step
+        state["elapsed_s"] = progress.elapsed
+        done_by_time = cfg.max_minutes > 0 and progress.value(step) >= 1.0
+        if step % cfg.checkpoint_every == 0 or step == cfg.steps or done_by_time:
+            save_checkpoint(ckpt_dir, model, opt, state)
+        if done_by_time:
+            stopped_by_time = True
+            log(f"time budget of {cfg.max_minutes} min reached at step {step}: schedule finished, checkpoint saved")
+            break
+    del loader
+
+    model_dir = out / "model"
+    from sedpa_compress.tiny.card import write_card, write_loss_curve
+
+    model.eval()
+    train_info = {"steps_done": step, "stopped_by_time": stopped_by_time, "elapsed_s": round(state["elapsed_s"], 1),
+                  "parameters": n_params, "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
+                  "command": command or "sedpa train-tiny", "init_from": state.get("init_from"),
+                  "config": config_to_dict(cfg), "final": state["history"][-1] if state["history"] else {},
+                  "history": state["history"]}
+    # The model first (a run killed during evaluation still leaves it), then the evaluation and card.
+    with atomic_directory(model_dir, overwrite=True) as tmp:
+        export_hf(model, tok_dir, tmp)
+        write_loss_curve(state["history"], tmp / "loss_curve.png")
+        (tmp / "training.json").write_text(json.dumps(train_info, indent=2) + "\n")
+        write_card(tmp, train_info, state["history"], None)
+    log(f"exported {model_dir}")
+    if eval_at_end:
+        from sedpa_compress.tiny.evaluate import evaluate
+        from sedpa_compress.tiny.tokenizer import load_hf_tokenizer
+
+        hf_tok = load_hf_tokenizer(model_dir)
+        result = evaluate(model, hf_tok, model_name="sedpa-tiny", contexts=cfg.eval_contexts,
+                          depths=cfg.eval_depths, samples=cfg.eval_samples_per_depth, sink=cfg.stream_sink,
+                          recent=cfg.stream_recent, command=f"{command} (evaluation at the end of training)",
+                          log=log)
+        (model_dir / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
+        write_card(model_dir, train_info, state["history"], result)
+    log(f"wrote {model_dir}")
+    return model_dir
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="Train sedpa-tiny (same as `sedpa train-tiny`).")
+    ap.add_argument("--recipe", default="recipes/tiny.yaml")
+    ap.add_argument("--out", default="runs/sedpa-tiny")
+    ap.add_argument("--resume", action="store_true")
+    ap.add_argument("--init-from", default=None)
+    ap.add_argument("--steps", type=int, default=None)
+    ap.add_argument("--max-minutes", type=float, default=None)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--no-eval", action="store_true")
+    ap.add_argument("--override", action="append", default=[], help="field=yaml-value, e.g. tokens_per_step=8192")
+    args = ap.parse_args(argv)
+    import yaml
+
+    overrides = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.override)}
+    cfg = load_config(Path(args.recipe), steps=args.steps, max_minutes=args.max_minutes, **overrides)
+    try:
+        train(cfg, Path(args.out), resume=args.resume, init_from=args.init_from, device=args.device,
+              eval_at_end=not args.no_eval, log=lambda s: print(s, flush=True),
+              command="python -m sedpa_compress.tiny.train " + " ".join(sys.argv[1:] if argv is None else argv))
+    except SedpaError as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
