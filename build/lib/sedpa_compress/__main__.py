@@ -1,5 +1,0 @@
-"""`python -m sedpa_compress ...` is `sedpa ...`."""
-
-from sedpa_compress.cli import main
-
-main()

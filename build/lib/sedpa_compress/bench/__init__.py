@@ -1,1 +1,0 @@
-"""Benchmarks: niah, ppl, longbench, efficiency; one JSON shape, PNGs beside it."""

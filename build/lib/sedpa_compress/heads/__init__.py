@@ -1,3 +1,0 @@
-from sedpa_compress.heads.pattern import HeadPattern, binarize
-
-__all__ = ['HeadPattern', 'binarize']

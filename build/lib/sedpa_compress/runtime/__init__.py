@@ -1,1 +1,0 @@
-"""Runtime: attention modes (reference path on any device) and the fast CUDA runner."""
