@@ -118,3 +118,19 @@ def atomic_directory(out: Path, *, overwrite: bool = False) -> Iterator[Path]:
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+
+
+def atomic_write_figure(path: Path, fig: Any, **savefig_kwargs: Any) -> Path:
+    """Render a matplotlib figure to PNG, close it, and write the bytes atomically to `path`."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    try:
+        fig.savefig(buf, format="png", **savefig_kwargs)
+    finally:
+        plt.close(fig)
+    atomic_write_bytes(Path(path), buf.getvalue())
+    return Path(path)
+

@@ -3,14 +3,13 @@ red -> yellow -> green scale of the NIAH / DuoAttention plots, score 0..1."""
 
 from __future__ import annotations
 
-import io
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from sedpa_compress.atomic import atomic_write_bytes
+from sedpa_compress.atomic import atomic_write_figure
 
 NIAH_COLORS = ("#F0496E", "#EBB839", "#0CD79F")  # the NIAH papers' scale: 0 red, 0.5 yellow, 1 green
 
@@ -59,13 +58,7 @@ def _draw(ax, grid: np.ndarray, lengths: list[int], depths: list[float], title: 
 
 
 def _save(fig, path: Path) -> Path:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110)
-    plt.close(fig)
-    atomic_write_bytes(Path(path), buf.getvalue())
-    return Path(path)
+    return atomic_write_figure(Path(path), fig, dpi=110)
 
 
 def plot_niah_heatmap(rows: Sequence[dict[str, Any]], mode: str, path: Path, *, metric: str = "accuracy",

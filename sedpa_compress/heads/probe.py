@@ -12,7 +12,6 @@ If the gates are right, top-K breaks retrieval, bottom-K does not, and duo beats
 
 from __future__ import annotations
 
-import io
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -21,7 +20,7 @@ from typing import Any
 
 import torch
 
-from sedpa_compress.atomic import atomic_write_bytes
+from sedpa_compress.atomic import atomic_write_figure
 from sedpa_compress.bench.results import make_result, write_result
 from sedpa_compress.errors import SedpaError
 from sedpa_compress.heads.pattern import HeadPattern
@@ -235,11 +234,7 @@ def plot_probe(result: dict[str, Any], path: Path) -> Path:
     ax2.set_ylim(-5, 105)
     ax2.legend(fontsize=7)
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    atomic_write_bytes(Path(path), buf.getvalue())
-    return Path(path)
+    return atomic_write_figure(Path(path), fig, dpi=120)
 
 
 def write_probe(result: dict[str, Any], out: Path) -> tuple[Path, Path]:

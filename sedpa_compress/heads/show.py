@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
-from sedpa_compress.atomic import atomic_write_bytes
+from sedpa_compress.atomic import atomic_write_figure
 from sedpa_compress.heads.pattern import HeadPattern
 
 
@@ -71,11 +70,7 @@ def plot_heatmap(pattern: HeadPattern, path: Path, title: str | None = None) -> 
     ax.set_title(title or f"{name}: gates\n(red = retrieval, {kept}/{layers * heads})", fontsize=9)
     fig.colorbar(im, ax=ax, label="gate alpha")
     fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=120)
-    plt.close(fig)
-    atomic_write_bytes(Path(path), buf.getvalue())
-    return Path(path)
+    return atomic_write_figure(Path(path), fig, dpi=120)
 
 
 def default_png_path(pattern_path: Path) -> Path:

@@ -16,7 +16,6 @@ import datetime as _dt
 import json
 import math
 import random
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -24,26 +23,17 @@ from typing import Any
 
 import torch
 
+from sedpa_compress.bench.results import device_name, git_commit
 from sedpa_compress.data.needles import (HELDOUT_TEMPLATES, NeedleTemplates, answer_found, make_needle_example,
                                          score_answer)
 from sedpa_compress.data.text import load_bundled_text, load_haystack
+from sedpa_compress.runtime.reference import causal_mask, streaming_mask
 
 
-def streaming_mask(length: int, sink: int, recent: int, device: torch.device | str) -> torch.Tensor:
-    """[1, 1, T, T] bool: query i sees key j iff j <= i and (j < sink or i - j < recent)."""
-    i = torch.arange(length, device=device)
-    causal = i[None, :] <= i[:, None]
-    keep = (i[None, :] < sink) | (i[:, None] - i[None, :] < recent)
-    return (causal & keep)[None, None]
-
-
-def _allowed(q_pos: torch.Tensor, k_len: int, mode: str, sink: int, recent: int) -> torch.Tensor:
-    """[1, 1, len(q_pos), k_len] bool: causal, and for streaming only the sink and the last `recent` keys."""
-    k = torch.arange(k_len, device=q_pos.device)
-    keep = k[None, :] <= q_pos[:, None]
-    if mode == "streaming":
-        keep &= (k[None, :] < sink) | (q_pos[:, None] - k[None, :] < recent)
-    return keep[None, None]
+def _allowed(tq: int, tk: int, mode: str, sink: int, recent: int, device: torch.device) -> torch.Tensor:
+    """[1, 1, tq, tk] bool for the last `tq` of `tk` tokens: causal, or the streaming sink + recent mask."""
+    mask = causal_mask(tq, tk, device) if mode == "full" else streaming_mask(tq, tk, sink, recent, device)
+    return mask[None, None]
 
 
 @torch.no_grad()
@@ -61,7 +51,7 @@ def greedy_answer(model: torch.nn.Module, prompt_ids: list[int], new_tokens: int
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
         for start in range(0, ids.shape[1], chunk):
             end = min(ids.shape[1], start + chunk)
-            mask = _allowed(torch.arange(start, end, device=device), end, mode, sink, recent)
+            mask = _allowed(end - start, end, mode, sink, recent, device)
             out = model.model(input_ids=ids[:, start:end], attention_mask=mask, past_key_values=cache, use_cache=True)
             logits = model.lm_head(out.last_hidden_state[:, -1])
         generated: list[int] = []
@@ -69,7 +59,7 @@ def greedy_answer(model: torch.nn.Module, prompt_ids: list[int], new_tokens: int
         for _ in range(new_tokens):
             nxt = int(logits.argmax(-1))
             generated.append(nxt)
-            mask = _allowed(torch.tensor([pos], device=device), pos + 1, mode, sink, recent)
+            mask = _allowed(1, pos + 1, mode, sink, recent, device)
             out = model.model(input_ids=torch.tensor([[nxt]], device=device), attention_mask=mask,
                               past_key_values=cache, use_cache=True)
             logits = model.lm_head(out.last_hidden_state[:, -1])
@@ -125,7 +115,7 @@ def perplexity(model: torch.nn.Module, tokenizer: Any, text: str, window: int = 
         if len(chunk) < 2:
             break
         x = torch.tensor([chunk], device=device)
-        mask = None if mode == "full" else streaming_mask(x.shape[1], sink, recent, device)
+        mask = None if mode == "full" else _allowed(x.shape[1], x.shape[1], mode, sink, recent, device)
         with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
             logits = model(input_ids=x, attention_mask=mask).logits.float()
         loss = torch.nn.functional.cross_entropy(logits[0, :-1], x[0, 1:], reduction="sum")
@@ -153,18 +143,6 @@ def sample_text(model: torch.nn.Module, tokenizer: Any, prompt: str, new_tokens:
 
 
 SAMPLE_PROMPTS = ("And it came to pass, when the king", "The function returns a new list", "In the morning")
-
-
-def git_commit() -> str:
-    try:
-        return subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, check=True,
-                              cwd=Path(__file__).resolve().parent).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        return "unknown"
-
-
-def device_name(device: torch.device) -> str:
-    return torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
 
 
 def evaluate(model: torch.nn.Module, tokenizer: Any, *, model_name: str, contexts: list[int], depths: int,
@@ -196,9 +174,9 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, *, model_name: str, context
     return {
         "benchmark": "niah",
         "model": model_name,
-        "device": device_name(device),
+        "device": device_name(str(device)),
         "command": command,
-        "git_commit": git_commit(),
+        "git_commit": git_commit() or "unknown",
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "settings": {"contexts": contexts, "depths": depths, "samples_per_depth": samples, "sink": sink,
                      "stream_max_context": stream_max_context,

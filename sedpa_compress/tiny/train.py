@@ -1,7 +1,7 @@
 """Train sedpa-tiny: tokenizer, then the model on shipped text + synthetic retrieval, with atomic
 checkpoints, exact resume, a final evaluation, a loss curve and a model card.
 
-    python -m sedpa_compress.tiny.train --recipe recipes/tiny.yaml --out runs/tiny   (= sedpa train-tiny)
+    sedpa train-tiny --recipe recipes/tiny.yaml --out runs/tiny      (the CLI: sedpa_compress/cli/train.py)
 
 Layout of `--out`:
     tokenizer/    tokenizer.json + config (trained once, reused on resume)
@@ -11,11 +11,8 @@ Layout of `--out`:
 
 from __future__ import annotations
 
-import argparse
 import json
 import math
-import shutil
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,7 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from sedpa_compress.atomic import atomic_directory
 from sedpa_compress.errors import SedpaError
-from sedpa_compress.tiny.config import TinyTrainConfig, config_to_dict, load_config
+from sedpa_compress.tiny.config import TinyTrainConfig, config_to_dict
 from sedpa_compress.tiny.data import Batch, TinyData, sequence_length
 from sedpa_compress.tiny.model import build_model, count_parameters, export_hf
 
@@ -255,32 +252,3 @@ def train(cfg: TinyTrainConfig, out: Path, *, resume: Path | bool | None = None,
         write_card(model_dir, train_info, state["history"], result)
     log(f"wrote {model_dir}")
     return model_dir
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="Train sedpa-tiny (same as `sedpa train-tiny`).")
-    ap.add_argument("--recipe", default="recipes/tiny.yaml")
-    ap.add_argument("--out", default="runs/sedpa-tiny")
-    ap.add_argument("--resume", action="store_true")
-    ap.add_argument("--init-from", default=None)
-    ap.add_argument("--steps", type=int, default=None)
-    ap.add_argument("--max-minutes", type=float, default=None)
-    ap.add_argument("--device", default="auto")
-    ap.add_argument("--no-eval", action="store_true")
-    ap.add_argument("--override", action="append", default=[], help="field=yaml-value, e.g. tokens_per_step=8192")
-    args = ap.parse_args(argv)
-    import yaml
-
-    overrides = {k: yaml.safe_load(v) for k, v in (o.split("=", 1) for o in args.override)}
-    cfg = load_config(Path(args.recipe), steps=args.steps, max_minutes=args.max_minutes, **overrides)
-    try:
-        train(cfg, Path(args.out), resume=args.resume, init_from=args.init_from, device=args.device,
-              eval_at_end=not args.no_eval, log=lambda s: print(s, flush=True),
-              command="python -m sedpa_compress.tiny.train " + " ".join(sys.argv[1:] if argv is None else argv))
-    except SedpaError as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
-
-
-if __name__ == "__main__":
-    main()
