@@ -35,6 +35,9 @@ def register(app: typer.Typer) -> None:
                 raise SedpaError(f"--override {item!r} is not field=value: write e.g. --override steps=100")
             key, value = item.split("=", 1)
             pairs[key] = yaml.safe_load(value)
-        cfg = load_config(recipe, steps=steps, max_minutes=max_minutes, **pairs)
+        for flag, value in (("steps", steps), ("max_minutes", max_minutes)):
+            if value is not None:  # the dedicated flag wins over --override of the same field
+                pairs[flag] = value
+        cfg = load_config(recipe, **pairs)
         train(cfg, out, resume=resume, init_from=init_from, device=device, eval_at_end=not no_eval,
               log=lambda s: typer.echo(s), command="sedpa " + " ".join(sys.argv[1:]))

@@ -1,8 +1,10 @@
 """Synthetic needle-in-a-haystack examples: key→value facts hidden at chosen depths of real text.
 
-Two template sets ship: `TRAIN_TEMPLATES` (what sedpa-tiny and the head gates are trained on) and
-`HELDOUT_TEMPLATES` (what benchmarks measure). They share no needle wording, question wording,
-attribute phrase or key, so a benchmark on the held-out set measures retrieval, not memorised phrasing.
+Two wording families ship (`data/wordings.py`): `TRAIN_TEMPLATES` (what sedpa-tiny and the head gates
+are trained on) and `HELDOUT_TEMPLATES` (what benchmarks measure). They are compositional generators
+that share no needle wording, question wording, answer prefix, attribute phrase or key, so a benchmark
+on the held-out family measures retrieval, not memorised phrasing. `NeedleTemplates` is a fixed list of
+frames (a user's own `--needle/--question`).
 """
 
 from __future__ import annotations
@@ -92,10 +94,15 @@ class NeedleTemplates:
         attr = needle.attribute or rng.choice(self.attributes)
         return _fill(q, key=needle.key, attr=attr), _fill(a, key=needle.key, attr=attr)
 
+    def render_tail(self, needle: Needle, rng: random.Random) -> tuple[str, str]:
+        """(the text after the haystack: question and answer prefix, the answer the model should write)."""
+        question, prefix = self.render_question(needle, rng)
+        return "\n\n" + question + "\n" + prefix, " " + needle.value
+
 
 def _fill(frame: str, **kw: str) -> str:
     text = frame.format(**kw)
-    return text[0].upper() + text[1:]
+    return text[:1].upper() + text[1:]
 
 
 _SYLLABLES = ("ba", "ko", "ri", "tan", "mel", "zu", "dor", "vi", "lek", "sa", "mun", "tro", "pel", "quin",
@@ -106,105 +113,6 @@ def pseudo_word(rng: random.Random) -> str:
     """An invented capitalised word of 2-3 syllables (a key no text contains)."""
     return "".join(rng.choice(_SYLLABLES) for _ in range(rng.randint(2, 3))).capitalize()
 
-
-_TRAIN_CITIES = (
-    "Paris", "London", "Berlin", "Madrid", "Rome", "Vienna", "Prague", "Warsaw", "Dublin", "Lisbon",
-    "Athens", "Cairo", "Lagos", "Nairobi", "Tokyo", "Osaka", "Seoul", "Beijing", "Shanghai", "Delhi",
-    "Mumbai", "Karachi", "Dhaka", "Bangkok", "Hanoi", "Jakarta", "Manila", "Sydney", "Melbourne", "Auckland",
-    "Toronto", "Montreal", "Chicago", "Boston", "Denver", "Seattle", "Houston", "Miami", "Atlanta", "Phoenix",
-    "Lima", "Bogota", "Quito", "Santiago", "Caracas", "Havana", "Dallas", "Geneva", "Zurich", "Munich",
-    "Hamburg", "Milan", "Naples", "Venice", "Florence", "Seville", "Valencia", "Porto", "Brussels", "Antwerp",
-    "Amsterdam", "Rotterdam", "Copenhagen", "Stockholm", "Helsinki", "Riga", "Vilnius", "Tallinn", "Kyiv", "Minsk",
-    "Moscow", "Istanbul", "Ankara", "Tehran", "Baghdad", "Riyadh", "Dubai", "Doha", "Kabul", "Tashkent",
-)
-_TRAIN_NAMES = (
-    "Alice", "Bob", "Carol", "David", "Emma", "Frank", "Grace", "Henry", "Irene", "Jack", "Karen", "Liam",
-    "Maria", "Nathan", "Olivia", "Peter", "Quentin", "Rachel", "Samuel", "Tina", "Victor", "Wendy", "Xavier",
-    "Yvonne", "Zachary", "Hannah", "Lucas", "Sofia", "Mason", "Chloe", "Ethan", "Ava", "Noah", "Mia",
-)
-_TRAIN_OBJECTS = (
-    "the red box", "the blue door", "the old clock", "the green lamp", "the silver key", "the wooden chest",
-    "the east gate", "the small boat", "the north tower", "the garden shed", "the yellow car", "the iron safe",
-    "the back office", "the main library", "the west wing", "the stone bridge", "the glass jar", "the brown bag",
-)
-
-TRAIN_TEMPLATES = NeedleTemplates(
-    name="train",
-    keys=_TRAIN_CITIES + _TRAIN_NAMES + _TRAIN_OBJECTS,
-    attributes=("secret code", "passkey", "magic number", "special number", "access code", "pin",
-                "lucky number", "room number", "ticket number", "phone extension", "password", "id number",
-                "account number", "order number", "badge number", "postal code", "gate code", "hidden number"),
-    needle_frames=(
-        "The {attr} for {key} is {value}.",
-        "The {attr} of {key} is {value}.",
-        "{key} has the {attr} {value}.",
-        "The {attr} that belongs to {key} is {value}.",
-        "Here is a fact: {key}'s {attr} is {value}.",
-        "Keep in mind that the {attr} of {key} is {value}.",
-        "Important: the {attr} for {key} is {value}.",
-        "{key}: {attr} {value}.",
-        "The {attr} assigned to {key} is {value}.",
-        "We know that {key} uses the {attr} {value}.",
-        "Please note, the {attr} of {key} is {value}.",
-        "{key}'s {attr} is {value}.",
-        "{value} is the {attr} of {key}.",
-        "The {attr} {value} was given to {key}.",
-        "It is written that the {attr} of {key} is {value}.",
-        "A note says the {attr} for {key} is {value}.",
-    ),
-    question_frames=(
-        ("What is the {attr} of {key}?", "The {attr} of {key} is"),
-        ("What is the {attr} for {key}?", "The {attr} for {key} is"),
-        ("Question: what is {key}'s {attr}?", "Answer:"),
-        ("Which {attr} belongs to {key}?", "The {attr} is"),
-        ("What {attr} does {key} have?", "{key} has the {attr}"),
-        ("Recall the {attr} of {key}.", "The {attr} of {key} is"),
-        ("What was the {attr} given to {key}?", "It was"),
-        ("Find the {attr} for {key} in the text above.", "The {attr} for {key} is"),
-        ("{key}: what is the {attr}?", "The {attr} is"),
-        ("According to the text, what is the {attr} of {key}?", "According to the text, it is"),
-        # answer prefixes that do not repeat the needle's words, so the number is found by meaning
-        ("Do you know the {attr} of {key}?", "Certainly. It is"),
-        ("Give the {attr} of {key}.", "OK, here it is:"),
-        ("Search the document for the {attr} of {key}.", "Found it: the {attr} is"),
-        ("Which number is the {attr} of {key}?", "That number is"),
-        ("Please answer: {key}'s {attr}?", "My answer is"),
-    ),
-    value_digits=(3, 8),
-    pseudo_keys=True,
-)
-
-HELDOUT_TEMPLATES = NeedleTemplates(
-    name="heldout",
-    keys=(
-        "Oslo", "Bergen", "Krakow", "Budapest", "Bucharest", "Sofia City", "Belgrade", "Zagreb", "Ljubljana",
-        "Marseille", "Lyon", "Bordeaux", "Glasgow", "Edinburgh", "Cardiff", "Belfast", "Reykjavik", "Casablanca",
-        "Tunis", "Accra", "Dakar", "Kampala", "Lusaka", "Harare", "Perth", "Brisbane", "Adelaide", "Wellington",
-        "Vancouver", "Calgary", "Ottawa", "Portland", "Austin", "Nashville", "Detroit", "Baltimore", "Montevideo",
-        "Asuncion", "La Paz", "Manaus", "Recife", "Kyoto", "Nagoya", "Busan", "Taipei", "Chennai", "Kolkata",
-        "the copper kettle", "the purple umbrella", "the marble statue", "the leather journal", "the cedar cabinet",
-        "the orange kite", "the brass telescope", "the velvet curtain", "the porcelain vase", "the canvas tent",
-    ),
-    attributes=("vault combination", "serial number", "locker number", "reference number", "security code",
-                "membership number", "flight number", "parcel number"),
-    needle_frames=(
-        "Remember this: the {attr} assigned to {key} is {value}.",
-        "For the record, {key} is listed with {attr} {value}.",
-        "Note that {key}'s {attr} reads {value}.",
-        "Everyone agreed that the {attr} of {key} would be {value}.",
-        "In the ledger, the {attr} recorded for {key} was {value}.",
-        "The clerk confirmed that {key} carries the {attr} {value}.",
-    ),
-    question_frames=(
-        ("Tell me the {attr} for {key}.", "Sure, the {attr} for {key} is"),
-        ("Look back at the text. Which {attr} was recorded for {key}?", "The recorded {attr} is"),
-        ("Can you recall {key}'s {attr}?", "Yes, {key}'s {attr} is"),
-        ("I need the {attr} of {key}. What is it?", "The {attr} of {key} is"),
-        ("Based on the passage, state the {attr} of {key}.", "Based on the passage, the {attr} is"),
-    ),
-    value_digits=(5, 7),
-    pseudo_keys=False,
-)
 
 _SENTENCE_END = re.compile(r"(?<=[.!?])[\"')\]]*\s+|\n\s*\n")
 
@@ -257,7 +165,7 @@ def make_needle_example(
     context_tokens: int,
     depths: Sequence[float],
     rng: random.Random,
-    templates: NeedleTemplates = HELDOUT_TEMPLATES,
+    templates: NeedleTemplates | None = None,
     num_needles: int = 1,
     query_index: int | None = None,
     needle: Needle | None = None,
@@ -270,6 +178,7 @@ def make_needle_example(
     queried needle (others are sampled). The haystack starts at a random sentence of `haystack`
     (wrapping around), so different `rng` states give different text.
     """
+    templates = HELDOUT_TEMPLATES if templates is None else templates
     if num_needles < 1:
         raise SedpaError(f"num_needles={num_needles}: pass at least 1")
     if not depths:
@@ -293,8 +202,8 @@ def make_needle_example(
             if extra.key != needle.key and extra.value != needle.value and extra not in others:
                 others.append(extra)
         needles = others[:qi] + [needle] + others[qi:]
-    question, answer_prefix = templates.render_question(needles[qi], rng)
-    tail = "\n\n" + question + "\n" + answer_prefix
+    tail, _answer_text = templates.render_tail(needles[qi], rng)
+    question = tail.strip()
 
     fixed = count_tokens(tokenizer, tail) + sum(count_tokens(tokenizer, " " + n.sentence) + 1 for n in needles)
     budget = max(0, context_tokens - fixed)
@@ -380,3 +289,7 @@ def answer_found(generated: str, expected: str) -> float:
         pattern = r"(?<![0-9])" + re.escape(exp) + r"(?![0-9])"
     return float(re.search(pattern, line) is not None)
 
+
+# The wording families (imported last: data/wordings.py builds on `Needle` above).
+from sedpa_compress.data.wordings import HELDOUT_WORDINGS as HELDOUT_TEMPLATES  # noqa: E402
+from sedpa_compress.data.wordings import TRAIN_WORDINGS as TRAIN_TEMPLATES  # noqa: E402

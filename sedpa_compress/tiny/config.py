@@ -41,6 +41,10 @@ class TinyTrainConfig:
     haystack_text_loss: bool = False  # also train the LM on the haystack text inside retrieval sequences
     max_needles: int = 8
     max_queries: int = 4
+    same_key_fraction: float = 0.0  # retrieval sequences whose needles share a key and differ in attribute
+    # haystack kinds in retrieval sequences: the shipped text, repeated filler sentences, random words,
+    # sentences of the shipped text shuffled (retrieval must not depend on what the text is)
+    haystack_mix: dict[str, float] = field(default_factory=lambda: {"text": 1.0})
     # sequence-length curriculum: (until this fraction of steps, {length: weight})
     curriculum: list[dict[str, Any]] = field(default_factory=lambda: [
         {"until": 0.2, "lengths": {256: 3, 512: 3, 1024: 2, 2048: 1}},
@@ -78,6 +82,9 @@ class TinyTrainConfig:
                         f"curriculum length {length}: must be a multiple of 64 that divides tokens_per_step "
                         f"{self.tokens_per_step}"
                     )
+        unknown = set(self.haystack_mix) - {"text", "filler", "words", "shuffled"}
+        if unknown or not self.haystack_mix or min(self.haystack_mix.values()) < 0:
+            raise SedpaError(f"haystack_mix {self.haystack_mix}: use weights >= 0 for text, filler, words, shuffled")
         if self.needle_fraction + self.copy_fraction > 1:
             raise SedpaError("needle_fraction + copy_fraction must be at most 1 (the rest is plain text)")
         if not self.curriculum or self.curriculum[-1]["until"] < 1.0:

@@ -60,6 +60,12 @@ class TinyData(torch.utils.data.Dataset):
                 self._is_end[i] = True
         # token positions that start a sentence: where haystack windows begin and needles go
         self.starts = np.flatnonzero(self._is_end[self.corpus[:-1]]) + 1
+        # other haystack kinds: repeated filler sentences, and random words (whole-word tokens)
+        self.filler = [np.asarray(e.ids, dtype=np.int64) for e in tokenizer.encode_batch(
+            [" " + s for s in filler_sentences()], add_special_tokens=False)]
+        self.words = np.asarray(sorted(i for p, i in vocab.items()
+                                       if p.startswith("Ġ") and len(p) > 2 and p[1:].isalpha()), dtype=np.int64)
+        self.period = tokenizer.token_to_id(".")
 
     def __len__(self) -> int:
         return self.cfg.steps
@@ -80,12 +86,12 @@ class TinyData(torch.utils.data.Dataset):
                          "copy" if r < self.cfg.needle_fraction + self.cfg.copy_fraction else "text")
         # all template texts of the batch are tokenized in one call (the costly part)
         specs = [self._needle_spec(rng, length) if k == "needle" else None for k in kinds]
-        texts = [t for spec in specs if spec for t in spec]
+        texts = [t for spec in specs if spec for t in spec[1]]
         enc = [e.ids for e in self.tok.encode_batch(texts, add_special_tokens=False)] if texts else []
         pos = 0
         for b, kind in enumerate(kinds):
             if kind == "needle":
-                n = len(specs[b])
+                n = len(specs[b][1])
                 input_ids[b], answer[b], text[b] = self._needle_sequence(rng, length, specs[b], enc[pos: pos + n])
                 pos += n
             elif kind == "copy":
@@ -120,32 +126,49 @@ class TinyData(torch.utils.data.Dataset):
         second = np.concatenate(mask)[:length]  # the repeats count in the text loss; first copies are noise
         return ids, np.zeros(length, dtype=bool), second
 
-    def _needle_spec(self, rng: random.Random, length: int) -> list[str]:
-        """Texts of one retrieval sequence: n needle sentences, then (question + prefix, answer) pairs."""
+    def _needle_spec(self, rng: random.Random, length: int) -> tuple[int, list[str]]:
+        """Texts of one retrieval sequence: (n needles, [n needle sentences, then (tail, answer) pairs]).
+
+        Usually the needles share one attribute and differ in key (the key must be matched); with
+        `same_key_fraction` they share one key and differ in attribute (the attribute must be matched)."""
         cfg = self.cfg
+        t = self.templates
         n_needles = rng.randint(1, max(1, min(cfg.max_needles, length // 64)))
         n_queries = rng.randint(1, min(cfg.max_queries, n_needles))
-        needles = self.templates.sample_needles(rng, n_needles)
+        if n_needles > 1 and rng.random() < cfg.same_key_fraction and hasattr(t, "sample_attribute"):
+            key = t.sample_key(rng)
+            attrs: list[str] = []
+            while len(attrs) < n_needles:
+                a = t.sample_attribute(rng)
+                if a not in attrs:
+                    attrs.append(a)
+            values: list[str] = []
+            while len(values) < n_needles:
+                v = t.sample_value(rng)
+                if v not in values:
+                    values.append(v)
+            needles = [t.render_needle(key, v, a, rng) for v, a in zip(values, attrs)]
+        else:
+            needles = t.sample_needles(rng, n_needles)
         texts = [" " + n.sentence for n in needles]
         for i in rng.sample(range(n_needles), n_queries):
-            q, a = self.templates.render_question(needles[i], rng)
-            texts += ["\n\n" + q + "\n" + a, " " + needles[i].value]
-        return texts
+            texts += list(t.render_tail(needles[i], rng))
+        return n_needles, texts
 
-    def _needle_sequence(self, rng: random.Random, length: int, texts: list[str],
+    def _needle_sequence(self, rng: random.Random, length: int, spec: tuple[int, list[str]],
                          enc: list[list[int]]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         cfg = self.cfg
-        n_needles = len(texts) - sum(1 for t in texts if t.startswith("\n\n")) * 2
+        n_needles = spec[0]
         needle_ids, tail = enc[:n_needles], enc[n_needles:]
         tail_ids: list[int] = []
         tail_mask: list[bool] = []
-        for j, piece in enumerate(tail):
+        for j, piece in enumerate(tail):  # (question tail, answer) pairs: the answers are scored
             tail_ids += piece
             tail_mask += [j % 2 == 1] * len(piece)
         hay_len = length - 1 - sum(map(len, needle_ids)) - len(tail_ids)
         if hay_len < 16:  # too many needles for this length: fall back to plain text
             return self._text_sequence(rng, length)  # (never for the shipped recipe's lengths)
-        hay = self._window(rng, hay_len)
+        hay = self._haystack(rng, hay_len)
         hay_text = np.full(hay_len, cfg.haystack_text_loss, dtype=bool)
         cuts = self._cuts(hay)  # sentence starts inside the window (and both ends): insertion points
         places = []
@@ -170,10 +193,53 @@ class TinyData(torch.utils.data.Dataset):
         assert len(seq) == length and len(text) == length
         return seq, mask, text
 
+    # ---- haystacks: the shipped text mostly, and text of other kinds so retrieval does not hang on it
+    def _haystack(self, rng: random.Random, n: int) -> np.ndarray:
+        kinds = list(self.cfg.haystack_mix)
+        kind = rng.choices(kinds, [float(self.cfg.haystack_mix[k]) for k in kinds])[0]
+        if kind == "filler":  # a few short sentences repeated (the passkey-retrieval haystack)
+            pick = [self.filler[rng.randrange(len(self.filler))] for _ in range(rng.randint(1, 6))]
+            unit = np.concatenate(pick)
+            return np.tile(unit, n // len(unit) + 1)[:n]
+        if kind == "words":  # sentences of random words: text the model has never read
+            out: list[np.ndarray] = []
+            used = 0
+            nrng = np.random.default_rng(rng.getrandbits(63))
+            while used < n:
+                k = int(nrng.integers(4, 16))
+                out.append(np.concatenate([self.words[nrng.integers(0, len(self.words), k)], [self.period]]))
+                used += k + 1
+            return np.concatenate(out)[:n]
+        if kind == "shuffled":  # sentences of the shipped text in random order, paragraphs mixed
+            out, used = [], 0
+            while used < n:
+                s = int(self.starts[rng.randrange(len(self.starts) - 1)])
+                j = int(np.searchsorted(self.starts, s, side="right"))
+                e = int(self.starts[j]) if j < len(self.starts) else s + 32
+                piece = self.corpus[s:min(e, s + 96)]
+                out.append(piece)
+                used += len(piece)
+            return np.concatenate(out)[:n]
+        return self._window(rng, n)
+
     def _cuts(self, hay: np.ndarray) -> np.ndarray:
         """Offsets in `hay` where a sentence starts (always 0 and len)."""
         inner = np.flatnonzero(self._is_end[hay[:-1]]) + 1
         return np.concatenate([[0], inner, [len(hay)]])
+
+
+_FILLER_SUBJECTS = ("The grass", "The sky", "The sun", "The sea", "The road", "The river", "The wind", "The house",
+                    "The bread", "The snow", "The forest", "The morning", "The market", "The old man", "The cat")
+_FILLER_PREDICATES = ("is green", "is blue", "is yellow", "is calm", "is long", "flows on", "blows softly",
+                      "stands still", "is warm", "falls quietly", "is quiet", "comes early", "is busy",
+                      "walks slowly", "sleeps")
+
+
+def filler_sentences() -> list[str]:
+    """Short plain sentences for repeated-filler haystacks ("The grass is green. The sky is blue.")."""
+    out = [f"{s} {p}." for s in _FILLER_SUBJECTS for p in _FILLER_PREDICATES]
+    return out + ["Here we go.", "There and back again.", "Nothing happens here.", "Time passes.",
+                  "The day goes on and on."]
 
 
 def collate_identity(batch: Batch) -> Batch:

@@ -70,13 +70,27 @@ def _step_items(cfg: TinyTrainConfig, progress: Progress, start: int) -> Iterato
         yield step, sequence_length(cfg, p, rng)
 
 
-def _ensure_tokenizer(cfg: TinyTrainConfig, out: Path, log: Log):
+_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def _ensure_tokenizer(cfg: TinyTrainConfig, out: Path, log: Log, init_from: Path | None = None):
+    """The run's tokenizer: the one in `out/tokenizer`, else the `init_from` model's (its weights only
+    make sense with it), else one trained on the shipped text."""
+    import shutil
+
     from tokenizers import Tokenizer
 
     from sedpa_compress.data.text import load_bundled_text
     from sedpa_compress.tiny.tokenizer import save_tokenizer, train_tokenizer
 
     tok_dir = out / "tokenizer"
+    src = Path(init_from) if init_from is not None else None
+    if not (tok_dir / "tokenizer.json").is_file() and src is not None and (src / "tokenizer.json").is_file():
+        with atomic_directory(tok_dir, overwrite=True) as tmp:
+            for name in _TOKENIZER_FILES:
+                if (src / name).is_file():
+                    shutil.copy2(src / name, tmp / name)
+        log(f"tokenizer taken from {src}")
     if not (tok_dir / "tokenizer.json").is_file():
         t0 = time.time()
         tok = train_tokenizer(load_bundled_text("train"), cfg.vocab_size)
@@ -130,7 +144,7 @@ def train(cfg: TinyTrainConfig, out: Path, *, resume: Path | bool | None = None,
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
 
-    tok, tok_dir = _ensure_tokenizer(cfg, out, log)
+    tok, tok_dir = _ensure_tokenizer(cfg, out, log, init_from if not resume else None)
     model = build_model(cfg, tok.get_vocab()).to(dev)
     n_params = count_parameters(model)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]

@@ -1,0 +1,369 @@
+"""Wide, compositional wordings for needles, questions and answer prefixes, in two disjoint families.
+
+A needle sentence is built from parts: an optional lead-in ("For the record,"), a core statement
+with slots ("the {attr} of {key} is {value}"), an optional trailer ("Remember it."). A question is an
+optional preamble, a question core, an optional instruction ("Reply with the value only."); the answer
+prefix ranges from nothing and terse `Answer:` to a full sentence that echoes the question. Keys are
+people, places, objects, projects and invented words; attributes compose a modifier and a noun
+("access code", "locker number"); values are plain digits, grouped digits, numbers with thousands
+separators, short letter-digit codes or invented words.
+
+`TRAIN_WORDINGS` is what every training step draws from (sedpa-tiny's training, head identification).
+`HELDOUT_WORDINGS` is what the benchmarks and the acceptance evaluation draw from. The two families
+share no lead-in, core statement, trailer, question core, preamble, instruction, answer prefix,
+name, place, object key or attribute phrase (`check_disjoint` lists any overlap; a test asserts there is
+none), so a score on the held-out family measures retrieval under wordings no training step has seen.
+Shared: the value formats (what is retrieved, not how it is asked) and the plain newline between the
+question and its answer prefix; training also varies that separator and the break before the question.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from sedpa_compress.data.needles import Needle
+
+# ----------------------------------------------------------------------------------- vocabularies
+
+_SYLLABLES_TRAIN = ("ba", "ko", "ri", "tan", "mel", "zu", "dor", "vi", "lek", "sa", "mun", "tro", "pel", "quin")
+_SYLLABLES_HELDOUT = ("ga", "ho", "ny", "ras", "fel", "ti", "bor", "wen", "ca", "lo", "mir", "dus", "ve", "ka")
+
+
+@dataclass(frozen=True)
+class Vocabulary:
+    """The words one family builds keys, attributes and sentences from."""
+
+    first_names: tuple[str, ...]
+    surnames: tuple[str, ...]
+    places: tuple[str, ...]
+    colours: tuple[str, ...]  # adjectives for objects
+    things: tuple[str, ...]  # object nouns
+    groups: tuple[str, ...]  # "Project {Word}", "the {word} team": the pattern around a word
+    modifiers: tuple[str, ...]  # attribute modifiers ("secret", "locker")
+    nouns: tuple[str, ...]  # attribute heads ("code", "number")
+    bare_attributes: tuple[str, ...]  # attributes used alone ("passcode", "pin")
+    syllables: tuple[str, ...]
+
+
+TRAIN_VOCAB = Vocabulary(
+    first_names=("Alice", "Bob", "Carol", "David", "Emma", "Frank", "Grace", "Henry", "Irene", "Jack", "Karen",
+                 "Liam", "Maria", "Nathan", "Olivia", "Peter", "Quentin", "Rachel", "Samuel", "Tina", "Victor",
+                 "Wendy", "Xavier", "Yvonne", "Zachary", "Hannah", "Lucas", "Sofia", "Mason", "Chloe", "Ethan",
+                 "Ava", "Noah", "Mia", "Omar", "Priya", "Kenji", "Fatima", "Diego", "Ingrid", "Mateo", "Aisha",
+                 "Lars", "Chen", "Nadia", "Pablo", "Elena", "Tomas", "Leila", "Boris"),
+    surnames=("Smith", "Jones", "Brown", "Garcia", "Miller", "Davis", "Wilson", "Taylor", "Moore", "Clark",
+              "Lewis", "Walker", "Young", "King", "Wright", "Hill", "Green", "Baker", "Adams", "Nelson"),
+    places=("Paris", "London", "Berlin", "Madrid", "Rome", "Vienna", "Prague", "Warsaw", "Dublin", "Lisbon",
+            "Athens", "Cairo", "Lagos", "Nairobi", "Tokyo", "Osaka", "Seoul", "Beijing", "Shanghai", "Delhi",
+            "Mumbai", "Karachi", "Bangkok", "Hanoi", "Jakarta", "Manila", "Sydney", "Melbourne", "Auckland",
+            "Toronto", "Montreal", "Chicago", "Boston", "Denver", "Seattle", "Houston", "Miami", "Atlanta",
+            "Lima", "Bogota", "Quito", "Santiago", "Havana", "Dallas", "Geneva", "Zurich", "Munich", "Hamburg",
+            "Milan", "Naples", "Venice", "Florence", "Seville", "Porto", "Brussels", "Amsterdam", "Copenhagen",
+            "Stockholm", "Helsinki", "Riga", "Kyiv", "Istanbul", "Ankara", "Tehran", "Riyadh", "Dubai", "Doha"),
+    colours=("red", "blue", "green", "yellow", "black", "white", "silver", "golden", "wooden", "old", "small",
+             "big", "grey", "iron", "glass", "stone", "north", "east", "south", "west", "front", "back"),
+    things=("box", "door", "clock", "lamp", "key", "chest", "gate", "boat", "tower", "shed", "car", "safe",
+            "office", "library", "wing", "bridge", "jar", "bag", "house", "room", "cabinet", "drawer", "window",
+            "garden", "barn", "truck", "bicycle", "piano", "desk", "locker"),
+    groups=("Project {W}", "Operation {W}", "the {w} team", "the {W} account", "Team {W}", "the {W} file"),
+    modifiers=("secret", "special", "magic", "hidden", "access", "lucky", "private", "room", "ticket", "phone",
+               "account", "order", "badge", "postal", "gate", "pass", "entry", "door", "safe", "alarm", "wifi",
+               "employee", "customer", "student", "patient", "bank", "unlock", "launch", "recovery", "backup"),
+    nouns=("code", "number", "key", "id", "pin", "password", "word", "token"),
+    bare_attributes=("passcode", "passkey", "password", "pin", "code", "number", "combination", "extension",
+                     "identifier", "pass key"),
+    syllables=_SYLLABLES_TRAIN,
+)
+
+HELDOUT_VOCAB = Vocabulary(
+    first_names=("Beatrix", "Cornelius", "Delphine", "Evander", "Florian", "Gwendolyn", "Horatio", "Isadora",
+                 "Jasper", "Katarina", "Leopold", "Magnus", "Ottilie", "Percival", "Rosalind", "Sebastian",
+                 "Thaddeus", "Ursula", "Wilhelmina", "Ximena"),
+    surnames=("Okafor", "Lindqvist", "Petrov", "Yamamoto", "Fitzgerald", "Moreau", "Castellano", "Novak",
+              "Hoffmann", "Abernathy"),
+    places=("Oslo", "Bergen", "Krakow", "Budapest", "Bucharest", "Belgrade", "Zagreb", "Ljubljana", "Marseille",
+            "Lyon", "Bordeaux", "Glasgow", "Edinburgh", "Cardiff", "Belfast", "Reykjavik", "Casablanca", "Tunis",
+            "Accra", "Dakar", "Kampala", "Lusaka", "Harare", "Perth", "Brisbane", "Adelaide", "Wellington",
+            "Vancouver", "Calgary", "Ottawa", "Portland", "Austin", "Nashville", "Detroit", "Baltimore",
+            "Montevideo", "Asuncion", "Manaus", "Recife", "Kyoto", "Nagoya", "Busan", "Taipei", "Chennai"),
+    colours=("copper", "purple", "marble", "leather", "cedar", "orange", "brass", "velvet", "porcelain",
+             "canvas", "crimson", "ivory", "teal", "bronze"),
+    things=("kettle", "umbrella", "statue", "journal", "wardrobe", "kite", "telescope", "curtain", "vase", "tent",
+            "lantern", "compass", "carriage", "greenhouse", "violin", "satchel"),
+    groups=("Initiative {W}", "the {W} ledger", "the {w} committee", "Division {W}"),
+    modifiers=("vault", "serial", "locker", "reference", "membership", "flight", "parcel", "voucher", "invoice",
+               "license", "tracking", "booking", "warranty", "registration", "shipment", "cabin"),
+    nouns=("number", "code", "identifier", "reference"),
+    bare_attributes=("cipher", "tag", "registration", "call sign"),
+    syllables=_SYLLABLES_HELDOUT,
+)
+
+
+# ----------------------------------------------------------------------------------- sentence parts
+
+@dataclass(frozen=True)
+class Phrasing:
+    """The sentence parts of one family. Slots: {key} {attr} {value} (needles), {key} {attr} (questions)."""
+
+    lead_ins: tuple[str, ...]  # "" means none
+    cores: tuple[str, ...]
+    trailers: tuple[str, ...]
+    preambles: tuple[str, ...]  # before the question
+    questions: tuple[str, ...]
+    instructions: tuple[str, ...]  # after the question
+    answer_prefixes: tuple[str, ...]  # "" means the answer starts right after the separator
+    separators: tuple[str, ...]  # between question and answer prefix
+    openings: tuple[str, ...]  # between the haystack and the question
+
+
+TRAIN_PHRASING = Phrasing(
+    lead_ins=("", "", "", "", "Here is a fact:", "Keep in mind that", "Important:", "Please note,",
+              "It is written that", "A note says", "Remember:", "By the way,", "Note:", "Fact:", "FYI:",
+              "Attention:", "For your information,", "It should be noted that", "Someone wrote that",
+              "The records show that"),
+    cores=("the {attr} of {key} is {value}", "the {attr} for {key} is {value}", "{key}'s {attr} is {value}",
+           "{key} has the {attr} {value}", "the {attr} that belongs to {key} is {value}",
+           "{key}: {attr} {value}", "the {attr} assigned to {key} is {value}",
+           "{key} uses the {attr} {value}", "{value} is the {attr} of {key}",
+           "the {attr} {value} was given to {key}", "the {attr} of {key} is: {value}",
+           "the {attr} for {key} is \"{value}\"", "one of the special {attr}s for {key} is: {value}",
+           "the {attr} of {key} was {value}", "{key}'s {attr} was set to {value}",
+           "the {attr} for {key} equals {value}", "{key} was assigned the {attr} {value}",
+           "{key} -> {attr}: {value}", "{attr} of {key} = {value}", "the {attr} used by {key} is {value}",
+           "{key} is known by the {attr} {value}", "the {attr} associated with {key} is {value}",
+           "{value} is {key}'s {attr}", "for {key}, the {attr} is {value}",
+           "the correct {attr} for {key} is {value}", "the {attr} of {key} happens to be {value}",
+           "{key} chose {value} as the {attr}", "the {attr} on file for {key} is {value}",
+           "{key} ({attr}): {value}", "the {attr} belonging to {key} is {value}"),
+    trailers=("", "", "", "", "Remember it.", "Do not forget it.", "Keep it safe.", "Write it down.",
+              "Keep it secret.", "That is important.", "Memorize it."),
+    preambles=("", "", "", "", "Read the text above.", "Based on the text above,", "According to the document,",
+               "Answer the question using the text.", "From the passage above:", "Using the context,",
+               "Look at the document again.", "Given the information above,"),
+    questions=("what is the {attr} of {key}?", "what is the {attr} for {key}?", "what is {key}'s {attr}?",
+               "which {attr} belongs to {key}?", "what {attr} does {key} have?", "recall the {attr} of {key}.",
+               "what was the {attr} given to {key}?", "find the {attr} for {key}.",
+               "{key}: what is the {attr}?", "do you know the {attr} of {key}?", "give the {attr} of {key}.",
+               "search the document for the {attr} of {key}.", "which number is the {attr} of {key}?",
+               "please answer: {key}'s {attr}?", "tell me {key}'s {attr}.",
+               "what is the special {attr} for {key} mentioned in the provided text?",
+               "what {attr} was mentioned for {key}?", "what is the {attr} assigned to {key}?",
+               "what does the text say the {attr} of {key} is?", "name the {attr} of {key}.",
+               "report the {attr} of {key}.", "what's the {attr} for {key}?", "write down the {attr} of {key}.",
+               "what is the {attr} associated with {key}?", "which {attr} was assigned to {key}?",
+               "identify the {attr} of {key}.", "what {attr} did {key} get?", "state {key}'s {attr}.",
+               "can you find the {attr} of {key}?", "what is the {attr} used by {key}?"),
+    instructions=("", "", "", "", "Answer with the value only.", "Reply with just the {attr}.",
+                  "Be brief.", "Give only the answer.", "Answer in one line.", "Do not explain.",
+                  "Respond with the exact value.", "Write only the {attr}."),
+    answer_prefixes=("Answer:", "Answer:", "A:", "The answer is", "The {attr} of {key} is", "The {attr} for {key} is",
+                     "{key}'s {attr} is", "The {attr} is", "It is", "It was", "Certainly. It is",
+                     "OK, here it is:", "Found it: the {attr} is", "That number is", "My answer is",
+                     "According to the text, it is", "According to the text, the {attr} of {key} is",
+                     "The special {attr} for {key} mentioned in the provided text is", "Response:", "Output:",
+                     "The value is", "{key}:", "Sure! The {attr} of {key} is", "The text says it is",
+                     "ANSWER:", "### Answer:", "Result:", "The {attr} assigned to {key} is", "", ""),
+    separators=("\n", "\n", "\n", " ", "\n\n"),
+    openings=("\n\n", "\n\n", "\n", " "),
+)
+
+HELDOUT_PHRASING = Phrasing(
+    lead_ins=("", "", "Remember this:", "For the record,", "Everyone agreed that", "In the ledger,",
+              "The clerk confirmed that", "Officially,"),
+    cores=("the {attr} assigned to {key} reads {value}", "{key} is listed with {attr} {value}",
+           "{key} carries the {attr} {value}", "the {attr} recorded for {key} stands at {value}",
+           "{key}'s {attr} would be {value}", "the {attr} registered under {key} is {value}",
+           "{key} goes by the {attr} {value}", "listed under {key}, the {attr} is {value}",
+           "the {attr} linked to {key} reads: {value}", "{key} received {attr} {value}"),
+    trailers=("", "", "Please retain it.", "It will be needed later.", "Keep a copy."),
+    preambles=("", "", "Look back at the text.", "Consult the material above.", "Considering everything above,"),
+    questions=("tell me the {attr} for {key}.", "which {attr} was recorded for {key}?",
+               "can you recall {key}'s {attr}?", "I need the {attr} of {key}. What is it?",
+               "state the {attr} of {key}.", "what {attr} is listed for {key}?",
+               "could you look up the {attr} registered under {key}?", "which {attr} does {key} carry?"),
+    instructions=("", "", "Just the value, please.", "Keep it short."),
+    answer_prefixes=("Sure, the {attr} for {key} is", "The recorded {attr} is", "Yes, {key}'s {attr} is",
+                     "Reply:", "Based on the passage, the {attr} is", "The {attr} listed for {key} is",
+                     "Here you go:", "It reads", "Value:", "{key}'s {attr} reads"),
+    separators=("\n",),
+    openings=("\n\n",),
+)
+
+
+# ----------------------------------------------------------------------------------- values
+
+_CODE_LETTERS = "ABCDEFGHJKLMNPQRSTUVWXYZ"  # no I/O: they read as digits
+
+
+def _digits(rng: random.Random, n: int) -> str:
+    return str(rng.randint(1, 9)) + "".join(str(rng.randint(0, 9)) for _ in range(n - 1))
+
+
+def sample_value(rng: random.Random, syllables: tuple[str, ...], digits: tuple[int, int] = (3, 9)) -> str:
+    """A value in one of the formats users hide: plain digits (most), grouped digits, thousands
+    separators, a short letter-digit code, or an invented word. At most 9 characters."""
+    r = rng.random()
+    if r < 0.60:
+        return _digits(rng, rng.randint(*digits))
+    if r < 0.70:  # 482-339, 4821-3390, 73-551-90
+        groups = rng.choice(((3, 3), (4, 4), (2, 3, 2), (3, 4), (2, 2, 2)))
+        return "-".join(_digits(rng, g) if i == 0 else "".join(str(rng.randint(0, 9)) for _ in range(g))
+                        for i, g in enumerate(groups))
+    if r < 0.77:  # 48,213 or 1,204,551
+        n = rng.randint(10_000, 9_999_999)
+        return f"{n:,}"
+    if r < 0.95:  # XK-4821, B7Q2ZP, AX7-22B
+        shape = rng.choice(("LL-DDDD", "LDLDLL", "LLD-DDL", "LLLDDD", "DLLD", "LDD-LD", "LLDDLL"))
+        out = "".join(rng.choice(_CODE_LETTERS) if c == "L" else str(rng.randint(0, 9)) if c == "D" else c
+                      for c in shape)
+        return out
+    return "".join(rng.choice(syllables) for _ in range(rng.randint(2, 3))).capitalize()
+
+
+# ----------------------------------------------------------------------------------- the family
+
+def _cap(text: str) -> str:
+    return text[:1].upper() + text[1:]
+
+
+def _join(*parts: str) -> str:
+    return " ".join(p for p in parts if p)
+
+
+@dataclass(frozen=True)
+class WordingFamily:
+    """Draws needles, questions and answer prefixes from one family's vocabulary and phrasing.
+
+    Offers the interface of `data.needles.NeedleTemplates` (sample_needles, render_needle,
+    render_question, sample_value, keys, attributes, needle_frames, question_frames, value_digits),
+    plus `render_tail`, which also varies the separators around the question."""
+
+    name: str
+    vocab: Vocabulary
+    phrasing: Phrasing
+    value_digits: tuple[int, int] = (3, 9)
+
+    # ---- keys and attributes
+    def sample_key(self, rng: random.Random) -> str:
+        v = self.vocab
+        r = rng.random()
+        if r < 0.22:
+            return rng.choice(v.first_names)
+        if r < 0.32:
+            return f"{rng.choice(v.first_names)} {rng.choice(v.surnames)}"
+        if r < 0.37:
+            return f"{rng.choice(('Dr.', 'Mr.', 'Ms.', 'Professor'))} {rng.choice(v.surnames)}"
+        if r < 0.55:
+            return rng.choice(v.places)
+        if r < 0.77:
+            return f"the {rng.choice(v.colours)} {rng.choice(v.things)}"
+        if r < 0.85:
+            word = self.pseudo_word(rng)
+            return rng.choice(v.groups).format(W=word, w=word.lower())
+        return self.pseudo_word(rng)
+
+    def pseudo_word(self, rng: random.Random) -> str:
+        return "".join(rng.choice(self.vocab.syllables) for _ in range(rng.randint(2, 3))).capitalize()
+
+    def sample_attribute(self, rng: random.Random) -> str:
+        v = self.vocab
+        if rng.random() < 0.25:
+            return rng.choice(v.bare_attributes)
+        return f"{rng.choice(v.modifiers)} {rng.choice(v.nouns)}"
+
+    @property
+    def keys(self) -> tuple[str, ...]:
+        """Representative keys (every fixed key shape; invented words vary beyond this list)."""
+        v = self.vocab
+        objects = tuple(f"the {c} {t}" for c in v.colours for t in v.things)
+        people = tuple(f"{f} {s}" for f in v.first_names for s in v.surnames)
+        return v.first_names + v.places + objects + people
+
+    @property
+    def attributes(self) -> tuple[str, ...]:
+        v = self.vocab
+        return v.bare_attributes + tuple(f"{m} {n}" for m in v.modifiers for n in v.nouns)
+
+    def sample_value(self, rng: random.Random) -> str:
+        return sample_value(rng, self.vocab.syllables, self.value_digits)
+
+    # ---- needles
+    def render_needle(self, key: str, value: str, attr: str, rng: random.Random) -> Needle:
+        p = self.phrasing
+        core = rng.choice(p.cores).format(key=key, attr=attr, value=value)
+        lead = rng.choice(p.lead_ins)
+        body = _cap(core) if not lead or lead.endswith(":") else core
+        sentence = _join(lead, body) + "."
+        trailer = rng.choice(p.trailers)
+        return Needle(key=key, value=value, sentence=_cap(_join(sentence, trailer)), attribute=attr)
+
+    def sample_needles(self, rng: random.Random, num: int, attribute: str | None = None) -> list[Needle]:
+        """`num` needles with distinct keys and values sharing one attribute (the key must be matched)."""
+        attr = attribute or self.sample_attribute(rng)
+        keys: list[str] = []
+        while len(keys) < num:
+            k = self.sample_key(rng)
+            if k not in keys:
+                keys.append(k)
+        values: list[str] = []
+        while len(values) < num:
+            val = self.sample_value(rng)
+            if val not in values:
+                values.append(val)
+        return [self.render_needle(k, val, attr, rng) for k, val in zip(keys, values)]
+
+    # ---- questions
+    def render_question(self, needle: Needle, rng: random.Random) -> tuple[str, str]:
+        """(question, answer prefix) asking for `needle`'s value; the prefix may be empty."""
+        p = self.phrasing
+        attr = needle.attribute or self.sample_attribute(rng)
+        fill = dict(key=needle.key, attr=attr)
+        core = rng.choice(p.questions).format(**fill)
+        preamble = rng.choice(p.preambles)
+        question = _join(preamble, core if preamble.endswith(",") else _cap(core))
+        question = _join(question, rng.choice(p.instructions).format(**fill))
+        return _cap(question), _cap(rng.choice(p.answer_prefixes).format(**fill))
+
+    def render_tail(self, needle: Needle, rng: random.Random) -> tuple[str, str]:
+        """(text after the haystack up to the answer, the answer text the model should write):
+        opening + question + separator + answer prefix, and " value" (or "value" right after a newline)."""
+        question, prefix = self.render_question(needle, rng)
+        opening = rng.choice(self.phrasing.openings)
+        sep = rng.choice(self.phrasing.separators)
+        if not prefix:
+            sep = "\n"  # a bare answer goes on its own line
+            return opening + question + sep, needle.value
+        return opening + question + sep + prefix, " " + needle.value
+
+    # ---- upper bounds for callers that budget tokens (heads/synthetic.py)
+    @property
+    def needle_frames(self) -> tuple[str, ...]:
+        """Every core statement with the longest lead-in and trailer (an upper bound on sentence length)."""
+        p = self.phrasing
+        lead, trail = max(p.lead_ins, key=len), max(p.trailers, key=len)
+        return tuple(_cap(_join(lead, c)) + ". " + trail for c in p.cores)
+
+    @property
+    def question_frames(self) -> tuple[tuple[str, str], ...]:
+        """Every question core with the longest preamble and instruction, paired with every prefix."""
+        p = self.phrasing
+        pre, ins = max(p.preambles, key=len), max(p.instructions, key=len)
+        return tuple((_join(pre, q, ins), a) for q in p.questions for a in p.answer_prefixes)
+
+
+TRAIN_WORDINGS = WordingFamily("train", TRAIN_VOCAB, TRAIN_PHRASING)
+HELDOUT_WORDINGS = WordingFamily("heldout", HELDOUT_VOCAB, HELDOUT_PHRASING, value_digits=(4, 8))
+
+
+def check_disjoint(a: WordingFamily = TRAIN_WORDINGS, b: WordingFamily = HELDOUT_WORDINGS) -> list[str]:
+    """What the two families share (should be nothing but empty parts and value formats)."""
+    shared: list[str] = []
+    for part in ("lead_ins", "cores", "trailers", "preambles", "questions", "instructions", "answer_prefixes"):
+        common = (set(getattr(a.phrasing, part)) & set(getattr(b.phrasing, part))) - {""}
+        shared += [f"{part}: {c!r}" for c in sorted(common)]
+    for part in ("first_names", "surnames", "places", "syllables"):
+        shared += [f"{part}: {c!r}" for c in sorted(set(getattr(a.vocab, part)) & set(getattr(b.vocab, part)))]
+    shared += [f"attribute: {c!r}" for c in sorted(set(a.attributes) & set(b.attributes))]
+    shared += [f"object key: {c!r}" for c in sorted(set(a.keys) & set(b.keys))]
+    return shared
