@@ -87,10 +87,10 @@ HELDOUT_VOCAB = Vocabulary(
             "Accra", "Dakar", "Kampala", "Lusaka", "Harare", "Perth", "Brisbane", "Adelaide", "Wellington",
             "Vancouver", "Calgary", "Ottawa", "Portland", "Austin", "Nashville", "Detroit", "Baltimore",
             "Montevideo", "Asuncion", "Manaus", "Recife", "Kyoto", "Nagoya", "Busan", "Taipei", "Chennai"),
-    colours=("copper", "purple", "marble", "leather", "cedar", "orange", "brass", "velvet", "porcelain",
+    colours=("leather", "cedar", "brass", "velvet", "porcelain",
              "canvas", "crimson", "ivory", "teal", "bronze"),
     things=("kettle", "umbrella", "statue", "journal", "wardrobe", "kite", "telescope", "curtain", "vase", "tent",
-            "lantern", "compass", "carriage", "greenhouse", "violin", "satchel"),
+            "carriage", "greenhouse", "violin", "satchel"),
     groups=("Initiative {W}", "the {W} ledger", "the {w} committee", "Division {W}"),
     modifiers=("vault", "serial", "locker", "reference", "membership", "flight", "parcel", "voucher", "invoice",
                "license", "tracking", "booking", "warranty", "registration", "shipment", "cabin"),
@@ -115,6 +115,13 @@ class Phrasing:
     answer_prefixes: tuple[str, ...]  # "" means the answer starts right after the separator
     separators: tuple[str, ...]  # between question and answer prefix
     openings: tuple[str, ...]  # between the haystack and the question
+    # procedural parts: with probability `wild`, a slot is built from these lists and random words
+    # instead of a written frame, so no phrase is memorised (the training family only)
+    wild: float = 0.0
+    verbs: tuple[str, ...] = ()  # "is", "equals", ...: joins attribute and value in a needle
+    links: tuple[str, ...] = ()  # "of", "for", ...: joins attribute and key
+    asks: tuple[str, ...] = ()  # imperative verbs of a question ("give", "find", ...)
+    labels: tuple[str, ...] = ()  # one-word answer labels ("Result", ...), followed by ":"
 
 
 TRAIN_PHRASING = Phrasing(
@@ -166,6 +173,17 @@ TRAIN_PHRASING = Phrasing(
                      "ANSWER:", "### Answer:", "Result:", "The {attr} assigned to {key} is", "", ""),
     separators=("\n", "\n", "\n", " ", "\n\n"),
     openings=("\n\n", "\n\n", "\n", " "),
+    wild=0.35,
+    verbs=("is", "was", "is set to", "equals", "is now", "has become", "became", "remains", "is exactly",
+           "turned out to be", "is given as", "is written as", "amounts to", "comes to", "is recorded as",
+           "will be", "has been", "is still", "shows", "is marked as", "is noted as", "is simply"),
+    links=("of", "for", "belonging to", "that belongs to", "used by", "associated with",
+           "given to", "kept by", "owned by", "issued to", "attached to", "set for", "known for", "held by"),
+    asks=("give", "find", "write", "provide", "show", "tell me", "name", "report", "print", "return", "output",
+          "retrieve", "extract", "locate", "fetch", "quote", "repeat", "copy", "reveal", "mention", "say",
+          "identify", "recall", "search for", "what is"),
+    labels=("Answer", "A", "Result", "Output", "Response", "Solution", "Final answer", "Answer (value only)",
+            "The answer", "Number", "Code", "Assistant", "Bot", "AI", "Model"),
 )
 
 HELDOUT_PHRASING = Phrasing(
@@ -243,10 +261,18 @@ class WordingFamily:
     vocab: Vocabulary
     phrasing: Phrasing
     value_digits: tuple[int, int] = (3, 9)
+    words: tuple[str, ...] = ()  # plain lower-case English words for procedural keys and attributes
 
     # ---- keys and attributes
+    def _wild(self, rng: random.Random) -> bool:
+        return bool(self.words) and rng.random() < self.phrasing.wild
+
     def sample_key(self, rng: random.Random) -> str:
         v = self.vocab
+        if self._wild(rng):  # any words at all: "the harvest lamp", "Morning", "the office of Paul"
+            w = self.words
+            return rng.choice((f"the {rng.choice(w)} {rng.choice(w)}", rng.choice(w).capitalize(),
+                               f"the {rng.choice(w)}", f"{rng.choice(w).capitalize()} {rng.choice(w).capitalize()}"))
         r = rng.random()
         if r < 0.22:
             return rng.choice(v.first_names)
@@ -268,6 +294,10 @@ class WordingFamily:
 
     def sample_attribute(self, rng: random.Random) -> str:
         v = self.vocab
+        if self._wild(rng):  # "harvest number", "window code", "zorbel", "silent river key"
+            w = self.words
+            return rng.choice((f"{rng.choice(w)} {rng.choice(v.nouns)}", f"{rng.choice(w)} {rng.choice(w)}",
+                               self.pseudo_word(rng).lower(), f"{rng.choice(w)} {rng.choice(w)} {rng.choice(v.nouns)}"))
         if rng.random() < 0.25:
             return rng.choice(v.bare_attributes)
         return f"{rng.choice(v.modifiers)} {rng.choice(v.nouns)}"
@@ -291,7 +321,13 @@ class WordingFamily:
     # ---- needles
     def render_needle(self, key: str, value: str, attr: str, rng: random.Random) -> Needle:
         p = self.phrasing
-        core = rng.choice(p.cores).format(key=key, attr=attr, value=value)
+        if self._wild(rng) and p.verbs:
+            verb, link = rng.choice(p.verbs), rng.choice(p.links)
+            core = rng.choice((f"the {attr} {link} {key} {verb} {value}", f"{key}'s {attr} {verb} {value}",
+                               f"{value} {verb} the {attr} {link} {key}", f"for {key}, the {attr} {verb} {value}",
+                               f"the {attr} {verb} {value} for {key}", f"{key} {attr}: {value}"))
+        else:
+            core = rng.choice(p.cores).format(key=key, attr=attr, value=value)
         lead = rng.choice(p.lead_ins)
         body = _cap(core) if not lead or lead.endswith(":") else core
         sentence = _join(lead, body) + "."
@@ -319,11 +355,27 @@ class WordingFamily:
         p = self.phrasing
         attr = needle.attribute or self.sample_attribute(rng)
         fill = dict(key=needle.key, attr=attr)
-        core = rng.choice(p.questions).format(**fill)
+        wild = self._wild(rng) and bool(p.asks)
+        if wild:
+            ask, link = rng.choice(p.asks), rng.choice(p.links)
+            core = rng.choice((f"{ask} the {attr} {link} {needle.key}.", f"{ask} {needle.key}'s {attr}.",
+                               f"the {attr} {link} {needle.key}?", f"{needle.key}, {attr}?",
+                               f"{ask} the {attr} {link} {needle.key} from the text above."))
+        else:
+            core = rng.choice(p.questions).format(**fill)
         preamble = rng.choice(p.preambles)
         question = _join(preamble, core if preamble.endswith(",") else _cap(core))
         question = _join(question, rng.choice(p.instructions).format(**fill))
-        return _cap(question), _cap(rng.choice(p.answer_prefixes).format(**fill))
+        if self._wild(rng) and p.verbs:
+            verb, link = rng.choice(p.verbs), rng.choice(p.links)
+            w = self.words
+            prefix = rng.choice((f"{rng.choice(p.labels)}:", f"The {attr} {link} {needle.key} {verb}",
+                                 f"{needle.key}'s {attr} {verb}", f"The {attr} {verb}", f"{rng.choice(w)} {verb}",
+                                 f"{rng.choice(w).capitalize()} {rng.choice(w)} {rng.choice(w)}:",
+                                 f"So the {attr} {verb}", f"{rng.choice(p.labels)} -", f"{attr}:"))
+        else:
+            prefix = rng.choice(p.answer_prefixes).format(**fill)
+        return _cap(question), _cap(prefix)
 
     def render_tail(self, needle: Needle, rng: random.Random) -> tuple[str, str]:
         """(text after the haystack up to the answer, the answer text the model should write):
@@ -352,13 +404,34 @@ class WordingFamily:
         return tuple((_join(pre, q, ins), a) for q in p.questions for a in p.answer_prefixes)
 
 
-TRAIN_WORDINGS = WordingFamily("train", TRAIN_VOCAB, TRAIN_PHRASING)
+_COMMON_WORDS = (
+    "apple", "river", "morning", "window", "silver", "garden", "harbor", "lantern", "meadow", "village",
+    "pencil", "winter", "summer", "forest", "castle", "bridge", "market", "island", "valley", "mountain",
+    "candle", "mirror", "planet", "rocket", "signal", "engine", "circle", "shadow", "thunder", "crystal",
+    "ocean", "desert", "falcon", "tiger", "rabbit", "dragon", "phoenix", "anchor", "compass", "harvest",
+    "copper", "cotton", "marble", "paper", "plastic", "wooden", "purple", "orange", "violet", "scarlet",
+    "basket", "bottle", "button", "carpet", "doctor", "farmer", "hunter", "pilot", "sailor", "singer",
+    "teacher", "writer", "captain", "chief", "queen", "prince", "bishop", "knight", "server", "cluster",
+    "module", "socket", "thread", "buffer", "kernel", "parser", "router", "widget", "sensor", "battery",
+    "office", "kitchen", "cellar", "attic", "station", "airport", "hotel", "museum", "school", "church",
+    "alpha", "beta", "gamma", "delta", "omega", "zenith", "nadir", "polar", "lunar", "solar", "quiet",
+    "hidden", "broken", "golden", "frozen", "silent", "secret", "simple", "strange", "little", "ancient",
+)
+TRAIN_WORDINGS = WordingFamily("train", TRAIN_VOCAB, TRAIN_PHRASING, words=_COMMON_WORDS)
 HELDOUT_WORDINGS = WordingFamily("heldout", HELDOUT_VOCAB, HELDOUT_PHRASING, value_digits=(4, 8))
 
 
 def check_disjoint(a: WordingFamily = TRAIN_WORDINGS, b: WordingFamily = HELDOUT_WORDINGS) -> list[str]:
-    """What the two families share (should be nothing but empty parts and value formats)."""
+    """What the two families share (should be nothing but empty parts and value formats). The
+    training family's procedural words and verbs must not rebuild a held-out phrase either: none of
+    them may be a word of the held-out keys or a verb or link of its cores."""
     shared: list[str] = []
+    heldout_words = {w.lower().strip(".,:'") for k in b.keys for w in k.split()} - {"the"}
+    shared += [f"procedural word: {w!r}" for w in sorted(set(a.words) & heldout_words)]
+    heldout_cores = " ".join(b.phrasing.cores)
+    for verb in a.phrasing.verbs + a.phrasing.links:
+        if verb not in ("is", "was", "of", "for") and f" {verb} " in f" {heldout_cores} ":
+            shared.append(f"verb or link also in a held-out core: {verb!r}")
     for part in ("lead_ins", "cores", "trailers", "preambles", "questions", "instructions", "answer_prefixes"):
         common = (set(getattr(a.phrasing, part)) & set(getattr(b.phrasing, part))) - {""}
         shared += [f"{part}: {c!r}" for c in sorted(common)]
