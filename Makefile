@@ -12,7 +12,10 @@ setup:
 	$(PY) -m pip install -q "torch==2.13.0"
 	$(PY) -m pip install -q -e ".[dev,bench]"
 
+# The README's refusal table must be the committed tests/faults/REFUSALS.md. Checked before the suite: a full
+# fault-suite run rewrites REFUSALS.md, and its fuzz counts vary run to run (fuzzed headers hold temp paths).
 test:
+	$(PY) tests/faults/update_readme.py --check
 	$(PY) -m pytest -q
 
 test-gpu:

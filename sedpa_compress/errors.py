@@ -3,6 +3,15 @@
 from __future__ import annotations
 
 
+def printable(text: str) -> str:
+    """`text` with every control or format character written as an escape (`\\x1b`, `\\u202e`).
+
+    Names in messages come from files and Hub answers a stranger controls: printed raw, an ESC
+    sequence or a bidi override would reach the user's terminal.
+    """
+    return "".join(c if c.isprintable() or c == " " else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
 class SedpaError(Exception):
     """A problem with the user's input or environment.
 
@@ -14,4 +23,4 @@ class SedpaError(Exception):
     exit_code = 2
 
     def __init__(self, message: str) -> None:
-        super().__init__(" ".join(message.split()))  # always one line
+        super().__init__(printable(" ".join(message.split())))  # always one line, no control characters

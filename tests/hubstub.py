@@ -77,6 +77,9 @@ class HubStub:
         self.repos: dict[str, Repo] = {}
         self.requests: list[tuple[str, str]] = []  # (method, path) of every request, in order
         self.unhandled: list[tuple[str, str]] = []  # requests no route matched (should stay empty)
+        # called as on_request(method, path) before each request is answered (outside the lock): a test can
+        # change the repo between two requests of one command, as a concurrent push would
+        self.on_request = None
         self.lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -237,6 +240,8 @@ class _Handler(BaseHTTPRequestHandler):
         path, query = unquote(parts.path), parse_qs(parts.query)
         with self.hub.lock:
             self.hub.requests.append((method, parts.path))
+        if self.hub.on_request is not None:
+            self.hub.on_request(method, parts.path)
         try:
             body = self._body() if method in ("POST", "PUT") else b""
             with self.hub.lock:

@@ -98,3 +98,62 @@ def test_missing_file_and_bad_indices(artifact):
     (artifact / "sedpa_pattern.json").unlink()
     with pytest.raises(SedpaError, match="missing"):
         load_model(str(artifact))
+
+
+def test_generate_output_has_no_weight_loading_progress_bar(tiny_llama_dir):
+    """Issue 15: transformers' "Loading weights" bar used to land in `sedpa generate`'s output."""
+    from typer.testing import CliRunner
+
+    from sedpa_compress.cli import app
+
+    r = CliRunner().invoke(app, ["generate", "--model", str(tiny_llama_dir), "--prompt", "hi", "-n", 2,
+                                 "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert "Loading weights" not in r.output and "it/s]" not in r.output, r.output
+    from transformers.utils import logging as hf_logging
+
+    assert hf_logging.is_progress_bar_enabled()  # the setting is restored for the caller's own loads
+
+
+def test_artifact_modules_do_not_import_the_model_loader():
+    """Issue 15: the import circle artifact/{card,reader,writer} <-> models/loader is broken: LoadedModel
+    and the tokenizer loader live in models/loaded.py, which imports neither side; the loader reaches the
+    artifact reader only inside load_model. The old import path still works (a re-export)."""
+    import ast
+    import subprocess
+    import sys
+
+    package = Path(__file__).resolve().parents[1] / "sedpa_compress"
+    for name in ("card", "reader", "writer", "hub", "manifest"):
+        tree = ast.parse((package / "artifact" / f"{name}.py").read_text())
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+        assert "sedpa_compress.models.loader" not in imported, name
+    tree = ast.parse((package / "models" / "loaded.py").read_text())
+    top = {n.module for n in tree.body if isinstance(n, ast.ImportFrom)}
+    assert not any(m.startswith(("sedpa_compress.models.loader", "sedpa_compress.artifact.")) and
+                   m != "sedpa_compress.artifact.safeio" for m in top), top
+    for first in ("sedpa_compress.artifact.reader", "sedpa_compress.artifact.card", "sedpa_compress.models.loader"):
+        code = f"import sys, {first}\nprint(sorted(m for m in sys.modules if m.startswith('sedpa_compress.artifact.')))"
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        if first.endswith("loader"):  # the loader alone pulls in no reader/writer/card
+            assert out.stdout.strip() == "['sedpa_compress.artifact.safeio']", out.stdout
+    from sedpa_compress.models.loaded import LoadedModel as Moved, load_tokenizer
+    from sedpa_compress.models.loader import LoadedModel, _load_tokenizer, is_artifact_dir  # noqa: F401
+
+    assert LoadedModel is Moved and _load_tokenizer is load_tokenizer
+
+
+def test_only_hub_bookkeeping_may_sit_unlisted_beside_an_artifact(artifact):
+    """Issue 17: every file is listed, or refused by name; a Hub snapshot's `.gitattributes` and the
+    `.cache/huggingface/` metadata of `hf download --local-dir` are the only exceptions."""
+    from sedpa_compress.artifact.manifest import verify_manifest
+
+    (artifact / ".gitattributes").write_text("*.safetensors filter=lfs\n")
+    (artifact / ".cache" / "huggingface" / "download").mkdir(parents=True)
+    (artifact / ".cache" / "huggingface" / "download" / "config.json.metadata").write_text("abc\n")
+    verify_manifest(artifact)
+    assert load_model(str(artifact)).source == "artifact"
+    (artifact / ".cache" / "other.json").write_text("{}")
+    with pytest.raises(SedpaError, match="'.cache/other.json', which manifest.json does not list"):
+        load_model(str(artifact))

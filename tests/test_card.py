@@ -107,8 +107,17 @@ def test_card_states_what_was_done_and_only_measured_numbers():
 
 def test_pushed_card_names_the_repo():
     text = render_card({"model_type": "llama"}, _block(), None, repo_id="org/llama-3-8b-sedpa")
-    assert 'from_pretrained("org/llama-3-8b-sedpa", trust_remote_code=True)' in text
+    assert 'from_pretrained("org/llama-3-8b-sedpa", trust_remote_code=True, revision=revision)' in text
+    assert 'AutoTokenizer.from_pretrained("org/llama-3-8b-sedpa", revision=revision)' in text
     assert "sedpa pull org/llama-3-8b-sedpa" in text and "THIS_DIR_OR_REPO" not in text
+
+
+def test_trust_remote_code_advice_pins_a_revision():
+    """Issue 17: running a repo's code is advised only together with pinning the commit one has read."""
+    text = render_card({"model_type": "llama"}, _block(), None, repo_id="org/m")
+    advice = next(line for line in text.splitlines() if line.startswith("`trust_remote_code=True` runs"))
+    assert "pin" in advice and "`revision`" in advice and "commit" in advice
+    assert 'revision = "COMMIT_ID"' in text
 
 
 def test_base_license_from_readme_front_matter_or_config(tmp_path):
@@ -121,6 +130,22 @@ def test_base_license_from_readme_front_matter_or_config(tmp_path):
     assert base_license(tmp_path) == "other:tongyi-qianwen"
     (tmp_path / CARD_FILE).write_text("---\n: not: yaml: [\n---\n")
     assert base_license(tmp_path) == "mit"  # a broken card falls back to config.json
+
+
+def test_base_card_yaml_alias_bomb_is_refused_not_expanded(tmp_path):
+    """300 bytes of nested aliases: yaml.safe_load shares the nodes, but reading the licence (`str()` of
+    it) expanded them, to 35 MB here and to gigabytes with two more levels. Refused before anything is
+    composed, in one line naming the file."""
+    bomb = ["---", 'a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    for i in range(1, 7):
+        bomb.append(f"{chr(97 + i)}: &{chr(97 + i)} [" + ",".join([f"*{chr(96 + i)}"] * 9) + "]")
+    bomb += ["license: *g", "---", "# Base"]
+    (tmp_path / CARD_FILE).write_text("\n".join(bomb) + "\n")
+    with pytest.raises(SedpaError, match="uses YAML aliases"):
+        base_license(tmp_path)
+    (tmp_path / CARD_FILE).write_text("---\nlicense: mit\npad: '" + "x" * (2 << 20) + "'\n---\n# Base\n")
+    with pytest.raises(SedpaError, match="larger than 1 MiB"):
+        base_license(tmp_path)
 
 
 def test_heatmap_is_a_deterministic_png_and_skipped_without_matplotlib(monkeypatch):
@@ -236,6 +261,22 @@ def test_card_refuses_a_corrupt_artifact_and_a_non_artifact(artifact, tmp_path):
     assert not (art / "results").exists()
     with pytest.raises(SedpaError, match="not a sedpa artifact"):
         update_card(tmp_path, [])
+
+
+def test_card_refuses_stray_files_and_lists_only_what_sedpa_wrote(artifact, tmp_path):
+    """Issue 17: `sedpa card` rewrites the manifest only over files it verified or wrote: a stray file is
+    refused by name (not blessed with a fresh manifest), and a Hub `.gitattributes` is left unlisted."""
+    art = tmp_path / "art"
+    shutil.copytree(artifact, art)
+    (art / "tokenizer_config.json").write_text(json.dumps({"chat_template": "{{ evil }}"}))
+    err = one_line_error(sedpa("card", art))
+    assert "'tokenizer_config.json'" in err and "does not list" in err
+    assert "tokenizer_config.json" not in json.loads((art / "manifest.json").read_text())["files"]
+    (art / "tokenizer_config.json").unlink()
+    (art / ".gitattributes").write_text("*.safetensors filter=lfs\n")  # what a pulled Hub snapshot holds
+    assert sedpa("card", art).exit_code == 0
+    files = verify_manifest(art)["files"]
+    assert ".gitattributes" not in files and set(files) == set(json.loads((artifact / "manifest.json").read_text())["files"])
 
 
 def test_card_yaml_round_trips_through_pyyaml_safe_dump(artifact):

@@ -316,3 +316,158 @@ def test_cli_push_in_a_fresh_process_reads_hf_endpoint_and_hf_token(tmp_path, ar
         assert r.returncode == 0, r.stderr
         assert f"{stub.url}/{REPO}" in r.stdout
         assert json.loads(stub.files(REPO)["manifest.json"])["files"]["model.safetensors"]["bytes"] > 0
+
+
+# ------------------------------------------------------------------ issue 17: the trust boundary
+
+
+def test_push_token_is_not_in_the_config_repr(artifact):
+    from sedpa_compress.artifact.hub import PushConfig
+
+    config = PushConfig(artifact=artifact, repo_id=REPO, token="hf_secret_value")
+    assert "hf_secret_value" not in repr(config) and "hf_secret_value" not in str(config)
+
+
+def test_push_uploads_exactly_the_manifest_files(hub, artifact, tmp_path):
+    """A symlink to a file elsewhere on disk, or any other file the manifest does not list, is refused
+    before any request (it used to be staged through the link and uploaded); a `.gitattributes` the
+    artifact carries (a pulled snapshot) is neither listed nor uploaded."""
+    art = tmp_path / "art"
+    shutil.copytree(artifact, art)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("a private file elsewhere on disk")
+    (art / "notes.txt").symlink_to(secret)
+    err = one_line_error(sedpa("push", art, "--repo-id", REPO))
+    assert "'notes.txt'" in err and "does not list" in err
+    assert hub.requests == []
+    (art / "notes.txt").unlink()
+    (art / ".gitattributes").write_text("*.bin filter=lfs diff=lfs merge=lfs -text\n")
+    assert sedpa("push", art, "--repo-id", REPO).exit_code == 0
+    remote = hub.files(REPO)
+    listed = json.loads(remote["manifest.json"])["files"]
+    assert set(remote) == set(listed) | {"manifest.json", ".gitattributes"}
+    assert remote[".gitattributes"] != (art / ".gitattributes").read_bytes()  # the Hub's own, not the local one
+    assert set(listed) == set(json.loads((artifact / "manifest.json").read_text())["files"])
+
+
+def test_push_to_an_existing_repo_that_is_not_an_artifact_needs_force(hub, artifact):
+    hub.add_repo("sedpa-test/someones-model", {"config.json": b"{}", "pytorch_model.bin": b"their weights"})
+    requests = len(hub.requests)
+    err = one_line_error(sedpa("push", artifact, "--repo-id", "sedpa-test/someones-model"))
+    assert "is not a sedpa artifact" in err and "--force" in err and "delete" in err
+    assert "pytorch_model.bin" in hub.files("sedpa-test/someones-model")
+    assert not any(m == "POST" for m, _ in hub.requests[requests:]), "a refused push wrote to the Hub"
+    # a new branch of that repo replaces nothing on main: allowed without --force
+    assert sedpa("push", artifact, "--repo-id", "sedpa-test/someones-model", "--revision", "sedpa").exit_code == 0
+    assert "pytorch_model.bin" in hub.files("sedpa-test/someones-model")
+    r = sedpa("push", artifact, "--repo-id", "sedpa-test/someones-model", "--force")
+    assert r.exit_code == 0, r.output
+    assert "pytorch_model.bin" not in hub.files("sedpa-test/someones-model")
+    assert sedpa("push", artifact, "--repo-id", "sedpa-test/someones-model").exit_code == 0  # now a sedpa repo
+
+
+def test_private_on_an_existing_public_repo_is_refused_not_ignored(hub, artifact):
+    assert sedpa("push", artifact, "--repo-id", REPO).exit_code == 0
+    err = one_line_error(sedpa("push", artifact, "--repo-id", REPO, "--private"))
+    assert "is public" in err and "--private" in err
+    assert not hub.repos[REPO].private
+    hub.add_repo("sedpa-test/secret", {}, private=True)
+    assert sedpa("push", artifact, "--repo-id", "sedpa-test/secret", "--private").exit_code == 0
+    assert hub.repos["sedpa-test/secret"].private
+
+
+def test_push_pins_the_commit_it_looked_at(hub, artifact):
+    """A push landing between sedpa's look at the branch and its commit: the Hub refuses the commit
+    (parent_commit), so files nobody looked at are never deleted."""
+    assert sedpa("push", artifact, "--repo-id", REPO).exit_code == 0
+
+    def concurrent_push(method, path):  # after sedpa looked at the branch, before it lists what to delete
+        if method == "GET" and "/tree/" in path and hub.on_request is not None:
+            hub.on_request = None
+            hub.add_repo(REPO, {"their-file.txt": b"pushed meanwhile"})
+
+    hub.on_request = concurrent_push
+    art_readme = (artifact / "README.md").read_text()
+    r = sedpa("push", artifact, "--repo-id", REPO, "-m", "second")
+    assert "changed while sedpa was pushing" in one_line_error(r)
+    assert "their-file.txt" in hub.files(REPO)
+    assert (artifact / "README.md").read_text() == art_readme
+
+
+def test_pull_takes_every_file_from_one_commit(hub, artifact):
+    """A push landing while `sedpa pull` downloads: config, manifest and weights all come from the
+    commit pull resolved first (it used to resolve the branch twice and could mix two commits)."""
+    assert sedpa("push", artifact, "--repo-id", REPO).exit_code == 0
+    first = hub.repos[REPO].branches["main"]
+
+    def concurrent_push(method, path):
+        if "/resolve/" in path and path.endswith("/config.json") and hub.on_request is not None:
+            hub.on_request = None
+            hub.add_repo(REPO, {"model.safetensors": b"weights of a later push"})
+
+    hub.on_request = concurrent_push
+    r = sedpa("pull", REPO)
+    assert r.exit_code == 0, r.output
+    pulled = Path(r.stdout.strip().splitlines()[-1])
+    assert pulled.name == first and hub.repos[REPO].branches["main"] != first
+    assert (pulled / "model.safetensors").read_bytes() == (artifact / "model.safetensors").read_bytes()
+    assert torch.equal(logits(REPO), logits(str(artifact)))  # refs/main records the commit pulled: offline load
+
+
+def test_pull_downloads_only_the_manifest_files(hub, artifact):
+    assert sedpa("push", artifact, "--repo-id", REPO).exit_code == 0
+    hub.add_repo(REPO, {"pytorch_model.bin": b"a pickle added on the Hub", "notes/extra.md": b"not in the manifest"})
+    r = sedpa("pull", REPO)
+    assert r.exit_code == 0, r.output
+    pulled = Path(r.stdout.strip().splitlines()[-1])
+    got = {p.relative_to(pulled).as_posix() for p in pulled.rglob("*") if p.is_file()}
+    assert got == set(json.loads((artifact / "manifest.json").read_text())["files"]) | {"manifest.json"}
+
+
+def test_base_model_pull_takes_only_the_shards_its_index_names(hub, tmp_path):
+    base = build_tiny("qwen2", tmp_path / "base")
+    files = {p.relative_to(base).as_posix(): p.read_bytes() for p in base.rglob("*") if p.is_file()}
+    weights = files.pop("model.safetensors")
+    index = {"metadata": {}, "weight_map": {k: "model-00001-of-00001.safetensors"
+                                            for k in __import__("safetensors.torch").torch.load(weights)}}
+    files.update({"model-00001-of-00001.safetensors": weights, "model.safetensors.index.json": json.dumps(index).encode(),
+                  "consolidated.safetensors": b"a duplicate of the weights in another layout", "modeling_x.py": b"code"})
+    hub.add_repo("sedpa-test/sharded-base", files)
+    r = sedpa("pull", "sedpa-test/sharded-base")
+    assert r.exit_code == 0, r.output
+    pulled = Path(r.stdout.strip().splitlines()[-1])
+    got = {p.name for p in pulled.rglob("*") if p.is_file()}
+    assert "consolidated.safetensors" not in got and "modeling_x.py" not in got
+    assert {"config.json", "model.safetensors.index.json", "model-00001-of-00001.safetensors"} <= got
+    assert torch.equal(logits("sedpa-test/sharded-base"), logits(str(base)))
+
+
+def test_push_staging_is_cleaned_like_other_partial_outputs(hub, artifact, tmp_path):
+    """A killed push leaves `.ART.push-pid<N>-*` beside the artifact; the next push removes it. An artifact
+    in the Hub cache is staged outside `snapshots/` (which must hold only snapshots)."""
+    art = tmp_path / "art"
+    shutil.copytree(artifact, art)
+    stale = tmp_path / ".art.push-pid999999999-abcd"
+    stale.mkdir()
+    (stale / "model.safetensors").write_bytes(b"half a staged copy")
+    assert sedpa("push", art, "--repo-id", REPO).exit_code == 0
+    assert not stale.exists() and [p.name for p in tmp_path.iterdir() if p.name.startswith(".art.")] == []
+
+    r = sedpa("pull", REPO)
+    snapshot = Path(r.stdout.strip().splitlines()[-1])
+    seen = []
+    real_mkdtemp = __import__("tempfile").mkdtemp
+
+    def spy(*a, **k):
+        seen.append(k.get("dir"))
+        return real_mkdtemp(*a, **k)
+
+    import tempfile
+
+    original, tempfile.mkdtemp = tempfile.mkdtemp, spy
+    try:
+        assert sedpa("push", snapshot, "--repo-id", "sedpa-test/copy").exit_code == 0
+    finally:
+        tempfile.mkdtemp = original
+    assert seen and all(Path(d) != snapshot.parent for d in seen)
+    assert sorted(p.name for p in snapshot.parent.iterdir()) == [snapshot.name]

@@ -8,7 +8,6 @@ leaves the old artifact as it was.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import shutil
@@ -18,8 +17,10 @@ from typing import Any, Iterable
 
 import yaml
 
+from sedpa_compress.artifact.safeio import CARD_METADATA_MAX, CONFIG_MAX, RESULT_MAX, read_json, safe_yaml
 from sedpa_compress.errors import SedpaError
 from sedpa_compress.heads.pattern import HeadPattern
+from sedpa_compress.models.loaded import PATTERN_FILE, is_artifact_dir
 
 CARD_FILE = "README.md"
 RESULTS_DIR = "results"
@@ -45,16 +46,19 @@ HUB_LICENSES = {
 # ----------------------------------------------------------------------------------- metadata
 
 
-def split_front_matter(text: str) -> tuple[dict[str, Any] | None, str]:
-    """(YAML metadata, body) of a Markdown card; metadata None when there is no valid front matter."""
+def split_front_matter(text: str, source: str = "the model card") -> tuple[dict[str, Any] | None, str]:
+    """(YAML metadata, body) of a Markdown card; metadata None when there is no valid front matter.
+
+    Metadata with YAML aliases, or larger than 1 MiB, is a SedpaError naming `source`: expanding it
+    could take all memory (an alias bomb)."""
     if not text.startswith("---"):
         return None, text
     end = text.find("\n---", 3)
     if end < 0:
         return None, text
     try:
-        meta = yaml.safe_load(text[3:end])
-    except yaml.YAMLError:
+        meta = safe_yaml(text[3:end], f"{source}'s metadata", "remove them from its front matter (write the values out)")
+    except (yaml.YAMLError, RecursionError):
         return None, text
     body = text[end + 4:].lstrip("\n")
     return (meta if isinstance(meta, dict) else None), body
@@ -68,9 +72,14 @@ def base_license(path: Path | None) -> str | None:
     readme = path / CARD_FILE
     if readme.is_file():
         try:
-            meta, _ = split_front_matter(readme.read_text(encoding="utf-8", errors="replace"))
+            with readme.open("rb") as f:  # only the front matter matters: never the whole of a huge card
+                head = f.read(CARD_METADATA_MAX + 8).decode("utf-8", errors="replace")
         except OSError:
-            meta = None
+            head = ""
+        if head.startswith("---") and head.find("\n---", 3) < 0 and len(head) > CARD_METADATA_MAX:
+            raise SedpaError(f"{readme}: its metadata (front matter) is larger than {CARD_METADATA_MAX >> 20} MiB: "
+                             "shorten it, or remove the base model's README.md")
+        meta, _ = split_front_matter(head, source=str(readme))
         if meta and meta.get("license"):
             lic = str(meta["license"]).strip()
             if lic == "other" and meta.get("license_name"):
@@ -79,8 +88,8 @@ def base_license(path: Path | None) -> str | None:
     cfg = path / "config.json"
     if cfg.is_file():
         try:
-            value = json.loads(cfg.read_text(encoding="utf-8")).get("license")
-        except (OSError, ValueError, AttributeError):
+            value = read_json(cfg, limit=CONFIG_MAX, what="config", fix="").get("license")
+        except (SedpaError, AttributeError):  # the loader has said what is wrong with it, or will
             value = None
         if isinstance(value, str) and value.strip():
             return value.strip()
@@ -221,10 +230,8 @@ def find_results(artifact: Path) -> list[CardResult]:
         return []
     found = []
     for path in sorted(folder.glob("*.json")):
-        try:
-            data = check_result(json.loads(path.read_text(encoding="utf-8")), str(path))
-        except (ValueError, OSError):
-            raise SedpaError(f"{path} is not valid JSON: remove it or re-run `sedpa card`") from None
+        data = check_result(read_json(path, limit=RESULT_MAX, what="benchmark result",
+                                      fix="remove it or re-run `sedpa card`"), str(path))
         images = sorted(f"{RESULTS_DIR}/{p.name}" for p in folder.glob(f"{path.stem}*.png"))
         found.append(CardResult(name=f"{RESULTS_DIR}/{path.name}", data=data, images=images))
     return found
@@ -309,8 +316,12 @@ def render_card(config: dict[str, Any], block: dict[str, Any], pattern: HeadPatt
               "With transformers alone (low-rank projections, transformers' own full attention: same logits as "
               "`sedpa_compress.load` under full attention, without the KV-cache savings):", "",
               "```python", "from transformers import AutoModelForCausalLM, AutoTokenizer", "",
-              f"model = AutoModelForCausalLM.from_pretrained(\"{where}\", trust_remote_code=True)",
-              f"tokenizer = AutoTokenizer.from_pretrained(\"{where}\")", "```", "",
+              "revision = \"COMMIT_ID\"  # the commit whose modeling_sedpa.py you read (the repo's history)",
+              f"model = AutoModelForCausalLM.from_pretrained(\"{where}\", trust_remote_code=True, revision=revision)",
+              f"tokenizer = AutoTokenizer.from_pretrained(\"{where}\", revision=revision)", "```", "",
+              "`trust_remote_code=True` runs the repo's `modeling_sedpa.py` on your machine: read it, and pin "
+              "`revision` to the commit you read, so that a later push cannot change the code you run. "
+              "sedpa itself never runs code from an artifact.", "",
               "`manifest.json` lists the sha256 of every file; sedpa checks it before loading.", ""]
     return "\n".join(lines)
 
@@ -319,7 +330,6 @@ def render_artifact_card(artifact: Path, *, repo_id: str | None = None) -> str:
     """README.md for an artifact as it is on disk: its config, pattern, heatmap and `results/`."""
     from sedpa_compress.artifact.heatmap import HEATMAP_FILE
     from sedpa_compress.artifact.reader import read_sedpa_block
-    from sedpa_compress.artifact.writer import PATTERN_FILE
 
     artifact = Path(artifact)
     config, block = read_sedpa_block(artifact)
@@ -331,18 +341,34 @@ def render_artifact_card(artifact: Path, *, repo_id: str | None = None) -> str:
 # ----------------------------------------------------------------------------------- updating
 
 
-def stage_copy(artifact: Path, staging: Path) -> None:
-    """Mirror `artifact` into `staging` with hard links (instant for multi-GB weights), copying where links fail."""
-    for src in sorted(Path(artifact).rglob("*")):
-        dst = staging / src.relative_to(artifact)
-        if src.is_dir():
-            dst.mkdir(parents=True, exist_ok=True)
-            continue
+def stage_artifact(artifact: Path, staging: Path, manifest: dict) -> None:
+    """Put exactly the manifest's files into the empty `staging`, as regular files, each checked
+    against its sha256 there: what `sedpa card` swaps in and `sedpa push` uploads is what the
+    manifest vouches for, never a file it does not list and never a symlink's target outside.
+
+    Hard links (instant for multi-GB weights) to each file's real path, which is inside the artifact
+    or, for a Hub cache snapshot, its blobs/; a copy where links fail (another filesystem).
+    """
+    from sedpa_compress.artifact.manifest import MANIFEST, artifact_file, check_entry
+
+    for name, info in manifest["files"].items():
+        src = artifact_file(artifact, name)
+        if src is None:
+            raise SedpaError(f"{Path(artifact) / MANIFEST} lists {name!r}, outside the artifact: refusing to read it")
+        real = src.resolve()
+        dst = Path(staging) / name
         dst.parent.mkdir(parents=True, exist_ok=True)
         try:
-            os.link(src, dst)
+            os.link(real, dst, follow_symlinks=False)  # a symlink swapped in since is linked as a link: refused below
         except OSError:
-            shutil.copy2(src, dst)
+            _copy_no_follow(real, dst)
+        check_entry(staging, name, info)
+
+
+def _copy_no_follow(src: Path, dst: Path) -> None:
+    fd = os.open(src, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0))
+    with os.fdopen(fd, "rb") as fin, open(dst, "xb") as fout:
+        shutil.copyfileobj(fin, fout, 1 << 22)
 
 
 def add_results(staging: Path, results: list[Path]) -> list[str]:
@@ -354,10 +380,8 @@ def add_results(staging: Path, results: list[Path]) -> list[str]:
         path = Path(path)
         if not path.is_file():
             raise SedpaError(f"--results {path} does not exist: pass a JSON written by `sedpa bench`")
-        try:
-            check_result(json.loads(path.read_text(encoding="utf-8")), str(path))
-        except (ValueError, UnicodeDecodeError):
-            raise SedpaError(f"--results {path} is not valid JSON: pass a JSON written by `sedpa bench`") from None
+        check_result(read_json(path, limit=RESULT_MAX, what="--results", fix="pass a JSON written by `sedpa bench`"),
+                     str(path))
         folder = staging / RESULTS_DIR
         folder.mkdir(exist_ok=True)
         for src in [path, *sorted(path.parent.glob(f"{path.stem}*.png"))]:
@@ -369,9 +393,13 @@ def add_results(staging: Path, results: list[Path]) -> list[str]:
     return added
 
 
-def write_card(staging: Path, *, repo_id: str | None = None) -> bool:
-    """Re-render README.md in a staged artifact and rewrite its manifest; False when nothing changed."""
-    from sedpa_compress.artifact.manifest import write_manifest
+def write_card(staging: Path, *, manifest: dict, added: list[str] = (), repo_id: str | None = None) -> dict:
+    """Re-render README.md in a staged artifact and rewrite its manifest; returns the new manifest.
+
+    The new manifest lists the old manifest's files (already verified in `staging`), the card and the
+    `added` result files: only what sedpa verified or wrote itself, whatever else is in the folder.
+    """
+    from sedpa_compress.artifact.manifest import file_entry, write_manifest
     from sedpa_compress.atomic import atomic_write_text
 
     text = render_artifact_card(staging, repo_id=repo_id)
@@ -380,10 +408,11 @@ def write_card(staging: Path, *, repo_id: str | None = None) -> bool:
     if old != text:
         readme.unlink(missing_ok=True)  # break the hard link before writing
         atomic_write_text(readme, text)
-    staging_manifest = staging / "manifest.json"
-    staging_manifest.unlink(missing_ok=True)
-    write_manifest(staging)
-    return old != text
+    entries = dict(manifest["files"])
+    for name in [*added, CARD_FILE]:
+        entries[name] = file_entry(staging / name)
+    (staging / "manifest.json").unlink(missing_ok=True)  # a hard link into the live artifact: never write through it
+    return write_manifest(staging, entries)
 
 
 @dataclass
@@ -397,16 +426,15 @@ def update_card(artifact: Path, results: list[Path]) -> CardUpdate:
     """`sedpa card ART --results ...`: add results, re-render README.md, rewrite manifest.json, atomically."""
     from sedpa_compress.artifact.manifest import verify_manifest
     from sedpa_compress.atomic import atomic_directory
-    from sedpa_compress.models.loader import is_artifact_dir
 
     artifact = Path(artifact)
     if not artifact.is_dir() or not is_artifact_dir(artifact):
         raise SedpaError(f"{artifact} is not a sedpa artifact directory (no config.json with a `sedpa` block): "
                          "pass the --out of `sedpa compress`")
-    verify_manifest(artifact)  # never bless a corrupted artifact with a fresh manifest
+    manifest = verify_manifest(artifact)  # never bless a corrupted artifact, or a stray file, with a fresh manifest
     with atomic_directory(artifact, overwrite=True) as staging:
-        stage_copy(artifact, staging)
+        stage_artifact(artifact, staging, manifest)
         added = add_results(staging, results)
-        write_card(staging)
+        write_card(staging, manifest=manifest, added=added)
         count = len(find_results(staging))
     return CardUpdate(artifact=artifact, added=added, results=count)

@@ -7,17 +7,17 @@ with a one-line error.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from sedpa_compress.artifact.manifest import artifact_file, verify_manifest
+from sedpa_compress.artifact.manifest import MANIFEST, artifact_file, check_name, verify_manifest
+from sedpa_compress.artifact.safeio import CONFIG_MAX, INDEX_MAX, read_json
 from sedpa_compress.artifact.writer import ARTIFACT_FORMAT, PATTERN_FILE
 from sedpa_compress.errors import SedpaError
 from sedpa_compress.models.families import family_for
-from sedpa_compress.models.loader import LoadedModel, _load_tokenizer
+from sedpa_compress.models.loaded import LoadedModel, load_tokenizer
 from sedpa_compress.svd.factored import DualPathLinear
 
 _FLOAT_DTYPES = {torch.float32, torch.float16, torch.bfloat16}
@@ -25,10 +25,7 @@ _FLOAT_DTYPES = {torch.float32, torch.float16, torch.bfloat16}
 
 def read_sedpa_block(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     cfg_path = path / "config.json"
-    try:
-        config = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as exc:  # ValueError: bad JSON, huge integer
-        raise SedpaError(f"{cfg_path} is unreadable ({type(exc).__name__}); re-create the artifact") from None
+    config = read_json(cfg_path, limit=CONFIG_MAX, what="artifact config", fix="re-create the artifact")
     block = config.get("sedpa") if isinstance(config, dict) else None
     if not isinstance(block, dict):
         raise SedpaError(f"{cfg_path} has no `sedpa` block: not a sedpa artifact")
@@ -59,27 +56,58 @@ def read_sedpa_block(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     return config, block
 
 
+INDEX_FILE = "model.safetensors.index.json"
+WEIGHTS_FILE = "model.safetensors"
+
+
+def _shard_names(path: Path) -> tuple[list[str], dict[str, str] | None]:
+    """The weights files to read and the index's tensor -> file map: model.safetensors alone, or the
+    shards the index names (each a plain file name inside the artifact). Both at once is ambiguous."""
+    index = path / INDEX_FILE
+    if not index.is_file():
+        return [WEIGHTS_FILE], None
+    if (path / WEIGHTS_FILE).is_file():
+        raise SedpaError(f"{path} holds both {WEIGHTS_FILE} and {INDEX_FILE}: it is unclear which weights to load; "
+                         "re-create the artifact")
+    fix = "re-create the artifact"
+    data = read_json(index, limit=INDEX_MAX, what="weights index", fix=fix)
+    weight_map = data.get("weight_map") if isinstance(data, dict) else None
+    if not isinstance(weight_map, dict) or not weight_map or not all(
+            isinstance(k, str) and isinstance(v, str) for k, v in weight_map.items()):
+        raise SedpaError(f"{index} is malformed (`weight_map` must map tensor names to file names); {fix}")
+    shards = sorted(set(weight_map.values()))
+    for name in shards:
+        why = check_name(name)
+        if why is not None or name in (INDEX_FILE, MANIFEST):
+            raise SedpaError(f"{index} names a weights file that {why or 'is not a weights file'} ({name[:80]!r}); {fix}")
+    return shards, weight_map
+
+
 def _load_state(path: Path) -> dict[str, torch.Tensor]:
+    """Every tensor of the artifact, each from exactly one listed weights file.
+
+    A shard holding a tensor its index does not assign to it (a tensor in two shards is one) is
+    refused: otherwise whichever file is read last would silently win.
+    """
     from safetensors.torch import load_file
 
-    index = path / "model.safetensors.index.json"
-    if index.is_file():
-        try:
-            files = sorted(set(json.loads(index.read_text())["weight_map"].values()))
-        except (json.JSONDecodeError, KeyError, TypeError, AttributeError) as exc:
-            raise SedpaError(f"{index} is malformed ({type(exc).__name__}); re-create the artifact") from None
-    else:
-        files = ["model.safetensors"]
+    shards, weight_map = _shard_names(path)
     state: dict[str, torch.Tensor] = {}
-    for name in files:
-        f = artifact_file(path, str(name))
+    for name in shards:
+        f = artifact_file(path, name)
         if f is None or not f.is_file():
             raise SedpaError(f"weights file {name} is missing from {path}; re-create the artifact")
         try:
-            state.update(load_file(str(f)))
+            tensors = load_file(str(f))
         except Exception as exc:  # SafetensorError for truncated/oversized headers, bad offsets
             raise SedpaError(f"{f.name} is not a valid safetensors file ({str(exc).splitlines()[0][:100]}); "
                              "re-download or re-create the artifact") from None
+        if weight_map is not None:  # each tensor has one file in the map, so no tensor is read twice
+            foreign = sorted(k for k in tensors if weight_map.get(k) != name)
+            if foreign:
+                raise SedpaError(f"{name} holds tensor {foreign[0]!r}, which {INDEX_FILE} assigns elsewhere (or not at "
+                                 "all); re-create the artifact")
+        state.update(tensors)
     return state
 
 
@@ -193,7 +221,7 @@ def load_artifact(path: Path, *, device: str = "cpu", dtype: torch.dtype = torch
     model.eval()
     pattern_path = path / PATTERN_FILE
     return LoadedModel(
-        model=model, tokenizer=_load_tokenizer(path), name=str(block.get("base_model") or path), source="artifact",
+        model=model, tokenizer=load_tokenizer(path), name=str(block.get("base_model") or path), source="artifact",
         family=family, geometry=family.geometry(hf_config), path=path, revision=block.get("base_revision"),
         artifact={**block, "pattern_path": str(pattern_path) if pattern_path.is_file() else None},
     )

@@ -8,17 +8,30 @@ from pathlib import Path
 from typing import Any
 
 from sedpa_compress import __version__
-from sedpa_compress.atomic import atomic_directory, atomic_write_json, atomic_write_text
+from sedpa_compress.atomic import atomic_directory, atomic_write_json, atomic_write_text, check_out
 from sedpa_compress.errors import SedpaError
 from sedpa_compress.artifact.card import base_license, render_card
 from sedpa_compress.artifact.heatmap import write_pattern_heatmap
 from sedpa_compress.artifact.manifest import write_manifest
 from sedpa_compress.artifact.remote_code import AUTO_MAP, copy_remote_code
 from sedpa_compress.heads.pattern import HeadPattern
-from sedpa_compress.models.loader import LoadedModel
+from sedpa_compress.models.loaded import PATTERN_FILE, LoadedModel, is_artifact_dir
 
 ARTIFACT_FORMAT = 1
-PATTERN_FILE = "sedpa_pattern.json"
+
+
+def replaceable_artifact(out: Path) -> bool:
+    """What `--overwrite` may replace: a sedpa artifact (config.json with a `sedpa` block) or an empty
+    folder; never a file, a symlink or a folder of something else."""
+    out = Path(out)
+    if out.is_symlink() or not out.is_dir():
+        return False
+    return not any(out.iterdir()) or is_artifact_dir(out)
+
+
+def check_artifact_out(out: Path, *, overwrite: bool) -> None:
+    """Refuse a bad --out before any work: inside a file, existing without --overwrite, not an artifact."""
+    check_out(out, overwrite=overwrite, replace_if=replaceable_artifact, replaceable="a sedpa artifact")
 
 
 def sedpa_block(loaded: LoadedModel, *, pattern: HeadPattern | None, projections: dict[str, dict],
@@ -53,7 +66,8 @@ def write_artifact(out: Path, loaded: LoadedModel, block: dict[str, Any], *, pat
     model = loaded.model
     if "license" not in block and (license_ := base_license(loaded.path)):
         block = {**block, "license": license_}  # the base model's licence carries over to the card
-    with atomic_directory(Path(out), overwrite=overwrite) as tmp:
+    with atomic_directory(Path(out), overwrite=overwrite, replace_if=replaceable_artifact,
+                          replaceable="a sedpa artifact") as tmp:
         config = model.config.to_dict()
         config.pop("_attn_implementation_autoset", None)
         config["sedpa"] = block

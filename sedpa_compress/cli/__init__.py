@@ -9,8 +9,9 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
-from sedpa_compress.errors import SedpaError
+from sedpa_compress.errors import SedpaError, printable
 
 app = typer.Typer(
     name="sedpa",
@@ -35,6 +36,13 @@ for _name in _COMMAND_MODULES:
 err_console = Console(stderr=True)
 
 
+def print_error(message: str) -> None:
+    """`error: MESSAGE` on stderr, the message printed literally: it quotes names from manifests, indexes
+    and Hub answers, where `[/]` would crash rich's markup parser and `[link=...]` would become a link."""
+    err_console.print(Text.assemble(("error:", "bold red"), " ", printable(str(message))), highlight=False,
+                      soft_wrap=True)
+
+
 def _user_errors(callback):
     """Every command turns SedpaError into one red line on stderr and exit status 2, also under CliRunner."""
 
@@ -43,7 +51,7 @@ def _user_errors(callback):
         try:
             return callback(*args, **kwargs)
         except SedpaError as err:
-            err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+            print_error(str(err))
             raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]: nothing half-written was left at the output path")
@@ -54,9 +62,8 @@ def _user_errors(callback):
             if type(err).__name__ != "OutOfMemoryError":
                 raise
             first = (str(err).strip().splitlines() or [""])[0][:160]
-            err_console.print(f"[bold red]error:[/] the GPU ran out of memory ({first}): free the GPU, or use a "
-                              "shorter context, a smaller --chunk, or a mode that keeps less (sedpa-w, duo)",
-                              highlight=False, soft_wrap=True)
+            print_error(f"the GPU ran out of memory ({first}): free the GPU, or use a shorter context, a smaller "
+                        "--chunk, or a mode that keeps less (sedpa-w, duo)")
             raise typer.Exit(2) from None
 
     return wrapper

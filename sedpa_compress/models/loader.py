@@ -2,62 +2,38 @@
 
 from __future__ import annotations
 
+import contextlib
 import re
-from dataclasses import dataclass, field
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import torch
-from torch import nn
 
+from sedpa_compress.artifact.safeio import CONFIG_MAX
 from sedpa_compress.errors import SedpaError
-from sedpa_compress.models.families import AttentionGeometry, Family, family_for
+from sedpa_compress.models.families import family_for
+# LoadedModel, the tokenizer loader and is_artifact_dir live in models/loaded.py (shared with artifact/,
+# which must not import this module); re-exported here for the code that imports them from the loader.
+from sedpa_compress.models.loaded import PATTERN_FILE, LoadedModel, is_artifact_dir, load_tokenizer
 from sedpa_compress.models.presets import preset_config
+
+_load_tokenizer = load_tokenizer  # the former private name
+__all__ = ["DEFAULT_MODEL", "LoadedModel", "PATTERN_FILE", "is_artifact_dir", "load_model",
+           "load_pretrained_dir", "load_tokenizer", "resolve_model_path", "shipped_pattern_path"]
 
 DEFAULT_MODEL = "sedpa-tiny"
 EMBEDDED_DIR = Path(__file__).parent / "embedded"
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
-# What a Hub model needs to load (config, safetensors, tokenizer, card, remote code, results/):
-# not the .bin/.pth/.gguf duplicates many base repos also carry. `sedpa pull` of a base model uses it too.
-HUB_MODEL_PATTERNS = ["*.json", "*.safetensors", "*.model", "*.txt", "*.md", "*.png", "*.py", "tokenizer*"]
-
-
-@dataclass
-class LoadedModel:
-    """A model ready for any stage, with what the stages need to know about where it came from."""
-
-    model: nn.Module
-    tokenizer: Any | None  # a transformers tokenizer, or None for random-weight presets
-    name: str  # what identifies the base model in files we write (Hub id, dir name, preset)
-    source: str  # "hub" | "local" | "embedded" | "preset" | "artifact"
-    family: Family
-    geometry: AttentionGeometry
-    path: Path | None = None
-    revision: str | None = None
-    artifact: dict[str, Any] | None = field(default=None)  # the config's `sedpa` block for artifacts
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
-    def encode(self, text: str) -> list[int]:
-        """Token ids for text; random-weight presets without a tokenizer use UTF-8 bytes."""
-        if self.tokenizer is None:
-            vocab = self.model.config.vocab_size
-            return [b % vocab for b in text.encode("utf-8")]
-        return self.tokenizer(text, add_special_tokens=True)["input_ids"]
-
-    def decode(self, ids: list[int]) -> str:
-        if self.tokenizer is None:
-            return bytes(i % 256 for i in ids).decode("utf-8", errors="replace")
-        return self.tokenizer.decode(ids, skip_special_tokens=True)
-
-
-PATTERN_FILE = "sedpa_pattern.json"  # the same name inside artifacts and beside the embedded model
 
 
 def shipped_pattern_path(loaded: LoadedModel) -> Path | None:
-    """The head pattern a model directory carries (artifacts, the embedded sedpa-tiny), if any."""
+    """The head pattern a model directory carries (artifacts, the embedded sedpa-tiny), if any.
+
+    For an artifact, the one its loader found listed in the verified manifest, never whatever file
+    of that name is there now."""
+    if loaded.artifact is not None:
+        carried = loaded.artifact.get("pattern_path")
+        return Path(carried) if carried else None
     if loaded.path is not None and (Path(loaded.path) / PATTERN_FILE).is_file():
         return Path(loaded.path) / PATTERN_FILE
     return None
@@ -96,20 +72,6 @@ def embedded_model_dir(name: str = DEFAULT_MODEL) -> Path:
     return path
 
 
-def is_artifact_dir(path: Path) -> bool:
-    """An artifact is a model directory whose config.json carries a `sedpa` block."""
-    import json
-
-    cfg = path / "config.json"
-    if not cfg.is_file():
-        return False
-    try:
-        data = json.loads(cfg.read_text(encoding="utf-8"))
-    except (ValueError, UnicodeDecodeError, OSError, RecursionError):  # the loaders that follow say what is wrong
-        return False
-    return isinstance(data, dict) and "sedpa" in data
-
-
 def resolve_model_path(spec: str, revision: str | None = None) -> tuple[Path, str, str | None]:
     """Turn a --model value into (local directory, source, revision); downloads Hub ids when online."""
     if spec == DEFAULT_MODEL or (spec.startswith("sedpa-") and (EMBEDDED_DIR / spec).is_dir()):
@@ -133,22 +95,22 @@ def resolve_model_path(spec: str, revision: str | None = None) -> tuple[Path, st
 
 
 def _download(repo_id: str, revision: str | None) -> Path:
-    from huggingface_hub import snapshot_download
-    from huggingface_hub.errors import (HfHubHTTPError, LocalEntryNotFoundError, RepositoryNotFoundError,
-                                        RevisionNotFoundError)
+    """A Hub model in the local cache: the cached snapshot when it is complete (repeated runs, offline
+    machines with a pulled copy), else what sedpa loads of it, from one commit (artifact.hub.fetch_model)."""
+    from huggingface_hub.errors import HfHubHTTPError, RepositoryNotFoundError, RevisionNotFoundError
 
-    patterns = HUB_MODEL_PATTERNS
-    try:  # the cache first, so repeated runs and offline machines with a pulled copy work
-        return Path(snapshot_download(repo_id, revision=revision, local_files_only=True, allow_patterns=patterns))
-    except (LocalEntryNotFoundError, FileNotFoundError, OSError):
-        pass
+    from sedpa_compress.artifact.hub import _network_errors, cached_model, fetch_model
+
+    cached = cached_model(repo_id, revision)
+    if cached is not None:
+        return cached
     try:
-        return Path(snapshot_download(repo_id, revision=revision, allow_patterns=patterns))
+        return fetch_model(repo_id, revision=revision)[0]
     except RevisionNotFoundError:
         raise SedpaError(f"--model {repo_id}: the Hub repo has no revision {revision!r}; check the branch, tag or commit") from None
     except RepositoryNotFoundError:
         raise SedpaError(f"--model {repo_id}: no such repository on the Hub (or it is private: run `huggingface-cli login`)") from None
-    except (HfHubHTTPError, LocalEntryNotFoundError, OSError, ValueError) as exc:
+    except (HfHubHTTPError, OSError, ValueError, *_network_errors()) as exc:
         raise SedpaError(
             f"cannot fetch {repo_id} from the Hugging Face Hub ({type(exc).__name__}): this machine seems offline; "
             "download it elsewhere and pass the local directory with --model ./path, or `sedpa pull` it where there is network"
@@ -184,10 +146,40 @@ def load_model(
                                device=device, revision=rev)
 
 
+@contextlib.contextmanager
+def quiet_weight_loading() -> Iterator[None]:
+    """No transformers progress bar ("Loading weights ...") while sedpa loads a model: it would land in
+    the middle of `sedpa generate`'s output. The previous setting (and huggingface_hub's, which
+    transformers toggles with it) is restored after."""
+    import warnings
+
+    from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars
+    from transformers.utils import logging as hf_logging
+
+    was_on, hub_was_off = hf_logging.is_progress_bar_enabled(), are_progress_bars_disabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_on:
+            with warnings.catch_warnings():  # huggingface_hub warns when HF_HUB_DISABLE_PROGRESS_BARS forbids it
+                warnings.simplefilter("ignore")
+                hf_logging.enable_progress_bar()
+        if hub_was_off:
+            disable_progress_bars()
+
+
 def load_pretrained_dir(path: Path, *, source: str, name: str, dtype: torch.dtype, device: str,
                         revision: str | None = None) -> LoadedModel:
     from transformers import AutoConfig, AutoModelForCausalLM
 
+    try:
+        too_big = (path / "config.json").stat().st_size > CONFIG_MAX
+    except OSError:
+        too_big = False  # transformers says what is wrong with it below
+    if too_big:
+        raise SedpaError(f"{path}/config.json is larger than {CONFIG_MAX >> 20} MiB, far more than a model config "
+                         "needs: pass a Hugging Face model directory")
     try:
         # trust_remote_code=False, always: a model directory's auto_map must never run its .py files
         # (and never prompts "run the custom code? [y/N]", which would hang a non-interactive run).
@@ -198,27 +190,17 @@ def load_pretrained_dir(path: Path, *, source: str, name: str, dtype: torch.dtyp
     family = family_for(hf_config)
     try:
         # use_safetensors=True: a pytorch_model.bin is a pickle, and sedpa never unpickles a stranger's file.
-        model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa",
-                                                     trust_remote_code=False, use_safetensors=True)
+        with quiet_weight_loading():
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa",
+                                                         trust_remote_code=False, use_safetensors=True)
     except Exception as exc:  # noqa: BLE001 - OSError, ValueError, RuntimeError, safetensors' own error type...
         msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         raise SedpaError(f"cannot load weights from {path}: {msg}; check the directory holds *.safetensors") from None
     model.to(device).eval()
     return LoadedModel(
-        model=model, tokenizer=_load_tokenizer(path), name=name if source != "local" else str(path),
+        model=model, tokenizer=load_tokenizer(path), name=name if source != "local" else str(path),
         source=source, family=family, geometry=family.geometry(hf_config), path=path, revision=revision,
     )
-
-
-def _load_tokenizer(path: Path):
-    from transformers import AutoTokenizer
-
-    if not any((path / f).is_file() for f in ("tokenizer.json", "tokenizer.model", "tokenizer_config.json")):
-        return None
-    try:
-        return AutoTokenizer.from_pretrained(path, trust_remote_code=False)
-    except (OSError, ValueError) as exc:
-        raise SedpaError(f"cannot load the tokenizer in {path} ({exc}): check its tokenizer files") from None
 
 
 def _random_model(name: str, dtype: torch.dtype, device: str, seed: int) -> LoadedModel:

@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from sedpa_compress.artifact.writer import sedpa_block, write_artifact
+from sedpa_compress.artifact.writer import check_artifact_out, sedpa_block, write_artifact
 from sedpa_compress.calibration.perplexity import heldout_windows, perplexity
 from sedpa_compress.calibration.stats import CalibrateConfig, calibrate, load_stats
 from sedpa_compress.errors import SedpaError
@@ -59,8 +59,7 @@ def run_compress(loaded: LoadedModel, job: CompressJob, *, show_progress: bool =
     check_ratio(job.compress.rank_ratio)
     if job.out is None:
         job.out = default_out_dir(loaded)
-    if job.out.exists() and not job.overwrite:
-        raise SedpaError(f"--out {job.out} already exists: choose another path or pass --overwrite")
+    check_artifact_out(job.out, overwrite=job.overwrite)  # --out inside a file, or --overwrite of a non-artifact
     if loaded.source == "artifact":
         raise SedpaError(f"--model {loaded.path} is already a sedpa artifact: compress its base model instead")
     pattern = resolve_pattern(job, loaded)
