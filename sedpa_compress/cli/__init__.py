@@ -9,6 +9,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from sedpa_compress.errors import SedpaError
 
@@ -43,7 +44,8 @@ def _user_errors(callback):
         try:
             return callback(*args, **kwargs)
         except SedpaError as err:
-            err_console.print(f"[bold red]error:[/] {err}", highlight=False, soft_wrap=True)
+            # escaped: a message naming `sedpa-compress[data]` or a path with brackets is not rich markup
+            err_console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False, soft_wrap=True)
             raise typer.Exit(err.exit_code) from None
         except KeyboardInterrupt:
             err_console.print("[yellow]interrupted[/]: nothing half-written was left at the output path")
