@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from conftest import build_tiny, random_pattern
 from sedpa_compress.cli import app
 from sedpa_compress.errors import SedpaError
-from sedpa_compress.heads.interop import duo_binarize, duo_kept_count, export_duo_pattern, import_duo_pattern
+from sedpa_compress.heads.interop import duo_binarize, export_duo_pattern, import_duo_pattern
 from sedpa_compress.heads.pattern import HeadPattern
 from sedpa_compress.models.geometry import model_geometry
 
@@ -55,16 +55,16 @@ def write_duo_run(root, gates: np.ndarray, *, model="Llama-3-8B-Instruct-Gradien
 
 
 def numpy_duo_mask(gates: np.ndarray, ratio: float) -> np.ndarray:
-    """DuoAttention's evaluation rule on distinct gates: >= numpy's (1 - ratio)-quantile."""
-    clipped = np.clip(gates, 0, 1)
-    return (clipped >= np.quantile(clipped, 1 - ratio)).astype(int)
+    """DuoAttention's evaluation rule, written out: clip, numpy seed 42, noise below 1e-6, >= the
+    (1 - ratio)-quantile of the noised gates."""
+    np.random.seed(42)
+    noised = np.clip(gates, 0, 1) + np.random.uniform(0, 1e-6, gates.shape)
+    return (noised >= np.quantile(noised, 1 - ratio)).astype(int)
 
 
 @pytest.fixture
 def llama3_run(tmp_path):
     gates = duo_gates(32, 8)
-    gates[gates > 0] += np.linspace(0, 1e-9, int((gates > 0).sum()))  # distinct positives (ties are not the point here)
-    gates = np.minimum(gates, 1.0)
     return write_duo_run(tmp_path, gates), gates
 
 
@@ -105,15 +105,22 @@ def test_threshold_binarisation(llama3_run, tmp_path):
     assert p.threshold == 0.6 and p.retrieval_ratio is None
 
 
-def test_kept_count_follows_numpys_quantile_not_rounding():
-    # 1024 heads (Llama-2-7B: 32 x 32) at ratio 0.3: numpy's 0.7-quantile sits at rank 716.1, so 307 heads
-    # are >= it, while round(0.3 * 1024) = 307 too; 256 heads at 0.3 -> rank 178.5 -> 77 kept
-    assert duo_kept_count(1024, 0.3) == 1024 - 717
-    assert duo_kept_count(256, 0.3) == 77
-    assert duo_kept_count(10, 0.55) == 5  # 0.45 * 9 = 4.05 -> ranks 5..9 kept; round(5.5) would say 6
-    assert duo_kept_count(256, 0.0) == 0 and duo_kept_count(256, 1.0) == 256
-    # ties at the cut are broken by position (DuoAttention breaks them with random noise)
-    assert duo_binarize([[0.5, 0.5], [0.5, 0.5]], retrieval_ratio=0.5) == [[1, 1], [0, 0]]
+def test_ties_are_broken_as_duoattention_breaks_them(tmp_path):
+    # bf16 gates, as published: few distinct values, many exactly 1.0, so the noise picks among ties
+    rng = np.random.default_rng(5)
+    gates = np.round(rng.uniform(0, 1, (32, 8)) * 8) / 8
+    gates[rng.random((32, 8)) < 0.35] = 1.0
+    assert len(np.unique(gates)) <= 9 and (gates == 1.0).sum() > 64
+    run = write_duo_run(tmp_path, gates)
+    for ratio in (0.5, 0.25):
+        mask = np.array(import_duo_pattern(run, retrieval_ratio=ratio).mask)
+        assert np.array_equal(mask, numpy_duo_mask(gates, ratio))
+        assert mask.sum() == round(ratio * 256)  # the noise makes the quantile cut exact
+    # ratio 0 and 1: none and all, as DuoAttention's thresholds 2 and -1
+    assert duo_binarize([[0.2, 1.0]], retrieval_ratio=0.0) == [[0, 0]]
+    assert duo_binarize([[0.0, 1.0]], retrieval_ratio=1.0) == [[1, 1]]
+    with pytest.raises(SedpaError, match="outside"):
+        duo_binarize([[0.5]], retrieval_ratio=1.5)
 
 
 def test_wrong_geometry_is_refused(llama3_run, tmp_path):

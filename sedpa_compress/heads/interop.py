@@ -7,11 +7,14 @@ DuoAttention's research code keeps a pattern as a directory
 - `config.json`: the training run's arguments, of which a deployment reads `sink_size` and
   `recent_size`.
 
-Its binarisation (evaluation scripts): a head is a retrieval head when its gate is >= a threshold;
-for a target sparsity s (the streaming fraction, `1 - retrieval ratio`) the threshold is numpy's
-(linearly interpolated) s-quantile of all gates, after a uniform noise below 1e-6 breaks ties at
-random. `duo_binarize` reproduces that rule with ties broken by position instead of at random,
-so it is deterministic; with distinct gates the masks are the same.
+Its binarisation (evaluation scripts, which seed numpy with 42 first): a uniform noise below 1e-6
+is added to the gates to break ties, then a head is a retrieval head when its noised gate is >= a
+threshold; for a target sparsity s (the streaming fraction, `1 - retrieval ratio`) the threshold is
+numpy's (linearly interpolated) s-quantile of the noised gates (s >= 1 keeps none, s <= 0 all).
+Published gates are bf16 values with many ties (the Llama-3-8B-1048K pattern has 94 distinct values
+among 256 heads, 82 of them exactly 1.0), so the noise decides which tied heads are kept.
+`duo_binarize` computes exactly that, with the noise drawn from numpy's seed 42 as those scripts
+draw it, so an imported pattern keeps the heads DuoAttention's own evaluation kept.
 """
 
 from __future__ import annotations
@@ -42,33 +45,24 @@ def is_duo_pattern(path: Path) -> bool:
     return path.is_dir() or path.suffix.lower() == ".tsv"
 
 
-def duo_kept_count(total: int, retrieval_ratio: float) -> int:
-    """How many of `total` distinct gates DuoAttention keeps as retrieval heads at this ratio:
-    those >= numpy's (1 - ratio)-quantile; sparsity 1 keeps none and sparsity 0 keeps all."""
-    sparsity = 1.0 - retrieval_ratio
-    if sparsity >= 1:
-        return 0
-    if sparsity <= 0:
-        return total
-    ranks = np.arange(total, dtype=float)  # distinct values: the count depends on the quantile's position only
-    return int((ranks >= np.quantile(ranks, sparsity)).sum())
+DUO_EVAL_SEED = 42  # seed_everything(42) in DuoAttention's evaluation scripts, before the noise is drawn
 
 
 def duo_binarize(gates: list[list[float]], *, retrieval_ratio: float | None = None,
-                 threshold: float | None = None) -> list[list[int]]:
-    """DuoAttention's rule: gate >= threshold, or the quantile for a retrieval ratio (see the module doc)."""
+                 threshold: float | None = None, seed: int = DUO_EVAL_SEED) -> list[list[int]]:
+    """DuoAttention's rule: gate + noise >= threshold, or >= the (1 - ratio)-quantile (see the module doc)."""
     if (retrieval_ratio is None) == (threshold is None):
         raise SedpaError("give exactly one of --retrieval-ratio or --threshold to turn gates into a mask")
-    if threshold is not None:
-        if not math.isfinite(threshold):
-            raise SedpaError(f"--threshold {threshold} is not a number: pass a gate value such as 0.5")
-        return [[int(g >= threshold) for g in row] for row in gates]
-    if not (math.isfinite(retrieval_ratio) and 0.0 <= retrieval_ratio <= 1.0):
+    if threshold is not None and not math.isfinite(threshold):
+        raise SedpaError(f"--threshold {threshold} is not a number: pass a gate value such as 0.5")
+    if retrieval_ratio is not None and not (math.isfinite(retrieval_ratio) and 0.0 <= retrieval_ratio <= 1.0):
         raise SedpaError(f"--retrieval-ratio {retrieval_ratio} is outside [0, 1]: pass a fraction such as 0.5")
-    flat = [(g, li, hi) for li, row in enumerate(gates) for hi, g in enumerate(row)]
-    keep = duo_kept_count(len(flat), retrieval_ratio)
-    chosen = {(li, hi) for _, li, hi in sorted(flat, key=lambda t: (-t[0], t[1], t[2]))[:keep]}
-    return [[int((li, hi) in chosen) for hi in range(len(row))] for li, row in enumerate(gates)]
+    g = np.asarray(gates, dtype=np.float64)
+    g = g + np.random.RandomState(seed).uniform(0, 1e-6, g.shape)  # the stream np.random.seed(seed) gives
+    if retrieval_ratio is not None:
+        sparsity = 1.0 - retrieval_ratio
+        threshold = 2.0 if sparsity >= 1 else -1.0 if sparsity <= 0 else float(np.quantile(g, sparsity))
+    return (g >= threshold).astype(int).tolist()
 
 
 def _find_tsv(path: Path) -> Path:
