@@ -39,7 +39,7 @@ def test_recipe_that_does_not_parse(tmp_path):
 def test_wrong_kind_of_value(tmp_path):
     p = tmp_path / "r.yaml"
     p.write_text("steps: many\n")
-    with pytest.raises(SedpaError, match="`steps` must be a int"):
+    with pytest.raises(SedpaError, match="`steps` must be an integer"):
         load_recipe(p)
 
 

@@ -310,10 +310,11 @@ class PromptCache:
 @torch.inference_mode()
 def greedy_generate(loaded: LoadedModel, ids: list[int], mode: AttentionMode | None, max_new_tokens: int, *,
                     chunk: int = DEFAULT_CHUNK, stop_ids: list[int] | None = None,
-                    reuse: PromptCache | None = None) -> list[int]:
+                    reuse: PromptCache | None = None, min_new_tokens: int = 0) -> list[int]:
     """Greedy continuation of `ids` with `mode` installed: chunked prefill into the HF cache, then one
-    token at a time (so tidal's sparse decode runs). Stops at EOS or any of `stop_ids`. With `reuse`
-    (one per mode), the prefix shared with the previous prompt is not prefilled again."""
+    token at a time (so tidal's sparse decode runs). Stops at EOS or any of `stop_ids`, which cannot be
+    chosen before `min_new_tokens` tokens (HF's min_length). With `reuse` (one per mode), the prefix
+    shared with the previous prompt is not prefilled again."""
     from transformers import DynamicCache
 
     model = loaded.model
@@ -327,7 +328,11 @@ def greedy_generate(loaded: LoadedModel, ids: list[int], mode: AttentionMode | N
             logits = model(input_ids=x[:, s:s + chunk], past_key_values=cache, use_cache=True, logits_to_keep=1).logits
     with attention(model, mode):
         for _ in range(max_new_tokens):
-            tok = int(logits[0, -1].argmax())
+            last = logits[0, -1]
+            if len(out) < min_new_tokens and stops:
+                last = last.clone()
+                last[sorted(stops)] = float("-inf")
+            tok = int(last.argmax())
             out.append(tok)
             if tok in stops or len(out) >= max_new_tokens:
                 break

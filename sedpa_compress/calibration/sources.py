@@ -15,20 +15,33 @@ def describe_source(data: str | None) -> str:
     return data or BUNDLED
 
 
+_DATASET_FILES = ("*.parquet", "*.arrow", "*.jsonl", "*.json", "*.csv", "README.md", "dataset_info.json")
+
+
 def iter_texts(data: str | None, *, text_field: str = "text", split: str = "train") -> Iterator[str]:
-    """Documents from `--data`: None/"bundled", a .jsonl file, a .txt file, a folder of .txt, or a dataset name."""
+    """Documents from `--data`: None/"bundled", a .jsonl file, a .txt file, a folder of .txt, or a Hugging
+    Face dataset: a Hub name, NAME:CONFIG (e.g. THUDM/LongBench:gov_report), or a local dataset folder
+    (Parquet/JSON files or a dataset card; FOLDER:CONFIG picks a config)."""
     if data is None or data == BUNDLED:
         from sedpa_compress.data.text import load_bundled_text
 
         yield load_bundled_text(split)
         return
     path = Path(data).expanduser()
+    folder, _, config = data.rpartition(":")
+    if not path.exists() and folder and Path(folder).expanduser().is_dir():  # FOLDER:CONFIG
+        yield from _iter_hf_dataset(str(Path(folder).expanduser()), text_field, split, config=config)
+        return
     if path.is_dir():
         files = sorted(path.rglob("*.txt"))
-        if not files:
-            raise SedpaError(f"--data {data}: the folder holds no .txt files; add some or pass a .jsonl file")
-        for f in files:
-            yield f.read_text(encoding="utf-8", errors="replace")
+        if files:
+            for f in files:
+                yield f.read_text(encoding="utf-8", errors="replace")
+            return
+        if any(next(path.rglob(pattern), None) is not None for pattern in _DATASET_FILES):
+            yield from _iter_hf_dataset(str(path), text_field, split)
+            return
+        raise SedpaError(f"--data {data}: the folder holds no .txt files; add some or pass a .jsonl file")
     elif path.is_file():
         if path.suffix == ".jsonl":
             yield from _iter_jsonl(path, text_field)
@@ -54,24 +67,54 @@ def _iter_jsonl(path: Path, text_field: str) -> Iterator[str]:
             yield row[text_field]
 
 
-def _iter_hf_dataset(name: str, text_field: str, split: str) -> Iterator[str]:
+DATA_FIX = "pass a local .jsonl/.txt/folder with --data, or omit it for the bundled text"
+
+
+def _iter_hf_dataset(name: str, text_field: str, split: str, *, config: str | None = None) -> Iterator[str]:
+    """Rows of a Hugging Face dataset through `datasets` (streamed: nothing beyond what is read is
+    downloaded). The split asked for, or the dataset's only split (LongBench has only `test`)."""
     try:
         import datasets
     except ImportError:
-        raise SedpaError(f"--data {name} looks like a Hugging Face dataset: install `sedpa-compress[data]` "
-                         "(the `datasets` package) or pass a local .jsonl/.txt") from None
-    config = None
-    if ":" in name:  # "wikitext:wikitext-2-raw-v1"
+        raise SedpaError(f"--data {name} looks like a Hugging Face dataset, which needs the `datasets` package: "
+                         f"pip install 'sedpa-compress[data]' (or pip install datasets); or {DATA_FIX}") from None
+    if config is None and ":" in name and not Path(name).exists():  # "wikitext:wikitext-2-raw-v1"
         name, config = name.split(":", 1)
+    label = f"{name}:{config}" if config else name
     try:
-        ds = datasets.load_dataset(name, config, split=split, streaming=True)
-    except Exception as exc:  # datasets raises many types for offline/missing
-        raise SedpaError(f"cannot load dataset {name!r} ({type(exc).__name__}): offline or unknown; "
-                         "pass a local .jsonl/.txt/folder with --data") from None
-    for row in ds:
-        if text_field not in row:
-            raise SedpaError(f"dataset {name!r} has no field {text_field!r}; pass --text-field NAME")
-        yield row[text_field]
+        splits = datasets.load_dataset(name, config, streaming=True)
+        if split not in splits:
+            if len(splits) != 1:
+                raise SedpaError(f"dataset {label} has no split {split!r} (it has {', '.join(splits)}); "
+                                 "calibration reads `train` or a dataset's only split")
+            split = next(iter(splits))
+        for row in splits[split]:
+            if text_field not in row:
+                raise SedpaError(f"dataset {label} has no field {text_field!r} (it has {', '.join(row)}); "
+                                 "pass --text-field NAME")
+            yield row[text_field]
+    except SedpaError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - datasets raises many types for offline, missing, scripts
+        raise SedpaError(dataset_error(label, exc)) from None
+
+
+def dataset_error(label: str, exc: Exception) -> str:
+    """One line for a `datasets` failure: what went wrong, in words, and what to do."""
+    text, kind = str(exc), type(exc).__name__
+    first = (text.strip().splitlines() or [kind])[0][:160]
+    if "scripts are no longer supported" in text or "trust_remote_code" in text:
+        return (f"dataset {label} is a loading-script dataset, which `datasets` no longer runs (and sedpa never runs a "
+                f"repository's code): use a Parquet/JSON copy of it, or {DATA_FIX}")
+    if kind == "DatasetNotFoundError" or "doesn't exist on the Hub" in text:
+        return f"no dataset {label} on the Hugging Face Hub (or it is private: `huggingface-cli login`); or {DATA_FIX}"
+    if "BuilderConfig" in text or "Config name is missing" in text:
+        return f"dataset {label}: {first}; name a config as NAME:CONFIG"
+    if kind in ("ConnectionError", "OfflineModeIsEnabled", "LocalEntryNotFoundError", "ReadTimeout", "ConnectTimeout") \
+            or "offline" in text.lower() or "Name or service not known" in text:
+        return (f"cannot fetch dataset {label} from the Hugging Face Hub ({kind}): this machine seems offline; "
+                f"{DATA_FIX}")
+    return f"cannot load dataset {label} ({kind}: {first}); {DATA_FIX}"
 
 
 def token_batches(texts: Iterator[str], encode, *, seq_len: int, max_tokens: int) -> Iterator[list[int]]:

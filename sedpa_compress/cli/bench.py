@@ -224,7 +224,8 @@ def ppl_cmd(
 
 
 def longbench_cmd(
-    data_dir: Annotated[Path, typer.Option("--data-dir", help="Folder of LongBench JSONL files (<task>.jsonl, upstream format).")],
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="LongBench's data.zip, or a folder of its JSONL files (<task>.jsonl, upstream format).")] = None,
+    dataset: Annotated[Optional[str], typer.Option("--dataset", help="Instead: a Hugging Face dataset in LongBench's layout (a config per task, split test), e.g. THUDM/LongBench or a local dataset folder; needs `datasets` (the data extra).")] = None,
     model: ModelOpt = None,
     compressed: CompressedOpt = None,
     config: ConfigOpt = None,
@@ -232,8 +233,8 @@ def longbench_cmd(
     attention: AttentionOpt = "full,duo",
     tasks: Annotated[Optional[str], typer.Option("--tasks", help="Comma-separated task names, `english` (default: the 16 English tasks) or `all`.")] = None,
     limit: Annotated[Optional[int], typer.Option("--limit", help="At most this many examples per task.")] = None,
-    max_length: Annotated[Optional[int], typer.Option("--max-length", help="Prompt tokens after middle truncation (default: the model's limit minus the task's answer length).")] = None,
-    chat_template: Annotated[bool, typer.Option("--chat-template", help="Wrap prompts in the tokenizer's chat template (upstream does for chat models).")] = False,
+    max_length: Annotated[Optional[int], typer.Option("--max-length", help="Prompt tokens (with BOS) kept by middle truncation (default: upstream's value for the model, e.g. 31500 for 32K models, 127500 for Llama-3.1-8B).")] = None,
+    chat_template: Annotated[bool, typer.Option("--chat-template", help="Wrap prompts in the tokenizer's chat template, on the tasks upstream wraps (DuoAttention's runs use none).")] = False,
     pattern: PatternOpt = None,
     sink: SinkOpt = None,
     recent: RecentOpt = None,
@@ -245,30 +246,34 @@ def longbench_cmd(
     device: DeviceOpt = "",
     dtype: DtypeOpt = "auto",
 ) -> None:
-    """LongBench from local JSONL files: upstream prompts, middle truncation, upstream metrics, every mode."""
-    from sedpa_compress.bench.longbench import LongBenchConfig, parse_tasks, read_task, run_longbench
+    """LongBench: upstream prompts, truncation, stop tokens and metrics, every mode on the same prompts."""
+    from sedpa_compress.bench.longbench import LongBenchConfig, load_tasks, parse_tasks, run_longbench, upstream_max_length
     from sedpa_compress.errors import SedpaError
 
     if limit is not None and limit < 1:
         raise SedpaError(f"--limit {limit}: pass at least 1")
     if max_length is not None and max_length < 16:
         raise SedpaError(f"--max-length {max_length}: pass at least 16 tokens")
-    cfg = LongBenchConfig(data_dir=data_dir, tasks=parse_tasks(tasks), limit=limit, max_length=max_length,
-                          chat_template=chat_template, chunk=chunk)
-    total_examples = sum(len(read_task(data_dir, t, limit)) for t in cfg.tasks)  # bad files fail before loading
+    cfg = LongBenchConfig(data_dir=data_dir, dataset=dataset, tasks=parse_tasks(tasks), limit=limit,
+                          max_length=max_length, chat_template=chat_template, chunk=chunk)
+    data = load_tasks(cfg)  # bad files and unreachable datasets fail before the model loads
+    total_examples = sum(len(rows) for rows in data.values())
     base, models = _setup(model, compressed, config, random_weights, attention, pattern, sink, recent, window, top_k,
                           device, dtype)
     limit_pos = base.geometry.max_position_embeddings
     if max_length is not None and limit_pos and max_length > limit_pos:
         raise SedpaError(f"--max-length {max_length} is beyond the model's {limit_pos}-token limit: pass {limit_pos - 512} or less")
+    used_length, rule = (max_length, "--max-length") if max_length is not None else upstream_max_length(base)
+    console.print(f"[dim]prompts of more than {used_length:,} tokens are cut in the middle ({rule})[/]", highlight=False)
     out = out or _default_out("longbench", base)
     cache = _cache(out, fresh)
     with _progress(len(models) * total_examples, "longbench") as advance:
-        rows, summary = run_longbench(models, cfg, cache, advance)
+        rows, summary = run_longbench(models, cfg, cache, advance, data)
     _resumed(cache, len(rows))
-    settings = {"data_dir": str(data_dir), "tasks": cfg.tasks, "limit": limit, "max_length": max_length,
-                "chat_template": chat_template, "modes": {m.name: m.settings for m in models},
-                "metrics": "sedpa_compress.bench.longbench.metrics (upstream definitions; Chinese per character)"}
+    settings = {"data": cfg.source, "tasks": cfg.tasks, "limit": limit, "max_length": used_length,
+                "max_length_rule": rule, "chat_template": chat_template, "modes": {m.name: m.settings for m in models},
+                "metrics": "sedpa_compress.bench.longbench.metrics (upstream definitions; Chinese per character, not jieba)",
+                "stop": "tokenizer eos + generation_config eos list (samsum: eos or newline, >= 1 token)"}
     _write(out, "longbench", base, settings, rows, summary, str(base.device))
     table = Table(title=f"LongBench: {base.name} (score 0-100)")
     table.add_column("task")

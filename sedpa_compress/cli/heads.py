@@ -176,9 +176,62 @@ def probe_cmd(
     console.print(f"[green]wrote[/] {json_path} and {png_path}")
 
 
+def import_cmd(
+    path: Annotated[Path, typer.Argument(help="A DuoAttention pattern: the run folder attn_patterns/<model>/<run>/ (full_attention_heads.tsv + config.json) or the TSV itself.")],
+    model: ModelOpt = None,
+    config: ConfigOpt = None,
+    random_weights: RandomOpt = False,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Pattern file to write (default: <model>.pattern.json).")] = None,
+    retrieval_ratio: Annotated[Optional[float], typer.Option("--retrieval-ratio", help="Keep this fraction of KV heads (DuoAttention's quantile rule, sparsity = 1 - ratio). Default: the config's sparsity, else 0.5.")] = None,
+    threshold: Annotated[Optional[float], typer.Option("--threshold", help="Instead of a ratio: gate >= threshold is a retrieval head.")] = None,
+    sink: Annotated[Optional[int], typer.Option("--sink", help="Sink tokens (default: the config's sink_size).")] = None,
+    recent: Annotated[Optional[int], typer.Option("--recent", help="Recent tokens (default: the config's recent_size).")] = None,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out.")] = False,
+) -> None:
+    """DuoAttention's published head pattern -> a sedpa *.pattern.json, checked against the model's layers and KV heads."""
+    from sedpa_compress.errors import SedpaError
+    from sedpa_compress.heads.interop import import_duo_pattern
+    from sedpa_compress.heads.show import pattern_summary
+    from sedpa_compress.heads.train import default_pattern_path
+    from sedpa_compress.models.geometry import model_geometry
+
+    if retrieval_ratio is not None and threshold is not None:
+        raise SedpaError("give at most one of --retrieval-ratio or --threshold")
+    if random_weights and config is None:
+        raise SedpaError("--random-weights goes with --config NAME (a geometry preset)")
+    name, geometry = model_geometry(model, config=config)  # config.json only: no weights are loaded
+    pattern = import_duo_pattern(path, geometry, model=name, retrieval_ratio=retrieval_ratio, threshold=threshold,
+                                 sink=sink, recent=recent)
+    out = out or default_pattern_path(name)
+    if out.exists() and not overwrite:
+        raise SedpaError(f"--out {out} already exists: choose another path or pass --overwrite")
+    pattern.save(out)
+    for line in pattern_summary(pattern):
+        console.print(line, highlight=False)
+    console.print(f"[green]wrote[/] {out}")
+
+
+def export_cmd(
+    pattern: Annotated[Path, typer.Argument(help="A sedpa *.pattern.json (or an artifact's sedpa_pattern.json).")],
+    out: Annotated[Path, typer.Argument(help="Folder to write: full_attention_heads.tsv + config.json (DuoAttention's run-folder layout).")],
+    fmt: Annotated[str, typer.Option("--format", help="duo-attention (the only format).")] = "duo-attention",
+) -> None:
+    """A sedpa pattern -> DuoAttention's layout (gates TSV + config.json with sink_size / recent_size)."""
+    from sedpa_compress.errors import SedpaError
+    from sedpa_compress.heads.interop import FORMATS, export_duo_pattern
+    from sedpa_compress.heads.pattern import HeadPattern
+
+    if fmt not in FORMATS:
+        raise SedpaError(f"--format {fmt!r}: choose {', '.join(FORMATS)}")
+    written = export_duo_pattern(HeadPattern.load(pattern), out)
+    console.print(f"[green]wrote[/] {written}/full_attention_heads.tsv and {written}/config.json")
+
+
 def register(app: typer.Typer) -> None:
     app.command("identify-heads")(identify_heads_cmd)
-    heads_app = typer.Typer(help="Inspect and probe head patterns (*.pattern.json).", no_args_is_help=True)
+    heads_app = typer.Typer(help="Inspect, probe, import and export head patterns (*.pattern.json).", no_args_is_help=True)
     heads_app.command("show")(show_cmd)
     heads_app.command("probe")(probe_cmd)
+    heads_app.command("import")(import_cmd)
+    heads_app.command("export")(export_cmd)
     app.add_typer(heads_app, name="heads")

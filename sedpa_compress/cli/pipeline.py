@@ -61,7 +61,7 @@ def compress_cmd(
     config: ConfigOpt = None,
     random_weights: RandomOpt = False,
     rank_ratio: Annotated[float, typer.Option("--rank-ratio", help="Fraction of the compressed projections' parameters to keep, in (0, 1].")] = 0.85,
-    pattern: Annotated[Optional[Path], typer.Option("--pattern", help="Head pattern (*.pattern.json) from `sedpa identify-heads`; default: the one the model ships (sedpa-tiny does).")] = None,
+    pattern: Annotated[Optional[Path], typer.Option("--pattern", help="Head pattern: a *.pattern.json from `sedpa identify-heads`, or a DuoAttention run folder / full_attention_heads.tsv; default: the one the model ships (sedpa-tiny does).")] = None,
     calibration: Annotated[Optional[Path], typer.Option("--calibration", help="Second moments from `sedpa calibrate`; computed here when omitted.")] = None,
     scope: Annotated[str, typer.Option("--scope", help="streaming: only streaming heads (dual path); all: every head.")] = "streaming",
     rank_search: Annotated[str, typer.Option("--rank-search", help="greedy (minimise whitened error) or uniform.")] = "greedy",
@@ -127,8 +127,11 @@ def generate_cmd(
     if (prompt is None) == (prompt_file is None):
         raise SedpaError("give exactly one of --prompt TEXT or --prompt-file FILE")
     if prompt_file is not None:
-        if not prompt_file.is_file():
+        if not prompt_file.exists():
             raise SedpaError(f"--prompt-file {prompt_file} does not exist: pass an existing text file")
+        if not prompt_file.is_file():
+            kind = "a folder" if prompt_file.is_dir() else "not a regular file (a device, pipe or socket)"
+            raise SedpaError(f"--prompt-file {prompt_file} is {kind}: pass a text file, or the text with --prompt")
         prompt = prompt_file.read_text(encoding="utf-8", errors="replace")
     loaded = _load(model, None, False, device, dtype)
     mode = mode_for(loaded, attention, pattern=pattern, window=window)

@@ -168,6 +168,9 @@ def config_from_dict(data: dict[str, Any], source: str = "recipe") -> IdentifyCo
         raise SedpaError(f"{source}: {exc}") from None
 
 
+_KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
+
+
 def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
     """YAML gives ints for floats and the like; refuse values of the wrong kind by field name."""
     if value is None:
@@ -179,7 +182,7 @@ def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
         kind = str
     if kind is bool or isinstance(value, bool):
         if not isinstance(value, bool) or kind is not bool:
-            raise SedpaError(f"{source}: field `{key}` must be a {kind.__name__}, got {value!r}")
+            raise SedpaError(f"{source}: field `{key}` must be {_KIND_NAMES.get(kind, kind.__name__)}, got {value!r}")
         return value
     if kind is int:
         if isinstance(value, int) or (isinstance(value, float) and value.is_integer()):
@@ -190,7 +193,7 @@ def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
     elif kind is str:
         if isinstance(value, str):
             return value
-    raise SedpaError(f"{source}: field `{key}` must be a {kind.__name__}, got {value!r}")
+    raise SedpaError(f"{source}: field `{key}` must be {_KIND_NAMES.get(kind, kind.__name__)}, got {value!r}")
 
 
 def fingerprint(model_id: dict[str, Any], cfg: IdentifyConfig) -> str:

@@ -44,14 +44,14 @@ class CompressOutcome:
 
 
 def resolve_pattern(job: CompressJob, loaded: LoadedModel) -> HeadPattern | None:
-    """--pattern, else the pattern the model carries (the embedded sedpa-tiny ships one)."""
+    """--pattern (a sedpa *.pattern.json, or a DuoAttention run folder / TSV), else the pattern the
+    model carries (the embedded sedpa-tiny ships one)."""
+    from sedpa_compress.heads.interop import load_any_pattern
+
     path = job.pattern or shipped_pattern_path(loaded)
     if path is None:
         return None
-    pattern = HeadPattern.load(path, loaded.geometry)
-    if job.retrieval_ratio is not None:
-        pattern = pattern.with_ratio(retrieval_ratio=job.retrieval_ratio)
-    return pattern
+    return load_any_pattern(path, loaded.geometry, retrieval_ratio=job.retrieval_ratio)
 
 
 def run_compress(loaded: LoadedModel, job: CompressJob, *, show_progress: bool = True) -> CompressOutcome:

@@ -359,7 +359,7 @@ CASES = [
      lambda w, t: ["identify-heads", "--model", w.model, "--recipe", _file(t / "r.yaml", "stepz: 3\n")], "stepz"),
     ("heads", "recipe field of the wrong type",
      lambda w, t: ["identify-heads", "--model", w.model, "--recipe", _file(t / "r.yaml", "steps: many\n")],
-     "must be a int"),
+     "must be an integer"),
     ("heads", "recipe that is a list, not a mapping",
      lambda w, t: ["identify-heads", "--model", w.model, "--recipe", _file(t / "r.yaml", "- steps\n")],
      "mapping"),

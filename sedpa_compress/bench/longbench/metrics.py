@@ -1,15 +1,16 @@
 """LongBench's metrics, written here as pure functions (no rouge / fuzzywuzzy / jieba needed).
 
-They follow the upstream definitions (THUDM/LongBench metrics.py / eval.py): QA F1 over normalised
-words, ROUGE-L F over words, classification and retrieval accuracy, passage count, and code edit
-similarity of the first code line. Differences, on purpose:
-- Chinese tasks are tokenised per character (upstream uses jieba words): scores differ slightly from
-  published Chinese numbers; English tasks are unaffected.
-- ROUGE-L is the plain LCS F1 over whitespace words of the lower-cased text; upstream's `rouge`
-  package computes a summary-level union-LCS F with its own beta, so summary scores can differ by a
-  point or so.
-- code similarity is difflib's ratio (what fuzzywuzzy's `fuzz.ratio` computes without
-  python-Levenshtein), rounded to whole percent as fuzz.ratio does.
+They follow the upstream definitions (THUDM/LongBench metrics.py / eval.py) and give the same values on
+English tasks: QA F1 over SQuAD-normalised words; ROUGE-L F as the `rouge` package (1.0.1) computes it
+(case-sensitive, the text split into sentences at ".", words split at single spaces, each side's words
+counted once, the union of the per-sentence LCS words over the reference's sentences, F with a 1e-8 in
+the denominator, 0 when a side has no sentence); classification (including upstream's quirk of removing
+items from the match list while iterating over it); retrieval and count accuracy; code edit similarity
+of the first code line as fuzzywuzzy's `fuzz.ratio` computes it without python-Levenshtein (difflib's
+ratio, rounded to whole percent). One difference, on purpose:
+- Chinese tasks (multifieldqa_zh, dureader, vcsum, passage_retrieval_zh excepted) are split into single
+  CJK characters and runs of Latin letters/digits, where upstream uses jieba's words: their scores can
+  differ from published Chinese numbers; English tasks are unaffected.
 """
 
 from __future__ import annotations
@@ -74,7 +75,7 @@ def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
 
 
 def rouge_l(prediction_tokens: Sequence[str], reference_tokens: Sequence[str]) -> float:
-    """ROUGE-L F1: LCS-based precision and recall."""
+    """Plain ROUGE-L F1 of two token sequences: LCS-based precision and recall (no sentence split)."""
     lcs = lcs_length(prediction_tokens, reference_tokens)
     if lcs == 0:
         return 0.0
@@ -82,19 +83,74 @@ def rouge_l(prediction_tokens: Sequence[str], reference_tokens: Sequence[str]) -
     return 2 * p * r / (p + r)
 
 
+def _sentences(text: str) -> list[str]:
+    """The `rouge` package's split: at every ".", whitespace runs collapsed, empty pieces dropped (a
+    piece of spaces only is kept, as an empty sentence)."""
+    return [" ".join(piece.split()) for piece in text.split(".") if len(piece) > 0]
+
+
+def _words(sentences: Sequence[str]) -> list[str]:
+    return [w for s in sentences for w in s.split(" ")]
+
+
+def _lcs_words(ref: Sequence[str], hyp: Sequence[str]) -> set[str]:
+    """The words of one longest common subsequence, reconstructed as the `rouge` package does (from the
+    end: a match is taken, else the longer of up/left, left on a tie)."""
+    n, m = len(ref), len(hyp)
+    table = [[0] * (m + 1) for _ in range(n + 1)]
+    for i in range(1, n + 1):
+        row, prev, x = table[i], table[i - 1], ref[i - 1]
+        for j in range(1, m + 1):
+            row[j] = prev[j - 1] + 1 if x == hyp[j - 1] else max(prev[j], row[j - 1])
+    words: set[str] = set()
+    i, j = n, m
+    while i > 0 and j > 0:
+        if ref[i - 1] == hyp[j - 1]:
+            words.add(ref[i - 1])
+            i, j = i - 1, j - 1
+        elif table[i - 1][j] > table[i][j - 1]:
+            i -= 1
+        else:
+            j -= 1
+    return words
+
+
+def rouge_l_summary(prediction: str, reference: str) -> float:
+    """Summary-level ROUGE-L F of the `rouge` package (what LongBench's rouge_score returns)."""
+    hyp, ref = _sentences(prediction), _sentences(reference)
+    if not hyp or not ref:
+        return 0.0  # upstream: the package raises "Hypothesis is empty" and rouge_score returns 0
+    n, m = len(set(_words(hyp))), len(set(_words(ref)))
+    union: set[str] = set()
+    for ref_sentence in ref:
+        ref_words = ref_sentence.split(" ")
+        for hyp_sentence in hyp:
+            union |= _lcs_words(ref_words, hyp_sentence.split(" "))
+    p, r = len(union) / n, len(union) / m
+    return 2.0 * ((p * r) / (p + r + 1e-8))
+
+
 def rouge_score(prediction: str, ground_truth: str, **_) -> float:
-    return rouge_l(prediction.lower().split(), ground_truth.lower().split())
+    return rouge_l_summary(prediction, ground_truth)
 
 
 def rouge_zh_score(prediction: str, ground_truth: str, **_) -> float:
-    return rouge_l(_zh_tokens(prediction), _zh_tokens(ground_truth))
+    # upstream: " ".join(jieba.cut(text)) into rouge_score; here characters / Latin runs instead of jieba words
+    return rouge_l_summary(" ".join(re.findall(r"[A-Za-z0-9]+|\S", prediction)),
+                           " ".join(re.findall(r"[A-Za-z0-9]+|\S", ground_truth)))
 
 
 def classification_score(prediction: str, ground_truth: str, *, all_classes: Sequence[str] | None = None, **_) -> float:
-    """1/k when the true class is among the k class names the prediction mentions (names contained in
-    the true class's own name do not count against it), else 0 (upstream behaviour)."""
+    """1/k when the true class is among the k class names the prediction mentions, else 0. Names
+    contained in the true class's own name are dropped first, as upstream drops them: by removing
+    from the list it is iterating over, so a name right after a dropped one is kept."""
     matches = [c for c in (all_classes or []) if c in prediction]
-    matches = [m for m in matches if not (m in ground_truth and m != ground_truth)]
+    i = 0
+    while i < len(matches):  # list iteration with removal, step for step
+        term = matches[i]
+        if term in ground_truth and term != ground_truth:
+            matches.remove(term)
+        i += 1
     return 1.0 / len(matches) if ground_truth in matches else 0.0
 
 
@@ -116,7 +172,7 @@ def retrieval_zh_score(prediction: str, ground_truth: str, **_) -> float:
 
 def count_score(prediction: str, ground_truth: str, **_) -> float:
     """The share of numbers in the prediction equal to the true count."""
-    return _id_score(prediction, str(ground_truth).strip())
+    return _id_score(prediction, str(ground_truth))
 
 
 def first_code_line(prediction: str) -> str:
