@@ -136,7 +136,7 @@ def niah_cmd(
     """Needle in a haystack: every mode on the same prompts; heatmap PNG per mode + JSON with every cell."""
     from sedpa_compress.bench.common import lengths_for_model, parse_depths, parse_lengths
     from sedpa_compress.bench.heatmap import fmt_length, plot_niah_grid, plot_niah_heatmap
-    from sedpa_compress.bench.niah import NiahConfig, run_niah
+    from sedpa_compress.bench.niah import NiahConfig, prepare_niah, run_niah
 
     cfg = NiahConfig(lengths=parse_lengths(lengths), depths=parse_depths(depths), samples=samples, seed=seed,
                      haystack=str(haystack) if haystack else None, needle=needle, question=question, answer=answer,
@@ -146,30 +146,33 @@ def niah_cmd(
     cfg.lengths, capped = lengths_for_model(lengths, base.geometry.max_position_embeddings, reserve=32)
     if capped:
         console.print(f"[yellow]capped[/]: {capped}", highlight=False)
+    prepared = prepare_niah(base, cfg)
     out = out or _default_out("niah", base)
     cache = _cache(out, fresh)
     total = len(models) * len(cfg.lengths) * len(cfg.depths) * cfg.samples
     with _progress(total, "niah") as advance:
-        rows, summary = run_niah(models, cfg, cache, advance)
+        rows, summary = run_niah(models, cfg, cache, advance, prepared)
     _resumed(cache, total)
     settings = {"lengths": cfg.lengths, "depths": cfg.depths, "samples": cfg.samples, "seed": cfg.seed,
                 "haystack": cfg.haystack or "bundled held-out text",
                 "needle": cfg.needle or "held-out templates (sedpa_compress.data.needles.HELDOUT_TEMPLATES)",
                 "question": cfg.question, "capped": capped, "modes": {m.name: m.settings for m in models},
-                "chunk": cfg.chunk}
+                "chunk": cfg.chunk, "max_new_tokens": cfg.max_new_tokens or "answer tokens + 8",
+                "metrics": prepared.provenance["metrics"], "provenance": prepared.provenance,
+                "cache_hits": cache.hits}
     _write(out, "niah", base, settings, rows, summary, str(base.device))
     modes = [m.name for m in models]
     for mode in modes:
         console.print(f"[green]wrote[/] {plot_niah_heatmap(rows, mode, out.with_name(f'{out.stem}_{mode}.png'))}")
     console.print(f"[green]wrote[/] {plot_niah_grid(rows, modes, out.with_suffix('.png'), title=f'NIAH: {base.name}')}")
-    table = Table(title=f"needle in a haystack: {base.name} (exact-match accuracy)")
+    table = Table(title=f"needle in a haystack: {base.name} (accuracy: the value in the answer's first line)")
     table.add_column("mode")
-    table.add_column("average", justify="right")
-    table.add_column("partial", justify="right")
+    table.add_column("accuracy", justify="right")
+    table.add_column("exact", justify="right")
     for n in cfg.lengths:
         table.add_column(fmt_length(n), justify="right")
     for mode, s in summary.items():
-        table.add_row(mode, f"{s['accuracy']:.1%}", f"{s['score']:.1%}", *[f"{s['by_context'][str(n)]:.0%}" for n in cfg.lengths])
+        table.add_row(mode, f"{s['accuracy']:.1%}", f"{s['exact']:.1%}", *[f"{s['by_context'][str(n)]:.0%}" for n in cfg.lengths])
     console.print(table)
 
 
@@ -198,7 +201,7 @@ def ppl_cmd(
     dtype: DtypeOpt = "auto",
 ) -> None:
     """Perplexity of every mode over the same sliding windows of text."""
-    from sedpa_compress.bench.ppl import PplConfig, prepare_windows, run_ppl
+    from sedpa_compress.bench.ppl import PplConfig, ppl_provenance, prepare_windows, run_ppl
 
     cfg = PplConfig(data=data, text_field=text_field, split=split, seq_len=seq_len, stride=stride, windows=windows,
                     decode_tail=decode_tail, chunk=chunk)
@@ -212,6 +215,8 @@ def ppl_cmd(
     _resumed(cache, len(rows))
     settings = {"data": source, "seq_len": cfg.seq_len, "stride": cfg.stride or cfg.seq_len, "windows": len(rows) // max(1, len(models)),
                 "decode_tail": cfg.decode_tail, "modes": {m.name: m.settings for m in models}, "chunk": cfg.chunk}
+    prov = ppl_provenance(prepared[0])
+    settings.update(metrics=prov["metrics"], provenance=prov, cache_hits=cache.hits)
     _write(out, "ppl", base, settings, rows, summary, str(base.device))
     table = Table(title=f"perplexity: {base.name}, {settings['windows']} x {cfg.seq_len} tokens of {source}")
     for col in ("mode", "ppl", f"tail ppl (last {cfg.decode_tail})", "vs full", "tokens"):
@@ -246,6 +251,7 @@ def longbench_cmd(
     dtype: DtypeOpt = "auto",
 ) -> None:
     """LongBench from local JSONL files: upstream prompts, middle truncation, upstream metrics, every mode."""
+    from sedpa_compress.bench.common import provenance
     from sedpa_compress.bench.longbench import LongBenchConfig, parse_tasks, read_task, run_longbench
     from sedpa_compress.errors import SedpaError
 
@@ -268,7 +274,8 @@ def longbench_cmd(
     _resumed(cache, len(rows))
     settings = {"data_dir": str(data_dir), "tasks": cfg.tasks, "limit": limit, "max_length": max_length,
                 "chat_template": chat_template, "modes": {m.name: m.settings for m in models},
-                "metrics": "sedpa_compress.bench.longbench.metrics (upstream definitions; Chinese per character)"}
+                "metrics": "sedpa_compress.bench.longbench.metrics (upstream definitions; Chinese per character)",
+                "provenance": provenance("longbench"), "cache_hits": cache.hits}
     _write(out, "longbench", base, settings, rows, summary, str(base.device))
     table = Table(title=f"LongBench: {base.name} (score 0-100)")
     table.add_column("task")

@@ -22,7 +22,7 @@ from sedpa_compress.bench.common import (
     DEFAULT_CHUNK,
     BenchModel,
     ProgressFn,
-    cell_identity,
+    bench_fingerprint,
     fingerprint,
     greedy_generate,
 )
@@ -145,7 +145,7 @@ def run_longbench(models: list[BenchModel], cfg: LongBenchConfig, cache: CellCac
     table = task_table()
     rows: list[dict[str, Any]] = []
     for bm in models:
-        fp = fingerprint("longbench", cell_identity(bm.settings), {"max_length": cfg.max_length, "chat": cfg.chat_template})
+        fp = bench_fingerprint("longbench", bm.settings, {"max_length": cfg.max_length, "chat": cfg.chat_template})
         for task in cfg.tasks:
             spec = table[task]
             for i, ex in enumerate(data[task]):
