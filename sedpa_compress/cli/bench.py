@@ -1,4 +1,4 @@
-"""`sedpa bench niah | ppl | longbench` (and `efficiency` when the runtime adds it): parse flags, call
+"""`sedpa bench niah | ppl | longbench | report` (and `efficiency`, cli/efficiency.py): parse flags, call
 sedpa_compress.bench, print a summary table, write JSON (+ PNG) under bench/results/."""
 
 from __future__ import annotations
@@ -287,12 +287,36 @@ def longbench_cmd(
     console.print(table)
 
 
+def report_cmd(
+    results: Annotated[list[Path], typer.Argument(help="Benchmark JSONs of one model: niah, ppl, longbench, efficiency (and an efficiency --max-context run).")],
+    context: Annotated[Optional[str], typer.Option("--context", help="Context of the decode latency column, e.g. 32k (default: the longest context every runtime mode measured).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Markdown file, the PNG beside it (default: bench/results/report_<model>.md).")] = None,
+) -> None:
+    """The accuracy / efficiency trade-off table per mode (markdown) and accuracy against decode time (PNG)."""
+    from sedpa_compress.bench.common import parse_size
+    from sedpa_compress.bench.report import load_results, write_report
+
+    ctx = parse_size(context, "--context") if context else None
+    if out is None:
+        loaded = load_results(results)
+        name = next(iter(loaded.values()))[1].get("model") or "model"
+        out = Path("bench/results") / f"report_{Path(str(name)).name.replace(':', '-')}.md"
+    md, png = write_report(results, out, ctx)
+    console.print(md.read_text(), highlight=False, markup=False)
+    console.print(f"[green]wrote[/] {md}")
+    if png is not None:
+        console.print(f"[green]wrote[/] {png}")
+    else:
+        console.print("[yellow]no PNG[/]: no mode has both a NIAH accuracy and a decode latency", highlight=False)
+
+
 def register(app: typer.Typer) -> None:
     bench_app = typer.Typer(help="Accuracy and speed benchmarks; every mode side by side, JSON + PNG under bench/results/.",
                             no_args_is_help=True)
     bench_app.command("niah")(niah_cmd)
     bench_app.command("ppl")(ppl_cmd)
     bench_app.command("longbench")(longbench_cmd)
+    bench_app.command("report")(report_cmd)
     try:
         efficiency = importlib.import_module("sedpa_compress.cli.efficiency")
     except ModuleNotFoundError as exc:  # the runtime engineer's module, not in every checkout yet
