@@ -663,16 +663,23 @@ def _mode_rows(cfg, loaded, mode, spec, rank_ratio, bw, rate, progress, over_bud
 
 # ------------------------------------------------------------------------------- plain transformers
 
-def _forward_kwargs(model, cache, positions: torch.Tensor | None = None) -> dict[str, Any]:
-    """The cache (and positions) under the names this transformers version's forward takes:
-    `cache` (5.x) or `past_key_values`; `cache_position` where the forward still has it."""
-    params = inspect.signature(model.forward).parameters
-    kw: dict[str, Any] = {"cache" if "cache" in params else "past_key_values": cache, "use_cache": True}
-    if positions is not None:
-        kw["position_ids"] = positions[None]
-        if "cache_position" in params:
-            kw["cache_position"] = positions
-    return kw
+class _ForwardArgs:
+    """The cache (and positions) under the names this transformers version's forward takes: `cache`
+    (5.x) or `past_key_values`; `cache_position` where the forward still has it. Looked up once, so
+    neither a timed step nor a compiled one inspects signatures."""
+
+    def __init__(self, model) -> None:
+        params = inspect.signature(model.forward).parameters
+        self.cache_name = "cache" if "cache" in params else "past_key_values"
+        self.cache_position = "cache_position" in params
+
+    def __call__(self, cache, positions: torch.Tensor | None = None) -> dict[str, Any]:
+        kw: dict[str, Any] = {self.cache_name: cache, "use_cache": True}
+        if positions is not None:
+            kw["position_ids"] = positions[None]
+            if self.cache_position:
+                kw["cache_position"] = positions
+        return kw
 
 
 def _static_cache(model, max_len: int):
@@ -748,21 +755,22 @@ def _eager_row(cfg, loaded, ctx: int) -> dict[str, Any]:
     dev = torch.device(cfg.device)
     model = loaded.model
     vocab = model.config.vocab_size
+    args = _ForwardArgs(model)
     t0 = time.perf_counter()  # lazy initialisation (cuBLAS handles, kernel loading) is not the prefill's
     warm = _dynamic_cache()
-    model(torch.zeros(1, min(EAGER_WARMUP_TOKENS, ctx), dtype=torch.long, device=dev), logits_to_keep=1,
-          **_forward_kwargs(model, warm))
+    model(torch.zeros(1, min(EAGER_WARMUP_TOKENS, ctx), dtype=torch.long, device=dev), logits_to_keep=1, **args(warm))
     for _ in range(2):
-        model(torch.zeros(1, 1, dtype=torch.long, device=dev), **_forward_kwargs(model, warm))
+        model(torch.zeros(1, 1, dtype=torch.long, device=dev), **args(warm))
     del warm
     _sync(dev)
     compile_s = time.perf_counter() - t0
     gen = torch.Generator(device=dev).manual_seed(cfg.seed)
     ids = torch.randint(0, vocab, (1, ctx), device=dev, generator=gen)
     cache = _dynamic_cache()
+    kw = args(cache)
     _sync(dev)
     t0 = time.perf_counter()
-    model(ids, logits_to_keep=1, **_forward_kwargs(model, cache))
+    model(ids, logits_to_keep=1, **kw)
     _sync(dev)
     prefill_s = time.perf_counter() - t0
     tok = torch.zeros(1, 1, dtype=torch.long, device=dev)
@@ -771,7 +779,7 @@ def _eager_row(cfg, loaded, ctx: int) -> dict[str, Any]:
     for i in range(cfg.warmup_tokens // 2 + n):
         t = _Timer(dev)
         t.start()
-        model(tok, **_forward_kwargs(model, cache))
+        model(tok, **kw)
         t.stop()
         if i >= cfg.warmup_tokens // 2:
             timers.append(t)
@@ -789,6 +797,7 @@ def _static_compile_row(cfg, loaded, ctx: int) -> dict[str, Any]:
     dev = torch.device(cfg.device)
     model = loaded.model
     vocab = model.config.vocab_size
+    args = _ForwardArgs(model)
     n = peer_decode_tokens("transformers-static-compile", cfg)
     warm_steps = static_warmup_tokens(cfg)
     max_len = ctx + warm_steps + n + 8
@@ -798,23 +807,27 @@ def _static_compile_row(cfg, loaded, ctx: int) -> dict[str, Any]:
     # an untimed first chunk's worth of lazy initialisation on a scratch cache (kernels, cuBLAS handles)
     scratch = _static_cache(model, min(cfg.chunk, ctx) + 1)
     t_init = time.perf_counter()
-    model(ids[:, :min(cfg.chunk, ctx)], logits_to_keep=1,
-          **_forward_kwargs(model, scratch, torch.arange(min(cfg.chunk, ctx), device=dev)))
+    model(ids[:, :min(cfg.chunk, ctx)], logits_to_keep=1, **args(scratch, torch.arange(min(cfg.chunk, ctx), device=dev)))
     del scratch
     _sync(dev)
     init_s = time.perf_counter() - t_init
     t0 = time.perf_counter()
     for s in range(0, ctx, cfg.chunk):
         e = min(ctx, s + cfg.chunk)
-        model(ids[:, s:e], logits_to_keep=1, **_forward_kwargs(model, cache, torch.arange(s, e, device=dev)))
+        model(ids[:, s:e], logits_to_keep=1, **args(cache, torch.arange(s, e, device=dev)))
     _sync(dev)
     prefill_s = time.perf_counter() - t0
 
     tok = torch.zeros(1, 1, dtype=torch.long, device=dev)
     pos = torch.full((1,), ctx, dtype=torch.long, device=dev)
 
+    cache_name, with_position = args.cache_name, args.cache_position
+
     def step(tok, pos):
-        return model(tok, **_forward_kwargs(model, cache, pos)).logits
+        kw = {cache_name: cache, "use_cache": True, "position_ids": pos[None]}
+        if with_position:
+            kw["cache_position"] = pos
+        return model(tok, **kw).logits
 
     cuda = dev.type == "cuda"
     mode = cfg.compile_mode or ("reduce-overhead" if cuda else "eager")
@@ -840,7 +853,7 @@ def _static_compile_row(cfg, loaded, ctx: int) -> dict[str, Any]:
             cache = _static_cache(model, max_len)  # the failed attempt may have written into it: prefill again
             for s in range(0, ctx, cfg.chunk):
                 e = min(ctx, s + cfg.chunk)
-                model(ids[:, s:e], logits_to_keep=1, **_forward_kwargs(model, cache, torch.arange(s, e, device=dev)))
+                model(ids[:, s:e], logits_to_keep=1, **args(cache, torch.arange(s, e, device=dev)))
     _sync(dev)
     compile_s = time.perf_counter() - t0 + init_s
     timers = []
