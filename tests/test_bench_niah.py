@@ -165,7 +165,11 @@ def test_provenance_digests(tmp_path, loaded):
     assert code_digest(("bench/", "b.py"), root) == first
     (root / "bench" / "a.py").write_text("x = 2\n")
     assert code_digest(("bench/", "b.py"), root) != first  # any edit of a source it runs
-    assert code_digest(("b.py",), root) == code_digest(("b.py",), root)
+    (root / "bench" / "tasks.json").write_text("{}")
+    with_json = code_digest(("bench/", "bench/tasks.json"), root)
+    (root / "bench" / "tasks.json").write_text('{"a": 1}')
+    assert code_digest(("bench/", "bench/tasks.json"), root) != with_json  # a data file named explicitly
+    assert code_digest(("bench/",), root) == code_digest(("bench/",), root)
     p = provenance("niah")
     assert p["metrics"]["version"] and p["code"] != provenance("efficiency")["code"]
     prepared = prepare_niah(loaded, NiahConfig(lengths=[200], depths=[0.5]))

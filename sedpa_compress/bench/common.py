@@ -251,13 +251,14 @@ def fingerprint(*parts: Any) -> str:
 # ------------------------------------------------------------------------------------ provenance
 
 # The package sources a benchmark's numbers depend on (paths under sedpa_compress/; a folder means
-# every .py in it). A cell computed by other code is another cell: its cache line is never reused.
+# every .py in it; other files by name). A cell computed by other code is another cell: its cache
+# line is never reused.
 _SHARED_CODE = ("bench/common.py", "bench/cache.py", "runtime/", "models/", "svd/factored.py",
                 "artifact/reader.py", "heads/pattern.py", "errors.py")
 BENCH_CODE: dict[str, tuple[str, ...]] = {
     "niah": _SHARED_CODE + ("bench/niah.py", "data/needles.py", "data/text.py"),
     "ppl": _SHARED_CODE + ("bench/ppl.py", "data/text.py", "calibration/sources.py"),
-    "longbench": _SHARED_CODE + ("bench/longbench/",),
+    "longbench": _SHARED_CODE + ("bench/longbench/", "bench/longbench/tasks.json"),
     "efficiency": _SHARED_CODE + ("bench/efficiency.py",),
 }
 # What each benchmark's metrics are; bump a version when a definition changes.
@@ -281,7 +282,6 @@ def code_digest(paths: tuple[str, ...], root: Path | None = None) -> str:
         target = root / p
         if p.endswith("/"):
             files.update(target.rglob("*.py") if target.is_dir() else [])
-            files.update(target.rglob("*.json") if target.is_dir() else [])  # e.g. longbench/tasks.json
         elif target.is_file():
             files.add(target)
     h = hashlib.sha256()

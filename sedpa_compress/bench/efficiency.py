@@ -475,7 +475,8 @@ def method_text(kind: str, cfg: EfficiencyConfig, device_type: str) -> str:
     if kind == "transformers-static-compile":
         import transformers
 
-        how = (f"torch.compile(mode={cfg.compile_mode or 'reduce-overhead'!r}, fullgraph=True; CUDA graphs)" if cuda else
+        how = (f"torch.compile(mode={cfg.compile_mode or 'reduce-overhead'!r}, fullgraph=True; CUDA graphs; a row "
+               "with fullgraph: false needed graph breaks)" if cuda else
                f"torch.compile(backend={cfg.compile_mode or 'eager'!r}) (CPU dry run: traced, not code-generated)")
         return (f"plain transformers {transformers.__version__} (sdpa attention), the model as loaded: a StaticCache "
                 f"sized to the row (context + decode tokens); the prefill runs eagerly in chunks of {cfg.chunk} into "
@@ -487,7 +488,7 @@ def method_text(kind: str, cfg: EfficiencyConfig, device_type: str) -> str:
                 "length and decoding: the cache is filled with random K/V (no prefill: one of a million tokens would "
                 f"take minutes), decode median of max(4, {cfg.decode_tokens} // 4) steps after {cfg.warmup_tokens} "
                 "warm-up ones; 5% less on each failure.")
-    raise ValueError(f"unknown row kind {kind!r}")
+    raise ValueError(f"unknown row kind {kind!r}: one of {', '.join(METHODS)}")
 
 
 # -------------------------------------------------------------------------------------- the run
