@@ -69,8 +69,16 @@ def test_niah_cli_every_mode_json_heatmaps_and_table(setup):
     modes = ALL_MODES.split(",")
     assert len(result["rows"]) == len(modes) * 2 * 3  # every cell of every mode
     for row in result["rows"]:
-        assert {"mode", "context", "depth", "accuracy", "score", "answer", "output", "tokens"} <= set(row)
-        assert row["accuracy"] in (0.0, 1.0) and 0.0 <= row["score"] <= 1.0
+        assert {"mode", "context", "depth", "accuracy", "exact", "score", "answer", "output", "tokens"} <= set(row)
+        assert row["accuracy"] in (0.0, 1.0) and row["exact"] in (0.0, 1.0) and 0.0 <= row["score"] <= 1.0
+        assert row["exact"] <= row["accuracy"]  # an answer that starts with the value has it in its first line
+        assert "cached" not in row
+    settings = result["settings"]
+    assert settings["cache_hits"] == 0 and len(settings["provenance"]["code"]) == 16
+    assert {"templates", "text", "torch", "transformers", "sedpa"} <= set(settings["provenance"])
+    assert set(settings["metrics"]) >= {"accuracy", "exact"}
+    for s in result["summary"].values():
+        assert {"accuracy", "exact", "by_context", "by_depth", "exact_by_context", "exact_by_depth"} <= set(s)
     assert list(result["summary"]) == modes
     assert set(result["summary"]["duo"]["by_context"]) == {"256", "384"}
     assert result["settings"]["modes"]["sedpa-s"]["model"]["source"] == "artifact"
@@ -88,6 +96,7 @@ def test_niah_cli_every_mode_json_heatmaps_and_table(setup):
     again = json.loads(out.read_text())
     assert [(x["mode"], x["context"], x["depth"], x["output"]) for x in again["rows"]] == \
         [(x["mode"], x["context"], x["depth"], x["output"]) for x in result["rows"]]
+    assert again["settings"]["cache_hits"] == 36 and all(x["cached"] is True for x in again["rows"])
 
 
 def test_heatmap_shape(tmp_path):
@@ -124,14 +133,16 @@ def test_niah_resume_skips_finished_cells(setup, tmp_path, monkeypatch):
         return real(*a, **kw)
 
     monkeypatch.setattr(niah_mod, "greedy_generate", counting)
-    again, _ = run_niah(models, cfg, CellCache(path))
-    assert calls == [] and again == rows  # nothing recomputed
+    again, summary = run_niah(models, cfg, CellCache(path))
+    assert calls == [] and [{**r, "cached": True} for r in rows] == again  # nothing recomputed, and said so
+    assert summary["duo"]["cached"] == 4
 
     # a run killed mid-way: 3 cells lost and a torn last line; only those 3 are computed again
     lines = path.read_text().splitlines()
     path.write_text("\n".join(lines[:5]) + "\n" + lines[5][:20])
     third, _ = run_niah(models, cfg, CellCache(path))
     assert len(calls) == 3 and [r["output"] for r in third] == [r["output"] for r in rows]
+    assert sum(1 for r in third if r.get("cached")) == 5
 
     # other settings (another seed) are other cells
     calls.clear()
@@ -156,8 +167,9 @@ def test_niah_depths_share_their_prefill_exactly(setup):
     for r in rows:
         bm = next(m for m in models if m.name == r["mode"])
         ex = make_example(loaded, hay, cfg, 600, r["depth"], 0)
+        assert ex.answer == r["answer"]
         fresh = loaded.decode(greedy_generate(loaded, loaded.encode(ex.prompt), bm.mode, 6))
-        assert r["output"] == fresh.strip()[:80], r
+        assert r["output"] == fresh, r  # the raw output, untruncated
 
 
 def test_niah_same_prompt_for_every_mode_and_user_needle(setup):

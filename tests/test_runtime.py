@@ -273,55 +273,7 @@ def test_band_attention_through_flex_equals_the_masked_definition():
         assert rel(got, want) < 1e-5
 
 
-# --------------------------------------------------------------------------- the benchmark's plumbing
-
-def test_efficiency_cli_dry_run_on_the_cpu(tiny, tmp_path):
-    """`sedpa bench efficiency --device cpu`: the JSON shape, the reference row, the goals block and
-    the --max-context search with a memory budget (the numbers themselves mean nothing here)."""
-    from sedpa_compress.cli import app
-
-    loaded, _ = tiny
-    model_dir = tmp_path / "m"
-    loaded.model.save_pretrained(model_dir)
-    runner = CliRunner()
-    out = tmp_path / "eff.json"
-    r = runner.invoke(app, ["bench", "efficiency", "--model", str(model_dir), "--device", "cpu", "--contexts", "64,128",
-                            "--attention", "full,sedpa-w,tidal", "--sink", "4", "--recent", "16", "--window", "32",
-                            "--top-k", "16", "--chunk", "48", "--decode-tokens", "3", "--reference-max", "64",
-                            "--out", str(out)])
-    assert r.exit_code == 0, r.output
-    res = json.loads(out.read_text())
-    assert res["benchmark"] == "efficiency" and res["device"] == "cpu" and res["complete"] is True
-    assert res["command"].startswith("sedpa bench efficiency --model")
-    done = {(row["mode"], row["context"]) for row in res["rows"]}
-    assert done == {("transformers", 64), ("full", 64), ("full", 128), ("sedpa-w", 64), ("sedpa-w", 128),
-                    ("tidal", 64), ("tidal", 128)}
-    for row in res["rows"]:
-        assert {"prefill_s", "decode_ms", "floor_ms", "floor_ratio", "kv_bytes", "peak_bytes"} <= set(row)
-    assert res["summary"]["sedpa-w"]["kv_ratio_vs_full"] < 1
-    assert set(res["goals"]) >= {"full_decode_64k_floor_ratio", "tidal_decode_speedup_128k"}
-    assert out.with_suffix(".png").stat().st_size > 0
-
-    out2 = tmp_path / "max.json"
-    r = runner.invoke(app, ["bench", "efficiency", "--model", str(model_dir), "--device", "cpu", "--max-context",
-                            "--attention", "duo,full", "--retrieval-ratio", "0.25", "--sink", "4", "--recent", "16",
-                            "--chunk", "64", "--decode-tokens", "4", "--memory-budget", "1.003", "--out", str(out2)])
-    assert r.exit_code == 0, r.output
-    rows = {row["mode"]: row for row in json.loads(out2.read_text())["rows"]}
-    assert rows["duo"]["verified"] and rows["full"]["verified"]
-    assert rows["duo"]["max_context"] > rows["full"]["max_context"] > 0
-
-
-def test_efficiency_refuses_bad_flags(tmp_path):
-    from sedpa_compress.cli import app
-
-    runner = CliRunner()
-    for args, msg in ((["--window", "100", "--recent", "256", "--device", "cpu"], "smaller than --recent"),
-                      (["--attention", "full,fast"], "unknown --attention"),
-                      (["--contexts", "8k,lots"], "--contexts"),
-                      (["--retrieval-ratio", "0", "--device", "cpu"], "--retrieval-ratio")):
-        r = runner.invoke(app, ["bench", "efficiency", "--model", str(tmp_path), *args])
-        assert r.exit_code == 2 and msg in r.output, r.output
+# (the efficiency benchmark's plumbing: tests/test_bench_efficiency.py)
 
 
 @pytest.mark.skipif(os.environ.get("SEDPA_TRITON_INTERPRET") != "1",

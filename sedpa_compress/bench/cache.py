@@ -1,6 +1,9 @@
 """Finished benchmark cells, appended one JSON line each beside the result (`<out>.cells.jsonl`), so a
 long run that stops (Ctrl-C, a lost GPU, a time limit) resumes where it was: a rerun with the same
-model and settings skips every cell already there."""
+model, settings and code skips every cell already there. A cell's fingerprint
+(`common.bench_fingerprint`) covers the mode and benchmark settings and the provenance (a digest of
+the package sources, library versions, metric definitions, the text and templates read), so a cell
+computed by older code is recomputed, never merged. A row served from the cache says `cached: true`."""
 
 from __future__ import annotations
 
@@ -33,12 +36,15 @@ class CellCache:
         self.hits = 0
 
     def get(self, fp: str, key: str) -> dict[str, Any] | None:
+        """A copy of the finished row, marked `cached: true`; None when this cell was not computed yet."""
         row = self._rows.get((fp, key)) if self.enabled else None
-        if row is not None:
-            self.hits += 1
-        return row
+        if row is None:
+            return None
+        self.hits += 1
+        return {**row, "cached": True}
 
     def put(self, fp: str, key: str, row: dict[str, Any]) -> None:
+        row = {k: v for k, v in row.items() if k != "cached"}
         self._rows[(fp, key)] = row
         if not self.enabled:
             return

@@ -248,6 +248,72 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(blob.encode()).hexdigest()[:20]
 
 
+# ------------------------------------------------------------------------------------ provenance
+
+# The package sources a benchmark's numbers depend on (paths under sedpa_compress/; a folder means
+# every .py in it; other files by name). A cell computed by other code is another cell: its cache
+# line is never reused.
+_SHARED_CODE = ("bench/common.py", "bench/cache.py", "runtime/", "models/", "svd/factored.py",
+                "artifact/reader.py", "heads/pattern.py", "errors.py")
+BENCH_CODE: dict[str, tuple[str, ...]] = {
+    "niah": _SHARED_CODE + ("bench/niah.py", "data/needles.py", "data/text.py"),
+    "ppl": _SHARED_CODE + ("bench/ppl.py", "data/text.py", "calibration/sources.py"),
+    "longbench": _SHARED_CODE + ("bench/longbench/", "bench/longbench/tasks.json"),
+    "efficiency": _SHARED_CODE + ("bench/efficiency.py",),
+}
+# What each benchmark's metrics are; bump a version when a definition changes.
+BENCH_METRICS: dict[str, dict[str, str]] = {
+    "niah": {"accuracy": "data.needles.answer_found: the value as a whole value in the first line of the answer",
+             "exact": "data.needles.score_answer: the answer starts with the value", "score": "partial character match",
+             "version": "2"},
+    "ppl": {"ppl": "exp(mean token NLL over every window)", "tail_ppl": "the same over each window's last tokens",
+            "version": "1"},
+    "longbench": {"score": "bench.longbench.metrics (upstream definitions)", "version": "1"},
+    "efficiency": {"version": "2"},
+}
+_PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+
+
+def code_digest(paths: tuple[str, ...], root: Path | None = None) -> str:
+    """sha256 over the named package sources (relative path + bytes, in a fixed order)."""
+    root = Path(root) if root is not None else _PACKAGE_ROOT
+    files: set[Path] = set()
+    for p in paths:
+        target = root / p
+        if p.endswith("/"):
+            files.update(target.rglob("*.py") if target.is_dir() else [])
+        elif target.is_file():
+            files.add(target)
+    h = hashlib.sha256()
+    for f in sorted(files):
+        h.update(f.relative_to(root).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
+
+
+def text_digest(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:16]
+
+
+def provenance(benchmark: str, **inputs: Any) -> dict[str, Any]:
+    """What a benchmark's cells were computed with besides their settings: the code (a digest of the
+    package sources it runs), the library versions, its metric definitions, and `inputs` (digests of
+    the text, templates, ... it read). Part of every cache fingerprint and of the result's settings."""
+    import transformers
+
+    from sedpa_compress import __version__
+
+    return {"code": code_digest(BENCH_CODE.get(benchmark, _SHARED_CODE)), "sedpa": __version__,
+            "torch": torch.__version__, "transformers": transformers.__version__,
+            "metrics": BENCH_METRICS.get(benchmark, {}), **inputs}
+
+
+def bench_fingerprint(benchmark: str, mode_settings: dict[str, Any], common: dict[str, Any],
+                      prov: dict[str, Any] | None = None) -> str:
+    """The cache fingerprint of one mode's cells: its settings, the benchmark's settings, and the
+    provenance (code, versions, metrics, input digests), so cells from older code are recomputed."""
+    return fingerprint(benchmark, cell_identity(mode_settings), common, prov or provenance(benchmark))
+
+
 # ------------------------------------------------------------------ generation and token scoring
 
 

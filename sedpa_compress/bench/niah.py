@@ -1,10 +1,13 @@
 """`sedpa bench niah`: needle in a haystack, every `--attention` mode on the same prompts.
 
 As the seeds run it: haystack text (the bundled held-out text by default) cut to each context
-length, one needle sentence stating a random key's random value inserted at each depth, the
-question at the end, a greedy answer of a few tokens scored by exact and partial match. Needle and
-question wordings are the held-out templates (never seen by sedpa-tiny or the gate training), or the
-user's own (`--needle`, `--question`, `--answer`).
+length, one needle sentence stating a random key's random value inserted at each depth (every cell
+its own key and value), the question at the end, a greedy answer of the answer's tokens + 8. Each
+cell is scored as public long-context benchmarks score it, `accuracy`: the value appears as a whole
+value in the first line of the answer (RULER's string match, "It is 4821" counts), and by `exact`:
+the answer starts with the value; `score` is the partial character match. The raw `output` is kept.
+Needle and question wordings are the held-out templates (never seen by sedpa-tiny or the gate
+training), or the user's own (`--needle`, `--question`, `--answer`).
 """
 
 from __future__ import annotations
@@ -23,9 +26,10 @@ from sedpa_compress.bench.common import (
     BenchModel,
     ProgressFn,
     PromptCache,
-    cell_identity,
-    fingerprint,
+    bench_fingerprint,
     greedy_generate,
+    provenance,
+    text_digest,
 )
 from sedpa_compress.errors import SedpaError
 from sedpa_compress.models.loader import LoadedModel
@@ -44,7 +48,7 @@ class NiahConfig:
     question: str | None = None
     answer: str | None = None
     answer_prefix: str = "Answer:"
-    max_new_tokens: int | None = None  # None: the answer's tokens + 4
+    max_new_tokens: int | None = None  # None: the answer's tokens + ANSWER_SLACK (room for a first line)
     chunk: int = DEFAULT_CHUNK
 
     def validate(self) -> NiahConfig:
@@ -104,21 +108,34 @@ def tokenizer_of(loaded: LoadedModel):
     return loaded.tokenizer or _ByteTokenizer(loaded.model.config.vocab_size)
 
 
-def make_example(loaded: LoadedModel, haystack: str, cfg: NiahConfig, length: int, depth: float, sample: int):
-    """The prompt of one cell. Seeded by (seed, length, sample) alone, so every mode, every rerun and
-    every resumed run sees the same prompt, and, as in the seeds' NIAH, every depth of a length hides
-    the same needle in the same haystack (which also lets the depths share their prefill)."""
-    from sedpa_compress.data.needles import HELDOUT_TEMPLATES, Needle, make_needle_example
+def cell_templates(cfg: NiahConfig):
+    """The needle and question wordings this run draws from: the held-out set, or the user's."""
+    from sedpa_compress.data.needles import HELDOUT_TEMPLATES
 
-    rng = random.Random(f"niah-{cfg.seed}-{length}-{sample}")
-    tok = tokenizer_of(loaded)
-    if cfg.needle is None:
-        return make_needle_example(tok, haystack, length, [depth], rng, templates=HELDOUT_TEMPLATES)
-    templates = user_templates(cfg)
-    needle = None
-    if VALUE_SLOT not in cfg.needle:
+    return HELDOUT_TEMPLATES if cfg.needle is None else user_templates(cfg)
+
+
+def make_example(loaded: LoadedModel, haystack: str, cfg: NiahConfig, length: int, depth: float, sample: int):
+    """The prompt of one cell (length, depth, sample).
+
+    Every cell hides its own needle: key and value are drawn from (seed, length, depth, sample), so
+    no two depths of a column share a value and one lucky or unlucky value cannot pass or fail a whole
+    column. The haystack (where it starts in the text) and the question wording are drawn from
+    (seed, length, sample) alone, so the depths of one (length, sample) share the text before their
+    needles, which the deepest-first prompt reuse of `run_niah` exploits. Every mode, rerun and
+    resumed run sees the same prompt. A literal `--needle` without {value} states one answer for
+    every cell (the user chose it)."""
+    from sedpa_compress.data.needles import Needle, make_needle_example
+
+    hay_rng = random.Random(f"niah-{cfg.seed}-{length}-{sample}")
+    needle_rng = random.Random(f"niah-needle-{cfg.seed}-{length}-{depth:.4f}-{sample}")
+    templates = cell_templates(cfg)
+    if cfg.needle is not None and VALUE_SLOT not in cfg.needle:
         needle = Needle(key="user", value=cfg.answer, sentence=cfg.needle, attribute="user")
-    return make_needle_example(tok, haystack, length, [depth], rng, templates=templates, needle=needle)
+    else:
+        needle = templates.sample_needles(needle_rng, 1)[0]
+    return make_needle_example(tokenizer_of(loaded), haystack, length, [depth], hay_rng, templates=templates,
+                               needle=needle)
 
 
 def check_fits(loaded: LoadedModel, haystack: str, cfg: NiahConfig) -> None:
@@ -137,24 +154,41 @@ def cell_key(length: int, depth: float, sample: int) -> str:
     return f"{length}|{depth:.4f}|{sample}"
 
 
-def run_niah(models: list[BenchModel], cfg: NiahConfig, cache: CellCache | None = None,
-             progress: ProgressFn | None = None) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
-    """Score every (mode, length, depth, sample) cell; return (rows, summary). Cells found in `cache`
-    (same mode settings and benchmark settings) are not recomputed."""
-    from sedpa_compress.data.needles import score_answer
+@dataclass
+class NiahInputs:
+    """What every mode of a run reads: the haystack text and the provenance its cells are cached under."""
+
+    haystack: str
+    provenance: dict[str, Any]
+
+
+def prepare_niah(base: LoadedModel, cfg: NiahConfig) -> NiahInputs:
+    """Load the haystack, check the needle fits the shortest context, and digest what the cells depend
+    on besides their settings: the code, the needle templates and the haystack text."""
     from sedpa_compress.data.text import load_haystack
 
     cfg.validate()
-    cache = cache if cache is not None else CellCache(None)
-    base = models[0].loaded
-    common = {k: v for k, v in asdict(cfg).items() if k not in ("lengths", "depths", "samples", "chunk")}
-    if cfg.haystack:
-        common["haystack_sha"] = _digest_text(Path(cfg.haystack))
     # The bundled held-out text is extended with the train split when a long context needs more; a
     # user's haystack shorter than the context is repeated (make_needle_example wraps), as the seeds do.
     haystack = load_haystack(Path(cfg.haystack) if cfg.haystack else None,
                              min_chars=0 if cfg.haystack else max(cfg.lengths) * 6)
     check_fits(base, haystack, cfg)
+    prov = provenance("niah", templates=text_digest(repr(cell_templates(cfg))), text=text_digest(haystack))
+    return NiahInputs(haystack=haystack, provenance=prov)
+
+
+def run_niah(models: list[BenchModel], cfg: NiahConfig, cache: CellCache | None = None,
+             progress: ProgressFn | None = None, prepared: NiahInputs | None = None,
+             ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """Score every (mode, length, depth, sample) cell; return (rows, summary). Cells found in `cache`
+    (same mode settings, benchmark settings and provenance) are not recomputed; their rows say
+    `cached: true`."""
+    cfg.validate()
+    cache = cache if cache is not None else CellCache(None)
+    base = models[0].loaded
+    prepared = prepared or prepare_niah(base, cfg)
+    haystack = prepared.haystack
+    common = {k: v for k, v in asdict(cfg).items() if k not in ("lengths", "depths", "samples", "chunk")}
     examples: dict[str, Any] = {}
 
     def example(length: int, depth: float, sample: int):
@@ -165,8 +199,10 @@ def run_niah(models: list[BenchModel], cfg: NiahConfig, cache: CellCache | None 
 
     rows: list[dict[str, Any]] = []
     for m, bm in enumerate(models):
-        fp = fingerprint("niah", cell_identity(bm.settings), common)
-        reuse = PromptCache()  # deepest needle first: each prompt shares all text before its needle with the last
+        fp = bench_fingerprint("niah", bm.settings, common, prepared.provenance)
+        # Deepest needle first: each prompt shares the haystack text before its needle with the last
+        # one (same haystack, another needle), and prefills only from there on.
+        reuse = PromptCache()
         for length in cfg.lengths:
             for sample in range(cfg.samples):
                 for depth in sorted(cfg.depths, reverse=True):
@@ -174,7 +210,7 @@ def run_niah(models: list[BenchModel], cfg: NiahConfig, cache: CellCache | None 
                     row = cache.get(fp, key)
                     if row is None:
                         ex = example(length, depth, sample)
-                        row = _score_cell(bm, ex, cfg, score_answer, reuse)
+                        row = _score_cell(bm, ex, cfg, reuse)
                         row.update(mode=bm.name, context=length, depth=depth, sample=sample)
                         cache.put(fp, key, row)
                     rows.append((m, length, depth, sample, _ordered(row)))
@@ -186,49 +222,54 @@ def run_niah(models: list[BenchModel], cfg: NiahConfig, cache: CellCache | None 
     return out, summarize(out)
 
 
-def _digest_text(path: Path) -> str:
-    import hashlib
-
-    if not path.is_file():
-        raise SedpaError(f"haystack file {path} does not exist: pass an existing UTF-8 text file with --haystack")
-    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+ANSWER_SLACK = 8  # tokens generated beyond the answer's own: room for "It is ..." and the end of its line
 
 
-def _score_cell(bm: BenchModel, ex, cfg: NiahConfig, score_answer, reuse: PromptCache | None = None) -> dict[str, Any]:
+def _score_cell(bm: BenchModel, ex, cfg: NiahConfig, reuse: PromptCache | None = None) -> dict[str, Any]:
+    from sedpa_compress.data.needles import answer_found, score_answer
+
     loaded = bm.loaded
     ids = loaded.encode(ex.prompt)
     answer_tokens = len(tokenizer_of(loaded).encode(" " + ex.answer, add_special_tokens=False))
-    max_new = cfg.max_new_tokens or answer_tokens + 4
+    max_new = cfg.max_new_tokens or answer_tokens + ANSWER_SLACK
     before = reuse.reused_tokens if reuse is not None else 0
     t0 = time.perf_counter()
     out = greedy_generate(loaded, ids, bm.mode, max_new, chunk=cfg.chunk, reuse=reuse)
     wall = time.perf_counter() - t0  # of this cell's own work: a reused prefix is not timed again
     text = loaded.decode(out)
     exact, partial = score_answer(text, ex.answer)
-    return {"tokens": len(ids), "accuracy": exact, "score": round(partial, 4), "answer": ex.answer,
-            "output": text.strip()[:80], "wall_s": round(wall, 3),
-            "reused_tokens": (reuse.reused_tokens - before) if reuse is not None else 0}
+    return {"tokens": len(ids), "accuracy": answer_found(text, ex.answer), "exact": exact,
+            "score": round(partial, 4), "answer": ex.answer, "output": text, "new_tokens": len(out),
+            "wall_s": round(wall, 3), "reused_tokens": (reuse.reused_tokens - before) if reuse is not None else 0}
 
 
 def _ordered(row: dict[str, Any]) -> dict[str, Any]:
-    first = ("mode", "context", "depth", "sample", "tokens", "accuracy", "score")
+    first = ("mode", "context", "depth", "sample", "tokens", "accuracy", "exact", "score")
     return {**{k: row[k] for k in first if k in row}, **{k: v for k, v in row.items() if k not in first}}
 
 
+def _mean(values) -> float:
+    return round(float(np.mean(list(values))), 4)
+
+
 def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Per mode: average accuracy (exact) and score (partial), and accuracy per context length and per depth."""
+    """Per mode: mean `accuracy` (string match in the first line), `exact` (the answer starts with the
+    value) and `score` (partial), each of the first two also per context length and per depth
+    (`by_context`/`by_depth` are accuracy, `exact_by_context`/`exact_by_depth` exact)."""
     out: dict[str, dict[str, Any]] = {}
     for mode in dict.fromkeys(r["mode"] for r in rows):
         mine = [r for r in rows if r["mode"] == mode]
         lengths = sorted({r["context"] for r in mine})
-        out[mode] = {
-            "accuracy": round(float(np.mean([r["accuracy"] for r in mine])), 4),
-            "score": round(float(np.mean([r["score"] for r in mine])), 4),
-            "n": len(mine),
-            "by_context": {str(n): round(float(np.mean([r["accuracy"] for r in mine if r["context"] == n])), 4)
-                           for n in lengths},
-            "by_depth": {f"{d:g}": round(float(np.mean([r["accuracy"] for r in mine if r["depth"] == d])), 4)
-                         for d in sorted({r["depth"] for r in mine})},
-            "wall_s": round(float(sum(r.get("wall_s", 0.0) for r in mine)), 2),
-        }
+        depths = sorted({r["depth"] for r in mine})
+        s: dict[str, Any] = {"accuracy": _mean(r["accuracy"] for r in mine),
+                             "exact": _mean(r["exact"] for r in mine),
+                             "score": _mean(r["score"] for r in mine), "n": len(mine)}
+        for metric, prefix in (("accuracy", ""), ("exact", "exact_")):
+            s[prefix + "by_context"] = {str(n): _mean(r[metric] for r in mine if r["context"] == n)
+                                        for n in lengths}
+            s[prefix + "by_depth"] = {f"{d:g}": _mean(r[metric] for r in mine if r["depth"] == d)
+                                      for d in depths}
+        s["cached"] = sum(1 for r in mine if r.get("cached"))
+        s["wall_s"] = round(float(sum(r.get("wall_s", 0.0) for r in mine)), 2)
+        out[mode] = s
     return out

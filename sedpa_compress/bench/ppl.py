@@ -19,9 +19,9 @@ from sedpa_compress.bench.common import (
     DEFAULT_CHUNK,
     BenchModel,
     ProgressFn,
-    cell_identity,
-    fingerprint,
+    bench_fingerprint,
     ppl_from_nll,
+    provenance,
     token_nll,
 )
 from sedpa_compress.errors import SedpaError
@@ -97,17 +97,28 @@ def prepare_windows(loaded: LoadedModel, cfg: PplConfig) -> tuple[list[list[int]
     return make_windows(loaded, texts, cfg), source
 
 
+def ppl_provenance(windows: list[list[int]]) -> dict[str, Any]:
+    """Provenance of the ppl cells: code, versions, metrics and a digest of every window's token ids."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for w in windows:
+        h.update(",".join(map(str, w)).encode() + b";")
+    return provenance("ppl", text=h.hexdigest()[:16])
+
+
 def run_ppl(models: list[BenchModel], cfg: PplConfig, cache: CellCache | None = None,
             progress: ProgressFn | None = None, prepared: tuple[list[list[int]], str] | None = None,
             ) -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]], str]:
-    """Score every (mode, window); return (rows, summary, data description)."""
+    """Score every (mode, window); return (rows, summary, data description). Windows found in `cache`
+    (same settings, same provenance) are not rescored; their rows say `cached: true`."""
     cache = cache if cache is not None else CellCache(None)
     windows, source = prepared or prepare_windows(models[0].loaded, cfg)
     common = {k: v for k, v in asdict(cfg).items() if k not in ("windows", "chunk")}
-    common["first_tokens"] = windows[0][:32]  # the data itself, cheaply: other text gives other cells
+    prov = ppl_provenance(windows)  # the data itself: other text gives other cells
     rows: list[dict[str, Any]] = []
     for bm in models:
-        fp = fingerprint("ppl", cell_identity(bm.settings), common)
+        fp = bench_fingerprint("ppl", bm.settings, common, prov)
         for w, ids in enumerate(windows):
             key = f"{w}"
             row = cache.get(fp, key)

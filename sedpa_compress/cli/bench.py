@@ -1,4 +1,4 @@
-"""`sedpa bench niah | ppl | longbench` (and `efficiency` when the runtime adds it): parse flags, call
+"""`sedpa bench niah | ppl | longbench | report` (and `efficiency`, cli/efficiency.py): parse flags, call
 sedpa_compress.bench, print a summary table, write JSON (+ PNG) under bench/results/."""
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def niah_cmd(
     """Needle in a haystack: every mode on the same prompts; heatmap PNG per mode + JSON with every cell."""
     from sedpa_compress.bench.common import lengths_for_model, parse_depths, parse_lengths
     from sedpa_compress.bench.heatmap import fmt_length, plot_niah_grid, plot_niah_heatmap
-    from sedpa_compress.bench.niah import NiahConfig, run_niah
+    from sedpa_compress.bench.niah import NiahConfig, prepare_niah, run_niah
 
     cfg = NiahConfig(lengths=parse_lengths(lengths), depths=parse_depths(depths), samples=samples, seed=seed,
                      haystack=str(haystack) if haystack else None, needle=needle, question=question, answer=answer,
@@ -146,30 +146,33 @@ def niah_cmd(
     cfg.lengths, capped = lengths_for_model(lengths, base.geometry.max_position_embeddings, reserve=32)
     if capped:
         console.print(f"[yellow]capped[/]: {capped}", highlight=False)
+    prepared = prepare_niah(base, cfg)
     out = out or _default_out("niah", base)
     cache = _cache(out, fresh)
     total = len(models) * len(cfg.lengths) * len(cfg.depths) * cfg.samples
     with _progress(total, "niah") as advance:
-        rows, summary = run_niah(models, cfg, cache, advance)
+        rows, summary = run_niah(models, cfg, cache, advance, prepared)
     _resumed(cache, total)
     settings = {"lengths": cfg.lengths, "depths": cfg.depths, "samples": cfg.samples, "seed": cfg.seed,
                 "haystack": cfg.haystack or "bundled held-out text",
                 "needle": cfg.needle or "held-out templates (sedpa_compress.data.needles.HELDOUT_TEMPLATES)",
                 "question": cfg.question, "capped": capped, "modes": {m.name: m.settings for m in models},
-                "chunk": cfg.chunk}
+                "chunk": cfg.chunk, "max_new_tokens": cfg.max_new_tokens or "answer tokens + 8",
+                "metrics": prepared.provenance["metrics"], "provenance": prepared.provenance,
+                "cache_hits": cache.hits}
     _write(out, "niah", base, settings, rows, summary, str(base.device))
     modes = [m.name for m in models]
     for mode in modes:
         console.print(f"[green]wrote[/] {plot_niah_heatmap(rows, mode, out.with_name(f'{out.stem}_{mode}.png'))}")
     console.print(f"[green]wrote[/] {plot_niah_grid(rows, modes, out.with_suffix('.png'), title=f'NIAH: {base.name}')}")
-    table = Table(title=f"needle in a haystack: {base.name} (exact-match accuracy)")
+    table = Table(title=f"needle in a haystack: {base.name} (accuracy: the value in the answer's first line)")
     table.add_column("mode")
-    table.add_column("average", justify="right")
-    table.add_column("partial", justify="right")
+    table.add_column("accuracy", justify="right")
+    table.add_column("exact", justify="right")
     for n in cfg.lengths:
         table.add_column(fmt_length(n), justify="right")
     for mode, s in summary.items():
-        table.add_row(mode, f"{s['accuracy']:.1%}", f"{s['score']:.1%}", *[f"{s['by_context'][str(n)]:.0%}" for n in cfg.lengths])
+        table.add_row(mode, f"{s['accuracy']:.1%}", f"{s['exact']:.1%}", *[f"{s['by_context'][str(n)]:.0%}" for n in cfg.lengths])
     console.print(table)
 
 
@@ -198,7 +201,7 @@ def ppl_cmd(
     dtype: DtypeOpt = "auto",
 ) -> None:
     """Perplexity of every mode over the same sliding windows of text."""
-    from sedpa_compress.bench.ppl import PplConfig, prepare_windows, run_ppl
+    from sedpa_compress.bench.ppl import PplConfig, ppl_provenance, prepare_windows, run_ppl
 
     cfg = PplConfig(data=data, text_field=text_field, split=split, seq_len=seq_len, stride=stride, windows=windows,
                     decode_tail=decode_tail, chunk=chunk)
@@ -212,6 +215,8 @@ def ppl_cmd(
     _resumed(cache, len(rows))
     settings = {"data": source, "seq_len": cfg.seq_len, "stride": cfg.stride or cfg.seq_len, "windows": len(rows) // max(1, len(models)),
                 "decode_tail": cfg.decode_tail, "modes": {m.name: m.settings for m in models}, "chunk": cfg.chunk}
+    prov = ppl_provenance(prepared[0])
+    settings.update(metrics=prov["metrics"], provenance=prov, cache_hits=cache.hits)
     _write(out, "ppl", base, settings, rows, summary, str(base.device))
     table = Table(title=f"perplexity: {base.name}, {settings['windows']} x {cfg.seq_len} tokens of {source}")
     for col in ("mode", "ppl", f"tail ppl (last {cfg.decode_tail})", "vs full", "tokens"):
@@ -247,6 +252,7 @@ def longbench_cmd(
     dtype: DtypeOpt = "auto",
 ) -> None:
     """LongBench: upstream prompts, truncation, stop tokens and metrics, every mode on the same prompts."""
+    from sedpa_compress.bench.common import provenance
     from sedpa_compress.bench.longbench import LongBenchConfig, load_tasks, parse_tasks, run_longbench, upstream_max_length
     from sedpa_compress.errors import SedpaError
 
@@ -273,7 +279,8 @@ def longbench_cmd(
     settings = {"data": cfg.source, "tasks": cfg.tasks, "limit": limit, "max_length": used_length,
                 "max_length_rule": rule, "chat_template": chat_template, "modes": {m.name: m.settings for m in models},
                 "metrics": "sedpa_compress.bench.longbench.metrics (upstream definitions; Chinese per character, not jieba)",
-                "stop": "tokenizer eos + generation_config eos list (samsum: eos or newline, >= 1 token)"}
+                "stop": "tokenizer eos + generation_config eos list (samsum: eos or newline, >= 1 token)",
+                "provenance": provenance("longbench"), "cache_hits": cache.hits}
     _write(out, "longbench", base, settings, rows, summary, str(base.device))
     table = Table(title=f"LongBench: {base.name} (score 0-100)")
     table.add_column("task")
@@ -285,12 +292,36 @@ def longbench_cmd(
     console.print(table)
 
 
+def report_cmd(
+    results: Annotated[list[Path], typer.Argument(help="Benchmark JSONs of one model: niah, ppl, longbench, efficiency (and an efficiency --max-context run).")],
+    context: Annotated[Optional[str], typer.Option("--context", help="Context of the decode latency column, e.g. 32k (default: the longest context every runtime mode measured).")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Markdown file, the PNG beside it (default: bench/results/report_<model>.md).")] = None,
+) -> None:
+    """The accuracy / efficiency trade-off table per mode (markdown) and accuracy against decode time (PNG)."""
+    from sedpa_compress.bench.common import parse_size
+    from sedpa_compress.bench.report import load_results, write_report
+
+    ctx = parse_size(context, "--context") if context else None
+    if out is None:
+        loaded = load_results(results)
+        name = next(iter(loaded.values()))[1].get("model") or "model"
+        out = Path("bench/results") / f"report_{Path(str(name)).name.replace(':', '-')}.md"
+    md, png = write_report(results, out, ctx)
+    console.print(md.read_text(), highlight=False, markup=False)
+    console.print(f"[green]wrote[/] {md}")
+    if png is not None:
+        console.print(f"[green]wrote[/] {png}")
+    else:
+        console.print("[yellow]no PNG[/]: no mode has both a NIAH accuracy and a decode latency", highlight=False)
+
+
 def register(app: typer.Typer) -> None:
     bench_app = typer.Typer(help="Accuracy and speed benchmarks; every mode side by side, JSON + PNG under bench/results/.",
                             no_args_is_help=True)
     bench_app.command("niah")(niah_cmd)
     bench_app.command("ppl")(ppl_cmd)
     bench_app.command("longbench")(longbench_cmd)
+    bench_app.command("report")(report_cmd)
     try:
         efficiency = importlib.import_module("sedpa_compress.cli.efficiency")
     except ModuleNotFoundError as exc:  # the runtime engineer's module, not in every checkout yet

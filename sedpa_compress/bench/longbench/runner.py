@@ -28,7 +28,7 @@ from sedpa_compress.bench.common import (
     DEFAULT_CHUNK,
     BenchModel,
     ProgressFn,
-    cell_identity,
+    bench_fingerprint,
     fingerprint,
     greedy_generate,
 )
@@ -275,8 +275,8 @@ def run_longbench(models: list[BenchModel], cfg: LongBenchConfig, cache: CellCac
     rows: list[dict[str, Any]] = []
     for bm in models:
         max_length = cfg.max_length or upstream_max_length(bm.loaded)[0]
-        fp = fingerprint("longbench", cell_identity(bm.settings), {"max_length": max_length, "chat": cfg.chat_template,
-                                                                   "rules": "upstream-2"})
+        fp = bench_fingerprint("longbench", bm.settings, {"max_length": max_length, "chat": cfg.chat_template,
+                                                          "rules": "upstream-2"})
         for task in cfg.tasks:
             spec = table[task]
             for i, ex in enumerate(data[task]):
