@@ -66,11 +66,13 @@ def test_split_k_kernel_matches_reference(length):
     got = kernels.decode_attention(q, k, v, n, d ** -0.5)
     want = kernels.decode_attention_ref(q.float(), k.float(), v.float(), n, d ** -0.5)
     assert rel(got, want) <= 1e-2
-    idx = torch.randperm(t, device="cuda")[None, :2048]
-    got = kernels.decode_attention(q, k, v, torch.tensor([min(length, 2048)], device="cuda"), d ** -0.5, index=idx)
-    want = kernels.decode_attention_ref(q.float(), k.float(), v.float(), torch.tensor([min(length, 2048)], device="cuda"),
-                                        d ** -0.5, index=idx)
-    assert rel(got, want) <= 1e-2
+    n_sel = torch.tensor([min(length, 2048)], device="cuda")
+    shared = torch.randperm(t, device="cuda")[None, :2048]  # one position list for every head
+    per_head = torch.stack([torch.randperm(t, device="cuda")[:2048] for _ in range(h)])[None]  # TidalDecode's
+    for idx in (shared, per_head):
+        got = kernels.decode_attention(q, k, v, n_sel, d ** -0.5, index=idx)
+        want = kernels.decode_attention_ref(q.float(), k.float(), v.float(), n_sel, d ** -0.5, index=idx)
+        assert rel(got, want) <= 1e-2
 
 
 def test_flash_chunk_attention_matches_masked_reference():
@@ -98,6 +100,26 @@ def test_flex_band_attention_matches_masked_reference(start, band):
     got = kernels.band_chunk_attention(q, k, v, q_pos, k_pos, sink, band, 128 ** -0.5)
     want = kernels.band_chunk_attention(q.float(), k.float(), v.float(), q_pos, k_pos, sink, band, 128 ** -0.5)
     assert rel(got, want) <= 1e-2
+
+
+@pytest.mark.parametrize("start,band,tq", [(0, 64, 512), (3000, 64, 512), (3000, 1024, 300)])
+def test_flex_band_attention_with_queries_padded_to_the_chunk(start, band, tq):
+    """The runner pads every chunk to one shape per band (one compiled kernel): padded queries and
+    keys at position -1 change nothing."""
+    from sedpa_compress.runtime.cache import ring_positions
+
+    torch.manual_seed(7)
+    sink, chunk = 16, 512
+    q_pos = torch.arange(start, start + tq, device="cuda")
+    pad = torch.full((chunk - tq,), -1, device="cuda")
+    k_pos = torch.cat([ring_positions(start, sink, band).cuda(), q_pos, pad])
+    q = torch.randn(1, 16, tq, 128, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(1, 4, k_pos.numel() - pad.numel(), 128, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn_like(k)
+    got = kernels.band_chunk_attention(q, k, v, torch.cat([q_pos, pad]), k_pos, sink, band, 128 ** -0.5)
+    want = kernels.band_chunk_attention(q.float(), k.float(), v.float(), q_pos, k_pos[:k.shape[2]], sink, band,
+                                        128 ** -0.5)
+    assert torch.isfinite(got).all() and rel(got, want) <= 1e-2
 
 
 @pytest.mark.parametrize("mode", ["full", "streaming", "duo", "sedpa-s", "sedpa-w"])

@@ -377,15 +377,18 @@ class PromptCache:
 def greedy_generate(loaded: LoadedModel, ids: list[int], mode: AttentionMode | None, max_new_tokens: int, *,
                     chunk: int = DEFAULT_CHUNK, stop_ids: list[int] | None = None,
                     reuse: PromptCache | None = None, min_new_tokens: int = 0) -> list[int]:
-    """Greedy continuation of `ids` with `mode` installed: chunked prefill into the HF cache, then one
-    token at a time (so tidal's sparse decode runs). Stops at EOS or any of `stop_ids`, which cannot be
-    chosen before `min_new_tokens` tokens (HF's min_length). With `reuse` (one per mode), the prefix
-    shared with the previous prompt is not prefilled again."""
+    """Greedy continuation of `ids` with `mode`: chunked prefill, then one token at a time (so tidal's
+    sparse decode runs). Stops at EOS or any of `stop_ids`, which cannot be chosen before
+    `min_new_tokens` tokens (HF's min_length). On CUDA this is the fast runtime (`runs_fast`), the code
+    `sedpa generate` runs; elsewhere the reference path, where `reuse` (one per mode) skips
+    prefilling the prefix shared with the previous prompt."""
     from transformers import DynamicCache
 
+    stops = _eos_ids(loaded, stop_ids)
+    if runs_fast(loaded):
+        return _fast_greedy(loaded, ids, mode, max_new_tokens, chunk, stops, min_new_tokens)
     model = loaded.model
     x = torch.tensor([ids], device=loaded.device)
-    stops = _eos_ids(loaded, stop_ids)
     out: list[int] = []
     cache, start = reuse.take(ids) if reuse is not None else (DynamicCache(), 0)
     logits = None
@@ -415,9 +418,13 @@ def token_nll(loaded: LoadedModel, ids: list[int], mode: AttentionMode | None, *
     """Next-token negative log-likelihoods [len(ids) - 1] of `ids` with `mode` installed.
 
     The first tokens are scored by a chunked prefill; the last `decode_tail` tokens are fed one at a
-    time (the decode path), which is where modes such as tidal differ from a masked prefill.
+    time (the decode path), which is where modes such as tidal differ from a masked prefill. On CUDA
+    the fast runtime computes them (`runs_fast`), elsewhere the reference path.
     """
     from transformers import DynamicCache
+
+    if runs_fast(loaded):
+        return _fast_nll(loaded, ids, mode, chunk, decode_tail)
 
     model = loaded.model
     x = torch.tensor([ids], device=loaded.device)
@@ -440,6 +447,72 @@ def token_nll(loaded: LoadedModel, ids: list[int], mode: AttentionMode | None, *
             nll.append(F.cross_entropy(last[None], x[0, t:t + 1]).reshape(1))
             if t + 1 < n:
                 last = model(input_ids=x[:, t:t + 1], past_key_values=cache, use_cache=True).logits[0, -1].float()
+    return torch.cat(nll).cpu() if nll else torch.zeros(0)
+
+
+# ------------------------------------------------------------------ the fast runtime (CUDA)
+
+def runs_fast(loaded: LoadedModel) -> bool:
+    """Benchmarks on CUDA run the fast runtime, the same code `sedpa generate` runs (the reference
+    path is the oracle the tests compare it with); elsewhere the reference path."""
+    return loaded.device.type == "cuda"
+
+
+def _bench_runner(loaded: LoadedModel, mode: AttentionMode | None, need: int, chunk: int):
+    """A runner for `mode` with room for `need` tokens, reset for a new prompt. It lives on the fast
+    model (`loaded.fast`, one at a time), so its caches and captured decode graph serve every prompt
+    of the mode; a longer prompt replaces it with a larger one."""
+    from sedpa_compress.runtime.generate import fast_model
+    from sedpa_compress.runtime.runner import Runner, spec_for_mode
+
+    fast = fast_model(loaded, spec_for_mode(mode, loaded.geometry.num_layers))
+    runner = getattr(fast, "bench_runner", None)
+    if runner is None or runner.max_len < need or runner.chunk != chunk:
+        fast.bench_runner = runner = None  # free the old caches first
+        runner = fast.bench_runner = Runner(fast, max_len=-(-need // 1024) * 1024, chunk=chunk)
+    runner.reset()
+    return runner
+
+
+def _fast_greedy(loaded: LoadedModel, ids: list[int], mode: AttentionMode | None, max_new_tokens: int, chunk: int,
+                 stops: set[int], min_new_tokens: int) -> list[int]:
+    runner = _bench_runner(loaded, mode, len(ids) + max_new_tokens, chunk)
+    logits = runner.prefill(torch.tensor([ids], device=loaded.device))
+    out: list[int] = []
+    for _ in range(max_new_tokens):
+        last = logits[0]
+        if len(out) < min_new_tokens and stops:
+            last = last.clone()
+            last[sorted(stops)] = float("-inf")
+        tok = int(last.argmax())
+        out.append(tok)
+        if tok in stops or len(out) >= max_new_tokens:
+            break
+        logits = runner.decode(torch.tensor([tok], device=loaded.device))
+    return out
+
+
+def _fast_nll(loaded: LoadedModel, ids: list[int], mode: AttentionMode | None, chunk: int,
+              decode_tail: int) -> torch.Tensor:
+    n = len(ids)
+    split = max(1, n - decode_tail)
+    runner = _bench_runner(loaded, mode, n, chunk)
+    fast = runner.model
+    target = torch.tensor(ids, device=loaded.device)
+    nll: list[torch.Tensor] = []
+    last = None
+    for s, h in runner.prefill_chunks(target[None, :split], hidden=True):
+        for a in range(0, h.shape[1], 1024):  # [1024, vocab] fp32 logits at a time
+            lg = fast.logits(h[0, a:a + 1024]).float()
+            lo = s + a + 1  # these logits predict tokens [lo, lo + len)
+            m = min(lg.shape[0], n - lo)
+            if m > 0:
+                nll.append(F.cross_entropy(lg[:m], target[lo:lo + m], reduction="none"))
+            last = lg[-1]
+    for t in range(split, n - 1):  # the decode tail: tokens fed one at a time
+        last = runner.decode(target[t:t + 1]).float()[0]
+        nll.append(F.cross_entropy(last[None], target[t + 1:t + 2]).reshape(1))
+    del last
     return torch.cat(nll).cpu() if nll else torch.zeros(0)
 
 

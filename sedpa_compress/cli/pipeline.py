@@ -135,8 +135,11 @@ def generate_cmd(
         prompt = prompt_file.read_text(encoding="utf-8", errors="replace")
     loaded = _load(model, None, False, device, dtype)
     mode = mode_for(loaded, attention, pattern=pattern, window=window)
+    # one generation per process: the fast runtime may take the weights over (an 8B model exists once)
     result = generate_text(loaded, prompt, mode, GenerateConfig(max_new_tokens=max_new_tokens, temperature=temperature,
-                                                                top_p=top_p, top_k=top_k, seed=seed))
+                                                                top_p=top_p, top_k=top_k, seed=seed, consume=True))
+    for note in getattr(loaded.fast, "notes", None) or []:
+        console.print(f"note: {note}", highlight=False, markup=False, style="yellow")
     console.print(result.text, highlight=False, markup=False)
     console.print(f"[dim]{result.prompt_tokens:,} prompt tokens, {result.new_tokens} new, "
                   f"prefill {result.prefill_s:.2f} s, {result.tokens_per_s:.1f} tokens/s "

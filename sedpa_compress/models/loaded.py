@@ -31,6 +31,10 @@ class LoadedModel:
     path: Path | None = None
     revision: str | None = None
     artifact: dict[str, Any] | None = field(default=None)  # the config's `sedpa` block for artifacts
+    # the fast CUDA runtime's model of these weights for one spec (runtime.generate.fast_model owns
+    # it): at most one at a time, so the weights exist at most twice, and once when it consumed them
+    fast: Any | None = field(default=None, repr=False, compare=False)
+    consumed: bool = field(default=False, repr=False, compare=False)  # the transformers layers were freed
 
     @property
     def device(self) -> torch.device:

@@ -22,6 +22,7 @@ class GenerateConfig:
     top_k: int = 0
     seed: int = 0
     runtime: str = "auto"  # auto: the fast runtime on CUDA, the reference path elsewhere | fast | reference
+    consume: bool = False  # let the fast runtime free the transformers layers (one generation per load)
 
 
 @dataclass
@@ -77,24 +78,39 @@ def generate_text(loaded: LoadedModel, prompt: str, mode: AttentionMode | None,
                           prefill_s=prefill, decode_s=max(total - prefill, 1e-9))
 
 
-_FAST_MODELS: dict[tuple, object] = {}  # one cached FastModel: benchmarks call generate_text in a loop
+def fast_model(loaded: LoadedModel, spec, *, consume: bool = False):
+    """The fast runtime's model of `loaded` for `spec`. Its one owner is the LoadedModel
+    (`loaded.fast`): built on first use, reused while the spec is the same, replaced (the old one
+    freed first) for another spec, so at most one exists next to the transformers weights. With
+    `consume`, the transformers layers are freed as the fast model takes their weights (an 8B model
+    then exists once); no other spec can be built afterwards."""
+    from sedpa_compress.runtime.model import FastModel
+
+    held = loaded.fast
+    if held is not None and held.spec == spec:
+        return held
+    if loaded.consumed:
+        raise SedpaError(f"the model's weights were handed to the fast runtime for --attention {held.spec.mode}: "
+                         "load the model again to run another mode")
+    loaded.fast = None  # free the previous fast model before building the next
+    if held is not None:
+        del held
+        if loaded.device.type == "cuda":
+            torch.cuda.empty_cache()
+    loaded.fast = FastModel(loaded, spec, consume=consume)
+    loaded.consumed = consume
+    return loaded.fast
 
 
 def _generate_fast(loaded: LoadedModel, ids: list[int], mode: AttentionMode | None,
                    cfg: GenerateConfig) -> GenerateResult:
-    from sedpa_compress.runtime.model import FastModel
+    from sedpa_compress.models.stop_tokens import model_stop_token_ids
     from sedpa_compress.runtime.runner import Runner, Sampling, run_generation, spec_for_mode
 
-    spec = spec_for_mode(mode, loaded.geometry.num_layers)
-    key = (id(loaded.model), repr(spec))
-    fast = _FAST_MODELS.get(key)
-    if fast is None:
-        _FAST_MODELS.clear()
-        fast = _FAST_MODELS[key] = FastModel(loaded, spec)
+    fast = fast_model(loaded, spec_for_mode(mode, loaded.geometry.num_layers), consume=cfg.consume)
     runner = Runner(fast, max_len=len(ids) + cfg.max_new_tokens)
-    eos = getattr(loaded.tokenizer, "eos_token_id", None) if loaded.tokenizer is not None else None
     res = run_generation(runner, ids, cfg.max_new_tokens, Sampling(cfg.temperature, cfg.top_p, cfg.top_k),
-                         seed=cfg.seed, eos_id=eos)
+                         seed=cfg.seed, stop_ids=set(model_stop_token_ids(loaded)))
     return GenerateResult(text=loaded.decode(res.tokens), prompt_tokens=len(ids), new_tokens=len(res.tokens),
                           prefill_s=res.prefill_s, decode_s=max(res.decode_s, 1e-9))
 

@@ -43,14 +43,15 @@ def decode_attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, leng
                          scale: float, index: torch.Tensor | None = None) -> torch.Tensor:
     """q [b, hkv, g, d]; k/v [b, hkv, t, d]; length: int tensor (keys [0, length) are valid).
 
-    With `index` [b, n] (positions shared by every head) only the first `length` entries of
-    `index` are attended (TidalDecode's sparse layers; `length` is then the selection's size).
-    Returns [b, hkv, g, d] in q's dtype; fp32 softmax.
+    With `index` ([b, hkv, n]: positions per KV head, or [b, n]: shared by every head) only the first
+    `length` entries of `index` are attended (TidalDecode's sparse layers; `length` is then the
+    selection's size). Returns [b, hkv, g, d] in q's dtype; fp32 softmax.
     """
     if index is not None:
-        idx = index.long()[:, None, :, None]
-        k = torch.gather(k, 2, idx.expand(-1, k.shape[1], -1, k.shape[3]))
-        v = torch.gather(v, 2, idx.expand(-1, v.shape[1], -1, v.shape[3]))
+        idx = index.long()
+        idx = idx[:, None, :].expand(-1, k.shape[1], -1) if idx.dim() == 2 else idx
+        k = torch.gather(k, 2, idx[..., None].expand(-1, -1, -1, k.shape[3]))
+        v = torch.gather(v, 2, idx[..., None].expand(-1, -1, -1, v.shape[3]))
     t = k.shape[2]
     logits = torch.einsum("bhgd,bhtd->bhgt", q.float(), k.float()) * scale
     valid = torch.arange(t, device=q.device) < length.reshape(-1)[0]
@@ -65,7 +66,7 @@ if HAS_TRITON:
 
     @triton.jit
     def _decode_partial(Q, K, V, LEN, IDX, ACC, M, L,
-                        sqb, sqh, sqg, skb, skh, skt, svb, svh, svt, sib, H,
+                        sqb, sqh, sqg, skb, skh, skt, svb, svh, svt, sib, sih, H,
                         G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr,
                         BLOCK_N: tl.constexpr, SPLITS: tl.constexpr, INDEXED: tl.constexpr, scale):
         bh = tl.program_id(0)
@@ -89,7 +90,7 @@ if HAS_TRITON:
             offs_n = n0 + tl.arange(0, BLOCK_N)
             valid = offs_n < end
             if INDEXED:
-                pos = tl.load(IDX + b * sib + offs_n, mask=valid, other=0)
+                pos = tl.load(IDX + b * sib + h * sih + offs_n, mask=valid, other=0)
             else:
                 pos = offs_n
             k = tl.load(K + b * skb + h * skh + pos[:, None] * skt + offs_d[None, :], mask=valid[:, None], other=0.0)
@@ -173,14 +174,17 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, length: 
 def _triton_decode(q, k, v, length, scale, *, index=None, workspace=None, out=None):
     """The two kernel launches (also run by the tests under TRITON_INTERPRET=1 on CPU tensors)."""
     b, h, g, d = q.shape
-    ws = workspace or DecodeWorkspace(b, h, g, d, k.shape[2] if index is None else index.shape[1], q.device)
+    ws = workspace or DecodeWorkspace(b, h, g, d, k.shape[2] if index is None else index.shape[-1], q.device)
     out = out if out is not None else torch.empty_like(q)
     idx = index if index is not None else length  # unused pointer when not INDEXED
+    # [b, n]: one position list for every head (head stride 0); [b, hkv, n]: one list per KV head
+    idx_b = index.stride(0) if index is not None else 0
+    idx_h = index.stride(1) if index is not None and index.dim() == 3 else 0
     block_n = 64
     _decode_partial[(b * h, ws.splits)](
         q, k, v, length, idx, ws.acc, ws.m, ws.l,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2), index.stride(0) if index is not None else 0, h,
+        v.stride(0), v.stride(1), v.stride(2), idx_b, idx_h, h,
         G=g, G_PAD=ws.g_pad, D=d, BLOCK_N=block_n, SPLITS=ws.splits, INDEXED=index is not None,
         scale=scale, num_warps=4, num_stages=2)
     _decode_reduce[(b * h, g)](ws.acc, ws.m, ws.l, out, out.stride(0), out.stride(1), out.stride(2), h,
@@ -245,6 +249,7 @@ def band_chunk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_po
     `band_block_mask`, built once per chunk and band and shared by every layer); else masked SDPA."""
     if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16) and USE_FLEX:
         return band_attention_flex(q, k, v, q_pos, k_pos, sink, band, scale, block_mask=block_mask)
+    q_pos, k_pos = q_pos[:q.shape[2]], k_pos[:k.shape[2]]  # positions may carry padding (the CUDA path's shapes)
     dist = q_pos[:, None] - k_pos[None, :]
     mask = (k_pos[None, :] >= 0) & (dist >= 0) & ((k_pos[None, :] < sink) | (dist < band))
     group = q.shape[1] // k.shape[1]
@@ -271,18 +276,43 @@ def _pad_to(n: int) -> int:
     return -n % FLEX_BLOCK
 
 
-def band_block_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, sink: int, band: int, *, compiled: bool = True):
-    """The block mask of one chunk's band attention (built once per chunk and band, shared by all
-    layers). Lengths are padded to whole blocks (padded queries sit at position -1 and padded keys
-    are empty slots, so both are fully masked). Compiled: the eager build would materialise the
-    whole [chunk, keys] mask in int64 (GBs at an 8K chunk); the price is compile time on a
-    process's first prompt (the first SEDPA-W prefill took ~70 s on the H100, two bands)."""
-    from torch.nn.attention.flex_attention import create_block_mask
+def band_block_mask(q_pos: torch.Tensor, k_pos: torch.Tensor, sink: int, band: int):
+    """The block mask of one chunk's band attention, built directly from the positions: no
+    `create_block_mask` (its compiled build cost minutes per new shape on the H100/H200; its eager
+    build materialises the whole [chunk, keys] mask). Lengths are padded to whole blocks (padded
+    queries and keys sit at position -1 and are fully masked).
+
+    A query block holds contiguous positions [lo, hi]. Key position kp (>= 0) is visible to some
+    query of the block iff kp <= hi and (kp < sink or lo - kp < band), and to every query iff
+    kp <= lo and (kp < sink or hi - kp < band). Key blocks whose keys are all visible to every query
+    are "full" (no mask_mod evaluated); blocks with some visible key are "partial"; the rest are
+    skipped. The arithmetic is over [query blocks, keys]: ~0.5M elements at an 8K chunk."""
+    from torch.nn.attention.flex_attention import BlockMask
 
     q_pos = F.pad(q_pos, (0, _pad_to(q_pos.numel())), value=-1)
     k_pos = F.pad(k_pos, (0, _pad_to(k_pos.numel())), value=-1)
-    return create_block_mask(_band_mask_mod(q_pos, k_pos, sink, band), None, None, q_pos.numel(), k_pos.numel(),
-                             device=q_pos.device, BLOCK_SIZE=FLEX_BLOCK, _compile=compiled)
+    blk = FLEX_BLOCK
+    nq, nk = q_pos.numel() // blk, k_pos.numel() // blk
+    qb = q_pos.view(nq, blk)
+    real_q = qb >= 0
+    lo = torch.where(real_q, qb, torch.iinfo(qb.dtype).max).amin(1, keepdim=True)
+    hi = torch.where(real_q, qb, -1).amax(1, keepdim=True)
+    kp = k_pos[None, :]
+    real_k = kp >= 0
+    some = real_k & (kp <= hi) & ((kp < sink) | (lo - kp < band))
+    every = real_k & (kp <= lo) & ((kp < sink) | (hi - kp < band)) & real_q.all(1, keepdim=True)
+    full = every.view(nq, nk, blk).all(-1)
+    partial = some.view(nq, nk, blk).any(-1) & ~full
+
+    def lists(m: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        counts = m.sum(-1, dtype=torch.int32)
+        order = torch.argsort((~m).to(torch.int8), dim=-1, stable=True).to(torch.int32)  # chosen blocks first
+        return counts[None, None].contiguous(), order[None, None].contiguous()
+
+    kv_num, kv_idx = lists(partial)
+    full_num, full_idx = lists(full)
+    return BlockMask.from_kv_blocks(kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=blk,
+                                    mask_mod=_band_mask_mod(q_pos, k_pos, sink, band))
 
 
 def _flex_compiled():
@@ -302,18 +332,20 @@ def _flex_compiled():
 def band_attention_flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor, k_pos: torch.Tensor,
                         sink: int, band: int, scale: float, *, block_mask=None, compiled: bool | None = None):
     """`band_chunk_attention` through FlexAttention: only blocks with a visible key are computed,
-    and GQA is native (no expanded K/V). `compiled=False` runs flex eagerly (the CPU tests)."""
+    and GQA is native (no expanded K/V). `q_pos`/`k_pos` may be longer than q/k (padding at -1:
+    the runner pads every chunk to one shape per band, so the compiled kernel is built once).
+    `compiled=False` runs flex eagerly (the CPU tests)."""
     from torch.nn.attention.flex_attention import flex_attention
 
     compiled = q.is_cuda if compiled is None else compiled
     tq = q.shape[2]
-    pq, pk = _pad_to(tq), _pad_to(k.shape[2])
+    nq, nk = q_pos.numel() + _pad_to(q_pos.numel()), k_pos.numel() + _pad_to(k_pos.numel())
     if block_mask is None:
-        block_mask = band_block_mask(q_pos, k_pos, sink, band, compiled=compiled)
-    if pq:
-        q = F.pad(q, (0, 0, 0, pq))
-    if pk:
-        k, v = F.pad(k, (0, 0, 0, pk)), F.pad(v, (0, 0, 0, pk))
+        block_mask = band_block_mask(q_pos, k_pos, sink, band)
+    if nq > tq:
+        q = F.pad(q, (0, 0, 0, nq - tq))
+    if nk > k.shape[2]:
+        k, v = F.pad(k, (0, 0, 0, nk - k.shape[2])), F.pad(v, (0, 0, 0, nk - v.shape[2]))
     fn = _flex_compiled() if compiled else flex_attention
     out = fn(q.contiguous(), k.contiguous(), v.contiguous(), block_mask=block_mask, scale=scale,
              enable_gqa=q.shape[1] != k.shape[1])

@@ -22,9 +22,8 @@ from sedpa_compress.heads.pattern import HeadPattern
 from sedpa_compress.models.loader import LoadedModel
 from sedpa_compress.runtime import kernels
 from sedpa_compress.runtime.cache import HeadGroup, LayerCache, ring_positions, ring_slot, ring_write_plan
-
-MODES = ("full", "streaming", "duo", "sedpa-s", "sedpa-w", "tidal")
-PATTERN_MODES = ("duo", "sedpa-s", "sedpa-w")
+from sedpa_compress.runtime.modes.table import DEFAULTS, MODES, PATTERN_MODES, check_mode
+from sedpa_compress.runtime.modes.tidal import tidal_selection_layers
 
 
 @dataclass
@@ -33,16 +32,17 @@ class RuntimeSpec:
 
     mode: str = "full"
     pattern: HeadPattern | None = None
-    sink: int = 64
-    recent: int = 256
+    sink: int = DEFAULTS.sink
+    recent: int = DEFAULTS.recent
     window: int | None = None  # sedpa-w: retrieval heads see sink + last `window` tokens
-    top_k: int = 2048  # tidal: positions kept by the token-selection layers
-    dense_layers: int = 2  # tidal: the first layers run full attention
+    top_k: int = DEFAULTS.top_k  # tidal: positions kept per KV head by the token-selection layers
+    dense_layers: int = DEFAULTS.dense_layers  # tidal: the first layers run full attention
     selection_layers: tuple[int, ...] | None = None  # tidal: None = (dense_layers, round(13/32 * L))
 
     def check(self, num_layers: int) -> None:
-        if self.mode not in MODES:
-            raise SedpaError(f"unknown --attention {self.mode!r}: choose from {','.join(MODES)}")
+        check_mode(self.mode)
+        if self.sink < 0 or self.recent < 1:
+            raise SedpaError(f"--sink {self.sink} / --recent {self.recent}: need sink >= 0 and recent >= 1")
         if self.mode in PATTERN_MODES and self.pattern is None:
             raise SedpaError(f"--attention {self.mode} needs a head pattern: pass --pattern P.pattern.json "
                              "or an artifact that carries one")
@@ -78,17 +78,6 @@ class RuntimeSpec:
         if stream:
             out.append(HeadGroup("ring", stream, self.recent))
         return out
-
-
-def tidal_selection_layers(num_layers: int, dense_layers: int = 2,
-                           selection_layers: tuple[int, ...] | None = None) -> tuple[int, ...]:
-    """TidalDecode's defaults: select right after the dense layers, re-select at layer 13 of 32
-    (the paper's Llama-3-8B setting), scaled to the model's depth."""
-    if selection_layers is not None:
-        return tuple(sorted(set(selection_layers)))
-    first = min(dense_layers, num_layers - 1)
-    again = round(13 * num_layers / 32)
-    return tuple(sorted({first, again} if first < again < num_layers else {first}))
 
 
 # --------------------------------------------------------------------------- weights
@@ -197,24 +186,36 @@ class FastModel(nn.Module):
         self._norm, self._add_norm, self._rope, self._silu_mul = _rms_norm, _add_rms_norm, _rope_qk, _silu_mul
         self._add2_norm = _add2_rms_norm
         self.layers: list[FastLayer] = []
+        self.notes: list[str] = []  # what the build had to decide (printed by the commands)
         hf_layers = loaded.family.layers(hf)
         for i in range(self.num_layers):
-            groups = spec.groups(i, self.hkv)
-            low_heads = self._lowrank_heads(i, hf_layers[i], synthetic_rank_ratio)
+            groups, low_heads = self._layer_plan(i, hf_layers[i], synthetic_rank_ratio)
             self.layers.append(self._build_layer(hf_layers[i], groups, low_heads, synthetic_rank_ratio, gen))
             if consume:  # free the transformers copy as we go: an 8B model must not exist twice
                 hf_layers[i] = nn.Identity()
         self.tied = self.lm_head.data_ptr() == self.embed.data_ptr()
 
-    def _lowrank_heads(self, layer: int, hf_layer: nn.Module, rank_ratio: float | None) -> int:
-        """How many (trailing) streaming heads run low-rank: sedpa modes over an artifact whose
-        projections are factored, or timing runs with synthetic factors (`rank_ratio`)."""
-        if self.spec.mode not in ("sedpa-s", "sedpa-w"):
-            return 0
-        n_stream = sum(1 for m in self.spec.pattern.mask[layer] if not m)
-        attn = hf_layer.self_attn
-        factored = all(_is_dual(getattr(attn, n)) for n in ("q_proj", "k_proj", "v_proj", "o_proj"))
-        return n_stream if (rank_ratio is not None or factored) else 0
+    def _layer_plan(self, layer: int, hf_layer: nn.Module, rank_ratio: float | None) -> tuple[list[HeadGroup], int]:
+        """This layer's head groups, and how many trailing heads run low-rank. Low-rank: in sedpa
+        modes, the streaming heads the artifact factored (every q/k/v row and o column of the head
+        among the factors' rows), or every streaming head with synthetic factors (`rank_ratio`,
+        timing runs). A streaming head the artifact left dense (a pattern other than the artifact's)
+        runs its dense rows, said in `notes`: factors would be an exact identity factorisation that
+        reads more bytes than the dense rows."""
+        groups = self.spec.groups(layer, self.hkv)
+        if self.spec.mode not in ("sedpa-s", "sedpa-w") or not groups or groups[-1].kind != "ring":
+            return groups, 0
+        stream = groups[-1]
+        if rank_ratio is not None:
+            return groups, stream.size
+        factored = _factored_heads(hf_layer.self_attn, self.hkv, self.group, self.d)
+        low = tuple(h for h in stream.heads if h in factored)
+        dense = tuple(h for h in stream.heads if h not in factored)
+        if dense:
+            self.notes.append(f"layer {layer}: streaming KV head(s) {list(dense)} have no low-rank factors in these "
+                              "weights (a pattern other than the one they were compressed with): they run dense")
+        groups = groups[:-1] + [HeadGroup(stream.kind, dense + low, stream.band)]  # low-rank heads last
+        return groups, len(low)
 
     # ---- building one layer
     def _build_layer(self, hf_layer: nn.Module, groups: list[HeadGroup], n_low: int,
@@ -330,12 +331,18 @@ class FastModel(nn.Module):
         return F.linear(_rms_norm(x, self.final_norm, self.eps), self.lm_head)
 
     # ---- prefill of one chunk (eager; host knows the positions)
-    def prefill_chunk(self, ids: torch.Tensor, start: int, caches: list[LayerCache]) -> torch.Tensor:
-        """ids [b, t] at positions [start, start+t): fills the caches, returns the last token's hidden."""
+    def prefill_chunk(self, ids: torch.Tensor, start: int, caches: list[LayerCache],
+                      pad_to: int | None = None, keep_all: bool = False) -> torch.Tensor:
+        """ids [b, t] at positions [start, start+t): fills the caches, returns the last token's hidden
+        state [b, 1, hidden] (every token's with `keep_all`; before the final norm).
+        `pad_to`: ring heads' FlexAttention runs on chunks padded to this many queries (the runner's
+        chunk), so every chunk of a prompt has one shape per band and the kernel compiles once."""
         b, t = ids.shape
         end = start + t
         dev = ids.device
         pos = torch.arange(start, end, device=dev)
+        pad = max(0, (pad_to or t) - t) if self._flex_prefill else 0
+        pos_padded = F.pad(pos, (0, pad), value=-1) if pad else pos
         cos, sin = self.rope(pos)
         cos, sin = cos[None, :, None, :], sin[None, :, None, :]
         ring_pos: dict[int, torch.Tensor] = {}
@@ -362,15 +369,15 @@ class FastModel(nn.Module):
                     band = grp.band
                     if band not in ring_pos:  # per chunk and band, shared by every layer
                         ring_pos[band] = torch.cat([ring_positions(start, cache.sink, band)[:ck.shape[2]],
-                                                    torch.arange(start, end)]).to(dev)
+                                                    torch.arange(start, end), torch.full((pad,), -1)]).to(dev)
                         offs, slots = ring_write_plan(start, end, cache.sink, band)
                         plans[band] = (offs.to(dev), slots.to(dev))
                         if self._flex_prefill:
-                            masks[band] = kernels.band_block_mask(pos, ring_pos[band], cache.sink, band)
+                            masks[band] = kernels.band_block_mask(pos_padded, ring_pos[band], cache.sink, band)
                     keys = torch.cat([ck, kg], 2)
                     vals = torch.cat([cv, vg], 2)
-                    outs.append(kernels.band_chunk_attention(qg, keys, vals, pos, ring_pos[band], cache.sink, band,
-                                                             self.scale, block_mask=masks.get(band)))
+                    outs.append(kernels.band_chunk_attention(qg, keys, vals, pos_padded, ring_pos[band], cache.sink,
+                                                             band, self.scale, block_mask=masks.get(band)))
                     offs, slots = plans[band]
                     ck.index_copy_(2, slots, kg.index_select(2, offs))
                     cv.index_copy_(2, slots, vg.index_select(2, offs))
@@ -378,7 +385,7 @@ class FastModel(nn.Module):
             a = torch.cat(outs, 1) if len(outs) > 1 else outs[0]
             x = x + self.out_proj(layer, a.transpose(1, 2).reshape(b, t, self.hq * self.d))
             x = x + self.mlp(layer, x)
-        return x[:, -1:]
+        return x if keep_all else x[:, -1:]
 
     # ---- one decode step (graph-capturable: no host syncs, positions on the device)
     def enable_fusion(self) -> None:
@@ -441,30 +448,31 @@ class FastModel(nn.Module):
     def _full_decode(self, li: int, q, k, v, length, ws, out, state: DecodeState) -> None:
         if self.spec.mode != "tidal" or li < self.tidal_first:
             kernels.decode_attention(q, k, v, length, self.scale, workspace=ws, out=out)
-        elif li in self.tidal_select:
-            out.copy_(tidal_select(q, k, v, length, self.scale, self.spec.top_k, state.index, state.n_sel))
+            return
+        if li in self.tidal_select:  # the same full attention as every dense layer, then select
+            kernels.decode_attention(q, k, v, length, self.scale, workspace=ws, out=out)
+            tidal_select(q, k, length, self.scale, self.spec.top_k, state.index, state.n_sel)
         else:
             kernels.decode_attention(q, k, v, state.n_sel, self.scale, index=state.index, workspace=ws, out=out)
 
 
-def tidal_select(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, length: torch.Tensor, scale: float,
-                 top_k: int, index_out: torch.Tensor, n_sel_out: torch.Tensor) -> torch.Tensor:
-    """A token-selection layer: full attention over [0, length), and the top-k positions by attention
-    probability summed over every query head (one position set for the whole layer stack: the
-    positions persist across layers, TidalDecode's premise). Writes them to `index_out` [b, k] and
-    min(k, length) to `n_sel_out`. q [b, hkv, g, d]; k/v [b, hkv, t, d]."""
+def tidal_select(q: torch.Tensor, k: torch.Tensor, length: torch.Tensor, scale: float, top_k: int,
+                 index_out: torch.Tensor, n_sel_out: torch.Tensor) -> None:
+    """A token-selection layer's choice: for every KV head, the top-k positions of [0, length) by
+    attention probability summed over the query heads of its group. The logits come out of one GEMM
+    in the cache's dtype, as in the paper's reference code (an fp32 copy of a 128K-token K would
+    triple the selection layer's bytes); softmax and sums are fp32. The positions persist
+    over the following layers (TidalDecode's premise), head by head. Writes them to `index_out`
+    [b, hkv, k] and min(k, length) to `n_sel_out`. q [b, hkv, g, d]; k [b, hkv, t, d]."""
     t = k.shape[2]
     logits = torch.matmul(q, k.transpose(-1, -2)).float() * scale  # [b, hkv, g, t]
     valid = torch.arange(t, device=q.device) < length
     logits = logits.masked_fill(~valid, float("-inf"))
-    probs = torch.softmax(logits, dim=-1)
-    out = torch.matmul(probs.to(v.dtype), v)
-    scores = probs.sum(dim=(1, 2)).masked_fill(~valid, -1.0)
-    kk = index_out.shape[1]
+    scores = torch.softmax(logits, dim=-1).sum(dim=2).masked_fill(~valid, -1.0)  # [b, hkv, t]
+    kk = index_out.shape[-1]
     index_out.copy_(torch.topk(scores, min(kk, t), dim=-1).indices if kk <= t else
                     F.pad(torch.topk(scores, t, dim=-1).indices, (0, kk - t)))
     n_sel_out.copy_(torch.clamp(length, max=min(top_k, t)))
-    return out
 
 
 @dataclass
@@ -473,7 +481,7 @@ class DecodeState:
 
     attn_out: torch.Tensor
     workspaces: dict[tuple[int, int], kernels.DecodeWorkspace | None] = field(default_factory=dict)
-    index: torch.Tensor | None = None  # tidal: [b, top_k] selected positions
+    index: torch.Tensor | None = None  # tidal: [b, hkv, top_k] selected positions per KV head
     n_sel: torch.Tensor | None = None  # tidal: [1] how many of them are valid
 
 
@@ -494,7 +502,7 @@ def make_state(model: FastModel, caches: list[LayerCache], batch: int) -> Decode
             state.workspaces[(li, gi)] = (kernels.DecodeWorkspace(batch, grp.size, model.group, model.d, keys, dev)
                                           if use_triton else None)
     if model.spec.mode == "tidal":
-        state.index = torch.zeros(batch, model.spec.top_k, dtype=torch.long, device=dev)
+        state.index = torch.zeros(batch, model.hkv, model.spec.top_k, dtype=torch.long, device=dev)
         state.n_sel = torch.zeros(1, dtype=torch.long, device=dev)
     return state
 
@@ -503,6 +511,22 @@ def make_state(model: FastModel, caches: list[LayerCache], batch: int) -> Decode
 
 def _is_dual(m: nn.Module) -> bool:
     return m.__class__.__name__ == "DualPathLinear"
+
+
+def _factored_heads(attn: nn.Module, hkv: int, group: int, d: int) -> set[int]:
+    """KV heads whose q/k/v rows and o_proj columns are all held as low-rank factors."""
+    projs = [getattr(attn, n) for n in ("q_proj", "k_proj", "v_proj", "o_proj")]
+    if not all(_is_dual(p) for p in projs):
+        return set()
+    idx = [set(p.lowrank_index.tolist()) for p in projs]
+    out = set()
+    for h in range(hkv):
+        q_rows = range(h * group * d, (h + 1) * group * d)
+        kv_rows = range(h * d, (h + 1) * d)
+        if all(r in idx[0] for r in q_rows) and all(r in idx[1] for r in kv_rows) and \
+                all(r in idx[2] for r in kv_rows) and all(r in idx[3] for r in q_rows):
+            out.add(h)
+    return out
 
 
 def _rows_of(proj: nn.Module, rows: torch.Tensor) -> torch.Tensor:
@@ -558,10 +582,9 @@ def _lowrank_rows(proj: nn.Module, rows: torch.Tensor, rank_ratio: float | None,
         pos = _positions_in(proj.lowrank_index, rows)
         if pos is not None:
             return proj.down.detach(), proj.up.detach().index_select(0, pos)
+    if rank_ratio is None:  # _layer_plan only puts factored heads on the low-rank path
+        raise AssertionError("low-rank rows asked for a head the artifact did not factor")
     w = _rows_of(proj, rows)
-    if rank_ratio is None:  # no factors and none asked for: exact factorisation (identity down)
-        eye = torch.eye(w.shape[1], dtype=w.dtype, device=w.device)
-        return eye, w
     return _random_factors(rows.numel(), w.shape[1], synthetic_rank(rows.numel(), w.shape[1], rank_ratio), w, gen)
 
 
@@ -571,8 +594,7 @@ def _lowrank_cols(proj: nn.Module, cols: torch.Tensor, rank_ratio: float | None,
         pos = _positions_in(proj.lowrank_index, cols)
         if pos is not None:
             return proj.down.detach().index_select(1, pos).contiguous(), proj.up.detach()
+    if rank_ratio is None:  # _layer_plan only puts factored heads on the low-rank path
+        raise AssertionError("low-rank columns asked for a head the artifact did not factor")
     w = _cols_of(proj, cols)
-    if rank_ratio is None:
-        eye = torch.eye(w.shape[1], dtype=w.dtype, device=w.device)
-        return eye, w.contiguous()
     return _random_factors(w.shape[0], cols.numel(), synthetic_rank(w.shape[0], cols.numel(), rank_ratio), w, gen)

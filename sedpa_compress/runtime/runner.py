@@ -69,6 +69,15 @@ class Runner:
     @torch.inference_mode()
     def prefill(self, ids: torch.Tensor) -> torch.Tensor:
         """ids [b, t] appended at the current position, in chunks; returns the last logits [b, vocab]."""
+        x = None
+        for _start, x in self.prefill_chunks(ids):
+            pass
+        return self.model.logits(x[:, -1]).float()
+
+    @torch.inference_mode()
+    def prefill_chunks(self, ids: torch.Tensor, *, hidden: bool = False):
+        """Prefill `ids` [b, t] chunk by chunk, yielding (start, final hidden states [b, t_chunk, hidden])
+        of each chunk (`hidden=True`; else only its last token's): perplexity reads every position."""
         b, t = ids.shape
         if b != self.batch:
             raise SedpaError(f"batch {b} != the runner's batch {self.batch}")
@@ -76,12 +85,12 @@ class Runner:
             raise SedpaError(f"{self.length + t} tokens exceed the runner's {self.max_len}-token cache: "
                              "build it with a larger max_len")
         ids = ids.to(self.model.device)
-        x = None
         for s in range(0, t, self.chunk):
-            x = self.model.prefill_chunk(ids[:, s:s + self.chunk], self.length + s, self.caches)
-        self.length += t
-        self.pos.fill_(self.length)
-        return self.model.logits(x[:, 0]).float()
+            x = self.model.prefill_chunk(ids[:, s:s + self.chunk], self.length, self.caches, pad_to=self.chunk,
+                                         keep_all=hidden)
+            self.length += min(self.chunk, t - s)
+            self.pos.fill_(self.length)
+            yield s, x
 
     @torch.inference_mode()
     def decode(self, token: torch.Tensor) -> torch.Tensor:
@@ -129,16 +138,25 @@ class Runner:
 
 
 def spec_for_mode(mode, num_layers: int) -> RuntimeSpec:
-    """The runtime settings of a reference-path mode object (`build_mode(...)`; None = full)."""
-    name = getattr(mode, "name", "full") if mode is not None else "full"
-    if name in ("duo", "sedpa-s", "sedpa-w"):
+    """The runtime settings of a reference-path mode object (`build_mode(...)`; None = full).
+    A mode object of a name the table does not know is refused, never run as full attention."""
+    from sedpa_compress.runtime.modes.table import PATTERN_MODES, check_mode
+
+    if mode is None:
+        return RuntimeSpec(mode="full")
+    name = getattr(mode, "name", None)
+    if not isinstance(name, str):
+        raise SedpaError(f"{type(mode).__name__} is not an attention mode (no name): build one with "
+                         "sedpa_compress.runtime.modes.build_mode")
+    check_mode(name)
+    if name in PATTERN_MODES:
         return RuntimeSpec(mode=name, pattern=mode.pattern, sink=mode.sink, recent=mode.recent, window=mode.window)
     if name == "streaming":
         return RuntimeSpec(mode=name, sink=mode.sink, recent=mode.recent)
     if name == "tidal":
         return RuntimeSpec(mode=name, top_k=mode.top_k, dense_layers=mode.dense_layers,
                            selection_layers=mode.selection_layers)
-    return RuntimeSpec(mode="full")
+    return RuntimeSpec(mode=name)
 
 
 @dataclass
@@ -174,8 +192,9 @@ class RunResult:
 
 
 def run_generation(runner: Runner, ids: list[int], max_new_tokens: int, sampling: Sampling, *, seed: int = 0,
-                   eos_id: int | None = None) -> RunResult:
-    """Prefill `ids`, then decode up to `max_new_tokens` (stops at `eos_id`)."""
+                   stop_ids: set[int] | None = None) -> RunResult:
+    """Prefill `ids`, then decode up to `max_new_tokens` (stops after any of `stop_ids`)."""
+    stop_ids = stop_ids or set()
     dev = runner.model.device
     gen = torch.Generator(device=dev).manual_seed(seed)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
@@ -188,7 +207,7 @@ def run_generation(runner: Runner, ids: list[int], max_new_tokens: int, sampling
     prefill_s = time.perf_counter() - t0
     out = [int(tok[0])]
     t1 = time.perf_counter()
-    while len(out) < max_new_tokens and (eos_id is None or out[-1] != eos_id):
+    while len(out) < max_new_tokens and out[-1] not in stop_ids:
         logits = runner.decode(tok)
         tok = sample(logits, sampling, gen)
         out.append(int(tok[0]))

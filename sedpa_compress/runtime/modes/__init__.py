@@ -9,22 +9,11 @@ from sedpa_compress.heads.pattern import HeadPattern
 from sedpa_compress.runtime.modes.duo import DuoAttention
 from sedpa_compress.runtime.modes.full import FullAttention
 from sedpa_compress.runtime.modes.sedpa_s import SedpaS
-from sedpa_compress.runtime.modes.sedpa_w import DEFAULT_WINDOW, SedpaW
+from sedpa_compress.runtime.modes.sedpa_w import SedpaW
 from sedpa_compress.runtime.modes.streaming import StreamingAttention
+from sedpa_compress.runtime.modes.table import (DEFAULTS, MODE_NAMES, MODES, PATTERN_MODES, ModeInfo, check_mode,
+                                                parse_modes)
 from sedpa_compress.runtime.reference import AttentionMode
-
-MODE_NAMES = ("full", "streaming", "duo", "sedpa-s", "sedpa-w", "tidal")
-PATTERN_MODES = ("duo", "sedpa-s", "sedpa-w")
-DEFAULT_SINK, DEFAULT_RECENT = 64, 256  # DuoAttention's defaults for 7-8B models
-
-
-def parse_modes(value: str) -> list[str]:
-    """`--attention full,duo` -> ["full", "duo"], refusing unknown names."""
-    names = [v.strip() for v in value.split(",") if v.strip()]
-    unknown = [n for n in names if n not in MODE_NAMES]
-    if unknown or not names:
-        raise SedpaError(f"unknown --attention {','.join(unknown) or value!r}: choose from {','.join(MODE_NAMES)}")
-    return names
 
 
 def build_mode(
@@ -36,11 +25,10 @@ def build_mode(
     window: int | None = None,
     **options: Any,
 ) -> AttentionMode:
-    """The mode object for `--attention NAME`. Sink/recent default to the pattern's, else 64/256."""
-    if name not in MODE_NAMES:
-        raise SedpaError(f"unknown --attention {name!r}: choose from {','.join(MODE_NAMES)}")
-    sink = sink if sink is not None else (pattern.sink if pattern else DEFAULT_SINK)
-    recent = recent if recent is not None else (pattern.recent if pattern else DEFAULT_RECENT)
+    """The mode object for `--attention NAME`. Sink/recent default to the pattern's, else the table's."""
+    check_mode(name)
+    sink = sink if sink is not None else (pattern.sink if pattern else DEFAULTS.sink)
+    recent = recent if recent is not None else (pattern.recent if pattern else DEFAULTS.recent)
     if sink < 0 or recent < 1:
         raise SedpaError(f"--sink {sink} / --recent {recent}: need sink >= 0 and recent >= 1")
     if name == "full":
@@ -55,7 +43,7 @@ def build_mode(
         raise SedpaError(f"--attention {name} needs a head pattern: pass --pattern P.pattern.json "
                          "(make one with `sedpa identify-heads`) or an artifact that carries one")
     if name == "sedpa-w":
-        window = window if window is not None else DEFAULT_WINDOW
+        window = window if window is not None else DEFAULTS.window
         if window < recent:
             raise SedpaError(f"--window {window} is smaller than --recent {recent}: the window must cover the recent tokens")
         return SedpaW(pattern=pattern, sink=sink, recent=recent, window=window)
@@ -63,4 +51,5 @@ def build_mode(
     return cls(pattern=pattern, sink=sink, recent=recent)
 
 
-__all__ = ["AttentionMode", "MODE_NAMES", "PATTERN_MODES", "build_mode", "parse_modes"]
+__all__ = ["AttentionMode", "DEFAULTS", "MODES", "MODE_NAMES", "PATTERN_MODES", "ModeInfo", "build_mode",
+           "check_mode", "parse_modes"]

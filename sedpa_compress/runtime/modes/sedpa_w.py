@@ -8,11 +8,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from sedpa_compress.runtime.modes.duo import DuoAttention
-
-DEFAULT_WINDOW = 8192
+from sedpa_compress.runtime.modes.table import DEFAULTS
 
 
 @dataclass
 class SedpaW(DuoAttention):
-    window: int | None = DEFAULT_WINDOW
+    window: int | None = DEFAULTS.window
     name: str = "sedpa-w"

@@ -1,11 +1,16 @@
 """`tidal`: TidalDecode, position-persistent sparse attention while decoding.
 
-The first layers run full attention. A token-selection layer runs full attention too and keeps the
-`top_k` positions with the highest attention probability (summed over every query head, each
-against its own GQA KV head); the layers after it attend only to those positions, until a
-re-selection layer picks again. Prefill is full attention. Defaults follow the paper's Llama-3-8B
-setting: 2 dense layers, selection at layer 2, re-selection at layer 13 of 32 (scaled to depth).
-This is the reference definition; the CUDA runtime (`runtime/model.py`) computes the same thing.
+Prefill is full attention. While decoding, the first `dense_layers` layers run full attention; a
+token-selection layer runs full attention too and keeps, for every KV head, the `top_k` positions
+with the highest attention probability (summed over the query heads of that KV head's GQA group:
+the group reads one K/V set, so it shares one selection; with MHA it is one head's own top-k, as in
+the paper's reference code); every following layer attends, head by head, only to the positions its
+KV head was given, until a re-selection layer (TidalDecode's "correction" layer) selects again.
+
+Defaults follow the paper's Llama-3-8B setting (32 layers: dense layers 0-1, selection at layer 2,
+re-selection at layer 13), scaled to the model's depth: selection right after the dense layers,
+re-selection at round(13/32 of the depth). This is the reference definition; the CUDA runtime
+(`runtime/model.py`) computes the same thing.
 """
 
 from __future__ import annotations
@@ -14,28 +19,40 @@ from dataclasses import dataclass, field
 
 import torch
 
-from sedpa_compress.runtime.reference import causal_mask, expand_kv, masked_attention
-
-DEFAULT_TOP_K = 2048
-DEFAULT_DENSE_LAYERS = 2
+from sedpa_compress.runtime.modes.table import DEFAULTS
+from sedpa_compress.runtime.reference import causal_mask, masked_attention
 
 
-def selection_scores(query: torch.Tensor, key: torch.Tensor, valid: torch.Tensor, scaling: float) -> torch.Tensor:
-    """Attention probability of the last query summed over heads: [b, tk] (invalid keys -1)."""
-    group = query.shape[1] // key.shape[1]
-    logits = torch.einsum("bhd,bhtd->bht", query[:, :, -1].float(), expand_kv(key, group).float()) * scaling
-    logits = logits.masked_fill(~valid[:, None, :], float("-inf"))
-    return torch.softmax(logits, dim=-1).sum(1).masked_fill(~valid, -1.0)
+def tidal_selection_layers(num_layers: int, dense_layers: int = DEFAULTS.dense_layers,
+                           selection_layers: tuple[int, ...] | None = None) -> tuple[int, ...]:
+    """The token-selection layers: the given ones, or right after the dense layers and again at
+    round(13/32 of the depth) (the paper's re-selection layer for Llama-3-8B)."""
+    if selection_layers is not None:
+        return tuple(sorted(set(int(s) for s in selection_layers)))
+    first = min(dense_layers, num_layers - 1)
+    again = round(13 * num_layers / 32)
+    return tuple(sorted({first, again} if first < again < num_layers else {first}))
+
+
+def group_selection_scores(query: torch.Tensor, key: torch.Tensor, valid: torch.Tensor, scaling: float) -> torch.Tensor:
+    """Attention probability of the last query position summed over each KV head's query heads.
+    query [b, hq, tq, d], key [b, hkv, tk, d], valid [b, tk] -> [b, hkv, tk] (invalid keys -1)."""
+    b, hq = query.shape[:2]
+    hkv, tk = key.shape[1], key.shape[2]
+    q = query[:, :, -1].float().view(b, hkv, hq // hkv, -1)
+    logits = torch.einsum("bhgd,bhtd->bhgt", q, key.float()) * scaling
+    logits = logits.masked_fill(~valid[:, None, None, :], float("-inf"))
+    return torch.softmax(logits, dim=-1).sum(2).masked_fill(~valid[:, None, :], -1.0)
 
 
 @dataclass
 class TidalAttention:
-    top_k: int = DEFAULT_TOP_K
-    dense_layers: int = DEFAULT_DENSE_LAYERS
-    selection_layers: tuple[int, ...] | None = None  # None: (dense_layers, round(13/32 * num_layers))
+    top_k: int = DEFAULTS.top_k
+    dense_layers: int = DEFAULTS.dense_layers
+    selection_layers: tuple[int, ...] | None = None  # None: tidal_selection_layers' defaults
     num_layers: int = 32
     name: str = "tidal"
-    _index: torch.Tensor | None = field(default=None, repr=False)
+    _index: torch.Tensor | None = field(default=None, repr=False)  # [b, hkv, k] the selected positions
 
     def __post_init__(self) -> None:
         from sedpa_compress.errors import SedpaError
@@ -46,8 +63,6 @@ class TidalAttention:
             self.selection_layers = tuple(int(s) for s in self.selection_layers)
 
     def selections(self) -> tuple[int, ...]:
-        from sedpa_compress.runtime.model import tidal_selection_layers
-
         return tidal_selection_layers(self.num_layers, self.dense_layers, self.selection_layers)
 
     def attend(self, layer_idx: int, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
@@ -61,11 +76,11 @@ class TidalAttention:
             return masked_attention(query, key, value, mask, scaling)
         if layer_idx in selections:
             valid = mask[..., -1, :].reshape(-1, tk).expand(query.shape[0], tk)
-            scores = selection_scores(query, key, valid, scaling)
+            scores = group_selection_scores(query, key, valid, scaling)
             n = min(self.top_k, int(valid.sum(-1).min()))
             self._index = torch.topk(scores, n, dim=-1).indices
             return masked_attention(query, key, value, mask, scaling)
-        idx = self._index[:, None, :, None]
-        k = torch.gather(key, 2, idx.expand(-1, key.shape[1], -1, key.shape[3]))
-        v = torch.gather(value, 2, idx.expand(-1, value.shape[1], -1, value.shape[3]))
+        idx = self._index[..., None]  # [b, hkv, n, 1]: each KV head reads its own positions
+        k = torch.gather(key, 2, idx.expand(-1, -1, -1, key.shape[3]))
+        v = torch.gather(value, 2, idx.expand(-1, -1, -1, value.shape[3]))
         return masked_attention(query, k, v, torch.ones(1, k.shape[2], dtype=torch.bool, device=query.device), scaling)
