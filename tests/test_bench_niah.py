@@ -116,7 +116,7 @@ def _counting(monkeypatch):
 
 def test_cells_from_other_code_templates_or_text_are_not_reused(loaded, tmp_path, monkeypatch):
     models = build_bench_models(loaded, ["full"])
-    cfg = NiahConfig(lengths=[200], depths=[0.0, 1.0], max_new_tokens=2)
+    cfg = NiahConfig(lengths=[400], depths=[0.0, 1.0], max_new_tokens=2)
     path = tmp_path / "n.cells.jsonl"
     run_niah(models, cfg, CellCache(path))
     calls = _counting(monkeypatch)
@@ -135,7 +135,8 @@ def test_cells_from_other_code_templates_or_text_are_not_reused(loaded, tmp_path
     # other needle templates (the same names, one wording changed)
     calls.clear()
     original = needles.HELDOUT_TEMPLATES
-    other = dataclasses.replace(original, needle_frames=original.needle_frames[:-1] + ("{key}: {attr} = {value}.",))
+    phrasing = dataclasses.replace(original.phrasing, cores=original.phrasing.cores[:-1] + ("{key}: {attr} = {value}",))
+    other = dataclasses.replace(original, phrasing=phrasing)
     monkeypatch.setattr(needles, "HELDOUT_TEMPLATES", other)
     run_niah(models, cfg, CellCache(path))
     assert len(calls) == 2
@@ -148,11 +149,11 @@ def test_cells_from_other_code_templates_or_text_are_not_reused(loaded, tmp_path
     calls.clear()
     hay = tmp_path / "hay.txt"
     hay.write_text("The river ran past the mill. " * 200)
-    run_niah(models, NiahConfig(lengths=[200], depths=[0.0, 1.0], max_new_tokens=2, haystack=str(hay)), CellCache(path))
+    run_niah(models, NiahConfig(lengths=[400], depths=[0.0, 1.0], max_new_tokens=2, haystack=str(hay)), CellCache(path))
     assert len(calls) == 2
     calls.clear()
     hay.write_text("The wind blew over the hill. " * 200)  # same path, other text
-    run_niah(models, NiahConfig(lengths=[200], depths=[0.0, 1.0], max_new_tokens=2, haystack=str(hay)), CellCache(path))
+    run_niah(models, NiahConfig(lengths=[400], depths=[0.0, 1.0], max_new_tokens=2, haystack=str(hay)), CellCache(path))
     assert len(calls) == 2
 
 
@@ -172,5 +173,5 @@ def test_provenance_digests(tmp_path, loaded):
     assert code_digest(("bench/",), root) == code_digest(("bench/",), root)
     p = provenance("niah")
     assert p["metrics"]["version"] and p["code"] != provenance("efficiency")["code"]
-    prepared = prepare_niah(loaded, NiahConfig(lengths=[200], depths=[0.5]))
+    prepared = prepare_niah(loaded, NiahConfig(lengths=[400], depths=[0.5]))
     assert prepared.provenance["templates"] and prepared.provenance["text"]

@@ -61,11 +61,11 @@ def test_niah_cli_every_mode_json_heatmaps_and_table(setup):
     tmp, model, _ = setup
     out = tmp / "res" / "niah.json"
     r = sedpa("bench", "niah", "--model", model, "--compressed", tmp / "art", "--pattern", tmp / "p.pattern.json",
-              "-a", ALL_MODES, "--lengths", "256,384", "--depths", "3", "--out", out, "--device", "cpu")
+              "-a", ALL_MODES, "--lengths", "448,512", "--depths", "3", "--out", out, "--device", "cpu")
     assert r.exit_code == 0, r.output
     result = json.loads(out.read_text())
     assert result["benchmark"] == "niah" and result["device"] == "cpu"
-    assert result["command"] and result["created"] and result["settings"]["lengths"] == [256, 384]
+    assert result["command"] and result["created"] and result["settings"]["lengths"] == [448, 512]
     modes = ALL_MODES.split(",")
     assert len(result["rows"]) == len(modes) * 2 * 3  # every cell of every mode
     for row in result["rows"]:
@@ -80,7 +80,7 @@ def test_niah_cli_every_mode_json_heatmaps_and_table(setup):
     for s in result["summary"].values():
         assert {"accuracy", "exact", "by_context", "by_depth", "exact_by_context", "exact_by_depth"} <= set(s)
     assert list(result["summary"]) == modes
-    assert set(result["summary"]["duo"]["by_context"]) == {"256", "384"}
+    assert set(result["summary"]["duo"]["by_context"]) == {"448", "512"}
     assert result["settings"]["modes"]["sedpa-s"]["model"]["source"] == "artifact"
     assert result["settings"]["modes"]["duo"]["model"]["source"] == "local"
     for mode in modes:  # one heatmap per mode, plus the side-by-side figure
@@ -90,7 +90,7 @@ def test_niah_cli_every_mode_json_heatmaps_and_table(setup):
 
     # resume: a rerun finds every cell in the cache and recomputes none
     r = sedpa("bench", "niah", "--model", model, "--compressed", tmp / "art", "--pattern", tmp / "p.pattern.json",
-              "-a", ALL_MODES, "--lengths", "256,384", "--depths", "3", "--out", out, "--device", "cpu")
+              "-a", ALL_MODES, "--lengths", "448,512", "--depths", "3", "--out", out, "--device", "cpu")
     assert r.exit_code == 0, r.output
     assert "resumed: 36 of 36 cells" in " ".join(r.output.split())
     again = json.loads(out.read_text())
@@ -120,7 +120,7 @@ def _models(loaded, modes, **kw):
 def test_niah_resume_skips_finished_cells(setup, tmp_path, monkeypatch):
     tmp, _, loaded = setup
     models = _models(loaded, ["full", "duo"], pattern=tmp / "p.pattern.json")
-    cfg = NiahConfig(lengths=[256, 320], depths=[0.0, 1.0])
+    cfg = NiahConfig(lengths=[448, 512], depths=[0.0, 1.0])
     path = tmp_path / "n.cells.jsonl"
     rows, _ = run_niah(models, cfg, CellCache(path))
     assert len(rows) == 8 and len(path.read_text().splitlines()) == 8
@@ -146,7 +146,7 @@ def test_niah_resume_skips_finished_cells(setup, tmp_path, monkeypatch):
 
     # other settings (another seed) are other cells
     calls.clear()
-    run_niah(models, NiahConfig(lengths=[256, 320], depths=[0.0, 1.0], seed=1), CellCache(path))
+    run_niah(models, NiahConfig(lengths=[448, 512], depths=[0.0, 1.0], seed=1), CellCache(path))
     assert len(calls) == 8
 
 
@@ -158,7 +158,7 @@ def test_niah_depths_share_their_prefill_exactly(setup):
 
     tmp, _, loaded = setup
     models = _models(loaded, ["streaming", "duo", "tidal"], pattern=tmp / "p.pattern.json", top_k=64)
-    cfg = NiahConfig(lengths=[600], depths=[0.0, 0.5, 1.0], max_new_tokens=6)
+    cfg = NiahConfig(lengths=[900], depths=[0.0, 0.5, 1.0], max_new_tokens=6)
     rows, _ = run_niah(models, cfg)
     assert [r["depth"] for r in rows[:3]] == [0.0, 0.5, 1.0]  # rows sorted back by depth
     reused = {r["depth"]: r["reused_tokens"] for r in rows if r["mode"] == "duo"}
@@ -166,7 +166,7 @@ def test_niah_depths_share_their_prefill_exactly(setup):
     hay = load_haystack()
     for r in rows:
         bm = next(m for m in models if m.name == r["mode"])
-        ex = make_example(loaded, hay, cfg, 600, r["depth"], 0)
+        ex = make_example(loaded, hay, cfg, 900, r["depth"], 0)
         assert ex.answer == r["answer"]
         fresh = loaded.decode(greedy_generate(loaded, loaded.encode(ex.prompt), bm.mode, 6))
         assert r["output"] == fresh, r  # the raw output, untruncated
@@ -177,10 +177,10 @@ def test_niah_same_prompt_for_every_mode_and_user_needle(setup):
     from sedpa_compress.data.text import load_haystack
 
     hay = load_haystack()
-    cfg = NiahConfig(lengths=[200], depths=[0.5])
-    a = make_example(loaded, hay, cfg, 200, 0.5, 0)
-    b = make_example(loaded, hay, cfg, 200, 0.5, 0)
-    assert a.prompt == b.prompt and a.answer in a.prompt and a.context_tokens <= 200
+    cfg = NiahConfig(lengths=[400], depths=[0.5])
+    a = make_example(loaded, hay, cfg, 400, 0.5, 0)
+    b = make_example(loaded, hay, cfg, 400, 0.5, 0)
+    assert a.prompt == b.prompt and a.answer in a.prompt and a.context_tokens <= 400
     user = NiahConfig(lengths=[300], depths=[0.5], needle="The code of the blue door is {value}.",
                       question="What is the code of the blue door?").validate()
     ex = make_example(loaded, hay, user, 300, 0.5, 0)
@@ -255,11 +255,11 @@ def test_niah_bad_inputs(setup, tmp_path):
     out = tmp_path / "n.json"
     base = ("bench", "niah", "--model", model, "--out", out, "--device", "cpu")
     # beyond the model's 1024-token limit: capped to the limit, and said so
-    r = sedpa(*base, "-a", "full", "--lengths", "256,4096", "--depths", "1")
+    r = sedpa(*base, "-a", "full", "--lengths", "448,4096", "--depths", "1")
     assert r.exit_code == 0, r.output
     assert "capped" in r.output and "4096" in r.output
     settings = json.loads(out.read_text())["settings"]
-    assert settings["lengths"] == [256, 992] and "4096" in settings["capped"]
+    assert settings["lengths"] == [448, 992] and "4096" in settings["capped"]
     _err(sedpa(*base, "-a", "full", "--lengths", "64", "--needle", "A very long needle sentence that goes on. " * 4
                + "The value is {value}.", "--question", "What is the value?"), "shortest --lengths is 64")
     _err(sedpa(*base, "-a", "full,bogus"), "unknown --attention")
