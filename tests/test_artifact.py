@@ -157,3 +157,36 @@ def test_only_hub_bookkeeping_may_sit_unlisted_beside_an_artifact(artifact):
     (artifact / ".cache" / "other.json").write_text("{}")
     with pytest.raises(SedpaError, match="'.cache/other.json', which manifest.json does not list"):
         load_model(str(artifact))
+
+
+def test_artifact_stores_the_base_dtype_and_tied_embeddings_once(tmp_path):
+    """A bf16 base compressed on a CPU (loaded in fp32) gives a bf16 artifact, with a tied embedding
+    stored once: not an fp32 artifact twice the size of its base."""
+    from safetensors import safe_open
+    from transformers import AutoModelForCausalLM
+
+    from conftest import random_pattern, tiny_config
+    from sedpa_compress.calibration.stats import CalibrateConfig
+    from sedpa_compress.models import load_model
+    from sedpa_compress.svd.compress import CompressConfig
+    from sedpa_compress.svd.run import CompressJob, run_compress
+
+    cfg = tiny_config("llama", layers=2)
+    cfg.tie_word_embeddings = True
+    torch.manual_seed(0)
+    AutoModelForCausalLM.from_config(cfg).to(torch.bfloat16).save_pretrained(tmp_path / "base")
+    base_bytes = (tmp_path / "base" / "model.safetensors").stat().st_size
+    plain = load_model(str(tmp_path / "base"), dtype="float32")
+    random_pattern(plain.geometry).save(tmp_path / "p.pattern.json")
+    job = CompressJob(out=tmp_path / "art", pattern=tmp_path / "p.pattern.json", compress=CompressConfig(rank_ratio=0.9),
+                      calibrate=CalibrateConfig(tokens=512, seq_len=128), ppl_windows=1, ppl_seq_len=64)
+    run_compress(plain, job, show_progress=False)
+    with safe_open(str(tmp_path / "art" / "model.safetensors"), "pt") as f:
+        names = list(f.keys())
+        dtypes = {f.get_slice(n).get_dtype() for n in names}
+    assert "BF16" in dtypes and "F32" not in dtypes
+    assert not ({"lm_head.weight", "model.embed_tokens.weight"} <= set(names))  # the tied matrix once
+    assert (tmp_path / "art" / "model.safetensors").stat().st_size < 1.1 * base_bytes
+    assert json.loads((tmp_path / "art" / "config.json").read_text())["dtype"] == "bfloat16"
+    art = load_model(str(tmp_path / "art"), dtype="float32")
+    assert art.model.lm_head.weight.data_ptr() == art.model.model.embed_tokens.weight.data_ptr()

@@ -7,6 +7,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from sedpa_compress import __version__
 from sedpa_compress.atomic import atomic_directory, atomic_write_json, atomic_write_text, check_out
 from sedpa_compress.errors import SedpaError
@@ -14,6 +16,7 @@ from sedpa_compress.artifact.card import base_license, render_card
 from sedpa_compress.artifact.heatmap import write_pattern_heatmap
 from sedpa_compress.artifact.manifest import write_manifest
 from sedpa_compress.artifact.remote_code import AUTO_MAP, copy_remote_code
+from sedpa_compress.artifact.safeio import CONFIG_MAX, read_json
 from sedpa_compress.heads.pattern import HeadPattern
 from sedpa_compress.models.loaded import PATTERN_FILE, LoadedModel, is_artifact_dir
 
@@ -58,6 +61,37 @@ def sedpa_block(loaded: LoadedModel, *, pattern: HeadPattern | None, projections
     return block
 
 
+def storage_dtype(loaded: LoadedModel) -> torch.dtype:
+    """The dtype the artifact stores its weights in: the base model's own (its config.json's `dtype` or
+    `torch_dtype`), not the one it was loaded in for compression (fp32 on a CPU), so a bf16 base gives
+    a bf16 artifact. A base without a recorded floating dtype keeps the loaded one."""
+    loaded_dtype = next(loaded.model.parameters()).dtype
+    path = Path(loaded.path) / "config.json" if loaded.path is not None else None
+    if path is None or not path.is_file():
+        return loaded_dtype
+    cfg = read_json(path, limit=CONFIG_MAX, what=f"{path}", fix="check the base model's config.json")
+    name = (cfg.get("dtype") or cfg.get("torch_dtype")) if isinstance(cfg, dict) else None
+    dtype = getattr(torch, name, None) if isinstance(name, str) else None
+    return dtype if isinstance(dtype, torch.dtype) and dtype.is_floating_point else loaded_dtype
+
+
+def stored_state_dict(model: torch.nn.Module, dtype: torch.dtype) -> dict[str, torch.Tensor]:
+    """The weights as saved: floating tensors in `dtype`, integer ones (factor indices) as they are.
+    Tensors that share storage (tied embeddings) stay shared after the cast, so they are saved once."""
+    out: dict[str, torch.Tensor] = {}
+    cast: dict[tuple[int, torch.Size], torch.Tensor] = {}
+    for name, v in model.state_dict().items():
+        v = v.detach()
+        if v.is_floating_point():
+            key = (v.data_ptr(), v.shape)
+            if key not in cast:
+                cast[key] = v.to(device="cpu", dtype=dtype).contiguous()
+            out[name] = cast[key]
+        else:
+            out[name] = v.contiguous().cpu()
+    return out
+
+
 def write_artifact(out: Path, loaded: LoadedModel, block: dict[str, Any], *, pattern: HeadPattern | None,
                    overwrite: bool = False, extra_files: dict[str, str] | None = None) -> Path:
     """Everything is written into a temporary sibling directory, then renamed to `out`."""
@@ -70,12 +104,15 @@ def write_artifact(out: Path, loaded: LoadedModel, block: dict[str, Any], *, pat
                           replaceable="a sedpa artifact") as tmp:
         config = model.config.to_dict()
         config.pop("_attn_implementation_autoset", None)
+        dtype = storage_dtype(loaded)
+        config["dtype"] = str(dtype).removeprefix("torch.")
+        config.pop("torch_dtype", None)
         config["sedpa"] = block
         # transformers users: AutoModelForCausalLM.from_pretrained(out, trust_remote_code=True) runs the
         # copied modeling_sedpa.py; sedpa's own loader ignores auto_map (the base family has local code).
         config["auto_map"] = dict(AUTO_MAP)
         atomic_write_json(tmp / "config.json", config)
-        state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+        state = stored_state_dict(model, dtype)
         try:
             save_torch_state_dict(state, tmp, max_shard_size="5GB", metadata={"format": "pt", "sedpa": str(ARTIFACT_FORMAT)})
         except Exception as exc:  # a full disk surfaces as safetensors' own error type, not OSError
