@@ -167,9 +167,12 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, *, model_name: str, context
         per_ctx = {str(c): sum(r["accuracy"] for r in mrows if r["context"] == c) /
                    sum(1 for r in mrows if r["context"] == c) for c in contexts
                    if any(r["context"] == c for r in mrows)}
+        per_ctx_exact = {str(c): sum(r["exact"] for r in mrows if r["context"] == c) /
+                         sum(1 for r in mrows if r["context"] == c) for c in contexts
+                         if any(r["context"] == c for r in mrows)}
         summary[mode] = {"accuracy": sum(r["accuracy"] for r in mrows) / max(1, len(mrows)),
                          "exact": sum(r["exact"] for r in mrows) / max(1, len(mrows)),
-                         "accuracy_by_context": per_ctx,
+                         "accuracy_by_context": per_ctx, "exact_by_context": per_ctx_exact,
                          "ppl": ppl_full if mode == "full" else ppl_stream}
     return {
         "benchmark": "niah",

@@ -5,6 +5,9 @@ loss curves in one PNG, the acceptance evaluation, and the head pattern when one
     python -m sedpa_compress.tiny.ship --stage runs/stage1/model@82e7da0 --stage runs/stage2/model@44744ad \
         --stage runs/stage3/model@b14743d --eval bench/results/tiny_acceptance.json \
         --pattern recipes/patterns/sedpa-tiny.pattern.json
+
+A `--stage` may also be a shipped sedpa-tiny folder (its training.json lists earlier stages): its stages
+are kept, so a new run continues the card (`--stage sedpa_compress/models/embedded/sedpa-tiny --stage runs/s5/model@c`).
 """
 
 from __future__ import annotations
@@ -23,28 +26,35 @@ MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "to
                "tokenizer_config.json", "special_tokens_map.json")
 
 
-def _stage(spec: str) -> tuple[Path, str]:
+def _stage(spec: str) -> tuple[Path, list[tuple[dict[str, Any], str]]]:
+    """(folder, [(training info, commit), ...]): one stage for a run's model/ folder, every listed stage
+    for an already shipped folder."""
     path, _, commit = spec.partition("@")
     folder = Path(path)
     if not (folder / "training.json").is_file():
         raise SedpaError(f"{folder} has no training.json: pass the model/ folder a `sedpa train-tiny` run exported")
-    return folder, commit or "unknown"
+    info = json.loads((folder / "training.json").read_text())
+    if "stages" in info:
+        return folder, [(dict(st), st.get("commit", "unknown")) for st in info["stages"]]
+    return folder, [(info, commit or "unknown")]
 
 
-def combined_loss_curve(stage_dirs: list[Path], path: Path) -> None:
-    """The stages' own loss-curve PNGs stacked, one row per stage."""
+def combined_loss_curve(stage_dirs: list[tuple[Path, str]], path: Path) -> None:
+    """The stages' own loss-curve PNGs stacked, one row per (folder, title)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.image as mpimg
     import matplotlib.pyplot as plt
 
-    images = [mpimg.imread(d / "loss_curve.png") for d in stage_dirs]
-    fig, axes = plt.subplots(len(images), 1, figsize=(10, 3.6 * len(images)))
-    for i, (ax, img) in enumerate(zip(list(getattr(axes, "flat", [axes])), images)):
+    images = [mpimg.imread(d / "loss_curve.png") for d, _ in stage_dirs]
+    heights = [img.shape[0] / img.shape[1] for img in images]
+    fig, axes = plt.subplots(len(images), 1, figsize=(10, 10 * sum(heights) + 0.4 * len(images)),
+                             gridspec_kw={"height_ratios": heights})
+    for ax, img, (_, title) in zip(list(getattr(axes, "flat", [axes])), images, stage_dirs):
         ax.imshow(img)
         ax.set_axis_off()
-        ax.set_title(f"stage {i + 1}", fontsize=11, loc="left")
+        ax.set_title(title, fontsize=11, loc="left")
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -61,6 +71,7 @@ def _mix(cfg: dict[str, Any]) -> str:
 def render_card(stages: list[tuple[dict[str, Any], str]], result: dict[str, Any] | None, has_pattern: bool) -> str:
     last = stages[-1][0]
     cfg = last["config"]
+    longest = max(int(k) for info, _ in stages for e in info["config"]["curriculum"] for k in e["lengths"])
     rows = []
     for i, (info, commit) in enumerate(stages, 1):
         c = info["config"]
@@ -76,7 +87,7 @@ def render_card(stages: list[tuple[dict[str, Any], str]], result: dict[str, Any]
         "tags: [sedpa, llama, long-context, needle-in-a-haystack, tiny]", "---", "",
         "# sedpa-tiny", "",
         "The default model of sedpa: a small Llama-architecture causal LM (GQA, RoPE) that ships inside the "
-        "package, so every command runs offline, and that retrieves facts from contexts up to 16K tokens, so "
+        f"package, so every command runs offline, and that retrieves facts from contexts up to {longest // 1024}K tokens, so "
         "head identification, compression and the needle benchmark measure something true. It is a test model: "
         "it writes text in the style of the King James Bible and Python's documentation and answers key→value "
         "questions about its context.", "",
@@ -84,16 +95,32 @@ def render_card(stages: list[tuple[dict[str, Any], str]], result: dict[str, Any]
         f"- {last['parameters'] / 1e6:.1f}M parameters; {cfg['num_layers']} layers, hidden {cfg['hidden_size']}, "
         f"{cfg['num_heads']} query heads / {cfg['num_kv_heads']} KV heads (head dim "
         f"{cfg['hidden_size'] // cfg['num_heads']}), SwiGLU {cfg['intermediate_size']}, RMSNorm, tied embeddings",
-        f"- RoPE theta {cfg['rope_theta']:g}; trained on sequences up to 16384 tokens",
+        f"- RoPE theta {cfg['rope_theta']:g}; trained on sequences up to {longest} tokens",
         f"- tokenizer: byte-level BPE, {cfg['vocab_size']} tokens, trained on the shipped text; one token per digit "
         "and the space before a number is a token of its own",
         "- weights: bf16 safetensors", "",
         "## Training", "",
-        "Three runs of the project's trainer (`sedpa train-tiny`), each starting from the previous run's weights "
-        "(`--init-from`, fresh optimizer). Each command is run at the commit given (the recipes and training "
-        "templates changed between them). Data: the train split of the shipped text (`sedpa_compress/data/bundled/`), synthetic "
-        "retrieval sequences (1–8 key→value needles at random depths of that text, 1–4 questions at the end, "
-        "training templates only), and copy practice (random-token spans repeated once). Loss = text CE + answer CE.",
+        f"{len(stages)} runs of the project's trainer (`sedpa train-tiny`), each starting from the previous run's "
+        "weights (`--init-from`, fresh optimizer). Each command is run at the commit given (the recipes and "
+        "training wordings changed between them). Data: the train split of the shipped text "
+        "(`sedpa_compress/data/bundled/`), synthetic retrieval sequences (1–8 key→value needles at random depths, "
+        "1–4 questions at the end), and copy practice (random-token spans repeated once). Loss = text CE + answer CE.",
+        "",
+        "From stage 3 on, needles, questions and answer prefixes come from the compositional TRAIN wording family "
+        "of `sedpa_compress/data/wordings.py`: lead-ins, core statements, trailers, question cores, preambles, "
+        "instructions and answer prefixes from terse `Answer:` to full-sentence echoes, keys (people, places, "
+        "objects, projects, invented words) and attributes (modifier + noun); from stage 4 a third of every slot "
+        "is built procedurally from random words, verbs and labels. Values are plain digits, grouped digits, "
+        "thousands separators, letter-digit codes or invented words. Haystacks are the shipped text and, a "
+        "third of the time, repeated filler sentences, random words or shuffled sentences.",
+        "",
+        "**How the evaluation wordings are held out.** The HELDOUT family (evaluation, `sedpa bench niah`'s "
+        "default) has its own lead-ins, core statements, trailers, question cores, preambles, instructions, "
+        "answer prefixes, names, places, object words and attribute phrases; `check_disjoint` in the same module "
+        "lists any overlap with the TRAIN family (including the procedural words and verbs) and a test asserts "
+        "there is none. No training step (sedpa-tiny's, or head identification's) draws from it; only the value "
+        "formats and the newline before the answer prefix are shared. Evaluation haystacks are the held-out split "
+        "of the shipped text (every 20th paragraph), which no training step reads.",
         "",
         "| stage | command | commit | device | steps × tokens | minutes | lengths | data | optimiser | final text / answer loss / answer-token acc |",
         "|---|---|---|---|---|---|---|---|---|---|",
@@ -109,9 +136,14 @@ def render_card(stages: list[tuple[dict[str, Any], str]], result: dict[str, Any]
             acc = s[mode]["accuracy_by_context"]
             table.append(f"| {mode} | " + " | ".join(f"{acc[str(c)]:.2f}" if str(c) in acc else "—" for c in contexts)
                          + f" | {s[mode]['accuracy']:.2f} |")
+            exact = s[mode].get("exact_by_context")
+            if exact:
+                table.append(f"| {mode}, exact | " + " | ".join(f"{exact[str(c)]:.2f}" if str(c) in exact else "—"
+                                                               for c in contexts) + f" | {s[mode]['exact']:.2f} |")
         parts += [
             "## Evaluation (held-out templates, held-out text)", "",
-            "Needle retrieval with held-out needle and question wordings ("
+            "Needle retrieval with held-out wordings (`accuracy`: the value in the first line of the answer; "
+            "`exact`: the answer starts with it) ("
             f"{result['settings'].get('answer_decoding', 'greedy answer')}). {result['settings']['depths']} depths × "
             f"{result['settings']['samples_per_depth']} samples per context length; streaming = every head keeps "
             f"{result['settings']['sink']} sink + {result['settings']['recent']} recent tokens. "
@@ -139,17 +171,21 @@ def ship(stage_specs: list[str], dest: Path, eval_json: Path | None, pattern: Pa
     if not stages:
         raise SedpaError("no --stage given: pass each training run's model/ folder, first to last")
     final_dir = stages[-1][0]
+    infos = [item for _, items in stages for item in items]
+    titles, n = [], 0
+    for _, items in stages:
+        titles.append(f"stage {n + 1}" if len(items) == 1 else f"stages {n + 1}–{n + len(items)}")
+        n += len(items)
     for name in MODEL_FILES:
         if not (final_dir / name).is_file():
             raise SedpaError(f"{final_dir} lacks {name}: pass the model/ folder of a finished run")
-    infos = [(json.loads((d / "training.json").read_text()), commit) for d, commit in stages]
     result = json.loads(Path(eval_json).read_text()) if eval_json else None
     with atomic_directory(dest, overwrite=True) as tmp:
         for name in MODEL_FILES:
             shutil.copy2(final_dir / name, tmp / name)
         if pattern:
             shutil.copy2(pattern, tmp / PATTERN_FILE)
-        combined_loss_curve([d for d, _ in stages], tmp / "loss_curve.png")
+        combined_loss_curve([(d, t) for (d, _), t in zip(stages, titles)], tmp / "loss_curve.png")
         (tmp / "training.json").write_text(json.dumps(
             {"stages": [dict(info, commit=commit) for info, commit in infos]}, indent=2) + "\n")
         if result:
