@@ -167,8 +167,29 @@ def test_chunked_prefill_equals_one_shot(models, mode):
         assert rel(x, y) <= 1e-2
 
 
-def test_tidal_matches_reference_and_full_when_k_covers_context(models):
-    fast, ref = models
+@pytest.fixture(scope="module")
+def sharp_models(gpu_model_dir, tmp_path_factory):
+    """The GPU test model with q_proj scaled up: attention concentrates on a few keys, as a trained
+    model's does, so a top-k selection is decisive. On the random model attention is nearly uniform
+    over 900 keys and the top-64 boundary is a coin toss between the bf16 runtime and any reference
+    (rel err 0.0126 against fp32, 0.0198 against a bf16 reference, seen on the H200)."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(gpu_model_dir, dtype=torch.float32)
+    with torch.no_grad():
+        for layer in model.model.layers:
+            layer.self_attn.q_proj.weight.mul_(8.0)  # a power of two: still bf16-representable
+    path = tmp_path_factory.mktemp("sharp") / "model"
+    model.save_pretrained(path)
+    return (load_model(str(path), device="cuda", dtype="bfloat16"),
+            load_model(str(path), device="cuda", dtype="float32"))
+
+
+def test_tidal_matches_reference_and_full_when_k_covers_context(sharp_models):
+    """The fast tidal decode (top-k per KV head) against the fp32 reference definition, with k below
+    the context (on a model whose attention is peaked, so the selection is decisive) and with k
+    covering it (then it must also equal full attention)."""
+    fast, ref = sharp_models
     torch.manual_seed(3)
     t = 900
     ids = torch.randint(0, 512, (1, t + 4), device="cuda")

@@ -8,6 +8,8 @@
 #   CPU dry run of the plumbing (tiny model, tiny contexts, GPU tests skipped):
 #            DRY=1 OUT=/tmp/out bash bench/scripts/gpu_runtime_check.sh
 set -o pipefail
+# The GPU machine's copy of the tree carries a stale .git: pass SEDPA_GIT_COMMIT=<the commit sent> so the
+# result JSONs name the code that ran.
 export PYTHONUNBUFFERED=1 PYTHONPATH=. TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-out}; mkdir -p "$OUT"
 PY=${PY:-python3}
@@ -32,22 +34,28 @@ EOF
   MAXC="--memory-budget 1.003"; REFMAX=512
 else
   MODEL="--config llama-3-8b --random-weights"
-  CTX=8k,32k,64k,128k; SIZES="--sink 64 --recent 256 --window 8192 --top-k 2048 --chunk 8192 --decode-tokens 64"
-  MAXC=""; REFMAX=65536
+  CTX=${CTX:-8k,32k,64k,128k}; SIZES="--sink 64 --recent 256 --window 8192 --top-k 2048 --chunk 8192 --decode-tokens 64"
+  MAXC=""; REFMAX=${REFMAX:-131072}
 fi
+MODES=${MODES:-full,duo,sedpa-w,tidal,sedpa-s}
+PEERS=${PEERS:-transformers-eager,transformers-static-compile}
+STEPS=${STEPS:-tests,bench,maxctx,profile}   # which steps to run (a short call takes tests,bench)
 
 { nvidia-smi --query-gpu=name,memory.used,memory.total,clocks.max.sm --format=csv 2>/dev/null || echo "no nvidia-smi";
   $PY -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"; } \
   | tee "$OUT/env.txt"
 
-# 1. GPU tests (skipped without CUDA)
-timeout $(left $(mark 35)) $PY -m pytest tests/test_runtime_gpu.py -q -p no:cacheprovider -m gpu --timeout 100 -rA 2>&1 \
-  | grep -v -i warning | tee "$OUT/gpu_tests.log" | tail -40
+# 1. GPU tests (skipped without CUDA): the runtime against the fp32 reference, the efficiency rows
+if [[ $STEPS == *tests* ]]; then
+timeout $(left $(mark 35)) $PY -m pytest tests/test_runtime_gpu.py tests/test_bench_efficiency_gpu.py -q \
+  -p no:cacheprovider -m gpu --timeout 100 -rA 2>&1 | grep -v -i warning | tee "$OUT/gpu_tests.log" | tail -40
 echo "[tests done at $(( $(date +%s) - T0 )) s]"
+fi
 
 # 2. efficiency: every mode and context in one run (goal modes first; duo and the plain transformers
 #    reference rows come last so a time cut drops them first)
-timeout $(left $(mark 75)) $CLI $MODEL --contexts $CTX --attention full,sedpa-w,tidal,duo --retrieval-ratio 0.5 \
+if [[ $STEPS == *bench* ]]; then
+timeout $(left $(mark 75)) $CLI $MODEL --contexts $CTX --attention $MODES --peers $PEERS --retrieval-ratio 0.5 \
   --rank-ratio 0.85 $SIZES --reference-max $REFMAX --time-budget $(( $(left $(mark 75)) - 45 )) \
   --out "$OUT/efficiency_llama-3-8b.json" 2>&1 | grep -v -i warning | tee "$OUT/bench.log" | tail -45
 $PY -c "
@@ -59,15 +67,16 @@ if p.exists() and not p.with_suffix('.png').exists():
     plot(json.loads(p.read_text()), p.with_suffix('.png'))  # the run was cut: plot what it measured
 " 2>&1 | tail -3
 echo "[bench done at $(( $(date +%s) - T0 )) s]"
+fi
 
 # 3. the longest context that decodes, retrieval ratio 0.25 (bf16 weights and KV)
-timeout $(left $(mark 88)) $CLI $MODEL --max-context --attention duo,full --retrieval-ratio 0.25 $SIZES $MAXC \
+[[ $STEPS == *maxctx* ]] && timeout $(left $(mark 88)) $CLI $MODEL --max-context --attention duo,full --retrieval-ratio 0.25 $SIZES $MAXC \
   --time-budget $(( $(left $(mark 88)) - 40 )) --out "$OUT/efficiency_maxctx_llama-3-8b.json" 2>&1 \
   | grep -v -i warning | tee "$OUT/maxctx.log" | tail -12
 echo "[max-context done at $(( $(date +%s) - T0 )) s]"
 
 # 4. where a decode step's time goes (full attention at 64K): top kernels, eager step
-if [[ -z $DRY ]]; then
+if [[ -z $DRY && $STEPS == *profile* ]]; then
   timeout $(left $TOTAL) $PY bench/scripts/runtime_profile.py --out "$OUT/decode_profile.txt" 2>&1 \
     | grep -v -i warning | tail -30
 fi

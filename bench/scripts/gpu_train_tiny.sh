@@ -6,13 +6,15 @@
 #   stage 1 from scratch: bash bench/scripts/gpu_train_tiny.sh
 #   (MINUTES=7 by default; INIT: a model folder whose weights and tokenizer to start from)
 set -uo pipefail
+# The GPU machine's copy of the tree carries a stale .git: pass SEDPA_GIT_COMMIT=<the commit sent> so the
+# result JSONs name the code that ran.
 export PYTHONPATH=. PYTHONUNBUFFERED=1
 OUT=${OUT:-out/gpu_train_tiny}; mkdir -p "$OUT"
 MINUTES=${MINUTES:-7}
 RUN=${RUN:-runs/gpu}
 sedpa() { python3 -c 'import sys; sys.argv[0] = "sedpa"; from sedpa_compress.cli import main; main()' "$@"; }
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | tee "$OUT/device.txt"
-git rev-parse HEAD > "$OUT/commit.txt" 2>/dev/null
+echo "${SEDPA_GIT_COMMIT:-unknown (pass SEDPA_GIT_COMMIT)}" > "$OUT/commit.txt"
 sedpa train-tiny --recipe "${RECIPE:-recipes/tiny.yaml}" --out "$RUN" --max-minutes "$MINUTES" \
   --override num_workers=12 ${INIT:+--init-from "$INIT"} 2>&1 | tee "$OUT/train.log"
 M=$RUN/model

@@ -22,6 +22,13 @@ def device_name(device: str | None = None) -> str:
 
 
 def git_commit() -> str | None:
+    """The commit of the code that ran. `SEDPA_GIT_COMMIT` overrides `git rev-parse HEAD`: a copy of the
+    working tree sent to another machine can carry a stale .git (the GPU machine's did, reporting the
+    commit its copy started from), so scripts that run there pass the commit they were sent at."""
+    import os
+
+    if os.environ.get("SEDPA_GIT_COMMIT"):
+        return os.environ["SEDPA_GIT_COMMIT"]
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
                              cwd=Path(__file__).resolve().parent)
