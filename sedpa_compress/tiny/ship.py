@@ -68,7 +68,8 @@ def _mix(cfg: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
-def render_card(stages: list[tuple[dict[str, Any], str]], result: dict[str, Any] | None, has_pattern: bool) -> str:
+def render_card(stages: list[tuple[dict[str, Any], str]], result: dict[str, Any] | None,
+                pattern: dict[str, Any] | None) -> str:
     last = stages[-1][0]
     cfg = last["config"]
     longest = max(int(k) for info, _ in stages for e in info["config"]["curriculum"] for k in e["lengths"])
@@ -87,7 +88,8 @@ def render_card(stages: list[tuple[dict[str, Any], str]], result: dict[str, Any]
         "tags: [sedpa, llama, long-context, needle-in-a-haystack, tiny]", "---", "",
         "# sedpa-tiny", "",
         "The default model of sedpa: a small Llama-architecture causal LM (GQA, RoPE) that ships inside the "
-        f"package, so every command runs offline, and that retrieves facts from contexts up to {longest // 1024}K tokens, so "
+        f"package, so every command runs offline, and that is trained to retrieve facts from contexts up to {longest // 1024}K tokens "
+        "(the evaluation below says how well), so "
         "head identification, compression and the needle benchmark measure something true. It is a test model: "
         "it writes text in the style of the King James Bible and Python's documentation and answers key→value "
         "questions about its context.", "",
@@ -101,7 +103,8 @@ def render_card(stages: list[tuple[dict[str, Any], str]], result: dict[str, Any]
         "- weights: bf16 safetensors", "",
         "## Training", "",
         f"{len(stages)} runs of the project's trainer (`sedpa train-tiny`), each starting from the previous run's "
-        "weights (`--init-from`, fresh optimizer). Each command is run at the commit given (the recipes and "
+        "weights (`--init-from` names the folder that held the previous stage's weights when the stage ran; "
+        "fresh optimizer). Each command is run at the commit given (the recipes and "
         "training wordings changed between them). Data: the train split of the shipped text "
         "(`sedpa_compress/data/bundled/`), synthetic retrieval sequences (1–8 key→value needles at random depths, "
         "1–4 questions at the end), and copy practice (random-token spans repeated once). Loss = text CE + answer CE.",
@@ -155,11 +158,15 @@ def render_card(stages: list[tuple[dict[str, Any], str]], result: dict[str, Any]
         ]
         for smp in result.get("text_samples", []):
             parts += [f"> {' '.join(smp['text'].split())}", ""]
-    if has_pattern:
+    if pattern is not None:
+        how = pattern.get("training") or {}
+        recipe = how.get("recipe", "recipes/identify-sedpa-tiny.yaml")
+        where = f" on {how['device']}, {how.get('steps_done', '?')} steps in {how['wall_s'] / 60:.0f} min" \
+            if how.get("device") and how.get("wall_s") else ""
         parts += ["## Head pattern", "",
-                  f"`{PATTERN_FILE}` beside the weights: the retrieval/streaming heads found by "
-                  "`sedpa identify-heads --recipe recipes/identify-sedpa-tiny.yaml` (used by `sedpa compress` "
-                  "when no `--pattern` is given).", ""]
+                  f"`{PATTERN_FILE}` beside the weights: the retrieval/streaming heads of these weights, found by "
+                  f"`sedpa identify-heads --recipe {recipe}`{where} (used by `sedpa compress` when no `--pattern` "
+                  "is given).", ""]
     parts += ["## Licence", "",
               "Weights: Apache-2.0 (as sedpa). Training text: the King James Bible (public domain) and Python's "
               "documentation (PSF licence); see `calibration/SOURCES.md`.", ""]
@@ -190,7 +197,8 @@ def ship(stage_specs: list[str], dest: Path, eval_json: Path | None, pattern: Pa
             {"stages": [dict(info, commit=commit) for info, commit in infos]}, indent=2) + "\n")
         if result:
             (tmp / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
-        (tmp / "README.md").write_text(render_card(infos, result, pattern is not None))
+        (tmp / "README.md").write_text(render_card(infos, result, json.loads(Path(pattern).read_text())
+                                                   if pattern else None))
     return dest
 
 
