@@ -104,3 +104,15 @@ def test_report_refusals(files, tmp_path):
             tradeoff_markdown(paths)
     r = CliRunner().invoke(app, ["bench", "report", str(tmp_path / "bad.json")])
     assert r.exit_code == 2 and "not valid JSON" in r.output and "Traceback" not in r.output
+
+
+def test_model_card_carries_the_tradeoff_table(files):
+    """`sedpa card` (artifact/card.py) puts the same table at the top of its measured results."""
+    from sedpa_compress.bench.report import tradeoff_from_results
+
+    loaded = [(f"results/{p.name}", json.loads(p.read_text())) for p in files]
+    table = tradeoff_from_results(loaded)
+    assert table == tradeoff_markdown(files)  # the same rows and notes as `sedpa bench report`
+    assert "| mode |" in table and "| duo |" in table and "| sedpa-w |" in table
+    assert tradeoff_from_results(loaded[:1]) is None  # one benchmark kind: no trade-off to show
+    assert tradeoff_from_results(loaded + loaded[:1]) is None  # two niah files: ambiguous, left out

@@ -282,3 +282,19 @@ def test_card_refuses_stray_files_and_lists_only_what_sedpa_wrote(artifact, tmp_
 def test_card_yaml_round_trips_through_pyyaml_safe_dump(artifact):
     meta = _meta((artifact / CARD_FILE).read_text())
     assert yaml.safe_load(yaml.safe_dump(meta)) == meta
+
+
+def test_card_leads_its_results_with_the_tradeoff_table(artifact, tmp_path):
+    art = tmp_path / "art"
+    shutil.copytree(artifact, art)
+    niah = tmp_path / "niah.json"
+    ppl = tmp_path / "ppl.json"
+    write_result(niah, make_result("niah", model="m", device="cpu", settings={}, rows=[],
+                                   summary={"full": {"accuracy": 1.0, "exact": 1.0}, "duo": {"accuracy": 0.9, "exact": 0.8}}))
+    write_result(ppl, make_result("ppl", model="m", device="cpu", settings={}, rows=[],
+                                  summary={"full": {"ppl": 10.0}, "duo": {"ppl": 10.5}}))
+    update_card(art, [niah, ppl])
+    text = (art / CARD_FILE).read_text()
+    results = text[text.index("## Measured results"):]
+    assert results.index("### Accuracy and efficiency per mode") < results.index("results/niah.json")
+    assert "| duo |" in results

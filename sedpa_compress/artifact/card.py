@@ -304,6 +304,11 @@ def render_card(config: dict[str, Any], block: dict[str, Any], pattern: HeadPatt
                   f"(sink {block.get('sink')} + recent {block.get('recent')} tokens). Pattern file: `sedpa_pattern.json`."]
     if results:
         lines += ["", "## Measured results", ""]
+        from sedpa_compress.bench.report import tradeoff_from_results
+
+        table = tradeoff_from_results([(r.name, r.data) for r in results])
+        if table:  # the SEDPA paper's trade-off view first: accuracy, perplexity and cost per mode
+            lines += [table.rstrip(), ""]
         for r in results:
             lines += result_section(r)
     lines += ["", "## Use", "",

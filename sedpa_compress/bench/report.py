@@ -153,6 +153,23 @@ def _source_line(kind: str, path: Path, result: dict[str, Any]) -> str:
     return f"- {kind}: `{path.name}` ({result.get('model')}, {result.get('device')}, {commit}, {result.get('created', '')})"
 
 
+def tradeoff_from_results(results: list[tuple[str, dict[str, Any]]], context: int | None = None, *,
+                          heading: bool = True) -> str | None:
+    """The trade-off table of already loaded results [(name, result), ...] (the model card's
+    `results/`); None when fewer than two kinds of benchmark are there, or two of one kind."""
+    out: dict[str, tuple[Path, dict[str, Any]]] = {}
+    for name, result in results:
+        kind = _kind(result) if isinstance(result.get("summary"), dict) else None
+        if kind not in KINDS:
+            continue
+        if kind in out:
+            return None
+        out[kind] = (Path(name), result)
+    if len(out) < 2:
+        return None
+    return _markdown(out, context, heading)
+
+
 def tradeoff_markdown(paths: list[Path | str], context: int | None = None, *, heading: bool = True) -> str:
     """The trade-off table (markdown) of the benchmark JSONs at `paths` (niah / ppl / longbench /
     efficiency of one model): one row per mode; decode latency at `context` (default: the longest
