@@ -19,6 +19,7 @@ question and its answer prefix; training also varies that separator and the brea
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 
@@ -304,16 +305,24 @@ class WordingFamily:
 
     @property
     def keys(self) -> tuple[str, ...]:
-        """Representative keys (every fixed key shape; invented words vary beyond this list)."""
+        """Representative keys: every fixed key shape, and the longest procedural ones (callers that
+        budget tokens take the longest of this list as an upper bound)."""
         v = self.vocab
         objects = tuple(f"the {c} {t}" for c in v.colours for t in v.things)
         people = tuple(f"{f} {s}" for f in v.first_names for s in v.surnames)
-        return v.first_names + v.places + objects + people
+        longest = sorted(self.words, key=len)[-2:]
+        wild = (f"the {longest[0]} {longest[-1]}", f"{longest[0].capitalize()} {longest[-1].capitalize()}") \
+            if self.words else ()
+        return v.first_names + v.places + objects + people + wild
 
     @property
     def attributes(self) -> tuple[str, ...]:
         v = self.vocab
-        return v.bare_attributes + tuple(f"{m} {n}" for m in v.modifiers for n in v.nouns)
+        fixed = v.bare_attributes + tuple(f"{m} {n}" for m in v.modifiers for n in v.nouns)
+        if not self.words:
+            return fixed
+        longest = sorted(self.words, key=len)[-2:]
+        return fixed + (f"{longest[0]} {longest[-1]} {max(v.nouns, key=len)}",)
 
     def sample_value(self, rng: random.Random) -> str:
         return sample_value(rng, self.vocab.syllables, self.value_digits)
@@ -418,6 +427,12 @@ _COMMON_WORDS = (
     "hidden", "broken", "golden", "frozen", "silent", "secret", "simple", "strange", "little", "ancient",
 )
 TRAIN_WORDINGS = WordingFamily("train", TRAIN_VOCAB, TRAIN_PHRASING, words=_COMMON_WORDS)
+# Head identification's passkeys (DuoAttention's recipe packs 10 into contexts from 1K tokens): the
+# training family without lead-ins, trailers, preambles, instructions or procedural slots, so ten
+# needles and their questions fit in 1K tokens of a 7-8B model's tokenizer.
+TRAIN_WORDINGS_COMPACT = WordingFamily("train-compact", TRAIN_VOCAB, dataclasses.replace(
+    TRAIN_PHRASING, lead_ins=("",), trailers=("",), preambles=("",), instructions=("",), wild=0.0,
+    answer_prefixes=tuple(a for a in TRAIN_PHRASING.answer_prefixes if len(a) <= 32)))
 HELDOUT_WORDINGS = WordingFamily("heldout", HELDOUT_VOCAB, HELDOUT_PHRASING, value_digits=(4, 8))
 
 

@@ -1,7 +1,8 @@
 """Synthetic multi-passkey retrieval data for gate training (DuoAttention's training task).
 
 Every example is exactly `context_tokens` tokens long: haystack text with N passkey sentences
-(`data.needles.TRAIN_TEMPLATES`: one attribute, N keys) inserted at random depths, then one question
+(`data.wordings.TRAIN_WORDINGS_COMPACT`: the training family without its optional clauses, so
+DuoAttention's 10 passkeys fit from 1K tokens; one attribute, N keys) inserted at random depths, then one question
 per passkey, in shuffled order, each followed by its answer. The gated model is distilled against the
 original one at the answer-value positions, so the heads whose streaming version changes the answers
 are the ones that must keep the full context. The layout (BOS, " " + sentence, "\n\n" + question +
@@ -18,7 +19,8 @@ import random
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from sedpa_compress.data.needles import TRAIN_TEMPLATES, NeedleTemplates
+from sedpa_compress.data.needles import NeedleTemplates
+from sedpa_compress.data.wordings import TRAIN_WORDINGS_COMPACT
 from sedpa_compress.errors import SedpaError
 
 Encode = Callable[[str], list[int]]
@@ -63,7 +65,7 @@ class PasskeyData:
     def __init__(self, encode: Encode, haystack: str, *, context_min: int, context_max: int,
                  context_intervals: int = 50, num_passkeys: int = 10, depth_min: float = 0.05,
                  depth_max: float = 0.95, start_tokens: Sequence[int] = (), source: str = "the haystack",
-                 templates: NeedleTemplates = TRAIN_TEMPLATES) -> None:
+                 templates: NeedleTemplates = TRAIN_WORDINGS_COMPACT) -> None:
         self.encode = encode
         self.templates = templates
         self.start_tokens = list(start_tokens)

@@ -1,0 +1,59 @@
+"""The wording families that sedpa-tiny trains on and is judged with (data/wordings.py)."""
+
+from __future__ import annotations
+
+import random
+import re
+
+from sedpa_compress.data.needles import HELDOUT_TEMPLATES, TRAIN_TEMPLATES, make_needle_example
+from sedpa_compress.data.text import load_haystack
+from sedpa_compress.data.wordings import HELDOUT_WORDINGS, TRAIN_WORDINGS, TRAIN_WORDINGS_COMPACT, check_disjoint
+
+
+def test_the_families_share_no_wording():
+    assert TRAIN_TEMPLATES is TRAIN_WORDINGS and HELDOUT_TEMPLATES is HELDOUT_WORDINGS
+    assert check_disjoint() == []
+    assert check_disjoint(TRAIN_WORDINGS_COMPACT, HELDOUT_WORDINGS) == []
+
+
+def test_values_come_in_every_format_and_needles_state_them():
+    rng = random.Random(0)
+    kinds = set()
+    for _ in range(600):
+        n = TRAIN_WORDINGS.sample_needles(rng, 1)[0]
+        assert n.value in n.sentence and n.key.lower() in n.sentence.lower() and len(n.value) <= 9
+        v = n.value
+        kinds.add("digits" if v.isdigit() else "grouped" if re.fullmatch(r"[\d-]+", v) else
+                  "thousands" if re.fullmatch(r"[\d,]+", v) else "word" if v.isalpha() else "code")
+    assert kinds == {"digits", "grouped", "thousands", "code", "word"}
+
+
+def test_questions_range_from_bare_to_echoing_answer_prefixes():
+    rng = random.Random(1)
+    prefixes, bare, same_line = set(), 0, 0
+    for _ in range(800):
+        n = TRAIN_WORDINGS.sample_needles(rng, 1)[0]
+        tail, answer = TRAIN_WORDINGS.render_tail(n, rng)
+        if answer == n.value:  # no answer prefix: the value starts its own line
+            bare += 1
+            assert tail.endswith("\n")
+        else:
+            assert answer == " " + n.value
+            prefixes.add(tail.rsplit("\n", 1)[-1])
+            same_line += "\n" not in tail.strip("\n")
+    assert bare > 10 and same_line > 10 and len(prefixes) > 300
+    assert any(p.endswith("Answer:") for p in prefixes) and any(" is" in p for p in prefixes)
+
+
+def test_heldout_examples_fit_their_context_and_are_reproducible():
+    from transformers import AutoTokenizer
+
+    from sedpa_compress.models.loader import embedded_model_dir
+
+    tok = AutoTokenizer.from_pretrained(embedded_model_dir())
+    hay = load_haystack(None, min_chars=20000)
+    for i, depth in enumerate((0.0, 0.5, 1.0)):
+        a = make_needle_example(tok, hay, 1024, [depth], random.Random(i))
+        b = make_needle_example(tok, hay, 1024, [depth], random.Random(i))
+        assert a.prompt == b.prompt and a.context_tokens <= 1024 and a.answer in a.prompt
+        assert a.needles[0].sentence in a.prompt
