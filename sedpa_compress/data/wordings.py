@@ -237,7 +237,9 @@ def sample_value(rng: random.Random, syllables: tuple[str, ...], digits: tuple[i
         out = "".join(rng.choice(_CODE_LETTERS) if c == "L" else str(rng.randint(0, 9)) if c == "D" else c
                       for c in shape)
         return out
-    return "".join(rng.choice(syllables) for _ in range(rng.randint(2, 3))).capitalize()
+    parts = [rng.choice(syllables) for _ in range(rng.randint(2, 3))]
+    word = "".join(parts) if len("".join(parts)) <= 9 else "".join(parts[:2])
+    return word.capitalize()
 
 
 # ----------------------------------------------------------------------------------- the family
