@@ -12,7 +12,7 @@ from __future__ import annotations
 import bisect
 import random
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -72,16 +72,8 @@ class NeedleTemplates:
     def sample_needles(self, rng: random.Random, num: int, attribute: str | None = None) -> list[Needle]:
         """`num` needles with distinct keys and values; all share one attribute (so keys must be matched)."""
         attr = attribute or rng.choice(self.attributes)
-        keys: list[str] = []
-        while len(keys) < num:
-            k = self.sample_key(rng)
-            if k not in keys:
-                keys.append(k)
-        values: list[str] = []
-        while len(values) < num:
-            v = self.sample_value(rng)
-            if v not in values:
-                values.append(v)
+        keys = distinct(lambda: self.sample_key(rng), num)
+        values = distinct(lambda: self.sample_value(rng), num)
         return [self.render_needle(k, v, attr, rng) for k, v in zip(keys, values)]
 
     def render_needle(self, key: str, value: str, attr: str, rng: random.Random) -> Needle:
@@ -98,6 +90,16 @@ class NeedleTemplates:
         """(the text after the haystack: question and answer prefix, the answer the model should write)."""
         question, prefix = self.render_question(needle, rng)
         return "\n\n" + question + "\n" + prefix, " " + needle.value
+
+
+def distinct(draw: Callable[[], str], n: int) -> list[str]:
+    """`n` different results of `draw()`, in the order drawn (keys or values of one example must differ)."""
+    out: list[str] = []
+    while len(out) < n:
+        x = draw()
+        if x not in out:
+            out.append(x)
+    return out
 
 
 def _fill(frame: str, **kw: str) -> str:

@@ -23,7 +23,7 @@ import dataclasses
 import random
 from dataclasses import dataclass
 
-from sedpa_compress.data.needles import Needle
+from sedpa_compress.data.needles import Needle, distinct
 
 # ----------------------------------------------------------------------------------- vocabularies
 
@@ -348,16 +348,8 @@ class WordingFamily:
     def sample_needles(self, rng: random.Random, num: int, attribute: str | None = None) -> list[Needle]:
         """`num` needles with distinct keys and values sharing one attribute (the key must be matched)."""
         attr = attribute or self.sample_attribute(rng)
-        keys: list[str] = []
-        while len(keys) < num:
-            k = self.sample_key(rng)
-            if k not in keys:
-                keys.append(k)
-        values: list[str] = []
-        while len(values) < num:
-            val = self.sample_value(rng)
-            if val not in values:
-                values.append(val)
+        keys = distinct(lambda: self.sample_key(rng), num)
+        values = distinct(lambda: self.sample_value(rng), num)
         return [self.render_needle(k, val, attr, rng) for k, val in zip(keys, values)]
 
     # ---- questions

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from sedpa_compress.data.needles import TRAIN_TEMPLATES, NeedleTemplates
+from sedpa_compress.data.needles import TRAIN_TEMPLATES, NeedleTemplates, distinct
 from sedpa_compress.data.text import load_bundled_text
 from sedpa_compress.tiny.config import TinyTrainConfig
 from sedpa_compress.tiny.tokenizer import BOS
@@ -137,16 +137,8 @@ class TinyData(torch.utils.data.Dataset):
         n_queries = rng.randint(1, min(cfg.max_queries, n_needles))
         if n_needles > 1 and rng.random() < cfg.same_key_fraction and hasattr(t, "sample_attribute"):
             key = t.sample_key(rng)
-            attrs: list[str] = []
-            while len(attrs) < n_needles:
-                a = t.sample_attribute(rng)
-                if a not in attrs:
-                    attrs.append(a)
-            values: list[str] = []
-            while len(values) < n_needles:
-                v = t.sample_value(rng)
-                if v not in values:
-                    values.append(v)
+            attrs = distinct(lambda: t.sample_attribute(rng), n_needles)
+            values = distinct(lambda: t.sample_value(rng), n_needles)
             needles = [t.render_needle(key, v, a, rng) for v, a in zip(values, attrs)]
         else:
             needles = t.sample_needles(rng, n_needles)
