@@ -1,7 +1,7 @@
 """`sedpa identify-heads`: train one gate per (layer, KV head) with frozen weights, write the pattern file.
 
 Each step draws a synthetic multi-passkey example, runs the original model once without gradients to
-get the final hidden states at the answer positions (the distillation target), runs the gated model
+get the final hidden states at the positions that predict the answers (the distillation target), runs the gated model
 and minimises  mean((h_gated - h_orig)^2) + reg_weight * mean(alpha)  over the gates alone.
 Gates start at 1 (every head full); heads whose streaming version changes nothing are pushed to 0 by
 the L1 term, heads that retrieval needs are held up by the distillation term.
@@ -33,7 +33,7 @@ from sedpa_compress.models.loader import LoadedModel
 from sedpa_compress.runtime.reference import using_mode
 
 CHECKPOINT_SUFFIX = ".identify-ckpt.pt"
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: the loss reads the states that predict the answers (1 read the answer tokens')
 
 
 @dataclass
@@ -201,7 +201,7 @@ def identify_heads(
                        depth_min=cfg.depth_min, depth_max=cfg.depth_max, start_tokens=start_tokens, source=source)
 
     gated = GatedAttention(geom.num_layers, geom.num_kv_heads, sink=cfg.sink, recent=cfg.recent, init=cfg.init_gate,
-                           backend=_backend(cfg, device), device=device)
+                           backend=_backend(cfg, device), device=device, full_source=cfg.full_attention_source)
     optimizer = _make_optimizer(cfg, [gated.gates])
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
     rng = random.Random(cfg.seed)
@@ -251,17 +251,19 @@ def identify_heads(
                 gated.clamp_()
                 example = data.sample(rng)
                 ids = torch.tensor([example.input_ids], device=device)
-                pos = torch.tensor(example.answer_positions, device=device)
+                pos = torch.tensor(example.loss_positions, device=device)
                 gated.active = False
+                gated.record = cfg.full_attention_source == "original"
                 with torch.no_grad():
                     target = base(input_ids=ids, use_cache=False).last_hidden_state[0, pos].float()
-                gated.active = True
+                gated.active, gated.record = True, False
                 hidden = base(input_ids=ids, use_cache=False).last_hidden_state[0, pos].float()
                 distill = (hidden - target).pow(2).mean(dim=-1).mean()
                 reg = gated.gates.abs().mean()
                 loss = distill + cfg.reg_weight * reg
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                gated.forget()  # (after backward: checkpointed layers re-read the recorded outputs)
                 optimizer.step()
                 scheduler.step()
                 gated.clamp_()
@@ -277,6 +279,7 @@ def identify_heads(
                     save_checkpoint(ckpt, gated=gated, optimizer=optimizer, scheduler=scheduler, rng=rng,
                                     state=state, fp=fp, identity=identity, cfg=cfg)
     finally:
+        gated.forget()
         if use_ckpt:
             _checkpointing(model, False)
         model.train(was_training)
@@ -334,7 +337,7 @@ def _to_pattern(loaded: LoadedModel, cfg: IdentifyConfig, gated: GatedAttention,
         "device": str(loaded.device),
         "dtype": str(next(loaded.model.parameters()).dtype).replace("torch.", ""),
     }
-    return HeadPattern.from_gates(gates, sink=cfg.sink, recent=cfg.recent, retrieval_ratio=cfg.retrieval_ratio,
+    return HeadPattern.from_gates(gates, sink=cfg.pattern_sink, recent=cfg.pattern_recent, retrieval_ratio=cfg.retrieval_ratio,
                                   threshold=cfg.threshold, model=loaded.name, revision=loaded.revision,
                                   training=training)
 
