@@ -172,6 +172,20 @@ class GatedAttention:
                              "original model with `record = True` first (full_source 'original')")
         return full
 
+    @classmethod
+    def from_mask(cls, mask: list[list[int]], *, sink: int, recent: int, device: torch.device | str = "cpu",
+                  backend: str = "auto") -> GatedAttention:
+        """0/1 gates from a pattern's mask: the `duo` mode's function (tested equal) on the fast
+        backends (banded on the CPU, flex on CUDA), for no-cache forwards such as calibration and
+        perplexity. `backend="auto"` picks flex on CUDA, banded elsewhere."""
+        if backend == "auto":
+            backend = "flex" if torch.device(device).type == "cuda" else "banded"
+        g = cls(len(mask), len(mask[0]), sink=sink, recent=recent, backend=backend, device=device)
+        with torch.no_grad():
+            g.gates.copy_(torch.tensor(mask, dtype=torch.float32, device=g.gates.device))
+        g.gates.requires_grad_(False)
+        return g
+
     @torch.no_grad()
     def clamp_(self) -> None:
         self.gates.clamp_(0.0, 1.0)
