@@ -161,7 +161,8 @@ def _slice_chol(stats: CalibrationStats, s: ProjectionSlice, cache: dict, device
             idx = s.lowrank_index.to(stats.o_input[s.layer].device)
             c = stats.o_input[s.layer][idx][:, idx]
         cache.clear()  # one layer at a time keeps memory flat on 8B models
-        cache[key] = cholesky_factor(c.to(device), damp=damp)
+        what = "q/k/v input" if s.split == "rows" else "o_proj input"
+        cache[key] = cholesky_factor(c.to(device), damp=damp, name=f"the second moment of layer {s.layer}'s {what}")
     return cache[key]
 
 
@@ -175,7 +176,7 @@ def count_params(model: torch.nn.Module) -> int:
 
 
 def compress_model(loaded: LoadedModel, stats: CalibrationStats | None, pattern: HeadPattern | None,
-                   cfg: CompressConfig, *, show_progress: bool = True) -> CompressionReport:
+                   cfg: CompressConfig, *, show_progress: bool = True, force_calibration: bool = False) -> CompressionReport:
     """Replace the planned projection slices by truncated-SVD factors, in place."""
     check_ratio(cfg.rank_ratio)
     check_min_rank(cfg.min_rank)
@@ -191,7 +192,8 @@ def compress_model(loaded: LoadedModel, stats: CalibrationStats | None, pattern:
         if stats is None:
             raise SedpaError("activation-aware SVD needs calibration statistics: pass --calibration C or let "
                              "compress calibrate (omit --calibration)")
-        stats.check_model(loaded)
+        stats.check_model(loaded, force=force_calibration)
+        stats.check_pattern(pattern, force=force_calibration)
     attns = family.attention_modules(model)
     device = loaded.device
     chol_cache: dict = {}
