@@ -98,7 +98,11 @@ def main() -> None:
                     help="a previous result of this script with the same evaluation settings: its configurations "
                          "are kept (not recomputed) and this run's are added")
     ap.add_argument("--out", type=Path, default=Path("bench/results/rank_search_sedpa-tiny-cpu.json"))
+    ap.add_argument("--plot-only", action="store_true", help="redraw the PNG of --out from its JSON")
     args = ap.parse_args()
+    if args.plot_only:
+        plot(json.loads(args.out.read_text()), args.out.with_suffix(".png"))
+        return
 
     t_all = time.perf_counter()
     base = load_model(args.model, device=args.device, dtype="float32")
@@ -251,12 +255,13 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
     rows = [r for r in result["rows"] if r["mode"] == "sedpa-s"]
     scopes = list(dict.fromkeys(r["scope"] for r in rows))
-    fig, axes = plt.subplots(2, len(scopes), figsize=(5.5 * len(scopes), 8), squeeze=False)
+    fig, axes = plt.subplots(3, len(scopes), figsize=(5.5 * len(scopes), 11), squeeze=False)
     ref = {r["mode"]: r for r in result["rows"] if r["mode"] in ("full", "duo")}
     colors = {"greedy": "tab:blue", "uniform": "tab:grey", "relative": "tab:green", "type": "tab:orange"}
     for col, scope in enumerate(scopes):
         for row, metric, label in ((0, "ppl", "held-out perplexity (duo attention)"),
-                                   (1, "exact", "NIAH exact (teacher-forced)")):
+                                   (1, "answer_nll", "NIAH answer NLL per value token (lower: better)"),
+                                   (2, "exact", "NIAH exact (teacher-forced)")):
             ax = axes[row][col]
             for (cal, search) in sorted({(r["calibration"], r["search"]) for r in rows}):
                 mine = sorted((r for r in rows if r["scope"] == scope and r["calibration"] == cal
