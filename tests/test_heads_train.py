@@ -57,9 +57,9 @@ def test_the_pattern_records_the_deployed_shape_and_the_training_one(loaded, tmp
 
 def test_original_full_attention_source_trains_other_gates(loaded, tmp_path):
     """DuoAttention's reference mixes with the original model's full attention: a different objective."""
-    gated = identify_heads(loaded, CFG, out=tmp_path / "g.pattern.json").pattern
-    original = identify_heads(loaded, CFG.with_overrides(full_attention_source="original"),
-                              out=tmp_path / "o.pattern.json").pattern
+    assert CFG.full_attention_source == "original"  # the default, as DuoAttention's reference code
+    gated = identify_heads(loaded, CFG.with_overrides(full_attention_source="gated"), out=tmp_path / "g.pattern.json").pattern
+    original = identify_heads(loaded, CFG, out=tmp_path / "o.pattern.json").pattern
     assert original.training["settings"]["full_attention_source"] == "original"
     assert original.gates != gated.gates
     assert all(0.0 <= g <= 1.0 for row in original.gates for g in row)

@@ -153,6 +153,7 @@ def plot(patterns: dict[str, HeadPattern], path: Path) -> None:
             for h, m in enumerate(row):
                 ax.text(h, li, "R" if m else "", ha="center", va="center", color="white", fontsize=8)
         ax.set_title(f"full attention from: {source}", fontsize=9)
+        ax.set_xticks(range(p.num_kv_heads))
         ax.set_xlabel("KV head")
         ax.set_ylabel("layer")
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8, label="gate (R = retrieval head)")

@@ -50,8 +50,11 @@ class IdentifyConfig:
     init_gate: float = 1.0  # every head starts as a retrieval head
     # Where the full-attention half of a gated head's mix comes from: `original`, the original model's
     # attention output at that layer (DuoAttention's reference code), or `gated`, full attention over
-    # the gated model's own (already perturbed) states.
-    full_attention_source: str = "gated"
+    # the gated model's own (already perturbed) states. `original` measured better on sedpa-tiny (duo
+    # NIAH 0.65 vs 0.50, duo perplexity +0.37% vs +0.77% over full; probe equal:
+    # bench/results/identify_full_source_sedpa-tiny-cpu.json); it skips the gated pass's full attention
+    # and keeps every layer's original attention output for the step (layers x tokens x hidden values).
+    full_attention_source: str = "original"
     # Synthetic multi-passkey data.
     context_min: int = 1000
     context_max: int = 32000
