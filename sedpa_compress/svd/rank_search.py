@@ -17,6 +17,9 @@ Searches (`--rank-search`):
   own scale.
 - `type`: every projection type (q/k/v/o) keeps the ratio on its own, and within a type the
   summed absolute error is minimised (SVD-LLM v2 allocates within groups of one type).
+- `balanced`: every slice is truncated to the same relative error (the smallest such error the
+  budget allows: minimise the largest relative error), so no slice is cut deep while others stay
+  whole; slices whose spectra fall fast get lower ranks than uniform would give them.
 Which one a user should want is measured (bench/scripts/rank_search_compare.py); `DEFAULT_SEARCH`
 is the winner.
 """
@@ -30,7 +33,7 @@ import torch
 
 from sedpa_compress.errors import SedpaError
 
-SEARCHES = ("greedy", "uniform", "relative", "type")
+SEARCHES = ("greedy", "uniform", "relative", "type", "balanced")
 DEFAULT_SEARCH = "greedy"
 DENSE = None  # the "rank" of a slice that stays dense
 DEFAULT_MIN_RANK = 1  # rank 0 would silently prune a head's projection: allowed only when asked for
@@ -190,11 +193,61 @@ def type_ranks(spectra: list[Spectrum], rank_ratio: float, *, min_rank: int = DE
     return ranks
 
 
+def balanced_ranks(spectra: list[Spectrum], rank_ratio: float, *, min_rank: int = DEFAULT_MIN_RANK) -> list[int | None]:
+    """Minimise the largest relative error (dropped / total energy) over the slices within the budget;
+    what is left of the budget then goes, singular value by singular value, to the slices with the
+    largest relative error."""
+    check_min_rank(min_rank)
+    limit = budget(spectra, rank_ratio)
+    if kept_params(spectra, [DENSE] * len(spectra)) <= limit:
+        return [DENSE] * len(spectra)
+    curves = []  # per slice: relative error at ranks 0..max_rank (non-increasing)
+    for s in spectra:
+        sv2 = s.singular_values.double() ** 2
+        tail = torch.flip(torch.cumsum(torch.flip(sv2, [0]), 0), [0])
+        tail = torch.cat([tail, tail.new_zeros(1)])[: s.max_rank + 1]
+        curves.append(tail / max(float(sv2.sum()), 1e-30))
+
+    def ranks_at(tau: float) -> list[int | None]:
+        out: list[int | None] = []
+        for s, c in zip(spectra, curves):
+            lo = _floor_rank(s, min_rank)
+            if s.max_rank < lo or float(c[s.max_rank]) > tau:
+                out.append(DENSE)  # even break-even leaves more error than tau
+                continue
+            r = int(torch.searchsorted(-c, torch.tensor(-tau, dtype=c.dtype), right=True))  # first rank with c <= tau
+            out.append(max(lo, min(r, s.max_rank)))
+        return out
+
+    levels = sorted({float(v) for c in curves for v in c.tolist()})
+    lo, hi = 0, len(levels) - 1  # the smallest tau whose ranks fit the budget
+    if kept_params(spectra, ranks_at(levels[hi])) > limit:
+        return ranks_at(levels[hi])  # min_rank everywhere still exceeds the budget
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if kept_params(spectra, ranks_at(levels[mid])) <= limit:
+            hi = mid
+        else:
+            lo = mid + 1
+    ranks = ranks_at(levels[lo])
+    left = limit - kept_params(spectra, ranks)
+    while True:  # top up: one more singular value where the relative error is largest and it still fits
+        best, best_err = None, -1.0
+        for i, (s, r, c) in enumerate(zip(spectra, ranks, curves)):
+            if r is not DENSE and r < s.max_rank and s.params_per_rank <= left and float(c[r]) > best_err:
+                best, best_err = i, float(c[r])
+        if best is None:
+            return ranks
+        ranks[best] += 1
+        left -= spectra[best].params_per_rank
+
+
 def search_ranks(spectra: list[Spectrum], rank_ratio: float, method: str = DEFAULT_SEARCH, *,
                  min_rank: int = DEFAULT_MIN_RANK) -> list[int | None]:
     if method not in SEARCHES:
         raise SedpaError(f"unknown --rank-search {method!r}: choose {', '.join(SEARCHES)}")
-    fn = {"greedy": greedy_ranks, "uniform": uniform_ranks, "relative": relative_ranks, "type": type_ranks}[method]
+    fn = {"greedy": greedy_ranks, "uniform": uniform_ranks, "relative": relative_ranks, "type": type_ranks,
+          "balanced": balanced_ranks}[method]
     return fn(spectra, rank_ratio, min_rank=min_rank)
 
 
