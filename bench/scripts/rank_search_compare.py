@@ -35,6 +35,7 @@ import hashlib
 import json
 import math
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,9 @@ def main() -> None:
     ap.add_argument("--scopes", default="streaming,all")
     ap.add_argument("--searches", default="greedy,uniform,relative,type")
     ap.add_argument("--calibrations", default="full,duo", help="attention the statistics are gathered under")
+    ap.add_argument("--cal-text", choices=("heldout-head", "train"), default="heldout-head",
+                    help="heldout-head: the held-out text before the perplexity windows (sedpa-tiny was trained on the "
+                         "bundled train split and memorised it); train: the bundled train split (`sedpa compress`'s default)")
     ap.add_argument("--cal-tokens", type=int, default=65536)
     ap.add_argument("--cal-seq-len", type=int, default=2048)
     ap.add_argument("--min-rank", type=int, default=1)
@@ -110,8 +114,19 @@ def main() -> None:
     pattern = HeadPattern.load(pattern_path, base.geometry)
     device = base.device
     duo = GatedAttention.from_mask(pattern.mask, sink=pattern.sink, recent=pattern.recent, device=device)
-    windows = heldout_windows(base.encode, load_bundled_text("heldout"), seq_len=args.ppl_seq_len,
-                              count=args.ppl_windows)
+    heldout = load_bundled_text("heldout")
+    cal_data = None  # the bundled train split
+    if args.cal_text == "heldout-head":  # perplexity on the tail of the held-out text, calibration on the rest
+        ids = base.encode(heldout)
+        need = args.ppl_windows * args.ppl_seq_len
+        if len(ids) < need + 4 * args.cal_seq_len:
+            raise SystemExit(f"the held-out text has {len(ids)} tokens: too few for {need} perplexity tokens and calibration")
+        windows = [ids[len(ids) - need + i * args.ppl_seq_len:][:args.ppl_seq_len] for i in range(args.ppl_windows)]
+        cal_path = Path(tempfile.mkdtemp()) / "heldout-head.txt"
+        cal_path.write_text(base.decode(ids[:len(ids) - need]), encoding="utf-8")
+        cal_data = str(cal_path)
+    else:
+        windows = heldout_windows(base.encode, heldout, seq_len=args.ppl_seq_len, count=args.ppl_windows)
     niah_cfg = NiahConfig(lengths=csv(args.niah_lengths, int), depths=csv(args.niah_depths, float),
                           samples=args.niah_samples)
     haystack = load_haystack(None, min_chars=max(niah_cfg.lengths) * 6)
@@ -150,14 +165,25 @@ def main() -> None:
     stats = {}
     for cal in dict.fromkeys(t[0] for t in todo):
         t0 = time.perf_counter()
-        stats[cal] = calibrate(base, CalibrateConfig(tokens=args.cal_tokens, seq_len=args.cal_seq_len, attention=cal),
-                               show_progress=False, pattern=pattern)
+        stats[cal] = calibrate(base, CalibrateConfig(data=cal_data, tokens=args.cal_tokens, seq_len=args.cal_seq_len,
+                                                     attention=cal), show_progress=False, pattern=pattern)
         print(f"calibrated under {cal} attention in {time.perf_counter() - t0:.0f} s", flush=True)
 
+    sens = None
+    if any(t[3] == "fisher" for t in todo):  # an experiment, not a product search (yet)
+        t0 = time.perf_counter()
+        sens = output_sensitivities(base, pattern, args.cal_tokens // 4, args.cal_seq_len, cal_data)
+        print(f"output sensitivities in {time.perf_counter() - t0:.0f} s", flush=True)
+    import sedpa_compress.svd.compress as compress_module
+
+    product_search = compress_module.search_ranks
     for cal, scope, ratio, search in todo:
         loaded = dataclasses.replace(base, model=copy.deepcopy(base.model))
-        cfg = CompressConfig(rank_ratio=ratio, scope=scope, rank_search=search, min_rank=args.min_rank)
+        compress_module.search_ranks = fisher_search(base, pattern, scope, sens) if search == "fisher" else product_search
+        cfg = CompressConfig(rank_ratio=ratio, scope=scope, rank_search="greedy" if search == "fisher" else search,
+                             min_rank=args.min_rank)
         report = compress_model(loaded, stats[cal], pattern, cfg, show_progress=False)
+        compress_module.search_ranks = product_search
         s = score(loaded.model, duo)
         rows.append({
             "mode": "sedpa-s", "search": search, "scope": scope, "rank_ratio": ratio, "calibration": cal,
@@ -180,8 +206,12 @@ def main() -> None:
     settings = {
         "pattern": str(pattern_path), "retrieval_heads": sum(map(sum, pattern.mask)),
         "kv_heads": pattern.num_layers * pattern.num_kv_heads, "sink": pattern.sink, "recent": pattern.recent,
-        "calibration": {"data": "bundled text (train split)", "tokens": args.cal_tokens, "seq_len": args.cal_seq_len},
-        "ppl": {"data": "bundled held-out text", "seq_len": args.ppl_seq_len, "windows": len(windows),
+        "calibration": {"data": {"train": "bundled text (train split: sedpa-tiny's training text)",
+                                 "heldout-head": "bundled held-out text before the perplexity windows"}[args.cal_text],
+                        "tokens_asked": args.cal_tokens, "tokens": {k: v.tokens for k, v in stats.items()},
+                        "seq_len": args.cal_seq_len},
+        "ppl": {"data": "bundled held-out text" + (", its last tokens" if args.cal_text == "heldout-head" else ""),
+                "seq_len": args.ppl_seq_len, "windows": len(windows),
                 "tokens": sum(len(w) - 1 for w in windows), "attention": "duo (the pattern's attention)"},
         "niah": {"lengths": niah_cfg.lengths, "depths": niah_cfg.depths, "samples": niah_cfg.samples,
                  "prompts": len(prompts), "scoring": "teacher-forced exact (= greedy exact), answer NLL",
@@ -196,6 +226,62 @@ def main() -> None:
     write_result(args.out, result)
     plot(result, args.out.with_suffix(".png"))
     print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+
+
+def output_sensitivities(loaded, pattern: HeadPattern, tokens: int, seq_len: int,
+                         data: str | None) -> dict[str, torch.Tensor]:
+    """E_t[(dL/dy)²] per output coordinate of every q/k/v/o projection (L: next-token cross-entropy on the
+    calibration text under the pattern's attention): how much a unit of output error costs in loss."""
+    from sedpa_compress.calibration.sources import iter_texts, token_batches
+
+    model = loaded.model
+    acc: dict[str, torch.Tensor] = {}
+    count = [0]
+    handles = []
+    for li, attn in enumerate(loaded.family.attention_modules(model)):
+        for proj in ("q_proj", "k_proj", "v_proj", "o_proj"):
+            name = f"model.layers.{li}.self_attn.{proj}"
+
+            def fwd(_m, _inp, out, name=name):
+                def grad(g):
+                    g2 = g.detach().float().pow(2).reshape(-1, g.shape[-1]).sum(0)
+                    acc[name] = acc.get(name, 0) + g2
+                out.register_hook(grad)
+
+            handles.append(getattr(attn, proj).register_forward_hook(fwd))
+    emb = model.get_input_embeddings()
+    handles.append(emb.register_forward_hook(lambda _m, _i, out: out.requires_grad_(True)))
+    mode = GatedAttention.from_mask(pattern.mask, sink=pattern.sink, recent=pattern.recent, device=loaded.device)
+    try:
+        with using_mode(model, mode):
+            for seq in token_batches(iter_texts(data), loaded.encode, seq_len=seq_len, max_tokens=tokens):
+                ids = torch.tensor([seq], device=loaded.device)
+                logits = model(input_ids=ids, use_cache=False).logits[0, :-1].float()
+                F.cross_entropy(logits, ids[0, 1:]).backward()
+                count[0] += 1
+    finally:
+        for h in handles:
+            h.remove()
+        model.zero_grad(set_to_none=True)
+    return {k: v / max(count[0], 1) for k, v in acc.items()}
+
+
+def fisher_search(loaded, pattern, scope, sens: dict[str, torch.Tensor]):
+    """A rank search minimising Σ sensitivity_i · whitened error_i: each slice's error in loss units
+    (mean squared loss gradient over its output coordinates times its output error)."""
+    from sedpa_compress.svd import rank_search
+    from sedpa_compress.svd.compress import plan_slices
+
+    slices = {s.name: s for s in plan_slices(loaded, pattern, scope)}
+
+    def search(spectra, rank_ratio, method="greedy", *, min_rank=1):
+        weights = []
+        for spec in spectra:
+            s, g = slices[spec.name], sens[spec.name]
+            weights.append(float(g[s.lowrank_index].mean()) if s.split == "rows" else float(g.mean()))
+        return rank_search._greedy(spectra, rank_search.budget(spectra, rank_ratio), weights, min_rank)
+
+    return search
 
 
 def _key(r: dict[str, Any]) -> tuple:
