@@ -247,3 +247,24 @@ def test_cholesky_damps_singular_second_moments():
     x = torch.randn(8, 32)  # fewer samples than dimensions: singular
     chol = cholesky_factor(x.T @ x / 8)
     assert torch.isfinite(chol).all()
+
+
+def test_min_rank_zero_prunes_and_reports_it(loaded_llama, monkeypatch):
+    """An explicit prune (min_rank 0): the slice's factors are empty, its contribution zero, and the report says so."""
+    import sedpa_compress.svd.compress as compress_module
+
+    stats = calibrate(loaded_llama, CAL, show_progress=False)
+    real = compress_module.search_ranks
+
+    def prune_first(spectra, ratio, method, *, min_rank):
+        ranks = real(spectra, ratio, method, min_rank=min_rank)
+        return [0] + ranks[1:]
+
+    monkeypatch.setattr(compress_module, "search_ranks", prune_first)
+    report = compress_model(loaded_llama, stats, None, CompressConfig(rank_ratio=0.5, scope="all", min_rank=0),
+                            show_progress=False)
+    assert report.pruned_slices == [report.projections[0].name]
+    module = getattr(loaded_llama.family.attention_modules(loaded_llama.model)[0], report.projections[0].proj)
+    assert isinstance(module, DualPathLinear) and module.rank == 0
+    assert torch.count_nonzero(module.dense_equivalent()) == 0
+    assert torch.isfinite(loaded_llama.model(_ids()).logits).all()

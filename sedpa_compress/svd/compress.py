@@ -219,7 +219,6 @@ def compress_model(loaded: LoadedModel, stats: CalibrationStats | None, pattern:
     chol_cache.clear()
     ranks = search_ranks(spectra, cfg.rank_ratio, cfg.rank_search, min_rank=cfg.min_rank)
     for s, spec, rank, cand in zip(slices, spectra, ranks, candidates):
-        energy = spec.energy()
         if rank is DENSE:  # at or beyond break-even: the projection keeps its exact weights
             report.projections.append(ProjectionResult(
                 name=s.name, layer=s.layer, proj=s.proj, split=s.split, out_features=spec.out_features,
@@ -238,7 +237,7 @@ def compress_model(loaded: LoadedModel, stats: CalibrationStats | None, pattern:
             dense_index=s.dense_index, lowrank_index=s.lowrank_index, in_features=linear.in_features,
             out_features=linear.out_features, bias=None if linear.bias is None else linear.bias.detach())
         setattr(attn, s.proj, new)
-        dropped = spec.error(rank)
+        energy, dropped = spec.energy(), spec.error(rank)
         report.projections.append(ProjectionResult(
             name=s.name, layer=s.layer, proj=s.proj, split=s.split, out_features=spec.out_features,
             in_features=spec.in_features, rank=rank, max_rank=spec.max_rank,
