@@ -87,8 +87,8 @@ def main() -> None:
     ap.add_argument("--scopes", default="streaming,all")
     ap.add_argument("--searches", default="greedy,uniform,relative,type")
     ap.add_argument("--calibrations", default="full,duo", help="attention the statistics are gathered under")
-    ap.add_argument("--cal-text", choices=("heldout-head", "train"), default="heldout-head",
-                    help="heldout-head: the held-out text before the perplexity windows (sedpa-tiny was trained on the "
+    ap.add_argument("--cal-text", choices=("heldout-rest", "train"), default="heldout-rest",
+                    help="heldout-rest: the held-out text after the perplexity windows (sedpa-tiny was trained on the "
                          "bundled train split and memorised it); train: the bundled train split (`sedpa compress`'s default)")
     ap.add_argument("--cal-tokens", type=int, default=65536)
     ap.add_argument("--cal-seq-len", type=int, default=2048)
@@ -116,17 +116,16 @@ def main() -> None:
     duo = GatedAttention.from_mask(pattern.mask, sink=pattern.sink, recent=pattern.recent, device=device)
     heldout = load_bundled_text("heldout")
     cal_data = None  # the bundled train split
-    if args.cal_text == "heldout-head":  # perplexity on the tail of the held-out text, calibration on the rest
+    # perplexity on the first windows of the held-out text, as `sedpa bench ppl` reads it
+    windows = heldout_windows(base.encode, heldout, seq_len=args.ppl_seq_len, count=args.ppl_windows)
+    if args.cal_text == "heldout-rest":  # calibration on the held-out text after them
         ids = base.encode(heldout)
-        need = args.ppl_windows * args.ppl_seq_len
-        if len(ids) < need + 4 * args.cal_seq_len:
-            raise SystemExit(f"the held-out text has {len(ids)} tokens: too few for {need} perplexity tokens and calibration")
-        windows = [ids[len(ids) - need + i * args.ppl_seq_len:][:args.ppl_seq_len] for i in range(args.ppl_windows)]
-        cal_path = Path(tempfile.mkdtemp()) / "heldout-head.txt"
-        cal_path.write_text(base.decode(ids[:len(ids) - need]), encoding="utf-8")
+        used = sum(len(w) for w in windows) + 1
+        if len(ids) - used < 4 * args.cal_seq_len:
+            raise SystemExit(f"the held-out text has {len(ids)} tokens: too few for perplexity and calibration")
+        cal_path = Path(tempfile.mkdtemp()) / "heldout-rest.txt"
+        cal_path.write_text(base.decode(ids[used:]), encoding="utf-8")
         cal_data = str(cal_path)
-    else:
-        windows = heldout_windows(base.encode, heldout, seq_len=args.ppl_seq_len, count=args.ppl_windows)
     niah_cfg = NiahConfig(lengths=csv(args.niah_lengths, int), depths=csv(args.niah_depths, float),
                           samples=args.niah_samples)
     haystack = load_haystack(None, min_chars=max(niah_cfg.lengths) * 6)
@@ -207,10 +206,10 @@ def main() -> None:
         "pattern": str(pattern_path), "retrieval_heads": sum(map(sum, pattern.mask)),
         "kv_heads": pattern.num_layers * pattern.num_kv_heads, "sink": pattern.sink, "recent": pattern.recent,
         "calibration": {"data": {"train": "bundled text (train split: sedpa-tiny's training text)",
-                                 "heldout-head": "bundled held-out text before the perplexity windows"}[args.cal_text],
+                                 "heldout-rest": "bundled held-out text after the perplexity windows"}[args.cal_text],
                         "tokens_asked": args.cal_tokens, "tokens": {k: v.tokens for k, v in stats.items()},
                         "seq_len": args.cal_seq_len},
-        "ppl": {"data": "bundled held-out text" + (", its last tokens" if args.cal_text == "heldout-head" else ""),
+        "ppl": {"data": "bundled held-out text, its first tokens",
                 "seq_len": args.ppl_seq_len, "windows": len(windows),
                 "tokens": sum(len(w) - 1 for w in windows), "attention": "duo (the pattern's attention)"},
         "niah": {"lengths": niah_cfg.lengths, "depths": niah_cfg.depths, "samples": niah_cfg.samples,
