@@ -176,10 +176,12 @@ def main() -> None:
     import sedpa_compress.svd.compress as compress_module
 
     product_search = compress_module.search_ranks
+    experiments = {"fisher": lambda scope: fisher_search(base, pattern, scope, sens),
+                   "greedy-before": lambda scope: greedy_before_issue16}  # not product searches
     for cal, scope, ratio, search in todo:
         loaded = dataclasses.replace(base, model=copy.deepcopy(base.model))
-        compress_module.search_ranks = fisher_search(base, pattern, scope, sens) if search == "fisher" else product_search
-        cfg = CompressConfig(rank_ratio=ratio, scope=scope, rank_search="greedy" if search == "fisher" else search,
+        compress_module.search_ranks = experiments[search](scope) if search in experiments else product_search
+        cfg = CompressConfig(rank_ratio=ratio, scope=scope, rank_search="greedy" if search in experiments else search,
                              min_rank=args.min_rank)
         report = compress_model(loaded, stats[cal], pattern, cfg, show_progress=False)
         compress_module.search_ranks = product_search
@@ -281,6 +283,27 @@ def fisher_search(loaded, pattern, scope, sens: dict[str, torch.Tensor]):
         return rank_search._greedy(spectra, rank_search.budget(spectra, rank_ratio), weights, min_rank)
 
     return search
+
+
+def greedy_before_issue16(spectra, rank_ratio, method="greedy", *, min_rank=1):
+    """The greedy search as it was before issue 16 (commit f8e5f38), for comparison: every slice starts
+    factored at floor(mn / (m + n)) (its tail dropped for no saving), never dense, and singular values
+    go in increasing order of σ² / (m + n), down to rank 0. (A square slice's exact break-even rank,
+    mn / (m + n), is capped one lower: the factors are computed up to the largest rank that saves.)"""
+    from sedpa_compress.svd import rank_search
+
+    limit = rank_search.budget(spectra, rank_ratio)
+    ranks = [min(s.dense_params // s.params_per_rank, s.singular_values.numel()) for s in spectra]
+    excess = sum(r * s.params_per_rank for r, s in zip(ranks, spectra)) - limit
+    if excess <= 0:
+        return ranks
+    values = torch.cat([s.singular_values[:r].double() ** 2 / s.params_per_rank for s, r in zip(spectra, ranks)])
+    owners = torch.cat([torch.full((r,), i, dtype=torch.long) for i, r in enumerate(ranks)])
+    owners = owners[torch.argsort(values, stable=True)]
+    costs = torch.tensor([s.params_per_rank for s in spectra], dtype=torch.long)[owners]
+    n = int(torch.searchsorted(torch.cumsum(costs, 0), torch.tensor(excess), right=False)) + 1
+    removed = torch.bincount(owners[:n], minlength=len(spectra))
+    return [min(r - int(k), s.max_rank) for r, k, s in zip(ranks, removed, spectra)]
 
 
 def _key(r: dict[str, Any]) -> tuple:
