@@ -40,6 +40,10 @@ class IdentifyConfig:
     # Optimisation (DuoAttention: AdamW lr 0.02, no weight decay, L1 weight 0.05, 2000 steps,
     # linear warm-up over the first 20% of steps and decay over the last 20% down to 10%).
     steps: int = 2000
+    # Samples per optimizer step, their distillation losses averaged (the L1 term counted once). Under
+    # torchrun each of N processes takes samples r, r+N, ... of every step (so batch_size >= N); one
+    # process accumulates them, with the same result. A step's samples share one context length.
+    batch_size: int = 1
     lr: float = 0.02
     reg_weight: float = 0.05  # lambda of the L1 term on the gates
     optimizer: str = "adamw"
@@ -87,6 +91,7 @@ class IdentifyConfig:
         need(self.full_attention_source in FULL_SOURCES,
              f"full_attention_source {self.full_attention_source!r}: choose one of {', '.join(FULL_SOURCES)}")
         need(self.steps >= 1, f"steps {self.steps}: need at least 1 training step")
+        need(self.batch_size >= 1, f"batch_size {self.batch_size}: need at least 1 sample per step")
         need(self.lr > 0, f"lr {self.lr}: the learning rate must be positive")
         need(self.reg_weight >= 0, f"reg_weight {self.reg_weight}: the L1 weight must be >= 0")
         need(self.optimizer in OPTIMIZERS, f"optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
@@ -135,6 +140,8 @@ class IdentifyConfig:
         """Everything that changes the trained gates (not notes, not how often we checkpoint, not the mask rule)."""
         skip = {"description", "model", "checkpoint_every", "retrieval_ratio", "threshold", "deploy_sink",
                 "deploy_recent"}
+        if self.batch_size == 1:  # one sample per step, as before the field existed: old checkpoints still resume
+            skip.add("batch_size")
         return {k: v for k, v in asdict(self).items() if k not in skip}
 
 
