@@ -7,6 +7,10 @@ model name and revision they belong to, the text, and the attention they were ga
 `attention="duo"` gathers them under the head pattern's attention (streaming heads see sink + recent),
 the attention the compressed model then runs: the o_proj inputs of streaming heads are their windowed
 outputs, and every later layer's inputs carry the streaming heads' effect.
+
+Under torchrun (`world`), process r of N runs the token windows r, r+N, ... of the one stream; the sums
+of x xᵀ and the token counts are all-reduced (fp32) before dividing, so every process holds the
+statistics of all the windows, as one process would compute them (up to float summation order).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from safetensors.torch import save
 
 from sedpa_compress.atomic import atomic_write_bytes
 from sedpa_compress.calibration.sources import describe_source, iter_texts, token_batches
+from sedpa_compress.distributed import SINGLE, World
 from sedpa_compress.errors import SedpaError
 from sedpa_compress.models.loader import LoadedModel
 
@@ -101,9 +106,29 @@ class CalibrationStats:
 
 
 def calibrate(loaded: LoadedModel, cfg: CalibrateConfig, *, show_progress: bool = True,
-              pattern=None) -> CalibrationStats:
+              pattern=None, world: World = SINGLE) -> CalibrationStats:
     """Stream calibration batches through the model and accumulate E[x xᵀ] of every projection input,
-    under full attention or (cfg.attention "duo") under `pattern`'s attention."""
+    under full attention or (cfg.attention "duo") under `pattern`'s attention; `world`: this process's
+    share of a torchrun job (every process calls this and gets the whole job's statistics)."""
+    with world.together():
+        attn_acc, o_acc, seen, meta = _accumulate(loaded, cfg, show_progress=show_progress and world.main,
+                                                  pattern=pattern, world=world)
+    if world.distributed:  # sums and counts of every process, then the division
+        counts = torch.tensor([seen], dtype=torch.float64)
+        world.all_reduce_(counts)
+        seen = int(counts.item())
+        for acc in (*attn_acc, *o_acc):
+            world.all_reduce_(acc)
+        meta["tokens"] = str(seen)
+    with world.together():
+        if seen == 0:
+            raise SedpaError(f"calibration data {describe_source(cfg.data)!r} gave no tokens: pass non-empty text with --data")
+    return CalibrationStats([a / seen for a in attn_acc], [o / seen for o in o_acc], seen, meta)
+
+
+def _accumulate(loaded: LoadedModel, cfg: CalibrateConfig, *, show_progress: bool, pattern,
+                world: World) -> tuple[list[torch.Tensor], list[torch.Tensor], int, dict[str, str]]:
+    """This process's sums of x xᵀ per projection input, its token count and the file's metadata."""
     if cfg.tokens < 1 or cfg.seq_len < 2:
         raise SedpaError(f"--tokens {cfg.tokens} / --seq-len {cfg.seq_len}: need tokens >= 1 and seq-len >= 2")
     if cfg.attention not in ATTENTIONS:
@@ -138,6 +163,7 @@ def calibrate(loaded: LoadedModel, cfg: CalibrateConfig, *, show_progress: bool 
         handles.append(attn.o_proj.register_forward_pre_hook(hook(o_acc[i])))
     batches = token_batches(iter_texts(cfg.data, text_field=cfg.text_field), loaded.encode, seq_len=seq_len,
                             max_tokens=cfg.tokens)
+    mine = (seq for i, seq in enumerate(batches) if i % world.size == world.rank)  # every window, alone
     seen = 0
     t0 = time.perf_counter()
     progress = Progress(TextColumn("calibrating"), BarColumn(), TextColumn("{task.completed:,}/{task.total:,} tokens"),
@@ -146,9 +172,9 @@ def calibrate(loaded: LoadedModel, cfg: CalibrateConfig, *, show_progress: bool 
 
     try:
         with progress, torch.inference_mode(), (using_mode(model, mode) if mode else contextlib.nullcontext()):
-            task = progress.add_task("calibrate", total=cfg.tokens, rate="")
+            task = progress.add_task("calibrate", total=-(-cfg.tokens // world.size), rate="")
             batch: list[list[int]] = []
-            for seq in batches:
+            for seq in mine:
                 batch.append(seq)
                 if len(batch) < cfg.batch_size:
                     continue
@@ -161,13 +187,11 @@ def calibrate(loaded: LoadedModel, cfg: CalibrateConfig, *, show_progress: bool 
     finally:
         for h in handles:
             h.remove()
-    if seen == 0:
-        raise SedpaError(f"calibration data {describe_source(cfg.data)!r} gave no tokens: pass non-empty text with --data")
     meta = {"format": FORMAT, "model": loaded.name, "revision": loaded.revision or "", "tokens": str(seen),
             "source": describe_source(cfg.data), "seq_len": str(seq_len), "attention": cfg.attention}
     if mode is not None:
         meta["pattern_mask"] = mask_digest(pattern)
-    return CalibrationStats([a / seen for a in attn_acc], [o / seen for o in o_acc], seen, meta)
+    return attn_acc, o_acc, seen, meta
 
 
 def _run(model, batch: list[list[int]], device: torch.device) -> int:

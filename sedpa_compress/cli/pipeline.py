@@ -49,16 +49,25 @@ def calibrate_cmd(
     device: DeviceOpt = "",
     dtype: DtypeOpt = "auto",
 ) -> None:
-    """Accumulate the second moment of every projection input (what activation-aware SVD whitens by)."""
+    """Accumulate the second moment of every projection input (what activation-aware SVD whitens by).
+
+    Under `torchrun --nproc-per-node N -m sedpa_compress calibrate ...` the N processes split the token
+    windows and sum their statistics; rank 0 writes the file."""
     from sedpa_compress.calibration.stats import CalibrateConfig, calibrate, save_stats
+    from sedpa_compress.distributed import launch
     from sedpa_compress.runtime.session import pattern_for
 
-    loaded = _load(model, config, random_weights, device, dtype)
-    pat = pattern_for(loaded, pattern) if attention == "duo" else None
-    stats = calibrate(loaded, CalibrateConfig(data=data, tokens=tokens, seq_len=seq_len, batch_size=batch_size,
-                                              text_field=text_field, attention=attention), pattern=pat)
-    save_stats(stats, out)
-    console.print(f"[green]wrote[/] {out}  ({stats.tokens:,} tokens from {stats.metadata['source']})")
+    with launch(device) as world:
+        console.quiet = not world.main
+        with world.together():
+            loaded = _load(model, config, random_weights, world.device, dtype)
+            pat = pattern_for(loaded, pattern) if attention == "duo" else None
+        stats = calibrate(loaded, CalibrateConfig(data=data, tokens=tokens, seq_len=seq_len, batch_size=batch_size,
+                                                  text_field=text_field, attention=attention), pattern=pat, world=world)
+        with world.together():
+            if world.main:
+                save_stats(stats, out)
+        console.print(f"[green]wrote[/] {out}  ({stats.tokens:,} tokens from {stats.metadata['source']})")
 
 
 def compress_cmd(
