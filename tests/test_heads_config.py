@@ -70,6 +70,32 @@ def test_defaults_follow_duoattention():
     cfg = IdentifyConfig()
     assert (cfg.lr, cfg.reg_weight, cfg.steps, cfg.context_min, cfg.context_max, cfg.num_passkeys) == \
         (0.02, 0.05, 2000, 1000, 32000, 10)
+    # trained at sink 128 / recent 256, deployed at 64 / 256 (DuoAttention's published run)
+    assert (cfg.sink, cfg.recent) == (128, 256)
+    published = load_recipe(None)
+    assert (published.sink, published.recent, published.pattern_sink, published.pattern_recent) == (128, 256, 64, 256)
+
+
+def test_training_and_deployment_shapes_are_separate(tmp_path):
+    p = tmp_path / "r.yaml"
+    p.write_text("sink: 16\nrecent: 64\n")
+    cfg = load_recipe(p)  # no deploy_*: the pattern records what was trained
+    assert (cfg.pattern_sink, cfg.pattern_recent) == (16, 64)
+    p.write_text("sink: 128\nrecent: 256\ndeploy_sink: 64\ndeploy_recent: 256\n")
+    cfg = load_recipe(p)
+    assert (cfg.sink, cfg.recent, cfg.pattern_sink, cfg.pattern_recent) == (128, 256, 64, 256)
+    # the deployed shape does not change the trained gates: a checkpoint stays valid across it
+    assert cfg.fingerprint_fields() == cfg.with_overrides(deploy_sink=32).fingerprint_fields()
+    for path in RECIPES:
+        r = load_recipe(path)
+        if r.sink == 128:
+            assert (r.pattern_sink, r.pattern_recent) == (64, 256), path.name
+    p.write_text("deploy_recent: 0\n")
+    with pytest.raises(SedpaError, match="deploy_sink"):
+        load_recipe(p)
+    p.write_text("full_attention_source: teacher\n")
+    with pytest.raises(SedpaError, match="full_attention_source"):
+        load_recipe(p)
 
 
 def test_the_shipped_recipe_is_found_by_model_name():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
+from sedpa_compress.errors import SedpaError
 from sedpa_compress.heads.gated import GatedAttention, gated_attention_reference, streaming_attention_banded
 from sedpa_compress.heads.pattern import HeadPattern
 from sedpa_compress.models import load_model
@@ -111,6 +112,52 @@ def test_gradients_reach_only_the_gates(tiny_llama_dir):
     hidden[0, -5:].square().mean().backward()
     assert gated.gates.grad is not None and gated.gates.grad.abs().sum() > 0  # alpha = 1 still gets a gradient
     assert all(p.grad is None for p in loaded.model.parameters())
+
+
+def test_original_source_mixes_the_original_models_full_attention():
+    """full_source="original" (DuoAttention's reference): alpha * full attention of the *original* states
+    (recorded in the target pass) + (1 - alpha) * streaming attention of the gated model's own states."""
+    torch.manual_seed(2)
+    q0, k0, v0 = torch.randn(1, 4, 120, 8), torch.randn(1, 2, 120, 8), torch.randn(1, 2, 120, 8)
+    q1, k1, v1 = (x + 0.3 * torch.randn_like(x) for x in (q0, k0, v0))  # the gated model's perturbed states
+    gate = torch.tensor([[0.3, 0.8]])
+    for backend in ("reference", "banded"):
+        g = GatedAttention(1, 2, sink=4, recent=16, backend=backend, full_source="original")
+        with torch.no_grad():
+            g.gates.copy_(gate)
+        g.active, g.record = False, True
+        full0 = g.attend(0, q0, k0, v0, None, 0.3)
+        g.active, g.record = True, False
+        mixed = g.attend(0, q1, k1, v1, None, 0.3)
+        stream1 = gated_attention_reference(q1, k1, v1, torch.zeros(2), sink=4, recent=16, scaling=0.3)
+        w = gate[0].repeat_interleave(2).view(1, 4, 1, 1)
+        torch.testing.assert_close(mixed, w * full0 + (1 - w) * stream1, atol=1e-5, rtol=1e-5)
+        own = gated_attention_reference(q1, k1, v1, gate[0], sink=4, recent=16, scaling=0.3)
+        assert (mixed - own).abs().max() > 1e-3  # the gated source would give another output
+        g.forget()
+        with pytest.raises(SedpaError, match="no recorded original attention"):
+            g.attend(0, q1, k1, v1, None, 0.3)
+
+
+def test_original_source_with_alpha_one_keeps_every_layer_on_the_original_path(loaded):
+    """All gates 1 except layer 0's: with the original source, layers >= 1 attend as the original model
+    (only the residual stream carries layer 0's change); with the gated source their full attention reads
+    the perturbed states. Both agree when every gate is 1."""
+    ids = _ids(loaded)
+    geom = loaded.geometry
+    outs = {}
+    for source in ("gated", "original"):
+        gated = GatedAttention(geom.num_layers, geom.num_kv_heads, sink=SINK, recent=RECENT, backend="banded",
+                               full_source=source)
+        with torch.no_grad(), using_mode(loaded.model, gated):
+            gated.active, gated.record = False, True
+            original = loaded.model.model(input_ids=ids, use_cache=False).last_hidden_state
+            gated.active, gated.record = True, False
+            same = loaded.model.model(input_ids=ids, use_cache=False).last_hidden_state
+            torch.testing.assert_close(same, original, atol=1e-5, rtol=1e-5)
+            gated.gates[0] = 0.0
+            outs[source] = loaded.model.model(input_ids=ids, use_cache=False).last_hidden_state
+    assert (outs["gated"] - outs["original"]).abs().max() > 1e-4
 
 
 def test_clamp_keeps_gates_in_unit_interval():

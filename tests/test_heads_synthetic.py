@@ -71,3 +71,38 @@ def test_haystack_too_short_is_refused():
 def test_context_too_short_for_the_passkeys_is_refused():
     with pytest.raises(SedpaError, match="too short for 8 passkeys"):
         make_data(context_min=300, context_max=2500, num_passkeys=8)
+
+
+def packed_digit_encode(text: str) -> list[int]:
+    """Bytes, except that digits are packed three to a token, a leading space with the first three
+    (as Llama-3's tokenizer does: " 123456" -> " 123", "456")."""
+    out: list[int] = []
+    i = 0
+    while i < len(text):
+        space = text[i] == " " and i + 1 < len(text) and text[i + 1].isdigit()
+        if space or text[i].isdigit():
+            j = i + space
+            while j < len(text) and text[j].isdigit() and j - i - space < 3:
+                j += 1
+            out.append(1000 + 2000 * space + int(text[i + space:j]))  # one token
+            i = j
+        else:
+            out.extend(text[i].encode("utf-8"))
+            i += 1
+    return out
+
+
+@pytest.mark.parametrize("encode", [byte_encode, packed_digit_encode], ids=["digit-per-token", "packed-digits"])
+def test_loss_reads_the_states_that_predict_every_answer_token(encode):
+    """The hidden state at position p predicts token p + 1: the distillation must score the state just
+    before each value token, the last token of the answer prefix included (with packed digits the first
+    value token carries most of the value)."""
+    data = PasskeyData(encode, HAYSTACK, context_min=1500, context_max=2500, context_intervals=5, num_passkeys=3,
+                       start_tokens=[1])
+    ex = data.sample(random.Random(1))
+    scored = set(ex.loss_positions)
+    assert len(ex.loss_positions) == len(scored) == len(ex.answer_positions)
+    for p in ex.answer_positions:
+        assert p - 1 in scored  # the state that predicts answer token p
+    first_values = [p for p in ex.answer_positions if p - 1 not in ex.answer_positions]
+    assert len(first_values) == 3  # one answer span per asked passkey: each prefix's last state is scored

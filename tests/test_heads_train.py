@@ -48,6 +48,23 @@ def test_training_moves_only_the_gates_and_writes_the_pattern(loaded, tmp_path):
     assert result.history[-1].step == 6 and checkpoint_path(out).is_file()
 
 
+def test_the_pattern_records_the_deployed_shape_and_the_training_one(loaded, tmp_path):
+    cfg = CFG.with_overrides(steps=2, deploy_sink=2, deploy_recent=32)
+    pattern = identify_heads(loaded, cfg, out=tmp_path / "d.pattern.json").pattern
+    assert (pattern.sink, pattern.recent) == (2, 32)
+    assert (pattern.training["settings"]["sink"], pattern.training["settings"]["recent"]) == (4, 16)
+
+
+def test_original_full_attention_source_trains_other_gates(loaded, tmp_path):
+    """DuoAttention's reference mixes with the original model's full attention: a different objective."""
+    assert CFG.full_attention_source == "original"  # the default, as DuoAttention's reference code
+    gated = identify_heads(loaded, CFG.with_overrides(full_attention_source="gated"), out=tmp_path / "g.pattern.json").pattern
+    original = identify_heads(loaded, CFG, out=tmp_path / "o.pattern.json").pattern
+    assert original.training["settings"]["full_attention_source"] == "original"
+    assert original.gates != gated.gates
+    assert all(0.0 <= g <= 1.0 for row in original.gates for g in row)
+
+
 def test_resume_gives_the_same_gates_as_an_uninterrupted_run(loaded, tmp_path):
     whole = identify_heads(loaded, CFG, out=tmp_path / "a.pattern.json")
     part = identify_heads(loaded, CFG, out=tmp_path / "b.pattern.json", stop_after=3)

@@ -9,14 +9,21 @@ import torch.nn.functional as F
 
 
 @torch.inference_mode()
-def perplexity(model: torch.nn.Module, windows: list[list[int]], device: torch.device | str) -> float:
-    """exp(mean next-token NLL) over non-overlapping windows."""
+def perplexity(model: torch.nn.Module, windows: list[list[int]], device: torch.device | str,
+               mode=None) -> float:
+    """exp(mean next-token NLL) over non-overlapping windows; with `mode` (an attention mode, e.g.
+    `GatedAttention.from_mask(pattern.mask, ...)` for duo) installed on the reference path."""
+    import contextlib
+
+    from sedpa_compress.runtime.reference import using_mode
+
     total, count = 0.0, 0
-    for ids in windows:
-        x = torch.tensor([ids], device=device)
-        logits = model(input_ids=x, use_cache=False).logits[0, :-1].float()
-        total += F.cross_entropy(logits, x[0, 1:], reduction="sum").item()
-        count += x.shape[1] - 1
+    with (using_mode(model, mode) if mode is not None else contextlib.nullcontext()):
+        for ids in windows:
+            x = torch.tensor([ids], device=device)
+            logits = model(input_ids=x, use_cache=False).logits[0, :-1].float()
+            total += F.cross_entropy(logits, x[0, 1:], reduction="sum").item()
+            count += x.shape[1] - 1
     return math.exp(total / count) if count else float("nan")
 
 

@@ -37,6 +37,7 @@ def identify_heads_cmd(
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="Pattern file to write (default: <model>.pattern.json).")] = None,
     resume: Annotated[bool, typer.Option("--resume", help="Continue from the checkpoint beside --out (same model and settings).")] = False,
     steps: Annotated[Optional[int], typer.Option("--steps", help="Training steps.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option("--batch-size", help="Samples per step (under torchrun split over the processes: at least --nproc-per-node).")] = None,
     lr: Annotated[Optional[float], typer.Option("--lr", help="Learning rate of the gates.")] = None,
     reg_weight: Annotated[Optional[float], typer.Option("--reg-weight", help="Lambda of the L1 term on the gates.")] = None,
     optimizer: Annotated[Optional[str], typer.Option("--optimizer", help="adamw, adam or sgd.")] = None,
@@ -55,39 +56,48 @@ def identify_heads_cmd(
     device: DeviceOpt = "",
     dtype: Annotated[Optional[str], typer.Option("--dtype", help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16.")] = None,
 ) -> None:
-    """Learn which KV heads need the full context (retrieval) and which only sink + recent (streaming)."""
+    """Learn which KV heads need the full context (retrieval) and which only sink + recent (streaming).
+
+    Under `torchrun --nproc-per-node N -m sedpa_compress identify-heads ...` the N processes split each
+    step's samples (data parallel); rank 0 prints and writes."""
+    from sedpa_compress.distributed import launch
     from sedpa_compress.errors import SedpaError
     from sedpa_compress.heads.config import load_recipe, shipped_recipe_for
     from sedpa_compress.heads.show import pattern_summary, pattern_table
     from sedpa_compress.heads.train import default_pattern_path, identify_heads
 
-    if retrieval_ratio is not None and threshold is not None:
-        raise SedpaError("give at most one of --retrieval-ratio or --threshold")
-    if recipe is None and config is None:
-        recipe = shipped_recipe_for(model or "sedpa-tiny")
-        if recipe is not None:
-            console.print(f"recipe: {recipe} (the shipped recipe for this model; --recipe picks another)")
-    cfg = load_recipe(recipe).with_overrides(
-        steps=steps, lr=lr, reg_weight=reg_weight, optimizer=optimizer, sink=sink, recent=recent,
-        context_min=context_min, context_max=context_max, num_passkeys=num_passkeys,
-        haystack=str(haystack) if haystack else None, seed=seed, retrieval_ratio=retrieval_ratio,
-        threshold=threshold, checkpoint_every=checkpoint_every, gradient_checkpointing=gradient_checkpointing,
-        attention_backend=attention_backend, dtype=dtype)
-    loaded = _load(model, config, random_weights, device, cfg.dtype)
-    out = out or default_pattern_path(loaded.name)
-    console.print(f"identifying heads of [bold]{loaded.name}[/] ({loaded.geometry.num_layers} layers x "
-                  f"{loaded.geometry.num_kv_heads} KV heads) on {loaded.device}: {cfg.steps} steps, contexts "
-                  f"{cfg.context_min}-{cfg.context_max}, sink {cfg.sink} / recent {cfg.recent}")
-    result = identify_heads(loaded, cfg, out=out, resume=resume, recipe_path=str(recipe) if recipe else None,
-                            progress=True)
-    if result.resumed_from:
-        console.print(f"resumed from step {result.resumed_from} ({result.checkpoint})")
-    elif resume:
-        console.print(f"[yellow]no checkpoint at {result.checkpoint}[/]: trained from step 0")
-    console.print(pattern_table(result.pattern))
-    for line in pattern_summary(result.pattern):
-        console.print(line)
-    console.print(f"[green]wrote[/] {result.out}  (checkpoint {result.checkpoint})")
+    with launch(device) as world:
+        console.quiet = not world.main
+        with world.together():  # a bad flag or recipe ends every process, with one message
+            if retrieval_ratio is not None and threshold is not None:
+                raise SedpaError("give at most one of --retrieval-ratio or --threshold")
+            if recipe is None and config is None:
+                recipe = shipped_recipe_for(model or "sedpa-tiny")
+                if recipe is not None:
+                    console.print(f"recipe: {recipe} (the shipped recipe for this model; --recipe picks another)")
+            cfg = load_recipe(recipe).with_overrides(
+                steps=steps, batch_size=batch_size, lr=lr, reg_weight=reg_weight, optimizer=optimizer, sink=sink,
+                recent=recent, context_min=context_min, context_max=context_max, num_passkeys=num_passkeys,
+                haystack=str(haystack) if haystack else None, seed=seed, retrieval_ratio=retrieval_ratio,
+                threshold=threshold, checkpoint_every=checkpoint_every, gradient_checkpointing=gradient_checkpointing,
+                attention_backend=attention_backend, dtype=dtype)
+            loaded = _load(model, config, random_weights, world.device, cfg.dtype)
+        out = out or default_pattern_path(loaded.name)
+        procs = f" x {world.size} processes" if world.distributed else ""
+        batch = f" of {cfg.batch_size} samples" if cfg.batch_size > 1 else ""
+        console.print(f"identifying heads of [bold]{loaded.name}[/] ({loaded.geometry.num_layers} layers x "
+                      f"{loaded.geometry.num_kv_heads} KV heads) on {loaded.device}{procs}: {cfg.steps} steps{batch}, "
+                      f"contexts {cfg.context_min}-{cfg.context_max}, sink {cfg.sink} / recent {cfg.recent}")
+        result = identify_heads(loaded, cfg, out=out, resume=resume, recipe_path=str(recipe) if recipe else None,
+                                progress=True, world=world)
+        if result.resumed_from:
+            console.print(f"resumed from step {result.resumed_from} ({result.checkpoint})")
+        elif resume:
+            console.print(f"[yellow]no checkpoint at {result.checkpoint}[/]: trained from step 0")
+        console.print(pattern_table(result.pattern))
+        for line in pattern_summary(result.pattern):
+            console.print(line)
+        console.print(f"[green]wrote[/] {result.out}  (checkpoint {result.checkpoint})")
 
 
 def show_cmd(

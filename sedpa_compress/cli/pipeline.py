@@ -11,6 +11,8 @@ from rich.console import Console
 
 console = Console()
 
+DEFAULT_SEARCH = "greedy"  # = svd.rank_search.DEFAULT_SEARCH (not imported: `sedpa --help` loads no torch)
+
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Hub id ORG/NAME, local directory, artifact, or `sedpa-tiny` (default).")]
 ConfigOpt = Annotated[Optional[str], typer.Option("--config", help="Geometry preset for speed work: llama-3-8b, llama-2-7b, mistral-7b, qwen2-7b, llama-3.2-1b.")]
 RandomOpt = Annotated[bool, typer.Option("--random-weights", help="With --config: random weights of that geometry.")]
@@ -42,17 +44,30 @@ def calibrate_cmd(
     seq_len: Annotated[int, typer.Option("--seq-len", help="Tokens per sequence (capped at the model's limit).")] = 2048,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 1,
     text_field: Annotated[str, typer.Option("--text-field", help="JSONL/dataset field holding the text.")] = "text",
+    attention: Annotated[str, typer.Option("--attention", help="full, or duo: under the head pattern's attention (streaming heads windowed), as the compressed model runs.")] = "full",
+    pattern: Annotated[Optional[Path], typer.Option("--pattern", help="Head pattern for --attention duo; default: the one the model ships.")] = None,
     device: DeviceOpt = "",
     dtype: DtypeOpt = "auto",
 ) -> None:
-    """Accumulate the second moment of every projection input (what activation-aware SVD whitens by)."""
-    from sedpa_compress.calibration.stats import CalibrateConfig, calibrate, save_stats
+    """Accumulate the second moment of every projection input (what activation-aware SVD whitens by).
 
-    loaded = _load(model, config, random_weights, device, dtype)
-    stats = calibrate(loaded, CalibrateConfig(data=data, tokens=tokens, seq_len=seq_len, batch_size=batch_size,
-                                              text_field=text_field))
-    save_stats(stats, out)
-    console.print(f"[green]wrote[/] {out}  ({stats.tokens:,} tokens from {stats.metadata['source']})")
+    Under `torchrun --nproc-per-node N -m sedpa_compress calibrate ...` the N processes split the token
+    windows and sum their statistics; rank 0 writes the file."""
+    from sedpa_compress.calibration.stats import CalibrateConfig, calibrate, save_stats
+    from sedpa_compress.distributed import launch
+    from sedpa_compress.runtime.session import pattern_for
+
+    with launch(device) as world:
+        console.quiet = not world.main
+        with world.together():
+            loaded = _load(model, config, random_weights, world.device, dtype)
+            pat = pattern_for(loaded, pattern) if attention == "duo" else None
+        stats = calibrate(loaded, CalibrateConfig(data=data, tokens=tokens, seq_len=seq_len, batch_size=batch_size,
+                                                  text_field=text_field, attention=attention), pattern=pat, world=world)
+        with world.together():
+            if world.main:
+                save_stats(stats, out)
+        console.print(f"[green]wrote[/] {out}  ({stats.tokens:,} tokens from {stats.metadata['source']})")
 
 
 def compress_cmd(
@@ -64,13 +79,15 @@ def compress_cmd(
     pattern: Annotated[Optional[Path], typer.Option("--pattern", help="Head pattern: a *.pattern.json from `sedpa identify-heads`, or a DuoAttention run folder / full_attention_heads.tsv; default: the one the model ships (sedpa-tiny does).")] = None,
     calibration: Annotated[Optional[Path], typer.Option("--calibration", help="Second moments from `sedpa calibrate`; computed here when omitted.")] = None,
     scope: Annotated[str, typer.Option("--scope", help="streaming: only streaming heads (dual path); all: every head.")] = "streaming",
-    rank_search: Annotated[str, typer.Option("--rank-search", help="greedy (minimise whitened error) or uniform.")] = "greedy",
+    rank_search: Annotated[str, typer.Option("--rank-search", help="greedy (summed whitened error), relative (per-slice relative error), type (each projection type keeps the ratio) or uniform.")] = DEFAULT_SEARCH,
+    min_rank: Annotated[int, typer.Option("--min-rank", help="Smallest rank of a factored slice; 0 allows pruning a slice away (reported).")] = 1,
     retrieval_ratio: Annotated[Optional[float], typer.Option("--retrieval-ratio", help="Re-binarize the pattern's gates at this ratio.")] = None,
     window: Annotated[Optional[int], typer.Option("--window", help="SEDPA-W window recorded in the artifact.")] = None,
     data: Annotated[Optional[str], typer.Option("--data", help="Calibration data when --calibration is omitted.")] = None,
     tokens: Annotated[int, typer.Option("--tokens", help="Calibration tokens when --calibration is omitted.")] = 131072,
     seq_len: Annotated[int, typer.Option("--seq-len")] = 2048,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out (only once the new one is complete).")] = False,
+    force: Annotated[bool, typer.Option("--force", help="Use --calibration even if it was recorded for another model name, revision or head pattern (shapes must match).")] = False,
     no_ppl: Annotated[bool, typer.Option("--no-ppl", help="Skip the before/after perplexity check.")] = False,
     report_json: Annotated[Optional[Path], typer.Option("--report-json", help="Also write the run as benchmark JSON (wall time, peak memory, per-projection ranks).")] = None,
     device: DeviceOpt = "",
@@ -87,8 +104,10 @@ def compress_cmd(
     check_ratio(rank_ratio)  # fail before loading anything
     if out is not None and out.exists() and not overwrite:
         raise SedpaError(f"--out {out} already exists: choose another path or pass --overwrite")
-    job = CompressJob(out=out, compress=CompressConfig(rank_ratio=rank_ratio, scope=scope, rank_search=rank_search),
-                      pattern=pattern, calibration=calibration, overwrite=overwrite, retrieval_ratio=retrieval_ratio,
+    job = CompressJob(out=out, compress=CompressConfig(rank_ratio=rank_ratio, scope=scope, rank_search=rank_search,
+                                                       min_rank=min_rank),
+                      pattern=pattern, calibration=calibration, overwrite=overwrite, force=force,
+                      retrieval_ratio=retrieval_ratio,
                       window=window, calibrate=CalibrateConfig(data=data, tokens=tokens, seq_len=seq_len),
                       measure_ppl=not no_ppl)
     t0 = time.perf_counter()

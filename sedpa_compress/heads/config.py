@@ -3,6 +3,11 @@
 A recipe is plain data (`recipes/identify-<model>.yaml`): a flat mapping of the fields below, plus
 optional `description` / `model` notes. Unknown fields are refused by name, so a typo never silently
 falls back to a default.
+
+Streaming heads have two shapes, as in DuoAttention: `sink`/`recent` are what the gates are trained
+with, `deploy_sink`/`deploy_recent` what the pattern file records for the `duo`/`sedpa-*` modes (empty:
+the training values). DuoAttention's published 7-8B runs train at 128/256 and deploy at 64/256; that is
+what `published_defaults()` (identify-heads without a recipe) and the 7-8B recipes say.
 """
 
 from __future__ import annotations
@@ -18,18 +23,27 @@ from sedpa_compress.errors import SedpaError
 
 OPTIMIZERS = ("adamw", "adam", "sgd")
 BACKENDS = ("auto", "reference", "banded", "flex")
+FULL_SOURCES = ("gated", "original")
 
 
 @dataclass
 class IdentifyConfig:
-    """Gate training for `sedpa identify-heads`. Defaults follow DuoAttention's published 7-8B settings."""
+    """Gate training for `sedpa identify-heads`. Field defaults are DuoAttention's published 7-8B training
+    settings; `published_defaults()` adds its deployment shape (sink 64 / recent 256)."""
 
-    # Attention shape of a streaming head.
-    sink: int = 64
+    # Attention shape of a streaming head while the gates train (DuoAttention: 128 / 256) ...
+    sink: int = 128
     recent: int = 256
+    # ... and the one the pattern file records for the runtime (None: the training value).
+    deploy_sink: int | None = None
+    deploy_recent: int | None = None
     # Optimisation (DuoAttention: AdamW lr 0.02, no weight decay, L1 weight 0.05, 2000 steps,
     # linear warm-up over the first 20% of steps and decay over the last 20% down to 10%).
     steps: int = 2000
+    # Samples per optimizer step, their distillation losses averaged (the L1 term counted once). Under
+    # torchrun each of N processes takes samples r, r+N, ... of every step (so batch_size >= N); one
+    # process accumulates them, with the same result. A step's samples share one context length.
+    batch_size: int = 1
     lr: float = 0.02
     reg_weight: float = 0.05  # lambda of the L1 term on the gates
     optimizer: str = "adamw"
@@ -38,6 +52,13 @@ class IdentifyConfig:
     decay_fraction: float = 0.2
     min_lr_ratio: float = 0.1
     init_gate: float = 1.0  # every head starts as a retrieval head
+    # Where the full-attention half of a gated head's mix comes from: `original`, the original model's
+    # attention output at that layer (DuoAttention's reference code), or `gated`, full attention over
+    # the gated model's own (already perturbed) states. `original` measured better on sedpa-tiny (duo
+    # NIAH 0.65 vs 0.50, duo perplexity +0.37% vs +0.77% over full; probe equal:
+    # bench/results/identify_full_source_sedpa-tiny-cpu.json); it skips the gated pass's full attention
+    # and keeps every layer's original attention output for the step (layers x tokens x hidden values).
+    full_attention_source: str = "original"
     # Synthetic multi-passkey data.
     context_min: int = 1000
     context_max: int = 32000
@@ -65,7 +86,12 @@ class IdentifyConfig:
                 raise SedpaError(msg)
 
         need(self.sink >= 0 and self.recent >= 1, f"sink {self.sink} / recent {self.recent}: need sink >= 0 and recent >= 1")
+        need(self.pattern_sink >= 0 and self.pattern_recent >= 1,
+             f"deploy_sink {self.deploy_sink} / deploy_recent {self.deploy_recent}: need sink >= 0 and recent >= 1")
+        need(self.full_attention_source in FULL_SOURCES,
+             f"full_attention_source {self.full_attention_source!r}: choose one of {', '.join(FULL_SOURCES)}")
         need(self.steps >= 1, f"steps {self.steps}: need at least 1 training step")
+        need(self.batch_size >= 1, f"batch_size {self.batch_size}: need at least 1 sample per step")
         need(self.lr > 0, f"lr {self.lr}: the learning rate must be positive")
         need(self.reg_weight >= 0, f"reg_weight {self.reg_weight}: the L1 weight must be >= 0")
         need(self.optimizer in OPTIMIZERS, f"optimizer {self.optimizer!r}: choose one of {', '.join(OPTIMIZERS)}")
@@ -89,6 +115,15 @@ class IdentifyConfig:
              f"attention_backend {self.attention_backend!r}: choose one of {', '.join(BACKENDS)}")
         return self
 
+    @property
+    def pattern_sink(self) -> int:
+        """The sink the pattern file records (deployment)."""
+        return self.sink if self.deploy_sink is None else self.deploy_sink
+
+    @property
+    def pattern_recent(self) -> int:
+        return self.recent if self.deploy_recent is None else self.deploy_recent
+
     def with_overrides(self, **overrides: Any) -> IdentifyConfig:
         """Flags win over the recipe; `None` means the flag was not given."""
         given = {k: v for k, v in overrides.items() if v is not None}
@@ -103,7 +138,10 @@ class IdentifyConfig:
 
     def fingerprint_fields(self) -> dict[str, Any]:
         """Everything that changes the trained gates (not notes, not how often we checkpoint, not the mask rule)."""
-        skip = {"description", "model", "checkpoint_every", "retrieval_ratio", "threshold"}
+        skip = {"description", "model", "checkpoint_every", "retrieval_ratio", "threshold", "deploy_sink",
+                "deploy_recent"}
+        if self.batch_size == 1:  # one sample per step, as before the field existed: old checkpoints still resume
+            skip.add("batch_size")
         return {k: v for k, v in asdict(self).items() if k not in skip}
 
 
@@ -130,10 +168,15 @@ def shipped_recipe_for(model: str, recipes_dir: Path = RECIPES_DIR) -> Path | No
     return None
 
 
+def published_defaults() -> IdentifyConfig:
+    """DuoAttention's published 7-8B run: train at sink 128 / recent 256, deploy at 64 / 256."""
+    return IdentifyConfig(deploy_sink=64, deploy_recent=256).validate()
+
+
 def load_recipe(path: Path | str | None) -> IdentifyConfig:
-    """An `IdentifyConfig` from a recipe YAML file (None: the defaults)."""
+    """An `IdentifyConfig` from a recipe YAML file (None: `published_defaults()`)."""
     if path is None:
-        return IdentifyConfig().validate()
+        return published_defaults()
     import yaml
 
     path = Path(path)
@@ -174,10 +217,11 @@ _KIND_NAMES = {bool: "true or false", int: "an integer", float: "a number", str:
 def _coerce(key: str, value: Any, default: Any, source: str) -> Any:
     """YAML gives ints for floats and the like; refuse values of the wrong kind by field name."""
     if value is None:
-        if key in ("haystack", "retrieval_ratio", "threshold"):
+        if key in ("haystack", "retrieval_ratio", "threshold", "deploy_sink", "deploy_recent"):
             return None
         raise SedpaError(f"{source}: field `{key}` is empty; give a value or remove the line")
-    kind = type(default) if default is not None else (float if key in ("retrieval_ratio", "threshold") else str)
+    kind = type(default) if default is not None else (
+        float if key in ("retrieval_ratio", "threshold") else int if key in ("deploy_sink", "deploy_recent") else str)
     if key == "haystack":
         kind = str
     if kind is bool or isinstance(value, bool):

@@ -13,6 +13,12 @@ gate. Three backends compute the same function:
 
 Unlike `reference.dual_path_attention`, the mix is computed for every gate value, 0 and 1 included:
 training starts at alpha = 1 everywhere and must still get a gradient.
+
+Where "full" comes from (`full_source`): `gated` computes it from the gated model's own queries, keys
+and values (already perturbed by the streaming heads below); `original` takes the original model's
+attention output at that layer, recorded during the target pass (`record=True`), as DuoAttention's
+reference training does (it runs original and gated copies as one batch of two and mixes the gated
+copy's streaming output with the original copy's full output).
 """
 
 from __future__ import annotations
@@ -140,15 +146,45 @@ class GatedAttention:
     name = "gated"
 
     def __init__(self, num_layers: int, num_kv_heads: int, *, sink: int, recent: int, init: float = 1.0,
-                 backend: str = "reference", device: torch.device | str = "cpu") -> None:
+                 backend: str = "reference", device: torch.device | str = "cpu", full_source: str = "gated") -> None:
         if backend not in ("reference", "banded", "flex"):
             raise SedpaError(f"attention backend {backend!r}: choose reference, banded or flex")
-        self.sink, self.recent, self.backend = sink, recent, backend
+        if full_source not in ("gated", "original"):
+            raise SedpaError(f"full attention source {full_source!r}: choose gated or original")
+        self.sink, self.recent, self.backend, self.full_source = sink, recent, backend, full_source
         self.gates = nn.Parameter(torch.full((num_layers, num_kv_heads), float(init), device=device))
         self._flex = _FlexStreaming(sink, recent) if backend == "flex" else None
         # False: plain causal attention, i.e. the original model (the distillation target), without
         # switching the model's attention implementation back and forth every step.
         self.active = True
+        # full_source "original": the target pass records each layer's attention output (record=True)
+        # for the gated pass to mix; `forget()` drops them after the step's backward.
+        self.record = False
+        self._recorded: dict[int, torch.Tensor] = {}
+
+    def forget(self) -> None:
+        self._recorded.clear()
+
+    def _original_full(self, layer_idx: int, query: torch.Tensor) -> torch.Tensor:
+        full = self._recorded.get(layer_idx)
+        if full is None or full.shape != query.shape:
+            raise SedpaError(f"layer {layer_idx}: no recorded original attention output for this input; run the "
+                             "original model with `record = True` first (full_source 'original')")
+        return full
+
+    @classmethod
+    def from_mask(cls, mask: list[list[int]], *, sink: int, recent: int, device: torch.device | str = "cpu",
+                  backend: str = "auto") -> GatedAttention:
+        """0/1 gates from a pattern's mask: the `duo` mode's function (tested equal) on the fast
+        backends (banded on the CPU, flex on CUDA), for no-cache forwards such as calibration and
+        perplexity. `backend="auto"` picks flex on CUDA, banded elsewhere."""
+        if backend == "auto":
+            backend = "flex" if torch.device(device).type == "cuda" else "banded"
+        g = cls(len(mask), len(mask[0]), sink=sink, recent=recent, backend=backend, device=device)
+        with torch.no_grad():
+            g.gates.copy_(torch.tensor(mask, dtype=torch.float32, device=g.gates.device))
+        g.gates.requires_grad_(False)
+        return g
 
     @torch.no_grad()
     def clamp_(self) -> None:
@@ -157,18 +193,34 @@ class GatedAttention:
     def attend(self, layer_idx: int, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
                padding_mask: torch.Tensor | None, scaling: float) -> torch.Tensor:
         if not self.active:
-            return plain_causal_attention(query, key, value, padding_mask, scaling)
+            out = plain_causal_attention(query, key, value, padding_mask, scaling)
+            if self.record:
+                self._recorded[layer_idx] = out.detach()
+            return out
         gate_row = self.gates[layer_idx].to(query.device)
         fast = self.backend == "banded" or (self._flex is not None and query.is_cuda)
+        if self.full_source == "original":
+            full = self._original_full(layer_idx, query)
+            group = query.shape[1] // key.shape[1]
+            if fast and padding_mask is None and query.shape[2] == key.shape[2]:
+                stream = self._fast_streaming(query, key, value, scaling)
+            else:
+                mask = streaming_mask(query.shape[2], key.shape[2], self.sink, self.recent, query.device)
+                stream = masked_attention(query, key, value, mask if padding_mask is None else mask & padding_mask,
+                                          scaling)
+            g = mix_gates(gate_row, group, query.dtype)
+            return g * full + (1 - g) * stream
         if not fast or padding_mask is not None or query.shape[2] != key.shape[2]:
             return gated_attention_reference(query, key, value, gate_row, sink=self.sink, recent=self.recent,
                                              scaling=scaling, padding_mask=padding_mask)
         group = query.shape[1] // key.shape[1]
         full = plain_causal_attention(query, key, value, None, scaling)
-        if self._flex is not None:
-            stream = self._flex(query, key, value, scaling)
-        else:
-            stream = streaming_attention_banded(query, key, value, sink=self.sink, recent=self.recent,
-                                                scaling=scaling)
+        stream = self._fast_streaming(query, key, value, scaling)
         g = mix_gates(gate_row, group, query.dtype)
         return g * full + (1 - g) * stream
+
+    def _fast_streaming(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                        scaling: float) -> torch.Tensor:
+        if self._flex is not None and query.is_cuda:
+            return self._flex(query, key, value, scaling)
+        return streaming_attention_banded(query, key, value, sink=self.sink, recent=self.recent, scaling=scaling)

@@ -158,17 +158,39 @@ def _check_matrix(rows: Any, source: str, name: str, ok) -> None:
         raise SedpaError(f"{source}: `{name}` holds values outside its range; regenerate the pattern")
 
 
+TIE_SEED = 0  # the tie-break of `head_order`; fixed, so a pattern re-binarized later gets the same mask
+
+
+def head_order(gates: list[list[float]], seed: int = TIE_SEED) -> list[tuple[int, int]]:
+    """Every (layer, kv_head), largest gate first; equal gates in a seeded random order.
+
+    Trained gates saturate: published DuoAttention patterns have 57-145 gates at exactly 1.0, so at a
+    low retrieval ratio the tie-break decides which heads are kept. Breaking ties by position would
+    always keep the lowest layers; DuoAttention adds tiny seeded noise (< 1e-6) before its quantile. A
+    seeded random permutation among exactly equal gates does the same without ever reordering two gates
+    that differ, however little.
+    """
+    import random
+
+    flat = [(li, hi) for li, row in enumerate(gates) for hi in range(len(row))]
+    tie = list(range(len(flat)))
+    random.Random(seed).shuffle(tie)
+    order = sorted(range(len(flat)), key=lambda i: (-gates[flat[i][0]][flat[i][1]], tie[i]))
+    return [flat[i] for i in order]
+
+
 def binarize(gates: list[list[float]], *, retrieval_ratio: float | None = None,
-             threshold: float | None = None) -> list[list[int]]:
-    """Gates -> mask. By ratio: the top `ratio` fraction of all KV heads (ties broken by position)
-    become retrieval heads, as DuoAttention's global quantile; by threshold: gate >= threshold."""
+             threshold: float | None = None, seed: int = TIE_SEED) -> list[list[int]]:
+    """Gates -> mask. By ratio: the top `ratio` fraction of all KV heads become retrieval heads, as
+    DuoAttention's global quantile, equal gates ordered by `head_order` (seeded random); by threshold:
+    gate >= threshold."""
     if (retrieval_ratio is None) == (threshold is None):
         raise SedpaError("give exactly one of --retrieval-ratio or --threshold to turn gates into a mask")
     if threshold is not None:
         return [[int(g >= threshold) for g in row] for row in gates]
     if not 0.0 <= retrieval_ratio <= 1.0:
         raise SedpaError(f"--retrieval-ratio {retrieval_ratio} is outside [0, 1]: pass a fraction such as 0.5")
-    flat = [(g, li, hi) for li, row in enumerate(gates) for hi, g in enumerate(row)]
-    keep = round(retrieval_ratio * len(flat))
-    chosen = {(li, hi) for _, li, hi in sorted(flat, key=lambda t: (-t[0], t[1], t[2]))[:keep]}
+    order = head_order(gates, seed)
+    keep = round(retrieval_ratio * len(order))
+    chosen = set(order[:keep])
     return [[int((li, hi) in chosen) for hi in range(len(row))] for li, row in enumerate(gates)]

@@ -23,7 +23,7 @@ import torch
 from sedpa_compress.atomic import atomic_write_figure
 from sedpa_compress.bench.results import make_result, write_result
 from sedpa_compress.errors import SedpaError
-from sedpa_compress.heads.pattern import HeadPattern
+from sedpa_compress.heads.pattern import HeadPattern, head_order
 from sedpa_compress.models.loader import LoadedModel
 from sedpa_compress.runtime.reference import AttentionMode, using_mode
 
@@ -60,9 +60,8 @@ class ProbeConfig:
 
 
 def ranked_heads(pattern: HeadPattern) -> list[Head]:
-    """All (layer, kv_head), largest gate first; ties by position (as `binarize` breaks them)."""
-    flat = [(g, li, h) for li, row in enumerate(pattern.gates) for h, g in enumerate(row)]
-    return [(li, h) for _, li, h in sorted(flat, key=lambda t: (-t[0], t[1], t[2]))]
+    """All (layer, kv_head), largest gate first; ties as `binarize` breaks them (`head_order`)."""
+    return head_order(pattern.gates)
 
 
 def with_streaming(pattern: HeadPattern, streaming: set[Head]) -> HeadPattern:

@@ -4,8 +4,11 @@ Every example is exactly `context_tokens` tokens long: haystack text with N pass
 (`data.wordings.TRAIN_WORDINGS_COMPACT`: the training family without its optional clauses, so
 DuoAttention's 10 passkeys fit from 1K tokens; one attribute, N keys) inserted at random depths, then one question
 per passkey, in shuffled order, each followed by its answer. The gated model is distilled against the
-original one at the answer-value positions, so the heads whose streaming version changes the answers
-are the ones that must keep the full context. The layout (BOS, " " + sentence, "\n\n" + question +
+original one at the positions whose hidden states predict the answer values (`loss_positions`: the
+last token of each answer prefix and every value token but the last), so the heads whose streaming
+version changes the answers are the ones that must keep the full context. Scoring the value tokens'
+own states instead would never score the prediction of the first value token, which carries most of
+the value when a tokenizer packs several digits into one token (Llama-3's). The layout (BOS, " " + sentence, "\n\n" + question +
 "\n" + answer prefix, " " + value) is the one sedpa-tiny was trained on; the probe and benchmarks use
 the held-out templates, so the gates never see the sentences they are judged with.
 
@@ -39,13 +42,15 @@ class Passkey:
 @dataclass
 class PasskeyExample:
     input_ids: list[int]
-    answer_positions: list[int]  # tokens of the answer values; the distillation loss reads these
+    answer_positions: list[int]  # tokens of the answer values
     passkeys: list[Passkey]  # in the order they appear in the text
     asked: list[int]  # indices into `passkeys`, in the order the questions ask for them
     context_tokens: int = field(init=False)
+    loss_positions: list[int] = field(init=False)  # the states that predict the answer tokens (p - 1 each)
 
     def __post_init__(self) -> None:
         self.context_tokens = len(self.input_ids)
+        self.loss_positions = [p - 1 for p in self.answer_positions]
 
 
 def encoder_for(loaded) -> tuple[Encode, list[int]]:

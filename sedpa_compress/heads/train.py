@@ -1,13 +1,21 @@
 """`sedpa identify-heads`: train one gate per (layer, KV head) with frozen weights, write the pattern file.
 
 Each step draws a synthetic multi-passkey example, runs the original model once without gradients to
-get the final hidden states at the answer positions (the distillation target), runs the gated model
+get the final hidden states at the positions that predict the answers (the distillation target), runs the gated model
 and minimises  mean((h_gated - h_orig)^2) + reg_weight * mean(alpha)  over the gates alone.
 Gates start at 1 (every head full); heads whose streaming version changes nothing are pushed to 0 by
 the L1 term, heads that retrieval needs are held up by the distillation term.
 
 Checkpoints (gates, optimizer, scheduler, RNG states, step, history, and a fingerprint of model and
 recipe) are written atomically every `checkpoint_every` steps; `resume=True` continues bit-for-bit.
+
+Several processes (torchrun; `sedpa_compress.distributed`): data parallel. A step has `batch_size`
+samples, drawn in order from the one checkpointed RNG stream that every process advances alike; process
+r of N runs samples r, r+N, ... and the gate gradients are summed over the processes (each sample's
+distillation loss weighs 1/batch_size; the L1 term rides on sample 0). One process with the same
+batch_size accumulates the same gradient, so the gates agree up to float summation order, and the
+checkpoint (written by rank 0 alone) holds nothing that depends on the number of processes: a run
+resumes with another one. batch_size 1 in one process is the original one-sample-per-step loop, bit-for-bit.
 """
 
 from __future__ import annotations
@@ -24,6 +32,7 @@ from typing import Any
 import torch
 
 from sedpa_compress.atomic import atomic_write_bytes
+from sedpa_compress.distributed import SINGLE, World
 from sedpa_compress.errors import SedpaError
 from sedpa_compress.heads.config import IdentifyConfig, fingerprint
 from sedpa_compress.heads.gated import GatedAttention
@@ -33,7 +42,7 @@ from sedpa_compress.models.loader import LoadedModel
 from sedpa_compress.runtime.reference import using_mode
 
 CHECKPOINT_SUFFIX = ".identify-ckpt.pt"
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2  # 2: the loss reads the states that predict the answers (1 read the answer tokens')
 
 
 @dataclass
@@ -179,57 +188,47 @@ def identify_heads(
     stop_after: int | None = None,
     on_step: Callable[[StepLog, GatedAttention], None] | None = None,
     progress: bool = False,
+    world: World = SINGLE,
 ) -> IdentifyResult:
     """Train the gates of `loaded` per `cfg`; write `out` (the pattern file) and return it.
 
     `stop_after` ends this call after that many total steps without writing the pattern (the
     checkpoint is written), as an interruption would; a later `resume=True` call finishes the run.
+    `world`: this process's share of a torchrun job (every process calls this; rank 0 writes the files).
     """
-    cfg = cfg.validate()
-    check_model(loaded, cfg)
-    out = Path(out)
-    ckpt = checkpoint_path(out)
-    model, geom = loaded.model, loaded.geometry
-    device = loaded.device
-    identity = model_identity(loaded)
-    fp = fingerprint(identity, cfg)
+    with world.together():
+        cfg = cfg.validate()
+        if cfg.batch_size < world.size:
+            raise SedpaError(f"batch_size {cfg.batch_size} is fewer samples per step than the {world.size} processes: "
+                             f"pass --batch-size {world.size} (or a multiple), or start fewer processes")
+        check_model(loaded, cfg)
+        out = Path(out)
+        ckpt = checkpoint_path(out)
+        model, geom = loaded.model, loaded.geometry
+        device = loaded.device
+        identity = model_identity(loaded)
+        fp = fingerprint(identity, cfg)
 
-    text, source = _haystack_text(cfg)
-    encode, start_tokens = encoder_for(loaded)
-    data = PasskeyData(encode, text, context_min=cfg.context_min, context_max=cfg.context_max,
-                       context_intervals=cfg.context_intervals, num_passkeys=cfg.num_passkeys,
-                       depth_min=cfg.depth_min, depth_max=cfg.depth_max, start_tokens=start_tokens, source=source)
+        text, source = _haystack_text(cfg)
+        encode, start_tokens = encoder_for(loaded)
+        data = PasskeyData(encode, text, context_min=cfg.context_min, context_max=cfg.context_max,
+                           context_intervals=cfg.context_intervals, num_passkeys=cfg.num_passkeys,
+                           depth_min=cfg.depth_min, depth_max=cfg.depth_max, start_tokens=start_tokens, source=source)
 
-    gated = GatedAttention(geom.num_layers, geom.num_kv_heads, sink=cfg.sink, recent=cfg.recent, init=cfg.init_gate,
-                           backend=_backend(cfg, device), device=device)
-    optimizer = _make_optimizer(cfg, [gated.gates])
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
-    rng = random.Random(cfg.seed)
-    torch.manual_seed(cfg.seed)
-    state = _State(step=0)
+        gated = GatedAttention(geom.num_layers, geom.num_kv_heads, sink=cfg.sink, recent=cfg.recent, init=cfg.init_gate,
+                               backend=_backend(cfg, device), device=device, full_source=cfg.full_attention_source)
+        optimizer = _make_optimizer(cfg, [gated.gates])
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lr_lambda(cfg))
+        rng = random.Random(cfg.seed)
+        torch.manual_seed(cfg.seed)
+        state = _State(step=0)
+        # Rank 0 reads the checkpoint and hands it to the others (no shared file system needed).
+        payload = load_checkpoint(ckpt, fp, identity, cfg) if resume and world.main and ckpt.is_file() else None
+    payload = world.broadcast(payload)
 
-    if resume and ckpt.is_file():
-        payload = load_checkpoint(ckpt, fp, identity, cfg)
-        try:  # the fingerprint matched, but the file may still be damaged: one line, not a traceback
-            gates = payload["gates"]
-            if not isinstance(gates, torch.Tensor) or gates.shape != gated.gates.shape or not torch.isfinite(gates).all():
-                raise ValueError(f"gates {tuple(getattr(gates, 'shape', ()))} do not fit {tuple(gated.gates.shape)}")
-            with torch.no_grad():
-                gated.gates.copy_(gates.to(device))
-            optimizer.load_state_dict(payload["optimizer"])
-            scheduler.load_state_dict(payload["scheduler"])
-            rng.setstate(_as_rng_state(payload["python_rng"]))
-            torch.set_rng_state(payload["torch_rng"])
-            if payload["cuda_rng"] and torch.cuda.is_available():
-                torch.cuda.set_rng_state_all(payload["cuda_rng"])
-            step = payload["step"]
-            if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step <= cfg.steps:
-                raise ValueError(f"step {step!r}")
-            state = _State(step=step, history=[StepLog(**h) for h in payload["history"]])
-        except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError, OverflowError) as exc:
-            detail = str(exc).splitlines()[0][:80] if str(exc) else ""
-            raise SedpaError(f"checkpoint {ckpt} is damaged ({type(exc).__name__}{': ' + detail if detail else ''}): "
-                             "delete it and run without --resume") from None
+    if payload is not None:
+        with world.together():
+            state = _restore(payload, ckpt, cfg, gated=gated, optimizer=optimizer, scheduler=scheduler, rng=rng)
     resumed_from = state.step
 
     requires = [p.requires_grad for p in model.parameters()]
@@ -241,42 +240,64 @@ def identify_heads(
     model.train(use_ckpt)  # HF checkpoints only in train mode; these models have no dropout
     base = model.model  # decoder stack: final (normed) hidden states, no [t, vocab] logits
 
+    def distill_loss(example) -> torch.Tensor:
+        ids = torch.tensor([example.input_ids], device=device)
+        pos = torch.tensor(example.loss_positions, device=device)
+        gated.active = False
+        gated.record = cfg.full_attention_source == "original"
+        with torch.no_grad():
+            target = base(input_ids=ids, use_cache=False).last_hidden_state[0, pos].float()
+        gated.active, gated.record = True, False
+        hidden = base(input_ids=ids, use_cache=False).last_hidden_state[0, pos].float()
+        return (hidden - target).pow(2).mean(dim=-1).mean()
+
     last = cfg.steps if stop_after is None else min(cfg.steps, stop_after)
+    batch = cfg.batch_size
     t_start = time.perf_counter()
-    bar = _Progress(cfg.steps, state.step, enabled=progress)
+    bar = _Progress(cfg.steps, state.step, enabled=progress and world.main)
     try:
         with bar, using_mode(model, gated):
             while state.step < last:
                 t0 = time.perf_counter()
-                gated.clamp_()
-                example = data.sample(rng)
-                ids = torch.tensor([example.input_ids], device=device)
-                pos = torch.tensor(example.answer_positions, device=device)
-                gated.active = False
-                with torch.no_grad():
-                    target = base(input_ids=ids, use_cache=False).last_hidden_state[0, pos].float()
-                gated.active = True
-                hidden = base(input_ids=ids, use_cache=False).last_hidden_state[0, pos].float()
-                distill = (hidden - target).pow(2).mean(dim=-1).mean()
-                reg = gated.gates.abs().mean()
-                loss = distill + cfg.reg_weight * reg
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
+                with world.together():  # this process's samples: forward, backward, gradients accumulated
+                    gated.clamp_()
+                    examples = _draw(data, rng, batch)  # the whole step's samples: the RNG stays the same everywhere
+                    optimizer.zero_grad(set_to_none=True)
+                    reg = gated.gates.abs().mean()
+                    distill_sum = torch.zeros((), device=device)
+                    for i in world.shard(batch):
+                        distill = distill_loss(examples[i])
+                        part = distill / batch
+                        if i == 0:  # the L1 term once per step, on the process that has sample 0
+                            part = part + cfg.reg_weight * reg
+                        part.backward()
+                        gated.forget()  # (after backward: checkpointed layers re-read the recorded outputs)
+                        distill_sum = distill_sum + distill.detach()
+                if world.distributed:  # one all-reduce: the gate gradients and the summed losses
+                    flat = torch.cat([gated.gates.grad.reshape(-1), distill_sum.reshape(1)])
+                    world.all_reduce_(flat)
+                    gated.gates.grad.copy_(flat[:-1].view_as(gated.gates))
+                    distill_sum = flat[-1]
                 optimizer.step()
                 scheduler.step()
                 gated.clamp_()
                 state.step += 1
+                distill = distill_sum / batch
+                loss = distill + cfg.reg_weight * reg.detach()
                 log = StepLog(step=state.step, loss=loss.item(), distill=distill.item(), reg=reg.item(),
-                              mean_gate=gated.gates.detach().mean().item(), context=example.context_tokens,
+                              mean_gate=gated.gates.detach().mean().item(), context=examples[0].context_tokens,
                               seconds=time.perf_counter() - t0)
                 state.history.append(log)
                 bar.update(log)
                 if on_step is not None:
                     on_step(log, gated)
                 if state.step % cfg.checkpoint_every == 0 or state.step == last:
-                    save_checkpoint(ckpt, gated=gated, optimizer=optimizer, scheduler=scheduler, rng=rng,
-                                    state=state, fp=fp, identity=identity, cfg=cfg)
+                    with world.together():
+                        if world.main:
+                            save_checkpoint(ckpt, gated=gated, optimizer=optimizer, scheduler=scheduler, rng=rng,
+                                            state=state, fp=fp, identity=identity, cfg=cfg)
     finally:
+        gated.forget()
         if use_ckpt:
             _checkpointing(model, False)
         model.train(was_training)
@@ -284,11 +305,46 @@ def identify_heads(
             p.requires_grad_(r)
     wall = time.perf_counter() - t_start
 
-    pattern = _to_pattern(loaded, cfg, gated, state, recipe_path=recipe_path)
-    if state.step >= cfg.steps:
-        pattern.save(out)
+    pattern = _to_pattern(loaded, cfg, gated, state, recipe_path=recipe_path, world=world)
+    with world.together():
+        if state.step >= cfg.steps and world.main:
+            pattern.save(out)
     return IdentifyResult(pattern=pattern, history=state.history, wall_s=wall, resumed_from=resumed_from,
                           checkpoint=ckpt, out=out)
+
+
+def _draw(data: PasskeyData, rng: random.Random, batch: int) -> list:
+    """One step's samples: one context length for all of them (so the processes of a step finish
+    together), then each sample in order. For batch 1 this is `data.sample(rng)`, draw for draw."""
+    length = rng.choice(data.lengths)
+    return [data.make(rng, length) for _ in range(batch)]
+
+
+def _restore(payload: dict[str, Any], ckpt: Path, cfg: IdentifyConfig, *, gated: GatedAttention, optimizer,
+             scheduler, rng: random.Random) -> _State:
+    """Put a checkpoint's state into the fresh run; a damaged one is one line, not a traceback."""
+    try:  # the fingerprint matched, but the file may still be damaged
+        gates = payload["gates"]
+        if not isinstance(gates, torch.Tensor) or gates.shape != gated.gates.shape or not torch.isfinite(gates).all():
+            raise ValueError(f"gates {tuple(getattr(gates, 'shape', ()))} do not fit {tuple(gated.gates.shape)}")
+        with torch.no_grad():
+            gated.gates.copy_(gates.to(gated.gates.device))
+        optimizer.load_state_dict(payload["optimizer"])
+        scheduler.load_state_dict(payload["scheduler"])
+        rng.setstate(_as_rng_state(payload["python_rng"]))
+        torch.set_rng_state(payload["torch_rng"])
+        if payload["cuda_rng"] and torch.cuda.is_available():
+            # Written where more (or fewer) GPUs were visible: restore the devices both have.
+            for i, s in enumerate(payload["cuda_rng"][: torch.cuda.device_count()]):
+                torch.cuda.set_rng_state(s, i)
+        step = payload["step"]
+        if not isinstance(step, int) or isinstance(step, bool) or not 0 <= step <= cfg.steps:
+            raise ValueError(f"step {step!r}")
+        return _State(step=step, history=[StepLog(**h) for h in payload["history"]])
+    except (KeyError, TypeError, ValueError, RuntimeError, IndexError, AttributeError, OverflowError) as exc:
+        detail = str(exc).splitlines()[0][:80] if str(exc) else ""
+        raise SedpaError(f"checkpoint {ckpt} is damaged ({type(exc).__name__}{': ' + detail if detail else ''}): "
+                         "delete it and run without --resume") from None
 
 
 def _checkpointing(model, on: bool) -> None:
@@ -322,7 +378,7 @@ def final_losses(history: list[StepLog], last: int = 20) -> dict[str, float]:
 
 
 def _to_pattern(loaded: LoadedModel, cfg: IdentifyConfig, gated: GatedAttention, state: _State, *,
-                recipe_path: str | None) -> HeadPattern:
+                recipe_path: str | None, world: World = SINGLE) -> HeadPattern:
     gates = gated.gates.detach().float().cpu().clamp(0, 1).tolist()
     training = {
         "method": "duoattention-gates",
@@ -334,7 +390,9 @@ def _to_pattern(loaded: LoadedModel, cfg: IdentifyConfig, gated: GatedAttention,
         "device": str(loaded.device),
         "dtype": str(next(loaded.model.parameters()).dtype).replace("torch.", ""),
     }
-    return HeadPattern.from_gates(gates, sink=cfg.sink, recent=cfg.recent, retrieval_ratio=cfg.retrieval_ratio,
+    if world.distributed:
+        training["processes"] = world.size
+    return HeadPattern.from_gates(gates, sink=cfg.pattern_sink, recent=cfg.pattern_recent, retrieval_ratio=cfg.retrieval_ratio,
                                   threshold=cfg.threshold, model=loaded.name, revision=loaded.revision,
                                   training=training)
 

@@ -18,7 +18,15 @@ from sedpa_compress.errors import SedpaError
 from sedpa_compress.heads.pattern import HeadPattern
 from sedpa_compress.models.loader import LoadedModel
 from sedpa_compress.svd.factored import DualPathLinear
-from sedpa_compress.svd.rank_search import Spectrum, check_ratio, search_ranks
+from sedpa_compress.svd.rank_search import (
+    DEFAULT_MIN_RANK,
+    DEFAULT_SEARCH,
+    DENSE,
+    Spectrum,
+    check_min_rank,
+    check_ratio,
+    search_ranks,
+)
 from sedpa_compress.svd.whitening import candidate_factors, cholesky_factor, factors_at_rank
 
 SCOPES = ("streaming", "all")
@@ -29,9 +37,10 @@ PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")
 class CompressConfig:
     rank_ratio: float = 0.85
     scope: str = "streaming"
-    rank_search: str = "greedy"
+    rank_search: str = DEFAULT_SEARCH
     whiten: bool = True  # False: plain SVD of the weight (the baseline the tests compare against)
     damp: float = 1e-6
+    min_rank: int = DEFAULT_MIN_RANK  # 0 lets rank search prune a slice away (reported as `pruned`)
 
 
 @dataclass
@@ -57,7 +66,7 @@ class ProjectionResult:
     split: str
     out_features: int  # of the low-rank slice
     in_features: int
-    rank: int
+    rank: int | None  # None: the slice stayed dense (factoring it would not have saved parameters)
     max_rank: int
     kept_energy: float  # fraction of whitened energy kept
     relative_error: float  # sqrt(dropped / total whitened energy)
@@ -91,6 +100,15 @@ class CompressionReport:
     @property
     def total_error(self) -> float:
         return sum(p.whitened_error for p in self.projections)
+
+    @property
+    def dense_slices(self) -> list[str]:
+        return [p.name for p in self.projections if p.rank is None]
+
+    @property
+    def pruned_slices(self) -> list[str]:
+        """Slices factored to rank 0 (only with min_rank 0): that head part's contribution is gone."""
+        return [p.name for p in self.projections if p.rank == 0]
 
 
 def head_rows(heads: list[int], head_dim: int) -> torch.Tensor:
@@ -143,7 +161,8 @@ def _slice_chol(stats: CalibrationStats, s: ProjectionSlice, cache: dict, device
             idx = s.lowrank_index.to(stats.o_input[s.layer].device)
             c = stats.o_input[s.layer][idx][:, idx]
         cache.clear()  # one layer at a time keeps memory flat on 8B models
-        cache[key] = cholesky_factor(c.to(device), damp=damp)
+        what = "q/k/v input" if s.split == "rows" else "o_proj input"
+        cache[key] = cholesky_factor(c.to(device), damp=damp, name=f"the second moment of layer {s.layer}'s {what}")
     return cache[key]
 
 
@@ -157,9 +176,10 @@ def count_params(model: torch.nn.Module) -> int:
 
 
 def compress_model(loaded: LoadedModel, stats: CalibrationStats | None, pattern: HeadPattern | None,
-                   cfg: CompressConfig, *, show_progress: bool = True) -> CompressionReport:
+                   cfg: CompressConfig, *, show_progress: bool = True, force_calibration: bool = False) -> CompressionReport:
     """Replace the planned projection slices by truncated-SVD factors, in place."""
     check_ratio(cfg.rank_ratio)
+    check_min_rank(cfg.min_rank)
     t0 = time.perf_counter()
     model, family = loaded.model, loaded.family
     report = CompressionReport(cfg.rank_ratio, cfg.scope, cfg.rank_search, model_params_before=count_params(model))
@@ -172,7 +192,8 @@ def compress_model(loaded: LoadedModel, stats: CalibrationStats | None, pattern:
         if stats is None:
             raise SedpaError("activation-aware SVD needs calibration statistics: pass --calibration C or let "
                              "compress calibrate (omit --calibration)")
-        stats.check_model(loaded)
+        stats.check_model(loaded, force=force_calibration)
+        stats.check_pattern(pattern, force=force_calibration)
     attns = family.attention_modules(model)
     device = loaded.device
     chol_cache: dict = {}
@@ -183,21 +204,28 @@ def compress_model(loaded: LoadedModel, stats: CalibrationStats | None, pattern:
     def chol_of(s: ProjectionSlice):
         return _slice_chol(stats, s, chol_cache, device, cfg.damp) if cfg.whiten else None
 
-    # One SVD per slice, kept up to its break-even rank; rank search then only slices.
+    # One SVD per slice, kept up to the largest rank that saves parameters; rank search then only slices.
     spectra: list[Spectrum] = []
     candidates = []
     with Progress(disable=not show_progress, transient=True) as progress:
         task = progress.add_task("whitened SVD", total=len(slices))
         for s in slices:
             w = _slice_weight(weight_of(s), s)
-            max_rank = min(w.shape[0] * w.shape[1] // (w.shape[0] + w.shape[1]), min(w.shape))
+            max_rank = min((w.shape[0] * w.shape[1] - 1) // (w.shape[0] + w.shape[1]), min(w.shape))
             u_m, sv, d_m = candidate_factors(w, chol_of(s), max_rank)
             candidates.append((u_m, sv, d_m))
-            spectra.append(Spectrum(s.name, w.shape[0], w.shape[1], sv.cpu()))
+            spectra.append(Spectrum(s.name, w.shape[0], w.shape[1], sv.cpu(), kind=s.proj))
             progress.advance(task)
     chol_cache.clear()
-    ranks = search_ranks(spectra, cfg.rank_ratio, cfg.rank_search)
+    ranks = search_ranks(spectra, cfg.rank_ratio, cfg.rank_search, min_rank=cfg.min_rank)
     for s, spec, rank, cand in zip(slices, spectra, ranks, candidates):
+        if rank is DENSE:  # at or beyond break-even: the projection keeps its exact weights
+            report.projections.append(ProjectionResult(
+                name=s.name, layer=s.layer, proj=s.proj, split=s.split, out_features=spec.out_features,
+                in_features=spec.in_features, rank=None, max_rank=spec.max_rank, kept_energy=1.0,
+                relative_error=0.0, whitened_error=0.0, dense_params=spec.dense_params,
+                lowrank_params=spec.dense_params))
+            continue
         attn = attns[s.layer]
         linear = getattr(attn, s.proj)
         w_full = linear.weight.detach()
@@ -209,8 +237,7 @@ def compress_model(loaded: LoadedModel, stats: CalibrationStats | None, pattern:
             dense_index=s.dense_index, lowrank_index=s.lowrank_index, in_features=linear.in_features,
             out_features=linear.out_features, bias=None if linear.bias is None else linear.bias.detach())
         setattr(attn, s.proj, new)
-        energy = spec.energy()
-        dropped = spec.error(rank)
+        energy, dropped = spec.energy(), spec.error(rank)
         report.projections.append(ProjectionResult(
             name=s.name, layer=s.layer, proj=s.proj, split=s.split, out_features=spec.out_features,
             in_features=spec.in_features, rank=rank, max_rank=spec.max_rank,

@@ -29,6 +29,7 @@ class CompressJob:
     calibration: Path | None = None
     calibrate: CalibrateConfig = field(default_factory=CalibrateConfig)
     overwrite: bool = False
+    force: bool = False  # accept --calibration recorded for another model name/revision or pattern
     retrieval_ratio: float | None = None  # re-binarize the pattern's gates
     window: int | None = None  # SEDPA-W's default window recorded in the artifact
     ppl_windows: int = 4
@@ -75,9 +76,10 @@ def run_compress(loaded: LoadedModel, job: CompressJob, *, show_progress: bool =
     if needs_stats:
         if job.calibration is not None:
             stats = load_stats(job.calibration, device=loaded.device)
-            stats.check_model(loaded, source=str(job.calibration))
+            stats.check_model(loaded, source=str(job.calibration), force=job.force)
+            stats.check_pattern(pattern, source=str(job.calibration), force=job.force)
         else:
-            stats = calibrate(loaded, job.calibrate, show_progress=show_progress)
+            stats = calibrate(loaded, job.calibrate, show_progress=show_progress, pattern=pattern)
     phases["calibrate_s"] = time.perf_counter() - t
     windows: list[list[int]] = []
     ppl_before = ppl_after = None
@@ -88,7 +90,8 @@ def run_compress(loaded: LoadedModel, job: CompressJob, *, show_progress: bool =
         windows = heldout_windows(loaded.encode, load_bundled_text("heldout"), seq_len=seq, count=job.ppl_windows)
         ppl_before = perplexity(loaded.model, windows, loaded.device)
     t = time.perf_counter()
-    report = compress_model(loaded, stats, pattern, job.compress, show_progress=show_progress)
+    report = compress_model(loaded, stats, pattern, job.compress, show_progress=show_progress,
+                            force_calibration=job.force)
     phases["factor_s"] = time.perf_counter() - t
     if job.measure_ppl:
         ppl_after = perplexity(loaded.model, windows, loaded.device)
@@ -102,11 +105,14 @@ def run_compress(loaded: LoadedModel, job: CompressJob, *, show_progress: bool =
         "calibration_ppl_after": ppl_after,
         "ppl_note": "full attention, bundled held-out text, weights effect only",
         "compress_wall_s": round(report.wall_s, 3),
+        "dense_slices": len(report.dense_slices),
+        "pruned_slices": report.pruned_slices,
     }
     settings = {
         "scope": job.compress.scope,
         "rank_ratio": job.compress.rank_ratio,
         "rank_search": job.compress.rank_search,
+        "min_rank": job.compress.min_rank,
         "whiten": job.compress.whiten,
         "window": job.window,
         "calibration": dict(stats.metadata) if stats is not None else None,

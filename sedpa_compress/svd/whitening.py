@@ -11,9 +11,14 @@ import torch
 from sedpa_compress.errors import SedpaError
 
 
-def cholesky_factor(second_moment: torch.Tensor, *, damp: float = 1e-6, max_tries: int = 10) -> torch.Tensor:
+def cholesky_factor(second_moment: torch.Tensor, *, damp: float = 1e-6, max_tries: int = 10,
+                    name: str = "the calibration second moment") -> torch.Tensor:
     """Lower-triangular L with L Lᵀ = C + λ·mean(diag C)·I, λ raised x10 until C is positive definite
     (C is singular when a direction never activates, e.g. fewer calibration tokens than dimensions)."""
+    if not torch.isfinite(second_moment).all():  # no damping makes NaN/inf positive definite
+        bad = int((~torch.isfinite(second_moment)).sum())
+        raise SedpaError(f"{name} holds {bad} non-finite values (NaN/inf: activations overflowed during calibration): "
+                         "calibrate again in float32 (`sedpa calibrate --dtype float32`) or on other text")
     c = second_moment.double()
     c = (c + c.T) / 2
     scale = c.diagonal().mean().clamp_min(1e-12)
@@ -24,7 +29,7 @@ def cholesky_factor(second_moment: torch.Tensor, *, damp: float = 1e-6, max_trie
         if int(info) == 0 and torch.isfinite(chol).all():
             return chol.float()
         lam = damp if attempt == 0 else lam * 10
-    raise SedpaError("the calibration second moment is not positive definite even after damping: "
+    raise SedpaError(f"{name} is not positive definite even after damping: "
                      "calibrate on more (and more varied) text with `sedpa calibrate --tokens N`")
 
 

@@ -11,6 +11,8 @@ Layout of `--out`:
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import json
 import math
 import time
@@ -131,6 +133,29 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
         model.tie_weights()
 
 
+@contextlib.contextmanager
+def tf32_matmuls() -> Iterator[None]:
+    """TF32 matmuls for the training run only; the previous settings come back afterwards, so later
+    work in the same process (a test session, calibration, factoring) keeps full fp32 matmuls."""
+    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
+
+
+def _with_tf32(fn):
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        with tf32_matmuls():
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
+@_with_tf32
 def train(cfg: TinyTrainConfig, out: Path, *, resume: Path | bool | None = None, init_from: Path | None = None,
           device: str = "auto", eval_at_end: bool = True, log: Log = print, command: str = "") -> Path:
     """Run (or continue) training; returns the exported model directory (`out/model`)."""
@@ -141,8 +166,6 @@ def train(cfg: TinyTrainConfig, out: Path, *, resume: Path | bool | None = None,
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise SedpaError("--device cuda was asked for but no CUDA GPU is visible: pass --device cpu")
     dev = torch.device(device)
-    torch.backends.cuda.matmul.allow_tf32 = True
-    torch.backends.cudnn.allow_tf32 = True
 
     tok, tok_dir = _ensure_tokenizer(cfg, out, log, init_from if not resume else None)
     model = build_model(cfg, tok.get_vocab()).to(dev)
