@@ -3,14 +3,17 @@ compressed model (SEDPA-S: the head pattern's attention + low-rank projections),
 ratios, for `--scope streaming` and `--scope all`, with calibration statistics gathered under full
 attention or under the pattern's attention (`sedpa calibrate --attention duo`).
 
-    CPU (sedpa-tiny; every search with full-attention statistics, then duo-attention statistics for the
-    searches that matter, merged into the same JSON):
+    CPU (sedpa-tiny, ~25 min on 2 idle cores; every search with full-attention statistics, then the
+    main ones with statistics under the pattern's attention, merged into the same JSON):
     PYTHONPATH=. python bench/scripts/rank_search_compare.py --device cpu --calibrations full \
+        --searches greedy,uniform,relative,type,balanced,fisher --out bench/results/rank_search_sedpa-tiny-cpu.json
+    PYTHONPATH=. python bench/scripts/rank_search_compare.py --device cpu --calibrations full,duo \
+        --searches greedy,uniform,relative,fisher,greedy-before --merge bench/results/rank_search_sedpa-tiny-cpu.json \
         --out bench/results/rank_search_sedpa-tiny-cpu.json
-    PYTHONPATH=. python bench/scripts/rank_search_compare.py --device cpu --calibrations duo --searches greedy,uniform \
-        --merge bench/results/rank_search_sedpa-tiny-cpu.json --out bench/results/rank_search_sedpa-tiny-cpu.json
-    GPU (the whole grid, more text and needles):
-    PYTHONPATH=. python bench/scripts/rank_search_compare.py --device cuda --ppl-seq-len 4096 --ppl-windows 16 \
+    GPU (the whole grid, longer windows, more needles; 32K perplexity tokens leave ~56K held-out
+    tokens of sedpa-tiny's text for calibration):
+    PYTHONPATH=. python bench/scripts/rank_search_compare.py --device cuda --ppl-seq-len 4096 --ppl-windows 8 \
+        --searches greedy,uniform,relative,type,balanced,fisher,greedy-before \
         --niah-lengths 1024,2048,4096,8192 --niah-samples 4 --out bench/results/rank_search_sedpa-tiny.json
 
 Per configuration (calibration x scope x ratio x search) the base model is copied, factored by
