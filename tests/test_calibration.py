@@ -120,3 +120,14 @@ def test_duo_perplexity_on_the_fast_path_equals_the_duo_mode(models):
     ref = perplexity(loaded.model, windows, "cpu", mode=build_mode("duo", pattern=pattern))
     assert fast == pytest.approx(ref, rel=1e-5)
     assert fast != pytest.approx(perplexity(loaded.model, windows, "cpu"), rel=1e-4)
+
+
+def test_auto_attention_calibrates_under_the_pattern_when_there_is_one(models):
+    _, base, _ = models
+    loaded = load_model(str(base))
+    pattern = random_pattern(loaded.geometry, sink=2, recent=8)
+    auto = CalibrateConfig(tokens=512, seq_len=128)
+    assert auto.attention == "auto"
+    assert calibrate(loaded, auto, show_progress=False).metadata["attention"] == "full"
+    stats = calibrate(loaded, auto, show_progress=False, pattern=pattern)
+    assert stats.metadata["attention"] == "duo" and stats.metadata["pattern_mask"] == mask_digest(pattern)

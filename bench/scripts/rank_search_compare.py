@@ -3,14 +3,17 @@ compressed model (SEDPA-S: the head pattern's attention + low-rank projections),
 ratios, for `--scope streaming` and `--scope all`, with calibration statistics gathered under full
 attention or under the pattern's attention (`sedpa calibrate --attention duo`).
 
-    CPU (sedpa-tiny; every search with full-attention statistics, then duo-attention statistics for the
-    searches that matter, merged into the same JSON):
+    CPU (sedpa-tiny, ~25 min on 2 idle cores; every search with full-attention statistics, then the
+    main ones with statistics under the pattern's attention, merged into the same JSON):
     PYTHONPATH=. python bench/scripts/rank_search_compare.py --device cpu --calibrations full \
+        --searches greedy,uniform,relative,type,balanced,fisher --out bench/results/rank_search_sedpa-tiny-cpu.json
+    PYTHONPATH=. python bench/scripts/rank_search_compare.py --device cpu --calibrations full,duo \
+        --searches greedy,uniform,relative,fisher,greedy-before --merge bench/results/rank_search_sedpa-tiny-cpu.json \
         --out bench/results/rank_search_sedpa-tiny-cpu.json
-    PYTHONPATH=. python bench/scripts/rank_search_compare.py --device cpu --calibrations duo --searches greedy,uniform \
-        --merge bench/results/rank_search_sedpa-tiny-cpu.json --out bench/results/rank_search_sedpa-tiny-cpu.json
-    GPU (the whole grid, more text and needles):
-    PYTHONPATH=. python bench/scripts/rank_search_compare.py --device cuda --ppl-seq-len 4096 --ppl-windows 16 \
+    GPU (the whole grid, longer windows, more needles; 32K perplexity tokens leave ~56K held-out
+    tokens of sedpa-tiny's text for calibration):
+    PYTHONPATH=. python bench/scripts/rank_search_compare.py --device cuda --ppl-seq-len 4096 --ppl-windows 8 \
+        --searches greedy,uniform,relative,type,balanced,fisher,greedy-before \
         --niah-lengths 1024,2048,4096,8192 --niah-samples 4 --out bench/results/rank_search_sedpa-tiny.json
 
 Per configuration (calibration x scope x ratio x search) the base model is copied, factored by
@@ -102,10 +105,16 @@ def main() -> None:
                     help="a previous result of this script with the same evaluation settings: its configurations "
                          "are kept (not recomputed) and this run's are added")
     ap.add_argument("--out", type=Path, default=Path("bench/results/rank_search_sedpa-tiny-cpu.json"))
-    ap.add_argument("--plot-only", action="store_true", help="redraw the PNG of --out from its JSON")
+    ap.add_argument("--resummarize", action="store_true",
+                    help="recompute the summary of --out from its rows and redraw its PNG (no model runs)")
     args = ap.parse_args()
-    if args.plot_only:
-        plot(json.loads(args.out.read_text()), args.out.with_suffix(".png"))
+    if args.resummarize:
+        result = json.loads(args.out.read_text())
+        ref = {r["mode"]: {k: v for k, v in r.items() if k not in ("mode", "params_kept")}
+               for r in result["rows"] if r["mode"] in ("full", "duo")}
+        result["summary"] = summarize(result["rows"], ref)
+        write_result(args.out, result)
+        plot(result, args.out.with_suffix(".png"))
         return
 
     t_all = time.perf_counter()
@@ -327,14 +336,16 @@ def _round(v):
 
 
 def summarize(rows: list[dict[str, Any]], ref: dict[str, dict[str, Any]]) -> dict[str, Any]:
-    """Per (calibration, search): vs_duo and exact at every (scope, ratio); whether it dominates uniform
-    (perplexity no worse at every ratio and scope); the winner: lowest mean log-perplexity over all cells."""
+    """Per (search, calibration): perplexity change against duo, NIAH exact and answer NLL at every (scope,
+    ratio), their means, and whether it dominates uniform (same calibration) in every cell: perplexity
+    and answer NLL no worse, NIAH exact no lower. The winner: of the searches that dominate uniform, the
+    lowest mean log-perplexity (of all, when none does); likewise the better calibration for it."""
     out: dict[str, Any] = {"full": {k: _round(v) for k, v in ref["full"].items()},
                            "duo": {k: _round(v) for k, v in ref["duo"].items()}}
     cells = [r for r in rows if r["mode"] == "sedpa-s"]
     keys = sorted({(r["calibration"], r["search"]) for r in cells})
-    by = {(r["calibration"], r["search"], r["scope"], r["rank_ratio"]): r for r in cells}
-    scores = {}
+    by = {_key(r): r for r in cells}
+    scores, dominant = {}, set()
     for cal, search in keys:
         mine = [r for r in cells if r["calibration"] == cal and r["search"] == search]
         entry = {f"{r['scope']}@{r['rank_ratio']}": {"ppl": r["ppl"], "vs_duo": r["vs_duo"], "exact": r["exact"],
@@ -342,14 +353,22 @@ def summarize(rows: list[dict[str, Any]], ref: dict[str, dict[str, Any]]) -> dic
         entry["mean_log_ppl"] = round(sum(math.log(r["ppl"]) for r in mine) / len(mine), 5)
         entry["mean_answer_nll"] = round(sum(r["answer_nll"] for r in mine) / len(mine), 5)
         entry["mean_exact"] = round(sum(r["exact"] for r in mine) / len(mine), 4)
-        uni = [by.get((cal, "uniform", r["scope"], r["rank_ratio"])) for r in mine]
+        uni = [by.get((cal, r["scope"], r["rank_ratio"], "uniform")) for r in mine]
         if search != "uniform" and all(uni):
             entry["dominates_uniform_ppl"] = all(r["ppl"] <= u["ppl"] for r, u in zip(mine, uni))
+            entry["dominates_uniform"] = entry["dominates_uniform_ppl"] and all(
+                r["answer_nll"] <= u["answer_nll"] and r["exact"] >= u["exact"] for r, u in zip(mine, uni))
+            if entry["dominates_uniform"]:
+                dominant.add((cal, search))
         out[f"{search}/{cal}-calibration"] = entry
         scores[(cal, search)] = entry["mean_log_ppl"]
-    if scores:
-        (cal, search), _ = min(scores.items(), key=lambda kv: kv[1])
-        out["winner"] = {"search": search, "calibration": cal, "by": "lowest mean log-perplexity over every scope and ratio"}
+    pool = {k: v for k, v in scores.items() if k in dominant} or scores
+    if pool:
+        (cal, search), _ = min(pool.items(), key=lambda kv: kv[1])
+        out["winner"] = {"search": search, "calibration": cal,
+                         "by": ("lowest mean log-perplexity among the searches that dominate uniform (perplexity, "
+                                "answer NLL, NIAH exact) in every cell" if dominant else
+                                "lowest mean log-perplexity (no search dominates uniform in every cell)")}
     return out
 
 
@@ -363,9 +382,10 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
     rows = [r for r in result["rows"] if r["mode"] == "sedpa-s"]
     scopes = list(dict.fromkeys(r["scope"] for r in rows))
-    fig, axes = plt.subplots(3, len(scopes), figsize=(5.5 * len(scopes), 11), squeeze=False)
+    fig, axes = plt.subplots(3, len(scopes), figsize=(6 * len(scopes), 13), squeeze=False)
     ref = {r["mode"]: r for r in result["rows"] if r["mode"] in ("full", "duo")}
-    colors = {"greedy": "tab:blue", "uniform": "tab:grey", "relative": "tab:green", "type": "tab:orange"}
+    colors = {"relative": "tab:green", "greedy": "tab:blue", "uniform": "tab:grey", "type": "tab:orange",
+              "balanced": "tab:purple", "fisher": "tab:red", "greedy-before": "tab:brown"}
     for col, scope in enumerate(scopes):
         for row, metric, label in ((0, "ppl", "held-out perplexity (duo attention)"),
                                    (1, "answer_nll", "NIAH answer NLL per value token (lower: better)"),
@@ -374,8 +394,8 @@ def plot(result: dict[str, Any], path: Path) -> None:
             for (cal, search) in sorted({(r["calibration"], r["search"]) for r in rows}):
                 mine = sorted((r for r in rows if r["scope"] == scope and r["calibration"] == cal
                                and r["search"] == search), key=lambda r: r["params_kept"])
-                ax.plot([r["params_kept"] for r in mine], [r[metric] for r in mine], marker="o",
-                        linestyle="-" if cal == "full" else "--", color=colors.get(search),
+                ax.plot([r["params_kept"] for r in mine], [r[metric] for r in mine], marker="o", markersize=4,
+                        linestyle="-" if cal == "full" else "--", color=colors.get(search), alpha=0.85,
                         label=f"{search}, {cal}-attention calibration")
             for name, style in (("full", ":"), ("duo", "-.")):
                 if name in ref:
@@ -384,8 +404,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
             ax.set_ylabel(label)
             ax.set_title(f"{result['model']}, scope {scope}", fontsize=10)
             ax.grid(alpha=0.3)
-        axes[0][col].legend(fontsize=7)
-    fig.tight_layout()
+    handles, labels = axes[0][0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=8, frameon=False)
+    fig.tight_layout(rect=(0, 0.09, 1, 1))
     atomic_write_figure(path, fig, dpi=110)
 
 

@@ -6,7 +6,9 @@ model name and revision they belong to, the text, and the attention they were ga
 
 `attention="duo"` gathers them under the head pattern's attention (streaming heads see sink + recent),
 the attention the compressed model then runs: the o_proj inputs of streaming heads are their windowed
-outputs, and every later layer's inputs carry the streaming heads' effect.
+outputs, and every later layer's inputs carry the streaming heads' effect. `auto` (the default) does
+so whenever there is a pattern: on sedpa-tiny it lowered the compressed model's perplexity for every
+rank search but uniform (by 0.1% or less; bench/results/rank_search_sedpa-tiny-cpu.json).
 
 Under torchrun (`world`), process r of N runs the token windows r, r+N, ... of the one stream; the sums
 of x xᵀ and the token counts are all-reduced (fp32) before dividing, so every process holds the
@@ -33,7 +35,7 @@ from sedpa_compress.errors import SedpaError
 from sedpa_compress.models.loader import LoadedModel
 
 FORMAT = "sedpa-calibration-v1"
-ATTENTIONS = ("full", "duo")
+ATTENTIONS = ("auto", "full", "duo")
 
 
 @dataclass
@@ -43,7 +45,7 @@ class CalibrateConfig:
     seq_len: int = 2048
     batch_size: int = 1
     text_field: str = "text"
-    attention: str = "full"  # full | duo (the head pattern's attention; needs a pattern)
+    attention: str = "auto"  # auto (duo when a pattern is given, else full) | full | duo (needs a pattern)
 
 
 def mask_digest(pattern) -> str:
@@ -132,9 +134,10 @@ def _accumulate(loaded: LoadedModel, cfg: CalibrateConfig, *, show_progress: boo
     if cfg.tokens < 1 or cfg.seq_len < 2:
         raise SedpaError(f"--tokens {cfg.tokens} / --seq-len {cfg.seq_len}: need tokens >= 1 and seq-len >= 2")
     if cfg.attention not in ATTENTIONS:
-        raise SedpaError(f"--attention {cfg.attention!r}: calibrate under full or duo attention")
+        raise SedpaError(f"--attention {cfg.attention!r}: calibrate under auto, full or duo attention")
+    attention = cfg.attention if cfg.attention != "auto" else ("duo" if pattern is not None else "full")
     mode = None
-    if cfg.attention == "duo":
+    if attention == "duo":
         if pattern is None:
             raise SedpaError("--attention duo calibrates under a head pattern's attention: pass --pattern P.pattern.json "
                              "(or a model that ships one), or use --attention full")
@@ -188,7 +191,7 @@ def _accumulate(loaded: LoadedModel, cfg: CalibrateConfig, *, show_progress: boo
         for h in handles:
             h.remove()
     meta = {"format": FORMAT, "model": loaded.name, "revision": loaded.revision or "", "tokens": str(seen),
-            "source": describe_source(cfg.data), "seq_len": str(seq_len), "attention": cfg.attention}
+            "source": describe_source(cfg.data), "seq_len": str(seq_len), "attention": attention}
     if mode is not None:
         meta["pattern_mask"] = mask_digest(pattern)
     return attn_acc, o_acc, seen, meta

@@ -11,7 +11,7 @@ from rich.console import Console
 
 console = Console()
 
-DEFAULT_SEARCH = "greedy"  # = svd.rank_search.DEFAULT_SEARCH (not imported: `sedpa --help` loads no torch)
+DEFAULT_SEARCH = "relative"  # = svd.rank_search.DEFAULT_SEARCH (not imported: `sedpa --help` loads no torch)
 
 ModelOpt = Annotated[Optional[str], typer.Option("--model", "-m", help="Hub id ORG/NAME, local directory, artifact, or `sedpa-tiny` (default).")]
 ConfigOpt = Annotated[Optional[str], typer.Option("--config", help="Geometry preset for speed work: llama-3-8b, llama-2-7b, mistral-7b, qwen2-7b, llama-3.2-1b.")]
@@ -44,8 +44,8 @@ def calibrate_cmd(
     seq_len: Annotated[int, typer.Option("--seq-len", help="Tokens per sequence (capped at the model's limit).")] = 2048,
     batch_size: Annotated[int, typer.Option("--batch-size")] = 1,
     text_field: Annotated[str, typer.Option("--text-field", help="JSONL/dataset field holding the text.")] = "text",
-    attention: Annotated[str, typer.Option("--attention", help="full, or duo: under the head pattern's attention (streaming heads windowed), as the compressed model runs.")] = "full",
-    pattern: Annotated[Optional[Path], typer.Option("--pattern", help="Head pattern for --attention duo; default: the one the model ships.")] = None,
+    attention: Annotated[str, typer.Option("--attention", help="auto (duo when there is a head pattern, else full), full, or duo: under the head pattern's attention (streaming heads windowed), as the compressed model runs.")] = "auto",
+    pattern: Annotated[Optional[Path], typer.Option("--pattern", help="Head pattern for duo attention; default: the one the model ships.")] = None,
     device: DeviceOpt = "",
     dtype: DtypeOpt = "auto",
 ) -> None:
@@ -61,7 +61,7 @@ def calibrate_cmd(
         console.quiet = not world.main
         with world.together():
             loaded = _load(model, config, random_weights, world.device, dtype)
-            pat = pattern_for(loaded, pattern) if attention == "duo" else None
+            pat = pattern_for(loaded, pattern) if attention != "full" else None
         stats = calibrate(loaded, CalibrateConfig(data=data, tokens=tokens, seq_len=seq_len, batch_size=batch_size,
                                                   text_field=text_field, attention=attention), pattern=pat, world=world)
         with world.together():
@@ -79,13 +79,14 @@ def compress_cmd(
     pattern: Annotated[Optional[Path], typer.Option("--pattern", help="Head pattern: a *.pattern.json from `sedpa identify-heads`, or a DuoAttention run folder / full_attention_heads.tsv; default: the one the model ships (sedpa-tiny does).")] = None,
     calibration: Annotated[Optional[Path], typer.Option("--calibration", help="Second moments from `sedpa calibrate`; computed here when omitted.")] = None,
     scope: Annotated[str, typer.Option("--scope", help="streaming: only streaming heads (dual path); all: every head.")] = "streaming",
-    rank_search: Annotated[str, typer.Option("--rank-search", help="greedy (summed whitened error), relative (per-slice relative error), type (each projection type keeps the ratio) or uniform.")] = DEFAULT_SEARCH,
+    rank_search: Annotated[str, typer.Option("--rank-search", help="relative (summed per-slice relative error), greedy (summed whitened error), balanced (equal relative error), type (each projection type keeps the ratio) or uniform.")] = DEFAULT_SEARCH,
     min_rank: Annotated[int, typer.Option("--min-rank", help="Smallest rank of a factored slice; 0 allows pruning a slice away (reported).")] = 1,
     retrieval_ratio: Annotated[Optional[float], typer.Option("--retrieval-ratio", help="Re-binarize the pattern's gates at this ratio.")] = None,
     window: Annotated[Optional[int], typer.Option("--window", help="SEDPA-W window recorded in the artifact.")] = None,
     data: Annotated[Optional[str], typer.Option("--data", help="Calibration data when --calibration is omitted.")] = None,
     tokens: Annotated[int, typer.Option("--tokens", help="Calibration tokens when --calibration is omitted.")] = 131072,
     seq_len: Annotated[int, typer.Option("--seq-len")] = 2048,
+    calibration_attention: Annotated[str, typer.Option("--calibration-attention", help="When compress calibrates: auto (under the head pattern's attention when there is one), full or duo.")] = "auto",
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out (only once the new one is complete).")] = False,
     force: Annotated[bool, typer.Option("--force", help="Use --calibration even if it was recorded for another model name, revision or head pattern (shapes must match).")] = False,
     no_ppl: Annotated[bool, typer.Option("--no-ppl", help="Skip the before/after perplexity check.")] = False,
@@ -108,7 +109,8 @@ def compress_cmd(
                                                        min_rank=min_rank),
                       pattern=pattern, calibration=calibration, overwrite=overwrite, force=force,
                       retrieval_ratio=retrieval_ratio,
-                      window=window, calibrate=CalibrateConfig(data=data, tokens=tokens, seq_len=seq_len),
+                      window=window, calibrate=CalibrateConfig(data=data, tokens=tokens, seq_len=seq_len,
+                                                               attention=calibration_attention),
                       measure_ppl=not no_ppl)
     t0 = time.perf_counter()
     loaded = _load(model, config, random_weights, device, dtype)
