@@ -209,6 +209,39 @@ def test_sedpa_s_on_an_artifact_runs_its_low_rank_factors(tmp_path):
         assert rel(g, w) < 1e-4
 
 
+def test_projections_left_dense_by_the_rank_search_run_dense_and_the_rest_low_rank(tmp_path):
+    """The default rank search keeps a slice dense where factoring would not save parameters, so one
+    layer may hold factored q/o and dense k/v: the runtime runs each projection as the weights hold it,
+    and still computes the reference's logits."""
+    from sedpa_compress.calibration.stats import CalibrateConfig
+    from sedpa_compress.svd.compress import CompressConfig
+    from sedpa_compress.svd.run import CompressJob, run_compress
+
+    plain = load_model(str(build_tiny("llama", tmp_path / "m", layers=2)), dtype="float32")
+    random_pattern(plain.geometry, sink=SINK, recent=RECENT).save(tmp_path / "p.pattern.json")
+    job = CompressJob(out=tmp_path / "art", pattern=tmp_path / "p.pattern.json",
+                      compress=CompressConfig(rank_ratio=0.7), calibrate=CalibrateConfig(tokens=1024, seq_len=128),
+                      ppl_windows=1, ppl_seq_len=64)
+    run_compress(plain, job, show_progress=False)
+    art = load_model(str(tmp_path / "art"), dtype="float32")
+    from sedpa_compress.runtime.session import pattern_for
+
+    pattern = pattern_for(art, None)
+    spec, ref_mode = _spec_and_mode("sedpa-s", pattern)
+    model = FastModel(art, spec)
+    kinds = {(layer.n_dense[0] < 2, layer.n_dense[1] < 2, layer.n_dense[2] < 2, layer.n_dense[3] < 2)
+             for layer in model.layers if pattern.streaming_heads(model.layers.index(layer))}
+    assert any(any(k) and not all(k) for k in kinds)  # a layer with factored and dense projections
+    duo = FastModel(art, RuntimeSpec(mode="duo", pattern=pattern, sink=SINK, recent=RECENT))
+    assert model.weight_bytes() < duo.weight_bytes() and not model.notes
+    ids = torch.randint(0, 300, (1, 70), generator=torch.Generator().manual_seed(7))
+    got = _runtime_steps(Runner(model, max_len=72, chunk=25), ids, 64)
+    with torch.no_grad(), using_mode(art.model, ref_mode):
+        want = _reference_steps(art.model, ids, 64)
+    for g, w in zip(got, want):
+        assert rel(g, w) < 1e-4
+
+
 def test_synthetic_low_rank_factors_have_the_asked_rank_ratio(tiny):
     loaded, pattern = tiny
     spec = RuntimeSpec(mode="sedpa-w", pattern=pattern, sink=SINK, recent=RECENT, window=WINDOW)
@@ -217,7 +250,8 @@ def test_synthetic_low_rank_factors_have_the_asked_rank_ratio(tiny):
     for ld, ll in zip(dense.layers, low.layers):
         if ll.lowrank is None:
             continue
-        n_low = loaded.geometry.num_kv_heads - ll.n_dense
+        n_low = loaded.geometry.num_kv_heads - ll.n_dense[0]
+        assert len(set(ll.n_dense)) == 1  # synthetic factors: every projection of a streaming head
         kept = ll.lowrank.down.numel() + sum(u.numel() for u in ll.lowrank.ups)
         full = (ld.qkv_dense.shape[0] - ll.qkv_dense.shape[0]) * ld.qkv_dense.shape[1]
         assert n_low > 0 and 0.35 < kept / full <= 0.5

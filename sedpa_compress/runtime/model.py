@@ -116,21 +116,23 @@ def _silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class LowRank:
-    """Streaming heads' q/k/v rows as factors: z = down @ x for q, k, v at once, then per part up @ z."""
+    """Streaming heads' q/k/v rows as factors: z = down @ x for the factored parts at once, then per
+    part up @ z. A part the weights keep dense (a slice at break-even stays dense) has no up (None)."""
 
-    down: torch.Tensor  # [rq + rk + rv, hidden]
-    ups: list[torch.Tensor]  # [rows_q, rq], [rows_k, rk], [rows_v, rv]
+    down: torch.Tensor  # [rq + rk + rv, hidden] (the factored parts' ranks only)
+    ups: list[torch.Tensor | None]  # q, k, v: [rows, r] or None
 
     @property
     def ranks(self) -> list[int]:
-        return [u.shape[1] for u in self.ups]
+        return [u.shape[1] for u in self.ups if u is not None]
 
 
 class FastLayer(nn.Module):
     def __init__(self) -> None:
         super().__init__()
         self.groups: list[HeadGroup] = []
-        self.n_dense = 0  # KV heads (reordered, leading) whose q/k/v rows are dense
+        # per projection (q, k, v, o): how many KV heads (reordered, leading) run dense; the rest low-rank
+        self.n_dense: tuple[int, int, int, int] = (0, 0, 0, 0)
         self.qkv_in: torch.Tensor | None = None  # [q_dense; k_dense; v_dense; low-rank down]: one GEMM
         self.qkv_dense: torch.Tensor | None = None  # view: rows [q_dense, k_dense, v_dense]
         self.qkv_bias: torch.Tensor | None = None  # [q_all, k_all, v_all] reordered
@@ -149,6 +151,10 @@ class FastLayer(nn.Module):
         if self.lowrank is not None:
             ts += [self.lowrank.down, *self.lowrank.ups]
         return [t for t in ts if t is not None]
+
+    @property
+    def has_lowrank(self) -> bool:
+        return self.lowrank is not None or self.o_down is not None
 
 
 class FastModel(nn.Module):
@@ -195,30 +201,38 @@ class FastModel(nn.Module):
                 hf_layers[i] = nn.Identity()
         self.tied = self.lm_head.data_ptr() == self.embed.data_ptr()
 
-    def _layer_plan(self, layer: int, hf_layer: nn.Module, rank_ratio: float | None) -> tuple[list[HeadGroup], int]:
-        """This layer's head groups, and how many trailing heads run low-rank. Low-rank: in sedpa
-        modes, the streaming heads the artifact factored (every q/k/v row and o column of the head
-        among the factors' rows), or every streaming head with synthetic factors (`rank_ratio`,
-        timing runs). A streaming head the artifact left dense (a pattern other than the artifact's)
-        runs its dense rows, said in `notes`: factors would be an exact identity factorisation that
-        reads more bytes than the dense rows."""
+    def _layer_plan(self, layer: int, hf_layer: nn.Module,
+                    rank_ratio: float | None) -> tuple[list[HeadGroup], tuple[int, int, int, int]]:
+        """This layer's head groups, and per projection (q, k, v, o) how many trailing heads run
+        low-rank. In sedpa modes those are the streaming heads the weights factored (compression
+        factors each projection's streaming rows or columns as one slice, and keeps a slice dense when
+        factoring would not save parameters, so q may be factored where k is not), or every streaming
+        head with synthetic factors (`rank_ratio`, timing runs). A streaming head without factors runs
+        its dense rows, said in `notes` (an exact identity factorisation would read more bytes)."""
         groups = self.spec.groups(layer, self.hkv)
+        none = (0, 0, 0, 0)
         if self.spec.mode not in ("sedpa-s", "sedpa-w") or not groups or groups[-1].kind != "ring":
-            return groups, 0
+            return groups, none
         stream = groups[-1]
         if rank_ratio is not None:
-            return groups, stream.size
+            return groups, (stream.size,) * 4
         factored = _factored_heads(hf_layer.self_attn, self.hkv, self.group, self.d)
-        low = tuple(h for h in stream.heads if h in factored)
-        dense = tuple(h for h in stream.heads if h not in factored)
+        anywhere = set().union(*factored)
+        low = tuple(h for h in stream.heads if h in anywhere)
+        dense = tuple(h for h in stream.heads if h not in anywhere)
         if dense:
             self.notes.append(f"layer {layer}: streaming KV head(s) {list(dense)} have no low-rank factors in these "
                               "weights (a pattern other than the one they were compressed with): they run dense")
+        per_proj = tuple(len(low) if set(low) <= f else 0 for f in factored)
+        partial = [n for n, f, k in zip("qkvo", factored, per_proj) if not k and f & set(low)]
+        if partial:
+            self.notes.append(f"layer {layer}: {','.join(partial)}_proj factors only some of the low-rank heads "
+                              "(another pattern than the weights'): that projection runs dense")
         groups = groups[:-1] + [HeadGroup(stream.kind, dense + low, stream.band)]  # low-rank heads last
-        return groups, len(low)
+        return groups, per_proj
 
     # ---- building one layer
-    def _build_layer(self, hf_layer: nn.Module, groups: list[HeadGroup], n_low: int,
+    def _build_layer(self, hf_layer: nn.Module, groups: list[HeadGroup], n_low: tuple[int, int, int, int],
                      rank_ratio: float | None, gen: torch.Generator) -> FastLayer:
         attn, mlp = hf_layer.self_attn, hf_layer.mlp
         d, g = self.d, self.group
@@ -227,30 +241,30 @@ class FastModel(nn.Module):
         kv_rows = torch.tensor([h * d + j for h in order for j in range(d)])
         layer = FastLayer()
         layer.groups = groups
-        n_dense = self.hkv - n_low
-        layer.n_dense = n_dense
-        nq_d, nkv_d = n_dense * g * d, n_dense * d
+        layer.n_dense = tuple(self.hkv - n for n in n_low)
         projs = (attn.q_proj, attn.k_proj, attn.v_proj)
         rows = (q_rows, kv_rows, kv_rows)
+        widths = (g * d, d, d)
         dense_parts, low_parts = [], []
-        for proj, r in zip(projs, rows):
-            n_d = nq_d if proj is attn.q_proj else nkv_d
-            dense_parts.append(_rows_of(proj, r[:n_d]))
-            if n_low:
-                low_parts.append(_lowrank_rows(proj, r[n_d:], rank_ratio, gen))
+        for proj, r, w, n_d in zip(projs, rows, widths, layer.n_dense):
+            dense_parts.append(_rows_of(proj, r[:n_d * w]))
+            low_parts.append(_lowrank_rows(proj, r[n_d * w:], rank_ratio, gen) if n_d < self.hkv else None)
+        downs = [p[0] for p in low_parts if p is not None]
         # the dense rows and the low-rank down factors read the same input: one GEMM for both
-        layer.qkv_in = torch.cat(dense_parts + [p[0] for p in low_parts], 0).contiguous()
+        layer.qkv_in = torch.cat(dense_parts + downs, 0).contiguous()
         n_rows = sum(t.shape[0] for t in dense_parts)
         layer.qkv_dense = layer.qkv_in[:n_rows]
-        if n_low:
-            layer.lowrank = LowRank(down=layer.qkv_in[n_rows:], ups=[p[1].contiguous() for p in low_parts])
+        if downs:
+            layer.lowrank = LowRank(down=layer.qkv_in[n_rows:],
+                                    ups=[p[1].contiguous() if p is not None else None for p in low_parts])
         biases = [_bias_of(p, r) for p, r in zip(projs, rows)]
         if all(b is not None for b in biases):
             layer.qkv_bias = torch.cat(biases).contiguous()
         o = attn.o_proj
-        layer.o_dense = _cols_of(o, q_rows[:nq_d]).contiguous()
-        if n_low:
-            layer.o_down, layer.o_up = _lowrank_cols(o, q_rows[nq_d:], rank_ratio, gen)
+        no_d = layer.n_dense[3] * g * d
+        layer.o_dense = _cols_of(o, q_rows[:no_d]).contiguous()
+        if layer.n_dense[3] < self.hkv:
+            layer.o_down, layer.o_up = _lowrank_cols(o, q_rows[no_d:], rank_ratio, gen)
         if getattr(o, "bias", None) is not None:
             raise SedpaError("o_proj with a bias is not supported by the fast runtime")
         layer.gate_up = torch.cat([mlp.gate_proj.weight.detach(), mlp.up_proj.weight.detach()], 0).contiguous()
@@ -296,16 +310,16 @@ class FastModel(nn.Module):
     def qkv(self, layer: FastLayer, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """h [b, t, hidden] -> q [b, t, hq, d], k/v [b, t, hkv, d] in reordered head order."""
         b, t, _ = h.shape
-        d, g, nd = self.d, self.group, layer.n_dense
+        d, g = self.d, self.group
+        nq, nk, nv, _ = layer.n_dense
         y = F.linear(h, layer.qkv_in)
         n_rows = layer.qkv_dense.shape[0]
-        q, k, v = y[..., :n_rows].split([nd * g * d, nd * d, nd * d], dim=-1)
+        q, k, v = y[..., :n_rows].split([nq * g * d, nk * d, nv * d], dim=-1)
         if layer.lowrank is not None:
             lr = layer.lowrank
-            z = y[..., n_rows:].split(lr.ranks, dim=-1)
-            q = torch.cat([q, F.linear(z[0], lr.ups[0])], -1)
-            k = torch.cat([k, F.linear(z[1], lr.ups[1])], -1)
-            v = torch.cat([v, F.linear(z[2], lr.ups[2])], -1)
+            z = iter(y[..., n_rows:].split(lr.ranks, dim=-1))
+            parts = [x if up is None else torch.cat([x, F.linear(next(z), up)], -1) for x, up in zip((q, k, v), lr.ups)]
+            q, k, v = parts
         if layer.qkv_bias is not None:
             bq, bk, bv = layer.qkv_bias.split([self.hq * d, self.hkv * d, self.hkv * d])
             q, k, v = q + bq, k + bk, v + bv
@@ -320,7 +334,7 @@ class FastModel(nn.Module):
         """o_proj's contributions: the dense columns' and/or the low-rank columns' (summed by the caller)."""
         if layer.o_down is None:
             return [F.linear(a, layer.o_dense)]
-        n = layer.n_dense * self.group * self.d
+        n = layer.n_dense[3] * self.group * self.d
         low = F.linear(F.linear(a[..., n:], layer.o_down), layer.o_up)
         return [low] if n == 0 else [F.linear(a[..., :n], layer.o_dense), low]
 
@@ -513,20 +527,14 @@ def _is_dual(m: nn.Module) -> bool:
     return m.__class__.__name__ == "DualPathLinear"
 
 
-def _factored_heads(attn: nn.Module, hkv: int, group: int, d: int) -> set[int]:
-    """KV heads whose q/k/v rows and o_proj columns are all held as low-rank factors."""
-    projs = [getattr(attn, n) for n in ("q_proj", "k_proj", "v_proj", "o_proj")]
-    if not all(_is_dual(p) for p in projs):
-        return set()
-    idx = [set(p.lowrank_index.tolist()) for p in projs]
-    out = set()
-    for h in range(hkv):
-        q_rows = range(h * group * d, (h + 1) * group * d)
-        kv_rows = range(h * d, (h + 1) * d)
-        if all(r in idx[0] for r in q_rows) and all(r in idx[1] for r in kv_rows) and \
-                all(r in idx[2] for r in kv_rows) and all(r in idx[3] for r in q_rows):
-            out.add(h)
-    return out
+def _factored_heads(attn: nn.Module, hkv: int, group: int, d: int) -> tuple[set[int], set[int], set[int], set[int]]:
+    """Per projection (q, k, v, o): the KV heads whose rows (o_proj: columns) it holds as low-rank factors."""
+    out = []
+    for name, width in (("q_proj", group * d), ("k_proj", d), ("v_proj", d), ("o_proj", group * d)):
+        proj = getattr(attn, name)
+        idx = set(proj.lowrank_index.tolist()) if _is_dual(proj) else set()
+        out.append({h for h in range(hkv) if idx and all(r in idx for r in range(h * width, (h + 1) * width))})
+    return tuple(out)
 
 
 def _rows_of(proj: nn.Module, rows: torch.Tensor) -> torch.Tensor:
