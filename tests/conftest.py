@@ -42,6 +42,16 @@ def build_tiny(family: str, path: Path, *, seed: int = 0, **kw) -> Path:
     return path
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """One torch thread for a module: the test machine's 2 cores are shared, and several threads on tiny
+    matmuls only contend (torchrun's workers run so too: OMP_NUM_THREADS=1)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(params=TINY_FAMILIES)
 def tiny_model_dir(request, tmp_path_factory) -> Path:
     return build_tiny(request.param, tmp_path_factory.mktemp(request.param) / "model")

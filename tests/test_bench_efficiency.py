@@ -37,15 +37,11 @@ from sedpa_compress.models import load_model
 from sedpa_compress.runtime.model import FastModel, RuntimeSpec
 from sedpa_compress.runtime.runner import Runner
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

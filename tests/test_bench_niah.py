@@ -20,15 +20,11 @@ from sedpa_compress.data.needles import answer_found, score_answer
 from sedpa_compress.data.text import load_haystack
 from sedpa_compress.models import load_model
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 DEPTHS = [round(i / 9, 4) for i in range(10)]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

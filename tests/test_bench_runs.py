@@ -21,6 +21,8 @@ from sedpa_compress.cli import app
 from sedpa_compress.errors import SedpaError
 from sedpa_compress.models import load_model
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 runner = CliRunner()
 ALL_MODES = "full,streaming,duo,sedpa-s,sedpa-w,tidal"
 
@@ -35,13 +37,6 @@ def _err(r, text: str) -> None:
     assert "Traceback" not in r.output
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # the test machine's 2 cores are shared: several torch threads on tiny matmuls only contend
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -31,6 +31,8 @@ from sedpa_compress.models import load_model
 
 from conftest import build_tiny
 
+pytestmark = pytest.mark.usefixtures("one_thread")
+
 ROOT = Path(__file__).resolve().parents[1]
 # Byte-level tokens (the test model has no tokenizer): 2 passkeys need ~450 tokens of fixed text.
 CFG = IdentifyConfig(sink=4, recent=16, steps=6, batch_size=2, lr=0.05, context_min=600, context_max=700,
@@ -48,13 +50,6 @@ def loaded(model_dir):
     return load_model(str(model_dir))
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """As torchrun's workers run (OMP_NUM_THREADS=1); several threads on a busy 2-core box are 100x slower."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def write_recipe(path: Path, cfg: IdentifyConfig) -> Path:

@@ -328,6 +328,14 @@ def _eos_ids(loaded: LoadedModel, extra: list[int] | None = None) -> set[int]:
     return ids
 
 
+def _next_token(logits: torch.Tensor, produced: int, stops: set[int], min_new_tokens: int) -> int:
+    """The greedy token; stop tokens cannot win before `min_new_tokens` tokens (HF's min_length)."""
+    if produced < min_new_tokens and stops:
+        logits = logits.clone()
+        logits[sorted(stops)] = float("-inf")
+    return int(logits.argmax())
+
+
 def attention(model, mode: AttentionMode | None):
     """The context a forward runs in: `mode` on the reference path, or for None (full attention) the
     model's own causal SDPA, the same function without explicit [tq, tk] masks (about 3x faster on
@@ -397,11 +405,7 @@ def greedy_generate(loaded: LoadedModel, ids: list[int], mode: AttentionMode | N
             logits = model(input_ids=x[:, s:s + chunk], past_key_values=cache, use_cache=True, logits_to_keep=1).logits
     with attention(model, mode):
         for _ in range(max_new_tokens):
-            last = logits[0, -1]
-            if len(out) < min_new_tokens and stops:
-                last = last.clone()
-                last[sorted(stops)] = float("-inf")
-            tok = int(last.argmax())
+            tok = _next_token(logits[0, -1], len(out), stops, min_new_tokens)
             out.append(tok)
             if tok in stops or len(out) >= max_new_tokens:
                 break
@@ -480,11 +484,7 @@ def _fast_greedy(loaded: LoadedModel, ids: list[int], mode: AttentionMode | None
     logits = runner.prefill(torch.tensor([ids], device=loaded.device))
     out: list[int] = []
     for _ in range(max_new_tokens):
-        last = logits[0]
-        if len(out) < min_new_tokens and stops:
-            last = last.clone()
-            last[sorted(stops)] = float("-inf")
-        tok = int(last.argmax())
+        tok = _next_token(logits[0], len(out), stops, min_new_tokens)
         out.append(tok)
         if tok in stops or len(out) >= max_new_tokens:
             break
