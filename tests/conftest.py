@@ -42,6 +42,22 @@ def build_tiny(family: str, path: Path, *, seed: int = 0, **kw) -> Path:
     return path
 
 
+def invoke_cli(*args):
+    """`sedpa ARGS...` in-process (typer's CliRunner), arguments stringified."""
+    from typer.testing import CliRunner
+
+    from sedpa_compress.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def assert_refused(result, text: str) -> None:
+    """A one-line refusal: exit 2, `text` in the output (line wrapping ignored), no traceback."""
+    assert result.exit_code == 2, result.output
+    assert text in " ".join(result.output.split()), result.output
+    assert "Traceback" not in result.output
+
+
 @pytest.fixture(scope="module")
 def one_thread():
     """One torch thread for a module: the test machine's 2 cores are shared, and several threads on tiny

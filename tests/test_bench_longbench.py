@@ -8,31 +8,16 @@ import json
 import re
 
 import pytest
-import torch
-from typer.testing import CliRunner
 
-from conftest import build_tiny
+from conftest import assert_refused, build_tiny, invoke_cli
 from sedpa_compress.bench.longbench import parse_tasks, read_task, task_table, truncate_middle
 from sedpa_compress.bench.longbench import runner as lb_runner
-from sedpa_compress.cli import app
 from sedpa_compress.errors import SedpaError
 from sedpa_compress.models import load_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-runner = CliRunner()
-
-
-def sedpa(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def _err(r, text: str) -> None:
-    assert r.exit_code == 2, r.output
-    assert text in " ".join(r.output.split()), r.output
-    assert "Traceback" not in r.output
-
-
+sedpa, _err = invoke_cli, assert_refused
 
 
 @pytest.fixture(scope="module")

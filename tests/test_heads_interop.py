@@ -12,26 +12,14 @@ import json
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
-from conftest import build_tiny, random_pattern
-from sedpa_compress.cli import app
+from conftest import assert_refused, build_tiny, random_pattern, invoke_cli
 from sedpa_compress.errors import SedpaError
 from sedpa_compress.heads.interop import duo_binarize, export_duo_pattern, import_duo_pattern
 from sedpa_compress.heads.pattern import HeadPattern
 from sedpa_compress.models.geometry import model_geometry
 
-runner = CliRunner()
-
-
-def sedpa(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def _err(r, text: str) -> None:
-    assert r.exit_code == 2, r.output
-    assert text in " ".join(r.output.split()), r.output
-    assert "Traceback" not in r.output
+sedpa, _err = invoke_cli, assert_refused
 
 
 def duo_gates(layers: int, heads: int, seed: int = 0) -> np.ndarray:

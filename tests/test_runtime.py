@@ -4,14 +4,12 @@ plumbing. The CUDA kernels themselves are checked in test_runtime_gpu.py (pytest
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 
 import pytest
 import torch
-from typer.testing import CliRunner
 
 from conftest import build_tiny, random_pattern
 from sedpa_compress.errors import SedpaError

@@ -470,7 +470,7 @@ def _bench_runner(loaded: LoadedModel, mode: AttentionMode | None, need: int, ch
     from sedpa_compress.runtime.runner import Runner, spec_for_mode
 
     fast = fast_model(loaded, spec_for_mode(mode, loaded.geometry.num_layers))
-    runner = getattr(fast, "bench_runner", None)
+    runner = fast.bench_runner
     if runner is None or runner.max_len < need or runner.chunk != chunk:
         fast.bench_runner = runner = None  # free the old caches first
         runner = fast.bench_runner = Runner(fast, max_len=-(-need // 1024) * 1024, chunk=chunk)

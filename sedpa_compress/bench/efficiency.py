@@ -35,7 +35,8 @@ from sedpa_compress.bench.results import make_result, write_result
 from sedpa_compress.errors import SedpaError
 from sedpa_compress.heads.pattern import HeadPattern
 from sedpa_compress.runtime import memory
-from sedpa_compress.runtime.model import MODES, PATTERN_MODES, FastModel, RuntimeSpec
+from sedpa_compress.runtime.model import FastModel, RuntimeSpec
+from sedpa_compress.runtime.modes.table import MODE_NAMES as MODES, PATTERN_MODES
 from sedpa_compress.runtime.runner import Runner
 
 PEERS = ("transformers-eager", "transformers-static-compile")  # plain transformers rows, same contexts

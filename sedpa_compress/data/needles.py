@@ -293,5 +293,5 @@ def answer_found(generated: str, expected: str) -> float:
 
 
 # The wording families (imported last: data/wordings.py builds on `Needle` above).
-from sedpa_compress.data.wordings import HELDOUT_WORDINGS as HELDOUT_TEMPLATES  # noqa: E402
-from sedpa_compress.data.wordings import TRAIN_WORDINGS as TRAIN_TEMPLATES  # noqa: E402
+from sedpa_compress.data.wordings import HELDOUT_WORDINGS as HELDOUT_TEMPLATES  # noqa: E402, F401
+from sedpa_compress.data.wordings import TRAIN_WORDINGS as TRAIN_TEMPLATES  # noqa: E402, F401

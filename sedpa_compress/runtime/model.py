@@ -22,7 +22,7 @@ from sedpa_compress.heads.pattern import HeadPattern
 from sedpa_compress.models.loader import LoadedModel
 from sedpa_compress.runtime import kernels
 from sedpa_compress.runtime.cache import HeadGroup, LayerCache, ring_positions, ring_slot, ring_write_plan
-from sedpa_compress.runtime.modes.table import DEFAULTS, MODES, PATTERN_MODES, check_mode
+from sedpa_compress.runtime.modes.table import DEFAULTS, PATTERN_MODES, check_mode
 from sedpa_compress.runtime.modes.tidal import tidal_selection_layers
 
 
@@ -193,6 +193,7 @@ class FastModel(nn.Module):
         self._add2_norm = _add2_rms_norm
         self.layers: list[FastLayer] = []
         self.notes: list[str] = []  # what the build had to decide (printed by the commands)
+        self.bench_runner = None  # the benchmarks' reusable Runner for this model (bench.common._bench_runner)
         hf_layers = loaded.family.layers(hf)
         for i in range(self.num_layers):
             groups, low_heads = self._layer_plan(i, hf_layers[i], synthetic_rank_ratio)

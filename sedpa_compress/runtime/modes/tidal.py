@@ -38,7 +38,7 @@ def group_selection_scores(query: torch.Tensor, key: torch.Tensor, valid: torch.
     """Attention probability of the last query position summed over each KV head's query heads.
     query [b, hq, tq, d], key [b, hkv, tk, d], valid [b, tk] -> [b, hkv, tk] (invalid keys -1)."""
     b, hq = query.shape[:2]
-    hkv, tk = key.shape[1], key.shape[2]
+    hkv = key.shape[1]
     q = query[:, :, -1].float().view(b, hkv, hq // hkv, -1)
     logits = torch.einsum("bhgd,bhtd->bhgt", q, key.float()) * scaling
     logits = logits.masked_fill(~valid[:, None, None, :], float("-inf"))
