@@ -57,3 +57,21 @@ def test_heldout_examples_fit_their_context_and_are_reproducible():
         b = make_needle_example(tok, hay, 1024, [depth], random.Random(i))
         assert a.prompt == b.prompt and a.context_tokens <= 1024 and a.answer in a.prompt
         assert a.needles[0].sentence in a.prompt
+
+
+def test_corpus_words_widen_the_training_family_and_keep_the_heldout_family_held_out():
+    from sedpa_compress.data.text import load_bundled_text
+    from sedpa_compress.data.wordings import family_words
+
+    wide = TRAIN_WORDINGS.with_corpus_words(load_bundled_text("train"), 3000, wild=0.6, exclude=HELDOUT_WORDINGS)
+    assert len(wide.words) > 20 * len(TRAIN_WORDINGS.words) and wide.phrasing.wild == 0.6
+    assert not set(wide.words) & (family_words(HELDOUT_WORDINGS) - set(TRAIN_WORDINGS.words))
+    assert check_disjoint(wide, HELDOUT_WORDINGS) == []
+    rng = random.Random(3)
+    joined = 0
+    for _ in range(400):
+        n = wide.sample_needles(rng, 1)[0]
+        tail, answer = wide.render_tail(n, rng)
+        assert n.value in n.sentence and n.key.lower() in tail.lower() and answer.strip() == n.value
+        joined += not any(f" {v} " in n.sentence for v in wide.phrasing.verbs)
+    assert joined > 20  # some needles join attribute and value with random words, no verb

@@ -329,11 +329,37 @@ class WordingFamily:
     def sample_value(self, rng: random.Random) -> str:
         return sample_value(rng, self.vocab.syllables, self.value_digits)
 
+    def _verb(self, rng: random.Random) -> str:
+        """What joins attribute and value: a listed verb, or (a quarter of the time) one or two random
+        words ("is harvest", "lantern") so that no connecting phrase is needed to find the value."""
+        if self.words and rng.random() < 0.25:
+            w = self.words
+            return rng.choice((rng.choice(w), f"{rng.choice(w)} {rng.choice(w)}", f"is {rng.choice(w)}",
+                               f"{rng.choice(self.phrasing.verbs)} {rng.choice(w)}"))
+        return rng.choice(self.phrasing.verbs)
+
+    def with_corpus_words(self, text: str, limit: int = 4000, wild: float | None = None,
+                          exclude: "WordingFamily | None" = None) -> "WordingFamily":
+        """This family with its procedural words widened by up to `limit` words of `text` (lower-case,
+        3-9 letters, the most frequent after the function words first), less every word of `exclude`'s vocabulary and phrasing (so
+        the held-out family stays held out), and optionally another share of procedural slots."""
+        import collections
+        import re
+
+        banned = family_words(exclude) if exclude is not None else set()
+        counts = collections.Counter(re.findall(r"\b[a-z]{3,9}\b", text))
+        ranked = [w for w, _ in counts.most_common()]
+        # the 150 most frequent are function words ("and", "unto"): they make keys that are no names
+        extra = [w for w in ranked[150:] if w not in banned][:limit]
+        words = tuple(dict.fromkeys(self.words + tuple(extra)))
+        phrasing = self.phrasing if wild is None else dataclasses.replace(self.phrasing, wild=wild)
+        return dataclasses.replace(self, words=words, phrasing=phrasing)
+
     # ---- needles
     def render_needle(self, key: str, value: str, attr: str, rng: random.Random) -> Needle:
         p = self.phrasing
         if self._wild(rng) and p.verbs:
-            verb, link = rng.choice(p.verbs), rng.choice(p.links)
+            verb, link = self._verb(rng), rng.choice(p.links)
             core = rng.choice((f"the {attr} {link} {key} {verb} {value}", f"{key}'s {attr} {verb} {value}",
                                f"{value} {verb} the {attr} {link} {key}", f"for {key}, the {attr} {verb} {value}",
                                f"the {attr} {verb} {value} for {key}", f"{key} {attr}: {value}"))
@@ -370,7 +396,7 @@ class WordingFamily:
         question = _join(preamble, core if preamble.endswith(",") else _cap(core))
         question = _join(question, rng.choice(p.instructions).format(**fill))
         if self._wild(rng) and p.verbs:
-            verb, link = rng.choice(p.verbs), rng.choice(p.links)
+            verb, link = self._verb(rng), rng.choice(p.links)
             w = self.words
             prefix = rng.choice((f"{rng.choice(p.labels)}:", f"The {attr} {link} {needle.key} {verb}",
                                  f"{needle.key}'s {attr} {verb}", f"The {attr} {verb}", f"{rng.choice(w)} {verb}",
@@ -428,6 +454,18 @@ TRAIN_WORDINGS_COMPACT = WordingFamily("train-compact", TRAIN_VOCAB, dataclasses
     TRAIN_PHRASING, lead_ins=("",), trailers=("",), preambles=("",), instructions=("",), wild=0.0,
     answer_prefixes=tuple(a for a in TRAIN_PHRASING.answer_prefixes if len(a) <= 32)))
 HELDOUT_WORDINGS = WordingFamily("heldout", HELDOUT_VOCAB, HELDOUT_PHRASING, value_digits=(4, 8))
+
+
+def family_words(family: WordingFamily) -> set[str]:
+    """Every lower-case word a family's fixed vocabulary and phrasing use (slots left out)."""
+    import re
+
+    v, p = family.vocab, family.phrasing
+    parts = (v.first_names + v.surnames + v.places + v.colours + v.things + v.groups + v.modifiers + v.nouns
+             + v.bare_attributes + p.lead_ins + p.cores + p.trailers + p.preambles + p.questions + p.instructions
+             + p.answer_prefixes)
+    text = " ".join(re.sub(r"\{\w+\}", " ", x) for x in parts).lower()
+    return set(re.findall(r"[a-z]+", text))
 
 
 def check_disjoint(a: WordingFamily = TRAIN_WORDINGS, b: WordingFamily = HELDOUT_WORDINGS) -> list[str]:

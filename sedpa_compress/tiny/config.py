@@ -42,6 +42,10 @@ class TinyTrainConfig:
     max_needles: int = 8
     max_queries: int = 4
     same_key_fraction: float = 0.0  # retrieval sequences whose needles share a key and differ in attribute
+    # procedural wordings: widen the training family's random words with this many words of the shipped
+    # text (0: the family's own list), and set the share of procedurally built slots (None: the family's)
+    corpus_words: int = 0
+    wording_wild: float | None = None
     # haystack kinds in retrieval sequences: the shipped text, repeated filler sentences, random words,
     # sentences of the shipped text shuffled (retrieval must not depend on what the text is)
     haystack_mix: dict[str, float] = field(default_factory=lambda: {"text": 1.0})
@@ -87,6 +91,10 @@ class TinyTrainConfig:
             raise SedpaError(f"haystack_mix {self.haystack_mix}: use weights >= 0 for text, filler, words, shuffled")
         if self.needle_fraction + self.copy_fraction > 1:
             raise SedpaError("needle_fraction + copy_fraction must be at most 1 (the rest is plain text)")
+        if self.wording_wild is not None and not 0.0 <= self.wording_wild <= 1.0:
+            raise SedpaError(f"wording_wild {self.wording_wild}: use a share between 0 and 1")
+        if self.corpus_words < 0:
+            raise SedpaError(f"corpus_words {self.corpus_words}: use 0 (the family's own words) or more")
         if not self.curriculum or self.curriculum[-1]["until"] < 1.0:
             raise SedpaError("the last curriculum entry needs `until: 1.0`")
 

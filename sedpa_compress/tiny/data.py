@@ -10,8 +10,9 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from sedpa_compress.data.needles import TRAIN_TEMPLATES, NeedleTemplates, distinct
+from sedpa_compress.data.needles import HELDOUT_TEMPLATES, TRAIN_TEMPLATES, NeedleTemplates, distinct
 from sedpa_compress.data.text import load_bundled_text
+from sedpa_compress.errors import SedpaError
 from sedpa_compress.tiny.config import TinyTrainConfig
 from sedpa_compress.tiny.tokenizer import BOS
 
@@ -47,6 +48,13 @@ class TinyData(torch.utils.data.Dataset):
         self.templates = templates
         self.bos = tokenizer.token_to_id(BOS)
         text = load_bundled_text("train") if text is None else text
+        if cfg.corpus_words or cfg.wording_wild is not None:
+            if not hasattr(templates, "with_corpus_words"):
+                raise SedpaError("corpus_words / wording_wild need a compositional wording family "
+                                 "(data/wordings.py), not fixed templates")
+            templates = templates.with_corpus_words(text, cfg.corpus_words, cfg.wording_wild,
+                                                    exclude=HELDOUT_TEMPLATES)
+            self.templates = templates
         ids = [e.ids for e in tokenizer.encode_batch(text.split("\n\n"), add_special_tokens=False)]
         nl = tokenizer.encode("\n\n", add_special_tokens=False).ids
         flat: list[int] = []
