@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# One device call on a 2-GPU machine for sedpa-tiny (≤ 10 min): GPU 0 trains the next stage from the
+# embedded model, then identifies that stage's heads (full GPU recipe) and probes them; GPU 1 meanwhile
+# runs the acceptance evaluation of the embedded model, then that of the new stage once it is trained.
+#   SEDPA_GIT_COMMIT=<hash> RECIPE=recipes/tiny-stage6.yaml MINUTES=5 OUT=... bash bench/scripts/gpu_tiny_round.sh
+# $OUT gets few files (the device returns at most 8): the new model as tar parts, and results.tar with
+# every JSON, PNG and log.
+set -uo pipefail
+export PYTHONPATH=. PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+OUT=${OUT:-out/gpu_tiny_round}; mkdir -p "$OUT"
+W=$(mktemp -d); R=$W/results; mkdir -p "$R"
+T0=$(date +%s); END=${END:-570}   # seconds after start by which every step has stopped
+left() { local n=$(( END - ($(date +%s) - T0) )); echo $(( n > 5 ? n : 5 )); }
+EMB=sedpa_compress/models/embedded/sedpa-tiny
+EVAL="--contexts ${CONTEXTS:-1024,2048,4096,8192,16384,32768} --depths ${DEPTHS:-10} --samples ${SAMPLES:-3}"
+sedpa() { python3 -c 'import sys; sys.argv[0] = "sedpa"; from sedpa_compress.cli import main; main()' "$@"; }
+nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$R/device.txt"
+echo "${SEDPA_GIT_COMMIT:-unknown}" > "$R/commit.txt"
+(
+  export CUDA_VISIBLE_DEVICES=0
+  timeout $(( $(left) - 60 )) python3 -c 'import sys; sys.argv[0] = "sedpa"; from sedpa_compress.cli import main; main()' \
+    train-tiny --recipe "$RECIPE" --out "$W/run" --max-minutes "${MINUTES:-5}" --override num_workers=12 --init-from "$EMB" \
+    > "$R/train.log" 2>&1
+  cp "$W/run/model/eval.json" "$R/train_quick_eval.json"; cp "$W/run/model/training.json" "$R/training.json"
+  touch "$W/trained"
+  tar -C "$W/run" -cf - model | split -b 15M - "$OUT/model.tar.part-"
+  MODEL="$W/run/model" OUT="$R" timeout $(left) bash bench/scripts/tiny_heads.sh > "$R/heads.log" 2>&1
+  echo "[gpu0 done at $(( $(date +%s) - T0 )) s]" >> "$R/heads.log"
+) &
+(
+  export CUDA_VISIBLE_DEVICES=1
+  timeout $(left) python3 -m sedpa_compress.tiny.evaluate --model "$EMB" $EVAL --out "$R/acceptance_embedded.json" \
+    > "$R/acceptance_embedded.log" 2>&1
+  while [ ! -e "$W/trained" ] && [ $(left) -gt 60 ]; do sleep 5; done
+  [ -e "$W/trained" ] && timeout $(left) python3 -m sedpa_compress.tiny.evaluate --model "$W/run/model" $EVAL \
+    --out "$R/acceptance_new.json" > "$R/acceptance_new.log" 2>&1
+  echo "[gpu1 done at $(( $(date +%s) - T0 )) s]" >> "$R/acceptance_new.log"
+) &
+wait
+tar -C "$W" -cf "$OUT/results.tar" results
+tail -5 "$R"/*.log
+ls -la "$OUT"
