@@ -80,6 +80,7 @@ def needle_rows(model: torch.nn.Module, tokenizer: Any, contexts: list[int], dep
         results: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}
         for depth in depth_list:
             per_mode: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}
+            cells: dict[str, list[dict[str, str]]] = {m: [] for m in modes}  # what was asked, what came back
             for s in range(samples):
                 rng = random.Random(f"{seed}-{ctx}-{depth}-{s}")
                 ex = make_needle_example(tokenizer, hay, ctx, [depth], rng, templates=templates)
@@ -91,11 +92,13 @@ def needle_rows(model: torch.nn.Module, tokenizer: Any, contexts: list[int], dep
                     text = tokenizer.decode(greedy_answer(model, prompt_ids, budget, mode, sink, recent))
                     exact, _ = score_answer(text, ex.answer)
                     per_mode[mode].append((answer_found(text, ex.answer), exact))
+                    cells[mode].append({"needle": ex.needles[ex.query_index].sentence, "value": ex.answer,
+                                        "question": ex.prompt[-300:].split("\n\n")[-1], "output": text})
             for mode in [m for m in modes if per_mode[m]]:
                 found = sum(f for f, _ in per_mode[mode]) / samples
                 exact = sum(e for _, e in per_mode[mode]) / samples
                 rows.append({"mode": mode, "context": ctx, "depth": depth, "accuracy": found,
-                             "exact": exact, "samples": samples})
+                             "exact": exact, "samples": samples, "cells": cells[mode]})
                 results[mode] += per_mode[mode]
         summary = ", ".join(f"{m} {sum(e for e, _ in results[m]) / len(results[m]):.3f}" for m in modes if results[m])
         log(f"needle ctx {ctx}: {summary} ({time.time() - t0:.1f}s)")
@@ -220,6 +223,11 @@ def main(argv: list[str] | None = None) -> None:
     result = evaluate(model, tok, model_name="sedpa-tiny", contexts=[int(c) for c in args.contexts.split(",")],
                       depths=args.depths, samples=args.samples, sink=args.sink, recent=args.recent,
                       command=command, stream_max_context=args.stream_max_context, ppl_tokens=args.ppl_tokens)
+    weights = Path(args.model) / "model.safetensors"
+    if weights.is_file():  # which weights were evaluated, also when a folder's contents change later
+        import hashlib
+
+        result["weights_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result["summary"], indent=2))

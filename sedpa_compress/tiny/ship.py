@@ -113,9 +113,12 @@ def render_card(stages: list[tuple[dict[str, Any], str]], result: dict[str, Any]
         "of `sedpa_compress/data/wordings.py`: lead-ins, core statements, trailers, question cores, preambles, "
         "instructions and answer prefixes from terse `Answer:` to full-sentence echoes, keys (people, places, "
         "objects, projects, invented words) and attributes (modifier + noun); from stage 4 a third of every slot "
-        "is built procedurally from random words, verbs and labels. Values are plain digits, grouped digits, "
-        "thousands separators, letter-digit codes or invented words. Haystacks are the shipped text and, a "
-        "third of the time, repeated filler sentences, random words or shuffled sentences.",
+        "is built procedurally from random words, verbs and labels; from stage 5 half of them, their random words "
+        "drawn from 4000 words of the shipped text less every word of the held-out family (`corpus_words`), "
+        "and a quarter of the procedural needles join attribute and value with random words instead of a verb. "
+        "Values are plain digits, grouped digits, thousands separators, letter-digit codes or invented words. "
+        "Haystacks are the shipped text and (a third of the time to stage 4, 60% from stage 5) repeated filler "
+        "sentences, random words or shuffled sentences.",
         "",
         "**How the evaluation wordings are held out.** The HELDOUT family (evaluation, `sedpa bench niah`'s "
         "default) has its own lead-ins, core statements, trailers, question cores, preambles, instructions, "
