@@ -104,14 +104,16 @@ def test_prefill_shapes_of_the_runtime_and_transformers(loaded):
     duo = prefill_shape_of_runtime(FastModel(loaded, RuntimeSpec(mode="duo", pattern=pat, sink=4, recent=16)))
     assert duo.layers[0].groups == (AttnGroup("full", 1), AttnGroup("band", 1, 16)) and duo.sink == 4
     assert prefill_flops(duo, 300) < prefill_flops(full, 300)
-    lowrank = FastModel(loaded, RuntimeSpec(mode="sedpa-s", pattern=pat, sink=4, recent=16), synthetic_rank_ratio=0.5)
+    lowrank = FastModel(loaded, RuntimeSpec(mode="sedpa-s", pattern=pat, sink=4, recent=16, lowrank="factored"),
+                        synthetic_rank_ratio=0.5)
     # the streaming head's q (32 rows), k, v (16 rows each) and o (32 columns) at rank ratio 0.5:
     # ranks floor(0.5*32*64/96)=10, floor(0.5*16*64/80)=6, 6, floor(0.5*64*32/96)=10
     low = 10 * (32 + 64) + 2 * 6 * (16 + 64) + 10 * (64 + 32)
     expect = dense - (32 * 64 + 2 * 16 * 64 + 64 * 32) + low
     assert [layer.linear_params for layer in prefill_shape_of_runtime(lowrank).layers] == [expect] * 3
     wide = prefill_shape_of_runtime(FastModel(loaded, RuntimeSpec(mode="sedpa-w", pattern=pat, sink=4, recent=16,
-                                                                  window=40), synthetic_rank_ratio=0.5))
+                                                                  window=40, lowrank="factored"),
+                                                      synthetic_rank_ratio=0.5))
     assert wide.layers[0].groups == (AttnGroup("band", 1, 40), AttnGroup("band", 1, 16))
 
 
@@ -128,7 +130,7 @@ def test_warm_up_leaves_the_runner_as_new(loaded):
     """The warm-up runs the row's shapes on the row's own runner and resets it: the timed prefill and
     decode that follow compute what a fresh runner computes."""
     pat = _pattern([[1, 0], [1, 0], [0, 1]], sink=4, recent=16)
-    fast = FastModel(loaded, RuntimeSpec(mode="sedpa-w", pattern=pat, sink=4, recent=16, window=24),
+    fast = FastModel(loaded, RuntimeSpec(mode="sedpa-w", pattern=pat, sink=4, recent=16, window=24, lowrank="factored"),
                      synthetic_rank_ratio=0.7)
     ids = torch.randint(0, 300, (1, 100))
     warm = Runner(fast, max_len=120, chunk=48)
@@ -185,7 +187,7 @@ def test_efficiency_cli_dry_run_every_row_kind(model_dir, tmp_path):
     out = tmp_path / "eff.json"
     r = _invoke("--model", model_dir, "--device", "cpu", "--contexts", "40,64,128", "--attention", "full,sedpa-w,tidal",
                 "--sink", 4, "--recent", 16, "--window", 32, "--top-k", 16, "--chunk", 48, "--decode-tokens", 3,
-                "--reference-max", 64, "--out", out)
+                "--reference-max", 64, "--lowrank", "factored", "--out", out)
     assert r.exit_code == 0, r.output
     res = json.loads(out.read_text())
     assert res["benchmark"] == "efficiency" and res["device"] == "cpu" and res["complete"] is True
@@ -206,7 +208,7 @@ def test_efficiency_cli_dry_run_every_row_kind(model_dir, tmp_path):
         if row["method"] == "sedpa-runtime":
             assert row["prefill_compiles"] == 0
     assert set(res["settings"]["methods"]) == {"sedpa-runtime", *peers}
-    assert res["settings"]["modes_resolved"]["sedpa-w"] == {"sink": 4, "recent": 16, "window": 32}
+    assert res["settings"]["modes_resolved"]["sedpa-w"] == {"sink": 4, "recent": 16, "window": 32, "lowrank": "factored"}
     assert res["settings"]["provenance"]["code"] and res["settings"]["matmul_Fps"] > 0
     assert rows[("sedpa-w", 128)]["params"] < rows[("full", 128)]["params"] == rows[(peers[0], 64)]["params"]
     assert rows[("sedpa-w", 128)]["prefill_flops"] < rows[("full", 128)]["prefill_flops"]
@@ -251,15 +253,16 @@ def test_efficiency_on_an_artifact_times_its_own_pattern_and_factors(model_dir, 
     assert r.exit_code == 0, r.output
     art = load_model(str(tmp_path / "art"), dtype="float32")
     factored = FastModel(art, RuntimeSpec(mode="sedpa-s", pattern=HeadPattern.load(tmp_path / "art" / "sedpa_pattern.json"),
-                                          sink=4, recent=16))
+                                          sink=4, recent=16, lowrank="factored"))
     out = tmp_path / "e.json"
     r = _invoke("--model", tmp_path / "art", "--device", "cpu", "--contexts", 64, "--attention", "full,sedpa-s",
-                "--peers", "transformers-eager", "--chunk", 32, "--decode-tokens", 2, "--out", out)
+                "--peers", "transformers-eager", "--chunk", 32, "--decode-tokens", 2, "--lowrank", "factored",
+                "--out", out)
     assert r.exit_code == 0, r.output
     res = json.loads(out.read_text())
     s = res["settings"]
     assert s["low_rank"] == "the artifact's factors" and "artifact's own sedpa_pattern.json" in s["pattern_sources"]["sedpa"]
-    assert s["modes_resolved"]["sedpa-s"] == {"sink": 4, "recent": 16}  # the artifact pattern's own
+    assert s["modes_resolved"]["sedpa-s"] == {"sink": 4, "recent": 16, "lowrank": "factored"}  # the artifact pattern's own
     rows = {row["mode"]: row for row in res["rows"]}
     assert rows["sedpa-s"]["params"] == eff.runtime_params(factored) < rows["full"]["params"]
 

@@ -43,7 +43,9 @@ def _spec_and_mode(name: str, pattern, top_k: int = 20):
         opts = dict(top_k=top_k, dense_layers=1, selection_layers=(1,))
         return RuntimeSpec(mode="tidal", **opts), build_mode("tidal", num_layers=3, **opts)
     kw = dict(pattern=pattern, sink=SINK, recent=RECENT, window=WINDOW if name == "sedpa-w" else None)
-    return RuntimeSpec(mode=name, **kw), build_mode(name, **kw)
+    # the low-rank path itself (on tiny models the default policy would multiply the factors back)
+    low = dict(lowrank="factored") if name in ("sedpa-s", "sedpa-w") else {}
+    return RuntimeSpec(mode=name, **kw, **low), build_mode(name, **kw)
 
 
 def _reference_steps(model, ids: torch.Tensor, t: int) -> list[torch.Tensor]:
@@ -240,9 +242,50 @@ def test_projections_left_dense_by_the_rank_search_run_dense_and_the_rest_low_ra
         assert rel(g, w) < 1e-4
 
 
+def test_factors_that_do_not_pay_run_as_dense_rows_with_the_same_logits(tmp_path, monkeypatch):
+    """The default low-rank policy multiplies a projection's factors back into dense rows when they save
+    fewer bytes per decode step than their extra kernels cost (every projection of a tiny model): the
+    layer then runs like duo's, computes the same logits as the factored path and the reference, and a
+    note says so. With kernels free, auto keeps every factored projection factored."""
+    from sedpa_compress.calibration.stats import CalibrateConfig
+    from sedpa_compress.runtime import model as runtime_model
+    from sedpa_compress.runtime.session import pattern_for
+    from sedpa_compress.svd.compress import CompressConfig
+    from sedpa_compress.svd.run import CompressJob, run_compress
+
+    plain = load_model(str(build_tiny("llama", tmp_path / "m", layers=2)), dtype="float32")
+    random_pattern(plain.geometry, sink=SINK, recent=RECENT).save(tmp_path / "p.pattern.json")
+    job = CompressJob(out=tmp_path / "art", pattern=tmp_path / "p.pattern.json",
+                      compress=CompressConfig(rank_ratio=0.5), calibrate=CalibrateConfig(tokens=1024, seq_len=128),
+                      ppl_windows=1, ppl_seq_len=64)
+    run_compress(plain, job, show_progress=False)
+    art = load_model(str(tmp_path / "art"), dtype="float32")
+    pattern = pattern_for(art, None)
+    kw = dict(mode="sedpa-s", pattern=pattern, sink=SINK, recent=RECENT)
+    factored = FastModel(art, RuntimeSpec(**kw, lowrank="factored"))
+    auto = FastModel(art, RuntimeSpec(**kw))
+    dense = FastModel(art, RuntimeSpec(**kw, lowrank="dense"))
+    assert any(layer.has_lowrank for layer in factored.layers)
+    assert not any(layer.has_lowrank for layer in auto.layers + dense.layers)
+    assert auto.weight_bytes() > factored.weight_bytes() and "run as dense rows" in " ".join(auto.notes)
+    ids = torch.randint(0, 300, (1, 70), generator=torch.Generator().manual_seed(8))
+    got = {name: _runtime_steps(Runner(m, max_len=72, chunk=25), ids, 64)
+           for name, m in (("factored", factored), ("auto", auto), ("dense", dense))}
+    with torch.no_grad(), using_mode(art.model, build_mode("sedpa-s", pattern=pattern, sink=SINK, recent=RECENT)):
+        want = _reference_steps(art.model, ids, 64)
+    for name in got:
+        for g, w in zip(got[name], want):
+            assert rel(g, w) < 1e-4, name
+    monkeypatch.setattr(runtime_model, "KERNEL_COST_BYTES", 0)
+    free = FastModel(art, RuntimeSpec(**kw))
+    assert [layer.n_dense for layer in free.layers] == [layer.n_dense for layer in factored.layers]
+    with pytest.raises(SedpaError, match="low-rank policy 'fast'"):
+        FastModel(art, RuntimeSpec(**kw, lowrank="fast"))
+
+
 def test_synthetic_low_rank_factors_have_the_asked_rank_ratio(tiny):
     loaded, pattern = tiny
-    spec = RuntimeSpec(mode="sedpa-w", pattern=pattern, sink=SINK, recent=RECENT, window=WINDOW)
+    spec = RuntimeSpec(mode="sedpa-w", pattern=pattern, sink=SINK, recent=RECENT, window=WINDOW, lowrank="factored")
     dense = FastModel(loaded, RuntimeSpec(mode="duo", pattern=pattern, sink=SINK, recent=RECENT))
     low = FastModel(loaded, spec, synthetic_rank_ratio=0.5)
     for ld, ll in zip(dense.layers, low.layers):

@@ -24,7 +24,9 @@ echo "${SEDPA_GIT_COMMIT:-unknown}" > "$R/commit.txt"
   cp "$W/run/model/eval.json" "$R/train_quick_eval.json"; cp "$W/run/model/training.json" "$R/training.json"
   touch "$W/trained"
   tar -C "$W/run" -cf - model | split -b 15M - "$OUT/model.tar.part-"
-  MODEL="$W/run/model" OUT="$R" timeout $(left) bash bench/scripts/tiny_heads.sh > "$R/heads.log" 2>&1
+  # tiny_heads.sh reads RECIPE as its identification recipe: give it its own (HEADS_RECIPE), not training's
+  RECIPE="${HEADS_RECIPE:-recipes/identify-sedpa-tiny.yaml}" MODEL="$W/run/model" OUT="$R" timeout $(left) \
+    bash bench/scripts/tiny_heads.sh > "$R/heads.log" 2>&1
   echo "[gpu0 done at $(( $(date +%s) - T0 )) s]" >> "$R/heads.log"
 ) &
 (
@@ -38,5 +40,5 @@ echo "${SEDPA_GIT_COMMIT:-unknown}" > "$R/commit.txt"
 ) &
 wait
 tar -C "$W" -cf "$OUT/results.tar" results
-tail -5 "$R"/*.log
+for f in "$R"/*.log; do echo "== $f"; tail -n 5 "$f"; done
 ls -la "$OUT"

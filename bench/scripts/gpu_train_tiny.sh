@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Train sedpa-tiny on the GPU machine in one call (≤ 10 min): train, a quick evaluation at the end, and
-# (optionally) identify its heads; the model comes back in $OUT as tar parts under the 16 MiB file limit.
+# (optionally) identify its heads; the model comes back in $OUT as tar parts under the 16 MiB file limit,
+# the logs and JSONs as results.tar.
 #   stage 3 (today's recipe, from the shipped model):
 #     RECIPE=recipes/tiny-stage3.yaml INIT=sedpa_compress/models/embedded/sedpa-tiny IDENTIFY=0 bash bench/scripts/gpu_train_tiny.sh
 #   stage 1 from scratch: bash bench/scripts/gpu_train_tiny.sh
@@ -23,6 +24,9 @@ cp "$M/training.json" "$OUT/training.json" 2>/dev/null
 [ "${IDENTIFY:-1}" = 1 ] && timeout 90 python3 -c 'import sys; sys.argv[0] = "sedpa"; from sedpa_compress.cli import main; main()' \
   identify-heads --model "$M" --recipe recipes/identify-sedpa-tiny.yaml --out "$OUT/sedpa-tiny.pattern.json" \
   2>&1 | tail -20 > "$OUT/identify.log"
-# the model folder (bf16 weights ~40 MB) in parts under the 16 MiB per-file limit
+# the model folder (bf16 weights ~40 MB) in parts under the 16 MiB per-file limit; a device call
+# returns at most 8 files, so the small ones travel as one tar
 tar -C "$RUN" -cf - model | split -b 15M - "$OUT/model.tar.part-"
+small=$(cd "$OUT" && ls | grep -v '^model.tar.part-' | grep -v '^results.tar$')
+[ -n "$small" ] && (cd "$OUT" && tar -cf results.tar $small && rm -f $small)
 ls -la "$OUT"

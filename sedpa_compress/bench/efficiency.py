@@ -35,7 +35,7 @@ from sedpa_compress.bench.results import make_result, write_result
 from sedpa_compress.errors import SedpaError
 from sedpa_compress.heads.pattern import HeadPattern
 from sedpa_compress.runtime import memory
-from sedpa_compress.runtime.model import FastModel, RuntimeSpec
+from sedpa_compress.runtime.model import LOWRANK_POLICIES, FastModel, RuntimeSpec
 from sedpa_compress.runtime.modes.table import MODE_NAMES as MODES, PATTERN_MODES
 from sedpa_compress.runtime.runner import Runner
 
@@ -55,6 +55,7 @@ class EfficiencyConfig:
     modes: list[str] = field(default_factory=lambda: ["full", "duo", "sedpa-w", "tidal"])
     retrieval_ratio: float | None = None  # None: the pattern's own mask (a synthetic pattern: 0.5)
     rank_ratio: float = 0.85
+    lowrank: str = "auto"  # sedpa modes: the runtime's low-rank policy (RuntimeSpec.lowrank)
     sink: int | None = None  # None: the pattern's (no pattern: 64)
     recent: int | None = None  # None: the pattern's (no pattern: 256)
     window: int | None = None  # None: the artifact's, else 8192
@@ -88,6 +89,8 @@ class EfficiencyConfig:
             raise SedpaError(f"--retrieval-ratio {self.retrieval_ratio} must be in (0, 1]")
         if not 0 < self.rank_ratio <= 1:
             raise SedpaError(f"--rank-ratio {self.rank_ratio} must be in (0, 1]")
+        if self.lowrank not in LOWRANK_POLICIES:
+            raise SedpaError(f"--lowrank {self.lowrank!r}: choose one of {', '.join(LOWRANK_POLICIES)}")
         for flag, value in (("--sink", self.sink), ("--recent", self.recent), ("--window", self.window)):
             if value is not None and value < (0 if flag == "--sink" else 1):
                 raise SedpaError(f"{flag} {value}: pass a {'non-negative' if flag == '--sink' else 'positive'} number of tokens")
@@ -200,7 +203,7 @@ def runtime_spec(cfg: EfficiencyConfig, mode: str, pattern: HeadPattern | None, 
         raise SedpaError(f"--window {window} is smaller than --recent {recent} (the pattern's recent when --recent "
                          "is not given): pass a larger --window")
     return RuntimeSpec(mode=mode, pattern=pattern if mode in PATTERN_MODES else None, sink=sink, recent=recent,
-                       window=window if mode == "sedpa-w" else None, top_k=cfg.top_k)
+                       window=window if mode == "sedpa-w" else None, top_k=cfg.top_k, lowrank=cfg.lowrank)
 
 
 def spec_summary(spec: RuntimeSpec) -> dict[str, Any]:
@@ -210,6 +213,8 @@ def spec_summary(spec: RuntimeSpec) -> dict[str, Any]:
         out.update(sink=spec.sink, recent=spec.recent)
     if spec.mode == "sedpa-w":
         out["window"] = spec.window
+    if spec.mode in ("sedpa-s", "sedpa-w"):
+        out["lowrank"] = spec.lowrank
     if spec.mode == "tidal":
         out["top_k"] = spec.top_k
     return out
@@ -650,6 +655,8 @@ def _mode_rows(cfg, loaded, mode, spec, rank_ratio, bw, rate, progress, over_bud
                                "decode_ms": round(decode_ms, 3), "decode_tokens_measured": cfg.decode_tokens,
                                "kv_bytes": memory.cache_bytes(fast, batch=1, max_len=ctx), "peak_bytes": _peak(dev),
                                "params": params}
+        if fast.notes:  # what the build decided (e.g. factors multiplied back into dense rows)
+            row["runtime_notes"] = list(fast.notes)
         _floors(row, weights_read, kv_bytes_read(fast, ctx), prefill_flops(shape, ctx), bw, rate)
         if compiles:
             row["warning"] = (f"{compiles} graph(s) compiled inside the timed prefill: prefill_s includes compilation "

@@ -26,6 +26,15 @@ from sedpa_compress.runtime.modes.table import DEFAULTS, PATTERN_MODES, check_mo
 from sedpa_compress.runtime.modes.tidal import tidal_selection_layers
 
 
+LOWRANK_POLICIES = ("auto", "factored", "dense")
+# What one extra kernel costs a batch-1 decode step, in bytes of HBM traffic it could have streamed
+# instead: ~4 us at ~4 TB/s. Measured on the H200 (bench/results/efficiency_llama-3-8b.json): sedpa-w at
+# rank ratio 0.85 decoded ~0.9 ms slower than duo at 8K with about eight more kernels per layer x 32
+# layers (~3.5 us each), while its factors saved ~1% of the bytes.
+KERNEL_COST_BYTES = 16 << 20
+EXTRA_KERNELS_PER_FACTORED_PROJECTION = 2  # the up GEMM and the concatenation (q/k/v) or second GEMM (o)
+
+
 @dataclass
 class RuntimeSpec:
     """Which attention the runtime runs, with every setting it needs."""
@@ -38,9 +47,15 @@ class RuntimeSpec:
     top_k: int = DEFAULTS.top_k  # tidal: positions kept per KV head by the token-selection layers
     dense_layers: int = DEFAULTS.dense_layers  # tidal: the first layers run full attention
     selection_layers: tuple[int, ...] | None = None  # tidal: None = (dense_layers, round(13/32 * L))
+    # sedpa modes: where streaming heads run their low-rank factors. "auto": only where the factors save
+    # more bytes per decode step than their extra kernels cost (elsewhere the factors are multiplied back
+    # into dense rows at build time); "factored": always; "dense": never.
+    lowrank: str = "auto"
 
     def check(self, num_layers: int) -> None:
         check_mode(self.mode)
+        if self.lowrank not in LOWRANK_POLICIES:
+            raise SedpaError(f"low-rank policy {self.lowrank!r}: choose one of {', '.join(LOWRANK_POLICIES)}")
         if self.sink < 0 or self.recent < 1:
             raise SedpaError(f"--sink {self.sink} / --recent {self.recent}: need sink >= 0 and recent >= 1")
         if self.mode in PATTERN_MODES and self.pattern is None:
@@ -195,12 +210,18 @@ class FastModel(nn.Module):
         self.notes: list[str] = []  # what the build had to decide (printed by the commands)
         self.bench_runner = None  # the benchmarks' reusable Runner for this model (bench.common._bench_runner)
         hf_layers = loaded.family.layers(hf)
+        self._lowrank_dense = self._lowrank_total = 0  # projections with factors, and those run dense
         for i in range(self.num_layers):
             groups, low_heads = self._layer_plan(i, hf_layers[i], synthetic_rank_ratio)
             self.layers.append(self._build_layer(hf_layers[i], groups, low_heads, synthetic_rank_ratio, gen))
             if consume:  # free the transformers copy as we go: an 8B model must not exist twice
                 hf_layers[i] = nn.Identity()
         self.tied = self.lm_head.data_ptr() == self.embed.data_ptr()
+        if self._lowrank_dense:
+            why = ("--lowrank dense" if spec.lowrank == "dense" else
+                   "their factors would save less bandwidth per decode step than their extra kernels cost")
+            self.notes.append(f"{self._lowrank_dense} of {self._lowrank_total} low-rank projections run as dense rows "
+                              f"(the factors multiplied back): {why}; `lowrank='factored'` keeps them factored")
 
     def _layer_plan(self, layer: int, hf_layer: nn.Module,
                     rank_ratio: float | None) -> tuple[list[HeadGroup], tuple[int, int, int, int]]:
@@ -216,7 +237,7 @@ class FastModel(nn.Module):
             return groups, none
         stream = groups[-1]
         if rank_ratio is not None:
-            return groups, (stream.size,) * 4
+            return groups, self._lowrank_policy(layer, hf_layer, (stream.size,) * 4, rank_ratio)
         factored = _factored_heads(hf_layer.self_attn, self.hkv, self.group, self.d)
         anywhere = set().union(*factored)
         low = tuple(h for h in stream.heads if h in anywhere)
@@ -230,7 +251,37 @@ class FastModel(nn.Module):
             self.notes.append(f"layer {layer}: {','.join(partial)}_proj factors only some of the low-rank heads "
                               "(another pattern than the weights'): that projection runs dense")
         groups = groups[:-1] + [HeadGroup(stream.kind, dense + low, stream.band)]  # low-rank heads last
-        return groups, per_proj
+        return groups, self._lowrank_policy(layer, hf_layer, per_proj, None)
+
+    def _lowrank_policy(self, layer: int, hf_layer: nn.Module, n_low: tuple[int, ...],
+                        rank_ratio: float | None) -> tuple[int, int, int, int]:
+        """`n_low` with the projections whose factors do not pay set to 0 (they then run dense rows, the
+        factors multiplied back). A factored projection reads (rows + cols) x rank values instead of
+        rows x cols, and costs two more kernels per step; at batch 1 a kernel costs about
+        KERNEL_COST_BYTES of streaming, so factors pay only where they save more than that."""
+        policy = self.spec.lowrank
+        if policy == "factored" or not any(n_low):
+            return tuple(n_low)
+        if policy == "dense":
+            out = (0, 0, 0, 0)
+        else:
+            attn = hf_layer.self_attn
+            widths = (self.group * self.d, self.d, self.d, self.group * self.d)
+            out = []
+            for name, width, n in zip(("q_proj", "k_proj", "v_proj", "o_proj"), widths, n_low):
+                if not n:
+                    out.append(0)
+                    continue
+                proj = getattr(attn, name)
+                rows = n * width  # the factored slice: rows of q/k/v, input columns of o
+                rank = proj.down.shape[0] if _is_dual(proj) else synthetic_rank(rows, self.hidden, rank_ratio or 1.0)
+                saved = (rows * self.hidden - (rows + self.hidden) * rank) * self.embed.element_size()
+                pays = saved > EXTRA_KERNELS_PER_FACTORED_PROJECTION * KERNEL_COST_BYTES
+                out.append(n if pays else 0)
+            out = tuple(out)
+        self._lowrank_dense += sum(1 for a, b in zip(n_low, out) if a and not b)
+        self._lowrank_total += sum(1 for a in n_low if a)
+        return out
 
     # ---- building one layer
     def _build_layer(self, hf_layer: nn.Module, groups: list[HeadGroup], n_low: tuple[int, int, int, int],

@@ -1,0 +1,116 @@
+"""Which attention kernel should the full-attention chunked prefill use on this GPU? Times, for one
+Llama-3-8B layer's heads (32 query / 8 KV heads, head_dim 128, bf16), a chunk of queries against its
+past plus itself (causal), by every candidate path:
+
+  - `runtime`: what `kernels.causal_chunk_attention` runs today (aten flash on the past and on the
+    chunk, GQA heads expanded, two softmaxes merged by their log-sum-exp);
+  - `sdpa-oneshot`: `F.scaled_dot_product_attention(..., is_causal=True, enable_gqa=True)` over the
+    whole prefix, queries = every token (what plain transformers runs in one shot; the per-chunk cost
+    is its time x chunk / prefix);
+  - `sdpa-lower-right`: one SDPA call per chunk with `causal_lower_right` (PyTorch picks the backend);
+  - `flex`: FlexAttention with a causal-with-offset block mask and native GQA.
+
+Writes JSON: ms per chunk and achieved TFLOP/s per (past, path), and which backend won.
+
+    PYTHONPATH=. python3 bench/scripts/prefill_attention_probe.py --out $OUT/prefill_attention_probe.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+
+def timed(fn, reps: int = 5) -> float:
+    for _ in range(2):
+        fn()
+    out = []
+    for _ in range(reps):
+        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        s.record()
+        fn()
+        e.record()
+        out.append((s, e))
+    torch.cuda.synchronize()
+    return statistics.median(s.elapsed_time(e) for s, e in out)
+
+
+def main() -> None:
+    from sedpa_compress.bench.results import make_result, write_result
+    from sedpa_compress.runtime import kernels
+
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--chunk", type=int, default=8192)
+    ap.add_argument("--pasts", default="0,16384,57344,122880")
+    ap.add_argument("--out", required=True)
+    args = ap.parse_args()
+    hq, hkv, d, c = 32, 8, 128, args.chunk
+    scale = d ** -0.5
+    dev, dt = torch.device("cuda"), torch.bfloat16
+    rows = []
+    for past in [int(p) for p in args.pasts.split(",")]:
+        n = past + c
+        q = torch.randn(1, hq, c, d, device=dev, dtype=dt)
+        k = torch.randn(1, hkv, n, d, device=dev, dtype=dt)
+        v = torch.randn(1, hkv, n, d, device=dev, dtype=dt)
+        flops = 4 * d * hq * (c * past + c * (c + 1) // 2)
+        paths = {"runtime": lambda: kernels.causal_chunk_attention(q, k, v, past, scale)}
+        qa = torch.randn(1, hq, n, d, device=dev, dtype=dt)
+        paths["sdpa-oneshot"] = lambda: F.scaled_dot_product_attention(qa, k, v, is_causal=True, scale=scale,
+                                                                       enable_gqa=True)
+        try:
+            from torch.nn.attention.bias import causal_lower_right
+
+            bias = causal_lower_right(c, n)
+            paths["sdpa-lower-right"] = lambda: F.scaled_dot_product_attention(q, k, v, attn_mask=bias, scale=scale,
+                                                                               enable_gqa=True)
+        except Exception as err:  # noqa: BLE001 - report what this torch lacks
+            rows.append({"past": past, "path": "sdpa-lower-right", "error": str(err).splitlines()[0]})
+        try:
+            from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+            flex = torch.compile(flex_attention, dynamic=False)
+            mask = create_block_mask(lambda b, h, qi, ki: qi + past >= ki, 1, 1, c, n, device="cuda")
+            paths["flex"] = lambda: flex(q, k, v, block_mask=mask, scale=scale, enable_gqa=True)
+        except Exception as err:  # noqa: BLE001
+            rows.append({"past": past, "path": "flex", "error": str(err).splitlines()[0]})
+        want = kernels.causal_chunk_attention(q, k, v, past, scale).float()
+        for name, fn in paths.items():
+            try:
+                ms = timed(fn)
+                if name == "sdpa-oneshot":  # the whole prefix's queries: its share of this chunk
+                    all_flops = 4 * d * hq * n * (n + 1) // 2
+                    rows.append({"past": past, "path": name, "ms_whole_prefix": round(ms, 3),
+                                 "tflops": round(all_flops / ms / 1e9, 1)})
+                    continue
+                err = float((fn().float() - want).norm() / want.norm())
+                rows.append({"past": past, "path": name, "ms": round(ms, 3), "tflops": round(flops / ms / 1e9, 1),
+                             "rel_err_vs_runtime": round(err, 5)})
+            except Exception as exc:  # noqa: BLE001 - a path this GPU/torch cannot run
+                rows.append({"past": past, "path": name, "error": str(exc).splitlines()[0][:300]})
+            print(json.dumps(rows[-1]), flush=True)
+        del q, k, v, qa
+        torch.cuda.empty_cache()
+    best = {}
+    for r in rows:
+        if "ms" in r and (r["past"] not in best or r["ms"] < best[r["past"]]["ms"]):
+            best[r["past"]] = {"path": r["path"], "ms": r["ms"]}
+    result = make_result("prefill-attention-probe", model="llama-3-8b geometry (one layer's heads)",
+                         settings={"chunk": c, "heads": [hq, hkv], "head_dim": d, "dtype": "bfloat16",
+                                   "torch": torch.__version__},
+                         rows=rows, summary={"fastest_per_past": best},
+                         command="PYTHONPATH=. python3 bench/scripts/prefill_attention_probe.py " + " ".join(sys.argv[1:]))
+    write_result(Path(args.out), result)
+
+
+if __name__ == "__main__":
+    main()
