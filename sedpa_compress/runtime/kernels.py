@@ -201,20 +201,15 @@ def _expand(x: torch.Tensor, group: int) -> torch.Tensor:
 def causal_chunk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int, scale: float) -> torch.Tensor:
     """Queries at positions [start, start+tq) against keys [0, start+tq), causal.
 
-    q [b, hq, tq, d]; k/v [b, hkv, start+tq, d]. On CUDA: flash attention on the past (no mask)
-    and on the chunk (causal, square) merged by log-sum-exp; elsewhere one masked SDPA.
+    q [b, hq, tq, d]; k/v [b, hkv, start+tq, d]. On CUDA: one flash-attention call over the whole
+    prefix; its causal mask is aligned to the bottom right when there are more keys than queries
+    (query i sees keys up to start + i), which is exactly a chunk against its past. Elsewhere one
+    masked SDPA.
     """
     tq, tk = q.shape[2], k.shape[2]
     group = q.shape[1] // k.shape[1]
     if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
-        if start == 0:
-            return _flash(q, k, v, True, scale, group)[0]
-        o1, l1 = _flash(q, k[:, :, :start], v[:, :, :start], False, scale, group)
-        o2, l2 = _flash(q, k[:, :, start:], v[:, :, start:], True, scale, group)
-        m = torch.maximum(l1, l2)
-        w1, w2 = torch.exp(l1 - m), torch.exp(l2 - m)
-        den = w1 + w2
-        return ((o1.float() * (w1 / den)[..., None] + o2.float() * (w2 / den)[..., None])).to(q.dtype)
+        return _flash(q, k, v, True, scale, group)[0]
     qpos = torch.arange(start, start + tq, device=q.device)
     mask = qpos[:, None] >= torch.arange(tk, device=q.device)[None, :]
     return F.scaled_dot_product_attention(q, _expand(k, group), _expand(v, group), attn_mask=mask, scale=scale)
@@ -223,10 +218,23 @@ def causal_chunk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, st
 EXPAND_LIMIT = 1 << 30  # bytes of GQA-expanded K+V materialised at once during prefill
 
 
+_NATIVE_GQA: bool | None = None  # whether this torch's flash op takes fewer KV heads than query heads
+
+
 def _flash(q, k, v, causal: bool, scale: float, group: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flash attention returning its log-sum-exp [b, h, tq] (fp32). The aten kernel wants equal
-    head counts, so K/V are expanded for GQA, one KV head at a time when that would be large
-    (a million-token past expanded for every query head would not fit)."""
+    """Flash attention returning its log-sum-exp [b, h, tq] (fp32). With `causal` and more keys than
+    queries the mask is aligned to the bottom right. GQA: the flash kernel reads each KV head for its
+    group of query heads where this torch's op accepts that (tried once); otherwise K/V are expanded,
+    one KV head at a time when that would be large (a million-token past expanded for every query
+    head would not fit)."""
+    global _NATIVE_GQA
+    if group > 1 and _NATIVE_GQA is not False:
+        try:
+            res = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, causal, False, scale=scale)
+            _NATIVE_GQA = True
+            return res[0], res[1]
+        except RuntimeError:
+            _NATIVE_GQA = False
     expanded = 2 * k.numel() * group * k.element_size()
     if expanded <= EXPAND_LIMIT or k.shape[1] == 1:
         res = torch.ops.aten._scaled_dot_product_flash_attention(q, _expand(k, group), _expand(v, group), 0.0,
