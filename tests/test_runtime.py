@@ -309,9 +309,9 @@ def test_bad_inputs_are_refused_with_the_fix(tiny):
     with pytest.raises(SedpaError, match="needs a head pattern"):
         build_mode("sedpa-s")
     model = FastModel(loaded, RuntimeSpec(mode="full"))
-    with pytest.raises(SedpaError, match=r"largest context that fits with --attention full is \d+ tokens") as err:
+    with pytest.raises(SedpaError, match=r"largest context that fits with --attention full and --kv-dtype bf16 is \d+ tokens") as err:
         Runner(model, max_len=1 << 24, memory_budget=(1 << 30) + (64 << 20))
-    fit = int(str(err.value).split("fits with --attention full is ")[1].split()[0])
+    fit = int(str(err.value).split("--kv-dtype bf16 is ")[1].split()[0])
     Runner(model, max_len=fit, memory_budget=(1 << 30) + (64 << 20))  # the size it names does fit
     with pytest.raises(SedpaError):
         Runner(model, max_len=fit + 4096, memory_budget=(1 << 30) + (64 << 20))
@@ -356,8 +356,11 @@ def test_band_attention_through_flex_equals_the_masked_definition():
 @pytest.mark.skipif(os.environ.get("SEDPA_TRITON_INTERPRET") != "1",
                     reason="opt-in: needs triton installed; runs the CUDA kernels in Triton's CPU interpreter")
 def test_split_k_decode_kernels_in_the_triton_interpreter():
-    """SEDPA_TRITON_INTERPRET=1 pytest -k interpreter: the split-K partial and reduce kernels, plain
-    and indexed (TidalDecode), on CPU tensors, against the fp32 reference."""
+    """SEDPA_TRITON_INTERPRET=1 pytest -k interpreter: the split-K partial and reduce kernels, plain,
+    indexed (TidalDecode) and reading fp8 caches with per-token scales, on CPU tensors, against the fp32
+    reference. Needs triton and numpy < 2.4 (Triton 3.6's interpreter turns 1-element arrays into ints,
+    which numpy 2.4 refuses; e.g. `pip install --target /tmp/np23 numpy==2.3.*` and PYTHONPATH=/tmp/np23).
+    fp32 inputs: the interpreter does not emulate bf16 dot products (the GPU tests cover bf16)."""
     code = (
         "import torch\n"
         "from sedpa_compress.runtime import kernels\n"
@@ -372,7 +375,89 @@ def test_split_k_decode_kernels_in_the_triton_interpreter():
         "                          (kernels._triton_decode(q, k, v, m, d ** -0.5, index=idx),\n"
         "                           kernels.decode_attention_ref(q, k, v, m, d ** -0.5, index=idx))):\n"
         "            assert float((got - want).norm() / want.norm()) < 1e-5\n"
+        "from sedpa_compress.runtime.cache import quantize_fp8, dequantize_fp8\n"
+        "for (b, h, g, d, t) in [(1, 2, 4, 128, 3000), (2, 3, 1, 64, 700)]:\n"
+        "    q, k, v = torch.randn(b, h, g, d), torch.randn(b, h, t, d) * 3, torch.randn(b, h, t, d)\n"
+        "    (kb, ks), (vb, vs) = quantize_fp8(k), quantize_fp8(v)\n"
+        "    kd, vd = dequantize_fp8(kb, ks, torch.float32), dequantize_fp8(vb, vs, torch.float32)\n"
+        "    for n in (1, 63, t // 3, t):\n"
+        "        n = torch.tensor([n])\n"
+        "        got = kernels._triton_decode(q, kb, vb, n, d ** -0.5, k_scale=ks, v_scale=vs)\n"
+        "        want = kernels.decode_attention_ref(q, kd, vd, n, d ** -0.5)\n"
+        "        assert float((got - want).norm() / want.norm()) < 1e-5\n"
         "print('ok')\n")
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-2000:]
+
+
+# ------------------------------------------------------------------------------------ fp8 KV caches
+
+@pytest.mark.parametrize("mode", ["full", "streaming", "duo", "sedpa-w"])
+def test_fp8_caches_hold_the_bf16_caches_values_and_keep_the_logits(tiny, mode):
+    """--kv-dtype fp8: every slot (full-length and ring, written by prefill chunks and by decode) holds
+    the value the unquantized cache holds, within e4m3's rounding (3 mantissa bits: <= 1/16 of the
+    vector's scale per element), and the logits stay within a few percent; the caches take
+    (head_dim + 2) / (head_dim * dtype bytes) of the memory."""
+    from sedpa_compress.runtime import cache as kv
+
+    loaded, pattern = tiny
+    kw = dict(mode=mode, pattern=pattern if mode in ("duo", "sedpa-w") else None, sink=SINK, recent=RECENT,
+              window=WINDOW if mode == "sedpa-w" else None)
+    ids = torch.randint(0, 300, (1, 120), generator=torch.Generator().manual_seed(9))
+    runners, logits = {}, {}
+    for kv_dtype in ("bf16", "fp8"):
+        r = Runner(FastModel(loaded, RuntimeSpec(**kw, kv_dtype=kv_dtype)), max_len=128, chunk=40)
+        logits[kv_dtype] = torch.stack(_runtime_steps(r, ids, 100))
+        runners[kv_dtype] = r
+    plain, fp8 = runners["bf16"], runners["fp8"]
+    d = loaded.geometry.head_dim
+    assert fp8.kv_bytes() == pytest.approx(plain.kv_bytes() * (d + 2) / (d * 4))  # fp32 model on the CPU
+    assert fp8.kv_bytes() == memory_cache_bytes(fp8)
+    for layer, (c_plain, c_fp8) in enumerate(zip(plain.caches, fp8.caches)):
+        assert c_fp8.k[0].dtype == torch.uint8 and c_fp8.k_scale[0].dtype == kv.SCALE_DTYPE
+        for gi in range(len(c_plain.groups)):
+            for want, got in zip(c_plain.read(gi), c_fp8.read(gi)):
+                if layer == 0:  # same inputs: only the rounding differs
+                    err = (got.float() - want.float()).abs().amax(-1)
+                    assert bool((err <= want.float().abs().amax(-1) / 16 + 1e-6).all())
+                else:  # deeper layers also carry the earlier layers' rounding
+                    assert rel(got, want) < 0.1
+    assert rel(logits["fp8"], logits["bf16"]) < 0.06
+
+
+def memory_cache_bytes(runner: Runner) -> int:
+    from sedpa_compress.runtime import memory
+
+    return memory.cache_bytes(runner.model, batch=runner.batch, max_len=runner.max_len)
+
+
+def test_fp8_caches_double_the_longest_context_and_refuse_what_they_cannot_run(tiny, tmp_path):
+    """The memory plan: fp8 caches take (head_dim + 2) / (2 head_dim) of bf16's bytes, so more tokens fit
+    in the same budget (here 1.5x: this tiny model's head_dim 16 makes the scales 12% and the prefill's
+    per-layer temporaries large next to 16 layers of cache; Llama-3-8B at 25% retrieval heads gives ~1.85x), and a context
+    too long is refused before allocating, naming the KV dtype and what fits with it."""
+    from sedpa_compress.runtime import memory
+
+    path = build_tiny("llama", tmp_path / "bf16", layers=16)
+    loaded = load_model(str(path), dtype="bfloat16")
+    budget = 64 << 20
+    fits = {}
+    for kv_dtype in ("bf16", "fp8"):
+        model = FastModel(loaded, RuntimeSpec(mode="full", kv_dtype=kv_dtype))
+        fits[kv_dtype] = memory.max_context(model, chunk=256, free_bytes=budget + memory.MARGIN)
+        fits[kv_dtype + " cache"] = memory.cache_bytes(model, batch=1, max_len=4096)
+    d = loaded.geometry.head_dim
+    assert fits["fp8 cache"] == pytest.approx(fits["bf16 cache"] * (d + 2) / (2 * d))
+    assert 1.4 < fits["fp8"] / fits["bf16"] < 2.0
+    model = FastModel(loaded, RuntimeSpec(mode="full", kv_dtype="fp8"))
+    with pytest.raises(SedpaError, match=rf"--kv-dtype fp8 is {fits['fp8']} tokens"):
+        Runner(model, max_len=fits["fp8"] + 4096, chunk=256, memory_budget=budget + memory.MARGIN)
+    runner = Runner(model, max_len=2048, chunk=256)
+    runner.fill_synthetic(2000)  # the max-context benchmark's fill, quantized
+    k, _ = runner.caches[0].read(0, 2000)
+    assert torch.isfinite(k.float()).all() and 0.5 < float(k.float().std()) < 2
+    with pytest.raises(SedpaError, match="--kv-dtype fp8 is not supported with --attention tidal"):
+        FastModel(loaded, RuntimeSpec(mode="tidal", kv_dtype="fp8"))
+    with pytest.raises(SedpaError, match="--kv-dtype 'int4'"):
+        FastModel(loaded, RuntimeSpec(mode="full", kv_dtype="int4"))

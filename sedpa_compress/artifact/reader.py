@@ -224,4 +224,5 @@ def load_artifact(path: Path, *, device: str = "cpu", dtype: torch.dtype = torch
         model=model, tokenizer=load_tokenizer(path), name=str(block.get("base_model") or path), source="artifact",
         family=family, geometry=family.geometry(hf_config), path=path, revision=block.get("base_revision"),
         artifact={**block, "pattern_path": str(pattern_path) if pattern_path.is_file() else None},
+        kv_dtype=block.get("kv_dtype") or "bf16",
     )

@@ -458,8 +458,9 @@ def token_nll(loaded: LoadedModel, ids: list[int], mode: AttentionMode | None, *
 
 def runs_fast(loaded: LoadedModel) -> bool:
     """Benchmarks on CUDA run the fast runtime, the same code `sedpa generate` runs (the reference
-    path is the oracle the tests compare it with); elsewhere the reference path."""
-    return loaded.device.type == "cuda"
+    path is the oracle the tests compare it with); elsewhere the reference path, except with fp8 KV
+    caches, which only the fast runtime has (its eager path runs on the CPU)."""
+    return loaded.device.type == "cuda" or loaded.kv_dtype == "fp8"
 
 
 def _bench_runner(loaded: LoadedModel, mode: AttentionMode | None, need: int, chunk: int):
@@ -469,7 +470,7 @@ def _bench_runner(loaded: LoadedModel, mode: AttentionMode | None, need: int, ch
     from sedpa_compress.runtime.generate import fast_model
     from sedpa_compress.runtime.runner import Runner, spec_for_mode
 
-    fast = fast_model(loaded, spec_for_mode(mode, loaded.geometry.num_layers))
+    fast = fast_model(loaded, spec_for_mode(mode, loaded.geometry.num_layers, loaded.kv_dtype))
     runner = fast.bench_runner
     if runner is None or runner.max_len < need or runner.chunk != chunk:
         fast.bench_runner = runner = None  # free the old caches first

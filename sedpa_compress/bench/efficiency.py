@@ -35,6 +35,7 @@ from sedpa_compress.bench.results import make_result, write_result
 from sedpa_compress.errors import SedpaError
 from sedpa_compress.heads.pattern import HeadPattern
 from sedpa_compress.runtime import memory
+from sedpa_compress.runtime.cache import KV_DTYPES, kv_bytes_per_value
 from sedpa_compress.runtime.model import LOWRANK_POLICIES, FastModel, RuntimeSpec
 from sedpa_compress.runtime.modes.table import MODE_NAMES as MODES, PATTERN_MODES
 from sedpa_compress.runtime.runner import Runner
@@ -56,6 +57,7 @@ class EfficiencyConfig:
     retrieval_ratio: float | None = None  # None: the pattern's own mask (a synthetic pattern: 0.5)
     rank_ratio: float = 0.85
     lowrank: str = "auto"  # sedpa modes: the runtime's low-rank policy (RuntimeSpec.lowrank)
+    kv_dtype: str = "bf16"  # the runtime's caches: bf16 or fp8 (e4m3, a scale per token and head)
     sink: int | None = None  # None: the pattern's (no pattern: 64)
     recent: int | None = None  # None: the pattern's (no pattern: 256)
     window: int | None = None  # None: the artifact's, else 8192
@@ -91,6 +93,8 @@ class EfficiencyConfig:
             raise SedpaError(f"--rank-ratio {self.rank_ratio} must be in (0, 1]")
         if self.lowrank not in LOWRANK_POLICIES:
             raise SedpaError(f"--lowrank {self.lowrank!r}: choose one of {', '.join(LOWRANK_POLICIES)}")
+        if self.kv_dtype not in KV_DTYPES:
+            raise SedpaError(f"--kv-dtype {self.kv_dtype!r}: choose one of {', '.join(KV_DTYPES)}")
         for flag, value in (("--sink", self.sink), ("--recent", self.recent), ("--window", self.window)):
             if value is not None and value < (0 if flag == "--sink" else 1):
                 raise SedpaError(f"{flag} {value}: pass a {'non-negative' if flag == '--sink' else 'positive'} number of tokens")
@@ -203,7 +207,8 @@ def runtime_spec(cfg: EfficiencyConfig, mode: str, pattern: HeadPattern | None, 
         raise SedpaError(f"--window {window} is smaller than --recent {recent} (the pattern's recent when --recent "
                          "is not given): pass a larger --window")
     return RuntimeSpec(mode=mode, pattern=pattern if mode in PATTERN_MODES else None, sink=sink, recent=recent,
-                       window=window if mode == "sedpa-w" else None, top_k=cfg.top_k, lowrank=cfg.lowrank)
+                       window=window if mode == "sedpa-w" else None, top_k=cfg.top_k, lowrank=cfg.lowrank,
+                       kv_dtype=cfg.kv_dtype)
 
 
 def spec_summary(spec: RuntimeSpec) -> dict[str, Any]:
@@ -373,7 +378,8 @@ def matmul_rate(device: torch.device, dtype: torch.dtype, n: int = 8192, reps: i
 
 def kv_bytes_read(model: FastModel, context: int) -> int:
     """KV bytes one decode step reads at `context` cached tokens."""
-    spec, e, d = model.spec, model.dtype.itemsize, model.d
+    spec, d = model.spec, model.d
+    e = kv_bytes_per_value(spec.kv_dtype, d, model.dtype.itemsize)  # fp8: one byte + the scale's share
     total = 0
     for li, layer in enumerate(model.layers):
         for grp in layer.groups:
@@ -381,7 +387,7 @@ def kv_bytes_read(model: FastModel, context: int) -> int:
             if spec.mode == "tidal" and li > model.tidal_first and li not in model.tidal_select:
                 n = min(n, spec.top_k)
             total += 2 * grp.size * n * d * e
-    return total
+    return int(total)
 
 
 def runtime_params(fast: FastModel) -> int:

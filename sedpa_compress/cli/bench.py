@@ -28,6 +28,7 @@ TopKOpt = Annotated[Optional[int], typer.Option("--top-k", help="tidal: token po
 OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Result JSON (PNGs and the resume cache <out>.cells.jsonl beside it).")]
 FreshOpt = Annotated[bool, typer.Option("--fresh", help="Ignore finished cells cached beside --out and recompute everything.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1 … (default: cuda when available).")]
+KvDtypeOpt = Annotated[str, typer.Option("--kv-dtype", help="KV caches: bf16, or fp8 (e4m3 with a scale per token and head: half the bytes; runs the fast runtime, also on the CPU; not with tidal).")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16.")]
 ChunkOpt = Annotated[int, typer.Option("--chunk", help="Prefill chunk in tokens (bounds memory at long contexts).")]
 
@@ -38,7 +39,8 @@ def _device(device: str) -> str:
     return device or ("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def _setup(model, compressed, config, random_weights, attention, pattern, sink, recent, window, top_k, device, dtype):
+def _setup(model, compressed, config, random_weights, attention, pattern, sink, recent, window, top_k, device, dtype,
+           kv_dtype: str = "bf16"):
     """Load --model (and --compressed) and build one BenchModel per --attention name."""
     from sedpa_compress.bench.common import LOWRANK_MODES, build_bench_models
     from sedpa_compress.models import load_model
@@ -51,8 +53,17 @@ def _setup(model, compressed, config, random_weights, attention, pattern, sink, 
         comp = None
         if compressed is not None and any(m in LOWRANK_MODES for m in modes):
             comp = load_model(str(compressed), device=dev, dtype=dtype)
+    from sedpa_compress.runtime.cache import check_kv_dtype
+
+    check_kv_dtype(kv_dtype, modes)
+    for loaded in (base, comp):
+        if loaded is not None:
+            loaded.kv_dtype = kv_dtype
     rows = build_bench_models(base, modes, compressed=comp, pattern=pattern, sink=sink, recent=recent, window=window,
                               top_k=top_k)
+    if kv_dtype != "bf16":  # in each mode's settings, so the resume cache keys on it
+        for bm in rows:
+            bm.settings["kv_dtype"] = kv_dtype
     if base.artifact is not None and compressed is None and any(m in ("full", "duo", "streaming", "tidal") for m in modes):
         console.print("[yellow]note[/]: --model is an artifact, so full/streaming/duo/tidal also run on its compressed "
                       "weights; to compare with the uncompressed model pass --model BASE --compressed ARTIFACT")
@@ -132,6 +143,7 @@ def niah_cmd(
     chunk: ChunkOpt = 4096,
     device: DeviceOpt = "",
     dtype: DtypeOpt = "auto",
+    kv_dtype: KvDtypeOpt = "bf16",
 ) -> None:
     """Needle in a haystack: every mode on the same prompts; heatmap PNG per mode + JSON with every cell."""
     from sedpa_compress.bench.common import lengths_for_model, parse_depths, parse_lengths
@@ -142,7 +154,7 @@ def niah_cmd(
                      haystack=str(haystack) if haystack else None, needle=needle, question=question, answer=answer,
                      answer_prefix=answer_prefix, chunk=chunk).validate()
     base, models = _setup(model, compressed, config, random_weights, attention, pattern, sink, recent, window, top_k,
-                          device, dtype)
+                          device, dtype, kv_dtype)
     cfg.lengths, capped = lengths_for_model(lengths, base.geometry.max_position_embeddings, reserve=32)
     if capped:
         console.print(f"[yellow]capped[/]: {capped}", highlight=False)
@@ -199,6 +211,7 @@ def ppl_cmd(
     chunk: ChunkOpt = 4096,
     device: DeviceOpt = "",
     dtype: DtypeOpt = "auto",
+    kv_dtype: KvDtypeOpt = "bf16",
 ) -> None:
     """Perplexity of every mode over the same sliding windows of text."""
     from sedpa_compress.bench.ppl import PplConfig, ppl_provenance, prepare_windows, run_ppl
@@ -206,7 +219,7 @@ def ppl_cmd(
     cfg = PplConfig(data=data, text_field=text_field, split=split, seq_len=seq_len, stride=stride, windows=windows,
                     decode_tail=decode_tail, chunk=chunk)
     base, models = _setup(model, compressed, config, random_weights, attention, pattern, sink, recent, window, top_k,
-                          device, dtype)
+                          device, dtype, kv_dtype)
     prepared = prepare_windows(base, cfg)
     out = out or _default_out("ppl", base)
     cache = _cache(out, fresh)
@@ -250,6 +263,7 @@ def longbench_cmd(
     chunk: ChunkOpt = 4096,
     device: DeviceOpt = "",
     dtype: DtypeOpt = "auto",
+    kv_dtype: KvDtypeOpt = "bf16",
 ) -> None:
     """LongBench: upstream prompts, truncation, stop tokens and metrics, every mode on the same prompts."""
     from sedpa_compress.bench.common import provenance
@@ -265,7 +279,7 @@ def longbench_cmd(
     data = load_tasks(cfg)  # bad files and unreachable datasets fail before the model loads
     total_examples = sum(len(rows) for rows in data.values())
     base, models = _setup(model, compressed, config, random_weights, attention, pattern, sink, recent, window, top_k,
-                          device, dtype)
+                          device, dtype, kv_dtype)
     limit_pos = base.geometry.max_position_embeddings
     if max_length is not None and limit_pos and max_length > limit_pos:
         raise SedpaError(f"--max-length {max_length} is beyond the model's {limit_pos}-token limit: pass {limit_pos - 512} or less")

@@ -83,6 +83,7 @@ def compress_cmd(
     min_rank: Annotated[int, typer.Option("--min-rank", help="Smallest rank of a factored slice; 0 allows pruning a slice away (reported).")] = 1,
     retrieval_ratio: Annotated[Optional[float], typer.Option("--retrieval-ratio", help="Re-binarize the pattern's gates at this ratio.")] = None,
     window: Annotated[Optional[int], typer.Option("--window", help="SEDPA-W window recorded in the artifact.")] = None,
+    kv_dtype: Annotated[Optional[str], typer.Option("--kv-dtype", help="KV cache dtype recorded in the artifact as the runtime's default: bf16 or fp8.")] = None,
     data: Annotated[Optional[str], typer.Option("--data", help="Calibration data when --calibration is omitted.")] = None,
     tokens: Annotated[int, typer.Option("--tokens", help="Calibration tokens when --calibration is omitted.")] = 131072,
     seq_len: Annotated[int, typer.Option("--seq-len")] = 2048,
@@ -103,13 +104,17 @@ def compress_cmd(
     from sedpa_compress.errors import SedpaError
 
     check_ratio(rank_ratio)  # fail before loading anything
+    if kv_dtype is not None:
+        from sedpa_compress.runtime.cache import check_kv_dtype
+
+        check_kv_dtype(kv_dtype)
     if out is not None and out.exists() and not overwrite:
         raise SedpaError(f"--out {out} already exists: choose another path or pass --overwrite")
     job = CompressJob(out=out, compress=CompressConfig(rank_ratio=rank_ratio, scope=scope, rank_search=rank_search,
                                                        min_rank=min_rank),
                       pattern=pattern, calibration=calibration, overwrite=overwrite, force=force,
                       retrieval_ratio=retrieval_ratio,
-                      window=window, calibrate=CalibrateConfig(data=data, tokens=tokens, seq_len=seq_len,
+                      window=window, kv_dtype=kv_dtype, calibrate=CalibrateConfig(data=data, tokens=tokens, seq_len=seq_len,
                                                                attention=calibration_attention),
                       measure_ppl=not no_ppl)
     t0 = time.perf_counter()
@@ -137,6 +142,7 @@ def generate_cmd(
     attention: Annotated[Optional[str], typer.Option("--attention", help="full, streaming, duo, sedpa-s, sedpa-w, tidal (default: sedpa-s for an artifact with a pattern, else full).")] = None,
     pattern: Annotated[Optional[Path], typer.Option("--pattern", help="Head pattern for duo/sedpa-* on a plain model.")] = None,
     window: Annotated[Optional[int], typer.Option("--window", help="SEDPA-W window.")] = None,
+    kv_dtype: Annotated[Optional[str], typer.Option("--kv-dtype", help="KV caches: bf16, or fp8 (e4m3 with a scale per token and head: half the bytes, about twice the context; not with tidal). Default: the artifact's, else bf16.")] = None,
     device: DeviceOpt = "",
     dtype: DtypeOpt = "auto",
 ) -> None:
@@ -156,6 +162,11 @@ def generate_cmd(
         prompt = prompt_file.read_text(encoding="utf-8", errors="replace")
     loaded = _load(model, None, False, device, dtype)
     mode = mode_for(loaded, attention, pattern=pattern, window=window)
+    if kv_dtype is not None:
+        from sedpa_compress.runtime.cache import check_kv_dtype
+
+        check_kv_dtype(kv_dtype, [getattr(mode, "name", "full")])
+        loaded.kv_dtype = kv_dtype
     # one generation per process: the fast runtime may take the weights over (an 8B model exists once)
     result = generate_text(loaded, prompt, mode, GenerateConfig(max_new_tokens=max_new_tokens, temperature=temperature,
                                                                 top_p=top_p, top_k=top_k, seed=seed, consume=True))
@@ -164,7 +175,7 @@ def generate_cmd(
     console.print(result.text, highlight=False, markup=False)
     console.print(f"[dim]{result.prompt_tokens:,} prompt tokens, {result.new_tokens} new, "
                   f"prefill {result.prefill_s:.2f} s, {result.tokens_per_s:.1f} tokens/s "
-                  f"({getattr(mode, 'name', 'full')} attention, {loaded.device})[/]", highlight=False)
+                  f"({getattr(mode, 'name', 'full')} attention, {loaded.kv_dtype} KV, {loaded.device})[/]", highlight=False)
 
 
 def register(app: typer.Typer) -> None:

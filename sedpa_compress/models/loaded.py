@@ -35,6 +35,9 @@ class LoadedModel:
     # it): at most one at a time, so the weights exist at most twice, and once when it consumed them
     fast: Any | None = field(default=None, repr=False, compare=False)
     consumed: bool = field(default=False, repr=False, compare=False)  # the transformers layers were freed
+    # the fast runtime's KV caches for this model: "bf16" (the compute dtype) or "fp8" (`--kv-dtype`; an
+    # artifact may record its default)
+    kv_dtype: str = field(default="bf16", repr=False, compare=False)
 
     @property
     def device(self) -> torch.device:

@@ -54,27 +54,114 @@ def ring_write_plan(start: int, end: int, sink: int, band: int) -> tuple[torch.T
     return pos - start, ring_slot(pos, sink, band)
 
 
+KV_DTYPES = ("bf16", "fp8")  # bf16: the runtime's compute dtype; fp8: e4m3 with a scale per token and head
+FP8_MAX = 448.0  # the largest finite float8_e4m3fn
+SCALE_DTYPE = torch.bfloat16  # one scale per (token, head): 2 bytes beside head_dim bytes of fp8
+
+
+def check_kv_dtype(kv_dtype: str, modes: list[str] = ()) -> None:
+    """Refuse a KV dtype the runtime does not have, or fp8 with a mode that cannot read it."""
+    from sedpa_compress.errors import SedpaError
+
+    if kv_dtype not in KV_DTYPES:
+        raise SedpaError(f"--kv-dtype {kv_dtype!r}: choose one of {', '.join(KV_DTYPES)}")
+    if kv_dtype == "fp8" and "tidal" in modes:
+        raise SedpaError("--kv-dtype fp8 is not supported with --attention tidal yet (its selection layers read "
+                         "every key): use another mode, or --kv-dtype bf16")
+
+
+def quantize_fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """x [..., d] -> (fp8 e4m3 bits as uint8 [..., d], scale [...]): each vector scaled so its largest
+    magnitude is FP8_MAX. Stored as uint8 so index_copy_ and slicing work on every device."""
+    amax = x.abs().amax(-1).float()
+    scale = (amax / FP8_MAX).clamp_min(1e-12).to(SCALE_DTYPE)
+    q = (x.float() / scale.float()[..., None]).clamp(-FP8_MAX, FP8_MAX).to(torch.float8_e4m3fn)
+    return q.view(torch.uint8), scale
+
+
+def quantize_kv_fp8(k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
+    """(k bits, k scale, v bits, v scale): one function, so the decode step can compile both into a
+    kernel or two (FastModel.enable_fusion) instead of a dozen small ones."""
+    return (*quantize_fp8(k), *quantize_fp8(v))
+
+
+def dequantize_fp8(bits: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    return (bits.view(torch.float8_e4m3fn).float() * scale.float()[..., None]).to(dtype)
+
+
 class LayerCache:
-    """The caches of one layer: per head group, K and V of shape [batch, heads, slots, head_dim]."""
+    """The caches of one layer: per head group, K and V of shape [batch, heads, slots, head_dim]; with
+    kv_dtype fp8 they hold e4m3 bits (uint8) and `k_scale`/`v_scale` [batch, heads, slots] one scale
+    per token and head. Writes quantize, `read` dequantizes (the prefill's attention inputs); the
+    decode kernel reads the fp8 bits and scales itself."""
 
     def __init__(self, groups: list[HeadGroup], *, batch: int, max_len: int, sink: int, head_dim: int,
-                 dtype: torch.dtype, device: torch.device | str) -> None:
+                 dtype: torch.dtype, device: torch.device | str, kv_dtype: str = "bf16") -> None:
         self.groups = groups
         self.sink = sink
+        self.dtype = dtype  # what reads return
+        self.quantized = kv_dtype == "fp8"
         self.k: list[torch.Tensor] = []
         self.v: list[torch.Tensor] = []
+        self.k_scale: list[torch.Tensor | None] = []
+        self.v_scale: list[torch.Tensor | None] = []
+        store = torch.uint8 if self.quantized else dtype
         for g in groups:
             slots = max_len if g.kind == "full" else min(sink + g.band, max_len)
             shape = (batch, g.size, slots, head_dim)
-            self.k.append(torch.zeros(shape, dtype=dtype, device=device))
-            self.v.append(torch.zeros(shape, dtype=dtype, device=device))
+            self.k.append(torch.zeros(shape, dtype=store, device=device))
+            self.v.append(torch.zeros(shape, dtype=store, device=device))
+            for scales in (self.k_scale, self.v_scale):
+                scales.append(torch.zeros(shape[:3], dtype=SCALE_DTYPE, device=device) if self.quantized else None)
 
     def nbytes(self) -> int:
-        return sum(t.numel() * t.element_size() for t in self.k + self.v)
+        ts = self.k + self.v + [t for t in self.k_scale + self.v_scale if t is not None]
+        return sum(t.numel() * t.element_size() for t in ts)
+
+    def write(self, gi: int, index: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
+              quantize=quantize_kv_fp8) -> None:
+        """k/v [b, heads, n, d] into slots `index` [n] (positions or ring slots) of group `gi`;
+        `quantize`: quantize_kv_fp8 or a compiled copy of it."""
+        if not self.quantized:
+            self.k[gi].index_copy_(2, index, k)
+            self.v[gi].index_copy_(2, index, v)
+            return
+        kb, ks, vb, vs = quantize(k, v)
+        self.k[gi].index_copy_(2, index, kb)
+        self.k_scale[gi].index_copy_(2, index, ks)
+        self.v[gi].index_copy_(2, index, vb)
+        self.v_scale[gi].index_copy_(2, index, vs)
+
+    def write_span(self, gi: int, start: int, end: int, k: torch.Tensor, v: torch.Tensor) -> None:
+        """k/v [b, heads, end - start, d] into slots [start, end) of group `gi` (full-length caches)."""
+        if not self.quantized:
+            self.k[gi][:, :, start:end] = k
+            self.v[gi][:, :, start:end] = v
+            return
+        for x, store, scales in ((k, self.k[gi], self.k_scale[gi]), (v, self.v[gi], self.v_scale[gi])):
+            bits, scale = quantize_fp8(x)
+            store[:, :, start:end] = bits
+            scales[:, :, start:end] = scale
+
+    def read(self, gi: int, end: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Slots [0, end) of group `gi` as K, V in the compute dtype (a view, or dequantized for fp8)."""
+        k, v = self.k[gi][:, :, :end], self.v[gi][:, :, :end]
+        if not self.quantized:
+            return k, v
+        return (dequantize_fp8(k, self.k_scale[gi][:, :, :end], self.dtype),
+                dequantize_fp8(v, self.v_scale[gi][:, :, :end], self.dtype))
+
+    def scales(self, gi: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        return self.k_scale[gi], self.v_scale[gi]
+
+
+def kv_bytes_per_value(kv_dtype: str, head_dim: int, dtype_bytes: int = 2) -> float:
+    """Bytes one cached K or V vector element costs, its scale included."""
+    return 1 + SCALE_DTYPE.itemsize / head_dim if kv_dtype == "fp8" else dtype_bytes
 
 
 def cache_bytes_per_layer(groups: list[HeadGroup], *, batch: int, max_len: int, sink: int, head_dim: int,
-                          dtype_bytes: int = 2) -> int:
+                          dtype_bytes: int = 2, kv_dtype: str = "bf16") -> int:
     """What LayerCache would allocate, without allocating it."""
     slots = sum(g.size * (max_len if g.kind == "full" else min(sink + g.band, max_len)) for g in groups)
-    return 2 * batch * slots * head_dim * dtype_bytes
+    return int(2 * batch * slots * head_dim * kv_bytes_per_value(kv_dtype, head_dim, dtype_bytes))

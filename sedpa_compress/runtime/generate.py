@@ -53,7 +53,10 @@ def generate_text(loaded: LoadedModel, prompt: str, mode: AttentionMode | None,
                          f"{limit}-token limit: shorten the prompt")
     if cfg.runtime not in ("auto", "fast", "reference"):
         raise SedpaError(f"runtime {cfg.runtime!r}: choose auto, fast or reference")
-    if cfg.runtime == "fast" or (cfg.runtime == "auto" and loaded.device.type == "cuda"):
+    if cfg.runtime == "reference" and loaded.kv_dtype == "fp8":
+        raise SedpaError("--kv-dtype fp8 caches exist only in the fast runtime: drop --runtime reference")
+    # fp8 caches exist only in the fast runtime: auto picks it for them on any device
+    if cfg.runtime == "fast" or (cfg.runtime == "auto" and (loaded.device.type == "cuda" or loaded.kv_dtype == "fp8")):
         return _generate_fast(loaded, ids, mode, cfg)
     _bind(mode, loaded)
     input_ids = torch.tensor([ids], device=loaded.device)
@@ -107,7 +110,7 @@ def _generate_fast(loaded: LoadedModel, ids: list[int], mode: AttentionMode | No
     from sedpa_compress.models.stop_tokens import model_stop_token_ids
     from sedpa_compress.runtime.runner import Runner, Sampling, run_generation, spec_for_mode
 
-    fast = fast_model(loaded, spec_for_mode(mode, loaded.geometry.num_layers), consume=cfg.consume)
+    fast = fast_model(loaded, spec_for_mode(mode, loaded.geometry.num_layers, loaded.kv_dtype), consume=cfg.consume)
     runner = Runner(fast, max_len=len(ids) + cfg.max_new_tokens)
     res = run_generation(runner, ids, cfg.max_new_tokens, Sampling(cfg.temperature, cfg.top_p, cfg.top_k),
                          seed=cfg.seed, stop_ids=set(model_stop_token_ids(loaded)))

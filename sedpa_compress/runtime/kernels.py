@@ -65,10 +65,12 @@ def decode_attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, leng
 if HAS_TRITON:
 
     @triton.jit
-    def _decode_partial(Q, K, V, LEN, IDX, ACC, M, L,
+    def _decode_partial(Q, K, V, LEN, IDX, ACC, M, L, KS, VS,
                         sqb, sqh, sqg, skb, skh, skt, svb, svh, svt, sib, sih, H,
+                        sksb, sksh, skst, svsb, svsh, svst,
                         G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr,
-                        BLOCK_N: tl.constexpr, SPLITS: tl.constexpr, INDEXED: tl.constexpr, scale):
+                        BLOCK_N: tl.constexpr, SPLITS: tl.constexpr, INDEXED: tl.constexpr, FP8: tl.constexpr,
+                        scale):
         bh = tl.program_id(0)
         split = tl.program_id(1)
         b = bh // H
@@ -93,16 +95,30 @@ if HAS_TRITON:
                 pos = tl.load(IDX + b * sib + h * sih + offs_n, mask=valid, other=0)
             else:
                 pos = offs_n
-            k = tl.load(K + b * skb + h * skh + pos[:, None] * skt + offs_d[None, :], mask=valid[:, None], other=0.0)
-            s = tl.dot(q, tl.trans(k)) * qk_scale
+            if FP8:  # e4m3 bits -> the query's dtype (exact); the per-token scale multiplies the logits
+                k = tl.load(K + b * skb + h * skh + pos[:, None] * skt + offs_d[None, :], mask=valid[:, None], other=0)
+                k = k.to(tl.float8e4nv, bitcast=True).to(q.dtype)
+                k_sc = tl.load(KS + b * sksb + h * sksh + pos * skst, mask=valid, other=0.0).to(tl.float32)
+                s = tl.dot(q, tl.trans(k)) * (k_sc * qk_scale)[None, :]
+            else:
+                k = tl.load(K + b * skb + h * skh + pos[:, None] * skt + offs_d[None, :], mask=valid[:, None],
+                            other=0.0)
+                s = tl.dot(q, tl.trans(k)) * qk_scale
             s = tl.where(valid[None, :], s, float("-inf"))
             m_new = tl.maximum(m_i, tl.max(s, axis=1))
             m_safe = tl.where(m_new == float("-inf"), 0.0, m_new)
             alpha = tl.exp2(m_i - m_safe)
             p = tl.exp2(s - m_safe[:, None])
             l_i = l_i * alpha + tl.sum(p, axis=1)
-            v = tl.load(V + b * svb + h * svh + pos[:, None] * svt + offs_d[None, :], mask=valid[:, None], other=0.0)
-            acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
+            if FP8:  # the value scale folds into the probabilities (the denominator keeps them unscaled)
+                v = tl.load(V + b * svb + h * svh + pos[:, None] * svt + offs_d[None, :], mask=valid[:, None], other=0)
+                v = v.to(tl.float8e4nv, bitcast=True).to(q.dtype)
+                v_sc = tl.load(VS + b * svsb + h * svsh + pos * svst, mask=valid, other=0.0).to(tl.float32)
+                acc = acc * alpha[:, None] + tl.dot((p * v_sc[None, :]).to(v.dtype), v)
+            else:
+                v = tl.load(V + b * svb + h * svh + pos[:, None] * svt + offs_d[None, :], mask=valid[:, None],
+                            other=0.0)
+                acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
             m_i = m_new
         base = (bh * SPLITS + split) * G_PAD
         tl.store(ACC + (base + offs_g[:, None]) * D + offs_d[None, :], acc)
@@ -160,18 +176,26 @@ class DecodeWorkspace:
 
 def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, length: torch.Tensor, scale: float,
                      *, index: torch.Tensor | None = None, workspace: DecodeWorkspace | None = None,
-                     out: torch.Tensor | None = None) -> torch.Tensor:
-    """Split-K decode attention on CUDA (Triton); the reference on other devices."""
+                     out: torch.Tensor | None = None, k_scale: torch.Tensor | None = None,
+                     v_scale: torch.Tensor | None = None) -> torch.Tensor:
+    """Split-K decode attention on CUDA (Triton); the reference on other devices. With `k_scale` /
+    `v_scale` ([b, hkv, t]) k/v are fp8 e4m3 bits (uint8) with a scale per token and head: the
+    kernel reads the bytes and scales in the softmax (keys) and the probabilities (values)."""
     if not (HAS_TRITON and q.is_cuda):
+        if k_scale is not None:  # the reference reads a dequantized copy (CPU tests only)
+            from sedpa_compress.runtime.cache import dequantize_fp8
+
+            k, v = dequantize_fp8(k, k_scale, q.dtype), dequantize_fp8(v, v_scale, q.dtype)
         res = decode_attention_ref(q, k, v, length, scale, index)
         if out is not None:
             out.copy_(res)
             return out
         return res
-    return _triton_decode(q, k, v, length, scale, index=index, workspace=workspace, out=out)
+    return _triton_decode(q, k, v, length, scale, index=index, workspace=workspace, out=out, k_scale=k_scale,
+                          v_scale=v_scale)
 
 
-def _triton_decode(q, k, v, length, scale, *, index=None, workspace=None, out=None):
+def _triton_decode(q, k, v, length, scale, *, index=None, workspace=None, out=None, k_scale=None, v_scale=None):
     """The two kernel launches (also run by the tests under TRITON_INTERPRET=1 on CPU tensors)."""
     b, h, g, d = q.shape
     ws = workspace or DecodeWorkspace(b, h, g, d, k.shape[2] if index is None else index.shape[-1], q.device)
@@ -181,11 +205,15 @@ def _triton_decode(q, k, v, length, scale, *, index=None, workspace=None, out=No
     idx_b = index.stride(0) if index is not None else 0
     idx_h = index.stride(1) if index is not None and index.dim() == 3 else 0
     block_n = 64
+    fp8 = k_scale is not None
+    ks, vs = (k_scale, v_scale) if fp8 else (length, length)  # unused pointers when not FP8
     _decode_partial[(b * h, ws.splits)](
-        q, k, v, length, idx, ws.acc, ws.m, ws.l,
+        q, k, v, length, idx, ws.acc, ws.m, ws.l, ks, vs,
         q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
         v.stride(0), v.stride(1), v.stride(2), idx_b, idx_h, h,
-        G=g, G_PAD=ws.g_pad, D=d, BLOCK_N=block_n, SPLITS=ws.splits, INDEXED=index is not None,
+        ks.stride(0) if fp8 else 0, ks.stride(1) if fp8 else 0, ks.stride(2) if fp8 else 0,
+        vs.stride(0) if fp8 else 0, vs.stride(1) if fp8 else 0, vs.stride(2) if fp8 else 0,
+        G=g, G_PAD=ws.g_pad, D=d, BLOCK_N=block_n, SPLITS=ws.splits, INDEXED=index is not None, FP8=fp8,
         scale=scale, num_warps=4, num_stages=2)
     _decode_reduce[(b * h, g)](ws.acc, ws.m, ws.l, out, out.stride(0), out.stride(1), out.stride(2), h,
                                G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, SB=min(ws.splits, 16), num_warps=4)

@@ -30,7 +30,8 @@ class MemoryPlan:
 
 def cache_bytes(model, *, batch: int, max_len: int) -> int:
     return sum(cache_bytes_per_layer(layer.groups, batch=batch, max_len=max_len, sink=model.spec.sink,
-                                     head_dim=model.d, dtype_bytes=model.dtype.itemsize) for layer in model.layers)
+                                     head_dim=model.d, dtype_bytes=model.dtype.itemsize, kv_dtype=model.spec.kv_dtype)
+               for layer in model.layers)
 
 
 def workspace_bytes(model, *, batch: int, chunk: int, max_len: int) -> int:
@@ -48,7 +49,12 @@ def workspace_bytes(model, *, batch: int, chunk: int, max_len: int) -> int:
     expand = min(EXPAND_LIMIT, 2 * batch * max_len * model.hq * model.d * e) if full else 0
     tidal = batch * model.hq * max_len * 4 * 3 if model.spec.mode == "tidal" else 0
     logits = batch * model.vocab * 4 * 2
-    return act + attn + expand + tidal + logits
+    # fp8 caches: the prefill's attention reads one layer's full-head past dequantized (plus the chunk's
+    # quantization temporaries, fp32)
+    full_heads = max((g.size for layer in model.layers for g in layer.groups if g.kind == "full"), default=0)
+    dequant = (2 * batch * full_heads * max_len * model.d * e + 2 * batch * model.hkv * chunk * model.d * 4
+               if model.spec.kv_dtype == "fp8" else 0)
+    return act + attn + expand + tidal + logits + dequant
 
 
 def free_device_bytes(device: torch.device) -> int | None:

@@ -21,7 +21,8 @@ from sedpa_compress.errors import SedpaError
 from sedpa_compress.heads.pattern import HeadPattern
 from sedpa_compress.models.loader import LoadedModel
 from sedpa_compress.runtime import kernels
-from sedpa_compress.runtime.cache import HeadGroup, LayerCache, ring_positions, ring_slot, ring_write_plan
+from sedpa_compress.runtime.cache import (HeadGroup, LayerCache, check_kv_dtype, quantize_kv_fp8, ring_positions,
+                                          ring_slot, ring_write_plan)
 from sedpa_compress.runtime.modes.table import DEFAULTS, PATTERN_MODES, check_mode
 from sedpa_compress.runtime.modes.tidal import tidal_selection_layers
 
@@ -51,11 +52,13 @@ class RuntimeSpec:
     # more bytes per decode step than their extra kernels cost (elsewhere the factors are multiplied back
     # into dense rows at build time); "factored": always; "dense": never.
     lowrank: str = "auto"
+    kv_dtype: str = "bf16"  # the caches: "bf16" (the compute dtype) or "fp8" (e4m3, a scale per token and head)
 
     def check(self, num_layers: int) -> None:
         check_mode(self.mode)
         if self.lowrank not in LOWRANK_POLICIES:
             raise SedpaError(f"low-rank policy {self.lowrank!r}: choose one of {', '.join(LOWRANK_POLICIES)}")
+        check_kv_dtype(self.kv_dtype, [self.mode])
         if self.sink < 0 or self.recent < 1:
             raise SedpaError(f"--sink {self.sink} / --recent {self.recent}: need sink >= 0 and recent >= 1")
         if self.mode in PATTERN_MODES and self.pattern is None:
@@ -206,6 +209,7 @@ class FastModel(nn.Module):
         self._fused = False
         self._norm, self._add_norm, self._rope, self._silu_mul = _rms_norm, _add_rms_norm, _rope_qk, _silu_mul
         self._add2_norm = _add2_rms_norm
+        self._quantize_kv = quantize_kv_fp8  # fp8 caches: the decode step's quantization (compiled on CUDA)
         self.layers: list[FastLayer] = []
         self.notes: list[str] = []  # what the build had to decide (printed by the commands)
         self.bench_runner = None  # the benchmarks' reusable Runner for this model (bench.common._bench_runner)
@@ -426,11 +430,11 @@ class FastModel(nn.Module):
                 h1 = h0 + grp.size
                 qg = q[:, h0 * self.group:h1 * self.group]
                 kg, vg = k[:, h0:h1], v[:, h0:h1]
-                ck, cv = cache.k[gi], cache.v[gi]
+                ck = cache.k[gi]
                 if grp.kind == "full":
-                    ck[:, :, start:end] = kg
-                    cv[:, :, start:end] = vg
-                    outs.append(kernels.causal_chunk_attention(qg, ck[:, :, :end], cv[:, :, :end], start, self.scale))
+                    cache.write_span(gi, start, end, kg, vg)
+                    past_k, past_v = cache.read(gi, end)
+                    outs.append(kernels.causal_chunk_attention(qg, past_k, past_v, start, self.scale))
                 else:
                     band = grp.band
                     if band not in ring_pos:  # per chunk and band, shared by every layer
@@ -440,13 +444,13 @@ class FastModel(nn.Module):
                         plans[band] = (offs.to(dev), slots.to(dev))
                         if self._flex_prefill:
                             masks[band] = kernels.band_block_mask(pos_padded, ring_pos[band], cache.sink, band)
-                    keys = torch.cat([ck, kg], 2)
-                    vals = torch.cat([cv, vg], 2)
+                    ring_k, ring_v = cache.read(gi)
+                    keys = torch.cat([ring_k, kg], 2)
+                    vals = torch.cat([ring_v, vg], 2)
                     outs.append(kernels.band_chunk_attention(qg, keys, vals, pos_padded, ring_pos[band], cache.sink,
                                                              band, self.scale, block_mask=masks.get(band)))
                     offs, slots = plans[band]
-                    ck.index_copy_(2, slots, kg.index_select(2, offs))
-                    cv.index_copy_(2, slots, vg.index_select(2, offs))
+                    cache.write(gi, slots, kg.index_select(2, offs), vg.index_select(2, offs))
                 h0 = h1
             a = torch.cat(outs, 1) if len(outs) > 1 else outs[0]
             x = x + self.out_proj(layer, a.transpose(1, 2).reshape(b, t, self.hq * self.d))
@@ -466,6 +470,8 @@ class FastModel(nn.Module):
         self._add2_norm = torch.compile(_add2_rms_norm, **opts)
         self._rope = torch.compile(_rope_qk, **opts)
         self._silu_mul = torch.compile(_silu_mul, **opts)
+        if self.spec.kv_dtype == "fp8":
+            self._quantize_kv = torch.compile(quantize_kv_fp8, **opts)
         self._fused = True
 
     def decode_step(self, token: torch.Tensor, pos: torch.Tensor, caches: list[LayerCache],
@@ -488,18 +494,22 @@ class FastModel(nn.Module):
             for gi, grp in enumerate(layer.groups):
                 h1 = h0 + grp.size
                 ck, cv = cache.k[gi], cache.v[gi]
+                ks, vs = cache.scales(gi)  # fp8 caches: the kernel dequantizes as it reads
                 ws = state.workspaces[(li, gi)]
                 if grp.kind == "full":
-                    ck.index_copy_(2, pos, k[:, h0:h1, None])
-                    cv.index_copy_(2, pos, v[:, h0:h1, None])
-                    self._full_decode(li, qg[:, h0:h1], ck, cv, length, ws, out[:, h0:h1], state)
+                    cache.write(gi, pos, k[:, h0:h1, None], v[:, h0:h1, None], quantize=self._quantize_kv)
+                    if ks is None:
+                        self._full_decode(li, qg[:, h0:h1], ck, cv, length, ws, out[:, h0:h1], state)
+                    else:  # (tidal refuses fp8 caches)
+                        kernels.decode_attention(qg[:, h0:h1], ck, cv, length, self.scale, workspace=ws,
+                                                 out=out[:, h0:h1], k_scale=ks, v_scale=vs)
                 else:
                     if grp.band not in rings:
                         rings[grp.band] = (ring_slot(pos, cache.sink, grp.band), torch.clamp(length, max=ck.shape[2]))
                     slot, count = rings[grp.band]
-                    ck.index_copy_(2, slot, k[:, h0:h1, None])
-                    cv.index_copy_(2, slot, v[:, h0:h1, None])
-                    kernels.decode_attention(qg[:, h0:h1], ck, cv, count, self.scale, workspace=ws, out=out[:, h0:h1])
+                    cache.write(gi, slot, k[:, h0:h1, None], v[:, h0:h1, None], quantize=self._quantize_kv)
+                    kernels.decode_attention(qg[:, h0:h1], ck, cv, count, self.scale, workspace=ws, out=out[:, h0:h1],
+                                             k_scale=ks, v_scale=vs)
                 h0 = h1
             parts = self.out_parts(layer, out.reshape(b, 1, self.hq * d))
             if len(parts) == 1:
@@ -553,7 +563,7 @@ class DecodeState:
 
 def make_caches(model: FastModel, *, batch: int, max_len: int) -> list[LayerCache]:
     return [LayerCache(layer.groups, batch=batch, max_len=max_len, sink=model.spec.sink, head_dim=model.d,
-                       dtype=model.dtype, device=model.device) for layer in model.layers]
+                       dtype=model.dtype, device=model.device, kv_dtype=model.spec.kv_dtype) for layer in model.layers]
 
 
 def make_state(model: FastModel, caches: list[LayerCache], batch: int) -> DecodeState:

@@ -16,6 +16,7 @@ import torch
 from sedpa_compress.errors import SedpaError
 from sedpa_compress.models.loader import LoadedModel
 from sedpa_compress.runtime import memory
+from sedpa_compress.runtime.cache import quantize_fp8
 from sedpa_compress.runtime.model import FastModel, RuntimeSpec, make_caches, make_state
 
 DEFAULT_CHUNK = 8192
@@ -38,8 +39,9 @@ class Runner:
             raise SedpaError(
                 f"a {max_len}-token context needs about {memory.describe(self.plan.needed)} for caches and "
                 f"workspace but {where} {memory.describe(self.plan.free_bytes)} free: the largest context "
-                f"that fits with --attention {model.spec.mode} is {fit} tokens; shorten the prompt, lower "
-                "--retrieval-ratio, or use sedpa-w")
+                f"that fits with --attention {model.spec.mode} and --kv-dtype {model.spec.kv_dtype} is {fit} tokens; "
+                "shorten the prompt, lower --retrieval-ratio, use sedpa-w"
+                + (", or --kv-dtype fp8" if model.spec.kv_dtype != "fp8" and model.spec.mode != "tidal" else ""))
         self.caches = make_caches(model, batch=batch, max_len=max_len)
         self.state = make_state(model, self.caches, batch)
         dev = model.device
@@ -130,16 +132,28 @@ class Runner:
             raise SedpaError(f"{length} > max_len {self.max_len}")
         gen = torch.Generator(device=self.model.device).manual_seed(seed)
         for cache in self.caches:
-            for t in cache.k + cache.v:
-                for i in range(t.shape[1]):  # head by head: no full-size fp32 temporary
-                    t[:, i].normal_(0, 1, generator=gen)
+            for gi in range(len(cache.groups)):
+                for t, scales in ((cache.k[gi], cache.k_scale[gi]), (cache.v[gi], cache.v_scale[gi])):
+                    for i in range(t.shape[1]):  # head by head: no full-size fp32 temporary
+                        if scales is None:
+                            t[:, i].normal_(0, 1, generator=gen)
+                            continue
+                        x = torch.empty(t[:, i].shape, dtype=self.model.dtype, device=t.device).normal_(0, 1, generator=gen)
+                        t[:, i], scales[:, i] = quantize_fp8(x)
         self.length = length
         self.pos.fill_(length)
 
 
-def spec_for_mode(mode, num_layers: int) -> RuntimeSpec:
-    """The runtime settings of a reference-path mode object (`build_mode(...)`; None = full).
-    A mode object of a name the table does not know is refused, never run as full attention."""
+def spec_for_mode(mode, num_layers: int, kv_dtype: str = "bf16") -> RuntimeSpec:
+    """The runtime settings of a reference-path mode object (`build_mode(...)`; None = full), with
+    caches of `kv_dtype`. A mode object of a name the table does not know is refused, never run as
+    full attention."""
+    import dataclasses
+
+    return dataclasses.replace(_spec_of(mode), kv_dtype=kv_dtype)
+
+
+def _spec_of(mode) -> RuntimeSpec:
     from sedpa_compress.runtime.modes.table import PATTERN_MODES, check_mode
 
     if mode is None:

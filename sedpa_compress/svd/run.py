@@ -32,6 +32,7 @@ class CompressJob:
     force: bool = False  # accept --calibration recorded for another model name/revision or pattern
     retrieval_ratio: float | None = None  # re-binarize the pattern's gates
     window: int | None = None  # SEDPA-W's default window recorded in the artifact
+    kv_dtype: str | None = None  # the KV cache dtype the runtime defaults to for the artifact (None: bf16)
     ppl_windows: int = 4
     ppl_seq_len: int = 1024
     measure_ppl: bool = True
@@ -115,6 +116,7 @@ def run_compress(loaded: LoadedModel, job: CompressJob, *, show_progress: bool =
         "min_rank": job.compress.min_rank,
         "whiten": job.compress.whiten,
         "window": job.window,
+        **({"kv_dtype": job.kv_dtype} if job.kv_dtype else {}),
         "calibration": dict(stats.metadata) if stats is not None else None,
     }
     block = sedpa_block(loaded, pattern=pattern, projections=projection_config(loaded.model), settings=settings,

@@ -123,7 +123,7 @@ def test_context_that_does_not_fit_is_refused_with_the_largest_that_does(world, 
                       ["generate", "--model", world.model, "--prompt", "w" * 700, "-n", 4, "--device", "cpu"],
                       "the largest context that fits")
     assert allocated == [], "the runtime allocated its caches before refusing"
-    fit = int(re.search(r"the largest context that fits with --attention \S+ is (\d+) tokens", message).group(1))
+    fit = int(re.search(r"the largest context that fits with --attention \S+ and --kv-dtype \S+ is (\d+) tokens", message).group(1))
     assert 256 <= fit < 704
     # the number it names is true: that context plans within the free memory, and one chunk more does not
     assert memory.plan(fast, batch=1, max_len=fit, chunk=fit).needed <= free
