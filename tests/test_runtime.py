@@ -5,6 +5,7 @@ plumbing. The CUDA kernels themselves are checked in test_runtime_gpu.py (pytest
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 
@@ -461,3 +462,29 @@ def test_fp8_caches_double_the_longest_context_and_refuse_what_they_cannot_run(t
         FastModel(loaded, RuntimeSpec(mode="tidal", kv_dtype="fp8"))
     with pytest.raises(SedpaError, match="--kv-dtype 'int4'"):
         FastModel(loaded, RuntimeSpec(mode="full", kv_dtype="int4"))
+
+
+@pytest.mark.skipif(not shutil.which("cc"), reason="torch.compile on the CPU needs a C compiler")
+@pytest.mark.parametrize("kv_dtype", ["bf16", "fp8"])
+def test_compiled_rope_and_cache_writes_equal_the_eager_ones(kv_dtype):
+    """The decode step's fused RoPE + cache writes (what enable_fusion compiles on CUDA) trace as one
+    graph, mutate the caches in place, and write what the eager function writes (fp8: to within one
+    e4m3 step, where the compiled division rounds differently)."""
+    from sedpa_compress.runtime.cache import HeadGroup, LayerCache
+    from sedpa_compress.runtime.model import _rope_append
+
+    torch.manual_seed(0)
+    groups = [HeadGroup("full", (0, 1)), HeadGroup("ring", (2, 3), 8)]
+    caches = [LayerCache(groups, batch=1, max_len=32, sink=4, head_dim=16, dtype=torch.float32, device="cpu",
+                         kv_dtype=kv_dtype) for _ in range(2)]
+    q, k, v = torch.randn(1, 1, 8, 16), torch.randn(1, 1, 4, 16), torch.randn(1, 1, 4, 16)
+    cos, sin = torch.randn(1, 16), torch.randn(1, 16)
+    slots = [torch.tensor([5]), torch.tensor([9])]
+    compiled = torch.compile(_rope_append, dynamic=False, fullgraph=True)
+    got = [fn(q, k, v, cos, sin, slots, c.k, c.v, c.k_scale, c.v_scale, (2, 2))
+           for fn, c in ((_rope_append, caches[0]), (compiled, caches[1]))]
+    assert torch.equal(got[0], got[1])
+    for gi in range(2):
+        for (a, b) in zip(caches[0].read(gi), caches[1].read(gi)):
+            assert float(a.abs().sum()) > 0  # the slot was written
+            assert torch.allclose(a, b, rtol=0.13 if kv_dtype == "fp8" else 0, atol=1e-6)

@@ -127,6 +127,32 @@ def _rope_qk(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Ten
     return (q * cos + _rotate_half(q) * sin)[:, 0], (k * cos + _rotate_half(k) * sin)[:, 0]
 
 
+def _rope_append(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                 slots: list[torch.Tensor], k_caches: list[torch.Tensor], v_caches: list[torch.Tensor],
+                 k_scales: list[torch.Tensor | None], v_scales: list[torch.Tensor | None],
+                 sizes: tuple[int, ...]) -> torch.Tensor:
+    """One decode token's RoPE, and its K/V written into every head group's cache at that group's
+    slot (fp8 caches: quantized on the way). One function so that the decode step compiles it into a
+    kernel or two (FastModel.enable_fusion) instead of RoPE plus two copies (or a dozen quantizing ops)
+    per group. q [b, 1, hq, d], k/v [b, 1, hkv, d] -> q [b, hq, d]."""
+    q, k = _rope_qk(q, k, cos, sin)
+    v = v[:, 0]
+    h0 = 0
+    for i, n in enumerate(sizes):
+        kg, vg = k[:, h0:h0 + n, None], v[:, h0:h0 + n, None]
+        if k_scales[i] is None:
+            k_caches[i].index_copy_(2, slots[i], kg)
+            v_caches[i].index_copy_(2, slots[i], vg)
+        else:
+            kb, ks, vb, vs = quantize_kv_fp8(kg, vg)
+            k_caches[i].index_copy_(2, slots[i], kb)
+            k_scales[i].index_copy_(2, slots[i], ks)
+            v_caches[i].index_copy_(2, slots[i], vb)
+            v_scales[i].index_copy_(2, slots[i], vs)
+        h0 += n
+    return q
+
+
 def _silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
     gate, up = gate_up.chunk(2, dim=-1)
     return F.silu(gate) * up
@@ -207,9 +233,9 @@ class FastModel(nn.Module):
         # synthetic factors are drawn where the weights live: 8B-sized factor sets are slow on a CPU
         gen = torch.Generator(device=self.embed.device).manual_seed(seed)
         self._fused = False
-        self._norm, self._add_norm, self._rope, self._silu_mul = _rms_norm, _add_rms_norm, _rope_qk, _silu_mul
+        self._norm, self._add_norm, self._silu_mul = _rms_norm, _add_rms_norm, _silu_mul
         self._add2_norm = _add2_rms_norm
-        self._quantize_kv = quantize_kv_fp8  # fp8 caches: the decode step's quantization (compiled on CUDA)
+        self._rope_append = _rope_append  # RoPE + the caches' writes of a decode step (compiled on CUDA)
         self.layers: list[FastLayer] = []
         self.notes: list[str] = []  # what the build had to decide (printed by the commands)
         self.bench_runner = None  # the benchmarks' reusable Runner for this model (bench.common._bench_runner)
@@ -459,25 +485,26 @@ class FastModel(nn.Module):
 
     # ---- one decode step (graph-capturable: no host syncs, positions on the device)
     def enable_fusion(self) -> None:
-        """Compile the decode step's pointwise glue (norms, residual adds, RoPE, SwiGLU) into single
-        kernels. At batch 1 a step is ~1000 tiny kernels otherwise, and their launch gaps, not
-        the bytes, would dominate. GEMMs stay cuBLAS, attention stays the split-K kernel."""
+        """Compile the decode step's pointwise glue (norms, residual adds, SwiGLU, and RoPE with the
+        caches' writes, fp8 quantization included) into single kernels. At batch 1 a step is ~1000 tiny
+        kernels otherwise, and their launch gaps, not the bytes, would dominate. GEMMs stay cuBLAS,
+        attention stays the split-K kernel."""
         if self.device.type != "cuda" or self._fused:
             return
         opts = dict(dynamic=False, fullgraph=True)
         self._norm = torch.compile(_rms_norm, **opts)
         self._add_norm = torch.compile(_add_rms_norm, **opts)
         self._add2_norm = torch.compile(_add2_rms_norm, **opts)
-        self._rope = torch.compile(_rope_qk, **opts)
+        # one compiled graph per distinct head split of a layer (uneven retrieval heads per layer give up to
+        # num_kv_heads + 1 of them): room for them all rather than the default eight
+        import torch._dynamo.config as dynamo_config
+
+        for name in ("recompile_limit", "cache_size_limit"):
+            if hasattr(dynamo_config, name):
+                setattr(dynamo_config, name, max(getattr(dynamo_config, name), 64))
         self._silu_mul = torch.compile(_silu_mul, **opts)
-        if self.spec.kv_dtype == "fp8":
-            compiled = torch.compile(quantize_kv_fp8, **opts)
-            try:  # an fp8 cast or bitcast this inductor cannot lower: keep the eager ops, and say so
-                probe = torch.zeros(1, 1, 1, self.d, dtype=self.dtype, device=self.device)
-                compiled(probe, probe)
-                self._quantize_kv = compiled
-            except Exception as exc:  # noqa: BLE001 - any compile failure falls back to the same math eagerly
-                self.notes.append(f"fp8 KV quantization runs eagerly (torch.compile failed: {str(exc).splitlines()[0][:120]})")
+        self._rope_append = _FirstCallFallback(torch.compile(_rope_append, **opts), _rope_append, self.notes,
+                                               "RoPE + cache writes")
         self._fused = True
 
     def decode_step(self, token: torch.Tensor, pos: torch.Tensor, caches: list[LayerCache],
@@ -492,8 +519,17 @@ class FastModel(nn.Module):
         h = self._norm(x, self.layers[0].attn_norm, self.eps)
         for li, (layer, cache) in enumerate(zip(self.layers, caches)):
             q, k, v = self.qkv(layer, h)
-            q, k = self._rope(q, k, cos, sin)  # [b, hq, d], [b, hkv, d]
-            v = v[:, 0]
+            slots = []
+            for gi, grp in enumerate(layer.groups):
+                if grp.kind == "full":
+                    slots.append(pos)
+                    continue
+                if grp.band not in rings:
+                    rings[grp.band] = (ring_slot(pos, cache.sink, grp.band),
+                                       torch.clamp(length, max=cache.k[gi].shape[2]))
+                slots.append(rings[grp.band][0])
+            q = self._rope_append(q, k, v, cos, sin, slots, cache.k, cache.v, cache.k_scale, cache.v_scale,
+                                  tuple(grp.size for grp in layer.groups))  # [b, hq, d]
             qg = q.view(b, self.hkv, g, d)
             out = state.attn_out  # [b, hkv, g, d]
             h0 = 0
@@ -503,17 +539,13 @@ class FastModel(nn.Module):
                 ks, vs = cache.scales(gi)  # fp8 caches: the kernel dequantizes as it reads
                 ws = state.workspaces[(li, gi)]
                 if grp.kind == "full":
-                    cache.write(gi, pos, k[:, h0:h1, None], v[:, h0:h1, None], quantize=self._quantize_kv)
                     if ks is None:
                         self._full_decode(li, qg[:, h0:h1], ck, cv, length, ws, out[:, h0:h1], state)
                     else:  # (tidal refuses fp8 caches)
                         kernels.decode_attention(qg[:, h0:h1], ck, cv, length, self.scale, workspace=ws,
                                                  out=out[:, h0:h1], k_scale=ks, v_scale=vs)
                 else:
-                    if grp.band not in rings:
-                        rings[grp.band] = (ring_slot(pos, cache.sink, grp.band), torch.clamp(length, max=ck.shape[2]))
-                    slot, count = rings[grp.band]
-                    cache.write(gi, slot, k[:, h0:h1, None], v[:, h0:h1, None], quantize=self._quantize_kv)
+                    count = rings[grp.band][1]
                     kernels.decode_attention(qg[:, h0:h1], ck, cv, count, self.scale, workspace=ws, out=out[:, h0:h1],
                                              k_scale=ks, v_scale=vs)
                 h0 = h1
@@ -555,6 +587,25 @@ def tidal_select(q: torch.Tensor, k: torch.Tensor, length: torch.Tensor, scale: 
     index_out.copy_(torch.topk(scores, min(kk, t), dim=-1).indices if kk <= t else
                     F.pad(torch.topk(scores, t, dim=-1).indices, (0, kk - t)))
     n_sel_out.copy_(torch.clamp(length, max=min(top_k, t)))
+
+
+class _FirstCallFallback:
+    """A compiled function that, if its first call fails to compile (a lowering this inductor lacks),
+    runs the eager function from then on and leaves a note; later errors propagate."""
+
+    def __init__(self, compiled, eager, notes: list[str], what: str) -> None:
+        self.fn, self.eager, self.notes, self.what, self.tried = compiled, eager, notes, what, False
+
+    def __call__(self, *args, **kwargs):
+        if self.tried:
+            return self.fn(*args, **kwargs)
+        self.tried = True
+        try:
+            return self.fn(*args, **kwargs)
+        except Exception as exc:  # noqa: BLE001 - any compile failure: the same math, eagerly
+            self.fn = self.eager
+            self.notes.append(f"{self.what} run eagerly (torch.compile failed: {str(exc).splitlines()[0][:120]})")
+            return self.fn(*args, **kwargs)
 
 
 @dataclass
