@@ -358,8 +358,8 @@ def test_band_attention_through_flex_equals_the_masked_definition():
                     reason="opt-in: needs triton installed; runs the CUDA kernels in Triton's CPU interpreter")
 def test_split_k_decode_kernels_in_the_triton_interpreter():
     """SEDPA_TRITON_INTERPRET=1 pytest -k interpreter: the split-K partial and reduce kernels, plain,
-    indexed (TidalDecode) and reading fp8 caches with per-token scales, on CPU tensors, against the fp32
-    reference. Needs triton and numpy < 2.4 (Triton 3.6's interpreter turns 1-element arrays into ints,
+    indexed (TidalDecode), reading fp8 caches with per-token scales, and over a layer's two head groups in
+    one launch, on CPU tensors, against the fp32 reference. Needs triton and numpy < 2.4 (Triton 3.6's interpreter turns 1-element arrays into ints,
     which numpy 2.4 refuses; e.g. `pip install --target /tmp/np23 numpy==2.3.*` and PYTHONPATH=/tmp/np23).
     fp32 inputs: the interpreter does not emulate bf16 dot products (the GPU tests cover bf16)."""
     code = (
@@ -386,6 +386,16 @@ def test_split_k_decode_kernels_in_the_triton_interpreter():
         "        got = kernels._triton_decode(q, kb, vb, n, d ** -0.5, k_scale=ks, v_scale=vs)\n"
         "        want = kernels.decode_attention_ref(q, kd, vd, n, d ** -0.5)\n"
         "        assert float((got - want).norm() / want.norm()) < 1e-5\n"
+        "for fp8 in (False, True):  # a layer's two head groups (full-length + ring) in one launch pair\n"
+        "    q = torch.randn(2, 5, 4, 64)\n"
+        "    kv = [torch.randn(2, 3, 900, 64), torch.randn(2, 3, 900, 64), torch.randn(2, 2, 80, 64), torch.randn(2, 2, 80, 64)]\n"
+        "    sc = [None] * 4\n"
+        "    if fp8:\n"
+        "        kv, sc = zip(*map(quantize_fp8, kv))\n"
+        "    groups = [(kv[0], kv[1], torch.tensor([700]), sc[0], sc[1]), (kv[2], kv[3], torch.tensor([80]), sc[2], sc[3])]\n"
+        "    got = kernels._triton_decode2(q, groups, 0.125)\n"
+        "    want = kernels.decode_attention_groups(q, groups, 0.125)\n"
+        "    assert float((got - want).norm() / want.norm()) < 1e-5\n"
         "print('ok')\n")
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)

@@ -65,29 +65,14 @@ def decode_attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, leng
 if HAS_TRITON:
 
     @triton.jit
-    def _decode_partial(Q, K, V, LEN, IDX, ACC, M, L, KS, VS,
-                        sqb, sqh, sqg, skb, skh, skt, svb, svh, svt, sib, sih, H,
-                        sksb, sksh, skst, svsb, svsh, svst,
-                        G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr,
-                        BLOCK_N: tl.constexpr, SPLITS: tl.constexpr, INDEXED: tl.constexpr, FP8: tl.constexpr,
-                        scale):
-        bh = tl.program_id(0)
-        split = tl.program_id(1)
-        b = bh // H
-        h = bh % H
-        length = tl.load(LEN)
-        per_split = tl.cdiv(tl.cdiv(length, SPLITS), BLOCK_N) * BLOCK_N
-        start = split * per_split
-        end = tl.minimum(start + per_split, length)
-
-        offs_g = tl.arange(0, G_PAD)
+    def _attend(q, K, V, IDX, KS, VS, b, h, start, end, skb, skh, skt, svb, svh, svt, sib, sih,
+                sksb, sksh, skst, svsb, svsh, svst, G_PAD: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr,
+                INDEXED: tl.constexpr, FP8: tl.constexpr, qk_scale):
+        """One program's online softmax over keys [start, end) of KV head `h` of one cache: (acc, m, l)."""
         offs_d = tl.arange(0, D)
-        q = tl.load(Q + b * sqb + h * sqh + offs_g[:, None] * sqg + offs_d[None, :],
-                    mask=offs_g[:, None] < G, other=0.0)
         m_i = tl.full([G_PAD], float("-inf"), tl.float32)
         l_i = tl.zeros([G_PAD], tl.float32)
         acc = tl.zeros([G_PAD, D], tl.float32)
-        qk_scale = scale * 1.4426950408889634  # exp2 instead of exp
         for n0 in range(start, end, BLOCK_N):
             offs_n = n0 + tl.arange(0, BLOCK_N)
             valid = offs_n < end
@@ -120,10 +105,75 @@ if HAS_TRITON:
                             other=0.0)
                 acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
             m_i = m_new
+        return acc, m_i, l_i
+
+    @triton.jit
+    def _split_range(LEN, split, SPLITS: tl.constexpr, BLOCK_N: tl.constexpr):
+        length = tl.load(LEN)
+        per_split = tl.cdiv(tl.cdiv(length, SPLITS), BLOCK_N) * BLOCK_N
+        start = split * per_split
+        return start, tl.minimum(start + per_split, length)
+
+    @triton.jit
+    def _store_partial(ACC, M, L, acc, m_i, l_i, bh, split, SPLITS: tl.constexpr, G_PAD: tl.constexpr,
+                       D: tl.constexpr):
+        offs_g = tl.arange(0, G_PAD)
+        offs_d = tl.arange(0, D)
         base = (bh * SPLITS + split) * G_PAD
         tl.store(ACC + (base + offs_g[:, None]) * D + offs_d[None, :], acc)
         tl.store(M + base + offs_g, m_i)
         tl.store(L + base + offs_g, l_i)
+
+    @triton.jit
+    def _load_q(Q, b, h, sqb, sqh, sqg, G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr):
+        offs_g = tl.arange(0, G_PAD)
+        offs_d = tl.arange(0, D)
+        return tl.load(Q + b * sqb + h * sqh + offs_g[:, None] * sqg + offs_d[None, :], mask=offs_g[:, None] < G,
+                       other=0.0)
+
+    @triton.jit
+    def _decode_partial(Q, K, V, LEN, IDX, ACC, M, L, KS, VS,
+                        sqb, sqh, sqg, skb, skh, skt, svb, svh, svt, sib, sih, H,
+                        sksb, sksh, skst, svsb, svsh, svst,
+                        G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr,
+                        BLOCK_N: tl.constexpr, SPLITS: tl.constexpr, INDEXED: tl.constexpr, FP8: tl.constexpr,
+                        scale):
+        bh = tl.program_id(0)
+        split = tl.program_id(1)
+        b = bh // H
+        h = bh % H
+        start, end = _split_range(LEN, split, SPLITS, BLOCK_N)
+        q = _load_q(Q, b, h, sqb, sqh, sqg, G, G_PAD, D)
+        qk_scale = scale * 1.4426950408889634  # exp2 instead of exp
+        acc, m_i, l_i = _attend(q, K, V, IDX, KS, VS, b, h, start, end, skb, skh, skt, svb, svh, svt, sib, sih,
+                                sksb, sksh, skst, svsb, svsh, svst, G_PAD, D, BLOCK_N, INDEXED, FP8, qk_scale)
+        _store_partial(ACC, M, L, acc, m_i, l_i, bh, split, SPLITS, G_PAD, D)
+
+    @triton.jit
+    def _decode_partial2(Q, K1, V1, LEN1, KS1, VS1, K2, V2, LEN2, KS2, VS2, ACC, M, L,
+                         sqb, sqh, sqg, s1kb, s1kh, s1kt, s1vb, s1vh, s1vt, s2kb, s2kh, s2kt, s2vb, s2vh, s2vt,
+                         s1ksb, s1ksh, s1kst, s1vsb, s1vsh, s1vst, s2ksb, s2ksh, s2kst, s2vsb, s2vsh, s2vst, H, H1,
+                         G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr,
+                         BLOCK_N: tl.constexpr, SPLITS: tl.constexpr, FP8: tl.constexpr, scale):
+        """Both head groups of a layer in one launch: KV heads [0, H1) read cache 1 (e.g. full length),
+        heads [H1, H) cache 2 (e.g. a ring), each with its own valid length."""
+        bh = tl.program_id(0)
+        split = tl.program_id(1)
+        b = bh // H
+        h = bh % H
+        q = _load_q(Q, b, h, sqb, sqh, sqg, G, G_PAD, D)
+        qk_scale = scale * 1.4426950408889634
+        if h < H1:
+            start, end = _split_range(LEN1, split, SPLITS, BLOCK_N)
+            acc, m_i, l_i = _attend(q, K1, V1, LEN1, KS1, VS1, b, h, start, end, s1kb, s1kh, s1kt, s1vb, s1vh, s1vt,
+                                    0, 0, s1ksb, s1ksh, s1kst, s1vsb, s1vsh, s1vst, G_PAD, D, BLOCK_N, False, FP8,
+                                    qk_scale)
+        else:
+            start, end = _split_range(LEN2, split, SPLITS, BLOCK_N)
+            acc, m_i, l_i = _attend(q, K2, V2, LEN2, KS2, VS2, b, h - H1, start, end, s2kb, s2kh, s2kt, s2vb, s2vh,
+                                    s2vt, 0, 0, s2ksb, s2ksh, s2kst, s2vsb, s2vsh, s2vst, G_PAD, D, BLOCK_N, False,
+                                    FP8, qk_scale)
+        _store_partial(ACC, M, L, acc, m_i, l_i, bh, split, SPLITS, G_PAD, D)
 
     @triton.jit
     def _decode_reduce(ACC, M, L, OUT, sob, soh, sog, H, G_PAD: tl.constexpr, D: tl.constexpr,
@@ -215,6 +265,45 @@ def _triton_decode(q, k, v, length, scale, *, index=None, workspace=None, out=No
         vs.stride(0) if fp8 else 0, vs.stride(1) if fp8 else 0, vs.stride(2) if fp8 else 0,
         G=g, G_PAD=ws.g_pad, D=d, BLOCK_N=block_n, SPLITS=ws.splits, INDEXED=index is not None, FP8=fp8,
         scale=scale, num_warps=4, num_stages=2)
+    _decode_reduce[(b * h, g)](ws.acc, ws.m, ws.l, out, out.stride(0), out.stride(1), out.stride(2), h,
+                               G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, SB=min(ws.splits, 16), num_warps=4)
+    return out
+
+
+def decode_attention_groups(q: torch.Tensor, groups: list[tuple], scale: float, *,
+                            workspace: DecodeWorkspace | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
+    """A layer's decode attention over its two head groups, each with its own cache and length, in one
+    launch pair on CUDA (instead of one per group): q [b, hkv, g, d] with group 1's KV heads first;
+    `groups` = [(k, v, length, k_scale, v_scale)] x 2, k/v [b, heads_i, t_i, d] (fp8 bits with their
+    scales, or scales None). Elsewhere group by group (the reference)."""
+    out = out if out is not None else torch.empty_like(q)
+    if not (HAS_TRITON and q.is_cuda):
+        h0 = 0
+        for k, v, n, ks, vs in groups:
+            h1 = h0 + k.shape[1]
+            decode_attention(q[:, h0:h1], k, v, n, scale, out=out[:, h0:h1], k_scale=ks, v_scale=vs)
+            h0 = h1
+        return out
+    return _triton_decode2(q, groups, scale, workspace=workspace, out=out)
+
+
+def _triton_decode2(q, groups, scale, *, workspace=None, out=None):
+    """The two launches for two groups (also run by the tests under TRITON_INTERPRET=1 on CPU tensors)."""
+    (k1, v1, n1, ks1, vs1), (k2, v2, n2, ks2, vs2) = groups
+    b, h, g, d = q.shape
+    ws = workspace or DecodeWorkspace(b, h, g, d, max(k1.shape[2], k2.shape[2]), q.device)
+    out = out if out is not None else torch.empty_like(q)
+    fp8 = ks1 is not None
+
+    def strides(t):
+        return (t.stride(0), t.stride(1), t.stride(2)) if t is not None else (0, 0, 0)
+
+    _decode_partial2[(b * h, ws.splits)](
+        q, k1, v1, n1, ks1 if fp8 else n1, vs1 if fp8 else n1, k2, v2, n2, ks2 if fp8 else n2, vs2 if fp8 else n2,
+        ws.acc, ws.m, ws.l, q.stride(0), q.stride(1), q.stride(2),
+        *strides(k1), *strides(v1), *strides(k2), *strides(v2),
+        *strides(ks1), *strides(vs1), *strides(ks2), *strides(vs2), h, k1.shape[1],
+        G=g, G_PAD=ws.g_pad, D=d, BLOCK_N=64, SPLITS=ws.splits, FP8=fp8, scale=scale, num_warps=4, num_stages=2)
     _decode_reduce[(b * h, g)](ws.acc, ws.m, ws.l, out, out.stride(0), out.stride(1), out.stride(2), h,
                                G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, SB=min(ws.splits, 16), num_warps=4)
     return out

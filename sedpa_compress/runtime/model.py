@@ -532,8 +532,16 @@ class FastModel(nn.Module):
                                   tuple(grp.size for grp in layer.groups))  # [b, hq, d]
             qg = q.view(b, self.hkv, g, d)
             out = state.attn_out  # [b, hkv, g, d]
+            if len(layer.groups) == 2 and self.spec.mode != "tidal":  # both groups in one launch pair
+                lengths = [length if grp.kind == "full" else rings[grp.band][1] for grp in layer.groups]
+                kernels.decode_attention_groups(
+                    qg, [(cache.k[gi], cache.v[gi], lengths[gi], *cache.scales(gi)) for gi in range(2)], self.scale,
+                    workspace=state.workspaces[(li, "layer")], out=out)
+                layer_groups = ()
+            else:
+                layer_groups = layer.groups
             h0 = 0
-            for gi, grp in enumerate(layer.groups):
+            for gi, grp in enumerate(layer_groups):
                 h1 = h0 + grp.size
                 ck, cv = cache.k[gi], cache.v[gi]
                 ks, vs = cache.scales(gi)  # fp8 caches: the kernel dequantizes as it reads
@@ -613,7 +621,8 @@ class DecodeState:
     """Per-step scratch that must have fixed addresses across CUDA-graph replays."""
 
     attn_out: torch.Tensor
-    workspaces: dict[tuple[int, int], kernels.DecodeWorkspace | None] = field(default_factory=dict)
+    # (layer, group) or (layer, "layer") for the two-group launch -> split-K scratch
+    workspaces: dict[tuple[int, int | str], kernels.DecodeWorkspace | None] = field(default_factory=dict)
     index: torch.Tensor | None = None  # tidal: [b, hkv, top_k] selected positions per KV head
     n_sel: torch.Tensor | None = None  # tidal: [1] how many of them are valid
 
@@ -634,6 +643,10 @@ def make_state(model: FastModel, caches: list[LayerCache], batch: int) -> Decode
                 keys = min(keys, model.spec.top_k)
             state.workspaces[(li, gi)] = (kernels.DecodeWorkspace(batch, grp.size, model.group, model.d, keys, dev)
                                           if use_triton else None)
+        if len(layer.groups) == 2 and model.spec.mode != "tidal":  # decode_attention_groups: the whole layer
+            keys = max(k.shape[2] for k in cache.k)
+            state.workspaces[(li, "layer")] = (kernels.DecodeWorkspace(batch, model.hkv, model.group, model.d, keys, dev)
+                                               if use_triton else None)
     if model.spec.mode == "tidal":
         state.index = torch.zeros(batch, model.hkv, model.spec.top_k, dtype=torch.long, device=dev)
         state.n_sel = torch.zeros(1, dtype=torch.long, device=dev)
