@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The CUDA runtime on the GPU machine in one call: GPU tests, the efficiency benchmark (all modes and
-# contexts, Llama-3-8B geometry), the --max-context search at retrieval ratio 0.25, and a short decode
-# profile. Every step has its own wall-clock limit so the whole call ends in ~560 s, and every step
+# contexts, Llama-3-8B geometry), the --max-context search at retrieval ratio 0.25, the prefill attention
+# probe (bench/scripts/prefill_attention_probe.py) and a short decode profile (PROFILE_MODE=sedpa-w ...). Every step has its own wall-clock limit so the whole call ends in ~560 s, and every step
 # leaves its log/JSON under $OUT even when it is cut off (the benchmark rewrites its JSON after each row).
 #
 #   device:  OUT=... bash bench/scripts/gpu_runtime_check.sh
@@ -39,7 +39,7 @@ else
 fi
 MODES=${MODES:-full,duo,sedpa-w,tidal,sedpa-s}
 PEERS=${PEERS:-transformers-eager,transformers-static-compile}
-STEPS=${STEPS:-tests,bench,maxctx,profile}   # which steps to run (a short call takes tests,bench)
+STEPS=${STEPS:-tests,bench,maxctx,probe,profile}   # which steps to run (a short call takes tests,bench)
 
 { nvidia-smi --query-gpu=name,memory.used,memory.total,clocks.max.sm --format=csv 2>/dev/null || echo "no nvidia-smi";
   $PY -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"; } \
@@ -75,10 +75,17 @@ fi
   | grep -v -i warning | tee "$OUT/maxctx.log" | tail -12
 echo "[max-context done at $(( $(date +%s) - T0 )) s]"
 
-# 4. where a decode step's time goes (full attention at 64K): top kernels, eager step
+# 4. which attention kernel the full-attention chunk prefill should use (8K chunks at 0-120K of past)
+if [[ -z $DRY && $STEPS == *probe* ]]; then
+  timeout $(left $(mark 94)) $PY bench/scripts/prefill_attention_probe.py --out "$OUT/prefill_attention_probe.json" 2>&1 \
+    | grep -v -i warning | tail -12
+fi
+# 5. where a decode step's time goes (PROFILE_MODE, default full, at 64K): top kernels, eager step
 if [[ -z $DRY && $STEPS == *profile* ]]; then
-  timeout $(left $TOTAL) $PY bench/scripts/runtime_profile.py --out "$OUT/decode_profile.txt" 2>&1 \
-    | grep -v -i warning | tail -30
+  timeout $(left $TOTAL) $PY bench/scripts/runtime_profile.py --mode "${PROFILE_MODE:-full}" \
+    --out "$OUT/decode_profile_${PROFILE_MODE:-full}.txt" 2>&1 | grep -v -i warning | tail -30
 fi
 echo "[all done at $(( $(date +%s) - T0 )) s]"
+# a device call returns at most 8 files: the logs and text reports travel as one tar
+(cd "$OUT" && logs=$(ls | grep -E '\.(log|txt)$') && [ -n "$logs" ] && tar -cf logs.tar $logs && rm -f $logs)
 ls -la "$OUT"
