@@ -120,3 +120,14 @@ def test_cli_train_tiny_help_and_bad_override():
     assert res.exit_code == 0 and "--resume" in res.output
     res = runner.invoke(app, ["train-tiny", "--override", "no-equals-sign"])
     assert res.exit_code == 2
+
+
+def test_recipe_value_weights_and_edge_depths_are_checked():
+    from sedpa_compress.tiny.config import load_config
+
+    cfg = load_config(Path("recipes/tiny-stage7.yaml"))
+    assert cfg.value_weights["code"] == 0.30 and cfg.edge_depth_fraction == 0.25
+    with pytest.raises(SedpaError, match="value_weights"):
+        load_config(None, value_weights={"hex": 1.0})
+    with pytest.raises(SedpaError, match="edge_depth_fraction"):
+        load_config(None, edge_depth_fraction=1.5)

@@ -75,3 +75,16 @@ def test_corpus_words_widen_the_training_family_and_keep_the_heldout_family_held
         assert n.value in n.sentence and n.key.lower() in tail.lower() and answer.strip() == n.value
         joined += not any(f" {v} " in n.sentence for v in wide.phrasing.verbs)
     assert joined > 20  # some needles join attribute and value with random words, no verb
+
+
+def test_value_weights_change_the_mix_of_value_formats():
+    import dataclasses
+
+    def codes(family) -> float:
+        rng = random.Random(5)
+        vals = [family.sample_value(rng) for _ in range(2000)]
+        return sum(bool(re.search(r"[A-Z]", v)) and bool(re.search(r"\d", v)) for v in vals) / len(vals)
+
+    default = codes(TRAIN_WORDINGS)
+    more = codes(dataclasses.replace(TRAIN_WORDINGS, value_weights=(0.2, 0.1, 0.1, 0.6, 0.0)))
+    assert 0.14 < default < 0.22 and 0.54 < more < 0.66

@@ -219,20 +219,28 @@ def _digits(rng: random.Random, n: int) -> str:
     return str(rng.randint(1, 9)) + "".join(str(rng.randint(0, 9)) for _ in range(n - 1))
 
 
-def sample_value(rng: random.Random, syllables: tuple[str, ...], digits: tuple[int, int] = (3, 9)) -> str:
-    """A value in one of the formats users hide: plain digits (most), grouped digits, thousands
-    separators, a short letter-digit code, or an invented word. At most 9 characters."""
+VALUE_FORMATS = ("digits", "grouped", "thousands", "code", "word")
+DEFAULT_VALUE_WEIGHTS = (0.60, 0.10, 0.07, 0.18, 0.05)  # in VALUE_FORMATS order
+
+
+def sample_value(rng: random.Random, syllables: tuple[str, ...], digits: tuple[int, int] = (3, 9),
+                 weights: tuple[float, ...] = DEFAULT_VALUE_WEIGHTS) -> str:
+    """A value in one of the formats users hide (`weights` over VALUE_FORMATS): plain digits (most),
+    grouped digits, thousands separators, a short letter-digit code, or an invented word. At most 9
+    characters."""
+    total = sum(weights)
+    edges = [sum(weights[:i + 1]) / total for i in range(len(weights))]
     r = rng.random()
-    if r < 0.60:
+    if r < edges[0]:
         return _digits(rng, rng.randint(*digits))
-    if r < 0.70:  # 482-339, 4821-3390, 73-551-90
+    if r < edges[1]:  # 482-339, 4821-3390, 73-551-90
         groups = rng.choice(((3, 3), (4, 4), (2, 3, 2), (3, 4), (2, 2, 2)))
         return "-".join(_digits(rng, g) if i == 0 else "".join(str(rng.randint(0, 9)) for _ in range(g))
                         for i, g in enumerate(groups))
-    if r < 0.77:  # 48,213 or 1,204,551
+    if r < edges[2]:  # 48,213 or 1,204,551
         n = rng.randint(10_000, 9_999_999)
         return f"{n:,}"
-    if r < 0.95:  # XK-4821, B7Q2ZP, AX7-22B
+    if r < edges[3]:  # XK-4821, B7Q2ZP, AX7-22B
         shape = rng.choice(("LL-DDDD", "LDLDLL", "LLD-DDL", "LLLDDD", "DLLD", "LDD-LD", "LLDDLL"))
         out = "".join(rng.choice(_CODE_LETTERS) if c == "L" else str(rng.randint(0, 9)) if c == "D" else c
                       for c in shape)
@@ -265,6 +273,7 @@ class WordingFamily:
     phrasing: Phrasing
     value_digits: tuple[int, int] = (3, 9)
     words: tuple[str, ...] = ()  # plain lower-case English words for procedural keys and attributes
+    value_weights: tuple[float, ...] = DEFAULT_VALUE_WEIGHTS  # over VALUE_FORMATS
 
     # ---- keys and attributes
     def _wild(self, rng: random.Random) -> bool:
@@ -327,7 +336,7 @@ class WordingFamily:
         return fixed + (f"{longest[0]} {longest[-1]} {max(v.nouns, key=len)}",)
 
     def sample_value(self, rng: random.Random) -> str:
-        return sample_value(rng, self.vocab.syllables, self.value_digits)
+        return sample_value(rng, self.vocab.syllables, self.value_digits, self.value_weights)
 
     def _verb(self, rng: random.Random) -> str:
         """What joins attribute and value: a listed verb, or (a quarter of the time) one or two random

@@ -46,6 +46,10 @@ class TinyTrainConfig:
     # text (0: the family's own list), and set the share of procedurally built slots (None: the family's)
     corpus_words: int = 0
     wording_wild: float | None = None
+    # value formats of the training needles (weights over data.wordings.VALUE_FORMATS: digits, grouped,
+    # thousands, code, word; None: the family's), and the share of needles placed at the very start or end
+    value_weights: dict[str, float] | None = None
+    edge_depth_fraction: float = 0.16
     # haystack kinds in retrieval sequences: the shipped text, repeated filler sentences, random words,
     # sentences of the shipped text shuffled (retrieval must not depend on what the text is)
     haystack_mix: dict[str, float] = field(default_factory=lambda: {"text": 1.0})
@@ -93,6 +97,15 @@ class TinyTrainConfig:
             raise SedpaError("needle_fraction + copy_fraction must be at most 1 (the rest is plain text)")
         if self.wording_wild is not None and not 0.0 <= self.wording_wild <= 1.0:
             raise SedpaError(f"wording_wild {self.wording_wild}: use a share between 0 and 1")
+        if self.value_weights is not None:
+            from sedpa_compress.data.wordings import VALUE_FORMATS
+
+            bad = set(self.value_weights) - set(VALUE_FORMATS)
+            if bad or not self.value_weights or min(self.value_weights.values()) < 0 or not sum(self.value_weights.values()):
+                raise SedpaError(f"value_weights {self.value_weights}: weights >= 0 (not all 0) for "
+                                 f"{', '.join(VALUE_FORMATS)}")
+        if not 0.0 <= self.edge_depth_fraction <= 1.0:
+            raise SedpaError(f"edge_depth_fraction {self.edge_depth_fraction}: use a share between 0 and 1")
         if self.corpus_words < 0:
             raise SedpaError(f"corpus_words {self.corpus_words}: use 0 (the family's own words) or more")
         if not self.curriculum or self.curriculum[-1]["until"] < 1.0:

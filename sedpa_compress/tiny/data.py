@@ -55,6 +55,15 @@ class TinyData(torch.utils.data.Dataset):
             templates = templates.with_corpus_words(text, cfg.corpus_words, cfg.wording_wild,
                                                     exclude=HELDOUT_TEMPLATES)
             self.templates = templates
+        if cfg.value_weights is not None:
+            import dataclasses
+
+            from sedpa_compress.data.wordings import VALUE_FORMATS
+
+            if not hasattr(templates, "value_weights"):
+                raise SedpaError("value_weights needs a compositional wording family (data/wordings.py)")
+            weights = tuple(float(cfg.value_weights.get(f, 0.0)) for f in VALUE_FORMATS)
+            templates = self.templates = dataclasses.replace(templates, value_weights=weights)
         ids = [e.ids for e in tokenizer.encode_batch(text.split("\n\n"), add_special_tokens=False)]
         nl = tokenizer.encode("\n\n", add_special_tokens=False).ids
         flat: list[int] = []
@@ -174,7 +183,8 @@ class TinyData(torch.utils.data.Dataset):
         places = []
         for k in range(n_needles):
             r = rng.random()
-            depth = 0.0 if r < 0.08 else 1.0 if r < 0.16 else rng.random()
+            edge = cfg.edge_depth_fraction  # at the very start or end: the hardest and the easiest place
+            depth = 0.0 if r < edge / 2 else 1.0 if r < edge else rng.random()
             places.append((int(cuts[np.abs(cuts - depth * hay_len).argmin()]), k))
         places.sort()
         parts: list[np.ndarray] = [np.asarray([self.bos])]
