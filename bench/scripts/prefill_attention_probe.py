@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 from pathlib import Path
 
@@ -31,20 +30,9 @@ import torch.nn.functional as F
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-
-def timed(fn, reps: int = 5) -> float:
-    for _ in range(2):
-        fn()
-    out = []
-    for _ in range(reps):
-        s, e = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        s.record()
-        fn()
-        e.record()
-        out.append((s, e))
-    torch.cuda.synchronize()
-    return statistics.median(s.elapsed_time(e) for s, e in out)
+from runtime_profile import timed  # noqa: E402  (median ms over CUDA events)
 
 
 def split_merge(q, k, v, start: int, scale: float) -> torch.Tensor:
@@ -105,7 +93,7 @@ def main() -> None:
         want = split_merge(q, k, v, past, scale).float()  # the previous path: the new ones must agree with it
         for name, fn in paths.items():
             try:
-                ms = timed(fn)
+                ms = timed(fn, reps=5)
                 if name == "sdpa-oneshot":  # the whole prefix's queries: its share of this chunk
                     all_flops = 4 * d * hq * n * (n + 1) // 2
                     rows.append({"past": past, "path": name, "ms_whole_prefix": round(ms, 3),
