@@ -498,3 +498,30 @@ def test_compiled_rope_and_cache_writes_equal_the_eager_ones(kv_dtype):
         for (a, b) in zip(caches[0].read(gi), caches[1].read(gi)):
             assert float(a.abs().sum()) > 0  # the slot was written
             assert torch.allclose(a, b, rtol=0.13 if kv_dtype == "fp8" else 0, atol=1e-6)
+
+
+def test_a_fused_function_that_cannot_compile_falls_back_to_the_eager_one_and_says_so():
+    """On the first call or a later recompile: eager from then on, with a note; real errors still raise."""
+    from sedpa_compress.runtime.model import _FirstCallFallback
+
+    notes: list[str] = []
+    calls = []
+
+    def broken(x):
+        raise RuntimeError("no lowering for float8_e4m3fn here\nmore")
+
+    fused = _FirstCallFallback(broken, lambda x: calls.append(x) or x + 1, notes, "RoPE + cache writes")
+    assert fused(1) == 2 and fused(2) == 3 and calls == [1, 2]
+    assert notes == ["RoPE + cache writes run eagerly (torch.compile failed: no lowering for float8_e4m3fn here)"]
+    ok = _FirstCallFallback(lambda x: x * 10, lambda x: x, notes, "x")
+    assert ok(3) == 30 and len(notes) == 1
+
+    def later(x):  # compiles for one head split, fails on the recompile for another
+        if x > 5:
+            raise RuntimeError("recompile failed")
+        return x * 10
+
+    mixed = _FirstCallFallback(later, lambda x: x, notes, "y")
+    assert mixed(3) == 30 and mixed(7) == 7 and mixed(3) == 3 and notes[-1].startswith("y run eagerly")
+    with pytest.raises(ValueError):  # a real error raises again from the eager function
+        _FirstCallFallback(later, lambda x: int("nan"), notes, "z")(7)

@@ -598,22 +598,22 @@ def tidal_select(q: torch.Tensor, k: torch.Tensor, length: torch.Tensor, scale: 
 
 
 class _FirstCallFallback:
-    """A compiled function that, if its first call fails to compile (a lowering this inductor lacks),
-    runs the eager function from then on and leaves a note; later errors propagate."""
+    """A compiled function that, when a call fails (a lowering this inductor lacks, also on a later
+    recompile for another head split), runs the eager function from then on and leaves a note. A real
+    error raises again from the eager function; the writes it repeats are the same writes."""
 
     def __init__(self, compiled, eager, notes: list[str], what: str) -> None:
-        self.fn, self.eager, self.notes, self.what, self.tried = compiled, eager, notes, what, False
+        self.fn, self.eager, self.notes, self.what = compiled, eager, notes, what
 
     def __call__(self, *args, **kwargs):
-        if self.tried:
-            return self.fn(*args, **kwargs)
-        self.tried = True
+        if self.fn is self.eager:
+            return self.eager(*args, **kwargs)
         try:
             return self.fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - any compile failure: the same math, eagerly
             self.fn = self.eager
             self.notes.append(f"{self.what} run eagerly (torch.compile failed: {str(exc).splitlines()[0][:120]})")
-            return self.fn(*args, **kwargs)
+            return self.eager(*args, **kwargs)
 
 
 @dataclass
