@@ -79,10 +79,18 @@ def quantize_fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return q.view(torch.uint8), scale
 
 
-def quantize_kv_fp8(k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """(k bits, k scale, v bits, v scale): one function, so the decode step can compile both into a
-    kernel or two (FastModel.enable_fusion) instead of a dozen small ones."""
-    return (*quantize_fp8(k), *quantize_fp8(v))
+def append_kv(k_store: torch.Tensor, v_store: torch.Tensor, k_scale: torch.Tensor | None,
+              v_scale: torch.Tensor | None, index: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+    """k/v [b, heads, n, d] into slots `index` [n] of one group's caches; fp8 caches (scales given) get
+    the quantized bits and their scales. Plain tensor ops, so the decode step can compile it."""
+    if k_scale is None:
+        k_store.index_copy_(2, index, k)
+        v_store.index_copy_(2, index, v)
+        return
+    for x, store, scales in ((k, k_store, k_scale), (v, v_store, v_scale)):
+        bits, scale = quantize_fp8(x)
+        store.index_copy_(2, index, bits)
+        scales.index_copy_(2, index, scale)
 
 
 def dequantize_fp8(bits: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -118,19 +126,9 @@ class LayerCache:
         ts = self.k + self.v + [t for t in self.k_scale + self.v_scale if t is not None]
         return sum(t.numel() * t.element_size() for t in ts)
 
-    def write(self, gi: int, index: torch.Tensor, k: torch.Tensor, v: torch.Tensor,
-              quantize=quantize_kv_fp8) -> None:
-        """k/v [b, heads, n, d] into slots `index` [n] (positions or ring slots) of group `gi`;
-        `quantize`: quantize_kv_fp8 or a compiled copy of it."""
-        if not self.quantized:
-            self.k[gi].index_copy_(2, index, k)
-            self.v[gi].index_copy_(2, index, v)
-            return
-        kb, ks, vb, vs = quantize(k, v)
-        self.k[gi].index_copy_(2, index, kb)
-        self.k_scale[gi].index_copy_(2, index, ks)
-        self.v[gi].index_copy_(2, index, vb)
-        self.v_scale[gi].index_copy_(2, index, vs)
+    def write(self, gi: int, index: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> None:
+        """k/v [b, heads, n, d] into slots `index` [n] (positions or ring slots) of group `gi`."""
+        append_kv(self.k[gi], self.v[gi], self.k_scale[gi], self.v_scale[gi], index, k, v)
 
     def write_span(self, gi: int, start: int, end: int, k: torch.Tensor, v: torch.Tensor) -> None:
         """k/v [b, heads, end - start, d] into slots [start, end) of group `gi` (full-length caches)."""

@@ -21,8 +21,8 @@ from sedpa_compress.errors import SedpaError
 from sedpa_compress.heads.pattern import HeadPattern
 from sedpa_compress.models.loader import LoadedModel
 from sedpa_compress.runtime import kernels
-from sedpa_compress.runtime.cache import (HeadGroup, LayerCache, check_kv_dtype, quantize_kv_fp8, ring_positions,
-                                          ring_slot, ring_write_plan)
+from sedpa_compress.runtime.cache import (HeadGroup, LayerCache, append_kv, check_kv_dtype, ring_positions, ring_slot,
+                                          ring_write_plan)
 from sedpa_compress.runtime.modes.table import DEFAULTS, PATTERN_MODES, check_mode
 from sedpa_compress.runtime.modes.tidal import tidal_selection_layers
 
@@ -139,16 +139,8 @@ def _rope_append(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.T
     v = v[:, 0]
     h0 = 0
     for i, n in enumerate(sizes):
-        kg, vg = k[:, h0:h0 + n, None], v[:, h0:h0 + n, None]
-        if k_scales[i] is None:
-            k_caches[i].index_copy_(2, slots[i], kg)
-            v_caches[i].index_copy_(2, slots[i], vg)
-        else:
-            kb, ks, vb, vs = quantize_kv_fp8(kg, vg)
-            k_caches[i].index_copy_(2, slots[i], kb)
-            k_scales[i].index_copy_(2, slots[i], ks)
-            v_caches[i].index_copy_(2, slots[i], vb)
-            v_scales[i].index_copy_(2, slots[i], vs)
+        append_kv(k_caches[i], v_caches[i], k_scales[i], v_scales[i], slots[i], k[:, h0:h0 + n, None],
+                  v[:, h0:h0 + n, None])
         h0 += n
     return q
 
