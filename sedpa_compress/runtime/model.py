@@ -524,31 +524,24 @@ class FastModel(nn.Module):
                                   tuple(grp.size for grp in layer.groups))  # [b, hq, d]
             qg = q.view(b, self.hkv, g, d)
             out = state.attn_out  # [b, hkv, g, d]
-            if len(layer.groups) == 2 and self.spec.mode != "tidal":  # both groups in one launch pair
-                lengths = [length if grp.kind == "full" else rings[grp.band][1] for grp in layer.groups]
+            lengths = [length if grp.kind == "full" else rings[grp.band][1] for grp in layer.groups]
+            if _one_launch(self.spec, layer):  # both groups in one launch pair
                 kernels.decode_attention_groups(
                     qg, [(cache.k[gi], cache.v[gi], lengths[gi], *cache.scales(gi)) for gi in range(2)], self.scale,
                     workspace=state.workspaces[(li, "layer")], out=out)
-                layer_groups = ()
             else:
-                layer_groups = layer.groups
-            h0 = 0
-            for gi, grp in enumerate(layer_groups):
-                h1 = h0 + grp.size
-                ck, cv = cache.k[gi], cache.v[gi]
-                ks, vs = cache.scales(gi)  # fp8 caches: the kernel dequantizes as it reads
-                ws = state.workspaces[(li, gi)]
-                if grp.kind == "full":
-                    if ks is None:
+                h0 = 0
+                for gi, grp in enumerate(layer.groups):
+                    h1 = h0 + grp.size
+                    ck, cv = cache.k[gi], cache.v[gi]
+                    ks, vs = cache.scales(gi)  # fp8 caches: the kernel dequantizes as it reads
+                    ws = state.workspaces[(li, gi)]
+                    if grp.kind == "full" and ks is None:  # (tidal, which refuses fp8 caches, goes here)
                         self._full_decode(li, qg[:, h0:h1], ck, cv, length, ws, out[:, h0:h1], state)
-                    else:  # (tidal refuses fp8 caches)
-                        kernels.decode_attention(qg[:, h0:h1], ck, cv, length, self.scale, workspace=ws,
+                    else:
+                        kernels.decode_attention(qg[:, h0:h1], ck, cv, lengths[gi], self.scale, workspace=ws,
                                                  out=out[:, h0:h1], k_scale=ks, v_scale=vs)
-                else:
-                    count = rings[grp.band][1]
-                    kernels.decode_attention(qg[:, h0:h1], ck, cv, count, self.scale, workspace=ws, out=out[:, h0:h1],
-                                             k_scale=ks, v_scale=vs)
-                h0 = h1
+                    h0 = h1
             parts = self.out_parts(layer, out.reshape(b, 1, self.hq * d))
             if len(parts) == 1:
                 x, h = self._add_norm(x, parts[0], layer.mlp_norm, self.eps)
@@ -624,21 +617,27 @@ def make_caches(model: FastModel, *, batch: int, max_len: int) -> list[LayerCach
                        dtype=model.dtype, device=model.device, kv_dtype=model.spec.kv_dtype) for layer in model.layers]
 
 
+def _one_launch(spec: RuntimeSpec, layer: FastLayer) -> bool:
+    """Whether the decode step runs this layer's two head groups in one attention launch pair."""
+    return len(layer.groups) == 2 and spec.mode != "tidal"
+
+
 def make_state(model: FastModel, caches: list[LayerCache], batch: int) -> DecodeState:
     dev = model.device
     state = DecodeState(attn_out=torch.zeros(batch, model.hkv, model.group, model.d, dtype=model.dtype, device=dev))
     use_triton = kernels.HAS_TRITON and dev.type == "cuda"
     for li, (layer, cache) in enumerate(zip(model.layers, caches)):
+        if _one_launch(model.spec, layer):  # decode_attention_groups: one workspace for the whole layer
+            keys = max(k.shape[2] for k in cache.k)
+            state.workspaces[(li, "layer")] = (kernels.DecodeWorkspace(batch, model.hkv, model.group, model.d, keys, dev)
+                                               if use_triton else None)
+            continue
         for gi, grp in enumerate(layer.groups):
             keys = cache.k[gi].shape[2]
             if model.spec.mode == "tidal" and li > model.tidal_first and li not in model.tidal_select:
                 keys = min(keys, model.spec.top_k)
             state.workspaces[(li, gi)] = (kernels.DecodeWorkspace(batch, grp.size, model.group, model.d, keys, dev)
                                           if use_triton else None)
-        if len(layer.groups) == 2 and model.spec.mode != "tidal":  # decode_attention_groups: the whole layer
-            keys = max(k.shape[2] for k in cache.k)
-            state.workspaces[(li, "layer")] = (kernels.DecodeWorkspace(batch, model.hkv, model.group, model.d, keys, dev)
-                                               if use_triton else None)
     if model.spec.mode == "tidal":
         state.index = torch.zeros(batch, model.hkv, model.spec.top_k, dtype=torch.long, device=dev)
         state.n_sel = torch.zeros(1, dtype=torch.long, device=dev)
