@@ -256,18 +256,20 @@ def _triton_decode(q, k, v, length, scale, *, index=None, workspace=None, out=No
     idx_h = index.stride(1) if index is not None and index.dim() == 3 else 0
     block_n = 64
     fp8 = k_scale is not None
-    ks, vs = (k_scale, v_scale) if fp8 else (length, length)  # unused pointers when not FP8
     _decode_partial[(b * h, ws.splits)](
-        q, k, v, length, idx, ws.acc, ws.m, ws.l, ks, vs,
-        q.stride(0), q.stride(1), q.stride(2), k.stride(0), k.stride(1), k.stride(2),
-        v.stride(0), v.stride(1), v.stride(2), idx_b, idx_h, h,
-        ks.stride(0) if fp8 else 0, ks.stride(1) if fp8 else 0, ks.stride(2) if fp8 else 0,
-        vs.stride(0) if fp8 else 0, vs.stride(1) if fp8 else 0, vs.stride(2) if fp8 else 0,
+        q, k, v, length, idx, ws.acc, ws.m, ws.l, k_scale if fp8 else length, v_scale if fp8 else length,
+        *_strides3(q), *_strides3(k), *_strides3(v), idx_b, idx_h, h, *_strides3(k_scale), *_strides3(v_scale),
         G=g, G_PAD=ws.g_pad, D=d, BLOCK_N=block_n, SPLITS=ws.splits, INDEXED=index is not None, FP8=fp8,
         scale=scale, num_warps=4, num_stages=2)
     _decode_reduce[(b * h, g)](ws.acc, ws.m, ws.l, out, out.stride(0), out.stride(1), out.stride(2), h,
                                G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, SB=min(ws.splits, 16), num_warps=4)
     return out
+
+
+def _strides3(t: torch.Tensor | None) -> tuple[int, int, int]:
+    """The first three strides a kernel indexes (batch, head, position); zeros for an absent tensor
+    (an fp8 scale pointer the kernel never reads)."""
+    return (t.stride(0), t.stride(1), t.stride(2)) if t is not None else (0, 0, 0)
 
 
 def decode_attention_groups(q: torch.Tensor, groups: list[tuple], scale: float, *,
@@ -294,15 +296,10 @@ def _triton_decode2(q, groups, scale, *, workspace=None, out=None):
     ws = workspace or DecodeWorkspace(b, h, g, d, max(k1.shape[2], k2.shape[2]), q.device)
     out = out if out is not None else torch.empty_like(q)
     fp8 = ks1 is not None
-
-    def strides(t):
-        return (t.stride(0), t.stride(1), t.stride(2)) if t is not None else (0, 0, 0)
-
     _decode_partial2[(b * h, ws.splits)](
         q, k1, v1, n1, ks1 if fp8 else n1, vs1 if fp8 else n1, k2, v2, n2, ks2 if fp8 else n2, vs2 if fp8 else n2,
-        ws.acc, ws.m, ws.l, q.stride(0), q.stride(1), q.stride(2),
-        *strides(k1), *strides(v1), *strides(k2), *strides(v2),
-        *strides(ks1), *strides(vs1), *strides(ks2), *strides(vs2), h, k1.shape[1],
+        ws.acc, ws.m, ws.l, *_strides3(q), *_strides3(k1), *_strides3(v1), *_strides3(k2), *_strides3(v2),
+        *_strides3(ks1), *_strides3(vs1), *_strides3(ks2), *_strides3(vs2), h, k1.shape[1],
         G=g, G_PAD=ws.g_pad, D=d, BLOCK_N=64, SPLITS=ws.splits, FP8=fp8, scale=scale, num_warps=4, num_stages=2)
     _decode_reduce[(b * h, g)](ws.acc, ws.m, ws.l, out, out.stride(0), out.stride(1), out.stride(2), h,
                                G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, SB=min(ws.splits, 16), num_warps=4)
