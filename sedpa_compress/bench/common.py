@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from sedpa_compress.errors import SedpaError
 from sedpa_compress.models.loader import LoadedModel, shipped_pattern_path
+from sedpa_compress.runtime.generate import runs_fast
 from sedpa_compress.runtime.reference import AttentionMode, using_mode
 
 LOWRANK_MODES = ("sedpa-s", "sedpa-w")  # need an artifact whose streaming heads are low-rank
@@ -455,13 +456,6 @@ def token_nll(loaded: LoadedModel, ids: list[int], mode: AttentionMode | None, *
 
 
 # ------------------------------------------------------------------ the fast runtime (CUDA)
-
-def runs_fast(loaded: LoadedModel) -> bool:
-    """Benchmarks on CUDA run the fast runtime, the same code `sedpa generate` runs (the reference
-    path is the oracle the tests compare it with); elsewhere the reference path, except with fp8 KV
-    caches, which only the fast runtime has (its eager path runs on the CPU)."""
-    return loaded.device.type == "cuda" or loaded.kv_dtype == "fp8"
-
 
 def _bench_runner(loaded: LoadedModel, mode: AttentionMode | None, need: int, chunk: int):
     """A runner for `mode` with room for `need` tokens, reset for a new prompt. It lives on the fast

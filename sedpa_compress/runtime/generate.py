@@ -55,8 +55,7 @@ def generate_text(loaded: LoadedModel, prompt: str, mode: AttentionMode | None,
         raise SedpaError(f"runtime {cfg.runtime!r}: choose auto, fast or reference")
     if cfg.runtime == "reference" and loaded.kv_dtype == "fp8":
         raise SedpaError("--kv-dtype fp8 caches exist only in the fast runtime: drop --runtime reference")
-    # fp8 caches exist only in the fast runtime: auto picks it for them on any device
-    if cfg.runtime == "fast" or (cfg.runtime == "auto" and (loaded.device.type == "cuda" or loaded.kv_dtype == "fp8")):
+    if cfg.runtime == "fast" or (cfg.runtime == "auto" and runs_fast(loaded)):
         return _generate_fast(loaded, ids, mode, cfg)
     _bind(mode, loaded)
     input_ids = torch.tensor([ids], device=loaded.device)
@@ -79,6 +78,13 @@ def generate_text(loaded: LoadedModel, prompt: str, mode: AttentionMode | None,
     new = out[0, input_ids.shape[1]:].tolist()
     return GenerateResult(text=loaded.decode(new), prompt_tokens=len(ids), new_tokens=len(new),
                           prefill_s=prefill, decode_s=max(total - prefill, 1e-9))
+
+
+def runs_fast(loaded: LoadedModel) -> bool:
+    """Whether `generate` (runtime auto) and the benchmarks run the fast runtime: on CUDA, and with
+    fp8 KV caches, which only it has (its eager path runs on the CPU); elsewhere the reference path,
+    the oracle the tests compare the fast runtime with."""
+    return loaded.device.type == "cuda" or loaded.kv_dtype == "fp8"
 
 
 def fast_model(loaded: LoadedModel, spec, *, consume: bool = False):
