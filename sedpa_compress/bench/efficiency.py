@@ -35,7 +35,7 @@ from sedpa_compress.bench.results import make_result, write_result
 from sedpa_compress.errors import SedpaError
 from sedpa_compress.heads.pattern import HeadPattern
 from sedpa_compress.runtime import memory
-from sedpa_compress.runtime.cache import KV_DTYPES, kv_bytes_per_value
+from sedpa_compress.runtime.cache import check_kv_dtype, kv_bytes_per_value
 from sedpa_compress.runtime.model import LOWRANK_POLICIES, FastModel, RuntimeSpec
 from sedpa_compress.runtime.modes.table import MODE_NAMES as MODES, PATTERN_MODES
 from sedpa_compress.runtime.runner import Runner
@@ -93,8 +93,7 @@ class EfficiencyConfig:
             raise SedpaError(f"--rank-ratio {self.rank_ratio} must be in (0, 1]")
         if self.lowrank not in LOWRANK_POLICIES:
             raise SedpaError(f"--lowrank {self.lowrank!r}: choose one of {', '.join(LOWRANK_POLICIES)}")
-        if self.kv_dtype not in KV_DTYPES:
-            raise SedpaError(f"--kv-dtype {self.kv_dtype!r}: choose one of {', '.join(KV_DTYPES)}")
+        check_kv_dtype(self.kv_dtype, self.modes)
         for flag, value in (("--sink", self.sink), ("--recent", self.recent), ("--window", self.window)):
             if value is not None and value < (0 if flag == "--sink" else 1):
                 raise SedpaError(f"{flag} {value}: pass a {'non-negative' if flag == '--sink' else 'positive'} number of tokens")
