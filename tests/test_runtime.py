@@ -179,22 +179,26 @@ def test_tidal_defaults_follow_the_paper():
     assert isinstance(mode, TidalAttention) and mode.top_k == 64
 
 
-def test_sedpa_s_on_an_artifact_runs_its_low_rank_factors(tmp_path):
+def _compressed_tiny(tmp_path, **compress):
+    """A 2-layer tiny Llama, a random pattern, and the artifact `run_compress` makes of them with
+    CompressConfig(**compress): (plain, artifact, the artifact's pattern)."""
     from sedpa_compress.calibration.stats import CalibrateConfig
+    from sedpa_compress.runtime.session import pattern_for
     from sedpa_compress.svd.compress import CompressConfig
     from sedpa_compress.svd.run import CompressJob, run_compress
 
     plain = load_model(str(build_tiny("llama", tmp_path / "m", layers=2)), dtype="float32")
     random_pattern(plain.geometry, sink=SINK, recent=RECENT).save(tmp_path / "p.pattern.json")
-    # uniform ranks factor every streaming slice (greedy may leave a slice dense, and then its layer runs dense)
-    job = CompressJob(out=tmp_path / "art", pattern=tmp_path / "p.pattern.json",
-                      compress=CompressConfig(rank_ratio=0.6, rank_search="uniform"),
+    job = CompressJob(out=tmp_path / "art", pattern=tmp_path / "p.pattern.json", compress=CompressConfig(**compress),
                       calibrate=CalibrateConfig(tokens=1024, seq_len=128), ppl_windows=1, ppl_seq_len=64)
     run_compress(plain, job, show_progress=False)
     art = load_model(str(tmp_path / "art"), dtype="float32")
-    from sedpa_compress.runtime.session import pattern_for
+    return plain, art, pattern_for(art, None)
 
-    pattern = pattern_for(art, None)
+
+def test_sedpa_s_on_an_artifact_runs_its_low_rank_factors(tmp_path):
+    # uniform ranks factor every streaming slice (greedy may leave a slice dense, and then its layer runs dense)
+    plain, art, pattern = _compressed_tiny(tmp_path, rank_ratio=0.6, rank_search="uniform")
     spec, ref_mode = _spec_and_mode("sedpa-s", pattern)
     model = FastModel(art, spec)
     for li, layer in enumerate(model.layers):  # layers with streaming heads run them low-rank
@@ -214,20 +218,7 @@ def test_projections_left_dense_by_the_rank_search_run_dense_and_the_rest_low_ra
     """The default rank search keeps a slice dense where factoring would not save parameters, so one
     layer may hold factored q/o and dense k/v: the runtime runs each projection as the weights hold it,
     and still computes the reference's logits."""
-    from sedpa_compress.calibration.stats import CalibrateConfig
-    from sedpa_compress.svd.compress import CompressConfig
-    from sedpa_compress.svd.run import CompressJob, run_compress
-
-    plain = load_model(str(build_tiny("llama", tmp_path / "m", layers=2)), dtype="float32")
-    random_pattern(plain.geometry, sink=SINK, recent=RECENT).save(tmp_path / "p.pattern.json")
-    job = CompressJob(out=tmp_path / "art", pattern=tmp_path / "p.pattern.json",
-                      compress=CompressConfig(rank_ratio=0.7), calibrate=CalibrateConfig(tokens=1024, seq_len=128),
-                      ppl_windows=1, ppl_seq_len=64)
-    run_compress(plain, job, show_progress=False)
-    art = load_model(str(tmp_path / "art"), dtype="float32")
-    from sedpa_compress.runtime.session import pattern_for
-
-    pattern = pattern_for(art, None)
+    _, art, pattern = _compressed_tiny(tmp_path, rank_ratio=0.7)
     spec, ref_mode = _spec_and_mode("sedpa-s", pattern)
     model = FastModel(art, spec)
     kinds = {(layer.n_dense[0] < 2, layer.n_dense[1] < 2, layer.n_dense[2] < 2, layer.n_dense[3] < 2)
@@ -248,20 +239,9 @@ def test_factors_that_do_not_pay_run_as_dense_rows_with_the_same_logits(tmp_path
     fewer bytes per decode step than their extra kernels cost (every projection of a tiny model): the
     layer then runs like duo's, computes the same logits as the factored path and the reference, and a
     note says so. With kernels free, auto keeps every factored projection factored."""
-    from sedpa_compress.calibration.stats import CalibrateConfig
     from sedpa_compress.runtime import model as runtime_model
-    from sedpa_compress.runtime.session import pattern_for
-    from sedpa_compress.svd.compress import CompressConfig
-    from sedpa_compress.svd.run import CompressJob, run_compress
 
-    plain = load_model(str(build_tiny("llama", tmp_path / "m", layers=2)), dtype="float32")
-    random_pattern(plain.geometry, sink=SINK, recent=RECENT).save(tmp_path / "p.pattern.json")
-    job = CompressJob(out=tmp_path / "art", pattern=tmp_path / "p.pattern.json",
-                      compress=CompressConfig(rank_ratio=0.5), calibrate=CalibrateConfig(tokens=1024, seq_len=128),
-                      ppl_windows=1, ppl_seq_len=64)
-    run_compress(plain, job, show_progress=False)
-    art = load_model(str(tmp_path / "art"), dtype="float32")
-    pattern = pattern_for(art, None)
+    _, art, pattern = _compressed_tiny(tmp_path, rank_ratio=0.5)
     kw = dict(mode="sedpa-s", pattern=pattern, sink=SINK, recent=RECENT)
     factored = FastModel(art, RuntimeSpec(**kw, lowrank="factored"))
     auto = FastModel(art, RuntimeSpec(**kw))
