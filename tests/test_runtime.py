@@ -196,6 +196,16 @@ def _compressed_tiny(tmp_path, **compress):
     return plain, art, pattern_for(art, None)
 
 
+def _assert_steps_match_reference(model: FastModel, art, ref_mode, *, seed: int) -> None:
+    """70 random tokens: the runtime's prefill (chunks of 25) and decode logits against the reference's."""
+    ids = torch.randint(0, 300, (1, 70), generator=torch.Generator().manual_seed(seed))
+    got = _runtime_steps(Runner(model, max_len=72, chunk=25), ids, 64)
+    with torch.no_grad(), using_mode(art.model, ref_mode):
+        want = _reference_steps(art.model, ids, 64)
+    for g, w in zip(got, want):
+        assert rel(g, w) < 1e-4
+
+
 def test_sedpa_s_on_an_artifact_runs_its_low_rank_factors(tmp_path):
     # uniform ranks factor every streaming slice (greedy may leave a slice dense, and then its layer runs dense)
     plain, art, pattern = _compressed_tiny(tmp_path, rank_ratio=0.6, rank_search="uniform")
@@ -206,12 +216,7 @@ def test_sedpa_s_on_an_artifact_runs_its_low_rank_factors(tmp_path):
     assert any(layer.lowrank is not None for layer in model.layers)
     assert model.weight_bytes() < FastModel(plain, RuntimeSpec(mode="duo", pattern=pattern, sink=SINK,
                                                                    recent=RECENT)).weight_bytes()
-    ids = torch.randint(0, 300, (1, 70), generator=torch.Generator().manual_seed(6))
-    got = _runtime_steps(Runner(model, max_len=72, chunk=25), ids, 64)
-    with torch.no_grad(), using_mode(art.model, ref_mode):
-        want = _reference_steps(art.model, ids, 64)
-    for g, w in zip(got, want):
-        assert rel(g, w) < 1e-4
+    _assert_steps_match_reference(model, art, ref_mode, seed=6)
 
 
 def test_projections_left_dense_by_the_rank_search_run_dense_and_the_rest_low_rank(tmp_path):
@@ -226,12 +231,7 @@ def test_projections_left_dense_by_the_rank_search_run_dense_and_the_rest_low_ra
     assert any(any(k) and not all(k) for k in kinds)  # a layer with factored and dense projections
     duo = FastModel(art, RuntimeSpec(mode="duo", pattern=pattern, sink=SINK, recent=RECENT))
     assert model.weight_bytes() < duo.weight_bytes() and not model.notes
-    ids = torch.randint(0, 300, (1, 70), generator=torch.Generator().manual_seed(7))
-    got = _runtime_steps(Runner(model, max_len=72, chunk=25), ids, 64)
-    with torch.no_grad(), using_mode(art.model, ref_mode):
-        want = _reference_steps(art.model, ids, 64)
-    for g, w in zip(got, want):
-        assert rel(g, w) < 1e-4
+    _assert_steps_match_reference(model, art, ref_mode, seed=7)
 
 
 def test_factors_that_do_not_pay_run_as_dense_rows_with_the_same_logits(tmp_path, monkeypatch):
