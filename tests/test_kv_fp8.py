@@ -37,10 +37,13 @@ def test_niah_and_ppl_with_fp8_caches_run_the_fast_runtime_and_key_the_cache_on_
     assert r.exit_code == 0, r.output
     res = json.loads(out.read_text())
     assert res["settings"]["modes"]["full"]["kv_dtype"] == "fp8" and len(res["rows"]) == 2 * 2 * 2
+    # the JSON names the code that ran: the fast runtime (fp8 caches), not the reference path
+    assert {m["path"] for m in res["settings"]["modes"].values()} == {"fast runtime"}
     r = invoke_cli(*args)  # bf16 caches: other cells, not served from the fp8 run's cache
     assert r.exit_code == 0, r.output
     res = json.loads(out.read_text())
     assert res["settings"]["cache_hits"] == 0 and "kv_dtype" not in res["settings"]["modes"]["full"]
+    assert [res["settings"]["modes"][m]["path"] for m in ("full", "duo")] == ["model sdpa", "reference"]  # CPU
     ppl = {}
     for kv in ("bf16", "fp8"):
         r = invoke_cli("bench", "ppl", "--model", model, "-a", "full", "--seq-len", 256, "--windows", 1,

@@ -331,14 +331,30 @@ def test_band_attention_through_flex_equals_the_masked_definition():
         assert rel(got, want) < 1e-5
 
 
+def test_merging_two_softmaxes_by_log_sum_exp_equals_attention_over_both_key_sets():
+    """The cuDNN chunk prefill attends to the past and to the chunk itself apart and merges them by
+    their log-sum-exps (kernels.merge_softmax): that equals one attention over all keys."""
+    torch.manual_seed(12)
+    q, k, v = torch.randn(1, 4, 7, 16), torch.randn(1, 4, 30, 16), torch.randn(1, 4, 30, 16)
+
+    def attend(keys, values):
+        logits = q @ keys.transpose(-1, -2) * 0.25
+        return torch.softmax(logits, -1) @ values, torch.logsumexp(logits, -1)
+
+    want, _ = attend(k, v)
+    (o1, l1), (o2, l2) = attend(k[:, :, :18], v[:, :, :18]), attend(k[:, :, 18:], v[:, :, 18:])
+    assert rel(kernels.merge_softmax(o1, l1, o2, l2), want) < 1e-6
+
+
 # (the efficiency benchmark's plumbing: tests/test_bench_efficiency.py)
 
 
 @pytest.mark.skipif(os.environ.get("SEDPA_TRITON_INTERPRET") != "1",
                     reason="opt-in: needs triton installed; runs the CUDA kernels in Triton's CPU interpreter")
 def test_split_k_decode_kernels_in_the_triton_interpreter():
-    """SEDPA_TRITON_INTERPRET=1 pytest -k interpreter: the split-K partial and reduce kernels, plain,
-    indexed (TidalDecode), reading fp8 caches with per-token scales, and over a layer's two head groups in
+    """SEDPA_TRITON_INTERPRET=1 pytest -k interpreter: the split-K partial and reduce kernels (up to 128
+    splits: the merge in blocks of 64), plain,
+    indexed (TidalDecode), reading fp8 caches with per-token scales (fp16 dots: within 2e-3), and over a layer's two head groups in
     one launch, on CPU tensors, against the fp32 reference. Needs triton and numpy < 2.4 (Triton 3.6's interpreter turns 1-element arrays into ints,
     which numpy 2.4 refuses; e.g. `pip install --target /tmp/np23 numpy==2.3.*` and PYTHONPATH=/tmp/np23).
     fp32 inputs: the interpreter does not emulate bf16 dot products (the GPU tests cover bf16)."""
@@ -346,7 +362,7 @@ def test_split_k_decode_kernels_in_the_triton_interpreter():
         "import torch\n"
         "from sedpa_compress.runtime import kernels\n"
         "torch.manual_seed(0)\n"
-        "for (b, h, g, d, t) in [(1, 2, 4, 128, 3000), (2, 3, 1, 64, 700), (1, 1, 7, 32, 100)]:\n"
+        "for (b, h, g, d, t) in [(1, 2, 4, 128, 3000), (2, 3, 1, 64, 700), (1, 1, 7, 32, 100), (1, 1, 4, 16, 17000)]:\n"
         "    q, k, v = torch.randn(b, h, g, d), torch.randn(b, h, t, d), torch.randn(b, h, t, d)\n"
         "    idx = torch.stack([torch.randperm(t)[:min(t, 512)] for _ in range(b)])\n"
         "    for n in (1, 63, t // 3, t):\n"
@@ -365,7 +381,7 @@ def test_split_k_decode_kernels_in_the_triton_interpreter():
         "        n = torch.tensor([n])\n"
         "        got = kernels._triton_decode(q, kb, vb, n, d ** -0.5, k_scale=ks, v_scale=vs)\n"
         "        want = kernels.decode_attention_ref(q, kd, vd, n, d ** -0.5)\n"
-        "        assert float((got - want).norm() / want.norm()) < 1e-5\n"
+        "        assert float((got - want).norm() / want.norm()) < 2e-3  # the fp8 path's dots run in fp16\n"
         "for fp8 in (False, True):  # a layer's two head groups (full-length + ring) in one launch pair\n"
         "    q = torch.randn(2, 5, 4, 64)\n"
         "    kv = [torch.randn(2, 3, 900, 64), torch.randn(2, 3, 900, 64), torch.randn(2, 2, 80, 64), torch.randn(2, 2, 80, 64)]\n"
@@ -375,7 +391,7 @@ def test_split_k_decode_kernels_in_the_triton_interpreter():
         "    groups = [(kv[0], kv[1], torch.tensor([700]), sc[0], sc[1]), (kv[2], kv[3], torch.tensor([80]), sc[2], sc[3])]\n"
         "    got = kernels._triton_decode2(q, groups, 0.125)\n"
         "    want = kernels.decode_attention_groups(q, groups, 0.125)\n"
-        "    assert float((got - want).norm() / want.norm()) < 1e-5\n"
+        "    assert float((got - want).norm() / want.norm()) < (2e-3 if fp8 else 1e-5)\n"
         "print('ok')\n")
     env = {**os.environ, "TRITON_INTERPRET": "1"}
     res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)

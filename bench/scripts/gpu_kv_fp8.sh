@@ -4,6 +4,7 @@
 # at retrieval ratio 0.25 with each (caches filled directly, full attention beside duo), and sedpa-tiny's
 # NIAH + perplexity with each (full, duo, sedpa-w).
 #   device:  SEDPA_GIT_COMMIT=<hash> OUT=... bash bench/scripts/gpu_kv_fp8.sh
+#   a shorter call: STEPS=speed,accuracy NIAH_MODES=full,duo LENGTHS=1k:32k:4 DEPTHS=5 RUN_PPL=0 TOTAL=300
 #   CPU dry run of the plumbing (tiny model and contexts, GPU tests skipped):
 #            DRY=1 PY=.venv/bin/python OUT=/tmp/kv bash bench/scripts/gpu_kv_fp8.sh
 # A call returns at most 8 files: the JSONs come back as they are, the logs in logs.tar.
@@ -30,13 +31,15 @@ PY
 else
   GEO="--config llama-3-8b --random-weights"; CTX=32k,128k; MAXC=""
   SIZES="--sink 64 --recent 256 --window 8192 --chunk 8192 --decode-tokens 64"
-  TINY=""; LENGTHS=1k:32k:6; DEPTHS=10; SEQ=8192
+  TINY=""; LENGTHS=${LENGTHS:-1k:32k:6}; DEPTHS=${DEPTHS:-10}; SEQ=8192
 fi
+NIAH_MODES=${NIAH_MODES:-full,duo,sedpa-w}  # sedpa-tiny's NIAH modes; RUN_PPL=0 skips its perplexity
 { nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo "no GPU (dry run)"; } > "$L/device.txt"
 echo "${SEDPA_GIT_COMMIT:-unknown}" > "$L/commit.txt"
 [[ $STEPS == *tests* ]] && timeout $(left 18) $PY -m pytest tests/test_runtime_gpu.py -q -p no:cacheprovider -m gpu \
   -k "fp8 or flash_chunk or chunked or mode_logits or graph" -rA 2>&1 | tail -30 > "$L/gpu_tests.log"
 declare -A SPEED=([bf16]=30 [fp8]=42) MAXCTX=([bf16]=53 [fp8]=64)  # marks, % of TOTAL
+[[ $STEPS != *maxctx* ]] && SPEED=([bf16]=38 [fp8]=64)  # the speed rows take max-context's share
 for kv in bf16 fp8; do  # decode and prefill, one JSON per KV dtype
   [[ $STEPS == *speed* ]] && timeout $(left ${SPEED[$kv]}) $SEDPA bench efficiency $GEO --contexts $CTX \
     --attention full,duo,sedpa-w --peers none --retrieval-ratio 0.5 $SIZES --kv-dtype $kv \
@@ -48,12 +51,15 @@ for kv in bf16 fp8; do  # the longest context that decodes
     --out "$OUT/efficiency_maxctx_kv_${kv}_llama-3-8b.json" > "$L/maxctx_$kv.log" 2>&1
 done
 if [[ $STEPS == *accuracy* ]]; then  # sedpa-tiny: NIAH and perplexity with both KV dtypes
-  timeout $(left 68) $SEDPA compress --out "$L/tiny-sedpa" --window 2048 $TINY > "$L/compress.log" 2>&1
+  [[ $NIAH_MODES == *sedpa* || ${RUN_PPL:-1} != 0 ]] && \
+    timeout $(left 68) $SEDPA compress --out "$L/tiny-sedpa" --window 2048 $TINY > "$L/compress.log" 2>&1
+  COMP=""; [[ -d $L/tiny-sedpa ]] && COMP="--compressed $L/tiny-sedpa"
   declare -A NIAH=([bf16]=80 [fp8]=93) PPL=([bf16]=84 [fp8]=98)
+  [[ ${RUN_PPL:-1} == 0 ]] && NIAH=([bf16]=82 [fp8]=98)
   for kv in bf16 fp8; do
-    timeout $(left ${NIAH[$kv]}) $SEDPA bench niah --compressed "$L/tiny-sedpa" -a full,duo,sedpa-w --lengths $LENGTHS \
+    timeout $(left ${NIAH[$kv]}) $SEDPA bench niah $COMP -a $NIAH_MODES --lengths $LENGTHS \
       --depths $DEPTHS --samples 1 --kv-dtype $kv $TINY --out "$L/niah_$kv.json" > "$L/niah_$kv.log" 2>&1
-    timeout $(left ${PPL[$kv]}) $SEDPA bench ppl --compressed "$L/tiny-sedpa" -a full,duo,sedpa-w --seq-len $SEQ \
+    [[ ${RUN_PPL:-1} != 0 ]] && timeout $(left ${PPL[$kv]}) $SEDPA bench ppl $COMP -a full,duo,sedpa-w --seq-len $SEQ \
       --windows 2 --kv-dtype $kv $TINY --out "$L/ppl_$kv.json" > "$L/ppl_$kv.log" 2>&1
   done
   $PY - "$L" "$OUT/kv_fp8_accuracy_sedpa-tiny.json" <<'PY'

@@ -2,8 +2,10 @@
 Llama-3-8B layer's heads (32 query / 8 KV heads, head_dim 128, bf16), a chunk of queries against its
 past plus itself (causal), by every candidate path:
 
-  - `runtime`: what `kernels.causal_chunk_attention` runs (one aten flash call over the prefix, causal
-    aligned bottom right, GQA native where the op takes it);
+  - `runtime`: what `kernels.causal_chunk_attention` runs (cuDNN: the past without a mask and the
+    chunk's causal square, merged by their log-sum-exps; settings.cudnn says whether it ran);
+  - `flash-one-call`: what it ran before cuDNN (one aten flash call over the prefix, causal aligned
+    bottom right, GQA native where the op takes it);
   - `split-merge`: what it ran until 2026-11-29 (aten flash on the past and on the chunk, GQA heads
     expanded, the two softmaxes merged by their log-sum-exp: 18.0 s for a 128K prefill against plain
     transformers' 11.96 s);
@@ -70,6 +72,7 @@ def main() -> None:
         v = torch.randn(1, hkv, n, d, device=dev, dtype=dt)
         flops = 4 * d * hq * (c * past + c * (c + 1) // 2)
         paths = {"runtime": lambda: kernels.causal_chunk_attention(q, k, v, past, scale),
+                 "flash-one-call": lambda: kernels._flash(q, k, v, True, scale, hq // hkv)[0],
                  "split-merge": lambda: split_merge(q, k, v, past, scale)}
         qa = torch.randn(1, hq, n, d, device=dev, dtype=dt)
         paths["sdpa-oneshot"] = lambda: F.scaled_dot_product_attention(qa, k, v, is_causal=True, scale=scale,
@@ -113,7 +116,9 @@ def main() -> None:
             best[r["past"]] = {"path": r["path"], "ms": r["ms"]}
     result = make_result("prefill-attention-probe", model="llama-3-8b geometry (one layer's heads)",
                          settings={"chunk": c, "heads": [hq, hkv], "head_dim": d, "dtype": "bfloat16",
-                                   "torch": torch.__version__, "flash_native_gqa": kernels._NATIVE_GQA},
+                                   "torch": torch.__version__, "flash_native_gqa": kernels._NATIVE_GQA,
+                                   "cudnn": dict(kernels._CUDNN_STATE),
+                                   "cudnn_version": torch.backends.cudnn.version()},
                          rows=rows, summary={"fastest_per_past": best},
                          command="PYTHONPATH=. python3 bench/scripts/prefill_attention_probe.py " + " ".join(sys.argv[1:]))
     write_result(Path(args.out), result)

@@ -40,6 +40,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--context", type=int, default=65536)
     ap.add_argument("--mode", default="full")
+    ap.add_argument("--kv-dtype", default="bf16", choices=["bf16", "fp8"])
     ap.add_argument("--out", default="decode_profile.txt")
     args = ap.parse_args()
     lines: list[str] = []
@@ -54,7 +55,7 @@ def main() -> None:
     loaded = load_model(config="llama-3-8b", random_weights=True, dtype="bfloat16", device="cuda")
     pattern = synthetic_pattern(loaded.geometry, ratio=0.5, sink=64, recent=256)
     spec = RuntimeSpec(mode=args.mode, pattern=pattern if args.mode in ("duo", "sedpa-s", "sedpa-w") else None,
-                       window=8192 if args.mode == "sedpa-w" else None)
+                       window=8192 if args.mode == "sedpa-w" else None, kv_dtype=args.kv_dtype)
     fast = FastModel(loaded, spec, consume=True, synthetic_rank_ratio=0.85 if args.mode.startswith("sedpa") else None)
     loaded = None
     torch.cuda.empty_cache()
@@ -63,7 +64,7 @@ def main() -> None:
     tok = torch.zeros(1, dtype=torch.long, device=dev)
     step = timed(lambda: runner.decode(tok), reps=32)
     read = fast.bytes_read_per_token() + kv_bytes_read(fast, args.context)
-    say(f"{args.mode} @ {args.context}: graph decode {step:.2f} ms; floor {read / bw * 1e3:.2f} ms "
+    say(f"{args.mode} ({args.kv_dtype} KV) @ {args.context}: graph decode {step:.2f} ms; floor {read / bw * 1e3:.2f} ms "
         f"({read / 2**30:.1f} GiB read); achieved {read / (step / 1e3) / 1e12:.2f} TB/s")
 
     # one eager step under the profiler: which kernels take the time
@@ -81,7 +82,9 @@ def main() -> None:
 
     # building blocks alone
     hkv, g, d = fast.hkv, fast.group, fast.d
-    for t in (65536, 131072):
+    from sedpa_compress.runtime.cache import quantize_fp8
+
+    for t in (32768, 131072):
         q = torch.randn(1, hkv, g, d, device=dev, dtype=torch.bfloat16)
         k = torch.randn(1, hkv, t, d, device=dev, dtype=torch.bfloat16)
         v = torch.randn_like(k)
@@ -89,12 +92,20 @@ def main() -> None:
         ws = kernels.DecodeWorkspace(1, hkv, g, d, t, dev)
         out = torch.empty_like(q)
         ms = timed(lambda: kernels.decode_attention(q, k, v, n, d ** -0.5, workspace=ws, out=out))
+        (kb, ks), (vb, vs) = quantize_fp8(k), quantize_fp8(v)
+        ms8 = timed(lambda: kernels.decode_attention(q, kb, vb, n, d ** -0.5, workspace=ws, out=out, k_scale=ks,
+                                                     v_scale=vs))
+        red = timed(lambda: kernels._decode_reduce[(hkv, g)](
+            ws.acc, ws.m, ws.l, out, out.stride(0), out.stride(1), out.stride(2), hkv, G_PAD=ws.g_pad, D=d,
+            SPLITS=ws.splits, **kernels._reduce_launch(ws.splits)))
         qs = q.reshape(1, hkv * g, 1, d)
         sd = timed(lambda: F.scaled_dot_product_attention(qs, k, v, enable_gqa=True))
-        nbytes = 2 * k.numel() * 2
-        say(f"decode attention, one layer, {t} keys: split-K {ms * 1e3:.0f} us ({nbytes / (ms / 1e3) / 1e12:.2f} TB/s, "
-            f"{ws.splits} splits); torch SDPA {sd * 1e3:.0f} us ({nbytes / (sd / 1e3) / 1e12:.2f} TB/s)")
-        del q, k, v
+        nbytes, nbytes8 = 2 * k.numel() * 2, 2 * (kb.numel() + ks.numel() * ks.element_size())
+        say(f"decode attention, one layer, {t} keys: split-K bf16 {ms * 1e3:.0f} us ({nbytes / (ms / 1e3) / 1e12:.2f} TB/s, "
+            f"{ws.splits} splits; its merge alone {red * 1e3:.1f} us); fp8 {ms8 * 1e3:.0f} us "
+            f"({nbytes8 / (ms8 / 1e3) / 1e12:.2f} TB/s); torch SDPA bf16 {sd * 1e3:.0f} us "
+            f"({nbytes / (sd / 1e3) / 1e12:.2f} TB/s)")
+        del q, k, v, kb, vb
     layer = fast.layers[0]
     x = torch.randn(1, 1, fast.hidden, device=dev, dtype=torch.bfloat16)
     for name, w in (("gate_up", layer.gate_up), ("down", layer.down), ("qkv", layer.qkv_dense), ("lm_head", fast.lm_head)):

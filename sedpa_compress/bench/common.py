@@ -221,7 +221,10 @@ def build_bench_models(
                 options["top_k"] = top_k
         mode = build_mode(name, pattern=pat, sink=sink, recent=recent, window=w if name == "sedpa-w" else None,
                           **options)
-        path = {"full": "model sdpa", "tidal": "model sdpa prefill, reference decode"}.get(name, "reference")
+        # which code computes this mode's cells (`greedy_generate` / `token_nll` pick the same way); the
+        # label used to name the reference path even where the fast runtime ran (the H200 runs of 2026-11-29)
+        path = ("fast runtime" if runs_fast(loaded) else
+                {"full": "model sdpa", "tidal": "model sdpa prefill, reference decode"}.get(name, "reference"))
         settings: dict[str, Any] = {"mode": name, "model": model_identity(loaded), "path": path}
         for attr in ("sink", "recent", "window", "top_k", "dense_layers"):
             if getattr(mode, attr, None) is not None:

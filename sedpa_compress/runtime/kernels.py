@@ -68,11 +68,26 @@ if HAS_TRITON:
     def _attend(q, K, V, IDX, KS, VS, b, h, start, end, skb, skh, skt, svb, svh, svt, sib, sih,
                 sksb, sksh, skst, svsb, svsh, svst, G_PAD: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr,
                 INDEXED: tl.constexpr, FP8: tl.constexpr, qk_scale):
-        """One program's online softmax over keys [start, end) of KV head `h` of one cache: (acc, m, l)."""
+        """One program's online softmax over keys [start, end) of KV head `h` of one cache: (acc, m, l).
+
+        FP8 (e4m3 bits with a scale per token): both dots run in fp16, the one type e4m3 converts to in
+        a single instruction per pair (going on to bf16 costs a second conversion per element, which made
+        fp8 decode slower than bf16 on the H200: 11.1 against 8.8 ms at 128K). The query is scaled before
+        its fp16 cast (|q| * 1/sqrt(d) stays far inside fp16's range), the key scale multiplies the fp32
+        logits, and the value scales fold into the probabilities normalised by the block's largest scale
+        (so p * scale stays in [0, 1], clear of fp16's subnormals) with that largest scale applied to
+        the block's fp32 sum. The scales of the next block are loaded one block ahead: their loads are
+        too narrow for Triton's asynchronous copies and would otherwise stall every block."""
+        tl.static_assert(not (INDEXED and FP8), "fp8 caches are read in order (tidal refuses them)")
         offs_d = tl.arange(0, D)
         m_i = tl.full([G_PAD], float("-inf"), tl.float32)
         l_i = tl.zeros([G_PAD], tl.float32)
         acc = tl.zeros([G_PAD, D], tl.float32)
+        if FP8:
+            q16 = (q.to(tl.float32) * qk_scale).to(tl.float16)
+            offs0 = start + tl.arange(0, BLOCK_N)
+            k_sc_next = tl.load(KS + b * sksb + h * sksh + offs0 * skst, mask=offs0 < end, other=0.0).to(tl.float32)
+            v_sc_next = tl.load(VS + b * svsb + h * svsh + offs0 * svst, mask=offs0 < end, other=0.0).to(tl.float32)
         for n0 in range(start, end, BLOCK_N):
             offs_n = n0 + tl.arange(0, BLOCK_N)
             valid = offs_n < end
@@ -80,11 +95,16 @@ if HAS_TRITON:
                 pos = tl.load(IDX + b * sib + h * sih + offs_n, mask=valid, other=0)
             else:
                 pos = offs_n
-            if FP8:  # e4m3 bits -> the query's dtype (exact); the per-token scale multiplies the logits
+            if FP8:
+                k_sc = k_sc_next
+                v_sc = v_sc_next
+                offs_next = offs_n + BLOCK_N
+                nxt = offs_next < end
+                k_sc_next = tl.load(KS + b * sksb + h * sksh + offs_next * skst, mask=nxt, other=0.0).to(tl.float32)
+                v_sc_next = tl.load(VS + b * svsb + h * svsh + offs_next * svst, mask=nxt, other=0.0).to(tl.float32)
                 k = tl.load(K + b * skb + h * skh + pos[:, None] * skt + offs_d[None, :], mask=valid[:, None], other=0)
-                k = k.to(tl.float8e4nv, bitcast=True).to(q.dtype)
-                k_sc = tl.load(KS + b * sksb + h * sksh + pos * skst, mask=valid, other=0.0).to(tl.float32)
-                s = tl.dot(q, tl.trans(k)) * (k_sc * qk_scale)[None, :]
+                k = k.to(tl.float8e4nv, bitcast=True).to(tl.float16)
+                s = tl.dot(q16, tl.trans(k)) * k_sc[None, :]
             else:
                 k = tl.load(K + b * skb + h * skh + pos[:, None] * skt + offs_d[None, :], mask=valid[:, None],
                             other=0.0)
@@ -95,11 +115,13 @@ if HAS_TRITON:
             alpha = tl.exp2(m_i - m_safe)
             p = tl.exp2(s - m_safe[:, None])
             l_i = l_i * alpha + tl.sum(p, axis=1)
-            if FP8:  # the value scale folds into the probabilities (the denominator keeps them unscaled)
+            if FP8:
                 v = tl.load(V + b * svb + h * svh + pos[:, None] * svt + offs_d[None, :], mask=valid[:, None], other=0)
-                v = v.to(tl.float8e4nv, bitcast=True).to(q.dtype)
-                v_sc = tl.load(VS + b * svsb + h * svsh + pos * svst, mask=valid, other=0.0).to(tl.float32)
-                acc = acc * alpha[:, None] + tl.dot((p * v_sc[None, :]).to(v.dtype), v)
+                v = v.to(tl.float8e4nv, bitcast=True).to(tl.float16)
+                v_max = tl.max(v_sc, axis=0)
+                v_max = tl.where(v_max > 0.0, v_max, 1.0)
+                pv = tl.dot((p * (v_sc / v_max)[None, :]).to(tl.float16), v)
+                acc = acc * alpha[:, None] + pv * v_max
             else:
                 v = tl.load(V + b * svb + h * svh + pos[:, None] * svt + offs_d[None, :], mask=valid[:, None],
                             other=0.0)
@@ -178,29 +200,38 @@ if HAS_TRITON:
     @triton.jit
     def _decode_reduce(ACC, M, L, OUT, sob, soh, sog, H, G_PAD: tl.constexpr, D: tl.constexpr,
                        SPLITS: tl.constexpr, SB: tl.constexpr):
-        # One program per (sequence, KV head, query head of the group): the splits' partial
-        # softmaxes are merged with vector loads, SB splits at a time (a sequential loop over the
-        # splits made this kernel ~15 us per layer, a twentieth of a 64K decode step).
+        # One program per (sequence, KV head, query head of the group) merges the splits' partial
+        # softmaxes. Its time is load latency, not bytes (32 programs reading 32 KB each at 8K-128K): every
+        # load is issued up front, SB splits at a time (all of them up to 64), so a merge waits for one
+        # round trip rather than one per block of splits (7.2 us per layer on the H200 with blocks of 16).
         bh = tl.program_id(0)
         g = tl.program_id(1)
         b = bh // H
         h = bh % H
         offs_s = tl.arange(0, SPLITS)
         rows = (bh * SPLITS + offs_s) * G_PAD + g
-        m = tl.load(M + rows)
-        m_max = tl.max(m, axis=0)
-        m_max = tl.where(m_max == float("-inf"), 0.0, m_max)
-        denom = tl.sum(tl.exp2(m - m_max) * tl.load(L + rows), axis=0)  # empty splits: m = -inf -> 0
         offs_b = tl.arange(0, SB)
         offs_d = tl.arange(0, D)
+        m = tl.load(M + rows)
+        l_ = tl.load(L + rows)
+        m_max = tl.max(m, axis=0)
+        m_max = tl.where(m_max == float("-inf"), 0.0, m_max)
+        denom = tl.sum(tl.exp2(m - m_max) * l_, axis=0)  # empty splits: m = -inf -> 0
         out = tl.zeros([D], tl.float32)
         for s0 in tl.static_range(0, SPLITS, SB):
             r = (bh * SPLITS + s0 + offs_b) * G_PAD + g
-            w = tl.exp2(tl.load(M + r) - m_max)
             a = tl.load(ACC + r[:, None] * D + offs_d[None, :])
+            w = tl.exp2(tl.load(M + r) - m_max)
             out += tl.sum(a * w[:, None], axis=0)
         out = out / tl.where(denom == 0.0, 1.0, denom)
         tl.store(OUT + b * sob + h * soh + g * sog + offs_d, out.to(OUT.dtype.element_ty))
+
+
+def _reduce_launch(splits: int) -> dict:
+    """The merge's block of splits and warps: every split at once up to 64 (32 KB of partials for
+    head_dim 128: 64 registers a thread over 8 warps)."""
+    sb = min(splits, 64)
+    return dict(SB=sb, num_warps=8 if sb >= 64 else 4)
 
 
 def num_splits(max_keys: int, heads: int, batch: int = 1, block_n: int = 64) -> int:
@@ -215,8 +246,11 @@ class DecodeWorkspace:
     """Preallocated split-K partials for one (batch, heads, group, max_keys) shape: no allocation
     during a CUDA-graph replay."""
 
-    def __init__(self, batch: int, heads: int, group: int, head_dim: int, max_keys: int, device) -> None:
-        self.splits = num_splits(max_keys, heads, batch)
+    def __init__(self, batch: int, heads: int, group: int, head_dim: int, max_keys: int, device,
+                 busy_heads: int | None = None) -> None:
+        # `busy_heads`: how many of the heads read `max_keys` (a two-group layer's full-length heads; its
+        # ring heads' programs end at once): the splits are sized to keep the GPU busy with those alone
+        self.splits = num_splits(max_keys, busy_heads or heads, batch)
         self.g_pad = max(16, 1 << math.ceil(math.log2(group)))  # tl.dot needs >= 16 rows
         n = batch * heads * self.splits * self.g_pad
         self.acc = torch.empty(n * head_dim, dtype=torch.float32, device=device)
@@ -262,7 +296,7 @@ def _triton_decode(q, k, v, length, scale, *, index=None, workspace=None, out=No
         G=g, G_PAD=ws.g_pad, D=d, BLOCK_N=block_n, SPLITS=ws.splits, INDEXED=index is not None, FP8=fp8,
         scale=scale, num_warps=4, num_stages=2)
     _decode_reduce[(b * h, g)](ws.acc, ws.m, ws.l, out, out.stride(0), out.stride(1), out.stride(2), h,
-                               G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, SB=min(ws.splits, 16), num_warps=4)
+                               G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, **_reduce_launch(ws.splits))
     return out
 
 
@@ -302,7 +336,7 @@ def _triton_decode2(q, groups, scale, *, workspace=None, out=None):
         *_strides3(ks1), *_strides3(vs1), *_strides3(ks2), *_strides3(vs2), h, k1.shape[1],
         G=g, G_PAD=ws.g_pad, D=d, BLOCK_N=64, SPLITS=ws.splits, FP8=fp8, scale=scale, num_warps=4, num_stages=2)
     _decode_reduce[(b * h, g)](ws.acc, ws.m, ws.l, out, out.stride(0), out.stride(1), out.stride(2), h,
-                               G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, SB=min(ws.splits, 16), num_warps=4)
+                               G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, **_reduce_launch(ws.splits))
     return out
 
 
@@ -315,18 +349,81 @@ def _expand(x: torch.Tensor, group: int) -> torch.Tensor:
 def causal_chunk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int, scale: float) -> torch.Tensor:
     """Queries at positions [start, start+tq) against keys [0, start+tq), causal.
 
-    q [b, hq, tq, d]; k/v [b, hkv, start+tq, d]. On CUDA: one flash-attention call over the whole
-    prefix; its causal mask is aligned to the bottom right when there are more keys than queries
-    (query i sees keys up to start + i), which is exactly a chunk against its past. Elsewhere one
-    masked SDPA.
+    q [b, hq, tq, d]; k/v [b, hkv, start+tq, d]. On CUDA: cuDNN attention where this GPU and torch
+    run it (checked once against flash on the first chunk), else one flash-attention call over the
+    whole prefix (its causal mask aligned to the bottom right when there are more keys than queries:
+    query i sees keys up to start + i, exactly a chunk against its past). Elsewhere one masked SDPA.
     """
     tq, tk = q.shape[2], k.shape[2]
     group = q.shape[1] // k.shape[1]
     if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
-        return _flash(q, k, v, True, scale, group)[0]
+        out = _cudnn_chunk(q, k, v, start, scale, group) if PREFILL_CUDNN else None
+        return out if out is not None else _flash(q, k, v, True, scale, group)[0]
     qpos = torch.arange(start, start + tq, device=q.device)
     mask = qpos[:, None] >= torch.arange(tk, device=q.device)[None, :]
     return F.scaled_dot_product_attention(q, _expand(k, group), _expand(v, group), attn_mask=mask, scale=scale)
+
+
+# cuDNN's attention runs a chunk's causal square and its rectangle against the past at ~610 TFLOP/s on the
+# H200 against flash's ~350 (bench/results/prefill_attention_probe.json); its causal mask is aligned to
+# the top left only, so a chunk with a past is two calls (past: no mask; itself: causal) merged by their
+# log-sum-exps. Tests set PREFILL_CUDNN = False to compare with the flash path.
+PREFILL_CUDNN = True
+_CUDNN_STATE: dict[str, bool | None] = {"square": None, "past": None, "native_gqa": None}
+
+
+def _cudnn(q, k, v, causal: bool, scale: float, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """cuDNN attention with its log-sum-exp [b, h, tq] (fp32, natural log). GQA as in `_flash`."""
+    op = torch.ops.aten._scaled_dot_product_cudnn_attention
+    if group > 1 and _CUDNN_STATE["native_gqa"] is not False:
+        try:
+            o, lse = op(q, k, v, None, True, 0.0, causal, False, scale=scale)[:2]
+            _CUDNN_STATE["native_gqa"] = True
+            return o, lse.reshape(q.shape[:3])
+        except RuntimeError:
+            _CUDNN_STATE["native_gqa"] = False
+    if group > 1 and 2 * k.numel() * group * k.element_size() > EXPAND_LIMIT and k.shape[1] > 1:
+        parts = [_cudnn(q[:, h * group:(h + 1) * group], k[:, h:h + 1], v[:, h:h + 1], causal, scale, group)
+                 for h in range(k.shape[1])]
+        return torch.cat([o for o, _ in parts], 1), torch.cat([l_ for _, l_ in parts], 1)
+    o, lse = op(q, _expand(k, group), _expand(v, group), None, True, 0.0, causal, False, scale=scale)[:2]
+    return o, lse.reshape(q.shape[:3])
+
+
+def merge_softmax(o1: torch.Tensor, lse1: torch.Tensor, o2: torch.Tensor, lse2: torch.Tensor) -> torch.Tensor:
+    """Two attention outputs over disjoint key sets -> the output over their union (weights from the
+    log-sum-exps, fp32)."""
+    m = torch.maximum(lse1, lse2)
+    w1, w2 = torch.exp(lse1 - m), torch.exp(lse2 - m)
+    den = w1 + w2
+    return (o1.float() * (w1 / den)[..., None] + o2.float() * (w2 / den)[..., None]).to(o1.dtype)
+
+
+def _cudnn_chunk(q, k, v, start: int, scale: float, group: int) -> torch.Tensor | None:
+    """The chunk's attention through cuDNN, or None where cuDNN does not run it. The first call of
+    each kind (a first chunk: one causal square; a later one: past + square merged) is checked against
+    flash, since a cuDNN build that ran but disagreed would be silently wrong: a mismatch or an error
+    turns that kind off for the process."""
+    kind = "square" if start == 0 else "past"
+    if _CUDNN_STATE[kind] is False:
+        return None
+    try:
+        if start == 0:
+            out = _cudnn(q, k, v, True, scale, group)[0]
+        else:
+            o1, l1 = _cudnn(q, k[:, :, :start], v[:, :, :start], False, scale, group)
+            o2, l2 = _cudnn(q, k[:, :, start:], v[:, :, start:], True, scale, group)
+            out = merge_softmax(o1, l1, o2, l2)
+    except RuntimeError:
+        _CUDNN_STATE[kind] = False
+        return None
+    if _CUDNN_STATE[kind] is None:
+        want = _flash(q, k, v, True, scale, group)[0].float()
+        err = float((out.float() - want).norm() / want.norm().clamp_min(1e-30))
+        _CUDNN_STATE[kind] = err < 2e-2
+        if not _CUDNN_STATE[kind]:
+            return None
+    return out
 
 
 EXPAND_LIMIT = 1 << 30  # bytes of GQA-expanded K+V materialised at once during prefill
