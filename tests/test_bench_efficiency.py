@@ -22,6 +22,7 @@ from sedpa_compress.bench.efficiency import (
     band_pairs,
     causal_pairs,
     chunk_lengths,
+    warm_up_prefills,
     method_text,
     prefill_flops,
     prefill_shape_of_runtime,
@@ -124,6 +125,14 @@ def test_chunk_lengths_are_the_shapes_a_prefill_runs():
     assert chunk_lengths(96, 48) == [48]  # a multiple: one shape
     assert chunk_lengths(64, 48) == [48, 16]  # not a multiple: the last chunk is another shape
     assert chunk_lengths(131072, 8192) == [8192]
+
+
+def test_warm_up_prefills_cover_every_chunk_and_past_block_shape():
+    """cuDNN plans per shape: the warm-up runs a full chunk against every past-block shape (a past of
+    1..4 chunks with 32K blocks and 8K chunks) and the ragged last chunk, never the whole context."""
+    assert warm_up_prefills(131072, 8192, past_block=32768) == [40960]
+    assert warm_up_prefills(200000, 8192, past_block=32768) == [40960, 200000 % 8192]
+    assert warm_up_prefills(40, 48) == [40] and warm_up_prefills(64, 48) == [64]  # the whole (short) context
 
 
 def test_warm_up_leaves_the_runner_as_new(loaded):

@@ -331,19 +331,29 @@ def test_band_attention_through_flex_equals_the_masked_definition():
         assert rel(got, want) < 1e-5
 
 
-def test_merging_two_softmaxes_by_log_sum_exp_equals_attention_over_both_key_sets():
-    """The cuDNN chunk prefill attends to the past and to the chunk itself apart and merges them by
-    their log-sum-exps (kernels.merge_softmax): that equals one attention over all keys."""
+@pytest.mark.parametrize("start,block", [(0, 8), (6, 8), (16, 8), (21, 8), (24, 5)])
+def test_blocked_chunk_attention_equals_causal_attention_over_the_prefix(start, block):
+    """The cuDNN chunk prefill attends to the chunk itself (causal) and to its past in blocks apart and
+    merges them by their log-sum-exps (kernels.blocked_chunk_attention): that equals one causal
+    attention of the chunk over the whole prefix, for a past of none, part of a block, whole blocks and
+    a remainder (GQA: 4 query heads per KV head)."""
     torch.manual_seed(12)
-    q, k, v = torch.randn(1, 4, 7, 16), torch.randn(1, 4, 30, 16), torch.randn(1, 4, 30, 16)
+    tq = 7
+    q, k, v = torch.randn(1, 8, tq, 16), torch.randn(1, 2, start + tq, 16), torch.randn(1, 2, start + tq, 16)
+    shapes = []
 
-    def attend(keys, values):
-        logits = q @ keys.transpose(-1, -2) * 0.25
-        return torch.softmax(logits, -1) @ values, torch.logsumexp(logits, -1)
+    def attend(q_, k_, v_, causal):  # one call with its log-sum-exp, as cuDNN returns it
+        shapes.append((k_.shape[2], causal))
+        logits = q_ @ k_.repeat_interleave(4, 1).transpose(-1, -2) * 0.25
+        if causal:  # top-left aligned: this is only ever the chunk against itself
+            logits = logits.masked_fill(torch.ones(tq, tq, dtype=torch.bool).triu(1), float("-inf"))
+        return torch.softmax(logits, -1) @ v_.repeat_interleave(4, 1), torch.logsumexp(logits, -1)
 
-    want, _ = attend(k, v)
-    (o1, l1), (o2, l2) = attend(k[:, :, :18], v[:, :, :18]), attend(k[:, :, 18:], v[:, :, 18:])
-    assert rel(kernels.merge_softmax(o1, l1, o2, l2), want) < 1e-6
+    want = kernels.causal_chunk_attention(q, k, v, start, 0.25)
+    got = kernels.blocked_chunk_attention(q, k, v, start, attend, block=block)
+    assert rel(got, want) < 1e-6
+    assert shapes[0] == (tq, True) and all(n <= block and not c for n, c in shapes[1:])
+    assert sum(n for n, _ in shapes[1:]) == start
 
 
 # (the efficiency benchmark's plumbing: tests/test_bench_efficiency.py)

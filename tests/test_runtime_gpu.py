@@ -110,13 +110,15 @@ def test_fp8_caches_keep_the_logits_and_decode_in_a_cuda_graph(models, mode):
     assert got["fp8"][1] == pytest.approx(got["bf16"][1] * (128 + 2) / 256)
 
 
-@pytest.mark.parametrize("start", [0, 2048])  # a first chunk (one causal square), a chunk with a past
+# a first chunk (one causal square), a chunk with a past, a past of several blocks and a remainder
+@pytest.mark.parametrize("start", [0, 2048, 2560])
 @pytest.mark.parametrize("backend", ["cudnn", "flash"])
 def test_chunk_attention_matches_masked_reference(start, backend, monkeypatch):
     """The full-attention chunk prefill through each CUDA backend against the masked fp32 definition
     (GQA 16 query / 4 KV heads); the cuDNN path must be the one that ran (it skips, saying so, where
     this GPU's cuDNN does not run it and the flash path stands in)."""
     monkeypatch.setattr(kernels, "PREFILL_CUDNN", backend == "cudnn")
+    monkeypatch.setattr(kernels, "PAST_BLOCK", 1024 if start == 2560 else kernels.PAST_BLOCK)
     torch.manual_seed(5)
     q = torch.randn(1, 16, 512, 128, device="cuda", dtype=torch.bfloat16)
     k = torch.randn(1, 4, start + 512, 128, device="cuda", dtype=torch.bfloat16)
@@ -124,7 +126,8 @@ def test_chunk_attention_matches_masked_reference(start, backend, monkeypatch):
     got = kernels.causal_chunk_attention(q, k, v, start, 128 ** -0.5)
     want = kernels.causal_chunk_attention(q.float().cpu(), k.float().cpu(), v.float().cpu(), start, 128 ** -0.5)
     assert rel(got.cpu(), want) <= 1e-2
-    if backend == "cudnn" and not kernels._CUDNN_STATE["square" if start == 0 else "past"]:
+    kind = "square" if start == 0 else "past" if start <= kernels.PAST_BLOCK else "blocks"
+    if backend == "cudnn" and not kernels._CUDNN_STATE[kind]:
         pytest.skip("cuDNN attention does not run this chunk on this GPU/torch: the flash path ran")
 
 

@@ -39,7 +39,7 @@ else
 fi
 MODES=${MODES:-full,duo,sedpa-w,tidal,sedpa-s}
 PEERS=${PEERS:-transformers-eager,transformers-static-compile}
-STEPS=${STEPS:-tests,bench,maxctx,probe,profile}   # which steps to run (a short call takes tests,bench)
+STEPS=${STEPS:-tests,bench,maxctx,probe,profile}   # which steps to run (a short call takes tests,bench; +kernels)
 
 { nvidia-smi --query-gpu=name,memory.used,memory.total,clocks.max.sm --format=csv 2>/dev/null || echo "no nvidia-smi";
   $PY -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"; } \
@@ -48,7 +48,7 @@ STEPS=${STEPS:-tests,bench,maxctx,probe,profile}   # which steps to run (a short
 # 1. GPU tests (skipped without CUDA): the runtime against the fp32 reference, the efficiency rows
 if [[ $STEPS == *tests* ]]; then
 timeout $(left $(mark 35)) $PY -m pytest tests/test_runtime_gpu.py tests/test_bench_efficiency_gpu.py -q \
-  -p no:cacheprovider -m gpu --timeout 100 -rA 2>&1 | grep -v -i warning | tee "$OUT/gpu_tests.log" | tail -40
+  -p no:cacheprovider -m gpu --timeout 100 -rA 2>&1 | grep -v -i -E "warning:|warnings\.warn" | tee "$OUT/gpu_tests.log" | tail -40
 echo "[tests done at $(( $(date +%s) - T0 )) s]"
 fi
 
@@ -79,6 +79,11 @@ echo "[max-context done at $(( $(date +%s) - T0 )) s]"
 if [[ -z $DRY && $STEPS == *probe* ]]; then
   timeout $(left $(mark 94)) $PY bench/scripts/prefill_attention_probe.py --out "$OUT/prefill_attention_probe.json" 2>&1 \
     | grep -v -i warning | tail -12
+fi
+# 4b. which launch the split-K decode kernel should use (bf16 and fp8 caches; STEPS=...,kernels)
+if [[ -z $DRY && $STEPS == *kernels* ]]; then
+  timeout $(left $(mark 97)) $PY bench/scripts/decode_kernel_probe.py --out "$OUT/decode_kernel_probe.json" 2>&1 \
+    | grep -v -i warning | tail -6
 fi
 # 5. where a decode step's time goes (PROFILE_MODE, default full, at 64K): top kernels, eager step
 if [[ -z $DRY && $STEPS == *profile* ]]; then

@@ -418,6 +418,21 @@ def chunk_lengths(context: int, chunk: int) -> list[int]:
     return [first] + ([last] if last and last != first else [])
 
 
+def warm_up_prefills(context: int, chunk: int, past_block: int | None = None) -> list[int]:
+    """The prompt lengths a row's warm-up prefills so that its timed prefill meets no new shape: one
+    prompt long enough for a full chunk against every past-block shape the cuDNN chunk attention
+    runs (kernels.PAST_BLOCK: the past in blocks, so a block and its remainders), and the ragged last
+    chunk alone where the context has one that this prompt did not run."""
+    from sedpa_compress.runtime import kernels
+
+    first = min(context, (past_block or kernels.PAST_BLOCK) + chunk)
+    lengths = [first]
+    last = chunk_lengths(context, chunk)[1:]
+    if last and first != context:
+        lengths += last
+    return lengths
+
+
 def _median_decode_ms(runner: Runner, warmup: int, tokens: int) -> float:
     dev = runner.model.device
     tok = torch.zeros(runner.batch, dtype=torch.long, device=dev)
@@ -470,7 +485,8 @@ def method_text(kind: str, cfg: EfficiencyConfig, device_type: str) -> str:
     if kind == "sedpa-runtime":
         steps = "CUDA-graph replays" if cuda else "eager steps (no CUDA graphs on the CPU)"
         return (f"sedpa runtime: first an untimed warm-up on the row's own runner (same max_len, chunk {cfg.chunk} and "
-                "ring sizes): one prefill of each chunk length the timed prefill runs, then decode steps"
+                "ring sizes): prefills that run each chunk length and each past-block shape of the full heads' "
+                "attention the timed prefill runs (efficiency.warm_up_prefills), then decode steps"
                 f"{' that capture the CUDA graph' if cuda else ''}; its wall time is compile_s. Then the timed chunked "
                 "prefill of random token ids (wall clock with synchronize; prefill_compiles counts compilations "
                 f"inside it, expected 0) and decode: median of {cfg.decode_tokens} {steps} ({timer}) after "
@@ -598,14 +614,15 @@ def _floors(row: dict[str, Any], weights_read: int, kv_read: int, flops: int, bw
 
 
 def warm_up_row(runner: Runner, context: int, decode_steps: int = 2) -> float:
-    """Run once, untimed, every shape the timed row will run on this runner: a prefill of each chunk
-    length of a `context`-token chunked prefill (FlexAttention and its block masks compile per chunk
-    length and ring size, both fixed by this runner) and decode steps (the CUDA graph is captured on
+    """Run once, untimed, every shape the timed row will run on this runner: prefills covering each
+    chunk length of a `context`-token chunked prefill (FlexAttention and its block masks compile per
+    chunk length and ring size, both fixed by this runner) and each past-block shape of the cuDNN chunk
+    attention (`warm_up_prefills`; cuDNN plans one per shape), and decode steps (the CUDA graph is captured on
     the first). Returns its wall seconds (the row's compile_s); leaves the runner reset, graph kept."""
     dev = runner.model.device
     _sync(dev)
     t0 = time.perf_counter()
-    for n in chunk_lengths(context, runner.chunk):
+    for n in warm_up_prefills(context, runner.chunk):
         runner.reset()
         runner.prefill(torch.zeros(runner.batch, n, dtype=torch.long, device=dev))
     tok = torch.zeros(runner.batch, dtype=torch.long, device=dev)

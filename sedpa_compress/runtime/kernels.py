@@ -12,9 +12,10 @@ full-attention decode step it reads a layer's 268 MB of K/V in 93 us, ~2.9 TB/s,
 bandwidth; SDPA alone reached 2.3-2.9 TB/s, but it cannot take the valid length from a device
 tensor, so a CUDA graph would have to be captured per length.
 
-Prefill attention over a chunk of queries: retrieval heads use flash attention in two parts
-(the chunk against the cache before it, unmasked; the chunk against itself, causal) merged by
-their log-sum-exps; ring heads (streaming heads, and SEDPA-W's windowed retrieval heads) attend
+Prefill attention over a chunk of queries: retrieval heads use cuDNN attention in parts (the chunk
+against itself, causal; against the cache before it, unmasked, in PAST_BLOCK-key blocks) merged by their
+log-sum-exps, or one flash call with a bottom-right causal mask where cuDNN does not run (H200:
+~600 against ~350 TFLOP/s, bench/results/prefill_attention_probe.json); ring heads (streaming heads, and SEDPA-W's windowed retrieval heads) attend
 to the ring (sink + band slots) plus the chunk. On CUDA that is FlexAttention with a block mask built
 from the slots' positions, so only the blocks inside the sink + band actually run (a streaming head's
 query block touches ~5 key blocks instead of all of them); elsewhere one masked SDPA defines it.
@@ -234,6 +235,14 @@ def _reduce_launch(splits: int) -> dict:
     return dict(SB=sb, num_warps=8 if sb >= 64 else 4)
 
 
+# The split-K partial kernel's launch per cache dtype: keys per block, warps, pipeline stages
+# (bench/scripts/decode_kernel_probe.py times the alternatives on the GPU).
+DECODE_LAUNCH: dict[str, dict[str, int]] = {
+    "bf16": dict(BLOCK_N=64, num_warps=4, num_stages=2),
+    "fp8": dict(BLOCK_N=64, num_warps=4, num_stages=2),
+}
+
+
 def num_splits(max_keys: int, heads: int, batch: int = 1, block_n: int = 64) -> int:
     """Enough programs to fill an H100 (132 SMs, a few programs each), each with >= 2 key blocks."""
     want = max(1, math.ceil(4 * 132 / max(heads * batch, 1)))
@@ -288,13 +297,12 @@ def _triton_decode(q, k, v, length, scale, *, index=None, workspace=None, out=No
     # [b, n]: one position list for every head (head stride 0); [b, hkv, n]: one list per KV head
     idx_b = index.stride(0) if index is not None else 0
     idx_h = index.stride(1) if index is not None and index.dim() == 3 else 0
-    block_n = 64
     fp8 = k_scale is not None
     _decode_partial[(b * h, ws.splits)](
         q, k, v, length, idx, ws.acc, ws.m, ws.l, k_scale if fp8 else length, v_scale if fp8 else length,
         *_strides3(q), *_strides3(k), *_strides3(v), idx_b, idx_h, h, *_strides3(k_scale), *_strides3(v_scale),
-        G=g, G_PAD=ws.g_pad, D=d, BLOCK_N=block_n, SPLITS=ws.splits, INDEXED=index is not None, FP8=fp8,
-        scale=scale, num_warps=4, num_stages=2)
+        G=g, G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, INDEXED=index is not None, FP8=fp8, scale=scale,
+        **DECODE_LAUNCH["fp8" if fp8 else "bf16"])
     _decode_reduce[(b * h, g)](ws.acc, ws.m, ws.l, out, out.stride(0), out.stride(1), out.stride(2), h,
                                G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, **_reduce_launch(ws.splits))
     return out
@@ -334,7 +342,7 @@ def _triton_decode2(q, groups, scale, *, workspace=None, out=None):
         q, k1, v1, n1, ks1 if fp8 else n1, vs1 if fp8 else n1, k2, v2, n2, ks2 if fp8 else n2, vs2 if fp8 else n2,
         ws.acc, ws.m, ws.l, *_strides3(q), *_strides3(k1), *_strides3(v1), *_strides3(k2), *_strides3(v2),
         *_strides3(ks1), *_strides3(vs1), *_strides3(ks2), *_strides3(vs2), h, k1.shape[1],
-        G=g, G_PAD=ws.g_pad, D=d, BLOCK_N=64, SPLITS=ws.splits, FP8=fp8, scale=scale, num_warps=4, num_stages=2)
+        G=g, G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, FP8=fp8, scale=scale, **DECODE_LAUNCH["fp8" if fp8 else "bf16"])
     _decode_reduce[(b * h, g)](ws.acc, ws.m, ws.l, out, out.stride(0), out.stride(1), out.stride(2), h,
                                G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, **_reduce_launch(ws.splits))
     return out
@@ -366,10 +374,10 @@ def causal_chunk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, st
 
 # cuDNN's attention runs a chunk's causal square and its rectangle against the past at ~610 TFLOP/s on the
 # H200 against flash's ~350 (bench/results/prefill_attention_probe.json); its causal mask is aligned to
-# the top left only, so a chunk with a past is two calls (past: no mask; itself: causal) merged by their
-# log-sum-exps. Tests set PREFILL_CUDNN = False to compare with the flash path.
+# the top left only, so a chunk with a past is several calls (itself: causal; the past: no mask, in
+# blocks) merged by their log-sum-exps. Tests set PREFILL_CUDNN = False to compare with the flash path.
 PREFILL_CUDNN = True
-_CUDNN_STATE: dict[str, bool | None] = {"square": None, "past": None, "native_gqa": None}
+_CUDNN_STATE: dict[str, bool | None] = {"square": None, "past": None, "blocks": None, "native_gqa": None}
 
 
 def _cudnn(q, k, v, causal: bool, scale: float, group: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -390,30 +398,47 @@ def _cudnn(q, k, v, causal: bool, scale: float, group: int) -> tuple[torch.Tenso
     return o, lse.reshape(q.shape[:3])
 
 
-def merge_softmax(o1: torch.Tensor, lse1: torch.Tensor, o2: torch.Tensor, lse2: torch.Tensor) -> torch.Tensor:
-    """Two attention outputs over disjoint key sets -> the output over their union (weights from the
-    log-sum-exps, fp32)."""
+def merge_softmax(o1: torch.Tensor, lse1: torch.Tensor, o2: torch.Tensor,
+                  lse2: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two attention outputs over disjoint key sets -> (the output over their union, fp32; its
+    log-sum-exp), weighted by their log-sum-exps."""
     m = torch.maximum(lse1, lse2)
     w1, w2 = torch.exp(lse1 - m), torch.exp(lse2 - m)
     den = w1 + w2
-    return (o1.float() * (w1 / den)[..., None] + o2.float() * (w2 / den)[..., None]).to(o1.dtype)
+    out = o1.float() * (w1 / den)[..., None] + o2.float() * (w2 / den)[..., None]
+    return out, m + torch.log(den)
+
+
+# Keys per cuDNN call against the past. cuDNN builds an execution plan per new shape (kept for the
+# process), so a chunk's whole past in one call would cost a new plan at every chunk of a prompt: in
+# blocks aligned to multiples of PAST_BLOCK the shapes are the full block and (the past being a
+# multiple of the chunk) at most PAST_BLOCK / chunk remainders, whatever the prompt's length.
+PAST_BLOCK = 32768
+
+
+def blocked_chunk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int, attend,
+                            block: int = PAST_BLOCK) -> torch.Tensor:
+    """A chunk (queries at [start, start+tq)) against keys [0, start+tq), causal, as one causal square
+    (the chunk against itself) plus the past in `block`-key pieces, merged by their log-sum-exps.
+    `attend(q, k, v, causal) -> (out, lse)` is one attention call (cuDNN on the GPU)."""
+    out, lse = attend(q, k[:, :, start:], v[:, :, start:], True)
+    for s0 in range(0, start, block):
+        s1 = min(start, s0 + block)
+        o2, l2 = attend(q, k[:, :, s0:s1], v[:, :, s0:s1], False)
+        out, lse = merge_softmax(out, lse, o2, l2)
+    return out.to(q.dtype)
 
 
 def _cudnn_chunk(q, k, v, start: int, scale: float, group: int) -> torch.Tensor | None:
     """The chunk's attention through cuDNN, or None where cuDNN does not run it. The first call of
-    each kind (a first chunk: one causal square; a later one: past + square merged) is checked against
-    flash, since a cuDNN build that ran but disagreed would be silently wrong: a mismatch or an error
+    each kind (a first chunk: one causal square; a later one: square + past merged; one whose past
+    spans several blocks) is checked against flash, since a cuDNN build that ran but disagreed would be silently wrong: a mismatch or an error
     turns that kind off for the process."""
-    kind = "square" if start == 0 else "past"
+    kind = "square" if start == 0 else "past" if start <= PAST_BLOCK else "blocks"
     if _CUDNN_STATE[kind] is False:
         return None
     try:
-        if start == 0:
-            out = _cudnn(q, k, v, True, scale, group)[0]
-        else:
-            o1, l1 = _cudnn(q, k[:, :, :start], v[:, :, :start], False, scale, group)
-            o2, l2 = _cudnn(q, k[:, :, start:], v[:, :, start:], True, scale, group)
-            out = merge_softmax(o1, l1, o2, l2)
+        out = blocked_chunk_attention(q, k, v, start, lambda q_, k_, v_, causal: _cudnn(q_, k_, v_, causal, scale, group))
     except RuntimeError:
         _CUDNN_STATE[kind] = False
         return None
