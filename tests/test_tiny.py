@@ -68,6 +68,33 @@ def test_batches_depend_only_on_the_step():
     assert a.answer_mask.any() and not torch.equal(a.input_ids, data[(8, 256)].input_ids)
 
 
+def test_long_sequences_carry_more_needles_and_questions_when_the_recipe_asks():
+    """needles_per_4k / queries_per_4k: a long retrieval sequence carries more questions (answers to learn
+    from), a short one keeps max_needles / max_queries; without them every length keeps the caps."""
+    from sedpa_compress.tiny.data import TinyData
+    from tokenizers import Tokenizer
+
+    plain = load_config(RECIPE, **SMALL)
+    assert plain.needle_caps(8192) == (plain.max_needles, plain.max_queries)
+    cfg = load_config(RECIPE, **{**SMALL, "needles_per_4k": 8, "queries_per_4k": 4, "needle_fraction": 1.0,
+                                 "copy_fraction": 0.0, "tokens_per_step": 8192})
+    assert cfg.needle_caps(1024) == (cfg.max_needles, cfg.max_queries) and cfg.needle_caps(8192) == (16, 8)
+    tok = Tokenizer.from_file(str(SHIPPED / "tokenizer.json"))
+
+    def answers(c) -> float:  # answer spans per sequence over 40 batches of one 8K-token sequence
+        data, spans, seqs = TinyData(c, tok), 0, 0
+        for step in range(40):
+            mask = data[(step, 8192)].answer_mask
+            spans += int((mask[:, 1:] & ~mask[:, :-1]).sum())
+            seqs += mask.shape[0]
+        return spans / seqs
+
+    base = load_config(RECIPE, **{**SMALL, "needle_fraction": 1.0, "copy_fraction": 0.0, "tokens_per_step": 8192})
+    assert answers(cfg) > 1.5 * answers(base)
+    with pytest.raises(SedpaError, match="needles_per_4k"):
+        load_config(None, needles_per_4k=-1)
+
+
 @pytest.fixture(scope="module")
 def shipped():
     from transformers import AutoTokenizer, LlamaForCausalLM

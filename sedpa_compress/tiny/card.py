@@ -89,7 +89,10 @@ def write_card(model_dir: Path, info: dict[str, Any], history: list[dict[str, An
         f"topics and standard-library docstrings, PSF licence), {round(100 * cfg['needle_fraction'])}% retrieval "
         f"sequences: the same text as haystack with 1-{cfg['max_needles']} key→value needles (passkeys, "
         f"numbers, city/name/object→code facts, invented keys) at random depths and 1-{cfg['max_queries']} "
-        "questions at the end (training templates only; loss = text CE + answer CE)",
+        "questions at the end" + (f" (or up to {cfg['needles_per_4k']:g} needles and {cfg['queries_per_4k']:g} "
+                                  "questions per 4K tokens in longer sequences)"
+                                  if cfg.get("needles_per_4k") or cfg.get("queries_per_4k") else "")
+        + " (training templates only; loss = text CE + answer CE)",
         "- sequence-length curriculum: " + "; ".join(
             f"until {e['until']:.0%}: {', '.join(str(k) for k in e['lengths'])}" for e in cfg["curriculum"]),
         f"- final training losses: text {final.get('loss_text', float('nan')):.3f} nats/token, answer "

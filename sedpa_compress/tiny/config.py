@@ -41,6 +41,11 @@ class TinyTrainConfig:
     haystack_text_loss: bool = False  # also train the LM on the haystack text inside retrieval sequences
     max_needles: int = 8
     max_queries: int = 4
+    # longer sequences carry more needles and questions (up to this many per 4K tokens, when that is above
+    # max_needles / max_queries): a 32K sequence costs 32 1K ones in tokens, so with one question it gets a
+    # thirty-second of their answers to learn from, which starves the long contexts the model fails at
+    needles_per_4k: float = 0.0
+    queries_per_4k: float = 0.0
     same_key_fraction: float = 0.0  # retrieval sequences whose needles share a key and differ in attribute
     # procedural wordings: widen the training family's random words with this many words of the shipped
     # text (0: the family's own list), and set the share of procedurally built slots (None: the family's)
@@ -75,6 +80,13 @@ class TinyTrainConfig:
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
 
+    def needle_caps(self, length: int) -> tuple[int, int]:
+        """(most needles, most questions) of one retrieval sequence of `length` tokens."""
+        scale = length / 4096
+        needles = max(self.max_needles, round(self.needles_per_4k * scale))
+        queries = max(self.max_queries, round(self.queries_per_4k * scale))
+        return max(1, min(needles, length // 64)), queries
+
     def validate(self) -> None:
         if self.hidden_size % self.num_heads or self.num_heads % self.num_kv_heads:
             raise SedpaError(
@@ -106,6 +118,9 @@ class TinyTrainConfig:
                                  f"{', '.join(VALUE_FORMATS)}")
         if not 0.0 <= self.edge_depth_fraction <= 1.0:
             raise SedpaError(f"edge_depth_fraction {self.edge_depth_fraction}: use a share between 0 and 1")
+        if self.needles_per_4k < 0 or self.queries_per_4k < 0:
+            raise SedpaError(f"needles_per_4k {self.needles_per_4k}, queries_per_4k {self.queries_per_4k}: use 0 "
+                             "(max_needles / max_queries at every length) or more")
         if self.corpus_words < 0:
             raise SedpaError(f"corpus_words {self.corpus_words}: use 0 (the family's own words) or more")
         if not self.curriculum or self.curriculum[-1]["until"] < 1.0:

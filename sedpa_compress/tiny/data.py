@@ -150,8 +150,9 @@ class TinyData(torch.utils.data.Dataset):
         `same_key_fraction` they share one key and differ in attribute (the attribute must be matched)."""
         cfg = self.cfg
         t = self.templates
-        n_needles = rng.randint(1, max(1, min(cfg.max_needles, length // 64)))
-        n_queries = rng.randint(1, min(cfg.max_queries, n_needles))
+        most_needles, most_queries = cfg.needle_caps(length)
+        n_needles = rng.randint(1, most_needles)
+        n_queries = rng.randint(1, min(most_queries, n_needles))
         if n_needles > 1 and rng.random() < cfg.same_key_fraction and hasattr(t, "sample_attribute"):
             key = t.sample_key(rng)
             attrs = distinct(lambda: t.sample_attribute(rng), n_needles)
