@@ -11,6 +11,7 @@ Without it this is `python -m sedpa_compress ARGS`.
 from __future__ import annotations
 
 import os
+import signal
 import sys
 import time
 
@@ -54,6 +55,9 @@ def _install(spec: str) -> None:
 
 
 if __name__ == "__main__":
+    # Ctrl-C as a terminal delivers it: a test run started in the background (`make test &`, nohup) hands
+    # its children SIGINT ignored, and Python then never raises KeyboardInterrupt (the SIGINT tests hung)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     if os.environ.get("SEDPA_FAULT_PAUSE"):
         _install(os.environ["SEDPA_FAULT_PAUSE"])
     from sedpa_compress.cli import main
