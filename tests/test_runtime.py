@@ -350,10 +350,29 @@ def test_blocked_chunk_attention_equals_causal_attention_over_the_prefix(start, 
         return torch.softmax(logits, -1) @ v_.repeat_interleave(4, 1), torch.logsumexp(logits, -1)
 
     want = kernels.causal_chunk_attention(q, k, v, start, 0.25)
-    got = kernels.blocked_chunk_attention(q, k, v, start, attend, block=block)
+    got = kernels.blocked_chunk_attention(q, kernels._slices(k, v), start, attend, block=block)
     assert rel(got, want) < 1e-6
     assert shapes[0] == (tq, True) and all(n <= block and not c for n, c in shapes[1:])
     assert sum(n for n, _ in shapes[1:]) == start
+
+
+def test_chunk_attention_over_a_read_past_reads_a_block_at_a_time(monkeypatch):
+    """fp8 caches: the prefill reads (dequantizes) the past a block at a time through
+    kernels.causal_chunk_attention_read, never the whole past at once, and computes what the one-call
+    attention over the whole prefix computes."""
+    monkeypatch.setattr(kernels, "PAST_BLOCK", 16)
+    torch.manual_seed(13)
+    start, tq = 40, 8
+    q, k, v = torch.randn(1, 8, tq, 16), torch.randn(1, 2, start + tq, 16), torch.randn(1, 2, start + tq, 16)
+    spans = []
+
+    def read(s0, s1):
+        spans.append((s0, s1))
+        return k[:, :, s0:s1], v[:, :, s0:s1]
+
+    got = kernels.causal_chunk_attention_read(q, read, start, 4, 0.25)
+    assert rel(got, kernels.causal_chunk_attention(q, k, v, start, 0.25)) < 1e-5
+    assert sorted(spans) == [(0, 16), (16, 32), (32, 40), (40, 48)]
 
 
 # (the efficiency benchmark's plumbing: tests/test_bench_efficiency.py)

@@ -100,8 +100,8 @@ def dequantize_fp8(bits: torch.Tensor, scale: torch.Tensor, dtype: torch.dtype) 
 class LayerCache:
     """The caches of one layer: per head group, K and V of shape [batch, heads, slots, head_dim]; with
     kv_dtype fp8 they hold e4m3 bits (uint8) and `k_scale`/`v_scale` [batch, heads, slots] one scale
-    per token and head. Writes quantize, `read` dequantizes (the prefill's attention inputs); the
-    decode kernel reads the fp8 bits and scales itself."""
+    per token and head. Writes quantize, `read` / `read_span` dequantize (the prefill's attention
+    inputs, a block of the past at a time); the decode kernel reads the fp8 bits and scales itself."""
 
     def __init__(self, groups: list[HeadGroup], *, batch: int, max_len: int, sink: int, head_dim: int,
                  dtype: torch.dtype, device: torch.device | str, kv_dtype: str = "bf16") -> None:
@@ -143,11 +143,15 @@ class LayerCache:
 
     def read(self, gi: int, end: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Slots [0, end) of group `gi` as K, V in the compute dtype (a view, or dequantized for fp8)."""
-        k, v = self.k[gi][:, :, :end], self.v[gi][:, :, :end]
+        return self.read_span(gi, 0, self.k[gi].shape[2] if end is None else end)
+
+    def read_span(self, gi: int, start: int, end: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Slots [start, end) of group `gi` as K, V in the compute dtype (dequantized for fp8)."""
+        k, v = self.k[gi][:, :, start:end], self.v[gi][:, :, start:end]
         if not self.quantized:
             return k, v
-        return (dequantize_fp8(k, self.k_scale[gi][:, :, :end], self.dtype),
-                dequantize_fp8(v, self.v_scale[gi][:, :, :end], self.dtype))
+        return (dequantize_fp8(k, self.k_scale[gi][:, :, start:end], self.dtype),
+                dequantize_fp8(v, self.v_scale[gi][:, :, start:end], self.dtype))
 
     def scales(self, gi: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
         return self.k_scale[gi], self.v_scale[gi]

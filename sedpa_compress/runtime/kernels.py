@@ -365,11 +365,38 @@ def causal_chunk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, st
     tq, tk = q.shape[2], k.shape[2]
     group = q.shape[1] // k.shape[1]
     if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
-        out = _cudnn_chunk(q, k, v, start, scale, group) if PREFILL_CUDNN else None
+        out = _cudnn_chunk(q, _slices(k, v), start, scale, group) if PREFILL_CUDNN else None
         return out if out is not None else _flash(q, k, v, True, scale, group)[0]
     qpos = torch.arange(start, start + tq, device=q.device)
     mask = qpos[:, None] >= torch.arange(tk, device=q.device)[None, :]
     return F.scaled_dot_product_attention(q, _expand(k, group), _expand(v, group), attn_mask=mask, scale=scale)
+
+
+def causal_chunk_attention_read(q: torch.Tensor, read, start: int, group: int, scale: float) -> torch.Tensor:
+    """`causal_chunk_attention` over keys that `read(s0, s1) -> (k, v)` produces a span at a time (fp8
+    caches dequantize what is read): the past is read in PAST_BLOCK-key blocks, so the dequantized copy
+    is one block, never the whole past. cuDNN where it runs, else flash, on CUDA (both return the
+    log-sum-exps the blocks are merged by); elsewhere the same blocks through `_math_attend`."""
+    if q.is_cuda and q.dtype in (torch.float16, torch.bfloat16):
+        out = _cudnn_chunk(q, read, start, scale, group) if PREFILL_CUDNN else None
+        if out is not None:
+            return out
+        return blocked_chunk_attention(q, read, start, lambda q_, k_, v_, c: _flash(q_, k_, v_, c, scale, group))
+    return blocked_chunk_attention(q, read, start, lambda q_, k_, v_, c: _math_attend(q_, k_, v_, c, scale, group))
+
+
+def _slices(k: torch.Tensor, v: torch.Tensor):
+    return lambda s0, s1: (k[:, :, s0:s1], v[:, :, s0:s1])
+
+
+def _math_attend(q, k, v, causal: bool, scale: float, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One attention call with its log-sum-exp, in fp32 (the CPU's twin of `_cudnn` / `_flash`; a
+    causal call is a chunk against itself, so its mask is the square's)."""
+    logits = q.float() @ _expand(k, group).float().transpose(-1, -2) * scale
+    if causal:
+        n = q.shape[2]
+        logits = logits.masked_fill(torch.ones(n, n, dtype=torch.bool, device=q.device).triu(1), float("-inf"))
+    return (torch.softmax(logits, -1) @ _expand(v, group).float()).to(q.dtype), torch.logsumexp(logits, -1)
 
 
 # cuDNN's attention runs a chunk's causal square and its rectangle against the past at ~610 TFLOP/s on the
@@ -416,34 +443,36 @@ def merge_softmax(o1: torch.Tensor, lse1: torch.Tensor, o2: torch.Tensor,
 PAST_BLOCK = 32768
 
 
-def blocked_chunk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, start: int, attend,
-                            block: int = PAST_BLOCK) -> torch.Tensor:
+def blocked_chunk_attention(q: torch.Tensor, read, start: int, attend, block: int | None = None) -> torch.Tensor:
     """A chunk (queries at [start, start+tq)) against keys [0, start+tq), causal, as one causal square
-    (the chunk against itself) plus the past in `block`-key pieces, merged by their log-sum-exps.
-    `attend(q, k, v, causal) -> (out, lse)` is one attention call (cuDNN on the GPU)."""
-    out, lse = attend(q, k[:, :, start:], v[:, :, start:], True)
+    (the chunk against itself) plus the past in `block`-key pieces (default PAST_BLOCK), merged by their
+    log-sum-exps. `read(s0, s1) -> (k, v)` gives keys [s0, s1); `attend(q, k, v, causal) -> (out, lse)` is
+    one attention call (cuDNN on the GPU)."""
+    block = block or PAST_BLOCK
+    out, lse = attend(q, *read(start, start + q.shape[2]), True)
     for s0 in range(0, start, block):
-        s1 = min(start, s0 + block)
-        o2, l2 = attend(q, k[:, :, s0:s1], v[:, :, s0:s1], False)
+        o2, l2 = attend(q, *read(s0, min(start, s0 + block)), False)
         out, lse = merge_softmax(out, lse, o2, l2)
     return out.to(q.dtype)
 
 
-def _cudnn_chunk(q, k, v, start: int, scale: float, group: int) -> torch.Tensor | None:
-    """The chunk's attention through cuDNN, or None where cuDNN does not run it. The first call of
-    each kind (a first chunk: one causal square; a later one: square + past merged; one whose past
-    spans several blocks) is checked against flash, since a cuDNN build that ran but disagreed would be silently wrong: a mismatch or an error
-    turns that kind off for the process."""
+def _cudnn_chunk(q, read, start: int, scale: float, group: int) -> torch.Tensor | None:
+    """The chunk's attention through cuDNN (keys from `read`, see `blocked_chunk_attention`), or None
+    where cuDNN does not run it. The first call of each kind (a first chunk: one causal square; a later
+    one: square + past merged; one whose past spans several blocks) is checked against flash over the
+    whole prefix (read once, at the first such chunk, while the past is still short), since a cuDNN
+    build that ran but disagreed would be silently wrong: a mismatch or an error turns that kind off
+    for the process."""
     kind = "square" if start == 0 else "past" if start <= PAST_BLOCK else "blocks"
     if _CUDNN_STATE[kind] is False:
         return None
     try:
-        out = blocked_chunk_attention(q, k, v, start, lambda q_, k_, v_, causal: _cudnn(q_, k_, v_, causal, scale, group))
+        out = blocked_chunk_attention(q, read, start, lambda q_, k_, v_, causal: _cudnn(q_, k_, v_, causal, scale, group))
     except RuntimeError:
         _CUDNN_STATE[kind] = False
         return None
     if _CUDNN_STATE[kind] is None:
-        want = _flash(q, k, v, True, scale, group)[0].float()
+        want = _flash(q, *read(0, start + q.shape[2]), True, scale, group)[0].float()
         err = float((out.float() - want).norm() / want.norm().clamp_min(1e-30))
         _CUDNN_STATE[kind] = err < 2e-2
         if not _CUDNN_STATE[kind]:

@@ -43,17 +43,19 @@ def workspace_bytes(model, *, batch: int, chunk: int, max_len: int) -> int:
     band = max(bands, default=0) + model.spec.sink
     band_keys = band + chunk
     attn = batch * (chunk * band_keys * 3 + 2 * band_keys * model.hq * model.d * e + chunk * model.hq * model.d * 16)
-    from sedpa_compress.runtime.kernels import EXPAND_LIMIT
+    from sedpa_compress.runtime.kernels import EXPAND_LIMIT, PAST_BLOCK
 
     full = any(g.kind == "full" for layer in model.layers for g in layer.groups)
     expand = min(EXPAND_LIMIT, 2 * batch * max_len * model.hq * model.d * e) if full else 0
     tidal = batch * model.hq * max_len * 4 * 3 if model.spec.mode == "tidal" else 0
     logits = batch * model.vocab * 4 * 2
-    # fp8 caches: the prefill's attention reads one layer's full-head past dequantized (plus the chunk's
-    # quantization temporaries, fp32)
+    # fp8 caches: the prefill's attention reads the full heads' past dequantized one block at a time
+    # (kernels.causal_chunk_attention_read) and merges the blocks in fp32, plus the chunk's quantization
+    # temporaries (fp32)
     full_heads = max((g.size for layer in model.layers for g in layer.groups if g.kind == "full"), default=0)
-    dequant = (2 * batch * full_heads * max_len * model.d * e + 2 * batch * model.hkv * chunk * model.d * 4
-               if model.spec.kv_dtype == "fp8" else 0)
+    block = min(max_len, PAST_BLOCK + chunk)
+    dequant = (2 * batch * full_heads * block * model.d * e + 2 * batch * full_heads * model.group * chunk * model.d * 4
+               + 2 * batch * model.hkv * chunk * model.d * 4 if model.spec.kv_dtype == "fp8" else 0)
     return act + attn + expand + tidal + logits + dequant
 
 

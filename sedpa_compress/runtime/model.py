@@ -451,8 +451,13 @@ class FastModel(nn.Module):
                 ck = cache.k[gi]
                 if grp.kind == "full":
                     cache.write_span(gi, start, end, kg, vg)
-                    past_k, past_v = cache.read(gi, end)
-                    outs.append(kernels.causal_chunk_attention(qg, past_k, past_v, start, self.scale))
+                    if cache.quantized:  # dequantized a block of the past at a time, never all of it
+                        outs.append(kernels.causal_chunk_attention_read(
+                            qg, lambda s0, s1, gi=gi, cache=cache: cache.read_span(gi, s0, s1), start, self.group,
+                            self.scale))
+                    else:
+                        past_k, past_v = cache.read(gi, end)
+                        outs.append(kernels.causal_chunk_attention(qg, past_k, past_v, start, self.scale))
                 else:
                     band = grp.band
                     if band not in ring_pos:  # per chunk and band, shared by every layer
