@@ -131,6 +131,23 @@ def test_chunk_attention_matches_masked_reference(start, backend, monkeypatch):
         pytest.skip("cuDNN attention does not run this chunk on this GPU/torch: the flash path ran")
 
 
+@pytest.mark.parametrize("backend", ["cudnn", "flash"])
+def test_chunk_attention_over_a_read_past_matches_masked_reference(backend, monkeypatch):
+    """fp8 caches' prefill path (kernels.causal_chunk_attention_read: the past read a block at a time)
+    through each CUDA backend, over a past of two blocks and a remainder, against the masked fp32 definition."""
+    monkeypatch.setattr(kernels, "PREFILL_CUDNN", backend == "cudnn")
+    monkeypatch.setattr(kernels, "PAST_BLOCK", 1024)
+    torch.manual_seed(7)
+    start = 2560
+    q = torch.randn(1, 16, 512, 128, device="cuda", dtype=torch.bfloat16)
+    k = torch.randn(1, 4, start + 512, 128, device="cuda", dtype=torch.bfloat16)
+    v = torch.randn_like(k)
+    got = kernels.causal_chunk_attention_read(q, lambda s0, s1: (k[:, :, s0:s1], v[:, :, s0:s1]), start, 4,
+                                              128 ** -0.5)
+    want = kernels.causal_chunk_attention(q.float().cpu(), k.float().cpu(), v.float().cpu(), start, 128 ** -0.5)
+    assert rel(got.cpu(), want) <= 1e-2
+
+
 @pytest.mark.parametrize("start,band", [(0, 64), (3000, 64), (3000, 1024)])  # two kernel shapes
 def test_flex_band_attention_matches_masked_reference(start, band):
     """The compiled FlexAttention prefill path of ring heads against the masked fp32 definition."""
