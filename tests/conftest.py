@@ -86,6 +86,16 @@ def random_pattern(geometry, *, ratio: float = 0.5, seed: int = 0, sink: int = 4
     return HeadPattern.from_gates(gates, sink=sink, recent=recent, retrieval_ratio=ratio, model="test")
 
 
+def tiny_llama_with_pattern(tmp: Path) -> Path:
+    """A tiny Llama with a 1024-token limit at tmp/model and a random head pattern (sink 4, recent 16)
+    at tmp/p.pattern.json, as the benchmark tests run them; returns the model's folder."""
+    from sedpa_compress.models import load_model
+
+    model = build_tiny("llama", tmp / "model", max_pos=1024)
+    random_pattern(load_model(str(model)).geometry).save(tmp / "p.pattern.json")
+    return model
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

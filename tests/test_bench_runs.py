@@ -10,7 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import build_tiny, random_pattern
+from conftest import build_tiny, tiny_llama_with_pattern
 from sedpa_compress.bench import niah as niah_mod
 from sedpa_compress.bench.cache import CellCache, cells_path
 from sedpa_compress.bench.common import build_bench_models
@@ -43,9 +43,8 @@ def _err(r, text: str) -> None:
 def setup(tmp_path_factory):
     """A tiny Llama (1024-token limit), a head pattern, and the artifact compressed from them."""
     tmp = tmp_path_factory.mktemp("bench")
-    model = build_tiny("llama", tmp / "model", max_pos=1024)
+    model = tiny_llama_with_pattern(tmp)
     loaded = load_model(str(model))
-    random_pattern(loaded.geometry, sink=4, recent=16).save(tmp / "p.pattern.json")
     r = sedpa("compress", "--model", model, "--pattern", tmp / "p.pattern.json", "--tokens", 1024, "--seq-len", 128,
               "--no-ppl", "--rank-ratio", 0.85, "--out", tmp / "art")
     assert r.exit_code == 0, r.output

@@ -9,7 +9,7 @@ import json
 
 import pytest
 
-from conftest import build_tiny, invoke_cli, random_pattern
+from conftest import invoke_cli, tiny_llama_with_pattern
 from sedpa_compress.models import load_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -22,10 +22,7 @@ def _flat(output: str) -> str:
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("fp8")
-    model = build_tiny("llama", tmp / "model", max_pos=1024)
-    loaded = load_model(str(model))
-    random_pattern(loaded.geometry, sink=4, recent=16).save(tmp / "p.pattern.json")
-    return tmp, model
+    return tmp, tiny_llama_with_pattern(tmp)
 
 
 def test_niah_and_ppl_with_fp8_caches_run_the_fast_runtime_and_key_the_cache_on_it(setup):
