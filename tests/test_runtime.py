@@ -356,6 +356,31 @@ def test_blocked_chunk_attention_equals_causal_attention_over_the_prefix(start, 
     assert sum(n for n, _ in shapes[1:]) == start
 
 
+def test_gqa_calls_fall_back_to_expanded_heads_and_split_them_when_large(monkeypatch):
+    """kernels._gqa_call (flash's and cuDNN's GQA): an op that refuses fewer KV heads than query heads
+    is remembered as such and gets expanded K/V, one KV head at a time past EXPAND_LIMIT; every way
+    gives the same output and log-sum-exp."""
+    monkeypatch.setattr(kernels, "NATIVE_GQA", {"op": None})
+    torch.manual_seed(14)
+    q, k, v = torch.randn(1, 8, 5, 16), torch.randn(1, 2, 9, 16), torch.randn(1, 2, 9, 16)
+    calls = []
+
+    def call(q_, k_, v_):  # refuses GQA, as an op without native support does
+        if q_.shape[1] != k_.shape[1]:
+            raise RuntimeError("heads differ")
+        calls.append(k_.shape[1])
+        return kernels._math_attend(q_, k_, v_, False, 0.25, 1)
+
+    want = kernels._math_attend(q, k, v, False, 0.25, 4)
+    got = kernels._gqa_call(call, "op", q, k, v, 4)
+    assert kernels.NATIVE_GQA["op"] is False and calls == [8]
+    monkeypatch.setattr(kernels, "EXPAND_LIMIT", 1)
+    split = kernels._gqa_call(call, "op", q, k, v, 4)
+    assert calls == [8, 4, 4]
+    for out in (got, split):
+        assert rel(out[0], want[0]) < 1e-6 and rel(out[1], want[1]) < 1e-6
+
+
 def test_chunk_attention_over_a_read_past_reads_a_block_at_a_time(monkeypatch):
     """fp8 caches: the prefill reads (dequantizes) the past a block at a time through
     kernels.causal_chunk_attention_read, never the whole past at once, and computes what the one-call

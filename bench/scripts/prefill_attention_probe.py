@@ -116,7 +116,7 @@ def main() -> None:
             best[r["past"]] = {"path": r["path"], "ms": r["ms"]}
     result = make_result("prefill-attention-probe", model="llama-3-8b geometry (one layer's heads)",
                          settings={"chunk": c, "heads": [hq, hkv], "head_dim": d, "dtype": "bfloat16",
-                                   "torch": torch.__version__, "flash_native_gqa": kernels._NATIVE_GQA,
+                                   "torch": torch.__version__, "native_gqa": dict(kernels.NATIVE_GQA),
                                    "cudnn": dict(kernels._CUDNN_STATE),
                                    "cudnn_version": torch.backends.cudnn.version()},
                          rows=rows, summary={"fastest_per_past": best},

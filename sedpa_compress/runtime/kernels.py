@@ -404,25 +404,17 @@ def _math_attend(q, k, v, causal: bool, scale: float, group: int) -> tuple[torch
 # the top left only, so a chunk with a past is several calls (itself: causal; the past: no mask, in
 # blocks) merged by their log-sum-exps. Tests set PREFILL_CUDNN = False to compare with the flash path.
 PREFILL_CUDNN = True
-_CUDNN_STATE: dict[str, bool | None] = {"square": None, "past": None, "blocks": None, "native_gqa": None}
+_CUDNN_STATE: dict[str, bool | None] = {"square": None, "past": None, "blocks": None}
 
 
 def _cudnn(q, k, v, causal: bool, scale: float, group: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """cuDNN attention with its log-sum-exp [b, h, tq] (fp32, natural log). GQA as in `_flash`."""
-    op = torch.ops.aten._scaled_dot_product_cudnn_attention
-    if group > 1 and _CUDNN_STATE["native_gqa"] is not False:
-        try:
-            o, lse = op(q, k, v, None, True, 0.0, causal, False, scale=scale)[:2]
-            _CUDNN_STATE["native_gqa"] = True
-            return o, lse.reshape(q.shape[:3])
-        except RuntimeError:
-            _CUDNN_STATE["native_gqa"] = False
-    if group > 1 and 2 * k.numel() * group * k.element_size() > EXPAND_LIMIT and k.shape[1] > 1:
-        parts = [_cudnn(q[:, h * group:(h + 1) * group], k[:, h:h + 1], v[:, h:h + 1], causal, scale, group)
-                 for h in range(k.shape[1])]
-        return torch.cat([o for o, _ in parts], 1), torch.cat([l_ for _, l_ in parts], 1)
-    o, lse = op(q, _expand(k, group), _expand(v, group), None, True, 0.0, causal, False, scale=scale)[:2]
-    return o, lse.reshape(q.shape[:3])
+    """cuDNN attention with its log-sum-exp [b, h, tq] (fp32, natural log); GQA as `_gqa_call` does it."""
+    def call(q_, k_, v_):
+        o, lse = torch.ops.aten._scaled_dot_product_cudnn_attention(q_, k_, v_, None, True, 0.0, causal, False,
+                                                                    scale=scale)[:2]
+        return o, lse.reshape(q_.shape[:3])
+
+    return _gqa_call(call, "cudnn", q, k, v, group)
 
 
 def merge_softmax(o1: torch.Tensor, lse1: torch.Tensor, o2: torch.Tensor,
@@ -483,34 +475,37 @@ def _cudnn_chunk(q, read, start: int, scale: float, group: int) -> torch.Tensor 
 EXPAND_LIMIT = 1 << 30  # bytes of GQA-expanded K+V materialised at once during prefill
 
 
-_NATIVE_GQA: bool | None = None  # whether this torch's flash op takes fewer KV heads than query heads
+# per backend: whether this torch's op takes fewer KV heads than query heads (tried once)
+NATIVE_GQA: dict[str, bool | None] = {"flash": None, "cudnn": None}
+
+
+def _gqa_call(call, backend: str, q, k, v, group: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """`call(q, k, v) -> (out, lse)` with GQA: the kernel reads each KV head for its group of query heads
+    where `backend`'s op accepts that (tried once, NATIVE_GQA); otherwise K/V are expanded, one KV head
+    at a time when that would be large (a million-token past expanded for every query head would not
+    fit)."""
+    if group > 1 and NATIVE_GQA[backend] is not False:
+        try:
+            res = call(q, k, v)
+            NATIVE_GQA[backend] = True
+            return res
+        except RuntimeError:
+            NATIVE_GQA[backend] = False
+    if group == 1 or 2 * k.numel() * group * k.element_size() <= EXPAND_LIMIT or k.shape[1] == 1:
+        return call(q, _expand(k, group), _expand(v, group))
+    parts = [_gqa_call(call, backend, q[:, h * group:(h + 1) * group], k[:, h:h + 1], v[:, h:h + 1], group)
+             for h in range(k.shape[1])]
+    return torch.cat([o for o, _ in parts], 1), torch.cat([l_ for _, l_ in parts], 1)
 
 
 def _flash(q, k, v, causal: bool, scale: float, group: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Flash attention returning its log-sum-exp [b, h, tq] (fp32). With `causal` and more keys than
-    queries the mask is aligned to the bottom right. GQA: the flash kernel reads each KV head for its
-    group of query heads where this torch's op accepts that (tried once); otherwise K/V are expanded,
-    one KV head at a time when that would be large (a million-token past expanded for every query
-    head would not fit)."""
-    global _NATIVE_GQA
-    if group > 1 and _NATIVE_GQA is not False:
-        try:
-            res = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, 0.0, causal, False, scale=scale)
-            _NATIVE_GQA = True
-            return res[0], res[1]
-        except RuntimeError:
-            _NATIVE_GQA = False
-    expanded = 2 * k.numel() * group * k.element_size()
-    if expanded <= EXPAND_LIMIT or k.shape[1] == 1:
-        res = torch.ops.aten._scaled_dot_product_flash_attention(q, _expand(k, group), _expand(v, group), 0.0,
-                                                                 causal, False, scale=scale)
+    queries the mask is aligned to the bottom right. GQA as `_gqa_call` does it."""
+    def call(q_, k_, v_):
+        res = torch.ops.aten._scaled_dot_product_flash_attention(q_, k_, v_, 0.0, causal, False, scale=scale)
         return res[0], res[1]
-    outs, lses = [], []
-    for h in range(k.shape[1]):
-        o, l_ = _flash(q[:, h * group:(h + 1) * group], k[:, h:h + 1], v[:, h:h + 1], causal, scale, group)
-        outs.append(o)
-        lses.append(l_)
-    return torch.cat(outs, 1), torch.cat(lses, 1)
+
+    return _gqa_call(call, "flash", q, k, v, group)
 
 
 def band_chunk_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, q_pos: torch.Tensor,
