@@ -235,11 +235,13 @@ def _reduce_launch(splits: int) -> dict:
     return dict(SB=sb, num_warps=8 if sb >= 64 else 4)
 
 
-# The split-K partial kernel's launch per cache dtype: keys per block, warps, pipeline stages
-# (bench/scripts/decode_kernel_probe.py times the alternatives on the GPU).
+# The split-K partial kernel's launch per cache dtype: keys per block, warps, pipeline stages, the
+# fastest of bench/scripts/decode_kernel_probe.py's grid on an H200 at 32K and 128K
+# (bench/results/decode_kernel_probe_h200.json): fp8 needs 128-key blocks and a 3-stage pipeline to
+# keep enough bytes in flight (97 us a layer at 128K against 144 us with bf16's launch; bf16 130 us).
 DECODE_LAUNCH: dict[str, dict[str, int]] = {
     "bf16": dict(BLOCK_N=64, num_warps=4, num_stages=2),
-    "fp8": dict(BLOCK_N=64, num_warps=4, num_stages=2),
+    "fp8": dict(BLOCK_N=128, num_warps=4, num_stages=3),
 }
 
 
