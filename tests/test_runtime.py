@@ -575,3 +575,20 @@ def test_a_fused_function_that_cannot_compile_falls_back_to_the_eager_one_and_sa
     assert mixed(3) == 30 and mixed(7) == 7 and mixed(3) == 3 and notes[-1].startswith("y run eagerly")
     with pytest.raises(ValueError):  # a real error raises again from the eager function
         _FirstCallFallback(later, lambda x: int("nan"), notes, "z")(7)
+
+
+def test_decode_splits_follow_the_cache_dtype_launch_and_an_explicit_count():
+    """The split-K workspace sizes its splits from its cache dtype's launch (fp8: 128-key blocks, so a
+    short context gets half the splits of bf16's 64-key blocks), its busy heads, or an explicit count."""
+    cpu = torch.device("cpu")
+    assert kernels.num_splits(131072, 8) == 64 and kernels.num_splits(131072, 4) == 128
+    assert kernels.num_splits(131072, 8, programs_per_sm=2) == 32
+    bf16 = kernels.DecodeWorkspace(1, 8, 4, 128, 2048, cpu, kv_dtype="bf16")
+    fp8 = kernels.DecodeWorkspace(1, 8, 4, 128, 2048, cpu, kv_dtype="fp8")
+    blocks = kernels.DECODE_LAUNCH["fp8"]["BLOCK_N"] // kernels.DECODE_LAUNCH["bf16"]["BLOCK_N"]
+    assert bf16.splits == 16 and fp8.splits == 16 // blocks
+    duo = kernels.DecodeWorkspace(1, 8, 4, 128, 131072, cpu, busy_heads=4)
+    assert duo.splits == 128 and duo.acc.numel() == 8 * 128 * duo.g_pad * 128
+    assert kernels.DecodeWorkspace(1, 8, 4, 128, 131072, cpu, splits=32).splits == 32
+    with pytest.raises(ValueError, match="power of two"):
+        kernels.DecodeWorkspace(1, 8, 4, 128, 131072, cpu, splits=48)

@@ -149,6 +149,27 @@ def test_cli_train_tiny_help_and_bad_override():
     assert res.exit_code == 2
 
 
+def test_generated_word_syllables_and_free_codes_reach_the_training_needles():
+    """Stage 10's data: invented-word values from generated syllables (not the family's 14), codes of no
+    fixed shape, and more than half the values starting with a letter."""
+    from sedpa_compress.tiny.data import TinyData
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(SHIPPED / "tokenizer.json"))
+    words = TinyData(load_config(RECIPE, **{**SMALL, "generated_word_syllables": True, "value_weights": {"word": 1.0}}),
+                     tok).templates
+    plain = TinyData(load_config(RECIPE, **{**SMALL, "value_weights": {"word": 1.0}}), tok).templates
+    assert len(words.value_syllables) > 500 and not plain.value_syllables
+    many = {words.sample_value(random.Random(i)) for i in range(300)}
+    few = {plain.sample_value(random.Random(i)) for i in range(300)}
+    assert len(many) > 280 and len(many) > len(few) + 20
+    stage10 = load_config(Path("recipes/tiny-stage10.yaml"))
+    assert stage10.generated_word_syllables and stage10.value_weights["free_code"] > 0
+    rng = random.Random(0)
+    family = TinyData(load_config(Path("recipes/tiny-stage10.yaml"), **SMALL), tok).templates
+    assert sum(family.sample_value(rng)[0].isalpha() for _ in range(2000)) / 2000 > 0.5
+
+
 def test_recipe_value_weights_and_edge_depths_are_checked():
     from sedpa_compress.tiny.config import load_config
 
@@ -158,3 +179,15 @@ def test_recipe_value_weights_and_edge_depths_are_checked():
         load_config(None, value_weights={"hex": 1.0})
     with pytest.raises(SedpaError, match="edge_depth_fraction"):
         load_config(None, edge_depth_fraction=1.5)
+
+
+def test_acceptance_scores_each_value_format():
+    """The acceptance JSON says which kinds of value the model fails to copy (string match per format)."""
+    from sedpa_compress.tiny.evaluate import accuracy_by_value_format
+
+    cell = lambda value, output: {"value": value, "output": output}  # noqa: E731
+    rows = [{"cells": [cell("48213", " 48213\n"), cell("AX7-22B", " 4821\n")]},
+            {"cells": [cell("Wenrasga", " Wenrasga."), cell("AX7-22B", " AX7-22B"), cell("71,204", "\n71,204")]}]
+    assert accuracy_by_value_format(rows) == {"code": {"accuracy": 0.5, "cells": 2}, "digits": {"accuracy": 1.0, "cells": 1},
+                                              "thousands": {"accuracy": 1.0, "cells": 1},
+                                              "word": {"accuracy": 1.0, "cells": 1}}

@@ -88,3 +88,30 @@ def test_value_weights_change_the_mix_of_value_formats():
     default = codes(TRAIN_WORDINGS)
     more = codes(dataclasses.replace(TRAIN_WORDINGS, value_weights=(0.2, 0.1, 0.1, 0.6, 0.0)))
     assert 0.14 < default < 0.22 and 0.54 < more < 0.66
+
+
+def test_free_codes_and_generated_syllables_widen_training_values_only():
+    """free_code (a training format) has weight 0 by default, so the benchmarks' values keep their random
+    stream; with weight it gives codes of no fixed shape. Generated syllables leave out the held-out ones."""
+    import dataclasses
+
+    from sedpa_compress.data.wordings import DEFAULT_VALUE_WEIGHTS, VALUE_FORMATS, generated_syllables, value_format
+
+    assert len(DEFAULT_VALUE_WEIGHTS) == len(VALUE_FORMATS) and DEFAULT_VALUE_WEIGHTS[VALUE_FORMATS.index("free_code")] == 0
+    five = dataclasses.replace(HELDOUT_WORDINGS, value_weights=DEFAULT_VALUE_WEIGHTS[:5])
+    a, b = random.Random(3), random.Random(3)
+    assert [HELDOUT_WORDINGS.sample_value(a) for _ in range(300)] == [five.sample_value(b) for _ in range(300)]
+
+    free = dataclasses.replace(TRAIN_WORDINGS, value_weights=(0, 0, 0, 0, 0, 1.0))
+    rng = random.Random(1)
+    vals = [free.sample_value(rng) for _ in range(600)]
+    assert all(4 <= len(v) <= 9 and v[-1] not in "-_." for v in vals)
+    assert len({len(v) for v in vals}) == 6  # 4-9 characters: no fixed shape
+    assert any(re.search(r"[A-Z]", v) for v in vals) and any(re.search(r"[a-z]", v) for v in vals)
+    assert sum(any(s in v for s in "-_.") for v in vals) > 60
+    assert 0.55 < sum(v[0].isalpha() for v in vals) / len(vals) < 0.9
+
+    syllables = generated_syllables(HELDOUT_WORDINGS.vocab.syllables)
+    assert len(syllables) > 500 and not set(syllables) & set(HELDOUT_WORDINGS.vocab.syllables)
+    assert [value_format(v) for v in ("48213", "482-339", "1,204,551", "Wenrasga", "AX7-22B", "fb_3a")] == \
+        ["digits", "grouped", "thousands", "word", "code", "code"]

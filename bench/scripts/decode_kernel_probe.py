@@ -1,12 +1,16 @@
-"""Which launch should the split-K decode attention kernel use on this GPU? Times
-`kernels.decode_attention` for one Llama-3-8B layer (8 KV heads, 4 query heads each, head_dim 128) over
-bf16 and fp8 caches at 32K and 128K keys, for every launch in a small grid (keys per block, warps,
-pipeline stages: `kernels.DECODE_LAUNCH`), each inside a CUDA graph (as the decode step runs it, so no
-launch overhead is timed), and checks each against the fp32 reference.
+"""Which launch and how many splits should the split-K decode attention kernels use on this GPU? Times
+`kernels.decode_attention` (one head group: full attention) and `kernels.decode_attention_groups` (two
+groups in one launch: duo / sedpa, here half the KV heads over the whole context and half over a 320-key
+ring) for one Llama-3-8B layer (8 KV heads, 4 query heads each, head_dim 128) over bf16 and fp8 caches at
+32K and 128K keys. For each: a grid of launches (keys per block, warps, pipeline stages:
+`kernels.DECODE_LAUNCH`) at the default split count, then the most promising launches at half and twice
+the splits (`kernels.DECODE_PROGRAMS_PER_SM`). Each is timed inside a CUDA graph (as the decode step runs
+it, so no launch overhead is timed) and checked against the fp32 reference.
 
-Why: on the H200 at 4eb03a3 the fp8 kernel read half the bytes of the bf16 one but took longer (149 against
-135 us a layer at 128K, bench/results/decode_profile_full_fp8_128k_h200.txt), so fp8 decode was slower
-than bf16 (9.27 against 8.72 ms a token); the launch is the first thing to try.
+Why: at facc421 the one-group fp8 kernel went from 144 to 97 us a layer at 128K with 128-key blocks and 3
+stages (bf16: 130), but duo's two-group kernel with that launch takes 88 us in fp8 against 74 in bf16
+(bench/results/decode_profile_duo_{fp8,bf16}_128k_h200.txt): its splits are sized for 4 busy heads (128
+splits of 8 blocks), where the one-group kernel runs 16 blocks a split.
 
     PYTHONPATH=. python3 bench/scripts/decode_kernel_probe.py --out $OUT/decode_kernel_probe.json
 """
@@ -25,6 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 GRID = {"BLOCK_N": (64, 128), "num_warps": (4, 8), "num_stages": (2, 3, 4)}
+SPLIT_FACTORS = (0.5, 2.0)  # the best launches of each case again at these multiples of the default splits
+RING = 320  # the ring heads' keys in the two-group case (sink 64 + recent 256)
 
 
 def graph_us(fn, reps: int = 50) -> float:
@@ -46,6 +52,14 @@ def graph_us(fn, reps: int = 50) -> float:
     return sorted(times)[len(times) // 2]
 
 
+def _wall_us(fn) -> float:
+    import time
+
+    t0 = time.perf_counter()
+    fn()
+    return (time.perf_counter() - t0) * 1e6
+
+
 def main() -> None:
     from sedpa_compress.bench.results import make_result, write_result
     from sedpa_compress.runtime import kernels
@@ -53,54 +67,90 @@ def main() -> None:
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--contexts", default="32768,131072")
+    ap.add_argument("--kernels", default="one,two", help="one (full attention), two (duo's two groups), or both")
     ap.add_argument("--out", required=True)
+    ap.add_argument("--dry", action="store_true", help="the plumbing on the CPU (reference path, wall-clock times)")
     args = ap.parse_args()
-    dev, hkv, g, d = torch.device("cuda"), 8, 4, 128
+    dev, hkv, g, d = torch.device("cpu" if args.dry else "cuda"), 8, 4, 128
+    timer = (lambda fn: _wall_us(fn)) if args.dry else graph_us
     default = {k: dict(v) for k, v in kernels.DECODE_LAUNCH.items()}
     rows = []
+
+    def ref(q, k, v, n, ks=None, vs=None):
+        if ks is not None:
+            k, v = dequantize_fp8(k, ks, torch.float32), dequantize_fp8(v, vs, torch.float32)
+        return kernels.decode_attention_ref(q.float(), k.float(), v.float(), n, d ** -0.5)
+
     for t in [int(x) for x in args.contexts.split(",")]:
         torch.manual_seed(0)
         q = torch.randn(1, hkv, g, d, device=dev, dtype=torch.bfloat16)
         k = torch.randn(1, hkv, t, d, device=dev, dtype=torch.bfloat16)
         v = torch.randn_like(k)
         n = torch.tensor([t], device=dev)
-        (kb, ks), (vb, vs) = quantize_fp8(k), quantize_fp8(v)
-        ws = kernels.DecodeWorkspace(1, hkv, g, d, t, dev)
         out = torch.empty_like(q)
-        cases = {
-            "bf16": (lambda: kernels.decode_attention(q, k, v, n, d ** -0.5, workspace=ws, out=out),
-                     kernels.decode_attention_ref(q.float(), k.float(), v.float(), n, d ** -0.5),
-                     2 * k.numel() * 2),
-            "fp8": (lambda: kernels.decode_attention(q, kb, vb, n, d ** -0.5, workspace=ws, out=out, k_scale=ks,
-                                                     v_scale=vs),
-                    kernels.decode_attention_ref(q.float(), dequantize_fp8(kb, ks, torch.float32),
-                                                 dequantize_fp8(vb, vs, torch.float32), n, d ** -0.5),
-                    2 * (kb.numel() + ks.numel() * ks.element_size())),
-        }
-        for dtype, (fn, want, nbytes) in cases.items():
-            for values in itertools.product(*GRID.values()):
-                launch = dict(zip(GRID, values))
-                kernels.DECODE_LAUNCH[dtype] = launch
-                row = {"context": t, "kv_dtype": dtype, **launch, "default": launch == default[dtype]}
-                try:
-                    us = graph_us(fn)
-                    err = float((fn().float() - want).norm() / want.norm())
-                    row.update(us=round(us, 2), tb_per_s=round(nbytes / (us / 1e6) / 1e12, 3), rel_err=round(err, 5))
-                except Exception as exc:  # noqa: BLE001 - a launch this GPU cannot run (shared memory, registers)
-                    row["error"] = str(exc).splitlines()[0][:200]
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-            kernels.DECODE_LAUNCH[dtype] = default[dtype]
-        del q, k, v, kb, vb
-        torch.cuda.empty_cache()
+        for kernel in args.kernels.split(","):
+            for dtype in ("bf16", "fp8"):
+                if kernel == "one":
+                    busy, keys = hkv, t
+                    kk, vv = k, v
+                else:  # KV heads 0-3 over the whole context, 4-7 over a ring of RING keys
+                    busy, keys = hkv // 2, t
+                    kk, vv = k[:, : hkv // 2], v[:, : hkv // 2]
+                    kr, vr, nr = k[:, hkv // 2:, :RING].contiguous(), v[:, hkv // 2:, :RING].contiguous(), \
+                        torch.tensor([RING], device=dev)
+                if dtype == "fp8":
+                    (kq, ks), (vq, vs) = quantize_fp8(kk.contiguous()), quantize_fp8(vv.contiguous())
+                    nbytes = 2 * (kq.numel() + ks.numel() * ks.element_size())
+                else:
+                    kq, vq, ks, vs = kk.contiguous(), vv.contiguous(), None, None
+                    nbytes = 2 * kq.numel() * 2
+                if kernel == "one":
+                    want = ref(q, kq, vq, n, ks, vs)
+                    call = lambda ws: kernels.decode_attention(q, kq, vq, n, d ** -0.5, workspace=ws, out=out,  # noqa: E731
+                                                               k_scale=ks, v_scale=vs)
+                else:
+                    if dtype == "fp8":
+                        (krq, krs), (vrq, vrs) = quantize_fp8(kr), quantize_fp8(vr)
+                    else:
+                        krq, vrq, krs, vrs = kr, vr, None, None
+                    want = torch.cat([ref(q[:, : hkv // 2], kq, vq, n, ks, vs),
+                                      ref(q[:, hkv // 2:], krq, vrq, nr, krs, vrs)], dim=1)
+                    groups = [(kq, vq, n, ks, vs), (krq, vrq, nr, krs, vrs)]
+                    call = lambda ws: kernels.decode_attention_groups(q, groups, d ** -0.5, workspace=ws, out=out)  # noqa: E731
+
+                def measure(launch: dict, splits: int | None) -> dict:
+                    kernels.DECODE_LAUNCH[dtype] = launch
+                    ws = kernels.DecodeWorkspace(1, hkv, g, d, keys, dev, busy_heads=busy, kv_dtype=dtype, splits=splits)
+                    row = {"kernel": kernel, "context": t, "kv_dtype": dtype, **launch, "splits": ws.splits,
+                           "default": launch == default[dtype] and splits is None}
+                    try:
+                        us = timer(lambda: call(ws))
+                        err = float((call(ws).float() - want).norm() / want.norm())
+                        row.update(us=round(us, 2), tb_per_s=round(nbytes / (us / 1e6) / 1e12, 3), rel_err=round(err, 5))
+                    except Exception as exc:  # noqa: BLE001 - a launch this GPU cannot run (shared memory, registers)
+                        row["error"] = str(exc).splitlines()[0][:200]
+                    finally:
+                        kernels.DECODE_LAUNCH[dtype] = default[dtype]
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+                    return row
+
+                base = [measure(dict(zip(GRID, values)), None) for values in itertools.product(*GRID.values())]
+                ok = sorted((r for r in base if "us" in r and r["rel_err"] < 1e-2), key=lambda r: r["us"])[:2]
+                for r in ok:  # the two fastest launches at other split counts
+                    for f in SPLIT_FACTORS:
+                        splits = int(r["splits"] * f)
+                        if 1 <= splits <= 256:
+                            measure({k: r[k] for k in GRID}, splits)
     best = {}
     for r in rows:
-        key = f"{r['kv_dtype']}@{r['context']}"
+        key = f"{r['kernel']}:{r['kv_dtype']}@{r['context']}"
         if "us" in r and r["rel_err"] < 1e-2 and (key not in best or r["us"] < best[key]["us"]):
-            best[key] = {k: r[k] for k in (*GRID, "us", "tb_per_s")}
+            best[key] = {k: r[k] for k in (*GRID, "splits", "us", "tb_per_s")}
     result = make_result("decode-kernel-probe", model="llama-3-8b geometry (one layer: 8 KV heads x 4, head_dim 128)",
-                         settings={"grid": GRID, "default": default, "timing": "median of 5 replays of a CUDA graph "
-                                   "of 50 calls", "torch": torch.__version__},
+                         settings={"grid": GRID, "split_factors": SPLIT_FACTORS, "ring_keys": RING, "default": default,
+                                   "programs_per_sm": dict(kernels.DECODE_PROGRAMS_PER_SM),
+                                   "timing": "median of 5 replays of a CUDA graph of 50 calls", "torch": torch.__version__},
                          rows=rows, summary={"fastest": best},
                          command="PYTHONPATH=. python3 bench/scripts/decode_kernel_probe.py " + " ".join(sys.argv[1:]))
     write_result(Path(args.out), result)

@@ -4,6 +4,12 @@
 # runs the acceptance evaluation of the embedded model, then that of the new stage once it is trained.
 #   SEDPA_GIT_COMMIT=<hash> RECIPE=recipes/tiny-stage6.yaml MINUTES=5 OUT=... bash bench/scripts/gpu_tiny_round.sh
 # SKIP_EMBEDDED=1: skip the embedded model's acceptance (bench/results/tiny_acceptance_h200.json has it).
+# Continuing an unshipped stage (runs/stageN/model): the call's working tree may hold 64 MiB, and the shipped
+# weights already take 40 MB, so the sender puts the stage's weights in their place for the call and the
+# device restores the shipped ones from git (their blob id, SHIPPED_BLOB):
+#   cp runs/stage9/model/model.safetensors sedpa_compress/models/embedded/sedpa-tiny/   (here, before the call)
+#   SWAPPED_INIT=1 SHIPPED_BLOB=$(git rev-parse HEAD:sedpa_compress/models/embedded/sedpa-tiny/model.safetensors) ...
+#   git checkout sedpa_compress/models/embedded/sedpa-tiny/model.safetensors          (here, after the call)
 # Training MINUTES=6.6 leaves too little of the 570 s for the heads step (cut at 8049dca): 5.5 leaves room.
 # $OUT gets few files (the device returns at most 8): the new model as tar parts, and results.tar with
 # every JSON, PNG and log.
@@ -16,12 +22,19 @@ left() { local n=$(( END - ($(date +%s) - T0) )); echo $(( n > 5 ? n : 5 )); }
 EMB=sedpa_compress/models/embedded/sedpa-tiny
 EVAL="--contexts ${CONTEXTS:-1024,2048,4096,8192,16384,32768} --depths ${DEPTHS:-10} --samples ${SAMPLES:-3}"
 sedpa() { python3 -c 'import sys; sys.argv[0] = "sedpa"; from sedpa_compress.cli import main; main()' "$@"; }
+INIT=$EMB
+if [[ -n ${SWAPPED_INIT:-} ]]; then  # the tree's embedded weights are the stage to continue: move them aside
+  INIT=$W/init; mkdir -p "$INIT"; cp -r "$EMB/." "$INIT/"
+  git cat-file blob "${SHIPPED_BLOB:?SWAPPED_INIT needs SHIPPED_BLOB}" > "$W/shipped.safetensors" \
+    && cp "$W/shipped.safetensors" "$EMB/model.safetensors" \
+    || { echo "the shipped weights are not in this machine's git: the embedded acceptance is skipped"; SKIP_EMBEDDED=1; }
+fi
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$R/device.txt"
 echo "${SEDPA_GIT_COMMIT:-unknown}" > "$R/commit.txt"
 (
   export CUDA_VISIBLE_DEVICES=0
   timeout $(( $(left) - 60 )) python3 -c 'import sys; sys.argv[0] = "sedpa"; from sedpa_compress.cli import main; main()' \
-    train-tiny --recipe "$RECIPE" --out "$W/run" --max-minutes "${MINUTES:-5}" --override num_workers=12 --init-from "$EMB" \
+    train-tiny --recipe "$RECIPE" --out "$W/run" --max-minutes "${MINUTES:-5}" --override num_workers=12 --init-from "$INIT" \
     > "$R/train.log" 2>&1
   cp "$W/run/model/eval.json" "$R/train_quick_eval.json"; cp "$W/run/model/training.json" "$R/training.json"
   touch "$W/trained"

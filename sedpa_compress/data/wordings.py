@@ -219,15 +219,55 @@ def _digits(rng: random.Random, n: int) -> str:
     return str(rng.randint(1, 9)) + "".join(str(rng.randint(0, 9)) for _ in range(n - 1))
 
 
-VALUE_FORMATS = ("digits", "grouped", "thousands", "code", "word")
-DEFAULT_VALUE_WEIGHTS = (0.60, 0.10, 0.07, 0.18, 0.05)  # in VALUE_FORMATS order
+# "free_code" (training only: weight 0 by default, so the benchmarks' values are unchanged) is a code of
+# no fixed shape: any length 4-9, upper or lower case or hex, with or without one separator
+VALUE_FORMATS = ("digits", "grouped", "thousands", "code", "word", "free_code")
+DEFAULT_VALUE_WEIGHTS = (0.60, 0.10, 0.07, 0.18, 0.05, 0.0)  # in VALUE_FORMATS order
+
+
+def _free_code(rng: random.Random) -> str:
+    """A code of no fixed shape: 4-9 characters of one alphabet (upper case + digits, lower case + digits,
+    hex), a letter first two times in three, sometimes split by one '-', '_' or '.'."""
+    alphabet = rng.choice((_CODE_LETTERS + "0123456789", _CODE_LETTERS.lower() + "0123456789", "0123456789abcdef"))
+    letters = [c for c in alphabet if c.isalpha()]
+    n = rng.randint(4, 9)
+    chars = [rng.choice(alphabet) for _ in range(n)]
+    if rng.random() < 2 / 3:
+        chars[0] = rng.choice(letters)
+    elif chars[0] == "0":
+        chars[0] = rng.choice("123456789")
+    if n >= 5 and rng.random() < 0.4:
+        chars.insert(rng.randint(2, n - 2), rng.choice("-_."))
+    return "".join(chars)[:9]
+
+
+def value_format(value: str) -> str:
+    """Which VALUE_FORMATS shape a value has (for per-format scores): digits, grouped (digits and '-'),
+    thousands (digits and ','), word (letters only), else code."""
+    if value.isdigit():
+        return "digits"
+    if value.replace("-", "").isdigit():
+        return "grouped"
+    if value.replace(",", "").isdigit():
+        return "thousands"
+    if value.isalpha():
+        return "word"
+    return "code"
+
+
+def generated_syllables(exclude: tuple[str, ...] = ()) -> tuple[str, ...]:
+    """Consonant-vowel and consonant-vowel-consonant syllables (~600) for invented-word values, less
+    `exclude` (the held-out family's syllables), so the training words are not built from a list of 14."""
+    cons, vowels, ends = "bcdfghjklmnprstvwz", "aeiou", "lmnrst"
+    out = [c + v for c in cons for v in vowels] + [c + v + e for c in cons for v in vowels for e in ends]
+    return tuple(s for s in out if s not in set(exclude))
 
 
 def sample_value(rng: random.Random, syllables: tuple[str, ...], digits: tuple[int, int] = (3, 9),
                  weights: tuple[float, ...] = DEFAULT_VALUE_WEIGHTS) -> str:
     """A value in one of the formats users hide (`weights` over VALUE_FORMATS): plain digits (most),
-    grouped digits, thousands separators, a short letter-digit code, or an invented word. At most 9
-    characters."""
+    grouped digits, thousands separators, a short letter-digit code, an invented word, or (training) a
+    code of no fixed shape. At most 9 characters."""
     total = sum(weights)
     edges = [sum(weights[:i + 1]) / total for i in range(len(weights))]
     r = rng.random()
@@ -245,6 +285,8 @@ def sample_value(rng: random.Random, syllables: tuple[str, ...], digits: tuple[i
         out = "".join(rng.choice(_CODE_LETTERS) if c == "L" else str(rng.randint(0, 9)) if c == "D" else c
                       for c in shape)
         return out
+    if len(edges) > 4 and r >= edges[4]:
+        return _free_code(rng)
     parts = [rng.choice(syllables) for _ in range(rng.randint(2, 3))]
     word = "".join(parts) if len("".join(parts)) <= 9 else "".join(parts[:2])
     return word.capitalize()
@@ -274,6 +316,7 @@ class WordingFamily:
     value_digits: tuple[int, int] = (3, 9)
     words: tuple[str, ...] = ()  # plain lower-case English words for procedural keys and attributes
     value_weights: tuple[float, ...] = DEFAULT_VALUE_WEIGHTS  # over VALUE_FORMATS
+    value_syllables: tuple[str, ...] = ()  # invented-word values' syllables (empty: the vocabulary's)
 
     # ---- keys and attributes
     def _wild(self, rng: random.Random) -> bool:
@@ -336,7 +379,7 @@ class WordingFamily:
         return fixed + (f"{longest[0]} {longest[-1]} {max(v.nouns, key=len)}",)
 
     def sample_value(self, rng: random.Random) -> str:
-        return sample_value(rng, self.vocab.syllables, self.value_digits, self.value_weights)
+        return sample_value(rng, self.value_syllables or self.vocab.syllables, self.value_digits, self.value_weights)
 
     def _verb(self, rng: random.Random) -> str:
         """What joins attribute and value: a listed verb, or (a quarter of the time) one or two random

@@ -245,9 +245,15 @@ DECODE_LAUNCH: dict[str, dict[str, int]] = {
 }
 
 
-def num_splits(max_keys: int, heads: int, batch: int = 1, block_n: int = 64) -> int:
-    """Enough programs to fill an H100 (132 SMs, a few programs each), each with >= 2 key blocks."""
-    want = max(1, math.ceil(4 * 132 / max(heads * batch, 1)))
+# Programs per SM the split-K decode aims for, per cache dtype (H100 / H200: 132 SMs): more splits keep more
+# bytes in flight, fewer give each program more key blocks to pipeline (decode_kernel_probe.py times both).
+DECODE_PROGRAMS_PER_SM: dict[str, int] = {"bf16": 4, "fp8": 4}
+SMS = 132
+
+
+def num_splits(max_keys: int, heads: int, batch: int = 1, block_n: int = 64, programs_per_sm: int = 4) -> int:
+    """Enough programs to fill the GPU (`programs_per_sm` on each of 132 SMs), each with >= 2 key blocks."""
+    want = max(1, math.ceil(programs_per_sm * SMS / max(heads * batch, 1)))
     most = max(1, max_keys // (2 * block_n))
     s = min(want, most, 256)
     return 1 << max(0, math.floor(math.log2(s)))  # power of two: tl.arange over splits
@@ -258,10 +264,14 @@ class DecodeWorkspace:
     during a CUDA-graph replay."""
 
     def __init__(self, batch: int, heads: int, group: int, head_dim: int, max_keys: int, device,
-                 busy_heads: int | None = None) -> None:
+                 busy_heads: int | None = None, kv_dtype: str = "bf16", splits: int | None = None) -> None:
         # `busy_heads`: how many of the heads read `max_keys` (a two-group layer's full-length heads; its
-        # ring heads' programs end at once): the splits are sized to keep the GPU busy with those alone
-        self.splits = num_splits(max_keys, busy_heads or heads, batch)
+        # ring heads' programs end at once): the splits are sized to keep the GPU busy with those alone.
+        # `splits`: an explicit power of two (the kernel probe's sweep)
+        if splits is not None and (splits < 1 or splits & (splits - 1) or splits > 256):
+            raise ValueError(f"splits={splits}: use a power of two from 1 to 256")
+        self.splits = splits or num_splits(max_keys, busy_heads or heads, batch, DECODE_LAUNCH[kv_dtype]["BLOCK_N"],
+                                           DECODE_PROGRAMS_PER_SM[kv_dtype])
         self.g_pad = max(16, 1 << math.ceil(math.log2(group)))  # tl.dot needs >= 16 rows
         n = batch * heads * self.splits * self.g_pad
         self.acc = torch.empty(n * head_dim, dtype=torch.float32, device=device)
@@ -293,7 +303,8 @@ def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, length: 
 def _triton_decode(q, k, v, length, scale, *, index=None, workspace=None, out=None, k_scale=None, v_scale=None):
     """The two kernel launches (also run by the tests under TRITON_INTERPRET=1 on CPU tensors)."""
     b, h, g, d = q.shape
-    ws = workspace or DecodeWorkspace(b, h, g, d, k.shape[2] if index is None else index.shape[-1], q.device)
+    ws = workspace or DecodeWorkspace(b, h, g, d, k.shape[2] if index is None else index.shape[-1], q.device,
+                                      kv_dtype="fp8" if k_scale is not None else "bf16")
     out = out if out is not None else torch.empty_like(q)
     idx = index if index is not None else length  # unused pointer when not INDEXED
     # [b, n]: one position list for every head (head stride 0); [b, hkv, n]: one list per KV head
@@ -337,7 +348,8 @@ def _triton_decode2(q, groups, scale, *, workspace=None, out=None):
     """The two launches for two groups (also run by the tests under TRITON_INTERPRET=1 on CPU tensors)."""
     (k1, v1, n1, ks1, vs1), (k2, v2, n2, ks2, vs2) = groups
     b, h, g, d = q.shape
-    ws = workspace or DecodeWorkspace(b, h, g, d, max(k1.shape[2], k2.shape[2]), q.device)
+    ws = workspace or DecodeWorkspace(b, h, g, d, max(k1.shape[2], k2.shape[2]), q.device,
+                                      kv_dtype="fp8" if ks1 is not None else "bf16")
     out = out if out is not None else torch.empty_like(q)
     fp8 = ks1 is not None
     _decode_partial2[(b * h, ws.splits)](

@@ -636,14 +636,15 @@ def make_state(model: FastModel, caches: list[LayerCache], batch: int) -> Decode
             keys = max(k.shape[2] for k in cache.k)
             busy = sum(grp.size for grp, k in zip(layer.groups, cache.k) if k.shape[2] == keys)
             state.workspaces[(li, "layer")] = (kernels.DecodeWorkspace(batch, model.hkv, model.group, model.d, keys, dev,
-                                                                       busy_heads=busy) if use_triton else None)
+                                                                       busy_heads=busy, kv_dtype=model.spec.kv_dtype)
+                                               if use_triton else None)
             continue
         for gi, grp in enumerate(layer.groups):
             keys = cache.k[gi].shape[2]
             if model.spec.mode == "tidal" and li > model.tidal_first and li not in model.tidal_select:
                 keys = min(keys, model.spec.top_k)
-            state.workspaces[(li, gi)] = (kernels.DecodeWorkspace(batch, grp.size, model.group, model.d, keys, dev)
-                                          if use_triton else None)
+            state.workspaces[(li, gi)] = (kernels.DecodeWorkspace(batch, grp.size, model.group, model.d, keys, dev,
+                                                                  kv_dtype=model.spec.kv_dtype) if use_triton else None)
     if model.spec.mode == "tidal":
         state.index = torch.zeros(batch, model.hkv, model.spec.top_k, dtype=torch.long, device=dev)
         state.n_sel = torch.zeros(1, dtype=torch.long, device=dev)

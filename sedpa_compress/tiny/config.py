@@ -52,8 +52,11 @@ class TinyTrainConfig:
     corpus_words: int = 0
     wording_wild: float | None = None
     # value formats of the training needles (weights over data.wordings.VALUE_FORMATS: digits, grouped,
-    # thousands, code, word; None: the family's), and the share of needles placed at the very start or end
+    # thousands, code, word, free_code; None: the family's), and the share of needles placed at the very start or end
     value_weights: dict[str, float] | None = None
+    # invented-word values built from ~600 generated syllables (less the held-out family's) instead of the
+    # family's 14: a model that saw words of 14 syllables copies unseen ones badly
+    generated_word_syllables: bool = False
     edge_depth_fraction: float = 0.16
     # haystack kinds in retrieval sequences: the shipped text, repeated filler sentences, random words,
     # sentences of the shipped text shuffled (retrieval must not depend on what the text is)

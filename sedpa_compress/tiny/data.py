@@ -3,6 +3,7 @@ token space. Batch `step` depends only on (seed, step), so a resumed run sees ex
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 
@@ -56,14 +57,19 @@ class TinyData(torch.utils.data.Dataset):
                                                     exclude=HELDOUT_TEMPLATES)
             self.templates = templates
         if cfg.value_weights is not None:
-            import dataclasses
-
             from sedpa_compress.data.wordings import VALUE_FORMATS
 
             if not hasattr(templates, "value_weights"):
                 raise SedpaError("value_weights needs a compositional wording family (data/wordings.py)")
             weights = tuple(float(cfg.value_weights.get(f, 0.0)) for f in VALUE_FORMATS)
             templates = self.templates = dataclasses.replace(templates, value_weights=weights)
+        if cfg.generated_word_syllables:
+            from sedpa_compress.data.wordings import generated_syllables
+
+            if not hasattr(templates, "value_syllables"):
+                raise SedpaError("generated_word_syllables needs a compositional wording family (data/wordings.py)")
+            syllables = generated_syllables(exclude=HELDOUT_TEMPLATES.vocab.syllables)
+            templates = self.templates = dataclasses.replace(templates, value_syllables=syllables)
         ids = [e.ids for e in tokenizer.encode_batch(text.split("\n\n"), add_special_tokens=False)]
         nl = tokenizer.encode("\n\n", add_special_tokens=False).ids
         flat: list[int] = []
