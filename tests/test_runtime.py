@@ -592,3 +592,14 @@ def test_decode_splits_follow_the_cache_dtype_launch_and_an_explicit_count():
     assert kernels.DecodeWorkspace(1, 8, 4, 128, 131072, cpu, splits=32).splits == 32
     with pytest.raises(ValueError, match="power of two"):
         kernels.DecodeWorkspace(1, 8, 4, 128, 131072, cpu, splits=48)
+
+
+def test_the_two_group_kernel_takes_its_own_launch_where_one_is_set(monkeypatch):
+    cpu = torch.device("cpu")
+    assert kernels.launch_key("fp8", two_groups=True) == "fp8"  # no entry of its own: the dtype's
+    monkeypatch.setitem(kernels.DECODE_LAUNCH, "fp8-two", dict(BLOCK_N=64, num_warps=4, num_stages=3))
+    monkeypatch.setitem(kernels.DECODE_PROGRAMS_PER_SM, "fp8-two", 2)
+    assert kernels.launch_key("fp8", two_groups=True) == "fp8-two" and kernels.launch_key("fp8") == "fp8"
+    two = kernels.DecodeWorkspace(1, 8, 4, 128, 131072, cpu, busy_heads=4, kv_dtype="fp8", two_groups=True)
+    one = kernels.DecodeWorkspace(1, 8, 4, 128, 131072, cpu, busy_heads=4, kv_dtype="fp8")
+    assert two.splits == 64 and one.splits == 128

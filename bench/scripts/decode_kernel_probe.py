@@ -3,7 +3,7 @@
 groups in one launch: duo / sedpa, here half the KV heads over the whole context and half over a 320-key
 ring) for one Llama-3-8B layer (8 KV heads, 4 query heads each, head_dim 128) over bf16 and fp8 caches at
 32K and 128K keys. For each: a grid of launches (keys per block, warps, pipeline stages:
-`kernels.DECODE_LAUNCH`) at the default split count, then the most promising launches at half and twice
+`kernels.DECODE_LAUNCH`; the two-group kernel's own entry is "<dtype>-two") at the default split count, then the most promising launches at half and twice
 the splits (`kernels.DECODE_PROGRAMS_PER_SM`). Each is timed inside a CUDA graph (as the decode step runs
 it, so no launch overhead is timed) and checked against the fp32 reference.
 
@@ -118,11 +118,16 @@ def main() -> None:
                     groups = [(kq, vq, n, ks, vs), (krq, vrq, nr, krs, vrs)]
                     call = lambda ws: kernels.decode_attention_groups(q, groups, d ** -0.5, workspace=ws, out=out)  # noqa: E731
 
+                key = kernels.launch_key(dtype, two_groups=kernel == "two")
+
                 def measure(launch: dict, splits: int | None) -> dict:
-                    kernels.DECODE_LAUNCH[dtype] = launch
-                    ws = kernels.DecodeWorkspace(1, hkv, g, d, keys, dev, busy_heads=busy, kv_dtype=dtype, splits=splits)
+                    # the two-group kernel is probed through its own entry (kept only while it is measured)
+                    name = f"{dtype}-two" if kernel == "two" else dtype
+                    kernels.DECODE_LAUNCH[name] = launch
+                    ws = kernels.DecodeWorkspace(1, hkv, g, d, keys, dev, busy_heads=busy, kv_dtype=dtype, splits=splits,
+                                                 two_groups=kernel == "two")
                     row = {"kernel": kernel, "context": t, "kv_dtype": dtype, **launch, "splits": ws.splits,
-                           "default": launch == default[dtype] and splits is None}
+                           "default": launch == default[key] and splits is None}
                     try:
                         us = timer(lambda: call(ws))
                         err = float((call(ws).float() - want).norm() / want.norm())
@@ -130,7 +135,8 @@ def main() -> None:
                     except Exception as exc:  # noqa: BLE001 - a launch this GPU cannot run (shared memory, registers)
                         row["error"] = str(exc).splitlines()[0][:200]
                     finally:
-                        kernels.DECODE_LAUNCH[dtype] = default[dtype]
+                        kernels.DECODE_LAUNCH.clear()
+                        kernels.DECODE_LAUNCH.update({k: dict(v) for k, v in default.items()})
                     rows.append(row)
                     print(json.dumps(row), flush=True)
                     return row

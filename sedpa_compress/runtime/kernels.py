@@ -239,10 +239,19 @@ def _reduce_launch(splits: int) -> dict:
 # fastest of bench/scripts/decode_kernel_probe.py's grid on an H200 at 32K and 128K
 # (bench/results/decode_kernel_probe_h200.json): fp8 needs 128-key blocks and a 3-stage pipeline to
 # keep enough bytes in flight (97 us a layer at 128K against 144 us with bf16's launch; bf16 130 us).
+# A "<dtype>-two" entry, where present, is the two-group kernel's own (duo / sedpa layers); else it takes
+# its dtype's.
 DECODE_LAUNCH: dict[str, dict[str, int]] = {
     "bf16": dict(BLOCK_N=64, num_warps=4, num_stages=2),
     "fp8": dict(BLOCK_N=128, num_warps=4, num_stages=3),
 }
+
+
+def launch_key(kv_dtype: str, two_groups: bool = False) -> str:
+    """DECODE_LAUNCH / DECODE_PROGRAMS_PER_SM key of a decode kernel: the two-group kernel's own entry where
+    there is one, else its cache dtype's."""
+    key = f"{kv_dtype}-two"
+    return key if two_groups and key in DECODE_LAUNCH else kv_dtype
 
 
 # Programs per SM the split-K decode aims for, per cache dtype (H100 / H200: 132 SMs): more splits keep more
@@ -264,14 +273,16 @@ class DecodeWorkspace:
     during a CUDA-graph replay."""
 
     def __init__(self, batch: int, heads: int, group: int, head_dim: int, max_keys: int, device,
-                 busy_heads: int | None = None, kv_dtype: str = "bf16", splits: int | None = None) -> None:
+                 busy_heads: int | None = None, kv_dtype: str = "bf16", splits: int | None = None,
+                 two_groups: bool = False) -> None:
         # `busy_heads`: how many of the heads read `max_keys` (a two-group layer's full-length heads; its
         # ring heads' programs end at once): the splits are sized to keep the GPU busy with those alone.
         # `splits`: an explicit power of two (the kernel probe's sweep)
         if splits is not None and (splits < 1 or splits & (splits - 1) or splits > 256):
             raise ValueError(f"splits={splits}: use a power of two from 1 to 256")
-        self.splits = splits or num_splits(max_keys, busy_heads or heads, batch, DECODE_LAUNCH[kv_dtype]["BLOCK_N"],
-                                           DECODE_PROGRAMS_PER_SM[kv_dtype])
+        key = launch_key(kv_dtype, two_groups)
+        self.splits = splits or num_splits(max_keys, busy_heads or heads, batch, DECODE_LAUNCH[key]["BLOCK_N"],
+                                           DECODE_PROGRAMS_PER_SM.get(key, DECODE_PROGRAMS_PER_SM[kv_dtype]))
         self.g_pad = max(16, 1 << math.ceil(math.log2(group)))  # tl.dot needs >= 16 rows
         n = batch * heads * self.splits * self.g_pad
         self.acc = torch.empty(n * head_dim, dtype=torch.float32, device=device)
@@ -349,14 +360,15 @@ def _triton_decode2(q, groups, scale, *, workspace=None, out=None):
     (k1, v1, n1, ks1, vs1), (k2, v2, n2, ks2, vs2) = groups
     b, h, g, d = q.shape
     ws = workspace or DecodeWorkspace(b, h, g, d, max(k1.shape[2], k2.shape[2]), q.device,
-                                      kv_dtype="fp8" if ks1 is not None else "bf16")
+                                      kv_dtype="fp8" if ks1 is not None else "bf16", two_groups=True)
     out = out if out is not None else torch.empty_like(q)
     fp8 = ks1 is not None
     _decode_partial2[(b * h, ws.splits)](
         q, k1, v1, n1, ks1 if fp8 else n1, vs1 if fp8 else n1, k2, v2, n2, ks2 if fp8 else n2, vs2 if fp8 else n2,
         ws.acc, ws.m, ws.l, *_strides3(q), *_strides3(k1), *_strides3(v1), *_strides3(k2), *_strides3(v2),
         *_strides3(ks1), *_strides3(vs1), *_strides3(ks2), *_strides3(vs2), h, k1.shape[1],
-        G=g, G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, FP8=fp8, scale=scale, **DECODE_LAUNCH["fp8" if fp8 else "bf16"])
+        G=g, G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, FP8=fp8, scale=scale,
+        **DECODE_LAUNCH[launch_key("fp8" if fp8 else "bf16", two_groups=True)])
     _decode_reduce[(b * h, g)](ws.acc, ws.m, ws.l, out, out.stride(0), out.stride(1), out.stride(2), h,
                                G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, **_reduce_launch(ws.splits))
     return out

@@ -636,7 +636,8 @@ def make_state(model: FastModel, caches: list[LayerCache], batch: int) -> Decode
             keys = max(k.shape[2] for k in cache.k)
             busy = sum(grp.size for grp, k in zip(layer.groups, cache.k) if k.shape[2] == keys)
             state.workspaces[(li, "layer")] = (kernels.DecodeWorkspace(batch, model.hkv, model.group, model.d, keys, dev,
-                                                                       busy_heads=busy, kv_dtype=model.spec.kv_dtype)
+                                                                       busy_heads=busy, kv_dtype=model.spec.kv_dtype,
+                                                                       two_groups=True)
                                                if use_triton else None)
             continue
         for gi, grp in enumerate(layer.groups):
