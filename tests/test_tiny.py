@@ -167,7 +167,12 @@ def test_generated_word_syllables_and_free_codes_reach_the_training_needles():
     assert stage10.generated_word_syllables and stage10.value_weights["free_code"] > 0
     rng = random.Random(0)
     family = TinyData(load_config(Path("recipes/tiny-stage10.yaml"), **SMALL), tok).templates
-    assert sum(family.sample_value(rng)[0].isalpha() for _ in range(2000)) / 2000 > 0.5
+    values = [family.sample_value(rng) for _ in range(2000)]
+    assert sum(v[0].isalpha() for v in values) / len(values) > 0.5
+    real = [v for v in values if v.lower() in set(family.words)]
+    assert 0.04 < len(real) / len(values) < 0.15  # 40% of the 20% word values
+    with pytest.raises(SedpaError, match="corpus_word_values"):
+        load_config(None, corpus_word_values=1.5)
 
 
 def test_recipe_value_weights_and_edge_depths_are_checked():

@@ -317,6 +317,7 @@ class WordingFamily:
     words: tuple[str, ...] = ()  # plain lower-case English words for procedural keys and attributes
     value_weights: tuple[float, ...] = DEFAULT_VALUE_WEIGHTS  # over VALUE_FORMATS
     value_syllables: tuple[str, ...] = ()  # invented-word values' syllables (empty: the vocabulary's)
+    corpus_word_values: float = 0.0  # share of word values that are a real word of `words` ("pineapple")
 
     # ---- keys and attributes
     def _wild(self, rng: random.Random) -> bool:
@@ -379,7 +380,11 @@ class WordingFamily:
         return fixed + (f"{longest[0]} {longest[-1]} {max(v.nouns, key=len)}",)
 
     def sample_value(self, rng: random.Random) -> str:
-        return sample_value(rng, self.value_syllables or self.vocab.syllables, self.value_digits, self.value_weights)
+        value = sample_value(rng, self.value_syllables or self.vocab.syllables, self.value_digits, self.value_weights)
+        if self.corpus_word_values and self.words and value.isalpha() and rng.random() < self.corpus_word_values:
+            word = rng.choice(self.words)  # a real word, as written in text or capitalised
+            value = word.capitalize() if rng.random() < 0.5 else word
+        return value
 
     def _verb(self, rng: random.Random) -> str:
         """What joins attribute and value: a listed verb, or (a quarter of the time) one or two random

@@ -57,6 +57,7 @@ class TinyTrainConfig:
     # invented-word values built from ~600 generated syllables (less the held-out family's) instead of the
     # family's 14: a model that saw words of 14 syllables copies unseen ones badly
     generated_word_syllables: bool = False
+    corpus_word_values: float = 0.0  # share of word values that are real words of the corpus ("pineapple")
     edge_depth_fraction: float = 0.16
     # haystack kinds in retrieval sequences: the shipped text, repeated filler sentences, random words,
     # sentences of the shipped text shuffled (retrieval must not depend on what the text is)
@@ -119,6 +120,8 @@ class TinyTrainConfig:
             if bad or not self.value_weights or min(self.value_weights.values()) < 0 or not sum(self.value_weights.values()):
                 raise SedpaError(f"value_weights {self.value_weights}: weights >= 0 (not all 0) for "
                                  f"{', '.join(VALUE_FORMATS)}")
+        if not 0.0 <= self.corpus_word_values <= 1.0:
+            raise SedpaError(f"corpus_word_values {self.corpus_word_values}: use a share between 0 and 1")
         if not 0.0 <= self.edge_depth_fraction <= 1.0:
             raise SedpaError(f"edge_depth_fraction {self.edge_depth_fraction}: use a share between 0 and 1")
         if self.needles_per_4k < 0 or self.queries_per_4k < 0:

@@ -70,6 +70,10 @@ class TinyData(torch.utils.data.Dataset):
                 raise SedpaError("generated_word_syllables needs a compositional wording family (data/wordings.py)")
             syllables = generated_syllables(exclude=HELDOUT_TEMPLATES.vocab.syllables)
             templates = self.templates = dataclasses.replace(templates, value_syllables=syllables)
+        if cfg.corpus_word_values:
+            if not getattr(templates, "words", None):
+                raise SedpaError("corpus_word_values needs the training family's corpus words: set corpus_words")
+            templates = self.templates = dataclasses.replace(templates, corpus_word_values=cfg.corpus_word_values)
         ids = [e.ids for e in tokenizer.encode_batch(text.split("\n\n"), add_special_tokens=False)]
         nl = tokenizer.encode("\n\n", add_special_tokens=False).ids
         flat: list[int] = []
