@@ -307,3 +307,16 @@ def test_goals_compare_each_row_with_its_reference_and_take_the_worst_context():
     never = g["sedpa-s_never_slower_than_duo"]  # faster at 32K (1.1x) but slower at 128K (7/7.5)
     assert never["met"] is False and never["worst_context"] == 131072
     assert g["full_vs_static_compile_128k"]["value"] is None and g["full_vs_static_compile_128k"]["met"] is None
+
+
+def test_decode_rows_carry_their_step_spread_and_speed_goals_report_it():
+    """One run's medians differ by noise: each row keeps its steps' 10th / 90th percentiles, and a decode
+    speed goal says how far the two rows' steps spread, so a 0.3% miss can be read against it."""
+    from sedpa_compress.bench.efficiency import decode_stats, goals
+
+    stats = decode_stats([5.0, 5.1, 5.2, 5.3, 5.4, 5.5, 5.6, 5.7, 5.8, 5.9, 9.0])
+    assert stats == {"decode_ms": 5.5, "decode_ms_p10": 5.1, "decode_ms_p90": 5.9}
+    rows = [{"mode": "duo", "context": 131072, "decode_ms": 7.26, "decode_ms_p10": 7.2, "decode_ms_p90": 7.4},
+            {"mode": "sedpa-s", "context": 131072, "decode_ms": 7.28, "decode_ms_p10": 7.25, "decode_ms_p90": 7.3}]
+    never = goals(rows)["sedpa-s_never_slower_than_duo"]
+    assert never["met"] is False and never["step_spread_pct"] == round(100 * 0.2 / 7.26, 2)

@@ -433,7 +433,21 @@ def warm_up_prefills(context: int, chunk: int, past_block: int | None = None) ->
     return lengths
 
 
+def decode_stats(ms: list[float]) -> dict[str, float]:
+    """The median step time and the spread of the steps around it (10th / 90th percentile, ms): two modes
+    whose medians differ by less than their spreads are not told apart by one run."""
+    ms = sorted(ms)
+    pick = lambda q: ms[min(len(ms) - 1, max(0, round(q * (len(ms) - 1))))]  # noqa: E731
+    return {"decode_ms": round(statistics.median(ms), 3), "decode_ms_p10": round(pick(0.1), 3),
+            "decode_ms_p90": round(pick(0.9), 3)}
+
+
 def _median_decode_ms(runner: Runner, warmup: int, tokens: int) -> float:
+    return _decode_ms(runner, warmup, tokens)["decode_ms"]
+
+
+def _decode_ms(runner: Runner, warmup: int, tokens: int) -> dict[str, float]:
+    """decode_stats of `tokens` timed steps after `warmup` untimed ones."""
     dev = runner.model.device
     tok = torch.zeros(runner.batch, dtype=torch.long, device=dev)
     for _ in range(warmup):
@@ -446,7 +460,7 @@ def _median_decode_ms(runner: Runner, warmup: int, tokens: int) -> float:
         t.stop()
         timers.append(t)
     _sync(dev)
-    return statistics.median(t.ms() for t in timers)
+    return decode_stats([t.ms() for t in timers])
 
 
 def _free(device: torch.device) -> None:
@@ -490,7 +504,7 @@ def method_text(kind: str, cfg: EfficiencyConfig, device_type: str) -> str:
                 f"{' that capture the CUDA graph' if cuda else ''}; its wall time is compile_s. Then the timed chunked "
                 "prefill of random token ids (wall clock with synchronize; prefill_compiles counts compilations "
                 f"inside it, expected 0) and decode: median of {cfg.decode_tokens} {steps} ({timer}) after "
-                f"{cfg.warmup_tokens} untimed ones.")
+                f"{cfg.warmup_tokens} untimed ones (decode_ms_p10 / _p90: the steps' spread).")
     if kind == "transformers-eager":
         import transformers
 
@@ -664,7 +678,8 @@ def _mode_rows(cfg, loaded, mode, spec, rank_ratio, bw, rate, progress, over_bud
             _sync(dev)
             prefill_s = time.perf_counter() - t0
             compiles = compile_count() - before
-            decode_ms = _median_decode_ms(runner, cfg.warmup_tokens, cfg.decode_tokens)
+            stats = _decode_ms(runner, cfg.warmup_tokens, cfg.decode_tokens)
+            decode_ms = stats["decode_ms"]
         except torch.OutOfMemoryError as err:  # the plan said it fits; report, do not crash the run
             runner = None  # drop the caches before freeing
             _free(dev)
@@ -674,7 +689,7 @@ def _mode_rows(cfg, loaded, mode, spec, rank_ratio, bw, rate, progress, over_bud
             continue
         row: dict[str, Any] = {"mode": mode, "context": ctx, "method": "sedpa-runtime", "prefill_s": round(prefill_s, 4),
                                "compile_s": round(compile_s, 3), "prefill_compiles": compiles,
-                               "decode_ms": round(decode_ms, 3), "decode_tokens_measured": cfg.decode_tokens,
+                               **stats, "decode_tokens_measured": cfg.decode_tokens,
                                "kv_bytes": memory.cache_bytes(fast, batch=1, max_len=ctx), "peak_bytes": _peak(dev),
                                "params": params}
         if fast.notes:  # what the build decided (e.g. factors multiplied back into dense rows)
@@ -815,9 +830,8 @@ def _eager_row(cfg, loaded, ctx: int) -> dict[str, Any]:
         if i >= cfg.warmup_tokens // 2:
             timers.append(t)
     _sync(dev)
-    decode_ms = statistics.median(t.ms() for t in timers)
     del cache
-    return {"prefill_s": round(prefill_s, 4), "compile_s": round(compile_s, 3), "decode_ms": round(decode_ms, 3),
+    return {"prefill_s": round(prefill_s, 4), "compile_s": round(compile_s, 3), **decode_stats([t.ms() for t in timers]),
             "decode_tokens_measured": n, "kv_bytes": _kv_bytes_full(loaded.geometry, ctx, model.dtype.itemsize)}
 
 
@@ -898,10 +912,9 @@ def _static_compile_row(cfg, loaded, ctx: int) -> dict[str, Any]:
         pos.add_(1)
         timers.append(t)
     _sync(dev)
-    decode_ms = statistics.median(t.ms() for t in timers)
     del compiled, cache
     torch._dynamo.reset()  # frees the CUDA-graph pool before the next row
-    row = {"prefill_s": round(prefill_s, 4), "compile_s": round(compile_s, 3), "decode_ms": round(decode_ms, 3),
+    row = {"prefill_s": round(prefill_s, 4), "compile_s": round(compile_s, 3), **decode_stats([t.ms() for t in timers]),
            "decode_tokens_measured": n, "kv_bytes": _kv_bytes_full(loaded.geometry, max_len, model.dtype.itemsize),
            "fullgraph": fullgraph, "compile_mode": mode}
     if note:
@@ -1049,6 +1062,11 @@ def goals(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
         met = None if value is None else {"<=": value <= target, "<": value < target, ">=": value >= target}[op]
         out[name] = {"value": None if value is None else round(value, 4), "target": f"{op} {target}", "met": met,
                      **({"vs": against} if against else {}), **({"worst_context": at} if values and ctx is None else {})}
+        if values and metric == "decode_speedup":  # how far the steps of either row spread (p90 - p10) / median
+            spreads = [(r["decode_ms_p90"] - r["decode_ms_p10"]) / r["decode_ms"] for r in
+                       (done.get((mode, at)), done.get((against, at))) if r and "decode_ms_p90" in r]
+            if spreads:
+                out[name]["step_spread_pct"] = round(100 * max(spreads), 2)
     return out
 
 
