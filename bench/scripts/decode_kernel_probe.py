@@ -2,10 +2,11 @@
 `kernels.decode_attention` (one head group: full attention) and `kernels.decode_attention_groups` (two
 groups in one launch: duo / sedpa, here half the KV heads over the whole context and half over a 320-key
 ring) for one Llama-3-8B layer (8 KV heads, 4 query heads each, head_dim 128) over bf16 and fp8 caches at
-32K and 128K keys. For each: a grid of launches (keys per block, warps, pipeline stages:
-`kernels.DECODE_LAUNCH`; the two-group kernel's own entry is "<dtype>-two") at the default split count, then the most promising launches at half and twice
-the splits (`kernels.DECODE_PROGRAMS_PER_SM`). Each is timed inside a CUDA graph (as the decode step runs
-it, so no launch overhead is timed) and checked against the fp32 reference.
+8K (sedpa-w's window), 32K and 128K keys. For each: a grid of launches (keys per block, warps, pipeline
+stages: `kernels.DECODE_LAUNCH`, where the two-group kernel's own entry is "<dtype>-two") at the default
+split count, then the two fastest launches at half and twice the splits (`kernels.DECODE_PROGRAMS_PER_SM`).
+Each is timed inside a CUDA graph (as the decode step runs it, so no launch overhead is timed) and checked
+against the fp32 reference.
 
 Why: at facc421 the one-group fp8 kernel went from 144 to 97 us a layer at 128K with 128-key blocks and 3
 stages (bf16: 130), but duo's two-group kernel with that launch takes 88 us in fp8 against 74 in bf16
@@ -66,7 +67,7 @@ def main() -> None:
     from sedpa_compress.runtime.cache import dequantize_fp8, quantize_fp8
 
     ap = argparse.ArgumentParser()
-    ap.add_argument("--contexts", default="32768,131072")
+    ap.add_argument("--contexts", default="8192,32768,131072")  # 8K: sedpa-w's window
     ap.add_argument("--kernels", default="one,two", help="one (full attention), two (duo's two groups), or both")
     ap.add_argument("--out", required=True)
     ap.add_argument("--dry", action="store_true", help="the plumbing on the CPU (reference path, wall-clock times)")
