@@ -452,6 +452,44 @@ def test_split_k_decode_kernels_in_the_triton_interpreter():
     assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-2000:]
 
 
+@pytest.mark.skipif(os.environ.get("SEDPA_TRITON_INTERPRET") != "1",
+                    reason="opt-in: needs triton installed; runs the CUDA kernels in Triton's CPU interpreter")
+def test_rope_append_kernel_in_the_triton_interpreter():
+    """SEDPA_TRITON_INTERPRET=1 pytest -k interpreter: the one-launch RoPE + cache writes equals the
+    compiled function it replaces (one group, and two groups at different slots; q/k/v views of one
+    projection output, as the decode step passes them), and leaves every other slot untouched."""
+    code = (
+        "import torch\n"
+        "from sedpa_compress.runtime import kernels\n"
+        "from sedpa_compress.runtime.model import _rope_append\n"
+        "torch.manual_seed(0)\n"
+        "for (b, hq, hkv, d, sizes, slots) in [(1, 8, 2, 128, (2,), (37,)), (2, 8, 4, 64, (3, 1), (5, 2)),\n"
+        "                                      (1, 4, 2, 32, (1, 1), (0, 9))]:\n"
+        "    y = torch.randn(b, 1, (hq + 2 * hkv) * d + 7)\n"
+        "    q, k, v = y[..., :hq * d], y[..., hq * d:(hq + hkv) * d], y[..., (hq + hkv) * d:(hq + 2 * hkv) * d]\n"
+        "    q, k, v = q.view(b, 1, hq, d), k.view(b, 1, hkv, d), v.reshape(b, 1, hkv, d)\n"
+        "    ang = torch.rand(1, d // 2) * 6.0\n"
+        "    cos, sin = torch.cat([ang.cos()] * 2, -1), torch.cat([ang.sin()] * 2, -1)\n"
+        "    slot = [torch.tensor([t]) for t in slots]\n"
+        "    caches = [[torch.randn(b, n, 40, d) for n in sizes] for _ in range(2)]\n"
+        "    want_caches = [[c.clone() for c in cs] for cs in caches]\n"
+        "    want = _rope_append(q, k, v, cos, sin, slot, *want_caches, [None] * len(sizes), [None] * len(sizes), sizes)\n"
+        "    got = kernels.rope_append(q, k, v, cos, sin, slot, *caches)\n"
+        "    assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()\n"
+        "    for c, w in zip(caches[0] + caches[1], want_caches[0] + want_caches[1]):\n"
+        "        assert torch.allclose(c, w, atol=1e-5), (c - w).abs().max()\n"
+        "print('ok')\n")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-2000:]
+
+
+def test_rope_append_kernel_is_chosen_only_where_it_fits():
+    assert kernels.rope_append_fits(128, 2, False) == kernels.HAS_TRITON
+    assert not kernels.rope_append_fits(128, 2, True)  # fp8 caches quantize on the way: the compiled path
+    assert not kernels.rope_append_fits(128, 3, False) and not kernels.rope_append_fits(80, 1, False)
+
+
 # ------------------------------------------------------------------------------------ fp8 KV caches
 
 @pytest.mark.parametrize("mode", ["full", "streaming", "duo", "sedpa-w"])

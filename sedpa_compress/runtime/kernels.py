@@ -377,6 +377,83 @@ def _triton_decode2(q, groups, scale, *, workspace=None, out=None):
     return out
 
 
+# --------------------------------------------------------------------------- decode: RoPE + cache writes
+
+if HAS_TRITON:
+
+    @triton.jit
+    def _rotate(X, COS, SIN, HALF: tl.constexpr):
+        """RoPE of one head vector (rotate-half convention): the two halves, fp32."""
+        offs = tl.arange(0, HALF)
+        a = tl.load(X + offs).to(tl.float32)
+        c = tl.load(X + HALF + offs).to(tl.float32)
+        cos_a, cos_c = tl.load(COS + offs).to(tl.float32), tl.load(COS + HALF + offs).to(tl.float32)
+        sin_a, sin_c = tl.load(SIN + offs).to(tl.float32), tl.load(SIN + HALF + offs).to(tl.float32)
+        return a * cos_a - c * sin_a, c * cos_c + a * sin_c
+
+    @triton.jit
+    def _rope_write(Q, K, V, COS, SIN, QO, K1, V1, SLOT1, K2, V2, SLOT2,
+                    sqb, sqh, skb, skh, svb, svh, sqob, sqoh,
+                    s1kb, s1kh, s1kt, s1vb, s1vh, s1vt, s2kb, s2kh, s2kt, s2vb, s2vh, s2vt,
+                    HQ, H1, HALF: tl.constexpr):
+        """One program per (sequence, head): a query head is rotated into QO; a KV head is rotated (k) and
+        written with its v at its group's slot (heads [0, H1) to cache 1, the rest to cache 2)."""
+        b = tl.program_id(0)
+        h = tl.program_id(1)
+        offs = tl.arange(0, HALF)
+        if h < HQ:
+            lo, hi = _rotate(Q + b * sqb + h * sqh, COS, SIN, HALF)
+            out = QO + b * sqob + h * sqoh
+            tl.store(out + offs, lo.to(QO.dtype.element_ty))
+            tl.store(out + HALF + offs, hi.to(QO.dtype.element_ty))
+        else:
+            j = h - HQ
+            lo, hi = _rotate(K + b * skb + j * skh, COS, SIN, HALF)
+            v_lo = tl.load(V + b * svb + j * svh + offs)
+            v_hi = tl.load(V + b * svb + j * svh + HALF + offs)
+            if j < H1:
+                t = tl.load(SLOT1)
+                kd = K1 + b * s1kb + j * s1kh + t * s1kt
+                vd = V1 + b * s1vb + j * s1vh + t * s1vt
+            else:
+                t = tl.load(SLOT2)
+                kd = K2 + b * s2kb + (j - H1) * s2kh + t * s2kt
+                vd = V2 + b * s2vb + (j - H1) * s2vh + t * s2vt
+            tl.store(kd + offs, lo.to(K1.dtype.element_ty))
+            tl.store(kd + HALF + offs, hi.to(K1.dtype.element_ty))
+            tl.store(vd + offs, v_lo.to(V1.dtype.element_ty))
+            tl.store(vd + HALF + offs, v_hi.to(V1.dtype.element_ty))
+
+
+def rope_append_fits(head_dim: int, groups: int, quantized: bool) -> bool:
+    """Whether `rope_append` (one kernel) can replace the compiled RoPE + cache writes: bf16/fp16 caches
+    (fp8 ones quantize on the way: the compiled path), at most two head groups, a power-of-two half."""
+    half = head_dim // 2
+    return HAS_TRITON and not quantized and groups <= 2 and head_dim % 2 == 0 and half & (half - 1) == 0 and half >= 16
+
+
+def rope_append(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                slots: list[torch.Tensor], k_caches: list[torch.Tensor], v_caches: list[torch.Tensor]) -> torch.Tensor:
+    """One decode token's RoPE and its K/V written into each head group's cache at that group's slot, in
+    one launch (the compiled function it replaces ran RoPE and each cache's write as separate kernels: six
+    a layer for two groups, each ~1 us plus its gap in the graph). q [b, 1, hq, d], k/v [b, 1, hkv, d]
+    (last dimension contiguous), cos/sin [1, d], slots [1] each, caches [b, heads_i, slots_i, d] -> the
+    rotated q [b, hq, d]."""
+    b, _, hq, d = q.shape
+    hkv = k.shape[2]
+    qo = torch.empty(b, hq, d, dtype=q.dtype, device=q.device)
+    two = len(k_caches) == 2
+    k1, v1, s1 = k_caches[0], v_caches[0], slots[0]
+    k2, v2, s2 = (k_caches[1], v_caches[1], slots[1]) if two else (k1, v1, s1)
+    h1 = k1.shape[1] if two else hkv
+    cos, sin = cos.reshape(-1).contiguous(), sin.reshape(-1).contiguous()
+    _rope_write[(b, hq + hkv)](
+        q, k, v, cos, sin, qo, k1, v1, s1, k2, v2, s2,
+        q.stride(0), q.stride(2), k.stride(0), k.stride(2), v.stride(0), v.stride(2), qo.stride(0), qo.stride(1),
+        *_strides3(k1), *_strides3(v1), *_strides3(k2), *_strides3(v2), hq, h1, HALF=d // 2)
+    return qo
+
+
 # --------------------------------------------------------------------------- prefill
 
 def _expand(x: torch.Tensor, group: int) -> torch.Tensor:

@@ -145,6 +145,15 @@ def _rope_append(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.T
     return q
 
 
+def _rope_append_kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
+                        slots: list[torch.Tensor], k_caches: list[torch.Tensor], v_caches: list[torch.Tensor],
+                        k_scales: list[torch.Tensor | None], v_scales: list[torch.Tensor | None],
+                        sizes: tuple[int, ...]) -> torch.Tensor:
+    """`_rope_append` as one Triton launch (bf16/fp16 caches, at most two head groups)."""
+    q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
+    return kernels.rope_append(q, k, v, cos, sin, slots, k_caches, v_caches)
+
+
 def _silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
     gate, up = gate_up.chunk(2, dim=-1)
     return F.silu(gate) * up
@@ -486,7 +495,8 @@ class FastModel(nn.Module):
         """Compile the decode step's pointwise glue (norms, residual adds, SwiGLU, and RoPE with the
         caches' writes, fp8 quantization included) into single kernels. At batch 1 a step is ~1000 tiny
         kernels otherwise, and their launch gaps, not the bytes, would dominate. GEMMs stay cuBLAS,
-        attention stays the split-K kernel."""
+        attention stays the split-K kernel; with bf16 caches RoPE and the writes are one Triton launch
+        (`kernels.rope_append`), where the compiled function ran one kernel per cache written."""
         if self.device.type != "cuda" or self._fused:
             return
         opts = dict(dynamic=False, fullgraph=True)
@@ -503,6 +513,9 @@ class FastModel(nn.Module):
         self._silu_mul = torch.compile(_silu_mul, **opts)
         self._rope_append = _FirstCallFallback(torch.compile(_rope_append, **opts), _rope_append, self.notes,
                                                "RoPE + cache writes")
+        if kernels.rope_append_fits(self.d, max(len(layer.groups) for layer in self.layers),
+                                    self.spec.kv_dtype == "fp8"):
+            self._rope_append = _rope_append_kernel  # one launch a layer instead of the compiled function's ~6
         if self.spec.mode == "tidal":
             self._tidal_scores = _FirstCallFallback(torch.compile(_tidal_scores, **opts), _tidal_scores, self.notes,
                                                     "TidalDecode selection scores")
