@@ -1,9 +1,12 @@
 """Where a decode step's time goes on the GPU (Llama-3-8B geometry, random weights): the graph-replayed
 step against its bandwidth floor, the top kernels of one eager step (torch.profiler), and the
 bandwidth each building block reaches alone (split-K decode attention, a GEMV, a copy). Used to
-explain the gap to the floor in `sedpa bench efficiency`; writes a text report.
+explain the gap to the floor in `sedpa bench efficiency`; writes a text report. With --prefill: where
+one prefill chunk's time goes instead (the last 8K chunk of a --context prompt, its past filled directly):
+the chunk's wall time and its top kernels.
 
     PYTHONPATH=. python3 bench/scripts/runtime_profile.py --context 65536 --out decode_profile.txt
+    PYTHONPATH=. python3 bench/scripts/runtime_profile.py --mode duo --context 131072 --prefill --out prefill_profile.txt
 """
 
 from __future__ import annotations
@@ -36,11 +39,36 @@ def timed(fn, reps: int = 20) -> float:
     return statistics.median(s.elapsed_time(e) for s, e in out)
 
 
+def prefill_profile(runner: Runner, args, say) -> None:
+    """The last `args.chunk` tokens of an `args.context` prompt: the past filled directly, the chunk
+    prefilled (twice untimed: compilation and cuDNN plans), then timed and profiled."""
+    from torch.profiler import ProfilerActivity, profile
+
+    past = args.context - args.chunk
+    runner.fill_synthetic(past)
+    ids = torch.randint(0, 1000, (1, args.chunk), device="cuda")
+
+    def chunk() -> None:
+        runner.length = past
+        runner.pos.fill_(past)
+        runner.prefill(ids)
+
+    ms = timed(chunk, reps=5)
+    say(f"{args.mode} ({args.kv_dtype} KV): prefill chunk of {args.chunk} tokens after {past} tokens: {ms:.1f} ms")
+    with profile(activities=[ProfilerActivity.CUDA]) as prof:
+        chunk()
+        torch.cuda.synchronize()
+    table = prof.key_averages().table(sort_by="cuda_time_total", row_limit=25, max_name_column_width=70)
+    say("top kernels of that chunk:\n" + table)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--context", type=int, default=65536)
     ap.add_argument("--mode", default="full")
     ap.add_argument("--kv-dtype", default="bf16", choices=["bf16", "fp8"])
+    ap.add_argument("--prefill", action="store_true", help="profile the last prefill chunk instead of a decode step")
+    ap.add_argument("--chunk", type=int, default=8192)
     ap.add_argument("--out", default="decode_profile.txt")
     args = ap.parse_args()
     lines: list[str] = []
@@ -59,7 +87,12 @@ def main() -> None:
     fast = FastModel(loaded, spec, consume=True, synthetic_rank_ratio=0.85 if args.mode.startswith("sedpa") else None)
     loaded = None
     torch.cuda.empty_cache()
-    runner = Runner(fast, max_len=args.context + 256)
+    runner = Runner(fast, max_len=args.context + 256, chunk=args.chunk)
+    if args.prefill:
+        prefill_profile(runner, args, say)
+        with open(args.out, "w") as f:
+            f.write("\n".join(lines) + "\n")
+        return
     runner.fill_synthetic(args.context)
     tok = torch.zeros(1, dtype=torch.long, device=dev)
     step = timed(lambda: runner.decode(tok), reps=32)
