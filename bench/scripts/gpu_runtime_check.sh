@@ -90,6 +90,11 @@ if [[ -z $DRY && $STEPS == *profile* ]]; then
   timeout $(left $TOTAL) $PY bench/scripts/runtime_profile.py --mode "${PROFILE_MODE:-full}" \
     --out "$OUT/decode_profile_${PROFILE_MODE:-full}.txt" 2>&1 | grep -v -i warning | tail -30
 fi
+# 6. where one prefill chunk's time goes (PREFILL_MODE, default duo, the last 8K chunk of 128K; STEPS=...,prefillprof)
+if [[ -z $DRY && $STEPS == *prefillprof* ]]; then
+  timeout $(left $TOTAL) $PY bench/scripts/runtime_profile.py --prefill --mode "${PREFILL_MODE:-duo}" --context 131072 \
+    --out "$OUT/prefill_profile_${PREFILL_MODE:-duo}.txt" 2>&1 | grep -v -i warning | tail -30
+fi
 echo "[all done at $(( $(date +%s) - T0 )) s]"
 # a device call returns at most 8 files: the logs and text reports travel as one tar
 (cd "$OUT" && logs=$(ls | grep -E '\.(log|txt)$') && [ -n "$logs" ] && tar -cf logs.tar $logs && rm -f $logs)
