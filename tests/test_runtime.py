@@ -484,6 +484,30 @@ def test_rope_append_kernel_in_the_triton_interpreter():
     assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-2000:]
 
 
+@pytest.mark.skipif(os.environ.get("SEDPA_TRITON_INTERPRET") != "1",
+                    reason="opt-in: needs triton installed; runs the CUDA kernels in Triton's CPU interpreter")
+def test_gemv_kernel_in_the_triton_interpreter():
+    """The probe's Triton GEMV (kernels.gemv) equals x @ w.T, also where N and K are not multiples of its
+    blocks, and refuses a weight that is not row-major."""
+    code = (
+        "import torch\n"
+        "from sedpa_compress.runtime import kernels\n"
+        "torch.manual_seed(0)\n"
+        "for (n, k, bn, bk) in [(64, 256, 8, 128), (100, 300, 16, 256), (7, 1030, 4, 512)]:\n"
+        "    w, x = torch.randn(n, k), torch.randn(1, k)\n"
+        "    got, want = kernels.gemv(x, w, block_n=bn, block_k=bk), (x @ w.T)[0]\n"
+        "    assert torch.allclose(got, want, atol=1e-4, rtol=1e-4), (got - want).abs().max()\n"
+        "try:\n"
+        "    kernels.gemv(torch.randn(1, 8), torch.randn(8, 16).T)\n"
+        "    raise SystemExit('a column-major weight was accepted')\n"
+        "except ValueError:\n"
+        "    pass\n"
+        "print('ok')\n")
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-2000:]
+
+
 def test_rope_append_kernel_is_chosen_only_where_it_fits():
     assert kernels.rope_append_fits(128, 2, False) == kernels.HAS_TRITON
     assert not kernels.rope_append_fits(128, 2, True)  # fp8 caches quantize on the way: the compiled path

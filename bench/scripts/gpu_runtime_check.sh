@@ -85,6 +85,10 @@ if [[ -z $DRY && $STEPS == *kernels* ]]; then
   timeout $(left $(mark 97)) $PY bench/scripts/decode_kernel_probe.py --out "$OUT/decode_kernel_probe.json" 2>&1 \
     | grep -v -i warning | tail -6
 fi
+# 4c. whether a Triton GEMV beats cuBLAS for the decode's projections (STEPS=...,gemv)
+if [[ -z $DRY && $STEPS == *gemv* ]]; then
+  timeout $(left $(mark 98)) $PY bench/scripts/gemv_probe.py --out "$OUT/gemv_probe.json" 2>&1 | grep -v -i warning | tail -4
+fi
 # 5. where a decode step's time goes (PROFILE_MODE, default full, at 64K): top kernels, eager step
 if [[ -z $DRY && $STEPS == *profile* ]]; then
   timeout $(left $TOTAL) $PY bench/scripts/runtime_profile.py --mode "${PROFILE_MODE:-full}" \

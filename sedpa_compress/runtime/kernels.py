@@ -454,6 +454,39 @@ def rope_append(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Te
     return qo
 
 
+# --------------------------------------------------------------------------- decode: GEMV (probe only)
+
+if HAS_TRITON:
+
+    @triton.jit
+    def _gemv(X, W, Y, N, K, swn, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+        """y[n] = sum_k w[n, k] x[k] for one block of rows, fp32 accumulation (batch-1 decode)."""
+        rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        acc = tl.zeros([BLOCK_N], tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            cols = k0 + tl.arange(0, BLOCK_K)
+            x = tl.load(X + cols, mask=cols < K, other=0.0).to(tl.float32)
+            w = tl.load(W + rows[:, None] * swn + cols[None, :], mask=(rows[:, None] < N) & (cols[None, :] < K),
+                        other=0.0).to(tl.float32)
+            acc += tl.sum(w * x[None, :], axis=1)
+        tl.store(Y + rows, acc.to(Y.dtype.element_ty), mask=rows < N)
+
+
+def gemv(x: torch.Tensor, w: torch.Tensor, *, block_n: int = 8, block_k: int = 512, num_warps: int = 4,
+         num_stages: int = 3) -> torch.Tensor:
+    """x [K] @ w[N, K]^T -> [N] in one Triton launch with no split-K reduction; a candidate for the batch-1
+    decode's small projections (qkv, o), where cuBLAS reaches 67-77% of copy bandwidth plus a split-K
+    reduce kernel (bench/results/decode_profile_duo_bf16_128k_h200.txt). Timed against cuBLAS by
+    bench/scripts/gemv_probe.py; not used by the runtime until it wins there."""
+    n, k = w.shape
+    if w.stride(1) != 1 or x.numel() != k:
+        raise ValueError(f"gemv: w must be row-major [N, K] and x [K]; got w {tuple(w.shape)}, x {tuple(x.shape)}")
+    y = torch.empty(n, dtype=x.dtype, device=x.device)
+    _gemv[(triton.cdiv(n, block_n),)](x.reshape(-1), w, y, n, k, w.stride(0), BLOCK_N=block_n, BLOCK_K=block_k,
+                                      num_warps=num_warps, num_stages=num_stages)
+    return y
+
+
 # --------------------------------------------------------------------------- prefill
 
 def _expand(x: torch.Tensor, group: int) -> torch.Tensor:
