@@ -86,6 +86,10 @@ def test_summary_reports_both_metrics_by_context_and_depth():
     assert s["accuracy"] == 0.75 and s["exact"] == 0.5 and s["n"] == 4 and s["cached"] == 1
     assert s["by_context"] == {"1024": 1.0, "2048": 0.5} and s["exact_by_context"] == {"1024": 0.5, "2048": 0.5}
     assert s["by_depth"] == {"0": 0.5, "1": 1.0} and s["exact_by_depth"] == {"0": 0.5, "1": 0.5}
+    assert "by_value_format" not in s  # rows without their answer
+    for r, answer in zip(rows, ("48213", "AX7-22B", "Wenrasga", "92817")):
+        r["answer"] = answer
+    assert summarize(rows)["duo"]["by_value_format"] == {"code": 1.0, "digits": 1.0, "word": 0.0}
 
 
 def test_rows_keep_the_raw_output_and_generate_past_the_answer(loaded):

@@ -31,6 +31,7 @@ from sedpa_compress.bench.common import (
     provenance,
     text_digest,
 )
+from sedpa_compress.data.wordings import value_format
 from sedpa_compress.errors import SedpaError
 from sedpa_compress.models.loader import LoadedModel
 
@@ -255,7 +256,8 @@ def _mean(values) -> float:
 def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
     """Per mode: mean `accuracy` (string match in the first line), `exact` (the answer starts with the
     value) and `score` (partial), each of the first two also per context length and per depth
-    (`by_context`/`by_depth` are accuracy, `exact_by_context`/`exact_by_depth` exact)."""
+    (`by_context`/`by_depth` are accuracy, `exact_by_context`/`exact_by_depth` exact), and accuracy per
+    kind of value (`by_value_format`: digits, grouped, thousands, code, word)."""
     out: dict[str, dict[str, Any]] = {}
     for mode in dict.fromkeys(r["mode"] for r in rows):
         mine = [r for r in rows if r["mode"] == mode]
@@ -269,6 +271,10 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                                         for n in lengths}
             s[prefix + "by_depth"] = {f"{d:g}": _mean(r[metric] for r in mine if r["depth"] == d)
                                       for d in depths}
+        if all("answer" in r for r in mine):  # which kinds of value the mode misses (codes, words, digits...)
+            formats = sorted({value_format(r["answer"]) for r in mine})
+            s["by_value_format"] = {f: _mean(r["accuracy"] for r in mine if value_format(r["answer"]) == f)
+                                    for f in formats}
         s["cached"] = sum(1 for r in mine if r.get("cached"))
         s["wall_s"] = round(float(sum(r.get("wall_s", 0.0) for r in mine)), 2)
         out[mode] = s
