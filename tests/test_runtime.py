@@ -403,8 +403,20 @@ def test_chunk_attention_over_a_read_past_reads_a_block_at_a_time(monkeypatch):
 # (the efficiency benchmark's plumbing: tests/test_bench_efficiency.py)
 
 
-@pytest.mark.skipif(os.environ.get("SEDPA_TRITON_INTERPRET") != "1",
-                    reason="opt-in: needs triton installed; runs the CUDA kernels in Triton's CPU interpreter")
+# opt-in (SEDPA_TRITON_INTERPRET=1): the CUDA kernels run in Triton's CPU interpreter, in a subprocess
+in_triton_interpreter = pytest.mark.skipif(
+    os.environ.get("SEDPA_TRITON_INTERPRET") != "1",
+    reason="opt-in: needs triton installed; runs the CUDA kernels in Triton's CPU interpreter")
+
+
+def run_in_triton_interpreter(code: str) -> None:
+    """Run `code` (which prints 'ok' when every check passed) with TRITON_INTERPRET=1."""
+    env = {**os.environ, "TRITON_INTERPRET": "1"}
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-2000:]
+
+
+@in_triton_interpreter
 def test_split_k_decode_kernels_in_the_triton_interpreter():
     """SEDPA_TRITON_INTERPRET=1 pytest -k interpreter: the split-K partial and reduce kernels (up to 128
     splits: the merge in blocks of 64), plain,
@@ -447,13 +459,10 @@ def test_split_k_decode_kernels_in_the_triton_interpreter():
         "    want = kernels.decode_attention_groups(q, groups, 0.125)\n"
         "    assert float((got - want).norm() / want.norm()) < (2e-3 if fp8 else 1e-5)\n"
         "print('ok')\n")
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-2000:]
+    run_in_triton_interpreter(code)
 
 
-@pytest.mark.skipif(os.environ.get("SEDPA_TRITON_INTERPRET") != "1",
-                    reason="opt-in: needs triton installed; runs the CUDA kernels in Triton's CPU interpreter")
+@in_triton_interpreter
 def test_rope_append_kernel_in_the_triton_interpreter():
     """SEDPA_TRITON_INTERPRET=1 pytest -k interpreter: the one-launch RoPE + cache writes equals the
     compiled function it replaces (one group, and two groups at different slots; q/k/v views of one
@@ -479,13 +488,10 @@ def test_rope_append_kernel_in_the_triton_interpreter():
         "    for c, w in zip(caches[0] + caches[1], want_caches[0] + want_caches[1]):\n"
         "        assert torch.allclose(c, w, atol=1e-5), (c - w).abs().max()\n"
         "print('ok')\n")
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-2000:]
+    run_in_triton_interpreter(code)
 
 
-@pytest.mark.skipif(os.environ.get("SEDPA_TRITON_INTERPRET") != "1",
-                    reason="opt-in: needs triton installed; runs the CUDA kernels in Triton's CPU interpreter")
+@in_triton_interpreter
 def test_gemv_kernel_in_the_triton_interpreter():
     """The probe's Triton GEMV (kernels.gemv) equals x @ w.T, also where N and K are not multiples of its
     blocks, and refuses a weight that is not row-major."""
@@ -503,9 +509,7 @@ def test_gemv_kernel_in_the_triton_interpreter():
         "except ValueError:\n"
         "    pass\n"
         "print('ok')\n")
-    env = {**os.environ, "TRITON_INTERPRET": "1"}
-    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
-    assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-2000:]
+    run_in_triton_interpreter(code)
 
 
 def test_rope_append_kernel_is_chosen_only_where_it_fits():

@@ -442,10 +442,6 @@ def decode_stats(ms: list[float]) -> dict[str, float]:
             "decode_ms_p90": round(pick(0.9), 3)}
 
 
-def _median_decode_ms(runner: Runner, warmup: int, tokens: int) -> float:
-    return _decode_ms(runner, warmup, tokens)["decode_ms"]
-
-
 def _decode_ms(runner: Runner, warmup: int, tokens: int) -> dict[str, float]:
     """decode_stats of `tokens` timed steps after `warmup` untimed ones."""
     dev = runner.model.device
@@ -957,7 +953,7 @@ def _max_context_rows(cfg, loaded, specs, rank_ratio, progress, over_budget, emi
                 _reset_peak(dev)
                 runner = Runner(fast, max_len=n, chunk=cfg.chunk, memory_budget=budget)
                 runner.fill_synthetic(n - steps - cfg.warmup_tokens)
-                decode_ms = _median_decode_ms(runner, cfg.warmup_tokens, steps)
+                decode_ms = _decode_ms(runner, cfg.warmup_tokens, steps)["decode_ms"]
                 row.update(max_context=n, verified=True, decode_ms=round(decode_ms, 3), kv_bytes=runner.kv_bytes(),
                            peak_bytes=_peak(dev), unbounded=not bounded, decode_tokens_measured=steps)
                 break

@@ -272,9 +272,9 @@ def summarize(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
             s[prefix + "by_depth"] = {f"{d:g}": _mean(r[metric] for r in mine if r["depth"] == d)
                                       for d in depths}
         if all("answer" in r for r in mine):  # which kinds of value the mode misses (codes, words, digits...)
-            formats = sorted({value_format(r["answer"]) for r in mine})
-            s["by_value_format"] = {f: _mean(r["accuracy"] for r in mine if value_format(r["answer"]) == f)
-                                    for f in formats}
+            kinds = [value_format(r["answer"]) for r in mine]
+            s["by_value_format"] = {f: _mean(r["accuracy"] for r, k in zip(mine, kinds) if k == f)
+                                    for f in sorted(set(kinds))}
         s["cached"] = sum(1 for r in mine if r.get("cached"))
         s["wall_s"] = round(float(sum(r.get("wall_s", 0.0) for r in mine)), 2)
         out[mode] = s
