@@ -491,6 +491,14 @@ def test_rope_append_kernel_in_the_triton_interpreter():
     run_in_triton_interpreter(code)
 
 
+def test_decode_linear_is_f_linear_off_cuda_and_for_several_rows():
+    """kernels.decode_linear takes the GEMV only for one CUDA token; elsewhere it is F.linear exactly."""
+    torch.manual_seed(0)
+    w = torch.randn(24, 16)
+    for x in (torch.randn(1, 1, 16), torch.randn(1, 5, 16)):
+        assert torch.equal(kernels.decode_linear(x, w), torch.nn.functional.linear(x, w))
+
+
 @in_triton_interpreter
 def test_gemv_kernel_in_the_triton_interpreter():
     """The probe's Triton GEMV (kernels.gemv) equals x @ w.T, also where N and K are not multiples of its
@@ -662,10 +670,25 @@ def test_decode_splits_follow_the_cache_dtype_launch_and_an_explicit_count():
 
 def test_the_two_group_kernel_takes_its_own_launch_where_one_is_set(monkeypatch):
     cpu = torch.device("cpu")
+    monkeypatch.delitem(kernels.DECODE_LAUNCH, "fp8-two")
     assert kernels.launch_key("fp8", two_groups=True) == "fp8"  # no entry of its own: the dtype's
     monkeypatch.setitem(kernels.DECODE_LAUNCH, "fp8-two", dict(BLOCK_N=64, num_warps=4, num_stages=3))
-    monkeypatch.setitem(kernels.DECODE_PROGRAMS_PER_SM, "fp8-two", 2)
+    monkeypatch.setitem(kernels.DECODE_PROGRAMS_PER_SM, "fp8-two", 1)
+    monkeypatch.setitem(kernels.DECODE_PROGRAMS_PER_SM, "fp8", 4)
     assert kernels.launch_key("fp8", two_groups=True) == "fp8-two" and kernels.launch_key("fp8") == "fp8"
     two = kernels.DecodeWorkspace(1, 8, 4, 128, 131072, cpu, busy_heads=4, kv_dtype="fp8", two_groups=True)
     one = kernels.DecodeWorkspace(1, 8, 4, 128, 131072, cpu, busy_heads=4, kv_dtype="fp8")
-    assert two.splits == 64 and one.splits == 128
+    assert two.splits == 32 and one.splits == 128
+
+
+def test_the_shipped_launch_table_is_the_probe_s_choice():
+    """The H200 probe (bench/results/decode_kernel_probe_h200.json) found half the splits best for the two-group
+    kernel in both dtypes and for fp8's one-group kernel: duo at 128K gets 64 splits of its 4 busy heads, full
+    fp8 32 of 8 heads, full bf16 keeps 64."""
+    cpu = torch.device("cpu")
+    two = {dt: kernels.DecodeWorkspace(1, 8, 4, 128, 131072, cpu, busy_heads=4, kv_dtype=dt, two_groups=True)
+           for dt in ("bf16", "fp8")}
+    one = {dt: kernels.DecodeWorkspace(1, 8, 4, 128, 131072, cpu, kv_dtype=dt) for dt in ("bf16", "fp8")}
+    assert two["bf16"].splits == 64 and two["fp8"].splits == 64
+    assert one["bf16"].splits == 64 and one["fp8"].splits == 32
+    assert kernels.DECODE_LAUNCH["fp8-two"]["num_stages"] == 2 and kernels.DECODE_LAUNCH["fp8"]["num_stages"] == 3

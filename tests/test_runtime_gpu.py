@@ -110,6 +110,25 @@ def test_fp8_caches_keep_the_logits_and_decode_in_a_cuda_graph(models, mode):
     assert got["fp8"][1] == pytest.approx(got["bf16"][1] * (128 + 2) / 256)
 
 
+@pytest.mark.parametrize("shape", [(6144, 4096), (4096, 4096), (1000, 1536), (4096, 3000)])
+def test_decode_linear_matches_fp32_and_keeps_cublas_for_big_weights(shape, monkeypatch):
+    """One token's projection through the Triton GEMV (kernels.decode_linear) against fp32, also where N and
+    K are not multiples of its blocks and where x is a column slice (o_proj's dense columns); a weight above
+    GEMV_MAX_WEIGHT takes cuBLAS."""
+    torch.manual_seed(11)
+    n, k = shape
+    w = torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02
+    a = torch.randn(1, 1, k + 64, device="cuda", dtype=torch.bfloat16)
+    x = a[..., :k]
+    got = kernels.decode_linear(x, w)
+    assert got.shape == (1, 1, n)
+    assert rel(got, x.float() @ w.float().T) <= 1e-2
+    calls = []
+    monkeypatch.setattr(kernels, "gemv", lambda *a, **kw: calls.append(1))
+    monkeypatch.setattr(kernels, "GEMV_MAX_WEIGHT", w.numel() - 1)
+    assert rel(kernels.decode_linear(x, w), x.float() @ w.float().T) <= 1e-2 and not calls
+
+
 # a first chunk (one causal square), a chunk with a past, a past of several blocks and a remainder
 @pytest.mark.parametrize("start", [0, 2048, 2560])
 @pytest.mark.parametrize("backend", ["cudnn", "flash"])

@@ -58,7 +58,7 @@ if [[ $STEPS == *accuracy* ]]; then  # sedpa-tiny: NIAH and perplexity with both
   [[ ${RUN_PPL:-1} == 0 ]] && NIAH=([bf16]=82 [fp8]=98)
   for kv in bf16 fp8; do
     timeout $(left ${NIAH[$kv]}) $SEDPA bench niah $COMP -a $NIAH_MODES --lengths $LENGTHS \
-      --depths $DEPTHS --samples 1 --kv-dtype $kv $TINY --out "$L/niah_$kv.json" > "$L/niah_$kv.log" 2>&1
+      --depths $DEPTHS --samples ${SAMPLES:-1} --kv-dtype $kv $TINY --out "$L/niah_$kv.json" > "$L/niah_$kv.log" 2>&1
     [[ ${RUN_PPL:-1} != 0 ]] && timeout $(left ${PPL[$kv]}) $SEDPA bench ppl $COMP -a full,duo,sedpa-w --seq-len $SEQ \
       --windows 2 --kv-dtype $kv $TINY --out "$L/ppl_$kv.json" > "$L/ppl_$kv.log" 2>&1
   done

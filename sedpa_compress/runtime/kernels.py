@@ -238,15 +238,20 @@ def _reduce_launch(splits: int) -> dict:
     return dict(SB=sb, num_warps=8 if sb >= 64 else 4)
 
 
-# The split-K partial kernel's launch per cache dtype: keys per block, warps, pipeline stages, the
-# fastest of bench/scripts/decode_kernel_probe.py's grid on an H200 at 32K and 128K
-# (bench/results/decode_kernel_probe_h200.json): fp8 needs 128-key blocks and a 3-stage pipeline to
-# keep enough bytes in flight (97 us a layer at 128K against 144 us with bf16's launch; bf16 130 us).
-# A "<dtype>-two" entry, where present, is the two-group kernel's own (duo / sedpa layers); else it takes
-# its dtype's.
+# The split-K partial kernel's launch per cache dtype: keys per block, warps, pipeline stages, and the
+# programs per SM (132 SMs on an H100 / H200) that size its splits: more splits keep more bytes in flight,
+# fewer give each program more key blocks to pipeline. All are the fastest of
+# bench/scripts/decode_kernel_probe.py's grid on an H200 at 32K and 128K (bench/results/decode_kernel_probe_h200.json,
+# µs a layer at 128K):
+# - one group, bf16: 64-key blocks, 4 programs an SM (129 us);
+# - one group, fp8: 128-key blocks and a 3-stage pipeline, 2 programs an SM (92 us; 96 at 4, 144 with bf16's launch);
+# - two groups ("<dtype>-two": duo / sedpa layers, whose splits are sized for the busy heads alone): half the
+#   splits of one group's rule, fp8 with 2 stages (bf16 89 -> 81 us, fp8 89 -> 68 us).
 DECODE_LAUNCH: dict[str, dict[str, int]] = {
     "bf16": dict(BLOCK_N=64, num_warps=4, num_stages=2),
     "fp8": dict(BLOCK_N=128, num_warps=4, num_stages=3),
+    "bf16-two": dict(BLOCK_N=64, num_warps=4, num_stages=2),
+    "fp8-two": dict(BLOCK_N=128, num_warps=4, num_stages=2),
 }
 
 
@@ -257,9 +262,7 @@ def launch_key(kv_dtype: str, two_groups: bool = False) -> str:
     return key if two_groups and key in DECODE_LAUNCH else kv_dtype
 
 
-# Programs per SM the split-K decode aims for, per cache dtype (H100 / H200: 132 SMs): more splits keep more
-# bytes in flight, fewer give each program more key blocks to pipeline (decode_kernel_probe.py times both).
-DECODE_PROGRAMS_PER_SM: dict[str, int] = {"bf16": 4, "fp8": 4}
+DECODE_PROGRAMS_PER_SM: dict[str, int] = {"bf16": 4, "fp8": 2, "bf16-two": 2, "fp8-two": 2}
 SMS = 132
 
 
@@ -477,7 +480,7 @@ def gemv(x: torch.Tensor, w: torch.Tensor, *, block_n: int = 8, block_k: int = 5
     """x [K] @ w[N, K]^T -> [N] in one Triton launch with no split-K reduction; a candidate for the batch-1
     decode's small projections (qkv, o), where cuBLAS reaches 67-77% of copy bandwidth plus a split-K
     reduce kernel (bench/results/decode_profile_duo_bf16_128k_h200.txt). Timed against cuBLAS by
-    bench/scripts/gemv_probe.py; not used by the runtime until it wins there."""
+    bench/scripts/gemv_probe.py; the decode step runs it through `decode_linear`."""
     n, k = w.shape
     if w.stride(1) != 1 or x.numel() != k:
         raise ValueError(f"gemv: w must be row-major [N, K] and x [K]; got w {tuple(w.shape)}, x {tuple(x.shape)}")
@@ -485,6 +488,25 @@ def gemv(x: torch.Tensor, w: torch.Tensor, *, block_n: int = 8, block_k: int = 5
     _gemv[(triton.cdiv(n, block_n),)](x.reshape(-1), w, y, n, k, w.stride(0), BLOCK_N=block_n, BLOCK_K=block_k,
                                       num_warps=num_warps, num_stages=num_stages)
     return y
+
+
+# The batch-1 decode's GEMV launch, and the weights it runs (bench/results/gemv_probe_h200.json, an H200 with
+# Llama-3-8B shapes, each in a CUDA graph): 4 rows a program, 1024 columns a block. It beats cuBLAS for the
+# attention projections, whose cuBLAS GEMV adds a split-K reduce (qkv 6144 x 4096: 12.7 against 14.2 us;
+# o 4096 x 4096: 7.6 against 10.1 us), and loses for the MLP's (gate_up 28672 x 4096, down 4096 x 14336), so
+# only weights up to GEMV_MAX_WEIGHT elements take it.
+GEMV_LAUNCH = dict(block_n=4, block_k=1024, num_warps=4, num_stages=3)
+GEMV_MAX_WEIGHT = 32 * 2**20
+
+
+def decode_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """F.linear for one token's activations x [..., K] (one row in all) against w [N, K]: the Triton GEMV
+    where it beats cuBLAS (a CUDA half-precision weight of at most GEMV_MAX_WEIGHT elements), else cuBLAS."""
+    if (HAS_TRITON and w.is_cuda and w.dtype in (torch.bfloat16, torch.float16) and x.dtype == w.dtype
+            and x.numel() == w.shape[1] and w.numel() <= GEMV_MAX_WEIGHT and w.stride(1) == 1
+            and x.is_contiguous()):
+        return gemv(x, w, **GEMV_LAUNCH).view(*x.shape[:-1], w.shape[0])
+    return F.linear(x, w)
 
 
 # --------------------------------------------------------------------------- prefill

@@ -238,6 +238,7 @@ class FastModel(nn.Module):
         self._add2_norm = _add2_rms_norm
         self._rope_append = _rope_append  # RoPE + the caches' writes of a decode step (compiled on CUDA)
         self._tidal_scores = _tidal_scores  # a selection layer's scores (compiled on CUDA)
+        self._linear = F.linear  # the attention projections (one token on CUDA: kernels.decode_linear)
         self.layers: list[FastLayer] = []
         self.notes: list[str] = []  # what the build had to decide (printed by the commands)
         self.bench_runner = None  # the benchmarks' reusable Runner for this model (bench.common._bench_runner)
@@ -396,7 +397,7 @@ class FastModel(nn.Module):
         b, t, _ = h.shape
         d, g = self.d, self.group
         nq, nk, nv, _ = layer.n_dense
-        y = F.linear(h, layer.qkv_in)
+        y = self._linear(h, layer.qkv_in)
         n_rows = layer.qkv_dense.shape[0]
         q, k, v = y[..., :n_rows].split([nq * g * d, nk * d, nv * d], dim=-1)
         if layer.lowrank is not None:
@@ -417,10 +418,10 @@ class FastModel(nn.Module):
     def out_parts(self, layer: FastLayer, a: torch.Tensor) -> list[torch.Tensor]:
         """o_proj's contributions: the dense columns' and/or the low-rank columns' (summed by the caller)."""
         if layer.o_down is None:
-            return [F.linear(a, layer.o_dense)]
+            return [self._linear(a, layer.o_dense)]
         n = layer.n_dense[3] * self.group * self.d
         low = F.linear(F.linear(a[..., n:], layer.o_down), layer.o_up)
-        return [low] if n == 0 else [F.linear(a[..., :n], layer.o_dense), low]
+        return [low] if n == 0 else [self._linear(a[..., :n], layer.o_dense), low]
 
     def mlp(self, layer: FastLayer, x: torch.Tensor) -> torch.Tensor:
         return F.linear(_silu_mul(F.linear(_rms_norm(x, layer.mlp_norm, self.eps), layer.gate_up)), layer.down)
@@ -494,9 +495,10 @@ class FastModel(nn.Module):
     def enable_fusion(self) -> None:
         """Compile the decode step's pointwise glue (norms, residual adds, SwiGLU, and RoPE with the
         caches' writes, fp8 quantization included) into single kernels. At batch 1 a step is ~1000 tiny
-        kernels otherwise, and their launch gaps, not the bytes, would dominate. GEMMs stay cuBLAS,
+        kernels otherwise, and their launch gaps, not the bytes, would dominate. The MLP's GEMMs stay cuBLAS,
         attention stays the split-K kernel; with bf16 caches RoPE and the writes are one Triton launch
-        (`kernels.rope_append`), where the compiled function ran one kernel per cache written."""
+        (`kernels.rope_append`), where the compiled function ran one kernel per cache written. One token's
+        qkv and o projections take a Triton GEMV (`kernels.decode_linear`), the MLP's stay cuBLAS."""
         if self.device.type != "cuda" or self._fused:
             return
         opts = dict(dynamic=False, fullgraph=True)
@@ -516,6 +518,8 @@ class FastModel(nn.Module):
         if kernels.rope_append_fits(self.d, max(len(layer.groups) for layer in self.layers),
                                     self.spec.kv_dtype == "fp8"):
             self._rope_append = _rope_append_kernel  # one launch a layer instead of the compiled function's ~6
+        # one decode token's qkv and o projections: a one-pass Triton GEMV, no cuBLAS split-K reduce
+        self._linear = kernels.decode_linear if kernels.HAS_TRITON else F.linear
         if self.spec.mode == "tidal":
             self._tidal_scores = _FirstCallFallback(torch.compile(_tidal_scores, **opts), _tidal_scores, self.notes,
                                                     "TidalDecode selection scores")
