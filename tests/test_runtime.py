@@ -681,6 +681,18 @@ def test_the_two_group_kernel_takes_its_own_launch_where_one_is_set(monkeypatch)
     assert two.splits == 32 and one.splits == 128
 
 
+def test_split_counts_round_to_the_nearest_power_of_two(monkeypatch):
+    """A two-group layer with 5 or 6 busy heads at 2 programs an SM wants 53 or 44 splits: nearest rounding gives
+    64 and 32 (320 and 192 programs for a 264 target), flooring gave 32 to both (160 for 5 heads)."""
+    assert kernels.num_splits(131072, 5, programs_per_sm=2) == 64
+    assert kernels.num_splits(131072, 6, programs_per_sm=2) == 32
+    assert kernels.num_splits(131072, 3, programs_per_sm=2) == 64
+    assert kernels.num_splits(2048, 5, programs_per_sm=2) == 16  # still >= 2 key blocks a split
+    monkeypatch.setattr(kernels, "SPLIT_ROUNDING", "floor")
+    assert kernels.num_splits(131072, 5, programs_per_sm=2) == 32
+    assert kernels.num_splits(131072, 8) == 64 and kernels.num_splits(131072, 4) == 128
+
+
 def test_the_shipped_launch_table_is_the_probe_s_choice():
     """The H200 probe (bench/results/decode_kernel_probe_h200.json) found half the splits best for the two-group
     kernel in both dtypes and for fp8's one-group kernel: duo at 128K gets 64 splits of its 4 busy heads, full

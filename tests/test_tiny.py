@@ -196,3 +196,49 @@ def test_acceptance_scores_each_value_format():
     assert accuracy_by_value_format(rows) == {"code": {"accuracy": 0.5, "cells": 2}, "digits": {"accuracy": 1.0, "cells": 1},
                                               "thousands": {"accuracy": 1.0, "cells": 1},
                                               "word": {"accuracy": 1.0, "cells": 1}}
+
+
+def test_each_data_parallel_process_draws_its_own_batches():
+    """TinyData's stream 0 is the one-process stream; another stream (a torchrun rank) draws other batches."""
+    from tokenizers import Tokenizer
+
+    from sedpa_compress.tiny.data import TinyData
+
+    cfg = load_config(RECIPE, **SMALL)
+    tok = Tokenizer.from_file(str(SHIPPED / "tokenizer.json"))
+    one, zero, other = TinyData(cfg, tok), TinyData(cfg, tok, stream=0), TinyData(cfg, tok, stream=1)
+    assert torch.equal(one[(5, 256)].input_ids, zero[(5, 256)].input_ids)
+    assert not torch.equal(one[(5, 256)].input_ids, other[(5, 256)].input_ids)
+
+
+def test_train_tiny_under_torchrun_averages_two_processes_gradients(tmp_path):
+    """`torchrun --nproc-per-node 2 -m sedpa_compress train-tiny` (gloo on the CPU): process 0 writes the model
+    and says 2 processes; the other process's batches reach the update (its weights differ from one process's
+    run of the same steps, whose batches are process 0's)."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    import yaml
+
+    from sedpa_compress.tiny.config import config_to_dict
+
+    root = Path(__file__).resolve().parents[1]
+    recipe = tmp_path / "small.yaml"
+    recipe.write_text(yaml.safe_dump({"train_tiny": config_to_dict(load_config(RECIPE, steps=3, **SMALL))}))
+    env = {**os.environ, "PYTHONPATH": str(root), "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    args = ["train-tiny", "--recipe", str(recipe), "--device", "cpu", "--no-eval"]
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
+                          "-m", "sedpa_compress", *args, "--out", str(tmp_path / "two")],
+                         env=env, cwd=root, capture_output=True, text=True, timeout=300)
+    assert two.returncode == 0, two.stderr[-2000:]
+    assert "x 2 processes" in two.stdout and two.stdout.count("exported") == 1
+    one = subprocess.run([sys.executable, "-m", "sedpa_compress", *args, "--out", str(tmp_path / "one")],
+                         env=env, cwd=root, capture_output=True, text=True, timeout=300)
+    assert one.returncode == 0, one.stderr[-2000:]
+    info = json.loads((tmp_path / "two" / "model" / "training.json").read_text())
+    assert info["processes"] == 2 and info["tokens_per_step_all_processes"] == 2 * SMALL["tokens_per_step"]
+    a = load_file(str(tmp_path / "two" / "model" / "model.safetensors"))
+    b = load_file(str(tmp_path / "one" / "model" / "model.safetensors"))
+    assert a.keys() == b.keys() and any(not torch.equal(a[k], b[k]) for k in a)

@@ -4,6 +4,8 @@
 # runs the acceptance evaluation of the embedded model, then that of the new stage once it is trained.
 #   SEDPA_GIT_COMMIT=<hash> RECIPE=recipes/tiny-stage6.yaml MINUTES=5 OUT=... bash bench/scripts/gpu_tiny_round.sh
 # SKIP_EMBEDDED=1: skip the embedded model's acceptance (bench/results/tiny_acceptance_h200.json has it).
+# DDP=1: train on both GPUs (torchrun, each GPU its own batches, gradients averaged: twice the tokens a step);
+# then GPU 0 identifies the heads and GPU 1 runs the acceptance. WORKERS: data workers a process (default 12).
 # Continuing an unshipped stage (runs/stageN/model): the call's working tree may hold 64 MiB, and the shipped
 # weights already take 40 MB, so the sender puts the stage's weights in their place for the call and the
 # device restores the shipped ones from git (their blob id, SHIPPED_BLOB):
@@ -31,13 +33,19 @@ if [[ -n ${SWAPPED_INIT:-} ]]; then  # the tree's embedded weights are the stage
 fi
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$R/device.txt"
 echo "${SEDPA_GIT_COMMIT:-unknown}" > "$R/commit.txt"
+TRAIN=(python3 -m sedpa_compress)
+if [[ -n ${DDP:-} ]]; then  # train on both GPUs (torchrun, one process a GPU); GPU 1 evaluates only afterwards
+  TRAIN=(python3 -m torch.distributed.run --standalone --nproc-per-node 2 -m sedpa_compress)
+  [[ -z ${SKIP_EMBEDDED:-} ]] && echo "DDP=1: the embedded model's acceptance is skipped (GPU 1 trains)"; SKIP_EMBEDDED=1
+fi
 (
-  export CUDA_VISIBLE_DEVICES=0
-  timeout $(( $(left) - 60 )) python3 -c 'import sys; sys.argv[0] = "sedpa"; from sedpa_compress.cli import main; main()' \
-    train-tiny --recipe "$RECIPE" --out "$W/run" --max-minutes "${MINUTES:-5}" --override num_workers=12 --init-from "$INIT" \
+  export CUDA_VISIBLE_DEVICES=0; [[ -n ${DDP:-} ]] && export CUDA_VISIBLE_DEVICES=0,1
+  timeout $(( $(left) - 60 )) "${TRAIN[@]}" \
+    train-tiny --recipe "$RECIPE" --out "$W/run" --max-minutes "${MINUTES:-5}" --override num_workers=${WORKERS:-12} --init-from "$INIT" \
     > "$R/train.log" 2>&1
   cp "$W/run/model/eval.json" "$R/train_quick_eval.json"; cp "$W/run/model/training.json" "$R/training.json"
   touch "$W/trained"
+  export CUDA_VISIBLE_DEVICES=0
   tar -C "$W/run" -cf - model | split -b 15M - "$OUT/model.tar.part-"
   # tiny_heads.sh reads RECIPE as its identification recipe: give it its own (HEADS_RECIPE), not training's
   RECIPE="${HEADS_RECIPE:-recipes/identify-sedpa-tiny.yaml}" MODEL="$W/run/model" OUT="$R" timeout $(left) \

@@ -22,9 +22,13 @@ def register(app: typer.Typer) -> None:
         no_eval: bool = typer.Option(False, "--no-eval", help="Skip the needle/perplexity evaluation at the end."),
         override: list[str] = typer.Option([], help="field=yaml-value, e.g. --override tokens_per_step=8192."),
     ) -> None:
-        """Train sedpa-tiny (tokenizer, then the model on shipped text + synthetic retrieval) and export it."""
+        """Train sedpa-tiny (tokenizer, then the model on shipped text + synthetic retrieval) and export it.
+
+        Under `torchrun --nproc-per-node N -m sedpa_compress train-tiny ...` (one node) each process trains
+        on its own batches and the gradients are averaged: N times the tokens a step; process 0 writes."""
         import yaml
 
+        from sedpa_compress.distributed import launch
         from sedpa_compress.errors import SedpaError
         from sedpa_compress.tiny.config import load_config
         from sedpa_compress.tiny.train import train
@@ -39,5 +43,6 @@ def register(app: typer.Typer) -> None:
             if value is not None:  # the dedicated flag wins over --override of the same field
                 pairs[flag] = value
         cfg = load_config(recipe, **pairs)
-        train(cfg, out, resume=resume, init_from=init_from, device=device, eval_at_end=not no_eval,
-              log=lambda s: typer.echo(s), command="sedpa " + " ".join(sys.argv[1:]))
+        with launch("" if device == "auto" else device) as world:
+            train(cfg, out, resume=resume, init_from=init_from, device=device, eval_at_end=not no_eval,
+                  log=lambda s: typer.echo(s), command="sedpa " + " ".join(sys.argv[1:]), world=world)

@@ -246,7 +246,10 @@ def _reduce_launch(splits: int) -> dict:
 # - one group, bf16: 64-key blocks, 4 programs an SM (129 us);
 # - one group, fp8: 128-key blocks and a 3-stage pipeline, 2 programs an SM (92 us; 96 at 4, 144 with bf16's launch);
 # - two groups ("<dtype>-two": duo / sedpa layers, whose splits are sized for the busy heads alone): half the
-#   splits of one group's rule, fp8 with 2 stages (bf16 89 -> 81 us, fp8 89 -> 68 us).
+#   splits of one group's rule, fp8 with 2 stages (bf16 89 -> 81 us, fp8 89 -> 68 us, 4 busy heads). In the
+#   whole decode step (bench/results/decode_splits_duo_h200.json, duo at 128K) this holds for fp8 (7.49 -> 7.32 ms)
+#   and for bf16 only with the nearest rounding below (7.02 ms at 4 programs an SM floored, 7.48 at 2 floored,
+#   7.07 at 2 nearest; 32K: 5.42, 5.48, 5.31).
 DECODE_LAUNCH: dict[str, dict[str, int]] = {
     "bf16": dict(BLOCK_N=64, num_warps=4, num_stages=2),
     "fp8": dict(BLOCK_N=128, num_warps=4, num_stages=3),
@@ -266,12 +269,23 @@ DECODE_PROGRAMS_PER_SM: dict[str, int] = {"bf16": 4, "fp8": 2, "bf16-two": 2, "f
 SMS = 132
 
 
+# How a split count becomes a power of two: "nearest" (in log scale) to the programs-per-SM target, or
+# "floor", the largest not above it. A duo layer's busy heads vary (2-6 of 8 in the synthetic 50% pattern), and
+# flooring gave 5 or 6 busy heads half the programs meant for them: duo at 128K, bf16, 2 programs an SM, 7.48 ms
+# floored against 7.07 nearest (bench/results/decode_splits_duo_h200.json).
+SPLIT_ROUNDING = "nearest"
+
+
 def num_splits(max_keys: int, heads: int, batch: int = 1, block_n: int = 64, programs_per_sm: int = 4) -> int:
-    """Enough programs to fill the GPU (`programs_per_sm` on each of 132 SMs), each with >= 2 key blocks."""
+    """Splits of the key range so that `heads * batch * splits` is near `programs_per_sm` on each of 132 SMs:
+    a power of two (tl.arange over splits), at most 256, each split with >= 2 key blocks."""
+    most = min(max(1, max_keys // (2 * block_n)), 256)
     want = max(1, math.ceil(programs_per_sm * SMS / max(heads * batch, 1)))
-    most = max(1, max_keys // (2 * block_n))
-    s = min(want, most, 256)
-    return 1 << max(0, math.floor(math.log2(s)))  # power of two: tl.arange over splits
+    if SPLIT_ROUNDING == "nearest":
+        exp = round(math.log2(programs_per_sm * SMS / max(heads * batch, 1)))
+    else:
+        exp = math.floor(math.log2(want))
+    return 1 << max(0, min(exp, math.floor(math.log2(most))))
 
 
 class DecodeWorkspace:

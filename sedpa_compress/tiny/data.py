@@ -43,8 +43,11 @@ class TinyData(torch.utils.data.Dataset):
     """`dataset[step]` is that step's Batch (index = step number, for any step)."""
 
     def __init__(self, cfg: TinyTrainConfig, tokenizer: Tokenizer, text: str | None = None,
-                 templates: NeedleTemplates = TRAIN_TEMPLATES) -> None:
+                 templates: NeedleTemplates = TRAIN_TEMPLATES, stream: int = 0) -> None:
+        # `stream`: which of several independent batch streams (a data-parallel process's rank); stream 0
+        # is the one a single process trains on
         self.cfg = cfg
+        self.stream = stream
         self.tok = tokenizer
         self.templates = templates
         self.bos = tokenizer.token_to_id(BOS)
@@ -100,7 +103,7 @@ class TinyData(torch.utils.data.Dataset):
     def __getitem__(self, item: int | tuple[int, int]) -> Batch:
         """`item` is a step (its length from the step-based curriculum) or (step, length)."""
         step, length = item if isinstance(item, tuple) else (item, 0)
-        rng = random.Random(self.cfg.seed * 1_000_003 + step)
+        rng = random.Random(self.cfg.seed * 1_000_003 + step + self.stream * 1_000_000_007)
         length = length or sequence_length(self.cfg, step / max(1, self.cfg.steps), rng)
         n_seq = self.cfg.tokens_per_step // length
         input_ids = np.empty((n_seq, length), dtype=np.int64)

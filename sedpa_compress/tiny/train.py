@@ -24,12 +24,17 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from sedpa_compress.atomic import atomic_directory
+from sedpa_compress.distributed import SINGLE, World
 from sedpa_compress.errors import SedpaError
 from sedpa_compress.tiny.config import TinyTrainConfig, config_to_dict
 from sedpa_compress.tiny.data import Batch, TinyData, sequence_length
 from sedpa_compress.tiny.model import build_model, count_parameters, export_hf
 
 Log = Callable[[str], None]
+
+
+def _quiet(_: str) -> None:
+    """The log of processes other than 0 under torchrun."""
 
 
 def lr_at(cfg: TinyTrainConfig, step: int, progress: float) -> float:
@@ -157,17 +162,31 @@ def _with_tf32(fn):
 
 @_with_tf32
 def train(cfg: TinyTrainConfig, out: Path, *, resume: Path | bool | None = None, init_from: Path | None = None,
-          device: str = "auto", eval_at_end: bool = True, log: Log = print, command: str = "") -> Path:
-    """Run (or continue) training; returns the exported model directory (`out/model`)."""
+          device: str = "auto", eval_at_end: bool = True, log: Log = print, command: str = "",
+          world: World = SINGLE) -> Path:
+    """Run (or continue) training; returns the exported model directory (`out/model`).
+
+    Under torchrun (`world`, one node) every process trains on its own stream of batches (TinyData's
+    `stream` = its rank; process 0's is the one-process stream) of `tokens_per_step` tokens each, and DDP
+    averages the gradients: N processes take N times the tokens a step at the speed of one. Process 0
+    logs, checkpoints, exports and evaluates; all stop at the same step."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    if device == "auto":
+    if world.distributed:
+        device = world.device
+    elif device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise SedpaError("--device cuda was asked for but no CUDA GPU is visible: pass --device cpu")
     dev = torch.device(device)
+    if not world.main:
+        log = _quiet
 
-    tok, tok_dir = _ensure_tokenizer(cfg, out, log, init_from if not resume else None)
+    if world.main:  # process 0 trains or copies the tokenizer; the others read it
+        tok, tok_dir = _ensure_tokenizer(cfg, out, log, init_from if not resume else None)
+    world.barrier()
+    if not world.main:
+        tok, tok_dir = _ensure_tokenizer(cfg, out, log, init_from if not resume else None)
     model = build_model(cfg, tok.get_vocab()).to(dev)
     n_params = count_parameters(model)
     decay = [p for n, p in model.named_parameters() if p.ndim >= 2]
@@ -191,7 +210,12 @@ def train(cfg: TinyTrainConfig, out: Path, *, resume: Path | bool | None = None,
         load_weights(model, Path(init_from))
         log(f"initialised weights from {init_from} (fresh optimizer and schedule)")
 
-    data = TinyData(cfg, tok)
+    data = TinyData(cfg, tok, stream=world.rank)
+    net: torch.nn.Module = model
+    if world.distributed:  # gradients averaged over the processes during backward (parameters from rank 0)
+        from torch.nn.parallel import DistributedDataParallel
+
+        net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
     progress = Progress(cfg, state["step"], state["elapsed_s"])
     loader = torch.utils.data.DataLoader(
         data, sampler=_step_items(cfg, progress, state["step"]), batch_size=None,
@@ -200,7 +224,8 @@ def train(cfg: TinyTrainConfig, out: Path, *, resume: Path | bool | None = None,
     )
     log(f"model: {n_params / 1e6:.2f}M parameters, {cfg.num_layers} layers, {cfg.num_heads} heads / "
         f"{cfg.num_kv_heads} KV heads; {len(data.corpus)} text tokens; device {device}; "
-        f"{cfg.steps} steps of {cfg.tokens_per_step} tokens" + (f", budget {cfg.max_minutes} min" if cfg.max_minutes else ""))
+        f"{cfg.steps} steps of {cfg.tokens_per_step} tokens" + (f" x {world.size} processes" if world.distributed else "")
+        + (f", budget {cfg.max_minutes} min" if cfg.max_minutes else ""))
 
     model.train()
     last_print = time.time()
@@ -218,7 +243,7 @@ def train(cfg: TinyTrainConfig, out: Path, *, resume: Path | bool | None = None,
         ans = batch.answer_mask.to(dev, non_blocking=True)[:, 1:]
         txt = batch.text_mask.to(dev, non_blocking=True)[:, 1:] & ~ans
         with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
-            logits = model(input_ids=x).logits
+            logits = net(input_ids=x).logits
         ce = torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
                                                x[:, 1:].reshape(-1), reduction="none").view_as(ans)
         n_ans = ans.sum()
@@ -252,21 +277,27 @@ def train(cfg: TinyTrainConfig, out: Path, *, resume: Path | bool | None = None,
         state["step"] = step
         state["elapsed_s"] = progress.elapsed
         done_by_time = cfg.max_minutes > 0 and progress.value(step) >= 1.0
-        if step % cfg.checkpoint_every == 0 or step == cfg.steps or done_by_time:
+        if world.distributed and cfg.max_minutes > 0:  # every process stops at the step the first one does
+            flag = world.all_reduce_(torch.tensor([int(done_by_time)], dtype=torch.int32, device=dev))
+            done_by_time = bool(flag.item())
+        if world.main and (step % cfg.checkpoint_every == 0 or step == cfg.steps or done_by_time):
             save_checkpoint(ckpt_dir, model, opt, state)
         if done_by_time:
             stopped_by_time = True
             log(f"time budget of {cfg.max_minutes} min reached at step {step}: schedule finished, checkpoint saved")
             break
     del loader
-
     model_dir = out / "model"
+    if not world.main:  # process 0 exports and evaluates
+        return model_dir
+
     from sedpa_compress.tiny.card import write_card, write_loss_curve
 
     model.eval()
     train_info = {"steps_done": step, "stopped_by_time": stopped_by_time, "elapsed_s": round(state["elapsed_s"], 1),
                   "parameters": n_params, "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
                   "command": command or "sedpa train-tiny", "init_from": state.get("init_from"),
+                  "processes": world.size, "tokens_per_step_all_processes": cfg.tokens_per_step * world.size,
                   "config": config_to_dict(cfg), "final": state["history"][-1] if state["history"] else {},
                   "history": state["history"]}
     # The model first (a run killed during evaluation still leaves it), then the evaluation and card.

@@ -1,0 +1,41 @@
+"""`sedpa bench efficiency` with the split-K decode's split rule overridden, to time the whole decode step
+under another rule (the kernel probe times one kernel with a fixed number of busy heads; a real duo layer has
+2-6 of 8). Example, duo at 128K with bf16 caches, the two-group kernel at 2 programs an SM, floored:
+
+    PYTHONPATH=. python3 bench/scripts/decode_split_rule.py --key bf16-two --programs-per-sm 2 --rounding floor \
+        bench efficiency --config llama-3-8b --random-weights --contexts 32k,128k --attention duo --peers none \
+        --retrieval-ratio 0.5 --sink 64 --recent 256 --chunk 8192 --decode-tokens 64 --out $OUT/duo_bf16.json
+
+bench/results/decode_splits_duo_h200.json collects six such runs (bf16 / fp8; 4 or 2 programs an SM; floor or
+nearest), which chose kernels.SPLIT_ROUNDING and the "<dtype>-two" entries of kernels.DECODE_PROGRAMS_PER_SM.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+
+def main() -> None:
+    from sedpa_compress.runtime import kernels
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--key", required=True, help="a kernels.DECODE_PROGRAMS_PER_SM key: bf16, fp8, bf16-two, fp8-two")
+    ap.add_argument("--programs-per-sm", type=int, required=True)
+    ap.add_argument("--rounding", choices=("nearest", "floor"), default=kernels.SPLIT_ROUNDING)
+    args, rest = ap.parse_known_args()
+    if args.key not in kernels.DECODE_PROGRAMS_PER_SM:
+        ap.error(f"--key {args.key}: use one of {', '.join(kernels.DECODE_PROGRAMS_PER_SM)}")
+    kernels.DECODE_PROGRAMS_PER_SM[args.key] = args.programs_per_sm
+    kernels.SPLIT_ROUNDING = args.rounding
+    from sedpa_compress.cli import main as cli
+
+    sys.argv = ["sedpa", *rest]
+    cli()
+
+
+if __name__ == "__main__":
+    main()
