@@ -520,6 +520,32 @@ def test_gemv_kernel_in_the_triton_interpreter():
     run_in_triton_interpreter(code)
 
 
+def test_compiled_prefill_glue_equals_eager_for_any_chunk_length(tiny):
+    """What enable_fusion compiles for the prefill on CUDA (norms, residual adds, RoPE, SwiGLU; dynamic shapes),
+    here on the CPU's inductor: the same hidden states as the eager functions over a 256-token chunk and a
+    44-token one, duo (two head groups a layer), and a second prompt compiles nothing more."""
+    import torch._dynamo
+
+    from sedpa_compress.runtime.model import make_caches
+
+    loaded, pattern = tiny
+    model = FastModel(loaded, RuntimeSpec(mode="duo", pattern=pattern, sink=SINK, recent=RECENT))
+    ids = torch.randint(0, 200, (1, 300), generator=torch.Generator().manual_seed(0))
+
+    def prefill() -> torch.Tensor:
+        caches = make_caches(model, batch=1, max_len=512)
+        return torch.cat([model.prefill_chunk(ids[:, :256], 0, caches, keep_all=True),
+                          model.prefill_chunk(ids[:, 256:], 256, caches, keep_all=True)], 1)
+
+    want = prefill()
+    model.compile_prefill_glue()
+    got = prefill()
+    assert rel(got, want) <= 1e-5 and not model.notes
+    torch._dynamo.utils.counters.clear()
+    again = prefill()
+    assert torch.equal(again, got) and not torch._dynamo.utils.counters["stats"].get("unique_graphs")
+
+
 def test_rope_append_kernel_is_chosen_only_where_it_fits():
     assert kernels.rope_append_fits(128, 2, False) == kernels.HAS_TRITON
     assert not kernels.rope_append_fits(128, 2, True)  # fp8 caches quantize on the way: the compiled path

@@ -154,6 +154,25 @@ def _rope_append_kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: 
     return kernels.rope_append(q, k, v, cos, sin, slots, k_caches, v_caches)
 
 
+def _rope_prefill(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
+    """A chunk's RoPE: q [b, t, hq, d], k [b, t, hkv, d], cos/sin [1, t, 1, d]."""
+    return q * cos + _rotate_half(q) * sin, k * cos + _rotate_half(k) * sin
+
+
+# The prefill's own entry points to the glue: torch.compile caches compiled code on a function's code object,
+# so the decode step's static-shape compilations (_rms_norm, ...) and the prefill's dynamic ones must not share one.
+def _prefill_norm(x: torch.Tensor, w: torch.Tensor, eps: float) -> torch.Tensor:
+    return _rms_norm(x, w, eps)
+
+
+def _prefill_add_norm(x: torch.Tensor, delta: torch.Tensor, w: torch.Tensor, eps: float):
+    return _add_rms_norm(x, delta, w, eps)
+
+
+def _prefill_silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
+    return _silu_mul(gate_up)
+
+
 def _silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
     gate, up = gate_up.chunk(2, dim=-1)
     return F.silu(gate) * up
@@ -239,6 +258,9 @@ class FastModel(nn.Module):
         self._rope_append = _rope_append  # RoPE + the caches' writes of a decode step (compiled on CUDA)
         self._tidal_scores = _tidal_scores  # a selection layer's scores (compiled on CUDA)
         self._linear = F.linear  # the attention projections (one token on CUDA: kernels.decode_linear)
+        # a prefill chunk's glue, compiled for any chunk length on CUDA (enable_fusion)
+        self._p_norm, self._p_add_norm = _prefill_norm, _prefill_add_norm
+        self._p_rope, self._p_silu_mul = _rope_prefill, _prefill_silu_mul
         self.layers: list[FastLayer] = []
         self.notes: list[str] = []  # what the build had to decide (printed by the commands)
         self.bench_runner = None  # the benchmarks' reusable Runner for this model (bench.common._bench_runner)
@@ -423,9 +445,6 @@ class FastModel(nn.Module):
         low = F.linear(F.linear(a[..., n:], layer.o_down), layer.o_up)
         return [low] if n == 0 else [self._linear(a[..., :n], layer.o_dense), low]
 
-    def mlp(self, layer: FastLayer, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(_silu_mul(F.linear(_rms_norm(x, layer.mlp_norm, self.eps), layer.gate_up)), layer.down)
-
     def logits(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(_rms_norm(x, self.final_norm, self.eps), self.lm_head)
 
@@ -448,11 +467,10 @@ class FastModel(nn.Module):
         plans: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         masks: dict[int, object] = {}
         x = F.embedding(ids, self.embed)
-        for layer, cache in zip(self.layers, caches):
-            h = _rms_norm(x, layer.attn_norm, self.eps)
+        h = self._p_norm(x, self.layers[0].attn_norm, self.eps)
+        for li, (layer, cache) in enumerate(zip(self.layers, caches)):
             q, k, v = self.qkv(layer, h)
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
+            q, k = self._p_rope(q, k, cos, sin)
             q, k, v = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # [b, h, t, d]
             outs, h0 = [], 0
             for gi, grp in enumerate(layer.groups):
@@ -487,8 +505,13 @@ class FastModel(nn.Module):
                     cache.write(gi, slots, kg.index_select(2, offs), vg.index_select(2, offs))
                 h0 = h1
             a = torch.cat(outs, 1) if len(outs) > 1 else outs[0]
-            x = x + self.out_proj(layer, a.transpose(1, 2).reshape(b, t, self.hq * self.d))
-            x = x + self.mlp(layer, x)
+            x, h = self._p_add_norm(x, self.out_proj(layer, a.transpose(1, 2).reshape(b, t, self.hq * self.d)),
+                                    layer.mlp_norm, self.eps)
+            m = F.linear(self._p_silu_mul(F.linear(h, layer.gate_up)), layer.down)
+            if li + 1 < self.num_layers:  # the residual add and the next layer's norm in one pass
+                x, h = self._p_add_norm(x, m, self.layers[li + 1].attn_norm, self.eps)
+            else:
+                x = x + m
         return x if keep_all else x[:, -1:]
 
     # ---- one decode step (graph-capturable: no host syncs, positions on the device)
@@ -498,7 +521,8 @@ class FastModel(nn.Module):
         kernels otherwise, and their launch gaps, not the bytes, would dominate. The MLP's GEMMs stay cuBLAS,
         attention stays the split-K kernel; with bf16 caches RoPE and the writes are one Triton launch
         (`kernels.rope_append`), where the compiled function ran one kernel per cache written. One token's
-        qkv and o projections take a Triton GEMV (`kernels.decode_linear`), the MLP's stay cuBLAS."""
+        qkv and o projections take a Triton GEMV (`kernels.decode_linear`), the MLP's stay cuBLAS. A prefill
+        chunk's glue (norms, residual adds, RoPE, SwiGLU) is compiled too, once for any chunk length."""
         if self.device.type != "cuda" or self._fused:
             return
         opts = dict(dynamic=False, fullgraph=True)
@@ -520,10 +544,21 @@ class FastModel(nn.Module):
             self._rope_append = _rope_append_kernel  # one launch a layer instead of the compiled function's ~6
         # one decode token's qkv and o projections: a one-pass Triton GEMV, no cuBLAS split-K reduce
         self._linear = kernels.decode_linear if kernels.HAS_TRITON else F.linear
+        self.compile_prefill_glue()
         if self.spec.mode == "tidal":
             self._tidal_scores = _FirstCallFallback(torch.compile(_tidal_scores, **opts), _tidal_scores, self.notes,
                                                     "TidalDecode selection scores")
         self._fused = True
+
+    def compile_prefill_glue(self) -> None:
+        """A prefill chunk's norms, residual adds, RoPE and SwiGLU as one compiled kernel each instead of ~6 eager
+        passes over [t, hidden] (the norm's fp32 copies) or [t, heads, d] (bench/results/prefill_profile_duo_128k_h200.txt:
+        ~100 ms of a 725 ms chunk were elementwise kernels). `dynamic`: one compile serves every chunk length."""
+        dyn = dict(dynamic=True, fullgraph=True)
+        for name, fn, what in (("_p_norm", _prefill_norm, "prefill RMSNorm"), ("_p_add_norm", _prefill_add_norm,
+                               "prefill residual add + RMSNorm"), ("_p_rope", _rope_prefill, "prefill RoPE"),
+                               ("_p_silu_mul", _prefill_silu_mul, "prefill SwiGLU")):
+            setattr(self, name, _FirstCallFallback(torch.compile(fn, **dyn), fn, self.notes, what))
 
     def decode_step(self, token: torch.Tensor, pos: torch.Tensor, caches: list[LayerCache],
                     state: DecodeState) -> torch.Tensor:
