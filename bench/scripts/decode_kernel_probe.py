@@ -69,6 +69,9 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--contexts", default="8192,32768,131072")  # 8K: sedpa-w's window
     ap.add_argument("--kernels", default="one,two", help="one (full attention), two (duo's two groups), or both")
+    ap.add_argument("--busy", default="4", help="the two-group kernel's busy heads (of 8: heads over the whole "
+                    "context), comma-separated: a duo layer has 2-6 in the synthetic 50%% pattern, and a split count "
+                    "tuned at 4 alone misled (bench/results/decode_splits_duo_h200.json)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--dry", action="store_true", help="the plumbing on the CPU (reference path, wall-clock times)")
     args = ap.parse_args()
@@ -89,15 +92,16 @@ def main() -> None:
         v = torch.randn_like(k)
         n = torch.tensor([t], device=dev)
         out = torch.empty_like(q)
-        for kernel in args.kernels.split(","):
+        cases = [(kernel, busy) for kernel in args.kernels.split(",")
+                 for busy in ([hkv] if kernel == "one" else [int(b) for b in args.busy.split(",")])]
+        for kernel, busy in cases:
             for dtype in ("bf16", "fp8"):
+                keys = t
                 if kernel == "one":
-                    busy, keys = hkv, t
                     kk, vv = k, v
-                else:  # KV heads 0-3 over the whole context, 4-7 over a ring of RING keys
-                    busy, keys = hkv // 2, t
-                    kk, vv = k[:, : hkv // 2], v[:, : hkv // 2]
-                    kr, vr, nr = k[:, hkv // 2:, :RING].contiguous(), v[:, hkv // 2:, :RING].contiguous(), \
+                else:  # KV heads 0..busy-1 over the whole context, the others over a ring of RING keys
+                    kk, vv = k[:, :busy], v[:, :busy]
+                    kr, vr, nr = k[:, busy:, :RING].contiguous(), v[:, busy:, :RING].contiguous(), \
                         torch.tensor([RING], device=dev)
                 if dtype == "fp8":
                     (kq, ks), (vq, vs) = quantize_fp8(kk.contiguous()), quantize_fp8(vv.contiguous())
@@ -114,8 +118,8 @@ def main() -> None:
                         (krq, krs), (vrq, vrs) = quantize_fp8(kr), quantize_fp8(vr)
                     else:
                         krq, vrq, krs, vrs = kr, vr, None, None
-                    want = torch.cat([ref(q[:, : hkv // 2], kq, vq, n, ks, vs),
-                                      ref(q[:, hkv // 2:], krq, vrq, nr, krs, vrs)], dim=1)
+                    want = torch.cat([ref(q[:, :busy], kq, vq, n, ks, vs),
+                                      ref(q[:, busy:], krq, vrq, nr, krs, vrs)], dim=1)
                     groups = [(kq, vq, n, ks, vs), (krq, vrq, nr, krs, vrs)]
                     call = lambda ws: kernels.decode_attention_groups(q, groups, d ** -0.5, workspace=ws, out=out)  # noqa: E731
 
@@ -127,7 +131,8 @@ def main() -> None:
                     kernels.DECODE_LAUNCH[name] = launch
                     ws = kernels.DecodeWorkspace(1, hkv, g, d, keys, dev, busy_heads=busy, kv_dtype=dtype, splits=splits,
                                                  two_groups=kernel == "two")
-                    row = {"kernel": kernel, "context": t, "kv_dtype": dtype, **launch, "splits": ws.splits,
+                    row = {"kernel": kernel, "context": t, "kv_dtype": dtype, "busy_heads": busy, **launch,
+                           "splits": ws.splits,
                            "default": launch == default[key] and splits is None}
                     try:
                         us = timer(lambda: call(ws))
@@ -151,7 +156,7 @@ def main() -> None:
                             measure({k: r[k] for k in GRID}, splits)
     best = {}
     for r in rows:
-        key = f"{r['kernel']}:{r['kv_dtype']}@{r['context']}"
+        key = f"{r['kernel']}:{r['kv_dtype']}@{r['context']}" + (f"/busy{r['busy_heads']}" if r["kernel"] == "two" else "")
         if "us" in r and r["rel_err"] < 1e-2 and (key not in best or r["us"] < best[key]["us"]):
             best[key] = {k: r[k] for k in (*GRID, "splits", "us", "tb_per_s")}
     result = make_result("decode-kernel-probe", model="llama-3-8b geometry (one layer: 8 KV heads x 4, head_dim 128)",
