@@ -1,7 +1,7 @@
 """Which launch and how many splits should the split-K decode attention kernels use on this GPU? Times
 `kernels.decode_attention` (one head group: full attention) and `kernels.decode_attention_groups` (two
-groups in one launch: duo / sedpa, here half the KV heads over the whole context and half over a 320-key
-ring) for one Llama-3-8B layer (8 KV heads, 4 query heads each, head_dim 128) over bf16 and fp8 caches at
+groups in one launch: duo / sedpa, here `--busy` of the 8 KV heads over the whole context, 4 by default,
+and the others over a 320-key ring) for one Llama-3-8B layer (8 KV heads, 4 query heads each, head_dim 128) over bf16 and fp8 caches at
 8K (sedpa-w's window), 32K and 128K keys. For each: a grid of launches (keys per block, warps, pipeline
 stages: `kernels.DECODE_LAUNCH`, where the two-group kernel's own entry is "<dtype>-two") at the default
 split count, then the two fastest launches at half and twice the splits (`kernels.DECODE_PROGRAMS_PER_SM`).
@@ -14,6 +14,11 @@ stages (bf16: 130), but duo's two-group kernel with that launch takes 88 us in f
 splits of 8 blocks), where the one-group kernel runs 16 blocks a split.
 
     PYTHONPATH=. python3 bench/scripts/decode_kernel_probe.py --out $OUT/decode_kernel_probe.json
+    PYTHONPATH=. python3 bench/scripts/decode_kernel_probe.py --kernels two --busy 2,4,6 --contexts 131072 --out ...
+
+At bb60464 the probe (4 busy heads) chose half the splits for the two-group kernel, which the whole duo step
+(2-6 busy heads a layer) found slower in bf16 until the split count was rounded to the nearest power of two
+(bench/results/decode_splits_duo_h200.json): `--busy 2,4,6` times the kernel at the counts a real layer has.
 """
 
 from __future__ import annotations
