@@ -466,7 +466,10 @@ def test_split_k_decode_kernels_in_the_triton_interpreter():
 def test_rope_append_kernel_in_the_triton_interpreter():
     """SEDPA_TRITON_INTERPRET=1 pytest -k interpreter: the one-launch RoPE + cache writes equals the
     compiled function it replaces (one group, and two groups at different slots; q/k/v views of one
-    projection output, as the decode step passes them), and leaves every other slot untouched."""
+    projection output, as the decode step passes them), and leaves every other slot untouched. With fp8
+    caches the scales are checked to one bf16 step here and exactly on the GPU, the e4m3 bits only on the GPU
+    (test_runtime_gpu.py): Triton 3.6's interpreter truncates fp32 -> bf16 and rounds fp32 -> e4m3 wrongly
+    (125.8 -> 64), where the GPU rounds to nearest even."""
     code = (
         "import torch\n"
         "from sedpa_compress.runtime import kernels\n"
@@ -487,6 +490,18 @@ def test_rope_append_kernel_in_the_triton_interpreter():
         "    assert torch.allclose(got, want, atol=1e-5), (got - want).abs().max()\n"
         "    for c, w in zip(caches[0] + caches[1], want_caches[0] + want_caches[1]):\n"
         "        assert torch.allclose(c, w, atol=1e-5), (c - w).abs().max()\n"
+        "    # fp8 caches: uint8 e4m3 bits and a bf16 scale per (token, head), quantized in the same launch\n"
+        "    bits = [[torch.zeros(b, n, 40, d, dtype=torch.uint8) for n in sizes] for _ in range(2)]\n"
+        "    scales = [[torch.ones(b, n, 40, dtype=torch.bfloat16) for n in sizes] for _ in range(2)]\n"
+        "    want_bits = [[c.clone() for c in cs] for cs in bits]\n"
+        "    want_scales = [[c.clone() for c in cs] for cs in scales]\n"
+        "    want = _rope_append(q, k, v, cos, sin, slot, *want_bits, *want_scales, sizes)\n"
+        "    got = kernels.rope_append(q, k, v, cos, sin, slot, *bits, *scales)\n"
+        "    assert torch.allclose(got, want, atol=1e-5)\n"
+        "    for c, w in zip(scales[0] + scales[1], want_scales[0] + want_scales[1]):  # one bf16 step at most\n"
+        "        assert torch.allclose(c.float(), w.float(), rtol=1 / 128, atol=0)\n"
+        "    for c, w in zip(bits[0] + bits[1], want_bits[0] + want_bits[1]):  # only the written slots changed\n"
+        "        assert torch.equal((c != 0).sum(-1) > 0, (w != 0).sum(-1) > 0)\n"
         "print('ok')\n")
     run_in_triton_interpreter(code)
 
@@ -547,9 +562,8 @@ def test_compiled_prefill_glue_equals_eager_for_any_chunk_length(tiny):
 
 
 def test_rope_append_kernel_is_chosen_only_where_it_fits():
-    assert kernels.rope_append_fits(128, 2, False) == kernels.HAS_TRITON
-    assert not kernels.rope_append_fits(128, 2, True)  # fp8 caches quantize on the way: the compiled path
-    assert not kernels.rope_append_fits(128, 3, False) and not kernels.rope_append_fits(80, 1, False)
+    assert kernels.rope_append_fits(128, 2) == kernels.HAS_TRITON
+    assert not kernels.rope_append_fits(128, 3) and not kernels.rope_append_fits(80, 1)
 
 
 # ------------------------------------------------------------------------------------ fp8 KV caches
@@ -675,6 +689,11 @@ def test_a_fused_function_that_cannot_compile_falls_back_to_the_eager_one_and_sa
     assert mixed(3) == 30 and mixed(7) == 7 and mixed(3) == 3 and notes[-1].startswith("y run eagerly")
     with pytest.raises(ValueError):  # a real error raises again from the eager function
         _FirstCallFallback(later, lambda x: int("nan"), notes, "z")(7)
+    # the one-launch Triton RoPE + cache writes falls back to the compiled function, and says so
+    triton_first = _FirstCallFallback(broken, lambda x: x - 1, notes, "RoPE + cache writes",
+                                      instead="by the compiled function", failed="the one-launch Triton kernel")
+    assert triton_first(5) == 4 and notes[-1] == ("RoPE + cache writes run by the compiled function (the one-launch "
+                                                  "Triton kernel failed: no lowering for float8_e4m3fn here)")
 
 
 def test_decode_splits_follow_the_cache_dtype_launch_and_an_explicit_count():

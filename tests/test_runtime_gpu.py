@@ -110,6 +110,39 @@ def test_fp8_caches_keep_the_logits_and_decode_in_a_cuda_graph(models, mode):
     assert got["fp8"][1] == pytest.approx(got["bf16"][1] * (128 + 2) / 256)
 
 
+@pytest.mark.parametrize("sizes", [(8,), (3, 5)])
+def test_rope_append_quantizes_into_fp8_caches_as_the_compiled_path_does(sizes):
+    """The one-launch RoPE + cache writes into fp8 caches (kernels.rope_append with scales) against the function
+    it replaces (model._rope_append: RoPE in bf16, then cache.quantize_fp8): the same bf16 scales, and e4m3 bits
+    equal but for rare one-step roundings of the rotated key (fp32 in the kernel, bf16 in the function)."""
+    from sedpa_compress.runtime.model import _rope_append
+
+    torch.manual_seed(3)
+    b, hq, hkv, d = 1, 32, 8, 128
+    y = torch.randn(b, 1, (hq + 2 * hkv) * d, device="cuda", dtype=torch.bfloat16)
+    q, k, v = y[..., :hq * d], y[..., hq * d:(hq + hkv) * d], y[..., (hq + hkv) * d:]
+    q, k, v = q.view(b, 1, hq, d), k.view(b, 1, hkv, d), v.reshape(b, 1, hkv, d)
+    ang = torch.rand(1, d // 2, device="cuda") * 6.0
+    cos, sin = (torch.cat([f(ang)] * 2, -1).to(torch.bfloat16) for f in (torch.cos, torch.sin))
+    slots = [torch.tensor([t], device="cuda") for t in (11, 3)[:len(sizes)]]
+
+    def caches():
+        return ([torch.zeros(b, n, 16, d, device="cuda", dtype=torch.uint8) for n in sizes] for _ in range(2)), \
+            ([torch.ones(b, n, 16, device="cuda", dtype=torch.bfloat16) for n in sizes] for _ in range(2))
+
+    (kb, vb), (ks, vs) = caches()
+    (wkb, wvb), (wks, wvs) = caches()
+    got = kernels.rope_append(q, k, v, cos, sin, slots, kb, vb, ks, vs)
+    want = _rope_append(q, k, v, cos, sin, slots, wkb, wvb, wks, wvs, sizes)
+    assert rel(got, want) <= 1e-2
+    for c, w in zip(ks + vs, wks + wvs):
+        assert torch.equal(c, w)
+    for c, w in zip(kb + vb, wkb + wvb):
+        assert (c != w).float().mean() <= 0.01
+        deq = lambda x: x.view(torch.float8_e4m3fn).float()  # noqa: E731
+        assert (deq(c) - deq(w)).abs().max() <= deq(w).abs().max() * 0.07
+
+
 @pytest.mark.parametrize("shape", [(6144, 4096), (4096, 4096), (1000, 1536), (4096, 3000)])
 def test_decode_linear_matches_fp32_and_keeps_cublas_for_big_weights(shape, monkeypatch):
     """One token's projection through the Triton GEMV (kernels.decode_linear) against fp32, also where N and

@@ -409,12 +409,33 @@ if HAS_TRITON:
         return a * cos_a - c * sin_a, c * cos_c + a * sin_c
 
     @triton.jit
-    def _rope_write(Q, K, V, COS, SIN, QO, K1, V1, SLOT1, K2, V2, SLOT2,
+    def _store_head(DST, SDST, lo, hi, FP8: tl.constexpr, HALF: tl.constexpr):
+        """One head vector (its two fp32 halves) into a cache row: as it is, or (FP8) as e4m3 bits scaled so its
+        largest magnitude is 448, with that scale (rounded to the scale cache's dtype first, as
+        cache.quantize_fp8 does) into SDST."""
+        offs = tl.arange(0, HALF)
+        if FP8:
+            amax = tl.maximum(tl.max(tl.abs(lo), axis=0), tl.max(tl.abs(hi), axis=0))
+            sc = tl.maximum(amax / 448.0, 1e-12).to(SDST.dtype.element_ty)
+            tl.store(SDST, sc)
+            scf = sc.to(tl.float32)
+            qlo = tl.clamp(lo / scf, -448.0, 448.0).to(tl.float8e4nv).to(tl.uint8, bitcast=True)
+            qhi = tl.clamp(hi / scf, -448.0, 448.0).to(tl.float8e4nv).to(tl.uint8, bitcast=True)
+            tl.store(DST + offs, qlo)
+            tl.store(DST + HALF + offs, qhi)
+        else:
+            tl.store(DST + offs, lo.to(DST.dtype.element_ty))
+            tl.store(DST + HALF + offs, hi.to(DST.dtype.element_ty))
+
+    @triton.jit
+    def _rope_write(Q, K, V, COS, SIN, QO, K1, V1, SLOT1, K2, V2, SLOT2, KS1, VS1, KS2, VS2,
                     sqb, sqh, skb, skh, svb, svh, sqob, sqoh,
                     s1kb, s1kh, s1kt, s1vb, s1vh, s1vt, s2kb, s2kh, s2kt, s2vb, s2vh, s2vt,
-                    HQ, H1, HALF: tl.constexpr):
+                    t1kb, t1kh, t1kt, t1vb, t1vh, t1vt, t2kb, t2kh, t2kt, t2vb, t2vh, t2vt,
+                    HQ, H1, HALF: tl.constexpr, FP8: tl.constexpr):
         """One program per (sequence, head): a query head is rotated into QO; a KV head is rotated (k) and
-        written with its v at its group's slot (heads [0, H1) to cache 1, the rest to cache 2)."""
+        written with its v at its group's slot (heads [0, H1) to cache 1, the rest to cache 2); with FP8
+        caches both are quantized on the way, their scales written beside them (KS*/VS*, strides t*)."""
         b = tl.program_id(0)
         h = tl.program_id(1)
         offs = tl.arange(0, HALF)
@@ -426,48 +447,60 @@ if HAS_TRITON:
         else:
             j = h - HQ
             lo, hi = _rotate(K + b * skb + j * skh, COS, SIN, HALF)
-            v_lo = tl.load(V + b * svb + j * svh + offs)
-            v_hi = tl.load(V + b * svb + j * svh + HALF + offs)
+            # the rotated key as the model's dtype holds it (what the compiled path quantizes)
+            lo = lo.to(QO.dtype.element_ty).to(tl.float32)
+            hi = hi.to(QO.dtype.element_ty).to(tl.float32)
+            v_lo = tl.load(V + b * svb + j * svh + offs).to(tl.float32)
+            v_hi = tl.load(V + b * svb + j * svh + HALF + offs).to(tl.float32)
             if j < H1:
                 t = tl.load(SLOT1)
                 kd = K1 + b * s1kb + j * s1kh + t * s1kt
                 vd = V1 + b * s1vb + j * s1vh + t * s1vt
+                ksd = KS1 + b * t1kb + j * t1kh + t * t1kt
+                vsd = VS1 + b * t1vb + j * t1vh + t * t1vt
             else:
                 t = tl.load(SLOT2)
                 kd = K2 + b * s2kb + (j - H1) * s2kh + t * s2kt
                 vd = V2 + b * s2vb + (j - H1) * s2vh + t * s2vt
-            tl.store(kd + offs, lo.to(K1.dtype.element_ty))
-            tl.store(kd + HALF + offs, hi.to(K1.dtype.element_ty))
-            tl.store(vd + offs, v_lo.to(V1.dtype.element_ty))
-            tl.store(vd + HALF + offs, v_hi.to(V1.dtype.element_ty))
+                ksd = KS2 + b * t2kb + (j - H1) * t2kh + t * t2kt
+                vsd = VS2 + b * t2vb + (j - H1) * t2vh + t * t2vt
+            _store_head(kd, ksd, lo, hi, FP8, HALF)
+            _store_head(vd, vsd, v_lo, v_hi, FP8, HALF)
 
 
-def rope_append_fits(head_dim: int, groups: int, quantized: bool) -> bool:
-    """Whether `rope_append` (one kernel) can replace the compiled RoPE + cache writes: bf16/fp16 caches
-    (fp8 ones quantize on the way: the compiled path), at most two head groups, a power-of-two half."""
+def rope_append_fits(head_dim: int, groups: int) -> bool:
+    """Whether `rope_append` (one kernel) can replace the compiled RoPE + cache writes: at most two head
+    groups, a power-of-two half head (bf16/fp16 caches, or fp8 ones with their scales)."""
     half = head_dim // 2
-    return HAS_TRITON and not quantized and groups <= 2 and head_dim % 2 == 0 and half & (half - 1) == 0 and half >= 16
+    return HAS_TRITON and groups <= 2 and head_dim % 2 == 0 and half & (half - 1) == 0 and half >= 16
 
 
 def rope_append(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor,
-                slots: list[torch.Tensor], k_caches: list[torch.Tensor], v_caches: list[torch.Tensor]) -> torch.Tensor:
+                slots: list[torch.Tensor], k_caches: list[torch.Tensor], v_caches: list[torch.Tensor],
+                k_scales: list[torch.Tensor | None] | None = None,
+                v_scales: list[torch.Tensor | None] | None = None) -> torch.Tensor:
     """One decode token's RoPE and its K/V written into each head group's cache at that group's slot, in
     one launch (the compiled function it replaces ran RoPE and each cache's write as separate kernels: six
-    a layer for two groups, each ~1 us plus its gap in the graph). q [b, 1, hq, d], k/v [b, 1, hkv, d]
-    (last dimension contiguous), cos/sin [1, d], slots [1] each, caches [b, heads_i, slots_i, d] -> the
+    a layer for two groups, each ~1 us plus its gap in the graph, and more to quantize into fp8 caches).
+    q [b, 1, hq, d], k/v [b, 1, hkv, d] (last dimension contiguous), cos/sin [1, d], slots [1] each, caches
+    [b, heads_i, slots_i, d] (fp8: uint8 bits, with `k_scales`/`v_scales` [b, heads_i, slots_i]) -> the
     rotated q [b, hq, d]."""
     b, _, hq, d = q.shape
     hkv = k.shape[2]
     qo = torch.empty(b, hq, d, dtype=q.dtype, device=q.device)
     two = len(k_caches) == 2
-    k1, v1, s1 = k_caches[0], v_caches[0], slots[0]
-    k2, v2, s2 = (k_caches[1], v_caches[1], slots[1]) if two else (k1, v1, s1)
+    fp8 = k_scales is not None and k_scales[0] is not None
+    ks, vs = (k_scales, v_scales) if fp8 else ([None] * len(k_caches), [None] * len(k_caches))
+    k1, v1, s1, ks1, vs1 = k_caches[0], v_caches[0], slots[0], ks[0], vs[0]
+    k2, v2, s2, ks2, vs2 = (k_caches[1], v_caches[1], slots[1], ks[1], vs[1]) if two else (k1, v1, s1, ks1, vs1)
     h1 = k1.shape[1] if two else hkv
     cos, sin = cos.reshape(-1).contiguous(), sin.reshape(-1).contiguous()
     _rope_write[(b, hq + hkv)](
         q, k, v, cos, sin, qo, k1, v1, s1, k2, v2, s2,
+        ks1 if fp8 else s1, vs1 if fp8 else s1, ks2 if fp8 else s1, vs2 if fp8 else s1,
         q.stride(0), q.stride(2), k.stride(0), k.stride(2), v.stride(0), v.stride(2), qo.stride(0), qo.stride(1),
-        *_strides3(k1), *_strides3(v1), *_strides3(k2), *_strides3(v2), hq, h1, HALF=d // 2)
+        *_strides3(k1), *_strides3(v1), *_strides3(k2), *_strides3(v2),
+        *_strides3(ks1), *_strides3(vs1), *_strides3(ks2), *_strides3(vs2), hq, h1, HALF=d // 2, FP8=fp8)
     return qo
 
 

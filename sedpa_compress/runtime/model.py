@@ -149,9 +149,9 @@ def _rope_append_kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: 
                         slots: list[torch.Tensor], k_caches: list[torch.Tensor], v_caches: list[torch.Tensor],
                         k_scales: list[torch.Tensor | None], v_scales: list[torch.Tensor | None],
                         sizes: tuple[int, ...]) -> torch.Tensor:
-    """`_rope_append` as one Triton launch (bf16/fp16 caches, at most two head groups)."""
+    """`_rope_append` as one Triton launch (at most two head groups; fp8 caches quantized on the way)."""
     q, k, v = (x if x.stride(-1) == 1 else x.contiguous() for x in (q, k, v))
-    return kernels.rope_append(q, k, v, cos, sin, slots, k_caches, v_caches)
+    return kernels.rope_append(q, k, v, cos, sin, slots, k_caches, v_caches, k_scales, v_scales)
 
 
 def _rope_prefill(q: torch.Tensor, k: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor):
@@ -519,8 +519,9 @@ class FastModel(nn.Module):
         """Compile the decode step's pointwise glue (norms, residual adds, SwiGLU, and RoPE with the
         caches' writes, fp8 quantization included) into single kernels. At batch 1 a step is ~1000 tiny
         kernels otherwise, and their launch gaps, not the bytes, would dominate. The MLP's GEMMs stay cuBLAS,
-        attention stays the split-K kernel; with bf16 caches RoPE and the writes are one Triton launch
-        (`kernels.rope_append`), where the compiled function ran one kernel per cache written. One token's
+        attention stays the split-K kernel; RoPE and the caches' writes are one Triton launch
+        (`kernels.rope_append`, fp8 caches quantized in it), where the compiled function ran one kernel per
+        cache written and more to quantize. One token's
         qkv and o projections take a Triton GEMV (`kernels.decode_linear`), the MLP's stay cuBLAS. A prefill
         chunk's glue (norms, residual adds, RoPE, SwiGLU) is compiled too, once for any chunk length."""
         if self.device.type != "cuda" or self._fused:
@@ -539,9 +540,12 @@ class FastModel(nn.Module):
         self._silu_mul = torch.compile(_silu_mul, **opts)
         self._rope_append = _FirstCallFallback(torch.compile(_rope_append, **opts), _rope_append, self.notes,
                                                "RoPE + cache writes")
-        if kernels.rope_append_fits(self.d, max(len(layer.groups) for layer in self.layers),
-                                    self.spec.kv_dtype == "fp8"):
-            self._rope_append = _rope_append_kernel  # one launch a layer instead of the compiled function's ~6
+        if kernels.rope_append_fits(self.d, max(len(layer.groups) for layer in self.layers)):
+            # one launch a layer instead of the compiled function's ~6 (more with fp8 quantization); should this
+            # Triton build refuse it, the compiled function takes over
+            self._rope_append = _FirstCallFallback(_rope_append_kernel, self._rope_append, self.notes,
+                                                   "RoPE + cache writes", instead="by the compiled function",
+                                                   failed="the one-launch Triton kernel")
         # one decode token's qkv and o projections: a one-pass Triton GEMV, no cuBLAS split-K reduce
         self._linear = kernels.decode_linear if kernels.HAS_TRITON else F.linear
         self.compile_prefill_glue()
@@ -655,8 +659,10 @@ class _FirstCallFallback:
     recompile for another head split), runs the eager function from then on and leaves a note. A real
     error raises again from the eager function; the writes it repeats are the same writes."""
 
-    def __init__(self, compiled, eager, notes: list[str], what: str) -> None:
+    def __init__(self, compiled, eager, notes: list[str], what: str, instead: str = "eagerly",
+                 failed: str = "torch.compile") -> None:
         self.fn, self.eager, self.notes, self.what = compiled, eager, notes, what
+        self.instead, self.failed = instead, failed
 
     def __call__(self, *args, **kwargs):
         if self.fn is self.eager:
@@ -665,7 +671,8 @@ class _FirstCallFallback:
             return self.fn(*args, **kwargs)
         except Exception as exc:  # noqa: BLE001 - any compile failure: the same math, eagerly
             self.fn = self.eager
-            self.notes.append(f"{self.what} run eagerly (torch.compile failed: {str(exc).splitlines()[0][:120]})")
+            first = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
+            self.notes.append(f"{self.what} run {self.instead} ({self.failed} failed: {first})")
             return self.eager(*args, **kwargs)
 
 
