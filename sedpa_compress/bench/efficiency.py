@@ -1063,6 +1063,9 @@ def goals(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                        (done.get((mode, at)), done.get((against, at))) if r and "decode_ms_p90" in r]
             if spreads:
                 out[name]["step_spread_pct"] = round(100 * max(spreads), 2)
+                if met is False:  # a miss smaller than the steps' own spread is not a measured difference
+                    short = 100 * abs(target - value) / target
+                    out[name]["miss_within_step_spread"] = short < 100 * max(spreads)
     return out
 
 

@@ -106,6 +106,8 @@ def _print_table(result: dict) -> None:
             console.print(f"[yellow]warning[/] {r['mode']} @ {r['context']}: {r['warning']}", highlight=False)
     for name, g in result.get("goals", {}).items():
         mark = {True: "[green]met[/]", False: "[red]missed[/]", None: "not measured"}[g["met"]]
+        if g.get("miss_within_step_spread"):
+            mark += f" (by less than the steps' {g['step_spread_pct']}% spread)"
         console.print(f"goal {name}: {g['value']} (target {g['target']}) {mark}", highlight=False)
 
 
