@@ -89,10 +89,12 @@ fi
 if [[ -z $DRY && $STEPS == *gemv* ]]; then
   timeout $(left $(mark 98)) $PY bench/scripts/gemv_probe.py --out "$OUT/gemv_probe.json" 2>&1 | grep -v -i warning | tail -4
 fi
-# 5. where a decode step's time goes (PROFILE_MODE, default full, at 64K): top kernels, eager step
+# 5. where a decode step's time goes (PROFILE_MODE, default full; PROFILE_KV bf16|fp8; PROFILE_CONTEXT, default
+#    64K): top kernels, eager step
 if [[ -z $DRY && $STEPS == *profile* ]]; then
-  timeout $(left $TOTAL) $PY bench/scripts/runtime_profile.py --mode "${PROFILE_MODE:-full}" \
-    --out "$OUT/decode_profile_${PROFILE_MODE:-full}.txt" 2>&1 | grep -v -i warning | tail -30
+  timeout $(left $TOTAL) $PY bench/scripts/runtime_profile.py --mode "${PROFILE_MODE:-full}" --kv-dtype "${PROFILE_KV:-bf16}" \
+    --context "${PROFILE_CONTEXT:-65536}" \
+    --out "$OUT/decode_profile_${PROFILE_MODE:-full}_${PROFILE_KV:-bf16}.txt" 2>&1 | grep -v -i warning | tail -30
 fi
 # 6. where one prefill chunk's time goes (PREFILL_MODE, default duo, the last 8K chunk of 128K; STEPS=...,prefillprof)
 if [[ -z $DRY && $STEPS == *prefillprof* ]]; then
