@@ -213,8 +213,8 @@ def test_each_data_parallel_process_draws_its_own_batches():
 
 def test_train_tiny_under_torchrun_averages_two_processes_gradients(tmp_path):
     """`torchrun --nproc-per-node 2 -m sedpa_compress train-tiny` (gloo on the CPU): process 0 writes the model
-    and says 2 processes; the other process's batches reach the update (its weights differ from one process's
-    run of the same steps, whose batches are process 0's)."""
+    and says 2 processes, whose weights are equal at the end; the other process's batches reach the update
+    (the weights differ from one process's run of the same steps, whose batches are process 0's)."""
     import json
     import os
     import subprocess
@@ -239,6 +239,7 @@ def test_train_tiny_under_torchrun_averages_two_processes_gradients(tmp_path):
     assert one.returncode == 0, one.stderr[-2000:]
     info = json.loads((tmp_path / "two" / "model" / "training.json").read_text())
     assert info["processes"] == 2 and info["tokens_per_step_all_processes"] == 2 * SMALL["tokens_per_step"]
+    assert info["replicas_equal"] is True  # both processes ended with the same weights
     a = load_file(str(tmp_path / "two" / "model" / "model.safetensors"))
     b = load_file(str(tmp_path / "one" / "model" / "model.safetensors"))
     assert a.keys() == b.keys() and any(not torch.equal(a[k], b[k]) for k in a)

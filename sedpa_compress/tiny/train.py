@@ -227,6 +227,14 @@ def train(cfg: TinyTrainConfig, out: Path, *, resume: Path | bool | None = None,
         f"{cfg.steps} steps of {cfg.tokens_per_step} tokens" + (f" x {world.size} processes" if world.distributed else "")
         + (f", budget {cfg.max_minutes} min" if cfg.max_minutes else ""))
 
+    def shared_progress(at: int | None = None) -> float:
+        """The schedule's progress, the processes' mean under torchrun: with a time budget each process's
+        clock differs a little, and the same learning rate and the same last step keep the replicas equal."""
+        p = progress.value(at)
+        if world.distributed and cfg.max_minutes > 0:
+            p = float(world.all_reduce_(torch.tensor([p], dtype=torch.float64, device=dev)).item()) / world.size
+        return p
+
     model.train()
     last_print = time.time()
     window: list[dict[str, float]] = []
@@ -236,7 +244,7 @@ def train(cfg: TinyTrainConfig, out: Path, *, resume: Path | bool | None = None,
         batch: Batch
         step = step_item
         progress.step = step
-        lr = lr_at(cfg, step, progress.value())
+        lr = lr_at(cfg, step, shared_progress())
         for g in opt.param_groups:
             g["lr"] = lr
         x = batch.input_ids.to(dev, non_blocking=True)
@@ -276,10 +284,7 @@ def train(cfg: TinyTrainConfig, out: Path, *, resume: Path | bool | None = None,
             last_print = time.time()
         state["step"] = step
         state["elapsed_s"] = progress.elapsed
-        done_by_time = cfg.max_minutes > 0 and progress.value(step) >= 1.0
-        if world.distributed and cfg.max_minutes > 0:  # every process stops at the step the first one does
-            flag = world.all_reduce_(torch.tensor([int(done_by_time)], dtype=torch.int32, device=dev))
-            done_by_time = bool(flag.item())
+        done_by_time = cfg.max_minutes > 0 and shared_progress(step) >= 1.0
         if world.main and (step % cfg.checkpoint_every == 0 or step == cfg.steps or done_by_time):
             save_checkpoint(ckpt_dir, model, opt, state)
         if done_by_time:
@@ -288,6 +293,15 @@ def train(cfg: TinyTrainConfig, out: Path, *, resume: Path | bool | None = None,
             break
     del loader
     model_dir = out / "model"
+    replicas_equal = None
+    if world.distributed:  # DDP keeps the replicas equal only if every process stepped alike: check it
+        with torch.no_grad():
+            mine = torch.cat([p.detach().double().flatten() for p in model.parameters()])
+        ref = world.broadcast(mine.cpu() if world.main else None)
+        differs = torch.tensor([int(not torch.equal(mine.cpu(), ref))], dtype=torch.int32, device=dev)
+        replicas_equal = not bool(world.all_reduce_(differs).item())
+        if not replicas_equal:
+            log("warning: the processes' weights differ at the end of training; process 0's are exported")
     if not world.main:  # process 0 exports and evaluates
         return model_dir
 
@@ -298,6 +312,7 @@ def train(cfg: TinyTrainConfig, out: Path, *, resume: Path | bool | None = None,
                   "parameters": n_params, "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else "cpu",
                   "command": command or "sedpa train-tiny", "init_from": state.get("init_from"),
                   "processes": world.size, "tokens_per_step_all_processes": cfg.tokens_per_step * world.size,
+                  **({"replicas_equal": replicas_equal} if world.distributed else {}),
                   "config": config_to_dict(cfg), "final": state["history"][-1] if state["history"] else {},
                   "history": state["history"]}
     # The model first (a run killed during evaluation still leaves it), then the evaluation and card.
