@@ -168,3 +168,20 @@ def _artifact(tmp_path, pattern):
 
     art = load_model(str(tmp_path / "art"), dtype="float32")
     return art, pattern_for(art, None)
+
+
+def test_reference_generation_times_its_decode_between_the_first_and_last_token():
+    """generate's reference path measures tokens/s from the times its new tokens were ready (a stopping
+    criterion that never stops), not as generate's time less a separately timed prefill, which a busy machine
+    made negative (5e9 tokens/s in a CI log); one new token has no rate."""
+    from sedpa_compress.runtime.generate import GenerateResult, _TokenClock
+
+    clock = _TokenClock()
+    ids = torch.zeros(1, 3, dtype=torch.long)
+    assert not clock(ids, torch.zeros(1, 5)).any()
+    clock.times = [10.0, 10.5, 11.0, 11.5]
+    assert clock.decode_s(4) == pytest.approx(2.0)  # 0.5 s a token, 4 tokens
+    assert GenerateResult("", 1, 4, 0.1, clock.decode_s(4)).tokens_per_s == pytest.approx(2.0)
+    clock.times = [10.0]
+    one = GenerateResult("", 1, 1, 0.1, clock.decode_s(1)).tokens_per_s
+    assert one != one  # NaN: the command prints n/a

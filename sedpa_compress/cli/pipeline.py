@@ -174,8 +174,12 @@ def generate_cmd(
         console.print(f"note: {note}", highlight=False, markup=False, style="yellow")
     console.print(result.text, highlight=False, markup=False)
     console.print(f"[dim]{result.prompt_tokens:,} prompt tokens, {result.new_tokens} new, "
-                  f"prefill {result.prefill_s:.2f} s, {result.tokens_per_s:.1f} tokens/s "
+                  f"prefill {result.prefill_s:.2f} s, {_rate(result.tokens_per_s)} tokens/s "
                   f"({getattr(mode, 'name', 'full')} attention, {loaded.kv_dtype} KV, {loaded.device})[/]", highlight=False)
+
+
+def _rate(tokens_per_s: float) -> str:
+    return "n/a" if tokens_per_s != tokens_per_s else f"{tokens_per_s:.1f}"  # NaN: fewer than two new tokens
 
 
 def register(app: typer.Typer) -> None:

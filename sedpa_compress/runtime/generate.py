@@ -65,19 +65,35 @@ def generate_text(loaded: LoadedModel, prompt: str, mode: AttentionMode | None,
     if sample:
         gen_kwargs.update(temperature=cfg.temperature, top_p=cfg.top_p, top_k=cfg.top_k or None)
     model = loaded.model
+    clock = _TokenClock()
     with torch.inference_mode(), using_mode(model, mode):
-        t0 = time.perf_counter()
         model(input_ids[:, :1])  # warm the kernels so prefill time is not start-up time
         t1 = time.perf_counter()
         model(input_ids)
         prefill = time.perf_counter() - t1
-        t2 = time.perf_counter()
-        out = model.generate(input_ids, **gen_kwargs)
-        total = time.perf_counter() - t2
-    del t0
+        out = model.generate(input_ids, stopping_criteria=[clock], **gen_kwargs)
     new = out[0, input_ids.shape[1]:].tolist()
     return GenerateResult(text=loaded.decode(new), prompt_tokens=len(ids), new_tokens=len(new),
-                          prefill_s=prefill, decode_s=max(total - prefill, 1e-9))
+                          prefill_s=prefill, decode_s=clock.decode_s(len(new)))
+
+
+class _TokenClock:
+    """A stopping criterion that never stops: it notes when each new token is ready, so the decode time is
+    measured between the first and the last token (not estimated as generate's time less a separate
+    prefill, which a busy machine can make negative)."""
+
+    def __init__(self) -> None:
+        self.times: list[float] = []
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs) -> torch.Tensor:
+        self.times.append(time.perf_counter())
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+    def decode_s(self, new_tokens: int) -> float:
+        """Seconds per `new_tokens` at the rate of tokens 2..n (0 when fewer than two were timed: no rate)."""
+        if len(self.times) < 2 or new_tokens < 2:
+            return 0.0
+        return (self.times[-1] - self.times[0]) * new_tokens / (len(self.times) - 1)
 
 
 def runs_fast(loaded: LoadedModel) -> bool:
@@ -121,7 +137,7 @@ def _generate_fast(loaded: LoadedModel, ids: list[int], mode: AttentionMode | No
     res = run_generation(runner, ids, cfg.max_new_tokens, Sampling(cfg.temperature, cfg.top_p, cfg.top_k),
                          seed=cfg.seed, stop_ids=set(model_stop_token_ids(loaded)))
     return GenerateResult(text=loaded.decode(res.tokens), prompt_tokens=len(ids), new_tokens=len(res.tokens),
-                          prefill_s=res.prefill_s, decode_s=max(res.decode_s, 1e-9))
+                          prefill_s=res.prefill_s, decode_s=res.decode_s)
 
 
 def _bind(mode: AttentionMode | None, loaded: LoadedModel) -> None:
