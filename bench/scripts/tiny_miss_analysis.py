@@ -75,7 +75,7 @@ def main() -> None:
                          rows=[{"accuracy": round(found, 4), "cells": len(cells), "wall_s": round(time.time() - t0, 1)}],
                          summary=group(cells, HELDOUT_PHRASING))
     result["cells"] = cells
-    write_result(result, args.out)
+    write_result(args.out, result)
     for kind, by in result["summary"].items():
         print(kind)
         for label, v in by.items():
