@@ -649,11 +649,37 @@ def blocked_chunk_attention(q: torch.Tensor, read, start: int, attend, block: in
     log-sum-exps. `read(s0, s1) -> (k, v)` gives keys [s0, s1); `attend(q, k, v, causal) -> (out, lse)` is
     one attention call (cuDNN on the GPU)."""
     block = block or PAST_BLOCK
+    merge = _merge_for(q)
     out, lse = attend(q, *read(start, start + q.shape[2]), True)
+    if start > 0:  # every merge then sees the same dtypes (fp32 so far, the new block's own): one compile
+        out = out.float()
     for s0 in range(0, start, block):
         o2, l2 = attend(q, *read(s0, min(start, s0 + block)), False)
-        out, lse = merge_softmax(out, lse, o2, l2)
+        out, lse = merge(out, lse, o2, l2)
     return out.to(q.dtype)
+
+
+_MERGE_COMPILED: list = []  # [the compiled merge_softmax, or merge_softmax itself once compiling it failed]
+
+
+def _merge_for(q: torch.Tensor):
+    """merge_softmax for this chunk: on CUDA compiled (dynamic shapes: one compile for every chunk and head
+    count) into one pass over the outputs, where eagerly it is ~10 passes over fp32 copies of them (at 128K
+    four merges a layer of a chunk's [heads, 8192, 128] outputs); a compile that fails falls back for the
+    process."""
+    if not q.is_cuda:
+        return merge_softmax
+    if not _MERGE_COMPILED:
+        _MERGE_COMPILED.append(torch.compile(merge_softmax, dynamic=True, fullgraph=True))
+
+    def merge(o1, l1, o2, l2):
+        try:
+            return _MERGE_COMPILED[0](o1, l1, o2, l2)
+        except Exception:  # noqa: BLE001 - a lowering this inductor lacks: the same math, eagerly
+            _MERGE_COMPILED[0] = merge_softmax
+            return merge_softmax(o1, l1, o2, l2)
+
+    return merge
 
 
 def _cudnn_chunk(q, read, start: int, scale: float, group: int) -> torch.Tensor | None:
