@@ -6,6 +6,8 @@
 # SKIP_EMBEDDED=1: skip the embedded model's acceptance (bench/results/tiny_acceptance_h200.json has it).
 # DDP=1: train on both GPUs (torchrun, each GPU its own batches, gradients averaged: twice the tokens a step);
 # then GPU 0 identifies the heads and GPU 1 runs the acceptance. WORKERS: data workers a process (default 12).
+# A training-only round: NO_QUICK_EVAL=1 (no end-of-training look: the acceptance starts ~1 min sooner) and
+# SKIP_HEADS=1 (heads only for a stage that will ship) leave room for MINUTES=7 (train ~460 s, acceptance ~100 s).
 # Continuing an unshipped stage (runs/stageN/model): the call's working tree may hold 64 MiB, and the shipped
 # weights already take 40 MB, so the sender puts the stage's weights in their place for the call and the
 # device restores the shipped ones from git (their blob id, SHIPPED_BLOB):
@@ -42,11 +44,13 @@ fi
   export CUDA_VISIBLE_DEVICES=0; [[ -n ${DDP:-} ]] && export CUDA_VISIBLE_DEVICES=0,1
   timeout $(( $(left) - 60 )) "${TRAIN[@]}" \
     train-tiny --recipe "$RECIPE" --out "$W/run" --max-minutes "${MINUTES:-5}" --override num_workers=${WORKERS:-12} --init-from "$INIT" \
-    > "$R/train.log" 2>&1
-  cp "$W/run/model/eval.json" "$R/train_quick_eval.json"; cp "$W/run/model/training.json" "$R/training.json"
+    ${NO_QUICK_EVAL:+--no-eval} > "$R/train.log" 2>&1
+  [[ -z ${NO_QUICK_EVAL:-} ]] && cp "$W/run/model/eval.json" "$R/train_quick_eval.json"
+  cp "$W/run/model/training.json" "$R/training.json"
   touch "$W/trained"
   export CUDA_VISIBLE_DEVICES=0
   tar -C "$W/run" -cf - model | split -b 15M - "$OUT/model.tar.part-"
+  [[ -n ${SKIP_HEADS:-} ]] && exit 0
   # tiny_heads.sh reads RECIPE as its identification recipe: give it its own (HEADS_RECIPE), not training's
   RECIPE="${HEADS_RECIPE:-recipes/identify-sedpa-tiny.yaml}" MODEL="$W/run/model" OUT="$R" timeout $(left) \
     bash bench/scripts/tiny_heads.sh > "$R/heads.log" 2>&1
