@@ -517,7 +517,8 @@ def test_decode_linear_is_f_linear_off_cuda_and_for_several_rows():
 @in_triton_interpreter
 def test_gemv_kernel_in_the_triton_interpreter():
     """The probe's Triton GEMV (kernels.gemv) equals x @ w.T, also where N and K are not multiples of its
-    blocks, and refuses a weight that is not row-major."""
+    blocks, and refuses a weight that is not row-major; its fused variants (kernels.gemv_fused: RMSNorm
+    before, SwiGLU before, residual after) equal the eager glue followed by the product."""
     code = (
         "import torch\n"
         "from sedpa_compress.runtime import kernels\n"
@@ -526,6 +527,14 @@ def test_gemv_kernel_in_the_triton_interpreter():
         "    w, x = torch.randn(n, k), torch.randn(1, k)\n"
         "    got, want = kernels.gemv(x, w, block_n=bn, block_k=bk), (x @ w.T)[0]\n"
         "    assert torch.allclose(got, want, atol=1e-4, rtol=1e-4), (got - want).abs().max()\n"
+        "from sedpa_compress.runtime.model import _rms_norm, _silu_mul\n"
+        "for (n, k, bn, bk) in [(64, 256, 4, 128), (100, 300, 8, 256)]:  # the probe's fused variants\n"
+        "    w, x, nw, r = torch.randn(n, k), torch.randn(1, k), torch.rand(k) + 0.5, torch.randn(n)\n"
+        "    got = kernels.gemv_fused(x, w, norm_weight=nw, eps=1e-5, block_n=bn, block_k=bk)\n"
+        "    assert torch.allclose(got, (_rms_norm(x, nw, 1e-5) @ w.T)[0], atol=1e-4, rtol=1e-4)\n"
+        "    gu = torch.randn(1, 2 * k)\n"
+        "    got = kernels.gemv_fused(gu, w, swiglu=True, residual=r, block_n=bn, block_k=bk)\n"
+        "    assert torch.allclose(got, (_silu_mul(gu) @ w.T)[0] + r, atol=1e-4, rtol=1e-4)\n"
         "try:\n"
         "    kernels.gemv(torch.randn(1, 8), torch.randn(8, 16).T)\n"
         "    raise SystemExit('a column-major weight was accepted')\n"

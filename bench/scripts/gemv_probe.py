@@ -6,6 +6,10 @@ GEMVs reach 77% and 67% of copy bandwidth and o adds a split-K reduce kernel
 (bench/results/decode_profile_duo_bf16_128k_h200.txt): ~6 us a layer that a single-pass kernel might save.
 
     PYTHONPATH=. python3 bench/scripts/gemv_probe.py --out $OUT/gemv_probe.json
+
+It also times one layer's projections and glue outside attention as the decode step runs them (7 launches)
+against the same work with the glue folded into the GEMVs (`kernels.gemv_fused`: 4 or 5 launches), which
+would remove ~3 launches and their graph gaps a layer if it wins (`layer_chain_us`).
 """
 
 from __future__ import annotations
@@ -62,12 +66,74 @@ def main() -> None:
                 row["error"] = str(exc).splitlines()[0][:200]
             rows.append(row)
             print(json.dumps(row), flush=True)
+    layer = layer_chains(dev, graph_us)
+    rows += layer
     result = make_result("gemv-probe", model="llama-3-8b projections (batch 1, bf16)",
                          settings={"grid": GRID, "shapes": SHAPES, "copy_bandwidth_tb_s": round(bw / 1e12, 3),
+                                   "fused_launches": FUSED_LAUNCHES,
                                    "timing": "median of 5 replays of a CUDA graph of 50 calls", "torch": torch.__version__},
-                         rows=rows, summary={"fastest_triton_vs_cublas": best},
+                         rows=rows, summary={"fastest_triton_vs_cublas": best,
+                                             "layer_chain_us": {r["chain"]: r.get("us") for r in layer}},
                          command="PYTHONPATH=. python3 bench/scripts/gemv_probe.py " + " ".join(sys.argv[1:]))
     write_result(Path(args.out), result)
+
+
+FUSED_LAUNCHES = [dict(block_n=4, block_k=1024, num_warps=4, num_stages=3),
+                  dict(block_n=8, block_k=1024, num_warps=8, num_stages=2)]
+
+
+def layer_chains(dev, graph_us) -> list[dict]:
+    """One decoder layer's projections and glue outside attention, as the decode step runs them today (o GEMV,
+    compiled add + RMSNorm, cuBLAS gate_up, compiled SwiGLU, cuBLAS down, compiled add + RMSNorm, qkv GEMV: 7
+    launches) against `kernels.gemv_fused` chains (o + residual, RMSNorm + gate_up, SwiGLU + down + residual,
+    RMSNorm + qkv: 4 launches; or 5 with gate_up left to cuBLAS after a compiled RMSNorm), each in a CUDA graph."""
+    import torch.nn.functional as F
+
+    from sedpa_compress.runtime import kernels
+    from sedpa_compress.runtime.model import _add_rms_norm, _rms_norm, _silu_mul
+
+    torch.manual_seed(1)
+    bf = dict(device=dev, dtype=torch.bfloat16)
+    hid, inter, eps = 4096, 14336, 1e-5
+    w_qkv, w_o = torch.randn(6144, hid, **bf) * 0.02, torch.randn(hid, hid, **bf) * 0.02
+    w_gu, w_d = torch.randn(2 * inter, hid, **bf) * 0.02, torch.randn(hid, inter, **bf) * 0.02
+    n1, n2 = torch.rand(hid, **bf) + 0.5, torch.rand(hid, **bf) + 0.5
+    x, a = torch.randn(1, 1, hid, **bf), torch.randn(1, 1, hid, **bf)
+    opts = dict(dynamic=False, fullgraph=True)
+    add_norm, silu_mul, norm = (torch.compile(f, **opts) for f in (_add_rms_norm, _silu_mul, _rms_norm))
+
+    def today():
+        o = kernels.decode_linear(a, w_o)
+        x1, h = add_norm(x, o, n1, eps)
+        m = F.linear(silu_mul(F.linear(h, w_gu)), w_d)
+        x2, h2 = add_norm(x1, m, n2, eps)
+        return kernels.decode_linear(h2, w_qkv)
+
+    def fused(launch, cublas_gate_up: bool):
+        x1 = kernels.gemv_fused(a, w_o, residual=x, **launch)
+        gu = F.linear(norm(x1.view(1, 1, hid), n1, eps), w_gu) if cublas_gate_up else \
+            kernels.gemv_fused(x1, w_gu, norm_weight=n1, eps=eps, **launch)
+        x2 = kernels.gemv_fused(gu, w_d, swiglu=True, residual=x1, **launch)
+        return kernels.gemv_fused(x2, w_qkv, norm_weight=n2, eps=eps, **launch)
+
+    want = today().float().flatten()
+    rows = []
+    cases = [("today: 7 launches", today, None)]
+    for i, launch in enumerate(FUSED_LAUNCHES):
+        for cub in (False, True):
+            name = f"fused {i}: {'5 launches, gate_up cuBLAS' if cub else '4 launches'}"
+            cases.append((name, lambda launch=launch, cub=cub: fused(launch, cub), launch))
+    for name, fn, launch in cases:
+        row = {"chain": name, **({"launch": launch} if launch else {})}
+        try:
+            row["us"] = round(graph_us(fn), 2)
+            got = fn().float().flatten()
+            row["rel_err_vs_today"] = round(float((got - want).norm() / want.norm()), 5)
+        except Exception as exc:  # noqa: BLE001 - a launch this GPU cannot run
+            row["error"] = str(exc).splitlines()[0][:200]
+        rows.append(row)
+        print(json.dumps(row), flush=True)
+    return rows
 
 
 if __name__ == "__main__":

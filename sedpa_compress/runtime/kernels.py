@@ -522,6 +522,64 @@ if HAS_TRITON:
         tl.store(Y + rows, acc.to(Y.dtype.element_ty), mask=rows < N)
 
 
+if HAS_TRITON:
+
+    @triton.jit
+    def _gemv_fused(X, W, Y, R, NW, N, K, swn, eps, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                    NORM: tl.constexpr, SWIGLU: tl.constexpr, RESIDUAL: tl.constexpr):
+        """`_gemv` with the decode step's glue folded in: NORM, x is RMS-normalised first (its weight NW; the
+        norm recomputed by every program from L2: 8 KB for hidden 4096); SWIGLU, x is [gate; up] (2K) and the
+        GEMV reads silu(gate) * up; RESIDUAL, y = R + W x. Each rounds to x's dtype where the eager glue does."""
+        rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        inv = 1.0
+        if NORM:
+            ss = tl.zeros([BLOCK_K], tl.float32)
+            for k0 in range(0, K, BLOCK_K):
+                cols = k0 + tl.arange(0, BLOCK_K)
+                xv = tl.load(X + cols, mask=cols < K, other=0.0).to(tl.float32)
+                ss += xv * xv
+            inv = 1.0 / tl.sqrt(tl.sum(ss, axis=0) / K + eps)
+        acc = tl.zeros([BLOCK_N], tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            cols = k0 + tl.arange(0, BLOCK_K)
+            if SWIGLU:
+                g = tl.load(X + cols, mask=cols < K, other=0.0).to(tl.float32)
+                u = tl.load(X + K + cols, mask=cols < K, other=0.0).to(tl.float32)
+                silu = (g / (1.0 + tl.exp(-g))).to(Y.dtype.element_ty).to(tl.float32)
+                xv = (silu * u).to(Y.dtype.element_ty).to(tl.float32)
+            else:
+                xv = tl.load(X + cols, mask=cols < K, other=0.0).to(tl.float32)
+            if NORM:
+                nw = tl.load(NW + cols, mask=cols < K, other=0.0).to(tl.float32)
+                xv = ((xv * inv).to(Y.dtype.element_ty).to(tl.float32) * nw).to(Y.dtype.element_ty).to(tl.float32)
+            w = tl.load(W + rows[:, None] * swn + cols[None, :], mask=(rows[:, None] < N) & (cols[None, :] < K),
+                        other=0.0).to(tl.float32)
+            acc += tl.sum(w * xv[None, :], axis=1)
+        if RESIDUAL:
+            acc = acc.to(Y.dtype.element_ty).to(tl.float32) + tl.load(R + rows, mask=rows < N, other=0.0).to(tl.float32)
+        tl.store(Y + rows, acc.to(Y.dtype.element_ty), mask=rows < N)
+
+
+def gemv_fused(x: torch.Tensor, w: torch.Tensor, *, norm_weight: torch.Tensor | None = None, eps: float = 1e-5,
+               swiglu: bool = False, residual: torch.Tensor | None = None, block_n: int = 4, block_k: int = 1024,
+               num_warps: int = 4, num_stages: int = 3) -> torch.Tensor:
+    """One decode token's projection with its glue in the same launch (a candidate, timed by
+    bench/scripts/gemv_probe.py against the compiled glue + `gemv`; not used by the runtime until it wins):
+    `norm_weight`: y = W rms_norm(x); `swiglu`: x is [gate; up] and y = W (silu(gate) * up); `residual`:
+    y += residual. x [K] (swiglu: [2K]), w [N, K] row-major -> [N]."""
+    n, k = w.shape
+    if w.stride(1) != 1 or x.numel() != (2 * k if swiglu else k):
+        raise ValueError(f"gemv_fused: w must be row-major [N, K] and x [{'2K' if swiglu else 'K'}]; "
+                         f"got w {tuple(w.shape)}, x {tuple(x.shape)}")
+    y = torch.empty(n, dtype=x.dtype, device=x.device)
+    xf = x.reshape(-1)
+    _gemv_fused[(triton.cdiv(n, block_n),)](
+        xf, w, y, residual.reshape(-1) if residual is not None else y, norm_weight if norm_weight is not None else xf,
+        n, k, w.stride(0), eps, BLOCK_N=block_n, BLOCK_K=block_k, NORM=norm_weight is not None, SWIGLU=swiglu,
+        RESIDUAL=residual is not None, num_warps=num_warps, num_stages=num_stages)
+    return y
+
+
 def gemv(x: torch.Tensor, w: torch.Tensor, *, block_n: int = 8, block_k: int = 512, num_warps: int = 4,
          num_stages: int = 3) -> torch.Tensor:
     """x [K] @ w[N, K]^T -> [N] in one Triton launch with no split-K reduction; a candidate for the batch-1
