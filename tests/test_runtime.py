@@ -675,7 +675,7 @@ def test_compiled_rope_and_cache_writes_equal_the_eager_ones(kv_dtype):
 
 def test_a_fused_function_that_cannot_compile_falls_back_to_the_eager_one_and_says_so():
     """On the first call or a later recompile: eager from then on, with a note; real errors still raise."""
-    from sedpa_compress.runtime.model import _FirstCallFallback
+    from sedpa_compress.runtime.fallback import FirstCallFallback as _FirstCallFallback
 
     notes: list[str] = []
     calls = []

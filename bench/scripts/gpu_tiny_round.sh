@@ -25,7 +25,6 @@ T0=$(date +%s); END=${END:-570}   # seconds after start by which every step has 
 left() { local n=$(( END - ($(date +%s) - T0) )); echo $(( n > 5 ? n : 5 )); }
 EMB=sedpa_compress/models/embedded/sedpa-tiny
 EVAL="--contexts ${CONTEXTS:-1024,2048,4096,8192,16384,32768} --depths ${DEPTHS:-10} --samples ${SAMPLES:-3}"
-sedpa() { python3 -c 'import sys; sys.argv[0] = "sedpa"; from sedpa_compress.cli import main; main()' "$@"; }
 INIT=$EMB
 if [[ -n ${SWAPPED_INIT:-} ]]; then  # the tree's embedded weights are the stage to continue: move them aside
   INIT=$W/init; mkdir -p "$INIT"; cp -r "$EMB/." "$INIT/"

@@ -28,6 +28,8 @@ import math
 import torch
 import torch.nn.functional as F
 
+from sedpa_compress.runtime.fallback import FirstCallFallback
+
 try:  # Triton ships with CUDA builds of PyTorch; the CPU reference path does not need it
     import triton
     import triton.language as tl
@@ -280,11 +282,8 @@ def num_splits(max_keys: int, heads: int, batch: int = 1, block_n: int = 64, pro
     """Splits of the key range so that `heads * batch * splits` is near `programs_per_sm` on each of 132 SMs:
     a power of two (tl.arange over splits), at most 256, each split with >= 2 key blocks."""
     most = min(max(1, max_keys // (2 * block_n)), 256)
-    want = max(1, math.ceil(programs_per_sm * SMS / max(heads * batch, 1)))
-    if SPLIT_ROUNDING == "nearest":
-        exp = round(math.log2(programs_per_sm * SMS / max(heads * batch, 1)))
-    else:
-        exp = math.floor(math.log2(want))
+    want = programs_per_sm * SMS / max(heads * batch, 1)
+    exp = round(math.log2(want)) if SPLIT_ROUNDING == "nearest" else math.floor(math.log2(max(1, math.ceil(want))))
     return 1 << max(0, min(exp, math.floor(math.log2(most))))
 
 
@@ -504,30 +503,15 @@ def rope_append(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Te
     return qo
 
 
-# --------------------------------------------------------------------------- decode: GEMV (probe only)
-
-if HAS_TRITON:
-
-    @triton.jit
-    def _gemv(X, W, Y, N, K, swn, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-        """y[n] = sum_k w[n, k] x[k] for one block of rows, fp32 accumulation (batch-1 decode)."""
-        rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-        acc = tl.zeros([BLOCK_N], tl.float32)
-        for k0 in range(0, K, BLOCK_K):
-            cols = k0 + tl.arange(0, BLOCK_K)
-            x = tl.load(X + cols, mask=cols < K, other=0.0).to(tl.float32)
-            w = tl.load(W + rows[:, None] * swn + cols[None, :], mask=(rows[:, None] < N) & (cols[None, :] < K),
-                        other=0.0).to(tl.float32)
-            acc += tl.sum(w * x[None, :], axis=1)
-        tl.store(Y + rows, acc.to(Y.dtype.element_ty), mask=rows < N)
-
+# --------------------------------------------------------------------------- decode: GEMV
 
 if HAS_TRITON:
 
     @triton.jit
     def _gemv_fused(X, W, Y, R, NW, N, K, swn, eps, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                     NORM: tl.constexpr, SWIGLU: tl.constexpr, RESIDUAL: tl.constexpr):
-        """`_gemv` with the decode step's glue folded in: NORM, x is RMS-normalised first (its weight NW; the
+        """y[n] = sum_k w[n, k] x[k] for one block of rows, fp32 accumulation (batch-1 decode), optionally
+        with the decode step's glue folded in: NORM, x is RMS-normalised first (its weight NW; the
         norm recomputed by every program from L2: 8 KB for hidden 4096); SWIGLU, x is [gate; up] (2K) and the
         GEMV reads silu(gate) * up; RESIDUAL, y = R + W x. Each rounds to x's dtype where the eager glue does."""
         rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -586,13 +570,7 @@ def gemv(x: torch.Tensor, w: torch.Tensor, *, block_n: int = 8, block_k: int = 5
     decode's small projections (qkv, o), where cuBLAS reaches 67-77% of copy bandwidth plus a split-K
     reduce kernel (bench/results/decode_profile_duo_bf16_128k_h200.txt). Timed against cuBLAS by
     bench/scripts/gemv_probe.py; the decode step runs it through `decode_linear`."""
-    n, k = w.shape
-    if w.stride(1) != 1 or x.numel() != k:
-        raise ValueError(f"gemv: w must be row-major [N, K] and x [K]; got w {tuple(w.shape)}, x {tuple(x.shape)}")
-    y = torch.empty(n, dtype=x.dtype, device=x.device)
-    _gemv[(triton.cdiv(n, block_n),)](x.reshape(-1), w, y, n, k, w.stride(0), BLOCK_N=block_n, BLOCK_K=block_k,
-                                      num_warps=num_warps, num_stages=num_stages)
-    return y
+    return gemv_fused(x, w, block_n=block_n, block_k=block_k, num_warps=num_warps, num_stages=num_stages)
 
 
 # The batch-1 decode's GEMV launch, and the weights it runs (bench/results/gemv_probe_h200.json, an H200 with
@@ -717,7 +695,8 @@ def blocked_chunk_attention(q: torch.Tensor, read, start: int, attend, block: in
     return out.to(q.dtype)
 
 
-_MERGE_COMPILED: list = []  # [the compiled merge_softmax, or merge_softmax itself once compiling it failed]
+_MERGE: FirstCallFallback | None = None  # merge_softmax compiled on CUDA, built on first use
+MERGE_NOTES: list[str] = []  # where a failed compile of it says so
 
 
 def _merge_for(q: torch.Tensor):
@@ -725,19 +704,13 @@ def _merge_for(q: torch.Tensor):
     count) into one pass over the outputs, where eagerly it is ~10 passes over fp32 copies of them (at 128K
     four merges a layer of a chunk's [heads, 8192, 128] outputs); a compile that fails falls back for the
     process."""
+    global _MERGE
     if not q.is_cuda:
         return merge_softmax
-    if not _MERGE_COMPILED:
-        _MERGE_COMPILED.append(torch.compile(merge_softmax, dynamic=True, fullgraph=True))
-
-    def merge(o1, l1, o2, l2):
-        try:
-            return _MERGE_COMPILED[0](o1, l1, o2, l2)
-        except Exception:  # noqa: BLE001 - a lowering this inductor lacks: the same math, eagerly
-            _MERGE_COMPILED[0] = merge_softmax
-            return merge_softmax(o1, l1, o2, l2)
-
-    return merge
+    if _MERGE is None:
+        _MERGE = FirstCallFallback(torch.compile(merge_softmax, dynamic=True, fullgraph=True), merge_softmax,
+                                   MERGE_NOTES, "prefill block merge")
+    return _MERGE
 
 
 def _cudnn_chunk(q, read, start: int, scale: float, group: int) -> torch.Tensor | None:

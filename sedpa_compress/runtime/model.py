@@ -21,6 +21,7 @@ from sedpa_compress.errors import SedpaError
 from sedpa_compress.heads.pattern import HeadPattern
 from sedpa_compress.models.loader import LoadedModel
 from sedpa_compress.runtime import kernels
+from sedpa_compress.runtime.fallback import FirstCallFallback
 from sedpa_compress.runtime.cache import (HeadGroup, LayerCache, append_kv, check_kv_dtype, ring_positions, ring_slot,
                                           ring_write_plan)
 from sedpa_compress.runtime.modes.table import DEFAULTS, PATTERN_MODES, check_mode
@@ -538,19 +539,19 @@ class FastModel(nn.Module):
             if hasattr(dynamo_config, name):
                 setattr(dynamo_config, name, max(getattr(dynamo_config, name), 64))
         self._silu_mul = torch.compile(_silu_mul, **opts)
-        self._rope_append = _FirstCallFallback(torch.compile(_rope_append, **opts), _rope_append, self.notes,
+        self._rope_append = FirstCallFallback(torch.compile(_rope_append, **opts), _rope_append, self.notes,
                                                "RoPE + cache writes")
         if kernels.rope_append_fits(self.d, max(len(layer.groups) for layer in self.layers)):
             # one launch a layer instead of the compiled function's ~6 (more with fp8 quantization); should this
             # Triton build refuse it, the compiled function takes over
-            self._rope_append = _FirstCallFallback(_rope_append_kernel, self._rope_append, self.notes,
+            self._rope_append = FirstCallFallback(_rope_append_kernel, self._rope_append, self.notes,
                                                    "RoPE + cache writes", instead="by the compiled function",
                                                    failed="the one-launch Triton kernel")
         # one decode token's qkv and o projections: a one-pass Triton GEMV, no cuBLAS split-K reduce
         self._linear = kernels.decode_linear if kernels.HAS_TRITON else F.linear
         self.compile_prefill_glue()
         if self.spec.mode == "tidal":
-            self._tidal_scores = _FirstCallFallback(torch.compile(_tidal_scores, **opts), _tidal_scores, self.notes,
+            self._tidal_scores = FirstCallFallback(torch.compile(_tidal_scores, **opts), _tidal_scores, self.notes,
                                                     "TidalDecode selection scores")
         self._fused = True
 
@@ -562,7 +563,7 @@ class FastModel(nn.Module):
         for name, fn, what in (("_p_norm", _prefill_norm, "prefill RMSNorm"), ("_p_add_norm", _prefill_add_norm,
                                "prefill residual add + RMSNorm"), ("_p_rope", _rope_prefill, "prefill RoPE"),
                                ("_p_silu_mul", _prefill_silu_mul, "prefill SwiGLU")):
-            setattr(self, name, _FirstCallFallback(torch.compile(fn, **dyn), fn, self.notes, what))
+            setattr(self, name, FirstCallFallback(torch.compile(fn, **dyn), fn, self.notes, what))
 
     def decode_step(self, token: torch.Tensor, pos: torch.Tensor, caches: list[LayerCache],
                     state: DecodeState) -> torch.Tensor:
@@ -652,28 +653,6 @@ def tidal_select(q: torch.Tensor, k: torch.Tensor, length: torch.Tensor, scale: 
     index_out.copy_(torch.topk(score, min(kk, t), dim=-1).indices if kk <= t else
                     F.pad(torch.topk(score, t, dim=-1).indices, (0, kk - t)))
     n_sel_out.copy_(torch.clamp(length, max=min(top_k, t)))
-
-
-class _FirstCallFallback:
-    """A compiled function that, when a call fails (a lowering this inductor lacks, also on a later
-    recompile for another head split), runs the eager function from then on and leaves a note. A real
-    error raises again from the eager function; the writes it repeats are the same writes."""
-
-    def __init__(self, compiled, eager, notes: list[str], what: str, instead: str = "eagerly",
-                 failed: str = "torch.compile") -> None:
-        self.fn, self.eager, self.notes, self.what = compiled, eager, notes, what
-        self.instead, self.failed = instead, failed
-
-    def __call__(self, *args, **kwargs):
-        if self.fn is self.eager:
-            return self.eager(*args, **kwargs)
-        try:
-            return self.fn(*args, **kwargs)
-        except Exception as exc:  # noqa: BLE001 - any compile failure: the same math, eagerly
-            self.fn = self.eager
-            first = (str(exc).splitlines() or [type(exc).__name__])[0][:120]
-            self.notes.append(f"{self.what} run {self.instead} ({self.failed} failed: {first})")
-            return self.eager(*args, **kwargs)
 
 
 @dataclass

@@ -295,10 +295,9 @@ def train(cfg: TinyTrainConfig, out: Path, *, resume: Path | bool | None = None,
     model_dir = out / "model"
     replicas_equal = None
     if world.distributed:  # DDP keeps the replicas equal only if every process stepped alike: check it
-        with torch.no_grad():
-            mine = torch.cat([p.detach().double().flatten() for p in model.parameters()])
-        ref = world.broadcast(mine.cpu() if world.main else None)
-        differs = torch.tensor([int(not torch.equal(mine.cpu(), ref))], dtype=torch.int32, device=dev)
+        mine = torch.cat([p.detach().flatten().cpu() for p in model.parameters()])
+        ref = world.broadcast(mine if world.main else None)
+        differs = torch.tensor([int(not torch.equal(mine, ref))], dtype=torch.int32, device=dev)
         replicas_equal = not bool(world.all_reduce_(differs).item())
         if not replicas_equal:
             log("warning: the processes' weights differ at the end of training; process 0's are exported")
