@@ -113,8 +113,10 @@ def test_fp8_caches_keep_the_logits_and_decode_in_a_cuda_graph(models, mode):
 @pytest.mark.parametrize("sizes", [(8,), (3, 5)])
 def test_rope_append_quantizes_into_fp8_caches_as_the_compiled_path_does(sizes):
     """The one-launch RoPE + cache writes into fp8 caches (kernels.rope_append with scales) against the function
-    it replaces (model._rope_append: RoPE in bf16, then cache.quantize_fp8): the same bf16 scales, and e4m3 bits
-    equal but for rare one-step roundings of the rotated key (fp32 in the kernel, bf16 in the function)."""
+    it replaces (model._rope_append: RoPE in bf16, then cache.quantize_fp8). Values are not rotated: the same
+    bf16 scales and, but for rare one-step roundings, e4m3 bits. Keys are rotated in fp32 by the kernel and in bf16 by the function, so a key's
+    absolute maximum, and with it its bf16 scale, may differ by one bf16 step (seen on the H200 at 245b089):
+    the dequantised keys agree to e4m3's precision."""
     from sedpa_compress.runtime.model import _rope_append
 
     torch.manual_seed(3)
@@ -135,12 +137,15 @@ def test_rope_append_quantizes_into_fp8_caches_as_the_compiled_path_does(sizes):
     got = kernels.rope_append(q, k, v, cos, sin, slots, kb, vb, ks, vs)
     want = _rope_append(q, k, v, cos, sin, slots, wkb, wvb, wks, wvs, sizes)
     assert rel(got, want) <= 1e-2
-    for c, w in zip(ks + vs, wks + wvs):
+    for c, w in zip(vs, wvs):
         assert torch.equal(c, w)
-    for c, w in zip(kb + vb, wkb + wvb):
+    for c, w in zip(vb, wvb):
         assert (c != w).float().mean() <= 0.01
-        deq = lambda x: x.view(torch.float8_e4m3fn).float()  # noqa: E731
-        assert (deq(c) - deq(w)).abs().max() <= deq(w).abs().max() * 0.07
+    deq = lambda x, s: x.view(torch.float8_e4m3fn).float() * s.float()[..., None]  # noqa: E731
+    for c, w in zip(ks, wks):
+        assert ((c.float() - w.float()).abs() <= w.float().abs() / 128).all()  # one bf16 step at most
+    for c, cs, w, ws in zip(kb, ks, wkb, wks):
+        assert (deq(c, cs) - deq(w, ws)).abs().max() <= deq(w, ws).abs().max() * 0.07
 
 
 @pytest.mark.parametrize("shape", [(6144, 4096), (4096, 4096), (1000, 1536), (4096, 3000)])
