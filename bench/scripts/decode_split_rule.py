@@ -23,13 +23,19 @@ def main() -> None:
     from sedpa_compress.runtime import kernels
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--key", required=True, help="a kernels.DECODE_PROGRAMS_PER_SM key: bf16, fp8, bf16-two, fp8-two")
-    ap.add_argument("--programs-per-sm", type=int, required=True)
+    ap.add_argument("--key", help="a kernels.DECODE_PROGRAMS_PER_SM key: bf16, fp8, bf16-two, fp8-two")
+    ap.add_argument("--programs-per-sm", type=int)
     ap.add_argument("--rounding", choices=("nearest", "floor"), default=kernels.SPLIT_ROUNDING)
+    ap.add_argument("--gemv-max-weight", type=int, default=kernels.GEMV_MAX_WEIGHT,
+                    help="kernels.GEMV_MAX_WEIGHT: 0 puts every decode projection on cuBLAS")
     args, rest = ap.parse_known_args()
-    if args.key not in kernels.DECODE_PROGRAMS_PER_SM:
-        ap.error(f"--key {args.key}: use one of {', '.join(kernels.DECODE_PROGRAMS_PER_SM)}")
-    kernels.DECODE_PROGRAMS_PER_SM[args.key] = args.programs_per_sm
+    if (args.key is None) != (args.programs_per_sm is None):
+        ap.error("--key and --programs-per-sm go together")
+    if args.key is not None:
+        if args.key not in kernels.DECODE_PROGRAMS_PER_SM:
+            ap.error(f"--key {args.key}: use one of {', '.join(kernels.DECODE_PROGRAMS_PER_SM)}")
+        kernels.DECODE_PROGRAMS_PER_SM[args.key] = args.programs_per_sm
+    kernels.GEMV_MAX_WEIGHT = args.gemv_max_weight
     kernels.SPLIT_ROUNDING = args.rounding
     from sedpa_compress.cli import main as cli
 
