@@ -419,7 +419,7 @@ def run_in_triton_interpreter(code: str) -> None:
 @in_triton_interpreter
 def test_split_k_decode_kernels_in_the_triton_interpreter():
     """SEDPA_TRITON_INTERPRET=1 pytest -k interpreter: the split-K partial and reduce kernels (up to 128
-    splits: the merge in blocks of 64), plain,
+    splits: the merge in blocks of 64; counts that are not powers of two), plain,
     indexed (TidalDecode), reading fp8 caches with per-token scales (fp16 dots: within 2e-3), and over a layer's two head groups in
     one launch, on CPU tensors, against the fp32 reference. Needs triton and numpy < 2.4 (Triton 3.6's interpreter turns 1-element arrays into ints,
     which numpy 2.4 refuses; e.g. `pip install --target /tmp/np23 numpy==2.3.*` and PYTHONPATH=/tmp/np23).
@@ -458,6 +458,19 @@ def test_split_k_decode_kernels_in_the_triton_interpreter():
         "    got = kernels._triton_decode2(q, groups, 0.125)\n"
         "    want = kernels.decode_attention_groups(q, groups, 0.125)\n"
         "    assert float((got - want).norm() / want.norm()) < (2e-3 if fp8 else 1e-5)\n"
+        "# split counts that are not powers of two (the exact rule): key blocks dealt out evenly, merged masked\n"
+        "q, k, v = torch.randn(1, 2, 4, 64), torch.randn(1, 2, 5000, 64), torch.randn(1, 2, 5000, 64)\n"
+        "for splits in (3, 5, 53, 100):\n"
+        "    for n in (1, 700, 4999):\n"
+        "        n = torch.tensor([n])\n"
+        "        ws = kernels.DecodeWorkspace(1, 2, 4, 64, 5000, q.device, splits=splits)\n"
+        "        got = kernels._triton_decode(q, k, v, n, 0.125, workspace=ws)\n"
+        "        want = kernels.decode_attention_ref(q, k, v, n, 0.125)\n"
+        "        assert float((got - want).norm() / want.norm()) < 1e-5, (splits, n)\n"
+        "        groups = [(k[:, :1], v[:, :1], n, None, None), (k[:, 1:, :80], v[:, 1:, :80], torch.tensor([80]), None, None)]\n"
+        "        got = kernels._triton_decode2(q, groups, 0.125, workspace=ws)\n"
+        "        want = kernels.decode_attention_groups(q, groups, 0.125)\n"
+        "        assert float((got - want).norm() / want.norm()) < 1e-5, (splits, n)\n"
         "print('ok')\n")
     run_in_triton_interpreter(code)
 
@@ -718,8 +731,9 @@ def test_decode_splits_follow_the_cache_dtype_launch_and_an_explicit_count():
     duo = kernels.DecodeWorkspace(1, 8, 4, 128, 131072, cpu, busy_heads=4)
     assert duo.splits == 128 and duo.acc.numel() == 8 * 128 * duo.g_pad * 128
     assert kernels.DecodeWorkspace(1, 8, 4, 128, 131072, cpu, splits=32).splits == 32
-    with pytest.raises(ValueError, match="power of two"):
-        kernels.DecodeWorkspace(1, 8, 4, 128, 131072, cpu, splits=48)
+    assert kernels.DecodeWorkspace(1, 8, 4, 128, 131072, cpu, splits=48).splits == 48
+    with pytest.raises(ValueError, match="from 1 to 256"):
+        kernels.DecodeWorkspace(1, 8, 4, 128, 131072, cpu, splits=300)
 
 
 def test_the_two_group_kernel_takes_its_own_launch_where_one_is_set(monkeypatch):
@@ -735,9 +749,10 @@ def test_the_two_group_kernel_takes_its_own_launch_where_one_is_set(monkeypatch)
     assert two.splits == 32 and one.splits == 128
 
 
-def test_split_counts_round_to_the_nearest_power_of_two(monkeypatch):
+def test_split_counts_round_to_the_nearest_power_of_two_or_the_exact_count(monkeypatch):
     """A two-group layer with 5 or 6 busy heads at 2 programs an SM wants 53 or 44 splits: nearest rounding gives
-    64 and 32 (320 and 192 programs for a 264 target), flooring gave 32 to both (160 for 5 heads)."""
+    64 and 32 (320 and 192 programs for a 264 target), flooring gave 32 to both (160 for 5 heads), the exact
+    rule 53 and 44."""
     assert kernels.num_splits(131072, 5, programs_per_sm=2) == 64
     assert kernels.num_splits(131072, 6, programs_per_sm=2) == 32
     assert kernels.num_splits(131072, 3, programs_per_sm=2) == 64
@@ -745,16 +760,23 @@ def test_split_counts_round_to_the_nearest_power_of_two(monkeypatch):
     monkeypatch.setattr(kernels, "SPLIT_ROUNDING", "floor")
     assert kernels.num_splits(131072, 5, programs_per_sm=2) == 32
     assert kernels.num_splits(131072, 8) == 64 and kernels.num_splits(131072, 4) == 128
+    monkeypatch.setattr(kernels, "SPLIT_ROUNDING", "exact")
+    assert [kernels.num_splits(131072, n, programs_per_sm=2) for n in (2, 3, 5, 6)] == [132, 88, 53, 44]
+    assert kernels.num_splits(2048, 5, programs_per_sm=2) == 16 and kernels.num_splits(131072, 1) == 256
+    assert kernels._reduce_launch(53) == dict(SPLITS_P2=64, SB=64, num_warps=8)
+    assert kernels._reduce_launch(132) == dict(SPLITS_P2=256, SB=64, num_warps=8)
+    assert kernels._reduce_launch(1)["SPLITS_P2"] == 1
 
 
 def test_the_shipped_launch_table_is_the_probe_s_choice():
-    """The H200 probe (bench/results/decode_kernel_probe_h200.json) found half the splits best for the two-group
-    kernel in both dtypes and for fp8's one-group kernel: duo at 128K gets 64 splits of its 4 busy heads, full
-    fp8 32 of 8 heads, full bf16 keeps 64."""
+    """The H200 probe (bench/results/decode_kernel_probe_h200.json) found half the splits best for fp8's one-group
+    kernel (full fp8: 32 of 8 heads; full bf16 keeps 64); the whole duo step
+    (bench/results/decode_launch_sweep_h200.json) 3 programs an SM for the bf16 two-group kernel and 4 for fp8's:
+    duo at 128K gets 128 splits of its 4 busy heads in both."""
     cpu = torch.device("cpu")
     two = {dt: kernels.DecodeWorkspace(1, 8, 4, 128, 131072, cpu, busy_heads=4, kv_dtype=dt, two_groups=True)
            for dt in ("bf16", "fp8")}
     one = {dt: kernels.DecodeWorkspace(1, 8, 4, 128, 131072, cpu, kv_dtype=dt) for dt in ("bf16", "fp8")}
-    assert two["bf16"].splits == 64 and two["fp8"].splits == 64
+    assert two["bf16"].splits == 128 and two["fp8"].splits == 128
     assert one["bf16"].splits == 64 and one["fp8"].splits == 32
     assert kernels.DECODE_LAUNCH["fp8-two"]["num_stages"] == 2 and kernels.DECODE_LAUNCH["fp8"]["num_stages"] == 3

@@ -55,8 +55,10 @@ def _mode_kwargs(mode, pattern):
     return dict(pattern=pattern, sink=SINK, recent=RECENT, window=WINDOW if mode == "sedpa-w" else None)
 
 
+@pytest.mark.parametrize("rounding", ["nearest", "exact"])  # exact: 132 splits for 4 heads, not a power of two
 @pytest.mark.parametrize("length", [1, 63, 1000, 70000])
-def test_split_k_kernel_matches_reference(length):
+def test_split_k_kernel_matches_reference(length, rounding, monkeypatch):
+    monkeypatch.setattr(kernels, "SPLIT_ROUNDING", rounding)
     torch.manual_seed(4)
     b, h, g, d, t = 1, 4, 4, 128, 70016
     q = torch.randn(b, h, g, d, device="cuda", dtype=torch.bfloat16)
@@ -75,12 +77,14 @@ def test_split_k_kernel_matches_reference(length):
         assert rel(got, want) <= 1e-2
 
 
+@pytest.mark.parametrize("rounding", ["nearest", "exact"])
 @pytest.mark.parametrize("length", [1, 1000, 70000])
-def test_split_k_kernel_reads_fp8_caches(length):
+def test_split_k_kernel_reads_fp8_caches(length, rounding, monkeypatch):
     """The decode kernel on fp8 e4m3 caches (uint8 bits, a bf16 scale per token and head) against the
     fp32 reference on the dequantized values: only the kernel's own bf16 arithmetic differs."""
     from sedpa_compress.runtime.cache import dequantize_fp8, quantize_fp8
 
+    monkeypatch.setattr(kernels, "SPLIT_ROUNDING", rounding)
     torch.manual_seed(4)
     b, h, g, d, t = 1, 4, 4, 128, 70016
     q = torch.randn(b, h, g, d, device="cuda", dtype=torch.bfloat16)
@@ -242,8 +246,13 @@ def test_flex_band_attention_with_queries_padded_to_the_chunk(start, band, tq):
     assert torch.isfinite(got).all() and rel(got, want) <= 1e-2
 
 
-@pytest.mark.parametrize("mode", ["full", "streaming", "duo", "sedpa-s", "sedpa-w"])
-def test_mode_logits_match_fp32_reference(models, mode):
+@pytest.mark.parametrize("mode", ["full", "streaming", "duo", "sedpa-s", "sedpa-w", "duo-exact-splits"])
+def test_mode_logits_match_fp32_reference(models, mode, monkeypatch):
+    """Every mode's prefill and decode logits against the fp32 reference; duo also with split counts that
+    are not powers of two (kernels.SPLIT_ROUNDING = "exact")."""
+    if mode == "duo-exact-splits":
+        monkeypatch.setattr(kernels, "SPLIT_ROUNDING", "exact")
+        mode = "duo"
     fast, ref = models
     pattern = random_pattern(fast.geometry, ratio=0.5, sink=SINK, recent=RECENT)
     torch.manual_seed(1)

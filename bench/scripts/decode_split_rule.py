@@ -25,7 +25,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--key", help="a kernels.DECODE_PROGRAMS_PER_SM key: bf16, fp8, bf16-two, fp8-two")
     ap.add_argument("--programs-per-sm", type=int)
-    ap.add_argument("--rounding", choices=("nearest", "floor"), default=kernels.SPLIT_ROUNDING)
+    ap.add_argument("--rounding", choices=kernels.SPLIT_ROUNDINGS, default=kernels.SPLIT_ROUNDING)
     ap.add_argument("--gemv-max-weight", type=int, default=kernels.GEMV_MAX_WEIGHT,
                     help="kernels.GEMV_MAX_WEIGHT: 0 puts every decode projection on cuBLAS")
     args, rest = ap.parse_known_args()

@@ -7,7 +7,8 @@
 # DDP=1: train on both GPUs (torchrun, each GPU its own batches, gradients averaged: twice the tokens a step);
 # then GPU 0 identifies the heads and GPU 1 runs the acceptance. WORKERS: data workers a process (default 12).
 # A training-only round: NO_QUICK_EVAL=1 (no end-of-training look: the acceptance starts ~1 min sooner) and
-# SKIP_HEADS=1 (heads only for a stage that will ship) leave room for MINUTES=7 (train ~460 s, acceptance ~100 s).
+# SKIP_HEADS=1 (heads only for a stage that will ship) leave room for MINUTES=6.2 (train ~420 s with the export,
+# acceptance ~140 s to 32K). With DDP=1 and MINUTES=7 (stage 11) the acceptance was cut before 32K.
 # Continuing an unshipped stage (runs/stageN/model): the call's working tree may hold 64 MiB, and the shipped
 # weights already take 40 MB, so the sender puts the stage's weights in their place for the call and the
 # device restores the shipped ones from git (their blob id, SHIPPED_BLOB):

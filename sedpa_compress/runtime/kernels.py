@@ -134,10 +134,12 @@ if HAS_TRITON:
 
     @triton.jit
     def _split_range(LEN, split, SPLITS: tl.constexpr, BLOCK_N: tl.constexpr):
+        # the length's key blocks dealt out evenly (split counts differ by at most one block), for any count
+        # of splits, a power of two or not
         length = tl.load(LEN)
-        per_split = tl.cdiv(tl.cdiv(length, SPLITS), BLOCK_N) * BLOCK_N
-        start = split * per_split
-        return start, tl.minimum(start + per_split, length)
+        blocks = tl.cdiv(length, BLOCK_N)
+        start = (split * blocks // SPLITS) * BLOCK_N
+        return start, tl.minimum(((split + 1) * blocks // SPLITS) * BLOCK_N, length)
 
     @triton.jit
     def _store_partial(ACC, M, L, acc, m_i, l_i, bh, split, SPLITS: tl.constexpr, G: tl.constexpr,
@@ -205,29 +207,31 @@ if HAS_TRITON:
 
     @triton.jit
     def _decode_reduce(ACC, M, L, OUT, sob, soh, sog, H, G_PAD: tl.constexpr, D: tl.constexpr,
-                       SPLITS: tl.constexpr, SB: tl.constexpr):
+                       SPLITS: tl.constexpr, SPLITS_P2: tl.constexpr, SB: tl.constexpr):
         # One program per (sequence, KV head, query head of the group) merges the splits' partial
         # softmaxes. Its time is load latency, not bytes (32 programs reading 32 KB each at 8K-128K): every
         # load is issued up front, SB splits at a time (all of them up to 64), so a merge waits for one
         # round trip rather than one per block of splits (7.2 us per layer on the H200 with blocks of 16).
+        # SPLITS need not be a power of two: the ranges run to SPLITS_P2, the next one, masked.
         bh = tl.program_id(0)
         g = tl.program_id(1)
         b = bh // H
         h = bh % H
-        offs_s = tl.arange(0, SPLITS)
+        offs_s = tl.arange(0, SPLITS_P2)
         rows = (bh * SPLITS + offs_s) * G_PAD + g
-        offs_b = tl.arange(0, SB)
-        offs_d = tl.arange(0, D)
-        m = tl.load(M + rows)
-        l_ = tl.load(L + rows)
+        m = tl.load(M + rows, mask=offs_s < SPLITS, other=float("-inf"))
+        l_ = tl.load(L + rows, mask=offs_s < SPLITS, other=0.0)
         m_max = tl.max(m, axis=0)
         m_max = tl.where(m_max == float("-inf"), 0.0, m_max)
         denom = tl.sum(tl.exp2(m - m_max) * l_, axis=0)  # empty splits: m = -inf -> 0
+        offs_b = tl.arange(0, SB)
+        offs_d = tl.arange(0, D)
         out = tl.zeros([D], tl.float32)
-        for s0 in tl.static_range(0, SPLITS, SB):
+        for s0 in tl.static_range(0, SPLITS_P2, SB):
+            real = s0 + offs_b < SPLITS
             r = (bh * SPLITS + s0 + offs_b) * G_PAD + g
-            a = tl.load(ACC + r[:, None] * D + offs_d[None, :])
-            w = tl.exp2(tl.load(M + r) - m_max)
+            a = tl.load(ACC + r[:, None] * D + offs_d[None, :], mask=real[:, None], other=0.0)
+            w = tl.exp2(tl.load(M + r, mask=real, other=float("-inf")) - m_max)
             out += tl.sum(a * w[:, None], axis=0)
         out = out / tl.where(denom == 0.0, 1.0, denom)
         tl.store(OUT + b * sob + h * soh + g * sog + offs_d, out.to(OUT.dtype.element_ty))
@@ -235,9 +239,10 @@ if HAS_TRITON:
 
 def _reduce_launch(splits: int) -> dict:
     """The merge's block of splits and warps: every split at once up to 64 (32 KB of partials for
-    head_dim 128: 64 registers a thread over 8 warps)."""
-    sb = min(splits, 64)
-    return dict(SB=sb, num_warps=8 if sb >= 64 else 4)
+    head_dim 128: 64 registers a thread over 8 warps); a count that is not a power of two runs to the next."""
+    p2 = 1 << max(0, math.ceil(math.log2(splits)))
+    sb = min(p2, 64)
+    return dict(SPLITS_P2=p2, SB=sb, num_warps=8 if sb >= 64 else 4)
 
 
 # The split-K partial kernel's launch per cache dtype: keys per block, warps, pipeline stages, and the
@@ -252,6 +257,9 @@ def _reduce_launch(splits: int) -> dict:
 #   whole decode step (bench/results/decode_splits_duo_h200.json, duo at 128K) this holds for fp8 (7.49 -> 7.32 ms)
 #   and for bf16 only with the nearest rounding below (7.02 ms at 4 programs an SM floored, 7.48 at 2 floored,
 #   7.07 at 2 nearest; 32K: 5.42, 5.48, 5.31).
+# - the two groups' programs per SM, swept in the whole duo step at 128K with the nearest rounding
+#   (bench/results/decode_launch_sweep_h200.json): bf16 at 1 / 2 / 3 / 4 programs an SM 8.47 / 7.12 / 6.92 / 6.96 ms
+#   (32K: 5.36 at 2, 5.33 at 3), fp8 at 3 / 4 / 6 7.19 / 7.11 / 7.15 (7.22 at 2 in decode_splits_duo_h200.json).
 DECODE_LAUNCH: dict[str, dict[str, int]] = {
     "bf16": dict(BLOCK_N=64, num_warps=4, num_stages=2),
     "fp8": dict(BLOCK_N=128, num_warps=4, num_stages=3),
@@ -267,22 +275,27 @@ def launch_key(kv_dtype: str, two_groups: bool = False) -> str:
     return key if two_groups and key in DECODE_LAUNCH else kv_dtype
 
 
-DECODE_PROGRAMS_PER_SM: dict[str, int] = {"bf16": 4, "fp8": 2, "bf16-two": 2, "fp8-two": 2}
+DECODE_PROGRAMS_PER_SM: dict[str, int] = {"bf16": 4, "fp8": 2, "bf16-two": 3, "fp8-two": 4}
 SMS = 132
 
 
-# How a split count becomes a power of two: "nearest" (in log scale) to the programs-per-SM target, or
-# "floor", the largest not above it. A duo layer's busy heads vary (2-6 of 8 in the synthetic 50% pattern), and
-# flooring gave 5 or 6 busy heads half the programs meant for them: duo at 128K, bf16, 2 programs an SM, 7.48 ms
-# floored against 7.07 nearest (bench/results/decode_splits_duo_h200.json).
+# How the programs-per-SM target becomes a split count: "nearest" power of two (in log scale), "floor", the
+# largest power of two not above it, or "exact", the nearest whole number (the key blocks are dealt out evenly
+# to any count: a layer's busy heads fill the target however many there are). A duo layer's busy heads vary
+# (2-6 of 8 in the synthetic 50% pattern), and flooring gave 5 or 6 busy heads half the programs meant for
+# them: duo at 128K, bf16, 2 programs an SM, 7.48 ms floored against 7.07 nearest
+# (bench/results/decode_splits_duo_h200.json). "exact" is not yet timed on a GPU.
 SPLIT_ROUNDING = "nearest"
+SPLIT_ROUNDINGS = ("nearest", "floor", "exact")
 
 
 def num_splits(max_keys: int, heads: int, batch: int = 1, block_n: int = 64, programs_per_sm: int = 4) -> int:
-    """Splits of the key range so that `heads * batch * splits` is near `programs_per_sm` on each of 132 SMs:
-    a power of two (tl.arange over splits), at most 256, each split with >= 2 key blocks."""
+    """Splits of the key range so that `heads * batch * splits` is near `programs_per_sm` on each of 132 SMs
+    (rounded as SPLIT_ROUNDING says), at most 256, each split with >= 2 key blocks."""
     most = min(max(1, max_keys // (2 * block_n)), 256)
     want = programs_per_sm * SMS / max(heads * batch, 1)
+    if SPLIT_ROUNDING == "exact":
+        return max(1, min(round(want), most))
     exp = round(math.log2(want)) if SPLIT_ROUNDING == "nearest" else math.floor(math.log2(max(1, math.ceil(want))))
     return 1 << max(0, min(exp, math.floor(math.log2(most))))
 
@@ -296,9 +309,9 @@ class DecodeWorkspace:
                  two_groups: bool = False) -> None:
         # `busy_heads`: how many of the heads read `max_keys` (a two-group layer's full-length heads; its
         # ring heads' programs end at once): the splits are sized to keep the GPU busy with those alone.
-        # `splits`: an explicit power of two (the kernel probe's sweep)
-        if splits is not None and (splits < 1 or splits & (splits - 1) or splits > 256):
-            raise ValueError(f"splits={splits}: use a power of two from 1 to 256")
+        # `splits`: an explicit count (the kernel probe's sweep)
+        if splits is not None and not 1 <= splits <= 256:
+            raise ValueError(f"splits={splits}: use a count from 1 to 256")
         key = launch_key(kv_dtype, two_groups)
         self.splits = splits or num_splits(max_keys, busy_heads or heads, batch, DECODE_LAUNCH[key]["BLOCK_N"],
                                            DECODE_PROGRAMS_PER_SM.get(key, DECODE_PROGRAMS_PER_SM[kv_dtype]))
