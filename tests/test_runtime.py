@@ -471,6 +471,14 @@ def test_split_k_decode_kernels_in_the_triton_interpreter():
         "        got = kernels._triton_decode2(q, groups, 0.125, workspace=ws)\n"
         "        want = kernels.decode_attention_groups(q, groups, 0.125)\n"
         "        assert float((got - want).norm() / want.norm()) < 1e-5, (splits, n)\n"
+        "        # each group its own split count (a ring's few programs), the ring first or second\n"
+        "        for keys in ((5000, 80), (80, 5000)):\n"
+        "            ws = kernels.DecodeWorkspace(1, 2, 4, 64, 5000, q.device, splits=splits, group_keys=keys)\n"
+        "            gs = groups if keys[0] > keys[1] else groups[::-1]\n"
+        "            qq = q if keys[0] > keys[1] else q.flip(1)\n"
+        "            got = kernels._triton_decode2(qq, gs, 0.125, workspace=ws)\n"
+        "            want = kernels.decode_attention_groups(qq, gs, 0.125)\n"
+        "            assert float((got - want).norm() / want.norm()) < 1e-5, (splits, n, keys)\n"
         "print('ok')\n")
     run_in_triton_interpreter(code)
 
@@ -531,17 +539,19 @@ def test_decode_linear_is_f_linear_off_cuda_and_for_several_rows():
 def test_gemv_kernel_in_the_triton_interpreter():
     """The probe's Triton GEMV (kernels.gemv) equals x @ w.T, also where N and K are not multiples of its
     blocks, and refuses a weight that is not row-major; its fused variants (kernels.gemv_fused: RMSNorm
-    before, SwiGLU before, residual after) equal the eager glue followed by the product."""
+    before, SwiGLU before, residual after) equal the eager glue followed by the product; a block as wide as
+    K (one-shot: the whole weight block loaded at once, before the PDL wait) as well."""
     code = (
         "import torch\n"
         "from sedpa_compress.runtime import kernels\n"
         "torch.manual_seed(0)\n"
-        "for (n, k, bn, bk) in [(64, 256, 8, 128), (100, 300, 16, 256), (7, 1030, 4, 512)]:\n"
+        "for (n, k, bn, bk) in [(64, 256, 8, 128), (100, 300, 16, 256), (7, 1030, 4, 512),\n"
+        "                       (64, 256, 8, 256), (100, 300, 16, 4096)]:  # the last two one-shot (block >= K)\n"
         "    w, x = torch.randn(n, k), torch.randn(1, k)\n"
         "    got, want = kernels.gemv(x, w, block_n=bn, block_k=bk), (x @ w.T)[0]\n"
         "    assert torch.allclose(got, want, atol=1e-4, rtol=1e-4), (got - want).abs().max()\n"
         "from sedpa_compress.runtime.model import _rms_norm, _silu_mul\n"
-        "for (n, k, bn, bk) in [(64, 256, 4, 128), (100, 300, 8, 256)]:  # the probe's fused variants\n"
+        "for (n, k, bn, bk) in [(64, 256, 4, 128), (100, 300, 8, 256), (100, 300, 8, 512)]:  # fused variants\n"
         "    w, x, nw, r = torch.randn(n, k), torch.randn(1, k), torch.rand(k) + 0.5, torch.randn(n)\n"
         "    got = kernels.gemv_fused(x, w, norm_weight=nw, eps=1e-5, block_n=bn, block_k=bk)\n"
         "    assert torch.allclose(got, (_rms_norm(x, nw, 1e-5) @ w.T)[0], atol=1e-4, rtol=1e-4)\n"
@@ -732,6 +742,12 @@ def test_decode_splits_follow_the_cache_dtype_launch_and_an_explicit_count():
     assert duo.splits == 128 and duo.acc.numel() == 8 * 128 * duo.g_pad * 128
     assert kernels.DecodeWorkspace(1, 8, 4, 128, 131072, cpu, splits=32).splits == 32
     assert kernels.DecodeWorkspace(1, 8, 4, 128, 131072, cpu, splits=48).splits == 48
+    # a two-group layer's ring (sink + recent) takes one program a head; a long window its share of the splits
+    ring = kernels.DecodeWorkspace(1, 8, 4, 128, 131072, cpu, busy_heads=4, group_keys=(131072, 320))
+    assert ring.group_splits == (ring.splits, 1)
+    assert kernels.DecodeWorkspace(1, 8, 4, 128, 131072, cpu, busy_heads=4, splits=64,
+                                   group_keys=(8320, 131072)).group_splits == (5, 64)
+    assert kernels.DecodeWorkspace(1, 8, 4, 128, 131072, cpu).group_splits is None
     with pytest.raises(ValueError, match="from 1 to 256"):
         kernels.DecodeWorkspace(1, 8, 4, 128, 131072, cpu, splits=300)
 

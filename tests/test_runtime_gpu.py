@@ -153,10 +153,14 @@ def test_rope_append_quantizes_into_fp8_caches_as_the_compiled_path_does(sizes):
 
 
 @pytest.mark.parametrize("shape", [(6144, 4096), (4096, 4096), (1000, 1536), (4096, 3000)])
-def test_decode_linear_matches_fp32_and_keeps_cublas_for_big_weights(shape, monkeypatch):
+@pytest.mark.parametrize("one_shot", [False, True])
+def test_decode_linear_matches_fp32_and_keeps_cublas_for_big_weights(shape, one_shot, monkeypatch):
     """One token's projection through the Triton GEMV (kernels.decode_linear) against fp32, also where N and
-    K are not multiples of its blocks and where x is a column slice (o_proj's dense columns); a weight above
-    GEMV_MAX_WEIGHT takes cuBLAS."""
+    K are not multiples of its blocks and where x is a column slice (o_proj's dense columns), with the
+    shipped launch and with one block as wide as K (the one-shot GEMV); a weight above GEMV_MAX_WEIGHT takes
+    cuBLAS."""
+    if one_shot:
+        monkeypatch.setitem(kernels.GEMV_LAUNCH, "block_k", 16384)
     torch.manual_seed(11)
     n, k = shape
     w = torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02
@@ -339,6 +343,28 @@ def test_tidal_matches_reference_and_full_when_k_covers_context(gpu_model_dir, m
         # logits by tens of percent; the bar is twice the bf16 reference's mean drift.
         noise = [rel(b, w) for b, w in zip(reference(ref_bf16.model, k), want)]
         assert sum(errs) / 4 <= max(1e-2, 2 * sum(noise) / 4), (k, errs, noise)
+
+
+@pytest.mark.parametrize("mode", ["full", "duo", "sedpa-w"])
+@pytest.mark.parametrize("one_shot", [False, True])
+def test_programmatic_dependent_launch_decodes_the_same_tokens_in_a_cuda_graph(models, mode, one_shot, monkeypatch):
+    """kernels.PDL (each Triton kernel of the decode chain launched while the previous one ends, waiting
+    before it reads that one's output) changes when kernels start, not what they compute: the graph-replayed
+    decode's logits equal those without it, bit for bit, with the shipped GEMV and with the one-shot GEMV
+    (whose weights load before the wait)."""
+    fast, _ = models
+    if one_shot:
+        monkeypatch.setitem(kernels.GEMV_LAUNCH, "block_k", 16384)
+    pattern = random_pattern(fast.geometry, ratio=0.5, sink=SINK, recent=RECENT)
+    torch.manual_seed(2)
+    ids = torch.randint(0, 512, (1, 1240), device="cuda")
+    outs = []
+    for pdl in (False, True):
+        monkeypatch.setattr(kernels, "PDL", pdl)
+        r = Runner.build(fast, RuntimeSpec(mode=mode, **_mode_kwargs(mode, pattern)), max_len=1250, chunk=512)
+        r.prefill(ids[:, :1200])
+        outs.append(torch.stack([r.decode(ids[:, j]).clone() for j in range(1200, 1240)]))
+    assert torch.equal(outs[0], outs[1])
 
 
 def test_cuda_graph_decode_equals_eager(models):

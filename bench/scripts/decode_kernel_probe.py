@@ -135,7 +135,8 @@ def main() -> None:
                     name = f"{dtype}-two" if kernel == "two" else dtype
                     kernels.DECODE_LAUNCH[name] = launch
                     ws = kernels.DecodeWorkspace(1, hkv, g, d, keys, dev, busy_heads=busy, kv_dtype=dtype, splits=splits,
-                                                 two_groups=kernel == "two")
+                                                 two_groups=kernel == "two",
+                                                 group_keys=(keys, RING) if kernel == "two" else None)
                     row = {"kernel": kernel, "context": t, "kv_dtype": dtype, "busy_heads": busy, **launch,
                            "splits": ws.splits,
                            "default": launch == default[key] and splits is None}

@@ -1,13 +1,15 @@
-"""`sedpa bench efficiency` with the split-K decode's split rule overridden, to time the whole decode step
-under another rule (the kernel probe times one kernel with a fixed number of busy heads; a real duo layer has
-2-6 of 8). Example, duo at 128K with bf16 caches, the two-group kernel at 2 programs an SM, floored:
+"""`sedpa bench efficiency` with the decode's launch choices overridden (the split-K split rule, the GEMV's
+launch, programmatic dependent launch), to time the whole decode step under another choice (the kernel
+probe times one kernel with a fixed number of busy heads; a real duo layer has 2-6 of 8). Example, duo at
+128K with bf16 caches, the two-group kernel at 2 programs an SM, floored:
 
     PYTHONPATH=. python3 bench/scripts/decode_split_rule.py --key bf16-two --programs-per-sm 2 --rounding floor \
         bench efficiency --config llama-3-8b --random-weights --contexts 32k,128k --attention duo --peers none \
         --retrieval-ratio 0.5 --sink 64 --recent 256 --chunk 8192 --decode-tokens 64 --out $OUT/duo_bf16.json
 
 bench/results/decode_splits_duo_h200.json collects six such runs (bf16 / fp8; 4 or 2 programs an SM; floor or
-nearest), which chose kernels.SPLIT_ROUNDING and the "<dtype>-two" entries of kernels.DECODE_PROGRAMS_PER_SM.
+nearest), which chose kernels.SPLIT_ROUNDING and the "<dtype>-two" entries of kernels.DECODE_PROGRAMS_PER_SM;
+bench/results/decode_launch_sweep_h200.json the GEMV against cuBLAS and the programs an SM of the next session.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ def main() -> None:
     ap.add_argument("--rounding", choices=kernels.SPLIT_ROUNDINGS, default=kernels.SPLIT_ROUNDING)
     ap.add_argument("--gemv-max-weight", type=int, default=kernels.GEMV_MAX_WEIGHT,
                     help="kernels.GEMV_MAX_WEIGHT: 0 puts every decode projection on cuBLAS")
+    ap.add_argument("--gemv-block-k", type=int, help="kernels.GEMV_LAUNCH's block_k (4096: the one-shot GEMV)")
+    ap.add_argument("--gemv-block-n", type=int, help="kernels.GEMV_LAUNCH's block_n")
+    ap.add_argument("--pdl", action="store_true", help="kernels.PDL: programmatic dependent launch of the decode chain")
     args, rest = ap.parse_known_args()
     if (args.key is None) != (args.programs_per_sm is None):
         ap.error("--key and --programs-per-sm go together")
@@ -36,6 +41,11 @@ def main() -> None:
             ap.error(f"--key {args.key}: use one of {', '.join(kernels.DECODE_PROGRAMS_PER_SM)}")
         kernels.DECODE_PROGRAMS_PER_SM[args.key] = args.programs_per_sm
     kernels.GEMV_MAX_WEIGHT = args.gemv_max_weight
+    if args.gemv_block_k:
+        kernels.GEMV_LAUNCH["block_k"] = args.gemv_block_k
+    if args.gemv_block_n:
+        kernels.GEMV_LAUNCH["block_n"] = args.gemv_block_n
+    kernels.PDL = args.pdl
     kernels.SPLIT_ROUNDING = args.rounding
     from sedpa_compress.cli import main as cli
 

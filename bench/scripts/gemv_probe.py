@@ -28,7 +28,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench" / "scripts"))
 
 SHAPES = {"qkv": (6144, 4096), "o": (4096, 4096), "gate_up": (28672, 4096), "down": (4096, 14336)}
-GRID = {"block_n": (4, 8, 16), "block_k": (512, 1024), "num_warps": (4, 8), "num_stages": (2, 3)}
+# block_k 4096: one block as wide as K for qkv / o / gate_up (the one-shot GEMV, whose weights load before a
+# PDL wait); kernels.gemv clamps a block wider than K to K's next power of two
+GRID = {"block_n": (2, 4, 8, 16), "block_k": (512, 1024, 4096), "num_warps": (4, 8), "num_stages": (2, 3)}
 
 
 def main() -> None:

@@ -129,8 +129,8 @@ def main() -> None:
         ms8 = timed(lambda: kernels.decode_attention(q, kb, vb, n, d ** -0.5, workspace=ws, out=out, k_scale=ks,
                                                      v_scale=vs))
         red = timed(lambda: kernels._decode_reduce[(hkv, g)](
-            ws.acc, ws.m, ws.l, out, out.stride(0), out.stride(1), out.stride(2), hkv, G_PAD=ws.g_pad, D=d,
-            SPLITS=ws.splits, **kernels._reduce_launch(ws.splits)))
+            ws.acc, ws.m, ws.l, out, out.stride(0), out.stride(1), out.stride(2), hkv, hkv, G_PAD=ws.g_pad, D=d,
+            SPLITS=ws.splits, S1=ws.splits, S2=ws.splits, **kernels._reduce_launch(ws.splits)))
         qs = q.reshape(1, hkv * g, 1, d)
         sd = timed(lambda: F.scaled_dot_product_attention(qs, k, v, enable_gqa=True))
         nbytes, nbytes8 = 2 * k.numel() * 2, 2 * (kb.numel() + ks.numel() * ks.element_size())

@@ -23,6 +23,7 @@ query block touches ~5 key blocks instead of all of them); elsewhere one masked 
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -66,6 +67,15 @@ def decode_attention_ref(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, leng
 # --------------------------------------------------------------------------- decode: Triton
 
 if HAS_TRITON:
+
+    @triton.jit
+    def _await_previous(GDC: tl.constexpr):
+        """Programmatic dependent launch (PDL; kernels.PDL): let the next kernel of the chain be launched now
+        (it waits in turn before touching anything this one writes), then wait until the previous kernel has
+        finished and its writes are visible. Every chain kernel calls this before its first dependent access."""
+        if GDC:
+            tl.extra.cuda.gdc_launch_dependents()
+            tl.extra.cuda.gdc_wait()
 
     @triton.jit
     def _attend(q, K, V, IDX, KS, VS, b, h, start, end, skb, skh, skt, svb, svh, svt, sib, sih,
@@ -167,7 +177,8 @@ if HAS_TRITON:
                         sksb, sksh, skst, svsb, svsh, svst,
                         G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr,
                         BLOCK_N: tl.constexpr, SPLITS: tl.constexpr, INDEXED: tl.constexpr, FP8: tl.constexpr,
-                        scale):
+                        scale, GDC: tl.constexpr):
+        _await_previous(GDC)
         bh = tl.program_id(0)
         split = tl.program_id(1)
         b = bh // H
@@ -182,45 +193,59 @@ if HAS_TRITON:
     @triton.jit
     def _decode_partial2(Q, K1, V1, LEN1, KS1, VS1, K2, V2, LEN2, KS2, VS2, ACC, M, L,
                          sqb, sqh, sqg, s1kb, s1kh, s1kt, s1vb, s1vh, s1vt, s2kb, s2kh, s2kt, s2vb, s2vh, s2vt,
-                         s1ksb, s1ksh, s1kst, s1vsb, s1vsh, s1vst, s2ksb, s2ksh, s2kst, s2vsb, s2vsh, s2vst, H, H1,
-                         G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr,
-                         BLOCK_N: tl.constexpr, SPLITS: tl.constexpr, FP8: tl.constexpr, scale):
-        """Both head groups of a layer in one launch: KV heads [0, H1) read cache 1 (e.g. full length),
-        heads [H1, H) cache 2 (e.g. a ring), each with its own valid length."""
-        bh = tl.program_id(0)
-        split = tl.program_id(1)
-        b = bh // H
-        h = bh % H
+                         s1ksb, s1ksh, s1kst, s1vsb, s1vsh, s1vst, s2ksb, s2ksh, s2kst, s2vsb, s2vsh, s2vst, B, H, H1,
+                         G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr,
+                         SPLITS: tl.constexpr, S1: tl.constexpr, S2: tl.constexpr, FP8: tl.constexpr, scale,
+                         GDC: tl.constexpr):
+        """Both head groups of a layer in one launch: KV heads [0, H1) read cache 1 (e.g. full length) in S1
+        splits, heads [H1, H) cache 2 (e.g. a ring) in S2, each with its own valid length. A 1-D grid of
+        B * (H1 * S1 + (H - H1) * S2) programs, group 1's first (split-major, heads interleaved as a 2-D grid
+        would launch them), so a short ring takes a program or two a head instead of S1 that find no keys.
+        Partials are laid out [B * H, SPLITS] (SPLITS = max(S1, S2))."""
+        _await_previous(GDC)
+        pid = tl.program_id(0)
+        n1 = B * H1 * S1
+        in1 = pid < n1
+        r = tl.where(in1, pid, pid - n1)
+        heads = tl.where(in1, H1, H - H1)
+        split = r // (B * heads)
+        bh_g = r % (B * heads)
+        b = bh_g // heads
+        h = tl.where(in1, 0, H1) + bh_g % heads
         q = _load_q(Q, b, h, sqb, sqh, sqg, G, G_PAD, D)
         qk_scale = scale * 1.4426950408889634
         if h < H1:
-            start, end = _split_range(LEN1, split, SPLITS, BLOCK_N)
+            start, end = _split_range(LEN1, split, S1, BLOCK_N)
             acc, m_i, l_i = _attend(q, K1, V1, LEN1, KS1, VS1, b, h, start, end, s1kb, s1kh, s1kt, s1vb, s1vh, s1vt,
                                     0, 0, s1ksb, s1ksh, s1kst, s1vsb, s1vsh, s1vst, G_PAD, D, BLOCK_N, False, FP8,
                                     qk_scale)
         else:
-            start, end = _split_range(LEN2, split, SPLITS, BLOCK_N)
+            start, end = _split_range(LEN2, split, S2, BLOCK_N)
             acc, m_i, l_i = _attend(q, K2, V2, LEN2, KS2, VS2, b, h - H1, start, end, s2kb, s2kh, s2kt, s2vb, s2vh,
                                     s2vt, 0, 0, s2ksb, s2ksh, s2kst, s2vsb, s2vsh, s2vst, G_PAD, D, BLOCK_N, False,
                                     FP8, qk_scale)
-        _store_partial(ACC, M, L, acc, m_i, l_i, bh, split, SPLITS, G, G_PAD, D)
+        _store_partial(ACC, M, L, acc, m_i, l_i, b * H + h, split, SPLITS, G, G_PAD, D)
 
     @triton.jit
-    def _decode_reduce(ACC, M, L, OUT, sob, soh, sog, H, G_PAD: tl.constexpr, D: tl.constexpr,
-                       SPLITS: tl.constexpr, SPLITS_P2: tl.constexpr, SB: tl.constexpr):
+    def _decode_reduce(ACC, M, L, OUT, sob, soh, sog, H, H1, G_PAD: tl.constexpr, D: tl.constexpr,
+                       SPLITS: tl.constexpr, S1: tl.constexpr, S2: tl.constexpr, SPLITS_P2: tl.constexpr,
+                       SB: tl.constexpr, GDC: tl.constexpr):
         # One program per (sequence, KV head, query head of the group) merges the splits' partial
         # softmaxes. Its time is load latency, not bytes (32 programs reading 32 KB each at 8K-128K): every
         # load is issued up front, SB splits at a time (all of them up to 64), so a merge waits for one
         # round trip rather than one per block of splits (7.2 us per layer on the H200 with blocks of 16).
-        # SPLITS need not be a power of two: the ranges run to SPLITS_P2, the next one, masked.
+        # Heads [0, H1) have S1 splits, the rest S2 (the two-group kernel's ring heads), in rows of SPLITS;
+        # a count need not be a power of two: the ranges run to SPLITS_P2, the next one, masked.
+        _await_previous(GDC)
         bh = tl.program_id(0)
         g = tl.program_id(1)
         b = bh // H
         h = bh % H
+        n = tl.where(h < H1, S1, S2)
         offs_s = tl.arange(0, SPLITS_P2)
         rows = (bh * SPLITS + offs_s) * G_PAD + g
-        m = tl.load(M + rows, mask=offs_s < SPLITS, other=float("-inf"))
-        l_ = tl.load(L + rows, mask=offs_s < SPLITS, other=0.0)
+        m = tl.load(M + rows, mask=offs_s < n, other=float("-inf"))
+        l_ = tl.load(L + rows, mask=offs_s < n, other=0.0)
         m_max = tl.max(m, axis=0)
         m_max = tl.where(m_max == float("-inf"), 0.0, m_max)
         denom = tl.sum(tl.exp2(m - m_max) * l_, axis=0)  # empty splits: m = -inf -> 0
@@ -228,7 +253,7 @@ if HAS_TRITON:
         offs_d = tl.arange(0, D)
         out = tl.zeros([D], tl.float32)
         for s0 in tl.static_range(0, SPLITS_P2, SB):
-            real = s0 + offs_b < SPLITS
+            real = s0 + offs_b < n
             r = (bh * SPLITS + s0 + offs_b) * G_PAD + g
             a = tl.load(ACC + r[:, None] * D + offs_d[None, :], mask=real[:, None], other=0.0)
             w = tl.exp2(tl.load(M + r, mask=real, other=float("-inf")) - m_max)
@@ -266,6 +291,26 @@ DECODE_LAUNCH: dict[str, dict[str, int]] = {
     "bf16-two": dict(BLOCK_N=64, num_warps=4, num_stages=2),
     "fp8-two": dict(BLOCK_N=128, num_warps=4, num_stages=2),
 }
+
+
+# Programmatic dependent launch (Hopper and later) for the decode step's Triton chain (qkv GEMV, RoPE + cache
+# writes, split-K attention and merge, o GEMV): each is launched while the previous kernel ends and waits
+# (griddepcontrol.wait) before touching its outputs, so launch gaps overlap the previous kernel's tail and a
+# one-shot GEMV streams its weights meanwhile. Off until timed in the whole decode step on the H200
+# (bench/scripts/decode_split_rule.py --pdl).
+PDL = False
+
+
+def _pdl() -> dict:
+    """The launch options and kernel flag for PDL as kernels.PDL says (read at each launch, so a CUDA graph
+    captures whichever was set when it was built); never before Hopper, whose PTX has no griddepcontrol."""
+    on = PDL and _hopper_or_later()
+    return dict(GDC=on, launch_pdl=on)
+
+
+@functools.cache
+def _hopper_or_later() -> bool:
+    return torch.cuda.is_available() and torch.cuda.get_device_capability()[0] >= 9
 
 
 def launch_key(kv_dtype: str, two_groups: bool = False) -> str:
@@ -306,15 +351,20 @@ class DecodeWorkspace:
 
     def __init__(self, batch: int, heads: int, group: int, head_dim: int, max_keys: int, device,
                  busy_heads: int | None = None, kv_dtype: str = "bf16", splits: int | None = None,
-                 two_groups: bool = False) -> None:
-        # `busy_heads`: how many of the heads read `max_keys` (a two-group layer's full-length heads; its
-        # ring heads' programs end at once): the splits are sized to keep the GPU busy with those alone.
-        # `splits`: an explicit count (the kernel probe's sweep)
+                 two_groups: bool = False, group_keys: tuple[int, int] | None = None) -> None:
+        # `busy_heads`: how many of the heads read `max_keys` (a two-group layer's full-length heads): the
+        # splits are sized to keep the GPU busy with those alone. `splits`: an explicit count (the kernel
+        # probe's sweep). `group_keys`: a two-group layer's cache lengths (implies two_groups); each group
+        # gets splits in proportion, so a ring of a few hundred keys takes one program a head, not `splits`.
         if splits is not None and not 1 <= splits <= 256:
             raise ValueError(f"splits={splits}: use a count from 1 to 256")
+        two_groups = two_groups or group_keys is not None
         key = launch_key(kv_dtype, two_groups)
         self.splits = splits or num_splits(max_keys, busy_heads or heads, batch, DECODE_LAUNCH[key]["BLOCK_N"],
                                            DECODE_PROGRAMS_PER_SM.get(key, DECODE_PROGRAMS_PER_SM[kv_dtype]))
+        longest = max(group_keys) if group_keys else 1
+        self.group_splits = tuple(min(self.splits, max(1, math.ceil(n * self.splits / longest)))
+                                  for n in group_keys) if group_keys else None
         self.g_pad = max(16, 1 << math.ceil(math.log2(group)))  # tl.dot needs >= 16 rows
         n = batch * heads * self.splits * self.g_pad
         self.acc = torch.empty(n * head_dim, dtype=torch.float32, device=device)
@@ -358,9 +408,10 @@ def _triton_decode(q, k, v, length, scale, *, index=None, workspace=None, out=No
         q, k, v, length, idx, ws.acc, ws.m, ws.l, k_scale if fp8 else length, v_scale if fp8 else length,
         *_strides3(q), *_strides3(k), *_strides3(v), idx_b, idx_h, h, *_strides3(k_scale), *_strides3(v_scale),
         G=g, G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, INDEXED=index is not None, FP8=fp8, scale=scale,
-        **DECODE_LAUNCH["fp8" if fp8 else "bf16"])
-    _decode_reduce[(b * h, g)](ws.acc, ws.m, ws.l, out, out.stride(0), out.stride(1), out.stride(2), h,
-                               G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, **_reduce_launch(ws.splits))
+        **DECODE_LAUNCH["fp8" if fp8 else "bf16"], **_pdl())
+    _decode_reduce[(b * h, g)](ws.acc, ws.m, ws.l, out, out.stride(0), out.stride(1), out.stride(2), h, h,
+                               G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, S1=ws.splits, S2=ws.splits,
+                               **_reduce_launch(ws.splits), **_pdl())
     return out
 
 
@@ -391,18 +442,23 @@ def _triton_decode2(q, groups, scale, *, workspace=None, out=None):
     """The two launches for two groups (also run by the tests under TRITON_INTERPRET=1 on CPU tensors)."""
     (k1, v1, n1, ks1, vs1), (k2, v2, n2, ks2, vs2) = groups
     b, h, g, d = q.shape
-    ws = workspace or DecodeWorkspace(b, h, g, d, max(k1.shape[2], k2.shape[2]), q.device,
-                                      kv_dtype="fp8" if ks1 is not None else "bf16", two_groups=True)
+    keys = (k1.shape[2], k2.shape[2])
+    ws = workspace or DecodeWorkspace(b, h, g, d, max(keys), q.device, busy_heads=k1.shape[1] if keys[0] >= keys[1]
+                                      else h - k1.shape[1], kv_dtype="fp8" if ks1 is not None else "bf16",
+                                      group_keys=keys)
+    s1, s2 = ws.group_splits or (ws.splits, ws.splits)
     out = out if out is not None else torch.empty_like(q)
     fp8 = ks1 is not None
-    _decode_partial2[(b * h, ws.splits)](
+    h1 = k1.shape[1]
+    _decode_partial2[(b * (h1 * s1 + (h - h1) * s2),)](
         q, k1, v1, n1, ks1 if fp8 else n1, vs1 if fp8 else n1, k2, v2, n2, ks2 if fp8 else n2, vs2 if fp8 else n2,
         ws.acc, ws.m, ws.l, *_strides3(q), *_strides3(k1), *_strides3(v1), *_strides3(k2), *_strides3(v2),
-        *_strides3(ks1), *_strides3(vs1), *_strides3(ks2), *_strides3(vs2), h, k1.shape[1],
-        G=g, G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, FP8=fp8, scale=scale,
-        **DECODE_LAUNCH[launch_key("fp8" if fp8 else "bf16", two_groups=True)])
-    _decode_reduce[(b * h, g)](ws.acc, ws.m, ws.l, out, out.stride(0), out.stride(1), out.stride(2), h,
-                               G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, **_reduce_launch(ws.splits))
+        *_strides3(ks1), *_strides3(vs1), *_strides3(ks2), *_strides3(vs2), b, h, h1,
+        G=g, G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, S1=s1, S2=s2, FP8=fp8, scale=scale,
+        **DECODE_LAUNCH[launch_key("fp8" if fp8 else "bf16", two_groups=True)], **_pdl())
+    _decode_reduce[(b * h, g)](ws.acc, ws.m, ws.l, out, out.stride(0), out.stride(1), out.stride(2), h, h1,
+                               G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, S1=s1, S2=s2, **_reduce_launch(ws.splits),
+                               **_pdl())
     return out
 
 
@@ -444,10 +500,11 @@ if HAS_TRITON:
                     sqb, sqh, skb, skh, svb, svh, sqob, sqoh,
                     s1kb, s1kh, s1kt, s1vb, s1vh, s1vt, s2kb, s2kh, s2kt, s2vb, s2vh, s2vt,
                     t1kb, t1kh, t1kt, t1vb, t1vh, t1vt, t2kb, t2kh, t2kt, t2vb, t2vh, t2vt,
-                    HQ, H1, HALF: tl.constexpr, FP8: tl.constexpr):
+                    HQ, H1, HALF: tl.constexpr, FP8: tl.constexpr, GDC: tl.constexpr):
         """One program per (sequence, head): a query head is rotated into QO; a KV head is rotated (k) and
         written with its v at its group's slot (heads [0, H1) to cache 1, the rest to cache 2); with FP8
         caches both are quantized on the way, their scales written beside them (KS*/VS*, strides t*)."""
+        _await_previous(GDC)
         b = tl.program_id(0)
         h = tl.program_id(1)
         offs = tl.arange(0, HALF)
@@ -512,7 +569,7 @@ def rope_append(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Te
         ks1 if fp8 else s1, vs1 if fp8 else s1, ks2 if fp8 else s1, vs2 if fp8 else s1,
         q.stride(0), q.stride(2), k.stride(0), k.stride(2), v.stride(0), v.stride(2), qo.stride(0), qo.stride(1),
         *_strides3(k1), *_strides3(v1), *_strides3(k2), *_strides3(v2),
-        *_strides3(ks1), *_strides3(vs1), *_strides3(ks2), *_strides3(vs2), hq, h1, HALF=d // 2, FP8=fp8)
+        *_strides3(ks1), *_strides3(vs1), *_strides3(ks2), *_strides3(vs2), hq, h1, HALF=d // 2, FP8=fp8, **_pdl())
     return qo
 
 
@@ -521,37 +578,60 @@ def rope_append(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Te
 if HAS_TRITON:
 
     @triton.jit
+    def _gemv_x(X, NW, cols, K, inv, OUT_DTYPE: tl.constexpr, NORM: tl.constexpr, SWIGLU: tl.constexpr):
+        """One block of the GEMV's input vector, with the glue folded in where asked (see _gemv_fused)."""
+        if SWIGLU:
+            g = tl.load(X + cols, mask=cols < K, other=0.0).to(tl.float32)
+            u = tl.load(X + K + cols, mask=cols < K, other=0.0).to(tl.float32)
+            silu = (g / (1.0 + tl.exp(-g))).to(OUT_DTYPE).to(tl.float32)
+            xv = (silu * u).to(OUT_DTYPE).to(tl.float32)
+        else:
+            xv = tl.load(X + cols, mask=cols < K, other=0.0).to(tl.float32)
+        if NORM:
+            nw = tl.load(NW + cols, mask=cols < K, other=0.0).to(tl.float32)
+            xv = ((xv * inv).to(OUT_DTYPE).to(tl.float32) * nw).to(OUT_DTYPE).to(tl.float32)
+        return xv
+
+    @triton.jit
     def _gemv_fused(X, W, Y, R, NW, N, K, swn, eps, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                    NORM: tl.constexpr, SWIGLU: tl.constexpr, RESIDUAL: tl.constexpr):
+                    NORM: tl.constexpr, SWIGLU: tl.constexpr, RESIDUAL: tl.constexpr, ONE_SHOT: tl.constexpr,
+                    GDC: tl.constexpr):
         """y[n] = sum_k w[n, k] x[k] for one block of rows, fp32 accumulation (batch-1 decode), optionally
         with the decode step's glue folded in: NORM, x is RMS-normalised first (its weight NW; the
         norm recomputed by every program from L2: 8 KB for hidden 4096); SWIGLU, x is [gate; up] (2K) and the
-        GEMV reads silu(gate) * up; RESIDUAL, y = R + W x. Each rounds to x's dtype where the eager glue does."""
+        GEMV reads silu(gate) * up; RESIDUAL, y = R + W x. Each rounds to x's dtype where the eager glue does.
+        ONE_SHOT (BLOCK_K >= K): the program's whole weight block is loaded at once, and under PDL (GDC) before
+        waiting on the previous kernel: weights are never written by it, so their bytes stream in while it ends."""
         rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        if ONE_SHOT:
+            if GDC:
+                tl.extra.cuda.gdc_launch_dependents()
+            cols = tl.arange(0, BLOCK_K)
+            w = tl.load(W + rows[:, None] * swn + cols[None, :], mask=(rows[:, None] < N) & (cols[None, :] < K),
+                        other=0.0)
+            if GDC:
+                tl.extra.cuda.gdc_wait()
+        else:
+            _await_previous(GDC)
         inv = 1.0
         if NORM:
             ss = tl.zeros([BLOCK_K], tl.float32)
             for k0 in range(0, K, BLOCK_K):
-                cols = k0 + tl.arange(0, BLOCK_K)
-                xv = tl.load(X + cols, mask=cols < K, other=0.0).to(tl.float32)
+                c = k0 + tl.arange(0, BLOCK_K)
+                xv = tl.load(X + c, mask=c < K, other=0.0).to(tl.float32)
                 ss += xv * xv
             inv = 1.0 / tl.sqrt(tl.sum(ss, axis=0) / K + eps)
-        acc = tl.zeros([BLOCK_N], tl.float32)
-        for k0 in range(0, K, BLOCK_K):
-            cols = k0 + tl.arange(0, BLOCK_K)
-            if SWIGLU:
-                g = tl.load(X + cols, mask=cols < K, other=0.0).to(tl.float32)
-                u = tl.load(X + K + cols, mask=cols < K, other=0.0).to(tl.float32)
-                silu = (g / (1.0 + tl.exp(-g))).to(Y.dtype.element_ty).to(tl.float32)
-                xv = (silu * u).to(Y.dtype.element_ty).to(tl.float32)
-            else:
-                xv = tl.load(X + cols, mask=cols < K, other=0.0).to(tl.float32)
-            if NORM:
-                nw = tl.load(NW + cols, mask=cols < K, other=0.0).to(tl.float32)
-                xv = ((xv * inv).to(Y.dtype.element_ty).to(tl.float32) * nw).to(Y.dtype.element_ty).to(tl.float32)
-            w = tl.load(W + rows[:, None] * swn + cols[None, :], mask=(rows[:, None] < N) & (cols[None, :] < K),
-                        other=0.0).to(tl.float32)
-            acc += tl.sum(w * xv[None, :], axis=1)
+        if ONE_SHOT:
+            xv = _gemv_x(X, NW, cols, K, inv, Y.dtype.element_ty, NORM, SWIGLU)
+            acc = tl.sum(w.to(tl.float32) * xv[None, :], axis=1)
+        else:
+            acc = tl.zeros([BLOCK_N], tl.float32)
+            for k0 in range(0, K, BLOCK_K):
+                c = k0 + tl.arange(0, BLOCK_K)
+                xv = _gemv_x(X, NW, c, K, inv, Y.dtype.element_ty, NORM, SWIGLU)
+                wk = tl.load(W + rows[:, None] * swn + c[None, :], mask=(rows[:, None] < N) & (c[None, :] < K),
+                             other=0.0).to(tl.float32)
+                acc += tl.sum(wk * xv[None, :], axis=1)
         if RESIDUAL:
             acc = acc.to(Y.dtype.element_ty).to(tl.float32) + tl.load(R + rows, mask=rows < N, other=0.0).to(tl.float32)
         tl.store(Y + rows, acc.to(Y.dtype.element_ty), mask=rows < N)
@@ -570,10 +650,11 @@ def gemv_fused(x: torch.Tensor, w: torch.Tensor, *, norm_weight: torch.Tensor | 
                          f"got w {tuple(w.shape)}, x {tuple(x.shape)}")
     y = torch.empty(n, dtype=x.dtype, device=x.device)
     xf = x.reshape(-1)
+    block_k = min(block_k, triton.next_power_of_2(k))  # a block as wide as K: the one-shot GEMV
     _gemv_fused[(triton.cdiv(n, block_n),)](
         xf, w, y, residual.reshape(-1) if residual is not None else y, norm_weight if norm_weight is not None else xf,
         n, k, w.stride(0), eps, BLOCK_N=block_n, BLOCK_K=block_k, NORM=norm_weight is not None, SWIGLU=swiglu,
-        RESIDUAL=residual is not None, num_warps=num_warps, num_stages=num_stages)
+        RESIDUAL=residual is not None, ONE_SHOT=block_k >= k, num_warps=num_warps, num_stages=num_stages, **_pdl())
     return y
 
 

@@ -684,10 +684,10 @@ def make_state(model: FastModel, caches: list[LayerCache], batch: int) -> Decode
         if _one_launch(model.spec, layer):  # decode_attention_groups: one workspace for the whole layer
             keys = max(k.shape[2] for k in cache.k)
             busy = sum(grp.size for grp, k in zip(layer.groups, cache.k) if k.shape[2] == keys)
-            state.workspaces[(li, "layer")] = (kernels.DecodeWorkspace(batch, model.hkv, model.group, model.d, keys, dev,
-                                                                       busy_heads=busy, kv_dtype=model.spec.kv_dtype,
-                                                                       two_groups=True)
-                                               if use_triton else None)
+            state.workspaces[(li, "layer")] = (
+                kernels.DecodeWorkspace(batch, model.hkv, model.group, model.d, keys, dev, busy_heads=busy,
+                                        kv_dtype=model.spec.kv_dtype, group_keys=tuple(k.shape[2] for k in cache.k))
+                if use_triton else None)
             continue
         for gi, grp in enumerate(layer.groups):
             keys = cache.k[gi].shape[2]
