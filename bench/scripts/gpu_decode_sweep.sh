@@ -27,7 +27,7 @@ Path('/tmp/sedpa_dry_model/config.json').exists() or build_tiny('llama', Path('/
     --rank-ratio 0.85 --sink 4 --recent 16 --window 64 --chunk 128 --decode-tokens 4"
 fi
 QUEUE0=${QUEUE0:-"base=;pdl=--pdl;pdl-oneshot=--pdl --gemv-block-k 4096;exact3=--rounding exact --key bf16-two --programs-per-sm 3@duo"}
-QUEUE1=${QUEUE1:-"tests;oneshot=--gemv-block-k 4096;exact4=--rounding exact --key bf16-two --programs-per-sm 4@duo;fp8-pdl=--pdl@duo@fp8;fp8=@duo@fp8"}
+QUEUE1=${QUEUE1:-"tests;oneshot=--gemv-block-k 4096;exact4=--rounding exact --key bf16-two --programs-per-sm 4@duo;fp8=@duo@fp8;fp8-qk=--fp8-qk-dot@duo@fp8"}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$R/device.txt" 2>/dev/null || echo "no GPU" > "$R/device.txt"
 echo "${SEDPA_GIT_COMMIT:-unknown}" > "$R/commit.txt"
 
@@ -38,7 +38,7 @@ run_queue() {  # $1 GPU, $2 queue
     [[ $(left) -lt 40 ]] && { echo "[gpu$1] out of time before: $e" >> "$R/queue$1.log"; break; }
     if [[ $e == tests ]]; then
       timeout $(( $(left) - 30 )) python3 -m pytest tests/test_runtime_gpu.py -q -p no:cacheprovider -m gpu -rA \
-        -k "pdl or programmatic or split_k or mode_logits or decode_linear or rope_append or graph" \
+        -k "programmatic or split_k or mode_logits or decode_linear or rope_append or graph or fp8" \
         > "$R/gpu_tests.log" 2>&1
       echo "[gpu$1] tests: $(tail -1 "$R/gpu_tests.log")" >> "$R/queue$1.log"
       continue

@@ -80,7 +80,7 @@ if HAS_TRITON:
     @triton.jit
     def _attend(q, K, V, IDX, KS, VS, b, h, start, end, skb, skh, skt, svb, svh, svt, sib, sih,
                 sksb, sksh, skst, svsb, svsh, svst, G_PAD: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr,
-                INDEXED: tl.constexpr, FP8: tl.constexpr, qk_scale):
+                INDEXED: tl.constexpr, FP8: tl.constexpr, qk_scale, FP8_QK: tl.constexpr):
         """One program's online softmax over keys [start, end) of KV head `h` of one cache: (acc, m, l).
 
         FP8 (e4m3 bits with a scale per token): both dots run in fp16, the one type e4m3 converts to in
@@ -90,14 +90,25 @@ if HAS_TRITON:
         logits, and the value scales fold into the probabilities normalised by the block's largest scale
         (so p * scale stays in [0, 1], clear of fp16's subnormals) with that largest scale applied to
         the block's fp32 sum. The scales of the next block are loaded one block ahead: their loads are
-        too narrow for Triton's asynchronous copies and would otherwise stall every block."""
+        too narrow for Triton's asynchronous copies and would otherwise stall every block.
+
+        FP8_QK (kernels.FP8_QK_DOT, a candidate): the keys go into the dot as e4m3, unconverted, against the
+        query split in two e4m3 parts (each row scaled to 448, then its rounding residual scaled by 16), two fp8
+        dots summed in fp32: the query keeps about bf16's precision and no key is converted."""
         tl.static_assert(not (INDEXED and FP8), "fp8 caches are read in order (tidal refuses them)")
         offs_d = tl.arange(0, D)
         m_i = tl.full([G_PAD], float("-inf"), tl.float32)
         l_i = tl.zeros([G_PAD], tl.float32)
         acc = tl.zeros([G_PAD, D], tl.float32)
         if FP8:
-            q16 = (q.to(tl.float32) * qk_scale).to(tl.float16)
+            if FP8_QK:
+                qs = q.to(tl.float32) * qk_scale
+                q_sc = tl.maximum(tl.max(tl.abs(qs), axis=1), 1e-30) / 448.0
+                qn = qs / q_sc[:, None]
+                q_hi = qn.to(tl.float8e4nv)
+                q_lo = ((qn - q_hi.to(tl.float32)) * 16.0).to(tl.float8e4nv)
+            else:
+                q16 = (q.to(tl.float32) * qk_scale).to(tl.float16)
             offs0 = start + tl.arange(0, BLOCK_N)
             k_sc_next = tl.load(KS + b * sksb + h * sksh + offs0 * skst, mask=offs0 < end, other=0.0).to(tl.float32)
             v_sc_next = tl.load(VS + b * svsb + h * svsh + offs0 * svst, mask=offs0 < end, other=0.0).to(tl.float32)
@@ -116,8 +127,12 @@ if HAS_TRITON:
                 k_sc_next = tl.load(KS + b * sksb + h * sksh + offs_next * skst, mask=nxt, other=0.0).to(tl.float32)
                 v_sc_next = tl.load(VS + b * svsb + h * svsh + offs_next * svst, mask=nxt, other=0.0).to(tl.float32)
                 k = tl.load(K + b * skb + h * skh + pos[:, None] * skt + offs_d[None, :], mask=valid[:, None], other=0)
-                k = k.to(tl.float8e4nv, bitcast=True).to(tl.float16)
-                s = tl.dot(q16, tl.trans(k)) * k_sc[None, :]
+                if FP8_QK:
+                    k8 = tl.trans(k.to(tl.float8e4nv, bitcast=True))
+                    s = (tl.dot(q_hi, k8) + tl.dot(q_lo, k8) * 0.0625) * q_sc[:, None] * k_sc[None, :]
+                else:
+                    k = k.to(tl.float8e4nv, bitcast=True).to(tl.float16)
+                    s = tl.dot(q16, tl.trans(k)) * k_sc[None, :]
             else:
                 k = tl.load(K + b * skb + h * skh + pos[:, None] * skt + offs_d[None, :], mask=valid[:, None],
                             other=0.0)
@@ -177,7 +192,7 @@ if HAS_TRITON:
                         sksb, sksh, skst, svsb, svsh, svst,
                         G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr,
                         BLOCK_N: tl.constexpr, SPLITS: tl.constexpr, INDEXED: tl.constexpr, FP8: tl.constexpr,
-                        scale, GDC: tl.constexpr):
+                        scale, GDC: tl.constexpr, FP8_QK: tl.constexpr):
         _await_previous(GDC)
         bh = tl.program_id(0)
         split = tl.program_id(1)
@@ -187,7 +202,7 @@ if HAS_TRITON:
         q = _load_q(Q, b, h, sqb, sqh, sqg, G, G_PAD, D)
         qk_scale = scale * 1.4426950408889634  # exp2 instead of exp
         acc, m_i, l_i = _attend(q, K, V, IDX, KS, VS, b, h, start, end, skb, skh, skt, svb, svh, svt, sib, sih,
-                                sksb, sksh, skst, svsb, svsh, svst, G_PAD, D, BLOCK_N, INDEXED, FP8, qk_scale)
+                                sksb, sksh, skst, svsb, svsh, svst, G_PAD, D, BLOCK_N, INDEXED, FP8, qk_scale, FP8_QK)
         _store_partial(ACC, M, L, acc, m_i, l_i, bh, split, SPLITS, G, G_PAD, D)
 
     @triton.jit
@@ -196,7 +211,7 @@ if HAS_TRITON:
                          s1ksb, s1ksh, s1kst, s1vsb, s1vsh, s1vst, s2ksb, s2ksh, s2kst, s2vsb, s2vsh, s2vst, B, H, H1,
                          G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr,
                          SPLITS: tl.constexpr, S1: tl.constexpr, S2: tl.constexpr, FP8: tl.constexpr, scale,
-                         GDC: tl.constexpr):
+                         GDC: tl.constexpr, FP8_QK: tl.constexpr):
         """Both head groups of a layer in one launch: KV heads [0, H1) read cache 1 (e.g. full length) in S1
         splits, heads [H1, H) cache 2 (e.g. a ring) in S2, each with its own valid length. A 1-D grid of
         B * (H1 * S1 + (H - H1) * S2) programs, group 1's first (split-major, heads interleaved as a 2-D grid
@@ -218,12 +233,12 @@ if HAS_TRITON:
             start, end = _split_range(LEN1, split, S1, BLOCK_N)
             acc, m_i, l_i = _attend(q, K1, V1, LEN1, KS1, VS1, b, h, start, end, s1kb, s1kh, s1kt, s1vb, s1vh, s1vt,
                                     0, 0, s1ksb, s1ksh, s1kst, s1vsb, s1vsh, s1vst, G_PAD, D, BLOCK_N, False, FP8,
-                                    qk_scale)
+                                    qk_scale, FP8_QK)
         else:
             start, end = _split_range(LEN2, split, S2, BLOCK_N)
             acc, m_i, l_i = _attend(q, K2, V2, LEN2, KS2, VS2, b, h - H1, start, end, s2kb, s2kh, s2kt, s2vb, s2vh,
                                     s2vt, 0, 0, s2ksb, s2ksh, s2kst, s2vsb, s2vsh, s2vst, G_PAD, D, BLOCK_N, False,
-                                    FP8, qk_scale)
+                                    FP8, qk_scale, FP8_QK)
         _store_partial(ACC, M, L, acc, m_i, l_i, b * H + h, split, SPLITS, G, G_PAD, D)
 
     @triton.jit
@@ -299,6 +314,13 @@ DECODE_LAUNCH: dict[str, dict[str, int]] = {
 # one-shot GEMV streams its weights meanwhile. Off until timed in the whole decode step on the H200
 # (bench/scripts/decode_split_rule.py --pdl).
 PDL = False
+
+
+# fp8 caches: the decode kernels' key dot in e4m3 against a two-part e4m3 query instead of converting every
+# key to fp16 (see _attend). A candidate: the fp8 two-group kernel reads its bytes at half bf16's rate
+# (bench/results/decode_profile_duo_fp8_128k_h200.txt), and this removes half its conversions. Off until timed
+# (bench/scripts/decode_split_rule.py --fp8-qk-dot) and checked on the GPU.
+FP8_QK_DOT = False
 
 
 def _pdl() -> dict:
@@ -408,7 +430,7 @@ def _triton_decode(q, k, v, length, scale, *, index=None, workspace=None, out=No
         q, k, v, length, idx, ws.acc, ws.m, ws.l, k_scale if fp8 else length, v_scale if fp8 else length,
         *_strides3(q), *_strides3(k), *_strides3(v), idx_b, idx_h, h, *_strides3(k_scale), *_strides3(v_scale),
         G=g, G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, INDEXED=index is not None, FP8=fp8, scale=scale,
-        **DECODE_LAUNCH["fp8" if fp8 else "bf16"], **_pdl())
+        FP8_QK=fp8 and FP8_QK_DOT, **DECODE_LAUNCH["fp8" if fp8 else "bf16"], **_pdl())
     _decode_reduce[(b * h, g)](ws.acc, ws.m, ws.l, out, out.stride(0), out.stride(1), out.stride(2), h, h,
                                G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, S1=ws.splits, S2=ws.splits,
                                **_reduce_launch(ws.splits), **_pdl())
@@ -454,7 +476,7 @@ def _triton_decode2(q, groups, scale, *, workspace=None, out=None):
         q, k1, v1, n1, ks1 if fp8 else n1, vs1 if fp8 else n1, k2, v2, n2, ks2 if fp8 else n2, vs2 if fp8 else n2,
         ws.acc, ws.m, ws.l, *_strides3(q), *_strides3(k1), *_strides3(v1), *_strides3(k2), *_strides3(v2),
         *_strides3(ks1), *_strides3(vs1), *_strides3(ks2), *_strides3(vs2), b, h, h1,
-        G=g, G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, S1=s1, S2=s2, FP8=fp8, scale=scale,
+        G=g, G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, S1=s1, S2=s2, FP8=fp8, scale=scale, FP8_QK=fp8 and FP8_QK_DOT,
         **DECODE_LAUNCH[launch_key("fp8" if fp8 else "bf16", two_groups=True)], **_pdl())
     _decode_reduce[(b * h, g)](ws.acc, ws.m, ws.l, out, out.stride(0), out.stride(1), out.stride(2), h, h1,
                                G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, S1=s1, S2=s2, **_reduce_launch(ws.splits),
