@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Issue 6 acceptance on the embedded sedpa-tiny, on one GPU: build the SEDPA artifact (rank ratio 0.85),
 # then NIAH (1k..16k x 10 depths) and perplexity for every mode, side by side:
-#   full, streaming, duo (the pattern's recipe ratio), sedpa-s, sedpa-w (on the artifact), tidal.
+#   full, streaming, duo (the pattern's recipe ratio), sedpa-s, sedpa-w (on the artifact), tidal;
+# then the artifact's decode speed per mode and `sedpa bench report`'s trade-off table (issue 12).
 #
 #   run: bash bench/scripts/gpu_accuracy.sh            (the lead runs it on the device; results to $OUT)
 #
@@ -67,7 +68,17 @@ step niah $SEDPA bench niah $MODEL_ARGS --pattern "$PATTERN" --compressed "$ART"
 step ppl $SEDPA bench ppl $MODEL_ARGS --pattern "$PATTERN" --compressed "$ART" -a "$MODES" \
   --seq-len "$SEQ_LEN" --windows "$WINDOWS" $WINDOW_ARGS --decode-tail "$TAIL" --out "bench/results/ppl_$NAME.json" --device "$DEVICE"
 
-tar czf "$OUT/accuracy.tgz" bench/results/niah_$NAME* bench/results/ppl_$NAME*
+# 4. decode speed of the same modes on the artifact (its pattern and factors), then the trade-off table
+#    (NIAH, ppl, decode ms, KV bytes, peak memory, parameters per mode) as markdown + PNG
+EFF_CONTEXTS=${EFF_CONTEXTS:-4k,16k}  # sedpa-tiny: 32K positions, less the decoded tokens
+[ "$DEVICE" = cpu ] && EFF_CONTEXTS=${EFF_CONTEXTS_CPU:-512}
+step efficiency $SEDPA bench efficiency --model "$ART" --contexts "$EFF_CONTEXTS" --attention full,duo,sedpa-s,sedpa-w,tidal \
+  --peers none $WINDOW_ARGS --out "bench/results/efficiency_$NAME.json" --device "$DEVICE"
+step report $SEDPA bench report bench/results/niah_$NAME.json bench/results/ppl_$NAME.json \
+  bench/results/efficiency_$NAME.json --out "bench/results/report_$NAME.md"
+
+tar czf "$OUT/accuracy.tgz" bench/results/niah_$NAME* bench/results/ppl_$NAME* bench/results/efficiency_$NAME* \
+  bench/results/report_$NAME*
 NAME=$NAME python3 - <<'EOF' | tee "$OUT/summary.txt"
 import json, os, pathlib
 for name in ("niah", "ppl"):
