@@ -175,6 +175,27 @@ def test_generated_word_syllables_and_free_codes_reach_the_training_needles():
         load_config(None, corpus_word_values=1.5)
 
 
+def test_wording_random_verbs_sets_the_share_of_random_joining_words():
+    """Stage 12's data: the words between attribute and value (and in procedural answer prefixes) are random
+    corpus words `wording_random_verbs` of the time instead of a listed verb, so a held-out joining phrase
+    ("carries the", "stands at") is one more unseen word, not a broken pattern."""
+    from sedpa_compress.tiny.data import TinyData
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(SHIPPED / "tokenizer.json"))
+
+    def listed_share(share):
+        fam = TinyData(load_config(RECIPE, **{**SMALL, "corpus_words": 500, "wording_wild": 1.0,
+                                              "wording_random_verbs": share}), tok).templates
+        rng = random.Random(0)
+        return sum(fam._verb(rng) in fam.phrasing.verbs for _ in range(1000)) / 1000
+
+    assert listed_share(0.0) == 1.0 and listed_share(1.0) < 0.15 and 0.4 < listed_share(0.5) < 0.65
+    assert load_config(Path("recipes/tiny-stage12.yaml")).wording_random_verbs == 0.5
+    with pytest.raises(SedpaError, match="wording_random_verbs"):
+        load_config(None, wording_random_verbs=2.0)
+
+
 def test_recipe_value_weights_and_edge_depths_are_checked():
     from sedpa_compress.tiny.config import load_config
 

@@ -318,6 +318,7 @@ class WordingFamily:
     value_weights: tuple[float, ...] = DEFAULT_VALUE_WEIGHTS  # over VALUE_FORMATS
     value_syllables: tuple[str, ...] = ()  # invented-word values' syllables (empty: the vocabulary's)
     corpus_word_values: float = 0.0  # share of word values that are a real word of `words` ("pineapple")
+    random_verb_share: float = 0.25  # share of procedural verbs that are random words ("is harvest", "lantern")
 
     # ---- keys and attributes
     def _wild(self, rng: random.Random) -> bool:
@@ -387,9 +388,10 @@ class WordingFamily:
         return value
 
     def _verb(self, rng: random.Random) -> str:
-        """What joins attribute and value: a listed verb, or (a quarter of the time) one or two random
-        words ("is harvest", "lantern") so that no connecting phrase is needed to find the value."""
-        if self.words and rng.random() < 0.25:
+        """What joins attribute and value: a listed verb, or (`random_verb_share` of the time, a quarter by
+        default) one or two random words ("is harvest", "lantern") so that no connecting phrase is needed to
+        find the value."""
+        if self.words and rng.random() < self.random_verb_share:
             w = self.words
             return rng.choice((rng.choice(w), f"{rng.choice(w)} {rng.choice(w)}", f"is {rng.choice(w)}",
                                f"{rng.choice(self.phrasing.verbs)} {rng.choice(w)}"))

@@ -51,6 +51,9 @@ class TinyTrainConfig:
     # text (0: the family's own list), and set the share of procedurally built slots (None: the family's)
     corpus_words: int = 0
     wording_wild: float | None = None
+    # of the procedural verbs joining attribute and value (needles, answer prefixes), the share that are one or
+    # two random words instead of a listed verb (None: the family's, a quarter)
+    wording_random_verbs: float | None = None
     # value formats of the training needles (weights over data.wordings.VALUE_FORMATS: digits, grouped,
     # thousands, code, word, free_code; None: the family's), and the share of needles placed at the very start or end
     value_weights: dict[str, float] | None = None
@@ -113,6 +116,8 @@ class TinyTrainConfig:
             raise SedpaError("needle_fraction + copy_fraction must be at most 1 (the rest is plain text)")
         if self.wording_wild is not None and not 0.0 <= self.wording_wild <= 1.0:
             raise SedpaError(f"wording_wild {self.wording_wild}: use a share between 0 and 1")
+        if self.wording_random_verbs is not None and not 0.0 <= self.wording_random_verbs <= 1.0:
+            raise SedpaError(f"wording_random_verbs {self.wording_random_verbs}: use a share between 0 and 1")
         if self.value_weights is not None:
             from sedpa_compress.data.wordings import VALUE_FORMATS
 

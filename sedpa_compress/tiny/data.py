@@ -73,6 +73,10 @@ class TinyData(torch.utils.data.Dataset):
                 raise SedpaError("generated_word_syllables needs a compositional wording family (data/wordings.py)")
             syllables = generated_syllables(exclude=HELDOUT_TEMPLATES.vocab.syllables)
             templates = self.templates = dataclasses.replace(templates, value_syllables=syllables)
+        if cfg.wording_random_verbs is not None:
+            if not getattr(templates, "words", None):
+                raise SedpaError("wording_random_verbs needs the training family's corpus words: set corpus_words")
+            templates = self.templates = dataclasses.replace(templates, random_verb_share=cfg.wording_random_verbs)
         if cfg.corpus_word_values:
             if not getattr(templates, "words", None):
                 raise SedpaError("corpus_word_values needs the training family's corpus words: set corpus_words")
