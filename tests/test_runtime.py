@@ -419,7 +419,8 @@ def run_in_triton_interpreter(code: str) -> None:
 @in_triton_interpreter
 def test_split_k_decode_kernels_in_the_triton_interpreter():
     """SEDPA_TRITON_INTERPRET=1 pytest -k interpreter: the split-K partial and reduce kernels (up to 128
-    splits: the merge in blocks of 64; counts that are not powers of two), plain,
+    splits: the merge in blocks of 64; counts that are not powers of two; the merge folded into the partial
+    kernel), plain,
     indexed (TidalDecode), reading fp8 caches with per-token scales (fp16 dots: within 2e-3), and over a layer's two head groups in
     one launch, on CPU tensors, against the fp32 reference. Needs triton and numpy < 2.4 (Triton 3.6's interpreter turns 1-element arrays into ints,
     which numpy 2.4 refuses; e.g. `pip install --target /tmp/np23 numpy==2.3.*` and PYTHONPATH=/tmp/np23).
@@ -479,6 +480,23 @@ def test_split_k_decode_kernels_in_the_triton_interpreter():
         "            got = kernels._triton_decode2(qq, gs, 0.125, workspace=ws)\n"
         "            want = kernels.decode_attention_groups(qq, gs, 0.125)\n"
         "            assert float((got - want).norm() / want.norm()) < 1e-5, (splits, n, keys)\n"
+        "# the merge folded into the partial kernel (kernels.FUSED_MERGE): the last split program of a head merges\n"
+        "kernels.FUSED_MERGE = True\n"
+        "q, k, v = torch.randn(2, 3, 4, 64), torch.randn(2, 3, 3000, 64), torch.randn(2, 3, 3000, 64)\n"
+        "idx = torch.stack([torch.randperm(3000)[:512] for _ in range(2)])\n"
+        "for n in (1, 1000, 3000):\n"
+        "    n = torch.tensor([n])\n"
+        "    ws = kernels.DecodeWorkspace(2, 3, 4, 64, 3000, q.device, splits=5)\n"
+        "    for index, m in ((None, n), (idx, torch.tensor([min(int(n), 512)]))):\n"
+        "        got = kernels._triton_decode(q, k, v, m, 0.125, workspace=ws, index=index)\n"
+        "        want = kernels.decode_attention_ref(q, k, v, m, 0.125, index=index)\n"
+        "        assert float((got - want).norm() / want.norm()) < 1e-5\n"
+        "    groups = [(k[:, :2], v[:, :2], n, None, None), (k[:, 2:, :80], v[:, 2:, :80], torch.tensor([80]), None, None)]\n"
+        "    ws = kernels.DecodeWorkspace(2, 3, 4, 64, 3000, q.device, splits=7, group_keys=(3000, 80))\n"
+        "    for _ in range(2):  # twice: the ticket counters are back at zero after each launch\n"
+        "        got = kernels._triton_decode2(q, groups, 0.125, workspace=ws)\n"
+        "        want = kernels.decode_attention_groups(q, groups, 0.125)\n"
+        "        assert float((got - want).norm() / want.norm()) < 1e-5 and int(ws.count.abs().sum()) == 0\n"
         "print('ok')\n")
     run_in_triton_interpreter(code)
 

@@ -55,10 +55,14 @@ def _mode_kwargs(mode, pattern):
     return dict(pattern=pattern, sink=SINK, recent=RECENT, window=WINDOW if mode == "sedpa-w" else None)
 
 
+@pytest.mark.parametrize("fused_merge", [False, True])
 @pytest.mark.parametrize("rounding", ["nearest", "exact"])  # exact: 132 splits for 4 heads, not a power of two
 @pytest.mark.parametrize("length", [1, 63, 1000, 70000])
-def test_split_k_kernel_matches_reference(length, rounding, monkeypatch):
+def test_split_k_kernel_matches_reference(length, rounding, fused_merge, monkeypatch):
+    """The split-K decode kernel (plain, and indexed as TidalDecode reads) against the fp32 reference, with
+    either split rule and with the merge as its own launch or folded into the partial kernel."""
     monkeypatch.setattr(kernels, "SPLIT_ROUNDING", rounding)
+    monkeypatch.setattr(kernels, "FUSED_MERGE", fused_merge)
     torch.manual_seed(4)
     b, h, g, d, t = 1, 4, 4, 128, 70016
     q = torch.randn(b, h, g, d, device="cuda", dtype=torch.bfloat16)
@@ -271,12 +275,16 @@ def test_flex_band_attention_with_queries_padded_to_the_chunk(start, band, tq):
     assert torch.isfinite(got).all() and rel(got, want) <= 1e-2
 
 
-@pytest.mark.parametrize("mode", ["full", "streaming", "duo", "sedpa-s", "sedpa-w", "duo-exact-splits"])
+@pytest.mark.parametrize("mode", ["full", "streaming", "duo", "sedpa-s", "sedpa-w", "duo-exact-splits",
+                                  "duo-fused-merge"])
 def test_mode_logits_match_fp32_reference(models, mode, monkeypatch):
     """Every mode's prefill and decode logits against the fp32 reference; duo also with split counts that
-    are not powers of two (kernels.SPLIT_ROUNDING = "exact")."""
+    are not powers of two (kernels.SPLIT_ROUNDING = "exact") and with the merge in the partial kernel."""
     if mode == "duo-exact-splits":
         monkeypatch.setattr(kernels, "SPLIT_ROUNDING", "exact")
+        mode = "duo"
+    if mode == "duo-fused-merge":
+        monkeypatch.setattr(kernels, "FUSED_MERGE", True)
         mode = "duo"
     fast, ref = models
     pattern = random_pattern(fast.geometry, ratio=0.5, sink=SINK, recent=RECENT)
@@ -367,8 +375,9 @@ def test_tidal_matches_reference_and_full_when_k_covers_context(gpu_model_dir, m
 
 
 @pytest.mark.parametrize("mode", ["full", "duo", "sedpa-w"])
-@pytest.mark.parametrize("one_shot", [False, True])
-def test_programmatic_dependent_launch_decodes_the_same_tokens_in_a_cuda_graph(models, mode, one_shot, monkeypatch):
+@pytest.mark.parametrize("one_shot,fused_merge", [(False, False), (True, False), (True, True)])
+def test_programmatic_dependent_launch_decodes_the_same_tokens_in_a_cuda_graph(models, mode, one_shot, fused_merge,
+                                                                              monkeypatch):
     """kernels.PDL (each Triton kernel of the decode chain launched while the previous one ends, waiting
     before it reads that one's output) changes when kernels start, not what they compute: the graph-replayed
     decode's logits equal those without it, bit for bit, with the shipped GEMV and with the one-shot GEMV
@@ -376,6 +385,7 @@ def test_programmatic_dependent_launch_decodes_the_same_tokens_in_a_cuda_graph(m
     fast, _ = models
     if one_shot:
         monkeypatch.setitem(kernels.GEMV_LAUNCH, "block_k", 16384)
+    monkeypatch.setattr(kernels, "FUSED_MERGE", fused_merge)
     pattern = random_pattern(fast.geometry, ratio=0.5, sink=SINK, recent=RECENT)
     torch.manual_seed(2)
     ids = torch.randint(0, 512, (1, 1240), device="cuda")

@@ -26,8 +26,8 @@ Path('/tmp/sedpa_dry_model/config.json').exists() or build_tiny('llama', Path('/
   BENCH="bench efficiency --model /tmp/sedpa_dry_model --device cpu --contexts 256 --peers none --retrieval-ratio 0.5
     --rank-ratio 0.85 --sink 4 --recent 16 --window 64 --chunk 128 --decode-tokens 4"
 fi
-QUEUE0=${QUEUE0:-"base=;pdl=--pdl;pdl-oneshot=--pdl --gemv-block-k 4096;exact3=--rounding exact --key bf16-two --programs-per-sm 3@duo"}
-QUEUE1=${QUEUE1:-"tests;oneshot=--gemv-block-k 4096;exact4=--rounding exact --key bf16-two --programs-per-sm 4@duo;fp8=@duo@fp8;fp8-qk=--fp8-qk-dot@duo@fp8"}
+QUEUE0=${QUEUE0:-"base=;pdl=--pdl;pdl-oneshot=--pdl --gemv-block-k 4096;all=--pdl --gemv-block-k 4096 --fused-merge;exact3=--rounding exact --key bf16-two --programs-per-sm 3@duo;merge=--fused-merge@duo"}
+QUEUE1=${QUEUE1:-"tests;oneshot=--gemv-block-k 4096;fp8=@duo@fp8;fp8-qk=--fp8-qk-dot@duo@fp8;fp8-all=--pdl --gemv-block-k 4096 --fused-merge --fp8-qk-dot@duo@fp8;exact4=--rounding exact --key bf16-two --programs-per-sm 4@duo"}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$R/device.txt" 2>/dev/null || echo "no GPU" > "$R/device.txt"
 echo "${SEDPA_GIT_COMMIT:-unknown}" > "$R/commit.txt"
 

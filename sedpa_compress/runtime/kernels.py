@@ -187,12 +187,13 @@ if HAS_TRITON:
                        other=0.0)
 
     @triton.jit
-    def _decode_partial(Q, K, V, LEN, IDX, ACC, M, L, KS, VS,
+    def _decode_partial(Q, K, V, LEN, IDX, ACC, M, L, KS, VS, OUT, CNT,
                         sqb, sqh, sqg, skb, skh, skt, svb, svh, svt, sib, sih, H,
-                        sksb, sksh, skst, svsb, svsh, svst,
+                        sksb, sksh, skst, svsb, svsh, svst, sob, soh, sog,
                         G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr,
                         BLOCK_N: tl.constexpr, SPLITS: tl.constexpr, INDEXED: tl.constexpr, FP8: tl.constexpr,
-                        scale, GDC: tl.constexpr, FP8_QK: tl.constexpr):
+                        scale, GDC: tl.constexpr, FP8_QK: tl.constexpr, MERGE: tl.constexpr,
+                        SPLITS_P2: tl.constexpr, SB: tl.constexpr):
         _await_previous(GDC)
         bh = tl.program_id(0)
         split = tl.program_id(1)
@@ -204,14 +205,19 @@ if HAS_TRITON:
         acc, m_i, l_i = _attend(q, K, V, IDX, KS, VS, b, h, start, end, skb, skh, skt, svb, svh, svt, sib, sih,
                                 sksb, sksh, skst, svsb, svsh, svst, G_PAD, D, BLOCK_N, INDEXED, FP8, qk_scale, FP8_QK)
         _store_partial(ACC, M, L, acc, m_i, l_i, bh, split, SPLITS, G, G_PAD, D)
+        if MERGE:
+            _last_program_merges(ACC, M, L, OUT, CNT, bh, b, h, SPLITS, sob, soh, sog, G, G_PAD, D, SPLITS, SPLITS_P2,
+                                 SB)
 
     @triton.jit
-    def _decode_partial2(Q, K1, V1, LEN1, KS1, VS1, K2, V2, LEN2, KS2, VS2, ACC, M, L,
+    def _decode_partial2(Q, K1, V1, LEN1, KS1, VS1, K2, V2, LEN2, KS2, VS2, ACC, M, L, OUT, CNT,
                          sqb, sqh, sqg, s1kb, s1kh, s1kt, s1vb, s1vh, s1vt, s2kb, s2kh, s2kt, s2vb, s2vh, s2vt,
                          s1ksb, s1ksh, s1kst, s1vsb, s1vsh, s1vst, s2ksb, s2ksh, s2kst, s2vsb, s2vsh, s2vst, B, H, H1,
+                         sob, soh, sog,
                          G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr,
                          SPLITS: tl.constexpr, S1: tl.constexpr, S2: tl.constexpr, FP8: tl.constexpr, scale,
-                         GDC: tl.constexpr, FP8_QK: tl.constexpr):
+                         GDC: tl.constexpr, FP8_QK: tl.constexpr, MERGE: tl.constexpr, SPLITS_P2: tl.constexpr,
+                         SB: tl.constexpr):
         """Both head groups of a layer in one launch: KV heads [0, H1) read cache 1 (e.g. full length) in S1
         splits, heads [H1, H) cache 2 (e.g. a ring) in S2, each with its own valid length. A 1-D grid of
         B * (H1 * S1 + (H - H1) * S2) programs, group 1's first (split-major, heads interleaved as a 2-D grid
@@ -240,27 +246,26 @@ if HAS_TRITON:
                                     s2vt, 0, 0, s2ksb, s2ksh, s2kst, s2vsb, s2vsh, s2vst, G_PAD, D, BLOCK_N, False,
                                     FP8, qk_scale, FP8_QK)
         _store_partial(ACC, M, L, acc, m_i, l_i, b * H + h, split, SPLITS, G, G_PAD, D)
+        if MERGE:
+            _last_program_merges(ACC, M, L, OUT, CNT, b * H + h, b, h, tl.where(h < H1, S1, S2), sob, soh, sog, G,
+                                 G_PAD, D, SPLITS, SPLITS_P2, SB)
 
     @triton.jit
-    def _decode_reduce(ACC, M, L, OUT, sob, soh, sog, H, H1, G_PAD: tl.constexpr, D: tl.constexpr,
-                       SPLITS: tl.constexpr, S1: tl.constexpr, S2: tl.constexpr, SPLITS_P2: tl.constexpr,
-                       SB: tl.constexpr, GDC: tl.constexpr):
-        # One program per (sequence, KV head, query head of the group) merges the splits' partial
-        # softmaxes. Its time is load latency, not bytes (32 programs reading 32 KB each at 8K-128K): every
-        # load is issued up front, SB splits at a time (all of them up to 64), so a merge waits for one
-        # round trip rather than one per block of splits (7.2 us per layer on the H200 with blocks of 16).
-        # Heads [0, H1) have S1 splits, the rest S2 (the two-group kernel's ring heads), in rows of SPLITS;
-        # a count need not be a power of two: the ranges run to SPLITS_P2, the next one, masked.
-        _await_previous(GDC)
-        bh = tl.program_id(0)
-        g = tl.program_id(1)
-        b = bh // H
-        h = bh % H
-        n = tl.where(h < H1, S1, S2)
+    def _merge_row(ACC, M, L, OUT, bh, b, h, g, sob, soh, sog, n, G_PAD: tl.constexpr, D: tl.constexpr,
+                   SPLITS: tl.constexpr, SPLITS_P2: tl.constexpr, SB: tl.constexpr, CG: tl.constexpr):
+        """Query row g of (sequence b, KV head h): its n splits' partial softmaxes (rows of SPLITS, a count
+        that need not be a power of two: the ranges run to SPLITS_P2, masked) merged into OUT. Every load is
+        issued up front, SB splits at a time, so the merge waits for one round trip rather than one per block
+        of splits (7.2 us per layer on the H200 with blocks of 16). CG: read around L1 (partials other
+        programs of the same launch wrote)."""
         offs_s = tl.arange(0, SPLITS_P2)
         rows = (bh * SPLITS + offs_s) * G_PAD + g
-        m = tl.load(M + rows, mask=offs_s < n, other=float("-inf"))
-        l_ = tl.load(L + rows, mask=offs_s < n, other=0.0)
+        if CG:
+            m = tl.load(M + rows, mask=offs_s < n, other=float("-inf"), cache_modifier=".cg")
+            l_ = tl.load(L + rows, mask=offs_s < n, other=0.0, cache_modifier=".cg")
+        else:
+            m = tl.load(M + rows, mask=offs_s < n, other=float("-inf"))
+            l_ = tl.load(L + rows, mask=offs_s < n, other=0.0)
         m_max = tl.max(m, axis=0)
         m_max = tl.where(m_max == float("-inf"), 0.0, m_max)
         denom = tl.sum(tl.exp2(m - m_max) * l_, axis=0)  # empty splits: m = -inf -> 0
@@ -270,11 +275,45 @@ if HAS_TRITON:
         for s0 in tl.static_range(0, SPLITS_P2, SB):
             real = s0 + offs_b < n
             r = (bh * SPLITS + s0 + offs_b) * G_PAD + g
-            a = tl.load(ACC + r[:, None] * D + offs_d[None, :], mask=real[:, None], other=0.0)
-            w = tl.exp2(tl.load(M + r, mask=real, other=float("-inf")) - m_max)
-            out += tl.sum(a * w[:, None], axis=0)
+            if CG:
+                a = tl.load(ACC + r[:, None] * D + offs_d[None, :], mask=real[:, None], other=0.0, cache_modifier=".cg")
+                mr = tl.load(M + r, mask=real, other=float("-inf"), cache_modifier=".cg")
+            else:
+                a = tl.load(ACC + r[:, None] * D + offs_d[None, :], mask=real[:, None], other=0.0)
+                mr = tl.load(M + r, mask=real, other=float("-inf"))
+            out += tl.sum(a * tl.exp2(mr - m_max)[:, None], axis=0)
         out = out / tl.where(denom == 0.0, 1.0, denom)
         tl.store(OUT + b * sob + h * soh + g * sog + offs_d, out.to(OUT.dtype.element_ty))
+
+    @triton.jit
+    def _last_program_merges(ACC, M, L, OUT, CNT, bh, b, h, n, sob, soh, sog, G: tl.constexpr,
+                             G_PAD: tl.constexpr, D: tl.constexpr, SPLITS: tl.constexpr, SPLITS_P2: tl.constexpr,
+                             SB: tl.constexpr):
+        """kernels.FUSED_MERGE: the last of a (sequence, KV head)'s n split programs to finish merges them all
+        (a ticket counter per head, CNT, reset by that program for the next step), instead of a merge launch.
+        The barrier orders every thread's partial stores before the counter's release; the acquiring program
+        reads the others' partials around L1."""
+        tl.debug_barrier()
+        done = tl.atomic_add(CNT + bh, 1, sem="acq_rel")
+        if done == n - 1:
+            for g in tl.static_range(G):
+                _merge_row(ACC, M, L, OUT, bh, b, h, g, sob, soh, sog, n, G_PAD, D, SPLITS, SPLITS_P2, SB, True)
+            tl.atomic_xchg(CNT + bh, 0)
+
+    @triton.jit
+    def _decode_reduce(ACC, M, L, OUT, sob, soh, sog, H, H1, G_PAD: tl.constexpr, D: tl.constexpr,
+                       SPLITS: tl.constexpr, S1: tl.constexpr, S2: tl.constexpr, SPLITS_P2: tl.constexpr,
+                       SB: tl.constexpr, GDC: tl.constexpr):
+        # One program per (sequence, KV head, query head of the group) merges the splits' partial
+        # softmaxes (32 programs reading 32 KB each at 8K-128K: load latency, not bytes). Heads [0, H1)
+        # have S1 splits, the rest S2 (the two-group kernel's ring heads), in rows of SPLITS.
+        _await_previous(GDC)
+        bh = tl.program_id(0)
+        g = tl.program_id(1)
+        b = bh // H
+        h = bh % H
+        n = tl.where(h < H1, S1, S2)
+        _merge_row(ACC, M, L, OUT, bh, b, h, g, sob, soh, sog, n, G_PAD, D, SPLITS, SPLITS_P2, SB, False)
 
 
 def _reduce_launch(splits: int) -> dict:
@@ -321,6 +360,15 @@ PDL = False
 # (bench/results/decode_profile_duo_fp8_128k_h200.txt), and this removes half its conversions. Off until timed
 # (bench/scripts/decode_split_rule.py --fp8-qk-dot) and checked on the GPU.
 FP8_QK_DOT = False
+
+
+# The split-K merge folded into the partial kernel: the last split program of each (sequence, KV head) to
+# finish merges them (a ticket counter), so a layer's attention is one launch, not two. A candidate: it saves
+# the merge launch (~4.6 us a layer in the eager duo profile) for a merge at the tail of the partial kernel.
+# Off until timed (bench/scripts/decode_split_rule.py --fused-merge). FUSED_MERGE_SB: splits a merge block
+# reads at once there (small: its registers count against the whole partial kernel's).
+FUSED_MERGE = False
+FUSED_MERGE_SB = 16
 
 
 def _pdl() -> dict:
@@ -392,6 +440,8 @@ class DecodeWorkspace:
         self.acc = torch.empty(n * head_dim, dtype=torch.float32, device=device)
         self.m = torch.empty(n, dtype=torch.float32, device=device)
         self.l = torch.empty(n, dtype=torch.float32, device=device)
+        # kernels.FUSED_MERGE: finished split programs per (sequence, KV head); the merging program resets it
+        self.count = torch.zeros(batch * heads, dtype=torch.int32, device=device)
 
 
 def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, length: torch.Tensor, scale: float,
@@ -426,14 +476,17 @@ def _triton_decode(q, k, v, length, scale, *, index=None, workspace=None, out=No
     idx_b = index.stride(0) if index is not None else 0
     idx_h = index.stride(1) if index is not None and index.dim() == 3 else 0
     fp8 = k_scale is not None
+    red = _reduce_launch(ws.splits)
     _decode_partial[(b * h, ws.splits)](
-        q, k, v, length, idx, ws.acc, ws.m, ws.l, k_scale if fp8 else length, v_scale if fp8 else length,
-        *_strides3(q), *_strides3(k), *_strides3(v), idx_b, idx_h, h, *_strides3(k_scale), *_strides3(v_scale),
+        q, k, v, length, idx, ws.acc, ws.m, ws.l, k_scale if fp8 else length, v_scale if fp8 else length, out,
+        ws.count, *_strides3(q), *_strides3(k), *_strides3(v), idx_b, idx_h, h, *_strides3(k_scale),
+        *_strides3(v_scale), out.stride(0), out.stride(1), out.stride(2),
         G=g, G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, INDEXED=index is not None, FP8=fp8, scale=scale,
-        FP8_QK=fp8 and FP8_QK_DOT, **DECODE_LAUNCH["fp8" if fp8 else "bf16"], **_pdl())
-    _decode_reduce[(b * h, g)](ws.acc, ws.m, ws.l, out, out.stride(0), out.stride(1), out.stride(2), h, h,
-                               G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, S1=ws.splits, S2=ws.splits,
-                               **_reduce_launch(ws.splits), **_pdl())
+        FP8_QK=fp8 and FP8_QK_DOT, MERGE=FUSED_MERGE, SPLITS_P2=red["SPLITS_P2"], SB=min(red["SB"], FUSED_MERGE_SB),
+        **DECODE_LAUNCH["fp8" if fp8 else "bf16"], **_pdl())
+    if not FUSED_MERGE:
+        _decode_reduce[(b * h, g)](ws.acc, ws.m, ws.l, out, out.stride(0), out.stride(1), out.stride(2), h, h,
+                                   G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, S1=ws.splits, S2=ws.splits, **red, **_pdl())
     return out
 
 
@@ -472,15 +525,18 @@ def _triton_decode2(q, groups, scale, *, workspace=None, out=None):
     out = out if out is not None else torch.empty_like(q)
     fp8 = ks1 is not None
     h1 = k1.shape[1]
+    red = _reduce_launch(ws.splits)
     _decode_partial2[(b * (h1 * s1 + (h - h1) * s2),)](
         q, k1, v1, n1, ks1 if fp8 else n1, vs1 if fp8 else n1, k2, v2, n2, ks2 if fp8 else n2, vs2 if fp8 else n2,
-        ws.acc, ws.m, ws.l, *_strides3(q), *_strides3(k1), *_strides3(v1), *_strides3(k2), *_strides3(v2),
-        *_strides3(ks1), *_strides3(vs1), *_strides3(ks2), *_strides3(vs2), b, h, h1,
+        ws.acc, ws.m, ws.l, out, ws.count, *_strides3(q), *_strides3(k1), *_strides3(v1), *_strides3(k2),
+        *_strides3(v2), *_strides3(ks1), *_strides3(vs1), *_strides3(ks2), *_strides3(vs2), b, h, h1,
+        out.stride(0), out.stride(1), out.stride(2),
         G=g, G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, S1=s1, S2=s2, FP8=fp8, scale=scale, FP8_QK=fp8 and FP8_QK_DOT,
+        MERGE=FUSED_MERGE, SPLITS_P2=red["SPLITS_P2"], SB=min(red["SB"], FUSED_MERGE_SB),
         **DECODE_LAUNCH[launch_key("fp8" if fp8 else "bf16", two_groups=True)], **_pdl())
-    _decode_reduce[(b * h, g)](ws.acc, ws.m, ws.l, out, out.stride(0), out.stride(1), out.stride(2), h, h1,
-                               G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, S1=s1, S2=s2, **_reduce_launch(ws.splits),
-                               **_pdl())
+    if not FUSED_MERGE:
+        _decode_reduce[(b * h, g)](ws.acc, ws.m, ws.l, out, out.stride(0), out.stride(1), out.stride(2), h, h1,
+                                   G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, S1=s1, S2=s2, **red, **_pdl())
     return out
 
 
