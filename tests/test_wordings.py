@@ -115,3 +115,20 @@ def test_free_codes_and_generated_syllables_widen_training_values_only():
     assert len(syllables) > 500 and not set(syllables) & set(HELDOUT_WORDINGS.vocab.syllables)
     assert [value_format(v) for v in ("48213", "482-339", "1,204,551", "Wenrasga", "AX7-22B", "fb_3a")] == \
         ["digits", "grouped", "thousands", "word", "code", "code"]
+
+
+def test_a_needle_that_opens_with_its_value_keeps_the_value_s_case():
+    """Procedural needles may open with the value ("{value} is the {attr} of {key}"); capitalising the
+    sentence wrote "A48f" for the value "a48f", and training taught the model to answer with a letter it
+    had not read. Every needle holds its value letter for letter."""
+    import dataclasses
+
+    from sedpa_compress.data.text import load_bundled_text
+
+    fam = TRAIN_WORDINGS.with_corpus_words(load_bundled_text("train")[:200000], 500, wild=1.0)
+    fam = dataclasses.replace(fam, value_weights=(0, 0, 0, 0, 0.5, 0.5))  # words and free codes: case matters
+    rng = random.Random(7)
+    needles = [fam.sample_needles(rng, 1)[0] for _ in range(3000)]
+    opening = [n for n in needles if n.sentence.lower().startswith(n.value.lower())]
+    assert len(opening) > 20  # the case this test is about occurs
+    assert all(n.value in n.sentence for n in needles)

@@ -425,10 +425,15 @@ class WordingFamily:
         else:
             core = rng.choice(p.cores).format(key=key, attr=attr, value=value)
         lead = rng.choice(p.lead_ins)
-        body = _cap(core) if not lead or lead.endswith(":") else core
+        starts = (not lead or lead.endswith(":")) and core.startswith(value)
+        # a sentence that opens with the value keeps its case ("a48f ...", not "A48f ..."): the answer is
+        # the value as written, so the needle must hold it letter for letter
+        body = core if starts else _cap(core) if not lead or lead.endswith(":") else core
         sentence = _join(lead, body) + "."
         trailer = rng.choice(p.trailers)
-        return Needle(key=key, value=value, sentence=_cap(_join(sentence, trailer)), attribute=attr)
+        sentence = _join(sentence, trailer)
+        return Needle(key=key, value=value, sentence=sentence if starts and not lead else _cap(sentence),
+                      attribute=attr)
 
     def sample_needles(self, rng: random.Random, num: int, attribute: str | None = None) -> list[Needle]:
         """`num` needles with distinct keys and values sharing one attribute (the key must be matched)."""
