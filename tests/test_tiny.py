@@ -191,7 +191,14 @@ def test_wording_random_verbs_sets_the_share_of_random_joining_words():
         return sum(fam._verb(rng) in fam.phrasing.verbs for _ in range(1000)) / 1000
 
     assert listed_share(0.0) == 1.0 and listed_share(1.0) < 0.15 and 0.4 < listed_share(0.5) < 0.65
-    assert load_config(Path("recipes/tiny-stage12.yaml")).wording_random_verbs == 0.5
+    stage12 = load_config(Path("recipes/tiny-stage12.yaml"))
+    assert stage12.wording_random_verbs == 0.5 and stage12.generated_key_syllables
+    # invented keys and attributes from the generated syllables, not the family's 14
+    fam = TinyData(load_config(RECIPE, **{**SMALL, "generated_key_syllables": True}), tok).templates
+    plain = TinyData(load_config(RECIPE, **SMALL), tok).templates
+    rng_a, rng_b = random.Random(4), random.Random(4)
+    assert len({fam.pseudo_word(rng_a) for _ in range(300)}) > len({plain.pseudo_word(rng_b) for _ in range(300)}) + 30
+    assert len(fam.key_syllables) > 500 and not plain.key_syllables
     with pytest.raises(SedpaError, match="wording_random_verbs"):
         load_config(None, wording_random_verbs=2.0)
 

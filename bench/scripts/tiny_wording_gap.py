@@ -5,6 +5,11 @@ same length has learnt the wordings, not the retrieval. CPU is enough at 1K-4K.
 
     PYTHONPATH=. python3 bench/scripts/tiny_wording_gap.py --model sedpa_compress/models/embedded/sedpa-tiny \
         --model runs/stage10/model --out bench/results/tiny_wording_gap_cpu.json
+
+--ablate adds the held-out family with one part of its wording taken from the training family at a time
+(the needle sentence, the question, the answer prefix, the vocabulary, and the vocabulary's keys,
+attributes and invented-word syllables alone): the part whose swap closes most of the gap is the one the
+model has not learnt to read. --families picks some of them by name.
 """
 
 from __future__ import annotations
@@ -19,6 +24,30 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
+def ablations() -> list:
+    """The held-out family with one part of its wording from the training family (its written frames)."""
+    import dataclasses
+
+    from sedpa_compress.data.wordings import HELDOUT_WORDINGS, TRAIN_WORDINGS
+
+    held, train = HELDOUT_WORDINGS.phrasing, TRAIN_WORDINGS.phrasing
+    parts = {"needle": ("lead_ins", "cores", "trailers"), "question": ("preambles", "questions", "instructions"),
+             "answer_prefix": ("answer_prefixes",)}
+    out = [dataclasses.replace(HELDOUT_WORDINGS, name=f"heldout+train_{part}",
+                               phrasing=dataclasses.replace(held, **{f: getattr(train, f) for f in fields}))
+           for part, fields in parts.items()]
+    out.append(dataclasses.replace(HELDOUT_WORDINGS, name="heldout+train_vocabulary", vocab=TRAIN_WORDINGS.vocab))
+    # the vocabulary by part: keys (names, places, objects, groups), attributes, and the syllables of invented
+    # words (pseudo-word keys and word values)
+    vparts = {"keys": ("first_names", "surnames", "places", "colours", "things", "groups"),
+              "attributes": ("modifiers", "nouns", "bare_attributes"), "syllables": ("syllables",)}
+    hv, tv = HELDOUT_WORDINGS.vocab, TRAIN_WORDINGS.vocab
+    out += [dataclasses.replace(HELDOUT_WORDINGS, name=f"heldout+train_{part}",
+                                vocab=dataclasses.replace(hv, **{f: getattr(tv, f) for f in fields}))
+            for part, fields in vparts.items()]
+    return out
+
+
 def main() -> None:
     from sedpa_compress.bench.results import make_result, write_result
     from sedpa_compress.data.wordings import HELDOUT_WORDINGS, TRAIN_WORDINGS
@@ -31,14 +60,19 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=6)
     ap.add_argument("--seed", type=int, default=4321, help="not the acceptance run's 1234: other cells")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--ablate", action="store_true", help="also the held-out family with one part from training")
+    ap.add_argument("--families", help="only these families, by name (e.g. heldout,heldout+train_keys)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
     contexts = [int(c) for c in args.contexts.split(",")]
     rows, summary = [], {}
+    families = [TRAIN_WORDINGS, HELDOUT_WORDINGS] + (ablations() if args.ablate or args.families else [])
+    if args.families:
+        families = [f for f in families if f.name in args.families.split(",")]
     for path in args.model:
         model, tok = load_model_dir(path, args.device)
-        for family in (TRAIN_WORDINGS, HELDOUT_WORDINGS):
+        for family in families:
             t0 = time.time()
             got = needle_rows(model, tok, contexts, args.depths, args.samples, modes=("full",), templates=family,
                               seed=args.seed, log=lambda *a: None)
@@ -52,8 +86,9 @@ def main() -> None:
                          settings={"contexts": contexts, "depths": args.depths, "samples": args.samples,
                                    "seed": args.seed, "mode": "full",
                                    "families": "data.wordings TRAIN_WORDINGS (its written frames and its own "
-                                               "procedural slots) and HELDOUT_WORDINGS; the haystack is the "
-                                               "bundled held-out text for both",
+                                               "procedural slots) and HELDOUT_WORDINGS (with --ablate also "
+                                               "HELDOUT_WORDINGS with one part's lists from TRAIN_WORDINGS); the "
+                                               "haystack is the bundled held-out text for all",
                                    "accuracy": "value in the first line of the answer"},
                          rows=rows, summary=summary)
     write_result(args.out, result)

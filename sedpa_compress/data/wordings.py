@@ -319,6 +319,7 @@ class WordingFamily:
     value_syllables: tuple[str, ...] = ()  # invented-word values' syllables (empty: the vocabulary's)
     corpus_word_values: float = 0.0  # share of word values that are a real word of `words` ("pineapple")
     random_verb_share: float = 0.25  # share of procedural verbs that are random words ("is harvest", "lantern")
+    key_syllables: tuple[str, ...] = ()  # invented keys' and attributes' syllables (empty: the vocabulary's)
 
     # ---- keys and attributes
     def _wild(self, rng: random.Random) -> bool:
@@ -347,7 +348,8 @@ class WordingFamily:
         return self.pseudo_word(rng)
 
     def pseudo_word(self, rng: random.Random) -> str:
-        return "".join(rng.choice(self.vocab.syllables) for _ in range(rng.randint(2, 3))).capitalize()
+        syllables = self.key_syllables or self.vocab.syllables
+        return "".join(rng.choice(syllables) for _ in range(rng.randint(2, 3))).capitalize()
 
     def sample_attribute(self, rng: random.Random) -> str:
         v = self.vocab

@@ -60,6 +60,10 @@ class TinyTrainConfig:
     # invented-word values built from ~600 generated syllables (less the held-out family's) instead of the
     # family's 14: a model that saw words of 14 syllables copies unseen ones badly
     generated_word_syllables: bool = False
+    # invented keys and attributes ("Project Zorbel", "zorbel") from the same generated syllables instead of the
+    # family's 14: held-out keys and attributes are what the held-out acceptance misses most
+    # (bench/results/tiny_wording_ablation*_cpu.json)
+    generated_key_syllables: bool = False
     corpus_word_values: float = 0.0  # share of word values that are real words of the corpus ("pineapple")
     edge_depth_fraction: float = 0.16
     # haystack kinds in retrieval sequences: the shipped text, repeated filler sentences, random words,

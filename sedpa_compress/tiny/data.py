@@ -73,6 +73,13 @@ class TinyData(torch.utils.data.Dataset):
                 raise SedpaError("generated_word_syllables needs a compositional wording family (data/wordings.py)")
             syllables = generated_syllables(exclude=HELDOUT_TEMPLATES.vocab.syllables)
             templates = self.templates = dataclasses.replace(templates, value_syllables=syllables)
+        if cfg.generated_key_syllables:
+            from sedpa_compress.data.wordings import generated_syllables
+
+            if not hasattr(templates, "key_syllables"):
+                raise SedpaError("generated_key_syllables needs a compositional wording family (data/wordings.py)")
+            templates = self.templates = dataclasses.replace(
+                templates, key_syllables=generated_syllables(exclude=HELDOUT_TEMPLATES.vocab.syllables))
         if cfg.wording_random_verbs is not None:
             if not getattr(templates, "words", None):
                 raise SedpaError("wording_random_verbs needs the training family's corpus words: set corpus_words")
