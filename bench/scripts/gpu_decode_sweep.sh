@@ -58,11 +58,20 @@ wait
 python3 - "$R" > "$R/summary.txt" <<'PY'
 import json, sys
 from pathlib import Path
+rows = []
 for p in sorted(Path(sys.argv[1]).glob("*.json")):
     d = json.loads(p.read_text())
     for r in d.get("rows", []):
         kv = "fp8" if "--kv-dtype fp8" in d.get("command", "") else "bf16"
+        rows.append((p.stem, r["mode"], kv, r["context"], r["decode_ms"], r["floor_ratio"]))
         print(f"{p.stem:14s} {r['mode']:8s} {kv:5s} {r['context']:7d} {r['decode_ms']:7.3f} ms  x{r['floor_ratio']:.3f} floor")
+# each row against the default launch's ("base" for bf16, "fp8" for fp8 caches) of the same mode and context
+base = {(m, kv, c): ms for name, m, kv, c, ms, _ in rows if name == ("base" if kv == "bf16" else "fp8")}
+print("against the default launch (negative: faster):")
+for name, m, kv, c, ms, _ in rows:
+    b = base.get((m, kv, c))
+    if b and name not in ("base", "fp8"):
+        print(f"  {name:14s} {m:8s} {kv:5s} {c:7d} {100 * (ms / b - 1):+6.2f}%")
 PY
 cat "$R"/queue*.log "$R/summary.txt"
 tar -C "$W" -cf "$OUT/sweep.tar" sweep
