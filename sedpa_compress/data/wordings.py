@@ -427,14 +427,11 @@ class WordingFamily:
         else:
             core = rng.choice(p.cores).format(key=key, attr=attr, value=value)
         lead = rng.choice(p.lead_ins)
-        starts = (not lead or lead.endswith(":")) and core.startswith(value)
-        # a sentence that opens with the value keeps its case ("a48f ...", not "A48f ..."): the answer is
-        # the value as written, so the needle must hold it letter for letter
-        body = core if starts else _cap(core) if not lead or lead.endswith(":") else core
-        sentence = _join(lead, body) + "."
-        trailer = rng.choice(p.trailers)
-        sentence = _join(sentence, trailer)
-        return Needle(key=key, value=value, sentence=sentence if starts and not lead else _cap(sentence),
+        # what opens a sentence is capitalised, except the value: the answer is the value as written ("a48f",
+        # not "A48f"), so the needle must hold it letter for letter
+        body = _cap(core) if (not lead or lead.endswith(":")) and not core.startswith(value) else core
+        sentence = _join(_join(lead, body) + ".", rng.choice(p.trailers))
+        return Needle(key=key, value=value, sentence=sentence if sentence.startswith(value) else _cap(sentence),
                       attribute=attr)
 
     def sample_needles(self, rng: random.Random, num: int, attribute: str | None = None) -> list[Needle]:

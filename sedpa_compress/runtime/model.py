@@ -519,12 +519,11 @@ class FastModel(nn.Module):
     def enable_fusion(self) -> None:
         """Compile the decode step's pointwise glue (norms, residual adds, SwiGLU, and RoPE with the
         caches' writes, fp8 quantization included) into single kernels. At batch 1 a step is ~1000 tiny
-        kernels otherwise, and their launch gaps, not the bytes, would dominate. The MLP's GEMMs stay cuBLAS,
-        attention stays the split-K kernel; RoPE and the caches' writes are one Triton launch
-        (`kernels.rope_append`, fp8 caches quantized in it), where the compiled function ran one kernel per
-        cache written and more to quantize. One token's
-        qkv and o projections take a Triton GEMV (`kernels.decode_linear`), the MLP's stay cuBLAS. A prefill
-        chunk's glue (norms, residual adds, RoPE, SwiGLU) is compiled too, once for any chunk length."""
+        kernels otherwise, and their launch gaps, not the bytes, would dominate. Attention stays the split-K
+        kernel; RoPE and the caches' writes are one Triton launch (`kernels.rope_append`, fp8 caches quantized
+        in it), where the compiled function ran one kernel per cache written and more to quantize. One token's
+        qkv and o projections take a Triton GEMV (`kernels.decode_linear`), the MLP's GEMMs stay cuBLAS. A
+        prefill chunk's glue (norms, residual adds, RoPE, SwiGLU) is compiled too, once for any chunk length."""
         if self.device.type != "cuda" or self._fused:
             return
         opts = dict(dynamic=False, fullgraph=True)

@@ -66,20 +66,16 @@ class TinyData(torch.utils.data.Dataset):
                 raise SedpaError("value_weights needs a compositional wording family (data/wordings.py)")
             weights = tuple(float(cfg.value_weights.get(f, 0.0)) for f in VALUE_FORMATS)
             templates = self.templates = dataclasses.replace(templates, value_weights=weights)
-        if cfg.generated_word_syllables:
+        generated = [slot for slot, on in (("value_syllables", cfg.generated_word_syllables),
+                                           ("key_syllables", cfg.generated_key_syllables)) if on]
+        if generated:  # invented words of ~600 generated syllables (less the held-out family's) instead of 14
             from sedpa_compress.data.wordings import generated_syllables
 
             if not hasattr(templates, "value_syllables"):
-                raise SedpaError("generated_word_syllables needs a compositional wording family (data/wordings.py)")
+                raise SedpaError("generated_word_syllables / generated_key_syllables need a compositional wording "
+                                 "family (data/wordings.py)")
             syllables = generated_syllables(exclude=HELDOUT_TEMPLATES.vocab.syllables)
-            templates = self.templates = dataclasses.replace(templates, value_syllables=syllables)
-        if cfg.generated_key_syllables:
-            from sedpa_compress.data.wordings import generated_syllables
-
-            if not hasattr(templates, "key_syllables"):
-                raise SedpaError("generated_key_syllables needs a compositional wording family (data/wordings.py)")
-            templates = self.templates = dataclasses.replace(
-                templates, key_syllables=generated_syllables(exclude=HELDOUT_TEMPLATES.vocab.syllables))
+            templates = self.templates = dataclasses.replace(templates, **dict.fromkeys(generated, syllables))
         if cfg.wording_random_verbs is not None:
             if not getattr(templates, "words", None):
                 raise SedpaError("wording_random_verbs needs the training family's corpus words: set corpus_words")
