@@ -476,18 +476,31 @@ def _triton_decode(q, k, v, length, scale, *, index=None, workspace=None, out=No
     idx_b = index.stride(0) if index is not None else 0
     idx_h = index.stride(1) if index is not None and index.dim() == 3 else 0
     fp8 = k_scale is not None
-    red = _reduce_launch(ws.splits)
     _decode_partial[(b * h, ws.splits)](
         q, k, v, length, idx, ws.acc, ws.m, ws.l, k_scale if fp8 else length, v_scale if fp8 else length, out,
         ws.count, *_strides3(q), *_strides3(k), *_strides3(v), idx_b, idx_h, h, *_strides3(k_scale),
-        *_strides3(v_scale), out.stride(0), out.stride(1), out.stride(2),
+        *_strides3(v_scale), *_strides3(out),
         G=g, G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, INDEXED=index is not None, FP8=fp8, scale=scale,
-        FP8_QK=fp8 and FP8_QK_DOT, MERGE=FUSED_MERGE, SPLITS_P2=red["SPLITS_P2"], SB=min(red["SB"], FUSED_MERGE_SB),
-        **DECODE_LAUNCH["fp8" if fp8 else "bf16"], **_pdl())
-    if not FUSED_MERGE:
-        _decode_reduce[(b * h, g)](ws.acc, ws.m, ws.l, out, out.stride(0), out.stride(1), out.stride(2), h, h,
-                                   G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, S1=ws.splits, S2=ws.splits, **red, **_pdl())
+        FP8_QK=fp8 and FP8_QK_DOT, **_merge_args(ws), **DECODE_LAUNCH["fp8" if fp8 else "bf16"], **_pdl())
+    _merge_launch(ws, out, h, ws.splits, ws.splits)
     return out
+
+
+def _merge_args(ws: DecodeWorkspace) -> dict:
+    """The partial kernels' merge arguments: whether they merge themselves (kernels.FUSED_MERGE), and the
+    blocks of splits that merge reads."""
+    red = _reduce_launch(ws.splits)
+    return dict(MERGE=FUSED_MERGE, SPLITS_P2=red["SPLITS_P2"], SB=min(red["SB"], FUSED_MERGE_SB))
+
+
+def _merge_launch(ws: DecodeWorkspace, out: torch.Tensor, h1: int, s1: int, s2: int) -> None:
+    """The split merge as its own launch (heads [0, h1) of `out` [b, h, g, d] in s1 splits, the rest in s2),
+    unless the partial kernel merged them (kernels.FUSED_MERGE)."""
+    if FUSED_MERGE:
+        return
+    b, h, g, d = out.shape
+    _decode_reduce[(b * h, g)](ws.acc, ws.m, ws.l, out, *_strides3(out), h, h1, G_PAD=ws.g_pad, D=d,
+                               SPLITS=ws.splits, S1=s1, S2=s2, **_reduce_launch(ws.splits), **_pdl())
 
 
 def _strides3(t: torch.Tensor | None) -> tuple[int, int, int]:
@@ -525,18 +538,14 @@ def _triton_decode2(q, groups, scale, *, workspace=None, out=None):
     out = out if out is not None else torch.empty_like(q)
     fp8 = ks1 is not None
     h1 = k1.shape[1]
-    red = _reduce_launch(ws.splits)
     _decode_partial2[(b * (h1 * s1 + (h - h1) * s2),)](
         q, k1, v1, n1, ks1 if fp8 else n1, vs1 if fp8 else n1, k2, v2, n2, ks2 if fp8 else n2, vs2 if fp8 else n2,
         ws.acc, ws.m, ws.l, out, ws.count, *_strides3(q), *_strides3(k1), *_strides3(v1), *_strides3(k2),
         *_strides3(v2), *_strides3(ks1), *_strides3(vs1), *_strides3(ks2), *_strides3(vs2), b, h, h1,
-        out.stride(0), out.stride(1), out.stride(2),
+        *_strides3(out),
         G=g, G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, S1=s1, S2=s2, FP8=fp8, scale=scale, FP8_QK=fp8 and FP8_QK_DOT,
-        MERGE=FUSED_MERGE, SPLITS_P2=red["SPLITS_P2"], SB=min(red["SB"], FUSED_MERGE_SB),
-        **DECODE_LAUNCH[launch_key("fp8" if fp8 else "bf16", two_groups=True)], **_pdl())
-    if not FUSED_MERGE:
-        _decode_reduce[(b * h, g)](ws.acc, ws.m, ws.l, out, out.stride(0), out.stride(1), out.stride(2), h, h1,
-                                   G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, S1=s1, S2=s2, **red, **_pdl())
+        **_merge_args(ws), **DECODE_LAUNCH[launch_key("fp8" if fp8 else "bf16", two_groups=True)], **_pdl())
+    _merge_launch(ws, out, h1, s1, s2)
     return out
 
 
