@@ -531,9 +531,10 @@ def _triton_decode2(q, groups, scale, *, workspace=None, out=None):
     (k1, v1, n1, ks1, vs1), (k2, v2, n2, ks2, vs2) = groups
     b, h, g, d = q.shape
     keys = (k1.shape[2], k2.shape[2])
-    ws = workspace or DecodeWorkspace(b, h, g, d, max(keys), q.device, busy_heads=k1.shape[1] if keys[0] >= keys[1]
-                                      else h - k1.shape[1], kv_dtype="fp8" if ks1 is not None else "bf16",
-                                      group_keys=keys)
+    # the busy heads are those of the longest cache (both groups' when their caches are as long): as make_state
+    busy = sum(kk.shape[1] for kk in (k1, k2) if kk.shape[2] == max(keys))
+    ws = workspace or DecodeWorkspace(b, h, g, d, max(keys), q.device, busy_heads=busy,
+                                      kv_dtype="fp8" if ks1 is not None else "bf16", group_keys=keys)
     s1, s2 = ws.group_splits or (ws.splits, ws.splits)
     out = out if out is not None else torch.empty_like(q)
     fp8 = ks1 is not None
