@@ -780,7 +780,7 @@ def test_the_two_group_kernel_takes_its_own_launch_where_one_is_set(monkeypatch)
     assert kernels.launch_key("fp8", two_groups=True) == "fp8-two" and kernels.launch_key("fp8") == "fp8"
     two = kernels.DecodeWorkspace(1, 8, 4, 128, 131072, cpu, busy_heads=4, kv_dtype="fp8", two_groups=True)
     one = kernels.DecodeWorkspace(1, 8, 4, 128, 131072, cpu, busy_heads=4, kv_dtype="fp8")
-    assert two.splits == 32 and one.splits == 128
+    assert two.splits == 33 and one.splits == 128  # 132 / 4 busy heads, exact for the two-group kernel
 
 
 def test_split_counts_round_to_the_nearest_power_of_two_or_the_exact_count(monkeypatch):
@@ -802,15 +802,26 @@ def test_split_counts_round_to_the_nearest_power_of_two_or_the_exact_count(monke
     assert kernels._reduce_launch(1)["SPLITS_P2"] == 1
 
 
+def test_split_rounding_is_exact_for_the_two_group_kernels_alone():
+    """Timed in the whole duo step (bench/results/decode_launch_sweep2_h200.json), the exact split count
+    stands for the two-group kernels; full attention's one-group kernel keeps the power of two it was timed
+    with. A string still sets every kernel's rule (the sweep's --rounding)."""
+    cpu = torch.device("cpu")
+    assert kernels.split_rounding("bf16") == "nearest" and kernels.split_rounding("bf16-two") == "exact"
+    assert kernels.DecodeWorkspace(1, 8, 4, 128, 131072, cpu).splits == 64  # 4 programs an SM: 66 exact
+    two = kernels.DecodeWorkspace(1, 8, 4, 128, 131072, cpu, busy_heads=5, group_keys=(131072, 320))
+    assert two.splits == round(kernels.DECODE_PROGRAMS_PER_SM["bf16-two"] * kernels.SMS / 5)
+
+
 def test_the_shipped_launch_table_is_the_probe_s_choice():
     """The H200 probe (bench/results/decode_kernel_probe_h200.json) found half the splits best for fp8's one-group
-    kernel (full fp8: 32 of 8 heads; full bf16 keeps 64); the whole duo step
-    (bench/results/decode_launch_sweep_h200.json) 3 programs an SM for the bf16 two-group kernel and 4 for fp8's:
-    duo at 128K gets 128 splits of its 4 busy heads in both."""
+    kernel (full fp8: 32 of 8 heads; full bf16 keeps 64); the whole duo step 3 programs an SM for the bf16
+    two-group kernel and 6 for fp8's with exact split counts (bench/results/decode_launch_sweep*_h200.json):
+    4 busy heads at 128K get 99 and 198 splits."""
     cpu = torch.device("cpu")
     two = {dt: kernels.DecodeWorkspace(1, 8, 4, 128, 131072, cpu, busy_heads=4, kv_dtype=dt, two_groups=True)
            for dt in ("bf16", "fp8")}
     one = {dt: kernels.DecodeWorkspace(1, 8, 4, 128, 131072, cpu, kv_dtype=dt) for dt in ("bf16", "fp8")}
-    assert two["bf16"].splits == 128 and two["fp8"].splits == 128
+    assert two["bf16"].splits == 99 and two["fp8"].splits == 198
     assert one["bf16"].splits == 64 and one["fp8"].splits == 32
     assert kernels.DECODE_LAUNCH["fp8-two"]["num_stages"] == 2 and kernels.DECODE_LAUNCH["fp8"]["num_stages"] == 3

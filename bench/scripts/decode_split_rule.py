@@ -9,7 +9,9 @@ probe times one kernel with a fixed number of busy heads; a real duo layer has 2
 
 bench/results/decode_splits_duo_h200.json collects six such runs (bf16 / fp8; 4 or 2 programs an SM; floor or
 nearest), which chose kernels.SPLIT_ROUNDING and the "<dtype>-two" entries of kernels.DECODE_PROGRAMS_PER_SM;
-bench/results/decode_launch_sweep_h200.json the GEMV against cuBLAS and the programs an SM of the next session.
+bench/results/decode_launch_sweep_h200.json the GEMV against cuBLAS and the programs an SM of the next session;
+bench/results/decode_launch_sweep2_h200.json (bench/scripts/gpu_decode_sweep.sh) PDL, the one-shot GEMV, the fused
+merge, fp8 key dots and the exact split counts.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--key", help="a kernels.DECODE_PROGRAMS_PER_SM key: bf16, fp8, bf16-two, fp8-two")
     ap.add_argument("--programs-per-sm", type=int)
-    ap.add_argument("--rounding", choices=kernels.SPLIT_ROUNDINGS, default=kernels.SPLIT_ROUNDING)
+    ap.add_argument("--rounding", choices=kernels.SPLIT_ROUNDINGS,
+                    help="kernels.SPLIT_ROUNDING for --key's kernel, or every kernel's without --key (default: the table's)")
     ap.add_argument("--gemv-max-weight", type=int, default=kernels.GEMV_MAX_WEIGHT,
                     help="kernels.GEMV_MAX_WEIGHT: 0 puts every decode projection on cuBLAS")
     ap.add_argument("--gemv-block-k", type=int, help="kernels.GEMV_LAUNCH's block_k (4096: the one-shot GEMV)")
@@ -50,7 +53,13 @@ def main() -> None:
     kernels.PDL = args.pdl
     kernels.FP8_QK_DOT = args.fp8_qk_dot
     kernels.FUSED_MERGE = args.fused_merge
-    kernels.SPLIT_ROUNDING = args.rounding
+    if args.rounding:
+        if args.key is None:
+            kernels.SPLIT_ROUNDING = args.rounding
+        else:
+            table = ({k: kernels.SPLIT_ROUNDING for k in kernels.DECODE_LAUNCH} if isinstance(kernels.SPLIT_ROUNDING, str)
+                     else dict(kernels.SPLIT_ROUNDING))
+            kernels.SPLIT_ROUNDING = {**table, args.key: args.rounding}
     from sedpa_compress.cli import main as cli
 
     sys.argv = ["sedpa", *rest]

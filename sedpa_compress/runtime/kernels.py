@@ -339,6 +339,8 @@ def _reduce_launch(splits: int) -> dict:
 # - the two groups' programs per SM, swept in the whole duo step at 128K with the nearest rounding
 #   (bench/results/decode_launch_sweep_h200.json): bf16 at 1 / 2 / 3 / 4 programs an SM 8.47 / 7.12 / 6.92 / 6.96 ms
 #   (32K: 5.36 at 2, 5.33 at 3), fp8 at 3 / 4 / 6 7.19 / 7.11 / 7.15 (7.22 at 2 in decode_splits_duo_h200.json).
+#   With the "exact" rounding (bench/results/decode_launch_sweep2_h200.json): bf16 at 3 / 4 6.62 / 7.03 ms,
+#   fp8 at 3 / 4 / 6 6.96 / 6.89 / 6.75 ms (one row each; rows of one setting vary by about 2% between runs).
 DECODE_LAUNCH: dict[str, dict[str, int]] = {
     "bf16": dict(BLOCK_N=64, num_warps=4, num_stages=2),
     "fp8": dict(BLOCK_N=128, num_warps=4, num_stages=3),
@@ -350,23 +352,28 @@ DECODE_LAUNCH: dict[str, dict[str, int]] = {
 # Programmatic dependent launch (Hopper and later) for the decode step's Triton chain (qkv GEMV, RoPE + cache
 # writes, split-K attention and merge, o GEMV): each is launched while the previous kernel ends and waits
 # (griddepcontrol.wait) before touching its outputs, so launch gaps overlap the previous kernel's tail and a
-# one-shot GEMV streams its weights meanwhile. Off until timed in the whole decode step on the H200
-# (bench/scripts/decode_split_rule.py --pdl).
+# one-shot GEMV streams its weights meanwhile. Off: timed in the whole decode step on the H200 at 128K
+# (bench/results/decode_launch_sweep2_h200.json, against the default launch of the same call) it gave full
+# +3.6%, duo +0.6%, sedpa-w -0.7%, and with the one-shot GEMV (block_k 4096) -0.1 / -1.6 / -2.9%, where the
+# one-shot GEMV alone gave -1.0 / -0.8 / -0.7%: within the 2% that rows vary between runs.
 PDL = False
 
 
 # fp8 caches: the decode kernels' key dot in e4m3 against a two-part e4m3 query instead of converting every
 # key to fp16 (see _attend). A candidate: the fp8 two-group kernel reads its bytes at half bf16's rate
-# (bench/results/decode_profile_duo_fp8_128k_h200.txt), and this removes half its conversions. Off until timed
-# (bench/scripts/decode_split_rule.py --fp8-qk-dot) and checked on the GPU.
+# (bench/results/decode_profile_duo_fp8_128k_h200.txt), and this removes half its conversions. Off: its GPU
+# tests pass, but duo at 128K took 7.09 ms with it against 6.98 without (+1.6%,
+# bench/results/decode_launch_sweep2_h200.json), so the conversions are not what holds the fp8 kernel back.
 FP8_QK_DOT = False
 
 
 # The split-K merge folded into the partial kernel: the last split program of each (sequence, KV head) to
 # finish merges them (a ticket counter), so a layer's attention is one launch, not two. A candidate: it saves
 # the merge launch (~4.6 us a layer in the eager duo profile) for a merge at the tail of the partial kernel.
-# Off until timed (bench/scripts/decode_split_rule.py --fused-merge). FUSED_MERGE_SB: splits a merge block
-# reads at once there (small: its registers count against the whole partial kernel's).
+# Off: its GPU tests pass, but duo at 128K took 8.03 ms with it against 6.81 without (+18%; with PDL and the
+# one-shot GEMV, full +4.5%, sedpa-w +8.6%; bench/results/decode_launch_sweep2_h200.json): the merge at the
+# tail of the last program (a guess, not profiled) serialises on one SM per head while the others idle. FUSED_MERGE_SB: splits a
+# merge block reads at once there (small: its registers count against the whole partial kernel's).
 FUSED_MERGE = False
 FUSED_MERGE_SB = 16
 
@@ -390,7 +397,7 @@ def launch_key(kv_dtype: str, two_groups: bool = False) -> str:
     return key if two_groups and key in DECODE_LAUNCH else kv_dtype
 
 
-DECODE_PROGRAMS_PER_SM: dict[str, int] = {"bf16": 4, "fp8": 2, "bf16-two": 3, "fp8-two": 4}
+DECODE_PROGRAMS_PER_SM: dict[str, int] = {"bf16": 4, "fp8": 2, "bf16-two": 3, "fp8-two": 6}
 SMS = 132
 
 
@@ -399,19 +406,31 @@ SMS = 132
 # to any count: a layer's busy heads fill the target however many there are). A duo layer's busy heads vary
 # (2-6 of 8 in the synthetic 50% pattern), and flooring gave 5 or 6 busy heads half the programs meant for
 # them: duo at 128K, bf16, 2 programs an SM, 7.48 ms floored against 7.07 nearest
-# (bench/results/decode_splits_duo_h200.json). "exact" is not yet timed on a GPU.
-SPLIT_ROUNDING = "nearest"
+# (bench/results/decode_splits_duo_h200.json). "exact" against "nearest", duo at 128K, bf16 at 3 programs an
+# SM, three pairs of rows in two calls (bench/results/decode_launch_sweep2_h200.json): 6.62 / 6.76 / 6.63
+# against 6.81 / 6.80 / 6.67 ms; fp8 at 6 programs an SM with "exact" 6.75 against 6.98 at 4 "nearest". So the
+# two-group kernels round exactly; the one-group kernels (full attention), not timed with it, stay "nearest".
+# A single string applies to every kernel (the sweep's --rounding, tests).
+SPLIT_ROUNDING: str | dict[str, str] = {"bf16": "nearest", "fp8": "nearest", "bf16-two": "exact", "fp8-two": "exact"}
 SPLIT_ROUNDINGS = ("nearest", "floor", "exact")
 
 
-def num_splits(max_keys: int, heads: int, batch: int = 1, block_n: int = 64, programs_per_sm: int = 4) -> int:
+def split_rounding(key: str) -> str:
+    """The SPLIT_ROUNDING rule of a DECODE_LAUNCH key (one string: every key's)."""
+    return SPLIT_ROUNDING if isinstance(SPLIT_ROUNDING, str) else SPLIT_ROUNDING.get(key, "nearest")
+
+
+def num_splits(max_keys: int, heads: int, batch: int = 1, block_n: int = 64, programs_per_sm: int = 4,
+               rounding: str | None = None) -> int:
     """Splits of the key range so that `heads * batch * splits` is near `programs_per_sm` on each of 132 SMs
-    (rounded as SPLIT_ROUNDING says), at most 256, each split with >= 2 key blocks."""
+    (rounded as `rounding` says, default the one-group bf16 kernel's SPLIT_ROUNDING), at most 256, each split
+    with >= 2 key blocks."""
+    rounding = rounding or split_rounding("bf16")
     most = min(max(1, max_keys // (2 * block_n)), 256)
     want = programs_per_sm * SMS / max(heads * batch, 1)
-    if SPLIT_ROUNDING == "exact":
+    if rounding == "exact":
         return max(1, min(round(want), most))
-    exp = round(math.log2(want)) if SPLIT_ROUNDING == "nearest" else math.floor(math.log2(max(1, math.ceil(want))))
+    exp = round(math.log2(want)) if rounding == "nearest" else math.floor(math.log2(max(1, math.ceil(want))))
     return 1 << max(0, min(exp, math.floor(math.log2(most))))
 
 
@@ -431,7 +450,8 @@ class DecodeWorkspace:
         two_groups = two_groups or group_keys is not None
         key = launch_key(kv_dtype, two_groups)
         self.splits = splits or num_splits(max_keys, busy_heads or heads, batch, DECODE_LAUNCH[key]["BLOCK_N"],
-                                           DECODE_PROGRAMS_PER_SM.get(key, DECODE_PROGRAMS_PER_SM[kv_dtype]))
+                                           DECODE_PROGRAMS_PER_SM.get(key, DECODE_PROGRAMS_PER_SM[kv_dtype]),
+                                           split_rounding(key))
         longest = max(group_keys) if group_keys else 1
         self.group_splits = tuple(min(self.splits, max(1, math.ceil(n * self.splits / longest)))
                                   for n in group_keys) if group_keys else None
@@ -756,11 +776,14 @@ def gemv(x: torch.Tensor, w: torch.Tensor, *, block_n: int = 8, block_k: int = 5
 
 
 # The batch-1 decode's GEMV launch, and the weights it runs (bench/results/gemv_probe_h200.json, an H200 with
-# Llama-3-8B shapes, each in a CUDA graph): 4 rows a program, 1024 columns a block. It beats cuBLAS for the
-# attention projections, whose cuBLAS GEMV adds a split-K reduce (qkv 6144 x 4096: 12.7 against 14.2 us;
-# o 4096 x 4096: 7.6 against 10.1 us), and loses for the MLP's (gate_up 28672 x 4096, down 4096 x 14336), so
-# only weights up to GEMV_MAX_WEIGHT elements take it.
-GEMV_LAUNCH = dict(block_n=4, block_k=1024, num_warps=4, num_stages=3)
+# Llama-3-8B shapes, each in a CUDA graph of 50 calls cycling 200 MiB of weight copies, so nothing stays in
+# L2): 2 rows a program, 1024 columns a block. It beats cuBLAS for the attention projections, whose cuBLAS
+# GEMV adds a split-K reduce (qkv 6144 x 4096: 14.8 against 15.6 us; o 4096 x 4096: 10.0 against 12.7 us;
+# the earlier 4 rows a program took 15.7 and 12.8), and cuBLAS stays for the MLP's (gate_up 28672 x 4096,
+# down 4096 x 14336: the GEMV's 2-8% there is not worth a second code path for the largest weights), so
+# only weights up to GEMV_MAX_WEIGHT elements take it. The whole decode step with the GEMV against cuBLAS
+# (--gemv-max-weight 0): 0.5% faster (bench/results/decode_launch_sweep_h200.json).
+GEMV_LAUNCH = dict(block_n=2, block_k=1024, num_warps=4, num_stages=3)
 GEMV_MAX_WEIGHT = 32 * 2**20
 
 
