@@ -175,3 +175,21 @@ def test_provenance_digests(tmp_path, loaded):
     assert p["metrics"]["version"] and p["code"] != provenance("efficiency")["code"]
     prepared = prepare_niah(loaded, NiahConfig(lengths=[400], depths=[0.5]))
     assert prepared.provenance["templates"] and prepared.provenance["text"]
+
+
+def test_tidal_rows_take_the_carried_pattern_s_retrieval_layer_and_say_so():
+    """The embedded sedpa-tiny carries its head pattern: tidal re-selects at its retrieval layer (5), and the
+    row's settings (what the JSON and the resume cache record) say which layers and where they came from;
+    --selection-layers wins; a malformed list is refused with the fix."""
+    from sedpa_compress.errors import SedpaError
+    from sedpa_compress.runtime.modes.tidal import parse_selection_layers
+
+    tiny = load_model(None, dtype="float32")
+    (row,) = build_bench_models(tiny, ["tidal"])
+    assert row.settings["selection_layers"] == [2, 5] and row.settings["selection_source"] == "head pattern"
+    (given,) = build_bench_models(tiny, ["tidal"], selection_layers=parse_selection_layers("2,3"))
+    assert given.settings["selection_layers"] == [2, 3] and given.settings["selection_source"] == "given"
+    assert common_mod.cell_identity(row.settings) != common_mod.cell_identity(given.settings)
+    for bad in ("", "2;5", "-1"):
+        with pytest.raises(SedpaError, match="--selection-layers"):
+            parse_selection_layers(bad)

@@ -177,6 +177,36 @@ def test_tidal_defaults_follow_the_paper():
     assert tidal_selection_layers(4, 1, (1, 3)) == (1, 3)
     mode = build_mode("tidal", top_k=64)
     assert isinstance(mode, TidalAttention) and mode.top_k == 64
+    assert mode.selection_source == "model depth (13/32)"
+
+
+def test_tidal_reselects_at_the_head_pattern_s_retrieval_layer():
+    """With a head pattern, the re-selection layer is the one whose KV heads' gates sum highest after the
+    selection layer (the embedded sedpa-tiny's layer 5, where 13/32 of the depth says 3: at 6K-8K tidal scored
+    45% NIAH re-selecting at 3 and full's 80% at 5, bench/results/tidal_layers_sedpa-tiny-cpu.json); given
+    layers win; a layer the model does not have is refused."""
+    from sedpa_compress.heads.pattern import HeadPattern
+    from sedpa_compress.models.loader import embedded_model_dir
+    from sedpa_compress.runtime.modes.tidal import pattern_selection_layers
+
+    gates = [[1.0, 1.0], [0.0, 0.1], [0.2, 0.3], [0.1, 0.0], [0.0, 0.9], [1.0, 0.95], [0.2, 0.0], [0.0, 1.0]]
+    assert pattern_selection_layers(gates) == (2, 5)  # layers 0-1 dense: their gates do not count
+    assert pattern_selection_layers([[0.5, 0.5], [0.9, 0.9]], dense_layers=1) == (1,)  # nothing after
+    assert pattern_selection_layers([[0.0]] * 6 + [[0.5]] * 2) == (2, 6)  # equal sums: the earliest
+    pattern = HeadPattern.from_gates(gates, retrieval_ratio=0.5, sink=4, recent=16)
+    mode = build_mode("tidal", pattern=pattern, num_layers=8)
+    assert mode.selections() == (2, 5) and mode.selection_source == "head pattern"
+    assert build_mode("tidal", pattern=pattern, num_layers=8, selection_layers=(2, 3)).selections() == (2, 3)
+    with pytest.raises(SedpaError, match="has 8 layers"):
+        build_mode("tidal", num_layers=8, selection_layers=(2, 8))
+    assert pattern_selection_layers(HeadPattern.load(embedded_model_dir() / "sedpa_pattern.json").gates) == (2, 5)
+    from sedpa_compress.bench.efficiency import EfficiencyConfig, Patterns, runtime_spec
+
+    # `bench efficiency` times tidal with a trained pattern's layers, and with the depth's beside a synthetic one
+    assert runtime_spec(EfficiencyConfig(), "tidal", pattern, 8192).selection_layers == (2, 5)
+    synthetic = Patterns(duo=HeadPattern.from_gates(gates, retrieval_ratio=0.5, sink=4, recent=16, model="synthetic"),
+                         sedpa=None, sources={})
+    assert synthetic.for_mode("tidal") is None and Patterns(duo=pattern, sedpa=None, sources={}).for_mode("tidal") is pattern
 
 
 def _compressed_tiny(tmp_path, **compress):

@@ -170,6 +170,7 @@ def build_bench_models(
     recent: int | None = None,
     window: int | None = None,
     top_k: int | None = None,
+    selection_layers: tuple[int, ...] | None = None,
 ) -> list[BenchModel]:
     """The model and mode of every `--attention` name.
 
@@ -207,7 +208,7 @@ def build_bench_models(
             pat, pat_path = load_pattern(loaded, shipped_pattern_path(loaded) or pattern)
             if pat is None:
                 raise SedpaError(f"--attention {name}: the artifact {loaded.path} carries no sedpa_pattern.json; pass --pattern P")
-        elif name == "duo" or name == "streaming":
+        elif name in ("duo", "streaming", "tidal"):  # tidal: the pattern's retrieval layer re-selects
             pat, pat_path = load_pattern(base, base_pat_path)
             if name == "duo" and pat is None:
                 raise SedpaError("--attention duo needs a head pattern: pass --pattern P.pattern.json (from "
@@ -219,6 +220,8 @@ def build_bench_models(
             options["num_layers"] = loaded.geometry.num_layers
             if top_k is not None:
                 options["top_k"] = top_k
+            if selection_layers is not None:
+                options["selection_layers"] = selection_layers
         mode = build_mode(name, pattern=pat, sink=sink, recent=recent, window=w if name == "sedpa-w" else None,
                           **options)
         # which code computes this mode's cells (`greedy_generate` / `token_nll` pick the same way); the
@@ -231,6 +234,7 @@ def build_bench_models(
                 settings[attr] = getattr(mode, attr)
         if name == "tidal":
             settings["selection_layers"] = list(mode.selections())
+            settings["selection_source"] = mode.selection_source
         if pat is not None and name != "streaming":  # streaming takes only sink/recent from the pattern
             settings["pattern"] = str(pat_path)
             settings["pattern_sha"] = file_digest(pat_path)

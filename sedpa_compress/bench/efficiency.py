@@ -153,6 +153,8 @@ class Patterns:
     def for_mode(self, mode: str) -> HeadPattern | None:
         if mode in ("sedpa-s", "sedpa-w"):
             return self.sedpa
+        if mode == "tidal":  # a trained pattern names its retrieval layer, tidal's re-selection layer
+            return self.duo if self.duo is not None and self.duo.model != "synthetic" else None
         return self.duo if mode in ("duo", "streaming") else None  # streaming takes only sink/recent from it
 
 
@@ -205,9 +207,14 @@ def runtime_spec(cfg: EfficiencyConfig, mode: str, pattern: HeadPattern | None, 
     if mode == "sedpa-w" and window < recent:
         raise SedpaError(f"--window {window} is smaller than --recent {recent} (the pattern's recent when --recent "
                          "is not given): pass a larger --window")
+    selection = None
+    if mode == "tidal" and pattern is not None:
+        from sedpa_compress.runtime.modes.tidal import pattern_selection_layers
+
+        selection = pattern_selection_layers(pattern.gates)
     return RuntimeSpec(mode=mode, pattern=pattern if mode in PATTERN_MODES else None, sink=sink, recent=recent,
                        window=window if mode == "sedpa-w" else None, top_k=cfg.top_k, lowrank=cfg.lowrank,
-                       kv_dtype=cfg.kv_dtype)
+                       kv_dtype=cfg.kv_dtype, selection_layers=selection)
 
 
 def spec_summary(spec: RuntimeSpec) -> dict[str, Any]:
@@ -221,6 +228,7 @@ def spec_summary(spec: RuntimeSpec) -> dict[str, Any]:
         out["lowrank"] = spec.lowrank
     if spec.mode == "tidal":
         out["top_k"] = spec.top_k
+        out["selection_layers"] = list(spec.selection_layers) if spec.selection_layers else "model depth (13/32)"
     return out
 
 

@@ -25,6 +25,7 @@ SinkOpt = Annotated[Optional[int], typer.Option("--sink", help="Sink tokens of s
 RecentOpt = Annotated[Optional[int], typer.Option("--recent", help="Recent tokens of streaming heads (default: the pattern's).")]
 WindowOpt = Annotated[Optional[int], typer.Option("--window", help="sedpa-w window (default: the artifact's, else 8192).")]
 TopKOpt = Annotated[Optional[int], typer.Option("--top-k", help="tidal: token positions kept by the selection layers (default 2048).")]
+SelectionOpt = Annotated[Optional[str], typer.Option("--selection-layers", help="tidal: token-selection layers, e.g. 2,5 (default: right after the 2 dense layers, and again at the layer with the most retrieval gate in the head pattern, else at 13/32 of the depth).")]
 OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Result JSON (PNGs and the resume cache <out>.cells.jsonl beside it).")]
 FreshOpt = Annotated[bool, typer.Option("--fresh", help="Ignore finished cells cached beside --out and recompute everything.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1 … (default: cuda when available).")]
@@ -40,11 +41,12 @@ def _device(device: str) -> str:
 
 
 def _setup(model, compressed, config, random_weights, attention, pattern, sink, recent, window, top_k, device, dtype,
-           kv_dtype: str = "bf16"):
+           kv_dtype: str = "bf16", selection_layers: str | None = None):
     """Load --model (and --compressed) and build one BenchModel per --attention name."""
     from sedpa_compress.bench.common import LOWRANK_MODES, build_bench_models
     from sedpa_compress.models import load_model
     from sedpa_compress.runtime.modes import parse_modes
+    from sedpa_compress.runtime.modes.tidal import parse_selection_layers
 
     modes = parse_modes(attention)
     dev = _device(device)
@@ -60,7 +62,7 @@ def _setup(model, compressed, config, random_weights, attention, pattern, sink, 
         if loaded is not None:
             loaded.kv_dtype = kv_dtype
     rows = build_bench_models(base, modes, compressed=comp, pattern=pattern, sink=sink, recent=recent, window=window,
-                              top_k=top_k)
+                              top_k=top_k, selection_layers=parse_selection_layers(selection_layers))
     if kv_dtype != "bf16":  # in each mode's settings, so the resume cache keys on it
         for bm in rows:
             bm.settings["kv_dtype"] = kv_dtype
@@ -69,6 +71,9 @@ def _setup(model, compressed, config, random_weights, attention, pattern, sink, 
                       "weights; to compare with the uncompressed model pass --model BASE --compressed ARTIFACT")
     for bm in rows:
         extra = ", ".join(f"{k} {bm.settings[k]}" for k in ("sink", "recent", "window", "top_k") if k in bm.settings)
+        if "selection_layers" in bm.settings:
+            extra += (f", selection layers {','.join(map(str, bm.settings['selection_layers']))}"
+                      f" ({bm.settings['selection_source']})")
         heads = (f", {bm.settings['retrieval_heads']}/{bm.settings['kv_heads']} retrieval heads"
                  if "retrieval_heads" in bm.settings else "")
         where = f"artifact {bm.loaded.path}" if bm.loaded.source == "artifact" else f"{bm.loaded.name} ({bm.loaded.source})"
@@ -138,6 +143,7 @@ def niah_cmd(
     recent: RecentOpt = None,
     window: WindowOpt = None,
     top_k: TopKOpt = None,
+    selection_layers: SelectionOpt = None,
     out: OutOpt = None,
     fresh: FreshOpt = False,
     chunk: ChunkOpt = 4096,
@@ -154,7 +160,7 @@ def niah_cmd(
                      haystack=str(haystack) if haystack else None, needle=needle, question=question, answer=answer,
                      answer_prefix=answer_prefix, chunk=chunk).validate()
     base, models = _setup(model, compressed, config, random_weights, attention, pattern, sink, recent, window, top_k,
-                          device, dtype, kv_dtype)
+                          device, dtype, kv_dtype, selection_layers)
     cfg.lengths, capped = lengths_for_model(lengths, base.geometry.max_position_embeddings, reserve=32)
     if capped:
         console.print(f"[yellow]capped[/]: {capped}", highlight=False)
@@ -206,6 +212,7 @@ def ppl_cmd(
     recent: RecentOpt = None,
     window: WindowOpt = None,
     top_k: TopKOpt = None,
+    selection_layers: SelectionOpt = None,
     out: OutOpt = None,
     fresh: FreshOpt = False,
     chunk: ChunkOpt = 4096,
@@ -219,7 +226,7 @@ def ppl_cmd(
     cfg = PplConfig(data=data, text_field=text_field, split=split, seq_len=seq_len, stride=stride, windows=windows,
                     decode_tail=decode_tail, chunk=chunk)
     base, models = _setup(model, compressed, config, random_weights, attention, pattern, sink, recent, window, top_k,
-                          device, dtype, kv_dtype)
+                          device, dtype, kv_dtype, selection_layers)
     prepared = prepare_windows(base, cfg)
     out = out or _default_out("ppl", base)
     cache = _cache(out, fresh)
@@ -258,6 +265,7 @@ def longbench_cmd(
     recent: RecentOpt = None,
     window: WindowOpt = None,
     top_k: TopKOpt = None,
+    selection_layers: SelectionOpt = None,
     out: OutOpt = None,
     fresh: FreshOpt = False,
     chunk: ChunkOpt = 4096,
@@ -279,7 +287,7 @@ def longbench_cmd(
     data = load_tasks(cfg)  # bad files and unreachable datasets fail before the model loads
     total_examples = sum(len(rows) for rows in data.values())
     base, models = _setup(model, compressed, config, random_weights, attention, pattern, sink, recent, window, top_k,
-                          device, dtype, kv_dtype)
+                          device, dtype, kv_dtype, selection_layers)
     limit_pos = base.geometry.max_position_embeddings
     if max_length is not None and limit_pos and max_length > limit_pos:
         raise SedpaError(f"--max-length {max_length} is beyond the model's {limit_pos}-token limit: pass {limit_pos - 512} or less")

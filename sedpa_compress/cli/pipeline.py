@@ -142,6 +142,7 @@ def generate_cmd(
     attention: Annotated[Optional[str], typer.Option("--attention", help="full, streaming, duo, sedpa-s, sedpa-w, tidal (default: sedpa-s for an artifact with a pattern, else full).")] = None,
     pattern: Annotated[Optional[Path], typer.Option("--pattern", help="Head pattern for duo/sedpa-* on a plain model.")] = None,
     window: Annotated[Optional[int], typer.Option("--window", help="SEDPA-W window.")] = None,
+    selection_layers: Annotated[Optional[str], typer.Option("--selection-layers", help="tidal: token-selection layers, e.g. 2,5 (default: right after the 2 dense layers, and again at the layer with the most retrieval gate in the head pattern the model carries or --pattern gives, else at 13/32 of the depth).")] = None,
     kv_dtype: Annotated[Optional[str], typer.Option("--kv-dtype", help="KV caches: bf16, or fp8 (e4m3 with a scale per token and head: half the bytes, about twice the context; not with tidal). Default: the artifact's, else bf16.")] = None,
     device: DeviceOpt = "",
     dtype: DtypeOpt = "auto",
@@ -161,7 +162,13 @@ def generate_cmd(
             raise SedpaError(f"--prompt-file {prompt_file} is {kind}: pass a text file, or the text with --prompt")
         prompt = prompt_file.read_text(encoding="utf-8", errors="replace")
     loaded = _load(model, None, False, device, dtype)
-    mode = mode_for(loaded, attention, pattern=pattern, window=window)
+    from sedpa_compress.runtime.modes.tidal import parse_selection_layers
+
+    layers = parse_selection_layers(selection_layers)
+    if layers is not None and attention != "tidal":
+        raise SedpaError("--selection-layers goes with --attention tidal")
+    mode = mode_for(loaded, attention, pattern=pattern, window=window,
+                    **({"selection_layers": layers} if layers is not None else {}))
     if kv_dtype is not None:
         from sedpa_compress.runtime.cache import check_kv_dtype
 

@@ -32,4 +32,6 @@ def mode_for(loaded: LoadedModel, name: str | None, *, pattern: Path | None = No
         window = loaded.artifact.get("window")
     if name in PATTERN_MODES or name == "streaming":
         return build_mode(name, pattern=pat, sink=sink, recent=recent, window=window)
+    if name == "tidal":  # its layers are checked against, and its defaults drawn from, the model's depth
+        options.setdefault("num_layers", loaded.geometry.num_layers)
     return build_mode(name, pattern=pat, sink=sink, recent=recent, window=window, **options)

@@ -36,8 +36,12 @@ def build_mode(
     if name == "streaming":
         return StreamingAttention(sink=sink, recent=recent)
     if name == "tidal":
-        from sedpa_compress.runtime.modes.tidal import TidalAttention
+        from sedpa_compress.runtime.modes.tidal import TidalAttention, pattern_selection_layers
 
+        if options.get("selection_layers") is None and pattern is not None:  # the pattern's retrieval layer
+            options["selection_layers"] = pattern_selection_layers(
+                pattern.gates, options.get("dense_layers", DEFAULTS.dense_layers))
+            options["selection_source"] = "head pattern"
         return TidalAttention(**options)
     if pattern is None:
         raise SedpaError(f"--attention {name} needs a head pattern: pass --pattern P.pattern.json "

@@ -8,8 +8,13 @@ the paper's reference code); every following layer attends, head by head, only t
 KV head was given, until a re-selection layer (TidalDecode's "correction" layer) selects again.
 
 Defaults follow the paper's Llama-3-8B setting (32 layers: dense layers 0-1, selection at layer 2,
-re-selection at layer 13), scaled to the model's depth: selection right after the dense layers,
-re-selection at round(13/32 of the depth). This is the reference definition; the CUDA runtime
+re-selection at layer 13): selection right after the dense layers, and re-selection at the layer whose KV
+heads carry the most retrieval gate in the model's head pattern (DuoAttention's identification says where
+the heads that read the whole context are; the paper chose its layer 13 by a sweep) or, without a pattern,
+at round(13/32 of the depth). The re-selection layer decides what every later layer can read: on sedpa-tiny
+(8 layers, the copying heads in layer 5), re-selecting at layer 3 (13/32 of 8) kept tidal at 45% NIAH at
+6K-8K against full's 80%, and at layer 5 (the pattern's) it equalled full
+(bench/results/tidal_layers_sedpa-tiny-cpu.json). This is the reference definition; the CUDA runtime
 (`runtime/model.py`) computes the same thing.
 """
 
@@ -34,6 +39,34 @@ def tidal_selection_layers(num_layers: int, dense_layers: int = DEFAULTS.dense_l
     return tuple(sorted({first, again} if first < again < num_layers else {first}))
 
 
+def parse_selection_layers(text: str | None) -> tuple[int, ...] | None:
+    """`--selection-layers 2,5` -> (2, 5); None stays None (the defaults)."""
+    from sedpa_compress.errors import SedpaError
+
+    if text is None:
+        return None
+    try:
+        layers = tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        layers = ()
+    if not layers or min(layers) < 0:
+        raise SedpaError(f"--selection-layers {text!r}: pass layer indices separated by commas, e.g. 2,5")
+    return layers
+
+
+def pattern_selection_layers(gates: list[list[float]], dense_layers: int = DEFAULTS.dense_layers) -> tuple[int, ...]:
+    """Selection right after the dense layers, re-selection at the later layer whose KV heads' retrieval gates
+    sum highest (the earliest of equal sums): the layer that most needs the whole context picks the positions
+    the layers after it read."""
+    num_layers = len(gates)
+    first = min(dense_layers, num_layers - 1)
+    later = range(first + 1, num_layers)
+    if not later:
+        return (first,)
+    again = max(later, key=lambda li: (sum(gates[li]), -li))
+    return (first, again)
+
+
 def group_selection_scores(query: torch.Tensor, key: torch.Tensor, valid: torch.Tensor, scaling: float) -> torch.Tensor:
     """Attention probability of the last query position summed over each KV head's query heads.
     query [b, hq, tq, d], key [b, hkv, tk, d], valid [b, tk] -> [b, hkv, tk] (invalid keys -1)."""
@@ -51,6 +84,7 @@ class TidalAttention:
     dense_layers: int = DEFAULTS.dense_layers
     selection_layers: tuple[int, ...] | None = None  # None: tidal_selection_layers' defaults
     num_layers: int = 32
+    selection_source: str | None = None  # where the selection layers came from (reported by the benchmarks)
     name: str = "tidal"
     _index: torch.Tensor | None = field(default=None, repr=False)  # [b, hkv, k] the selected positions
 
@@ -61,6 +95,11 @@ class TidalAttention:
             raise SedpaError(f"--top-k {self.top_k}: pass at least 1")
         if self.selection_layers is not None:
             self.selection_layers = tuple(int(s) for s in self.selection_layers)
+        if self.selection_layers is not None and not all(0 <= s < self.num_layers for s in self.selection_layers):
+            raise SedpaError(f"--selection-layers {','.join(map(str, self.selection_layers))}: the model has "
+                             f"{self.num_layers} layers (0-{self.num_layers - 1})")
+        if self.selection_source is None:
+            self.selection_source = "given" if self.selection_layers is not None else "model depth (13/32)"
 
     def selections(self) -> tuple[int, ...]:
         return tidal_selection_layers(self.num_layers, self.dense_layers, self.selection_layers)
