@@ -451,7 +451,8 @@ def test_split_k_decode_kernels_in_the_triton_interpreter():
     """SEDPA_TRITON_INTERPRET=1 pytest -k interpreter: the split-K partial and reduce kernels (up to 128
     splits: the merge in blocks of 64; counts that are not powers of two; the merge folded into the partial
     kernel), plain,
-    indexed (TidalDecode), reading fp8 caches with per-token scales (fp16 dots: within 2e-3), and over a layer's two head groups in
+    indexed (TidalDecode), reading fp8 caches with per-token scales (fp16 dots: within 2e-3; the keys in either
+    operand of their dot, kernels.FP8_KEYS_AS_A), and over a layer's two head groups in
     one launch, on CPU tensors, against the fp32 reference. Needs triton and numpy < 2.4 (Triton 3.6's interpreter turns 1-element arrays into ints,
     which numpy 2.4 refuses; e.g. `pip install --target /tmp/np23 numpy==2.3.*` and PYTHONPATH=/tmp/np23).
     fp32 inputs: the interpreter does not emulate bf16 dot products (the GPU tests cover bf16)."""
@@ -470,7 +471,9 @@ def test_split_k_decode_kernels_in_the_triton_interpreter():
         "                           kernels.decode_attention_ref(q, k, v, m, d ** -0.5, index=idx))):\n"
         "            assert float((got - want).norm() / want.norm()) < 1e-5\n"
         "from sedpa_compress.runtime.cache import quantize_fp8, dequantize_fp8\n"
-        "for (b, h, g, d, t) in [(1, 2, 4, 128, 3000), (2, 3, 1, 64, 700)]:\n"
+        "for keys_as_a in (False, True):  # kernels.FP8_KEYS_AS_A: the converted keys as the dot's A operand\n"
+        "  kernels.FP8_KEYS_AS_A = keys_as_a\n"
+        "  for (b, h, g, d, t) in [(1, 2, 4, 128, 3000), (2, 3, 1, 64, 700)]:\n"
         "    q, k, v = torch.randn(b, h, g, d), torch.randn(b, h, t, d) * 3, torch.randn(b, h, t, d)\n"
         "    (kb, ks), (vb, vs) = quantize_fp8(k), quantize_fp8(v)\n"
         "    kd, vd = dequantize_fp8(kb, ks, torch.float32), dequantize_fp8(vb, vs, torch.float32)\n"
@@ -479,7 +482,7 @@ def test_split_k_decode_kernels_in_the_triton_interpreter():
         "        got = kernels._triton_decode(q, kb, vb, n, d ** -0.5, k_scale=ks, v_scale=vs)\n"
         "        want = kernels.decode_attention_ref(q, kd, vd, n, d ** -0.5)\n"
         "        assert float((got - want).norm() / want.norm()) < 2e-3  # the fp8 path's dots run in fp16\n"
-        "for fp8 in (False, True):  # a layer's two head groups (full-length + ring) in one launch pair\n"
+        "  for fp8 in (False, True):  # a layer's two head groups (full-length + ring) in one launch pair\n"
         "    q = torch.randn(2, 5, 4, 64)\n"
         "    kv = [torch.randn(2, 3, 900, 64), torch.randn(2, 3, 900, 64), torch.randn(2, 2, 80, 64), torch.randn(2, 2, 80, 64)]\n"
         "    sc = [None] * 4\n"
@@ -489,6 +492,7 @@ def test_split_k_decode_kernels_in_the_triton_interpreter():
         "    got = kernels._triton_decode2(q, groups, 0.125)\n"
         "    want = kernels.decode_attention_groups(q, groups, 0.125)\n"
         "    assert float((got - want).norm() / want.norm()) < (2e-3 if fp8 else 1e-5)\n"
+        "kernels.FP8_KEYS_AS_A = False\n"
         "# split counts that are not powers of two (the exact rule): key blocks dealt out evenly, merged masked\n"
         "q, k, v = torch.randn(1, 2, 4, 64), torch.randn(1, 2, 5000, 64), torch.randn(1, 2, 5000, 64)\n"
         "for splits in (3, 5, 53, 100):\n"

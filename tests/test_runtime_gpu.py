@@ -81,17 +81,19 @@ def test_split_k_kernel_matches_reference(length, rounding, fused_merge, monkeyp
         assert rel(got, want) <= 1e-2
 
 
-@pytest.mark.parametrize("fp8_qk", [False, True])
+@pytest.mark.parametrize("fp8_qk", ["fp16-b", "e4m3", "fp16-a"])
 @pytest.mark.parametrize("rounding", ["nearest", "exact"])
 @pytest.mark.parametrize("length", [1, 1000, 70000])
 def test_split_k_kernel_reads_fp8_caches(length, rounding, fp8_qk, monkeypatch):
     """The decode kernel on fp8 e4m3 caches (uint8 bits, a bf16 scale per token and head) against the
     fp32 reference on the dequantized values: only the kernel's own arithmetic differs, also with the keys
-    in e4m3 dots against a two-part query (kernels.FP8_QK_DOT; Triton's interpreter cannot check fp8 dots)."""
+    in e4m3 dots against a two-part query (kernels.FP8_QK_DOT; Triton's interpreter cannot check fp8 dots)
+    and with the converted keys as the dot's A operand (kernels.FP8_KEYS_AS_A)."""
     from sedpa_compress.runtime.cache import dequantize_fp8, quantize_fp8
 
     monkeypatch.setattr(kernels, "SPLIT_ROUNDING", rounding)
-    monkeypatch.setattr(kernels, "FP8_QK_DOT", fp8_qk)
+    monkeypatch.setattr(kernels, "FP8_QK_DOT", fp8_qk == "e4m3")
+    monkeypatch.setattr(kernels, "FP8_KEYS_AS_A", fp8_qk == "fp16-a")
     torch.manual_seed(4)
     b, h, g, d, t = 1, 4, 4, 128, 70016
     q = torch.randn(b, h, g, d, device="cuda", dtype=torch.bfloat16)
@@ -121,17 +123,19 @@ def test_fp8_caches_keep_the_logits_and_decode_in_a_cuda_graph(models, mode):
     assert got["fp8"][1] == pytest.approx(got["bf16"][1] * (128 + 2) / 256)
 
 
+@pytest.mark.parametrize("candidate", ["FP8_QK_DOT", "FP8_KEYS_AS_A"])
 @pytest.mark.parametrize("mode", ["full", "duo"])
-def test_fp8_key_dots_decode_as_the_fp16_conversion_does(models, mode, monkeypatch):
-    """kernels.FP8_QK_DOT (the keys' dot in e4m3 against a two-part e4m3 query) against the default (keys
-    converted to fp16): the same fp8 caches, graph-replayed decode logits within 1%."""
+def test_fp8_key_dots_decode_as_the_fp16_conversion_does(models, mode, candidate, monkeypatch):
+    """kernels.FP8_QK_DOT (the keys' dot in e4m3 against a two-part e4m3 query) and kernels.FP8_KEYS_AS_A (the
+    converted keys as the A operand) against the default (keys converted to fp16, the B operand): the same fp8
+    caches, graph-replayed decode logits within 1%."""
     fast, _ = models
     pattern = random_pattern(fast.geometry, sink=SINK, recent=RECENT)
     torch.manual_seed(5)
     ids = torch.randint(0, 512, (1, 1220), device="cuda")
     got = []
     for qk in (False, True):
-        monkeypatch.setattr(kernels, "FP8_QK_DOT", qk)
+        monkeypatch.setattr(kernels, candidate, qk)
         r = Runner.build(fast, RuntimeSpec(mode=mode, **_mode_kwargs(mode, pattern), kv_dtype="fp8"), max_len=1230,
                          chunk=512)
         r.prefill(ids[:, :1200])

@@ -37,6 +37,8 @@ def main() -> None:
     ap.add_argument("--gemv-block-n", type=int, help="kernels.GEMV_LAUNCH's block_n")
     ap.add_argument("--pdl", action="store_true", help="kernels.PDL: programmatic dependent launch of the decode chain")
     ap.add_argument("--fp8-qk-dot", action="store_true", help="kernels.FP8_QK_DOT: fp8 caches' key dots in e4m3")
+    ap.add_argument("--fp8-keys-as-a", action="store_true",
+                    help="kernels.FP8_KEYS_AS_A: fp8 caches' converted keys as the key dot's A operand")
     ap.add_argument("--fused-merge", action="store_true", help="kernels.FUSED_MERGE: the split merge in the partial kernel")
     args, rest = ap.parse_known_args()
     if (args.key is None) != (args.programs_per_sm is None):
@@ -52,6 +54,7 @@ def main() -> None:
         kernels.GEMV_LAUNCH["block_n"] = args.gemv_block_n
     kernels.PDL = args.pdl
     kernels.FP8_QK_DOT = args.fp8_qk_dot
+    kernels.FP8_KEYS_AS_A = args.fp8_keys_as_a
     kernels.FUSED_MERGE = args.fused_merge
     if args.rounding:
         if args.key is None:

@@ -26,8 +26,11 @@ Path('/tmp/sedpa_dry_model/config.json').exists() or build_tiny('llama', Path('/
   BENCH="bench efficiency --model /tmp/sedpa_dry_model --device cpu --contexts 256 --peers none --retrieval-ratio 0.5
     --rank-ratio 0.85 --sink 4 --recent 16 --window 64 --chunk 128 --decode-tokens 4"
 fi
-QUEUE0=${QUEUE0:-"base=;pdl=--pdl;pdl-oneshot=--pdl --gemv-block-k 4096;all=--pdl --gemv-block-k 4096 --fused-merge;exact3=--rounding exact --key bf16-two --programs-per-sm 3@duo;merge=--fused-merge@duo"}
-QUEUE1=${QUEUE1:-"tests;oneshot=--gemv-block-k 4096;fp8=@duo@fp8;fp8-qk=--fp8-qk-dot@duo@fp8;fp8-all=--pdl --gemv-block-k 4096 --fused-merge --fp8-qk-dot@duo@fp8;exact4=--rounding exact --key bf16-two --programs-per-sm 4@duo"}
+# the next call's default queues: the launch changes of 10614a6 (exact split counts for the two-group kernels, fp8-two at
+# 6 programs an SM, GEMV 2 rows a program) against the previous GEMV launch, fp8's keys as the dot's A operand at
+# each programs-per-SM, and each default twice (rows of one setting vary by ~2% between runs)
+QUEUE0=${QUEUE0:-"base=;gemv4=--gemv-block-n 4;base2=;fp8=@full,duo@fp8;keysa=--fp8-keys-as-a@full,duo@fp8;fp8b=@duo@fp8"}
+QUEUE1=${QUEUE1:-"tests;keysa-4=--fp8-keys-as-a --key fp8-two --programs-per-sm 4@duo@fp8;keysa-3=--fp8-keys-as-a --key fp8-two --programs-per-sm 3@duo@fp8;keysa2=--fp8-keys-as-a@duo@fp8"}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$R/device.txt" 2>/dev/null || echo "no GPU" > "$R/device.txt"
 echo "${SEDPA_GIT_COMMIT:-unknown}" > "$R/commit.txt"
 
@@ -38,7 +41,7 @@ run_queue() {  # $1 GPU, $2 queue
     [[ $(left) -lt 40 ]] && { echo "[gpu$1] out of time before: $e" >> "$R/queue$1.log"; break; }
     if [[ $e == tests ]]; then
       timeout $(( $(left) - 30 )) python3 -m pytest tests/test_runtime_gpu.py -q -p no:cacheprovider -m gpu -rA \
-        -k "programmatic or split_k or mode_logits or decode_linear or rope_append or graph or fp8" \
+        -k "programmatic or split_k or mode_logits or decode_linear or rope_append or graph or fp8 or tidal" \
         > "$R/gpu_tests.log" 2>&1
       echo "[gpu$1] tests: $(tail -1 "$R/gpu_tests.log")" >> "$R/queue$1.log"
       continue

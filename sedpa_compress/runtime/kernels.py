@@ -92,16 +92,19 @@ if HAS_TRITON:
         the block's fp32 sum. The scales of the next block are loaded one block ahead: their loads are
         too narrow for Triton's asynchronous copies and would otherwise stall every block.
 
-        FP8_QK (kernels.FP8_QK_DOT, a candidate): the keys go into the dot as e4m3, unconverted, against the
-        query split in two e4m3 parts (each row scaled to 448, then its rounding residual scaled by 16), two fp8
-        dots summed in fp32: the query keeps about bf16's precision and no key is converted."""
+        FP8_QK, the fp8 key dot (kernels.fp8_key_dot()): 0, the converted keys transposed into the B operand;
+        1 (kernels.FP8_QK_DOT, a candidate), the keys go into the dot as e4m3, unconverted, against the query
+        split in two e4m3 parts (each row scaled to 448, then its rounding residual scaled by 16), two fp8 dots
+        summed in fp32: the query keeps about bf16's precision and no key is converted; 2
+        (kernels.FP8_KEYS_AS_A, a candidate), the converted keys as the A operand as loaded, against the query
+        transposed once, and the [BLOCK_N, G_PAD] scores transposed instead of the [BLOCK_N, D] keys."""
         tl.static_assert(not (INDEXED and FP8), "fp8 caches are read in order (tidal refuses them)")
         offs_d = tl.arange(0, D)
         m_i = tl.full([G_PAD], float("-inf"), tl.float32)
         l_i = tl.zeros([G_PAD], tl.float32)
         acc = tl.zeros([G_PAD, D], tl.float32)
         if FP8:
-            if FP8_QK:
+            if FP8_QK == 1:
                 qs = q.to(tl.float32) * qk_scale
                 q_sc = tl.maximum(tl.max(tl.abs(qs), axis=1), 1e-30) / 448.0
                 qn = qs / q_sc[:, None]
@@ -109,6 +112,8 @@ if HAS_TRITON:
                 q_lo = ((qn - q_hi.to(tl.float32)) * 16.0).to(tl.float8e4nv)
             else:
                 q16 = (q.to(tl.float32) * qk_scale).to(tl.float16)
+                if FP8_QK == 2:
+                    q16t = tl.trans(q16)  # [D, G_PAD]: the B operand of the keys' dot, laid out once
             offs0 = start + tl.arange(0, BLOCK_N)
             k_sc_next = tl.load(KS + b * sksb + h * sksh + offs0 * skst, mask=offs0 < end, other=0.0).to(tl.float32)
             v_sc_next = tl.load(VS + b * svsb + h * svsh + offs0 * svst, mask=offs0 < end, other=0.0).to(tl.float32)
@@ -127,9 +132,12 @@ if HAS_TRITON:
                 k_sc_next = tl.load(KS + b * sksb + h * sksh + offs_next * skst, mask=nxt, other=0.0).to(tl.float32)
                 v_sc_next = tl.load(VS + b * svsb + h * svsh + offs_next * svst, mask=nxt, other=0.0).to(tl.float32)
                 k = tl.load(K + b * skb + h * skh + pos[:, None] * skt + offs_d[None, :], mask=valid[:, None], other=0)
-                if FP8_QK:
+                if FP8_QK == 1:
                     k8 = tl.trans(k.to(tl.float8e4nv, bitcast=True))
                     s = (tl.dot(q_hi, k8) + tl.dot(q_lo, k8) * 0.0625) * q_sc[:, None] * k_sc[None, :]
+                elif FP8_QK == 2:  # the converted keys as the A operand, untransposed; the small scores transposed
+                    k = k.to(tl.float8e4nv, bitcast=True).to(tl.float16)
+                    s = tl.trans(tl.dot(k, q16t) * k_sc[:, None])
                 else:
                     k = k.to(tl.float8e4nv, bitcast=True).to(tl.float16)
                     s = tl.dot(q16, tl.trans(k)) * k_sc[None, :]
@@ -367,6 +375,19 @@ PDL = False
 FP8_QK_DOT = False
 
 
+# fp8 caches: the converted keys as the key dot's A operand, as loaded, instead of transposed into its B operand
+# (see _attend): the candidate for the fp8 two-group kernel's half-rate reads that FP8_QK_DOT was not (the
+# conversion itself is cheap; a transposed B operand of converted keys takes a trip through shared memory per
+# block, the [BLOCK_N, G_PAD] scores' transpose is an eighth of it). Off until timed
+# (bench/scripts/decode_split_rule.py --fp8-keys-as-a).
+FP8_KEYS_AS_A = False
+
+
+def fp8_key_dot(fp8: bool) -> int:
+    """The decode kernels' FP8_QK variant: 0 with bf16 caches or neither candidate, 1 FP8_QK_DOT, 2 FP8_KEYS_AS_A."""
+    return (1 if FP8_QK_DOT else 2 if FP8_KEYS_AS_A else 0) if fp8 else 0
+
+
 # The split-K merge folded into the partial kernel: the last split program of each (sequence, KV head) to
 # finish merges them (a ticket counter), so a layer's attention is one launch, not two. A candidate: it saves
 # the merge launch (~4.6 us a layer in the eager duo profile) for a merge at the tail of the partial kernel.
@@ -501,7 +522,7 @@ def _triton_decode(q, k, v, length, scale, *, index=None, workspace=None, out=No
         ws.count, *_strides3(q), *_strides3(k), *_strides3(v), idx_b, idx_h, h, *_strides3(k_scale),
         *_strides3(v_scale), *_strides3(out),
         G=g, G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, INDEXED=index is not None, FP8=fp8, scale=scale,
-        FP8_QK=fp8 and FP8_QK_DOT, **_merge_args(ws), **DECODE_LAUNCH["fp8" if fp8 else "bf16"], **_pdl())
+        FP8_QK=fp8_key_dot(fp8), **_merge_args(ws), **DECODE_LAUNCH["fp8" if fp8 else "bf16"], **_pdl())
     _merge_launch(ws, out, h, ws.splits, ws.splits)
     return out
 
@@ -564,7 +585,7 @@ def _triton_decode2(q, groups, scale, *, workspace=None, out=None):
         ws.acc, ws.m, ws.l, out, ws.count, *_strides3(q), *_strides3(k1), *_strides3(v1), *_strides3(k2),
         *_strides3(v2), *_strides3(ks1), *_strides3(vs1), *_strides3(ks2), *_strides3(vs2), b, h, h1,
         *_strides3(out),
-        G=g, G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, S1=s1, S2=s2, FP8=fp8, scale=scale, FP8_QK=fp8 and FP8_QK_DOT,
+        G=g, G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, S1=s1, S2=s2, FP8=fp8, scale=scale, FP8_QK=fp8_key_dot(fp8),
         **_merge_args(ws), **DECODE_LAUNCH[launch_key("fp8" if fp8 else "bf16", two_groups=True)], **_pdl())
     _merge_launch(ws, out, h1, s1, s2)
     return out
