@@ -30,7 +30,7 @@ def value_recall(loaded, ex, top_k: int) -> list[list[float]]:
     tok = loaded.tokenizer
     ids = loaded.encode(ex.prompt)
     # the value's token positions: the tokens of the prompt's characters that spell the value inside the needle
-    start = ex.prompt.rfind(ex.answer, 0, ex.prompt.rfind(ex.answer) + 1)
+    start = ex.prompt.rfind(ex.answer)  # the needle's value (the question does not repeat it)
     enc = tok(ex.prompt, return_offsets_mapping=True, add_special_tokens=False)
     offset = len(ids) - len(enc["input_ids"])  # a BOS the model's encode adds
     pos = [i + offset for i, (a, b) in enumerate(enc["offset_mapping"]) if a < start + len(ex.answer) and b > start]
