@@ -36,6 +36,7 @@ def test_identify_then_show(model_dir, tmp_path):
     r = invoke(["heads", "show", str(out), "--retrieval-ratio", "0.25", "--save", str(tmp_path / "q.pattern.json")])
     assert r.exit_code == 0, r.output
     assert (tmp_path / "tiny.pattern.png").stat().st_size > 1000
+    assert "token-selection layers from these gates: 1" in r.output  # 2 layers: selection after the first alone
     assert HeadPattern.load(tmp_path / "q.pattern.json").actual_retrieval_ratio == 0.25
     # --resume after a finished run continues from the last checkpoint: nothing left to train
     r = invoke(["identify-heads", "--model", str(model_dir), "--steps", "2", "--out", str(out), "--resume", *SMALL])

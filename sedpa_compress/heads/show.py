@@ -39,6 +39,11 @@ def pattern_summary(pattern: HeadPattern) -> list[str]:
         f"{pattern.num_layers} layers x {pattern.num_kv_heads} KV heads; sink {pattern.sink}, recent {pattern.recent}",
         f"{kept}/{total} retrieval heads ({kept / total:.0%}) by {rule}",
     ]
+    from sedpa_compress.runtime.modes.tidal import pattern_selection_layers
+
+    layers = pattern_selection_layers(pattern.gates)
+    lines.append("tidal's token-selection layers from these gates: " + ", ".join(map(str, layers))
+                 + (" (re-selection where the retrieval gates sum highest)" if len(layers) > 1 else ""))
     losses = pattern.training.get("final_losses") if pattern.training else None
     if losses:
         lines.append(f"final loss {losses.get('loss', float('nan')):.4g} (distill {losses.get('distill', float('nan')):.4g}, "
