@@ -2,7 +2,8 @@
 # Issue 6 acceptance on the embedded sedpa-tiny, on one GPU: build the SEDPA artifact (rank ratio 0.85),
 # then NIAH (1k..16k x 10 depths) and perplexity for every mode, side by side:
 #   full, streaming, duo (the pattern's recipe ratio), sedpa-s, sedpa-w (on the artifact), tidal;
-# then the artifact's decode speed per mode and `sedpa bench report`'s trade-off table (issue 12).
+# then the artifact's decode speed per mode and `sedpa bench report`'s trade-off table (issue 12), and tidal
+# against full at 1K-32K (bench/results/niah_tidal_<name>.json).
 #
 #   run: bash bench/scripts/gpu_accuracy.sh            (the lead runs it on the device; results to $OUT)
 #
@@ -77,8 +78,15 @@ step efficiency $SEDPA bench efficiency --model "$ART" --contexts "$EFF_CONTEXTS
 step report $SEDPA bench report bench/results/niah_$NAME.json bench/results/ppl_$NAME.json \
   bench/results/efficiency_$NAME.json --out "bench/results/report_$NAME.md"
 
+# 5. tidal against full at 1K-32K (issue 12: within 5 points at every length at top-k 2048), re-selecting at the
+#    pattern's retrieval layer
+TIDAL_LENGTHS=${TIDAL_LENGTHS:-1k:32k:6}
+[ "$DEVICE" = cpu ] && TIDAL_LENGTHS=${TIDAL_LENGTHS_CPU:-1k,2k}
+step tidal $SEDPA bench niah $MODEL_ARGS --pattern "$PATTERN" -a full,tidal --lengths "$TIDAL_LENGTHS" \
+  --depths "$DEPTHS" --samples "$SAMPLES" --out "bench/results/niah_tidal_$NAME.json" --device "$DEVICE"
+
 tar czf "$OUT/accuracy.tgz" bench/results/niah_$NAME* bench/results/ppl_$NAME* bench/results/efficiency_$NAME* \
-  bench/results/report_$NAME*
+  bench/results/report_$NAME* $(ls bench/results/niah_tidal_$NAME* 2>/dev/null)
 NAME=$NAME python3 - <<'EOF' | tee "$OUT/summary.txt"
 import json, os, pathlib
 for name in ("niah", "ppl"):
@@ -106,5 +114,13 @@ for name in ("niah", "ppl"):
             if mode in S:
                 v = S[mode]["vs_full"]
                 print(f"  goal {mode} ppl within +3%: {v:+.2%} -> {'met' if v <= 0.03 else 'MISSED'}")
+p = pathlib.Path(f"bench/results/niah_tidal_{os.environ['NAME']}.json")
+if p.is_file():
+    S = json.loads(p.read_text())["summary"]
+    if "tidal" in S and "full" in S:
+        gaps = {n: round(100 * (S["tidal"]["by_context"][n] - a), 1) for n, a in S["full"]["by_context"].items()}
+        worst = min(gaps.values())
+        print(f"tidal vs full by length (points): {gaps}; goal within 5 at every length -> "
+              f"{'met' if worst >= -5 else 'MISSED'}")
 EOF
 echo "total $(( $(date +%s) - START ))s"
