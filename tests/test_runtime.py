@@ -192,7 +192,13 @@ def test_tidal_reselects_at_the_head_pattern_s_retrieval_layer():
     gates = [[1.0, 1.0], [0.0, 0.1], [0.2, 0.3], [0.1, 0.0], [0.0, 0.9], [1.0, 0.95], [0.2, 0.0], [0.0, 1.0]]
     assert pattern_selection_layers(gates) == (2, 5)  # layers 0-1 dense: their gates do not count
     assert pattern_selection_layers([[0.5, 0.5], [0.9, 0.9]], dense_layers=1) == (1,)  # nothing after
-    assert pattern_selection_layers([[0.0]] * 6 + [[0.5]] * 2) == (2, 6)  # equal sums: the earliest
+    # the first layer within 5% of the largest sum, not the largest itself (saturated gates of a real model)
+    near = [[0.0, 0.0]] * 4 + [[0.96, 1.0], [0.5, 0.5], [1.0, 1.0]] + [[0.0, 0.0]] * 5
+    assert pattern_selection_layers(near) == (2, 4) and pattern_selection_layers(near, tolerance=0.0) == (2, 6)
+    late = [[0.1, 0.1]] * 7 + [[1.0, 1.0]]  # the most gate in the last quarter: the depth's default instead
+    assert pattern_selection_layers(late) is None
+    assert build_mode("tidal", pattern=HeadPattern.from_gates(late, retrieval_ratio=0.5, sink=4, recent=16),
+                      num_layers=8).selection_source == "model depth (13/32)"
     pattern = HeadPattern.from_gates(gates, retrieval_ratio=0.5, sink=4, recent=16)
     mode = build_mode("tidal", pattern=pattern, num_layers=8)
     assert mode.selections() == (2, 5) and mode.selection_source == "head pattern"

@@ -211,7 +211,7 @@ def runtime_spec(cfg: EfficiencyConfig, mode: str, pattern: HeadPattern | None, 
     if mode == "tidal" and pattern is not None:
         from sedpa_compress.runtime.modes.tidal import pattern_selection_layers
 
-        selection = pattern_selection_layers(pattern.gates)
+        selection = pattern_selection_layers(pattern.gates)  # None: the depth's default
     return RuntimeSpec(mode=mode, pattern=pattern if mode in PATTERN_MODES else None, sink=sink, recent=recent,
                        window=window if mode == "sedpa-w" else None, top_k=cfg.top_k, lowrank=cfg.lowrank,
                        kv_dtype=cfg.kv_dtype, selection_layers=selection)

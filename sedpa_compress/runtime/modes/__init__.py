@@ -39,9 +39,9 @@ def build_mode(
         from sedpa_compress.runtime.modes.tidal import TidalAttention, pattern_selection_layers
 
         if options.get("selection_layers") is None and pattern is not None:  # the pattern's retrieval layer
-            options["selection_layers"] = pattern_selection_layers(
-                pattern.gates, options.get("dense_layers", DEFAULTS.dense_layers))
-            options["selection_source"] = "head pattern"
+            layers = pattern_selection_layers(pattern.gates, options.get("dense_layers", DEFAULTS.dense_layers))
+            if layers is not None:
+                options.update(selection_layers=layers, selection_source="head pattern")
         return TidalAttention(**options)
     if pattern is None:
         raise SedpaError(f"--attention {name} needs a head pattern: pass --pattern P.pattern.json "

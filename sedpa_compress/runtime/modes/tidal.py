@@ -8,10 +8,11 @@ the paper's reference code); every following layer attends, head by head, only t
 KV head was given, until a re-selection layer (TidalDecode's "correction" layer) selects again.
 
 Defaults follow the paper's Llama-3-8B setting (32 layers: dense layers 0-1, selection at layer 2,
-re-selection at layer 13): selection right after the dense layers, and re-selection at the layer whose KV
-heads carry the most retrieval gate in the model's head pattern (DuoAttention's identification says where
-the heads that read the whole context are; the paper chose its layer 13 by a sweep) or, without a pattern,
-at round(13/32 of the depth). The re-selection layer decides what every later layer can read: on sedpa-tiny
+re-selection at layer 13): selection right after the dense layers, and re-selection at the first layer whose
+KV heads carry about as much retrieval gate as any in the model's head pattern (`pattern_selection_layers`:
+DuoAttention's identification says where the heads that read the whole context are; the paper chose its
+layer 13 by a sweep, and the rule gives 13 on DuoAttention's Llama-3-8B patterns) or, without a pattern or
+where that layer falls in the last quarter, at round(13/32 of the depth). The re-selection layer decides what every later layer can read: on sedpa-tiny
 (8 layers, the copying heads in layer 5), re-selecting at layer 3 (13/32 of 8) kept tidal at 45% NIAH at
 6K-8K against full's 80%, and at layer 5 (the pattern's) it equalled full
 (bench/results/tidal_layers_sedpa-tiny-cpu.json). This is the reference definition; the CUDA runtime
@@ -20,6 +21,7 @@ at round(13/32 of the depth). The re-selection layer decides what every later la
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
@@ -54,16 +56,28 @@ def parse_selection_layers(text: str | None) -> tuple[int, ...] | None:
     return layers
 
 
-def pattern_selection_layers(gates: list[list[float]], dense_layers: int = DEFAULTS.dense_layers) -> tuple[int, ...]:
-    """Selection right after the dense layers, re-selection at the later layer whose KV heads' retrieval gates
-    sum highest (the earliest of equal sums): the layer that most needs the whole context picks the positions
-    the layers after it read."""
+def pattern_selection_layers(gates: list[list[float]], dense_layers: int = DEFAULTS.dense_layers,
+                             tolerance: float = 0.05) -> tuple[int, ...] | None:
+    """Selection right after the dense layers, re-selection at the earliest later layer whose KV heads' retrieval
+    gates sum to within `tolerance` of the largest such sum: the first layer that needs the whole context about
+    as much as any picks the positions the layers after it read. None where that layer falls in the model's
+    last quarter (a re-selection there would leave almost every sparse layer on the first selection, what the
+    re-selection layer exists to correct): the depth's default then.
+
+    Measured: sedpa-tiny's pattern gives layer 5, where tidal equals full on NIAH at 6K-8K and layer 3 (13/32 of
+    8) gives 45% against 80% (bench/results/tidal_layers_sedpa-tiny-cpu.json); DuoAttention's published
+    patterns of Llama-3-8B-Instruct-Gradient-1048k and -4194k give layer 13, the layer the TidalDecode paper
+    chose for that model by a sweep (`sedpa heads import` their full_attention_heads.tsv, `sedpa heads show`)."""
     num_layers = len(gates)
     first = min(dense_layers, num_layers - 1)
     later = range(first + 1, num_layers)
     if not later:
         return (first,)
-    again = max(later, key=lambda li: (sum(gates[li]), -li))
+    sums = [sum(row) for row in gates]
+    top = max(sums[li] for li in later)
+    again = min(li for li in later if sums[li] >= (1 - tolerance) * top)
+    if again >= math.ceil(0.75 * num_layers):
+        return None
     return (first, again)
 
 
