@@ -21,47 +21,53 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
+def value_token_positions(loaded, prompt: str, value: str) -> list[int]:
+    """Token positions (as `loaded.encode` counts them) of the characters that spell the needle's value: its last
+    occurrence in the prompt (the question does not repeat it)."""
+    start = prompt.rfind(value)
+    enc = loaded.tokenizer(prompt, return_offsets_mapping=True, add_special_tokens=False)
+    offset = len(loaded.encode(prompt)) - len(enc["input_ids"])  # a BOS the model's encode adds
+    return [i + offset for i, (a, b) in enumerate(enc["offset_mapping"]) if a < start + len(value) and b > start]
+
+
 @torch.inference_mode()
+def last_position_queries(loaded, ids: list[int]):
+    """Prefill `ids` (reference path) and return, per layer, the last position's rotated query [1, hq, 1, d]
+    with the rotated keys of the whole prompt [1, hkv, T, d], and the attention's scaling."""
+    from transformers import DynamicCache
+    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+    model, cfg = loaded.model, loaded.model.config
+    hidden: dict[int, torch.Tensor] = {}
+    hooks = [layer.self_attn.register_forward_hook(
+        lambda mod, args, kwargs, out, li=li: hidden.__setitem__(li, kwargs["hidden_states"][:, -1:]), with_kwargs=True)
+        for li, layer in enumerate(model.model.layers)]
+    cache = DynamicCache()
+    try:
+        model(input_ids=torch.tensor([ids]), past_key_values=cache, use_cache=True, logits_to_keep=1)
+    finally:
+        for h in hooks:
+            h.remove()
+    out = []
+    for li, layer in enumerate(model.model.layers):
+        attn, h = layer.self_attn, hidden[li]
+        q = attn.q_proj(h).view(1, 1, cfg.num_attention_heads, attn.head_dim).transpose(1, 2)
+        cos, sin = model.model.rotary_emb(h, torch.tensor([[len(ids) - 1]]))
+        q, _ = apply_rotary_pos_emb(q, q, cos, sin)
+        out.append((q, cache.layers[li].keys, attn.scaling))
+    return out
+
+
 def value_recall(loaded, ex, top_k: int) -> list[list[float]]:
     """Per layer and KV head: the share of the needle's value tokens among the head's top-k positions (the
     last prompt position's attention probabilities summed over the head's query group)."""
     from sedpa_compress.runtime.modes.tidal import group_selection_scores
 
-    tok = loaded.tokenizer
-    ids = loaded.encode(ex.prompt)
-    # the value's token positions: the tokens of the prompt's characters that spell the value inside the needle
-    start = ex.prompt.rfind(ex.answer)  # the needle's value (the question does not repeat it)
-    enc = tok(ex.prompt, return_offsets_mapping=True, add_special_tokens=False)
-    offset = len(ids) - len(enc["input_ids"])  # a BOS the model's encode adds
-    pos = [i + offset for i, (a, b) in enumerate(enc["offset_mapping"]) if a < start + len(ex.answer) and b > start]
-    captured: dict[int, torch.Tensor] = {}
-    hooks = []
-    model = loaded.model
-    for li, layer in enumerate(model.model.layers):
-        def grab(mod, args, kwargs, out, li=li):
-            captured[li] = kwargs["hidden_states"][:, -1:].detach()
-        hooks.append(layer.self_attn.register_forward_hook(grab, with_kwargs=True))
-    x = torch.tensor([ids])
-    from transformers import DynamicCache
-
-    cache = DynamicCache()
-    model(input_ids=x, past_key_values=cache, use_cache=True, logits_to_keep=1)
-    for h in hooks:
-        h.remove()
-    cfg = model.config
+    pos = value_token_positions(loaded, ex.prompt, ex.answer)
     out = []
-    for li, layer in enumerate(model.model.layers):
-        attn = layer.self_attn
-        h = captured[li]
-        q = attn.q_proj(h).view(1, 1, cfg.num_attention_heads, attn.head_dim).transpose(1, 2)
-        position = torch.tensor([[len(ids) - 1]])
-        cos, sin = model.model.rotary_emb(h, position)
-        from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
-
-        q, _ = apply_rotary_pos_emb(q, q, cos, sin)
-        keys = cache.layers[li].keys  # [1, hkv, T, d], rotated
+    for q, keys, scaling in last_position_queries(loaded, loaded.encode(ex.prompt)):
         valid = torch.ones(1, keys.shape[2], dtype=torch.bool)
-        scores = group_selection_scores(q, keys, valid, attn.scaling)  # [1, hkv, T]
+        scores = group_selection_scores(q, keys, valid, scaling)  # [1, hkv, T]
         top = torch.topk(scores, min(top_k, keys.shape[2]), dim=-1).indices[0]  # [hkv, k]
         out.append([sum(bool((row == p).any()) for p in pos) / len(pos) for row in top])
     return out

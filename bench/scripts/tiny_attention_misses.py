@@ -21,32 +21,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
-@torch.inference_mode()
 def value_mass(loaded, ids: list[int], value_pos: list[int], layers: list[int]) -> list[float]:
     """Per layer: the largest, over query heads, attention probability mass of the last position on `value_pos`."""
-    from transformers import DynamicCache
-    from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+    from tidal_layers_probe import last_position_queries  # a sibling script: its prefill and per-layer queries
 
-    model, cfg = loaded.model, loaded.model.config
-    hidden: dict[int, torch.Tensor] = {}
-    hooks = [layer.self_attn.register_forward_hook(
-        lambda mod, args, kwargs, out, li=li: hidden.__setitem__(li, kwargs["hidden_states"][:, -1:]), with_kwargs=True)
-        for li, layer in enumerate(model.model.layers)]
-    cache = DynamicCache()
-    try:
-        model(input_ids=torch.tensor([ids]), past_key_values=cache, use_cache=True, logits_to_keep=1)
-    finally:
-        for h in hooks:
-            h.remove()
-    group = cfg.num_attention_heads // cfg.num_key_value_heads
+    per_layer = last_position_queries(loaded, ids)
     out = []
     for li in layers:
-        attn, h = model.model.layers[li].self_attn, hidden[li]
-        q = attn.q_proj(h).view(1, 1, cfg.num_attention_heads, attn.head_dim).transpose(1, 2)
-        cos, sin = model.model.rotary_emb(h, torch.tensor([[len(ids) - 1]]))
-        q, _ = apply_rotary_pos_emb(q, q, cos, sin)
-        keys = cache.layers[li].keys.repeat_interleave(group, dim=1)  # [1, hq, T, d]
-        probs = torch.softmax((q @ keys.transpose(-1, -2)) * attn.scaling, dim=-1)[0, :, 0]  # [hq, T]
+        q, keys, scaling = per_layer[li]
+        keys = keys.repeat_interleave(q.shape[1] // keys.shape[1], dim=1)  # [1, hq, T, d]
+        probs = torch.softmax((q @ keys.transpose(-1, -2)) * scaling, dim=-1)[0, :, 0]  # [hq, T]
         out.append(round(float(probs[:, value_pos].sum(-1).max()), 4))
     return out
 
@@ -57,6 +41,7 @@ def main() -> None:
     from sedpa_compress.bench.results import make_result, write_result
     from sedpa_compress.data.needles import answer_found
     from sedpa_compress.models.loader import load_model
+    from tidal_layers_probe import value_token_positions
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=None, help="a model folder (default: the embedded sedpa-tiny)")
@@ -78,10 +63,7 @@ def main() -> None:
             ex = make_example(loaded, prepared.haystack, cfg, args.context, depth, sample)
             ids = loaded.encode(ex.prompt)
             text = loaded.decode(greedy_generate(loaded, ids, None, 12))
-            enc = loaded.tokenizer(ex.prompt, return_offsets_mapping=True, add_special_tokens=False)
-            offset = len(ids) - len(enc["input_ids"])  # a BOS the model's encode adds
-            start = ex.prompt.rfind(ex.answer)  # the needle's value (the question does not repeat it)
-            pos = [i + offset for i, (a, b) in enumerate(enc["offset_mapping"]) if a < start + len(ex.answer) and b > start]
+            pos = value_token_positions(loaded, ex.prompt, ex.answer)
             rows.append({"depth": depth, "sample": sample, "answer": ex.answer, "output": text,
                          "accuracy": answer_found(text, ex.answer),
                          "value_mass": dict(zip(map(str, layers), value_mass(loaded, ids, pos, layers)))})
