@@ -178,7 +178,7 @@ def test_provenance_digests(tmp_path, loaded):
 
 
 def test_tidal_rows_take_the_carried_pattern_s_retrieval_layer_and_say_so():
-    """The embedded sedpa-tiny carries its head pattern: tidal re-selects at its retrieval layer (5), and the
+    """The embedded sedpa-tiny carries its head pattern: tidal selects at its first strong retrieval layer (3) and re-selects at 5, and the
     row's settings (what the JSON and the resume cache record) say which layers and where they came from;
     --selection-layers wins; a malformed list is refused with the fix."""
     from sedpa_compress.errors import SedpaError
@@ -186,7 +186,7 @@ def test_tidal_rows_take_the_carried_pattern_s_retrieval_layer_and_say_so():
 
     tiny = load_model(None, dtype="float32")
     (row,) = build_bench_models(tiny, ["tidal"])
-    assert row.settings["selection_layers"] == [2, 5] and row.settings["selection_source"] == "head pattern"
+    assert row.settings["selection_layers"] == [3, 5] and row.settings["selection_source"] == "head pattern"
     (given,) = build_bench_models(tiny, ["tidal"], selection_layers=parse_selection_layers("2,3"))
     assert given.settings["selection_layers"] == [2, 3] and given.settings["selection_source"] == "given"
     assert common_mod.cell_identity(row.settings) != common_mod.cell_identity(given.settings)

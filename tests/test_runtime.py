@@ -181,22 +181,29 @@ def test_tidal_defaults_follow_the_paper():
 
 
 def test_tidal_reselects_at_the_head_pattern_s_retrieval_layer():
-    """With a head pattern, the re-selection layer is the one whose KV heads' gates sum highest after the
-    selection layer (the embedded sedpa-tiny's layer 5, where 13/32 of the depth says 3: at 6K-8K tidal scored
-    45% NIAH re-selecting at 3 and full's 80% at 5, bench/results/tidal_layers_sedpa-tiny-cpu.json); given
-    layers win; a layer the model does not have is refused."""
+    """With a head pattern, the selection layer is the first after the dense layers with a head of at least half
+    the model's strongest gate, and the re-selection layer the first after it whose KV heads' gates sum to about
+    the most (the embedded sedpa-tiny's 3 and 5: 13/32 of the depth says 3 alone, which scored 45% NIAH against
+    full's 80% at 6K-8K, bench/results/tidal_layers_sedpa-tiny-cpu.json; (2, 5) lost 2 of 20 cells to full at
+    26K and 32K where (3, 5) equalled it, bench/results/tidal_selection_sets_sedpa-tiny.json); given layers win;
+    a layer the model does not have is refused."""
     from sedpa_compress.heads.pattern import HeadPattern
     from sedpa_compress.models.loader import embedded_model_dir
     from sedpa_compress.runtime.modes.tidal import pattern_selection_layers
 
-    gates = [[1.0, 1.0], [0.0, 0.1], [0.2, 0.3], [0.1, 0.0], [0.0, 0.9], [1.0, 0.95], [0.2, 0.0], [0.0, 1.0]]
+    gates = [[1.0, 1.0], [0.0, 0.1], [0.6, 0.3], [0.1, 0.0], [0.0, 0.9], [1.0, 0.95], [0.2, 0.0], [0.0, 1.0]]
     assert pattern_selection_layers(gates) == (2, 5)  # layers 0-1 dense: their gates do not count
+    # layer 2's strongest head is weak (0.3 < half of 1.0): its top-k would reflect local heads, so select at 3
+    weak_two = [[1.0, 1.0], [0.0, 0.1], [0.2, 0.3], [0.1, 0.8], [0.0, 0.7], [1.0, 0.95], [0.2, 0.0], [0.0, 1.0]]
+    assert pattern_selection_layers(weak_two) == (3, 5)
+    assert pattern_selection_layers([[0.0, 0.0]] * 2 + [[0.1, 0.1]] * 6) == (2, 3)  # no strong head: right after
     assert pattern_selection_layers([[0.5, 0.5], [0.9, 0.9]], dense_layers=1) == (1,)  # nothing after
     # the first layer within 5% of the largest sum, not the largest itself (saturated gates of a real model)
-    near = [[0.0, 0.0]] * 4 + [[0.96, 1.0], [0.5, 0.5], [1.0, 1.0]] + [[0.0, 0.0]] * 5
+    near = [[0.0, 0.0]] * 2 + [[0.6, 0.0], [0.0, 0.0]] + [[0.96, 1.0], [0.5, 0.5], [1.0, 1.0]] + [[0.0, 0.0]] * 5
     assert pattern_selection_layers(near) == (2, 4) and pattern_selection_layers(near, tolerance=0.0) == (2, 6)
     late = [[0.1, 0.1]] * 7 + [[1.0, 1.0]]  # the most gate in the last quarter: the depth's default instead
     assert pattern_selection_layers(late) is None
+    assert pattern_selection_layers([[0.1, 0.1]] * 6 + [[1.0, 1.0]] * 2) is None  # no strong head before it either
     assert build_mode("tidal", pattern=HeadPattern.from_gates(late, retrieval_ratio=0.5, sink=4, recent=16),
                       num_layers=8).selection_source == "model depth (13/32)"
     pattern = HeadPattern.from_gates(gates, retrieval_ratio=0.5, sink=4, recent=16)
@@ -205,7 +212,7 @@ def test_tidal_reselects_at_the_head_pattern_s_retrieval_layer():
     assert build_mode("tidal", pattern=pattern, num_layers=8, selection_layers=(2, 3)).selections() == (2, 3)
     with pytest.raises(SedpaError, match="has 8 layers"):
         build_mode("tidal", num_layers=8, selection_layers=(2, 8))
-    assert pattern_selection_layers(HeadPattern.load(embedded_model_dir() / "sedpa_pattern.json").gates) == (2, 5)
+    assert pattern_selection_layers(HeadPattern.load(embedded_model_dir() / "sedpa_pattern.json").gates) == (3, 5)
     from sedpa_compress.bench.efficiency import EfficiencyConfig, Patterns, runtime_spec
 
     # `bench efficiency` times tidal with a trained pattern's layers, and with the depth's beside a synthetic one

@@ -78,8 +78,8 @@ step efficiency $SEDPA bench efficiency --model "$ART" --contexts "$EFF_CONTEXTS
 step report $SEDPA bench report bench/results/niah_$NAME.json bench/results/ppl_$NAME.json \
   bench/results/efficiency_$NAME.json --out "bench/results/report_$NAME.md"
 
-# 5. tidal against full at 1K-32K (issue 12: within 5 points at every length at top-k 2048), re-selecting at the
-#    pattern's retrieval layer
+# 5. tidal against full at 1K-32K (issue 12: within 5 points at every length at top-k 2048), with the
+#    selection layers the pattern gives (runtime/modes/tidal.py pattern_selection_layers)
 TIDAL_LENGTHS=${TIDAL_LENGTHS:-1k:32k:6}
 [ "$DEVICE" = cpu ] && TIDAL_LENGTHS=${TIDAL_LENGTHS_CPU:-1k,2k}
 step tidal $SEDPA bench niah $MODEL_ARGS --pattern "$PATTERN" -a full,tidal --lengths "$TIDAL_LENGTHS" \

@@ -45,9 +45,10 @@ STEPS=${STEPS:-tests,bench,maxctx,probe,profile}   # which steps to run (a short
   $PY -c "import torch, transformers; print('torch', torch.__version__, 'transformers', transformers.__version__)"; } \
   | tee "$OUT/env.txt"
 
-# 1. GPU tests (skipped without CUDA): the runtime against the fp32 reference, the efficiency rows
+# 1. every GPU test (skipped without CUDA): the runtime against the fp32 reference, the efficiency rows, the
+#    FlexAttention backend of head identification
 if [[ $STEPS == *tests* ]]; then
-timeout $(left $(mark 35)) $PY -m pytest tests/test_runtime_gpu.py tests/test_bench_efficiency_gpu.py -q \
+timeout $(left $(mark 35)) $PY -m pytest tests -q \
   -p no:cacheprovider -m gpu --timeout 100 -rA 2>&1 | grep -v -i -E "warning:|warnings\.warn" | tee "$OUT/gpu_tests.log" | tail -40
 echo "[tests done at $(( $(date +%s) - T0 )) s]"
 fi

@@ -117,28 +117,45 @@ def main() -> None:
     hkv, g, d = fast.hkv, fast.group, fast.d
     from sedpa_compress.runtime.cache import quantize_fp8
 
-    for t in (32768, 131072):
-        q = torch.randn(1, hkv, g, d, device=dev, dtype=torch.bfloat16)
-        k = torch.randn(1, hkv, t, d, device=dev, dtype=torch.bfloat16)
+    # all of a layer's KV heads (full) and half of them (duo's retrieval heads at ratio 0.5): does a launch with
+    # half the bytes reach the same bandwidth?
+    for heads, t in ((hkv, 32768), (hkv, 131072), (hkv // 2, 131072)):
+        q = torch.randn(1, heads, g, d, device=dev, dtype=torch.bfloat16)
+        k = torch.randn(1, heads, t, d, device=dev, dtype=torch.bfloat16)
         v = torch.randn_like(k)
         n = torch.tensor([t], device=dev)
-        ws = kernels.DecodeWorkspace(1, hkv, g, d, t, dev)
+        ws = kernels.DecodeWorkspace(1, heads, g, d, t, dev)
         out = torch.empty_like(q)
         ms = timed(lambda: kernels.decode_attention(q, k, v, n, d ** -0.5, workspace=ws, out=out))
         (kb, ks), (vb, vs) = quantize_fp8(k), quantize_fp8(v)
         ms8 = timed(lambda: kernels.decode_attention(q, kb, vb, n, d ** -0.5, workspace=ws, out=out, k_scale=ks,
                                                      v_scale=vs))
-        red = timed(lambda: kernels._decode_reduce[(hkv, g)](
-            ws.acc, ws.m, ws.l, out, out.stride(0), out.stride(1), out.stride(2), hkv, hkv, G_PAD=ws.g_pad, D=d,
-            SPLITS=ws.splits, S1=ws.splits, S2=ws.splits, **kernels._reduce_launch(ws.splits)))
-        qs = q.reshape(1, hkv * g, 1, d)
+        red = timed(lambda: kernels._decode_reduce[(heads, g)](
+            ws.acc, ws.m, ws.l, out, out.stride(0), out.stride(1), out.stride(2), heads, heads, G_PAD=ws.g_pad, D=d,
+            SPLITS=ws.splits, S1=ws.splits, S2=ws.splits, **kernels._reduce_launch(ws.splits), **kernels._pdl()))
+        qs = q.reshape(1, heads * g, 1, d)
         sd = timed(lambda: F.scaled_dot_product_attention(qs, k, v, enable_gqa=True))
         nbytes, nbytes8 = 2 * k.numel() * 2, 2 * (kb.numel() + ks.numel() * ks.element_size())
-        say(f"decode attention, one layer, {t} keys: split-K bf16 {ms * 1e3:.0f} us ({nbytes / (ms / 1e3) / 1e12:.2f} TB/s, "
-            f"{ws.splits} splits; its merge alone {red * 1e3:.1f} us); fp8 {ms8 * 1e3:.0f} us "
-            f"({nbytes8 / (ms8 / 1e3) / 1e12:.2f} TB/s); torch SDPA bf16 {sd * 1e3:.0f} us "
+        say(f"decode attention, one layer, {heads} KV heads x {t} keys: split-K bf16 {ms * 1e3:.0f} us "
+            f"({nbytes / (ms / 1e3) / 1e12:.2f} TB/s, {ws.splits} splits; its merge alone {red * 1e3:.1f} us); fp8 "
+            f"{ms8 * 1e3:.0f} us ({nbytes8 / (ms8 / 1e3) / 1e12:.2f} TB/s); torch SDPA bf16 {sd * 1e3:.0f} us "
             f"({nbytes / (sd / 1e3) / 1e12:.2f} TB/s)")
         del q, k, v, kb, vb
+    # duo's layer as it runs: the retrieval half over the whole cache and the streaming half over sink + recent,
+    # in one two-group launch pair, against the retrieval half alone
+    half, t, ring = hkv // 2, 131072, 64 + 256
+    q = torch.randn(1, hkv, g, d, device=dev, dtype=torch.bfloat16)
+    k1, k2 = (torch.randn(1, half, n_keys, d, device=dev, dtype=torch.bfloat16) for n_keys in (t, ring))
+    v1, v2 = torch.randn_like(k1), torch.randn_like(k2)
+    n1, n2 = torch.tensor([t], device=dev), torch.tensor([ring], device=dev)
+    ws2 = kernels.DecodeWorkspace(1, hkv, g, d, t, dev, busy_heads=half, group_keys=(t, ring))
+    out = torch.empty_like(q)
+    two = timed(lambda: kernels.decode_attention_groups(q, [(k1, v1, n1, None, None), (k2, v2, n2, None, None)],
+                                                        d ** -0.5, workspace=ws2, out=out))
+    nbytes = 2 * (k1.numel() + k2.numel()) * 2
+    say(f"duo's two-group decode attention, {half} + {half} KV heads x {t} / {ring} keys: {two * 1e3:.0f} us "
+        f"({nbytes / (two / 1e3) / 1e12:.2f} TB/s, splits {ws2.group_splits})")
+    del k1, v1
     layer = fast.layers[0]
     x = torch.randn(1, 1, fast.hidden, device=dev, dtype=torch.bfloat16)
     for name, w in (("gate_up", layer.gate_up), ("down", layer.down), ("qkv", layer.qkv_dense), ("lm_head", fast.lm_head)):

@@ -42,9 +42,10 @@ def pattern_summary(pattern: HeadPattern) -> list[str]:
     from sedpa_compress.runtime.modes.tidal import pattern_selection_layers
 
     layers = pattern_selection_layers(pattern.gates)
+    why = (" (selection at the first layer with a strong retrieval head, re-selection at the first with about"
+           " the most gate)")
     lines.append("tidal's token-selection layers from these gates: "
-                 + (", ".join(map(str, layers)) + (" (re-selection at the first layer with about the most retrieval gate)"
-                                                   if len(layers) > 1 else "")
+                 + (", ".join(map(str, layers)) + (why if len(layers) > 1 else "")
                     if layers else "none (the most retrieval gate is in the last quarter: the depth's default)"))
     losses = pattern.training.get("final_losses") if pattern.training else None
     if losses:

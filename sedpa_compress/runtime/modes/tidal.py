@@ -8,14 +8,16 @@ the paper's reference code); every following layer attends, head by head, only t
 KV head was given, until a re-selection layer (TidalDecode's "correction" layer) selects again.
 
 Defaults follow the paper's Llama-3-8B setting (32 layers: dense layers 0-1, selection at layer 2,
-re-selection at layer 13): selection right after the dense layers, and re-selection at the first layer whose
-KV heads carry about as much retrieval gate as any in the model's head pattern (`pattern_selection_layers`:
-DuoAttention's identification says where the heads that read the whole context are; the paper chose its
-layer 13 by a sweep, and the rule gives 13 on DuoAttention's Llama-3-8B patterns) or, without a pattern or
-where that layer falls in the last quarter, at round(13/32 of the depth). The re-selection layer decides what every later layer can read: on sedpa-tiny
-(8 layers, the copying heads in layer 5), re-selecting at layer 3 (13/32 of 8) kept tidal at 45% NIAH at
-6K-8K against full's 80%, and at layer 5 (the pattern's) it equalled full
-(bench/results/tidal_layers_sedpa-tiny-cpu.json). This is the reference definition; the CUDA runtime
+re-selection at layer 13): selection at the first layer after the dense layers with a strong retrieval head,
+and re-selection at the first later layer whose KV heads carry about as much retrieval gate as any in the
+model's head pattern (`pattern_selection_layers`: DuoAttention's identification says where the heads that
+read the whole context are; the paper chose its layer 13 by a sweep, and the rule gives 13 on DuoAttention's
+Llama-3-8B patterns) or, without a pattern or where that layer falls in the last quarter, at round(13/32 of
+the depth). Layers before the first selection run full attention. The selection layers decide what every
+later layer can read: on sedpa-tiny (8 layers; strong retrieval heads first in layer 3, the copying heads in
+layer 5) selecting at 3 and 5 equals full on NIAH at 1K-32K, 2 and 5 loses cells at 26K-32K, and 2 and 3
+scored 45% at 6K-8K against full's 80% (bench/results/tidal_selection_sets_sedpa-tiny.json,
+tidal_layers_sedpa-tiny-cpu.json). This is the reference definition; the CUDA runtime
 (`runtime/model.py`) computes the same thing.
 """
 
@@ -57,26 +59,37 @@ def parse_selection_layers(text: str | None) -> tuple[int, ...] | None:
 
 
 def pattern_selection_layers(gates: list[list[float]], dense_layers: int = DEFAULTS.dense_layers,
-                             tolerance: float = 0.05) -> tuple[int, ...] | None:
-    """Selection right after the dense layers, re-selection at the earliest later layer whose KV heads' retrieval
+                             tolerance: float = 0.05, strong: float = 0.5) -> tuple[int, ...] | None:
+    """Token selection at the first layer after the dense layers with a retrieval head, one whose gate is at least
+    `strong` times the model's strongest (before it, every head attends locally, and a top-k picked from local
+    attention is what the layers after it would read); re-selection at the earliest later layer whose KV heads'
     gates sum to within `tolerance` of the largest such sum: the first layer that needs the whole context about
-    as much as any picks the positions the layers after it read. None where that layer falls in the model's
-    last quarter (a re-selection there would leave almost every sparse layer on the first selection, what the
+    as much as any picks the positions the layers after it read. None where either falls in the model's last
+    quarter (a re-selection there would leave almost every sparse layer on the first selection, what the
     re-selection layer exists to correct): the depth's default then.
 
-    Measured: sedpa-tiny's pattern gives layer 5, where tidal equals full on NIAH at 6K-8K and layer 3 (13/32 of
-    8) gives 45% against 80% (bench/results/tidal_layers_sedpa-tiny-cpu.json); DuoAttention's published
-    patterns of Llama-3-8B-Instruct-Gradient-1048k and -4194k give layer 13, the layer the TidalDecode paper
-    chose for that model by a sweep (`sedpa heads import` their full_attention_heads.tsv, `sedpa heads show`)."""
+    Measured on sedpa-tiny (layer 2's strongest gate 0.28, layer 3's 0.81, layer 5 both heads ~1.0): (3, 5) equals
+    full on NIAH at 1K-32K; (2, 5) equals it to 16K and loses 2 of 20 cells at 26K and 32K
+    (bench/results/tidal_selection_sets_sedpa-tiny.json), and 13/32 of the depth (layer 3 alone) scored 45% at
+    6K-8K against full's 80% (bench/results/tidal_layers_sedpa-tiny-cpu.json). DuoAttention's published patterns
+    (Llama-2-7B-32K, Llama-3-8B-Gradient-1048k/-4194k, Llama-3.1-8B, Mistral v0.2/v0.3) all have a head of gate
+    ~1 in layer 2, so selection stays at 2, the paper's choice, and the -1048k and -4194k patterns re-select at
+    13, the layer the TidalDecode paper chose for that model by a sweep (`sedpa heads import` their
+    full_attention_heads.tsv, `sedpa heads show`)."""
     num_layers = len(gates)
-    first = min(dense_layers, num_layers - 1)
+    last_quarter = math.ceil(0.75 * num_layers)
+    dense = min(dense_layers, num_layers - 1)
+    strongest = max(max(row) for row in gates)
+    first = next((li for li in range(dense, num_layers) if max(gates[li]) >= strong * strongest), dense)
+    if first >= last_quarter and first > dense:
+        return None
     later = range(first + 1, num_layers)
     if not later:
         return (first,)
     sums = [sum(row) for row in gates]
     top = max(sums[li] for li in later)
     again = min(li for li in later if sums[li] >= (1 - tolerance) * top)
-    if again >= math.ceil(0.75 * num_layers):
+    if again >= last_quarter:
         return None
     return (first, again)
 
