@@ -271,3 +271,39 @@ def test_train_tiny_under_torchrun_averages_two_processes_gradients(tmp_path):
     a = load_file(str(tmp_path / "two" / "model" / "model.safetensors"))
     b = load_file(str(tmp_path / "one" / "model" / "model.safetensors"))
     assert a.keys() == b.keys() and any(not torch.equal(a[k], b[k]) for k in a)
+
+
+def test_init_from_a_model_with_fewer_kv_heads_grows_it_into_the_same_function(tmp_path):
+    """--init-from a 1-KV-head model into a 2-KV-head recipe: each KV head's rows are copied into its query
+    group's new heads, so the grown model's logits equal the original's before any step; a count that does not
+    grow evenly is refused with the fix."""
+    from safetensors.torch import save_file
+
+    from sedpa_compress.tiny.model import build_model
+    from sedpa_compress.tiny.train import load_weights
+
+    small = load_config(RECIPE, **{**SMALL, "num_kv_heads": 1})
+    grown_cfg = load_config(RECIPE, **SMALL)  # 2 KV heads
+    old = build_model(small).eval()
+    torch.nn.init.normal_(old.model.layers[0].self_attn.k_proj.weight, std=0.5)  # keys that matter
+    state = {k: v for k, v in old.state_dict().items() if k != "lm_head.weight"}
+    (tmp_path / "old").mkdir()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "old" / "model.safetensors"))
+    grown = build_model(grown_cfg).eval()
+    logs = []
+    load_weights(grown, tmp_path / "old", grow=True, log=logs.append)
+    k_rows = (m.model.layers[0].self_attn.k_proj.weight.shape[0] for m in (grown, old))
+    assert next(k_rows) == 2 * next(k_rows)
+    ids = torch.randint(3, small.vocab_size, (2, 48))
+    with torch.no_grad():
+        torch.testing.assert_close(grown(ids).logits, old(ids).logits, rtol=1e-5, atol=1e-5)
+    assert "grew" in logs[0] and "1 KV heads a layer into 2" in logs[0]
+    with pytest.raises(SedpaError, match="does not match"):  # without grow (a resume): refused as before
+        load_weights(build_model(grown_cfg), tmp_path / "old")
+    three = load_config(RECIPE, **{**SMALL, "num_heads": 6, "num_kv_heads": 3, "hidden_size": 96})
+    big_old = build_model(load_config(RECIPE, **{**SMALL, "num_heads": 6, "num_kv_heads": 2, "hidden_size": 96}))
+    (tmp_path / "two").mkdir()
+    save_file({k: v.contiguous() for k, v in big_old.state_dict().items() if k != "lm_head.weight"},
+              str(tmp_path / "two" / "model.safetensors"))
+    with pytest.raises(SedpaError, match="grow to a multiple"):
+        load_weights(build_model(three), tmp_path / "two", grow=True)

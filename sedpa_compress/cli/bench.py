@@ -25,7 +25,7 @@ SinkOpt = Annotated[Optional[int], typer.Option("--sink", help="Sink tokens of s
 RecentOpt = Annotated[Optional[int], typer.Option("--recent", help="Recent tokens of streaming heads (default: the pattern's).")]
 WindowOpt = Annotated[Optional[int], typer.Option("--window", help="sedpa-w window (default: the artifact's, else 8192).")]
 TopKOpt = Annotated[Optional[int], typer.Option("--top-k", help="tidal: token positions kept by the selection layers (default 2048).")]
-SelectionOpt = Annotated[Optional[str], typer.Option("--selection-layers", help="tidal: token-selection layers, e.g. 2,5 (default: right after the 2 dense layers, and again at the layer with the most retrieval gate in the head pattern, else at 13/32 of the depth).")]
+SelectionOpt = Annotated[Optional[str], typer.Option("--selection-layers", help="tidal: token-selection layers, e.g. 2,5 (default from the head pattern: the first layer after the 2 dense ones with a strong retrieval head, and again at the first with about the most retrieval gate; else right after the dense layers and at 13/32 of the depth).")]
 OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Result JSON (PNGs and the resume cache <out>.cells.jsonl beside it).")]
 FreshOpt = Annotated[bool, typer.Option("--fresh", help="Ignore finished cells cached beside --out and recompute everything.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1 … (default: cuda when available).")]

@@ -142,7 +142,7 @@ def generate_cmd(
     attention: Annotated[Optional[str], typer.Option("--attention", help="full, streaming, duo, sedpa-s, sedpa-w, tidal (default: sedpa-s for an artifact with a pattern, else full).")] = None,
     pattern: Annotated[Optional[Path], typer.Option("--pattern", help="Head pattern for duo/sedpa-* on a plain model.")] = None,
     window: Annotated[Optional[int], typer.Option("--window", help="SEDPA-W window.")] = None,
-    selection_layers: Annotated[Optional[str], typer.Option("--selection-layers", help="tidal: token-selection layers, e.g. 2,5 (default: right after the 2 dense layers, and again at the layer with the most retrieval gate in the head pattern the model carries or --pattern gives, else at 13/32 of the depth).")] = None,
+    selection_layers: Annotated[Optional[str], typer.Option("--selection-layers", help="tidal: token-selection layers, e.g. 2,5 (default from the head pattern the model carries or --pattern gives: the first layer after the 2 dense ones with a strong retrieval head, and again at the first with about the most retrieval gate; else right after the dense layers and at 13/32 of the depth).")] = None,
     kv_dtype: Annotated[Optional[str], typer.Option("--kv-dtype", help="KV caches: bf16, or fp8 (e4m3 with a scale per token and head: half the bytes, about twice the context; not with tidal). Default: the artifact's, else bf16.")] = None,
     device: DeviceOpt = "",
     dtype: DtypeOpt = "auto",

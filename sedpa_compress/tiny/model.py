@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
+from sedpa_compress.errors import SedpaError
 from sedpa_compress.tiny.config import TinyTrainConfig
 from sedpa_compress.tiny.tokenizer import BOS, EOS, PAD
 
@@ -45,6 +46,26 @@ def build_model(cfg: TinyTrainConfig, tokenizer_vocab: dict[str, int] | None = N
     torch.manual_seed(cfg.seed)
     model = LlamaForCausalLM(llama_config(cfg, tokenizer_vocab))
     return model
+
+
+def grow_kv_heads(state: dict[str, torch.Tensor], num_kv_heads: int, head_dim: int) -> dict[str, torch.Tensor]:
+    """A model's weights with `num_kv_heads` KV heads a layer instead of fewer: each KV head's key and value rows
+    repeated for the heads that take its place. Under GQA query head j reads KV head j // (heads / kv_heads), so
+    with every old head copied into the new heads of its query group the model computes exactly what it did;
+    training then lets the copies part (more KV heads: more context each query group can read apart, and finer
+    retrieval/streaming choices for head identification, in the same layers). Other tensors pass through."""
+    out = dict(state)
+    for name, w in state.items():
+        if not (name.endswith("self_attn.k_proj.weight") or name.endswith("self_attn.v_proj.weight")):
+            continue
+        have = w.shape[0] // head_dim
+        if have == num_kv_heads:
+            continue
+        if w.shape[0] % head_dim or num_kv_heads % have:
+            raise SedpaError(f"{name}: {w.shape[0]} rows are not {have} KV heads of {head_dim} that grow evenly "
+                             f"into {num_kv_heads}: grow to a multiple of the model's KV heads")
+        out[name] = w.view(have, head_dim, -1).repeat_interleave(num_kv_heads // have, dim=0).reshape(-1, w.shape[1])
+    return out
 
 
 def count_parameters(model: torch.nn.Module) -> int:

@@ -28,7 +28,7 @@ from sedpa_compress.distributed import SINGLE, World
 from sedpa_compress.errors import SedpaError
 from sedpa_compress.tiny.config import TinyTrainConfig, config_to_dict
 from sedpa_compress.tiny.data import Batch, TinyData, sequence_length
-from sedpa_compress.tiny.model import build_model, count_parameters, export_hf
+from sedpa_compress.tiny.model import build_model, count_parameters, export_hf, grow_kv_heads
 
 Log = Callable[[str], None]
 
@@ -120,8 +120,10 @@ def save_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimiz
         (tmp / "state.json").write_text(json.dumps(state) + "\n")
 
 
-def load_weights(model: torch.nn.Module, path: Path) -> None:
-    """Weights from a checkpoint dir or a Hugging Face model dir (single or sharded safetensors)."""
+def load_weights(model: torch.nn.Module, path: Path, grow: bool = False, log: Log = _quiet) -> None:
+    """Weights from a checkpoint dir or a Hugging Face model dir (single or sharded safetensors). `grow`
+    (--init-from): a model with fewer KV heads than the recipe's is grown into it, computing the same function
+    (`tiny.model.grow_kv_heads`)."""
     path = Path(path)
     files = sorted(path.glob("model*.safetensors"))
     if not files:
@@ -129,6 +131,20 @@ def load_weights(model: torch.nn.Module, path: Path) -> None:
     state: dict[str, torch.Tensor] = {}
     for f in files:
         state.update(load_file(str(f)))
+    if grow:
+        cfg = model.config
+        key = "model.layers.0.self_attn.k_proj.weight"
+        have = state[key].shape[0] // cfg.head_dim if key in state else cfg.num_key_value_heads
+        if have != cfg.num_key_value_heads:
+            state = grow_kv_heads(state, cfg.num_key_value_heads, cfg.head_dim)
+            log(f"grew {path}'s {have} KV heads a layer into {cfg.num_key_value_heads} (each copied into its "
+                "query group's new heads: the same function to start from)")
+    own = model.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+             if k in own and v.shape != own[k].shape]
+    if wrong:
+        raise SedpaError(f"{path} does not match the recipe's model ({wrong[0]}): use the recipe it was trained "
+                         "with (--init-from grows a model with fewer KV heads)")
     missing, unexpected = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
     missing = [k for k in missing if k != "lm_head.weight"]
     if missing or unexpected:
@@ -207,7 +223,7 @@ def train(cfg: TinyTrainConfig, out: Path, *, resume: Path | bool | None = None,
         state.update({k: prev[k] for k in ("step", "elapsed_s", "history", "init_from") if k in prev})
         log(f"resumed from {src} at step {state['step']}")
     elif init_from:
-        load_weights(model, Path(init_from))
+        load_weights(model, Path(init_from), grow=True, log=log)
         log(f"initialised weights from {init_from} (fresh optimizer and schedule)")
 
     data = TinyData(cfg, tok, stream=world.rank)
