@@ -461,9 +461,9 @@ def run_in_triton_interpreter(code: str) -> None:
 
 @in_triton_interpreter
 def test_split_k_decode_kernels_in_the_triton_interpreter():
-    """SEDPA_TRITON_INTERPRET=1 pytest -k interpreter: the split-K partial and reduce kernels (up to 128
-    splits: the merge in blocks of 64; counts that are not powers of two; the merge folded into the partial
-    kernel), plain,
+    """SEDPA_TRITON_INTERPRET=1 pytest -k interpreter: the split-K partial and reduce kernels (up to 256
+    splits: the merge in one pass over blocks of head_dim, kernels.REDUCE_ONE_PASS, or in blocks of 64 splits;
+    counts that are not powers of two; the merge folded into the partial kernel), plain,
     indexed (TidalDecode), reading fp8 caches with per-token scales (fp16 dots: within 2e-3; the keys in either
     operand of their dot, kernels.FP8_KEYS_AS_A), and over a layer's two head groups in
     one launch, on CPU tensors, against the fp32 reference. Needs triton and numpy < 2.4 (Triton 3.6's interpreter turns 1-element arrays into ints,
@@ -527,6 +527,28 @@ def test_split_k_decode_kernels_in_the_triton_interpreter():
         "            got = kernels._triton_decode2(qq, gs, 0.125, workspace=ws)\n"
         "            want = kernels.decode_attention_groups(qq, gs, 0.125)\n"
         "            assert float((got - want).norm() / want.norm()) < 1e-5, (splits, n, keys)\n"
+        "# above 64 splits the one-pass merge (kernels.REDUCE_ONE_PASS) splits head_dim over its programs (99 splits:\n"
+        "# 2 blocks of 64 columns, 256: 4 of 32); off, it loops over blocks of 64 splits; the merge folded into the\n"
+        "# partial kernel (kernels.FUSED_MERGE) keeps all of head_dim in one program. One group and two\n"
+        "q, k, v = torch.randn(1, 2, 4, 128), torch.randn(1, 2, 9000, 128), torch.randn(1, 2, 9000, 128)\n"
+        "for one_pass, fused in ((True, False), (False, False), (True, True)):\n"
+        "    kernels.REDUCE_ONE_PASS, kernels.FUSED_MERGE = one_pass, fused\n"
+        "    for splits in (99, 256):\n"
+        "        assert (kernels._reduce_launch(splits, 128)['DB'] < 128) == one_pass  # the d blocks are exercised\n"
+        "        for n in (700, 8999):\n"
+        "            n = torch.tensor([n])\n"
+        "            ws = kernels.DecodeWorkspace(1, 2, 4, 128, 9000, q.device, splits=splits)\n"
+        "            got = kernels._triton_decode(q, k, v, n, 128 ** -0.5, workspace=ws)\n"
+        "            want = kernels.decode_attention_ref(q, k, v, n, 128 ** -0.5)\n"
+        "            assert float((got - want).norm() / want.norm()) < 1e-5, (one_pass, fused, splits, n)\n"
+        "            groups = [(k[:, :1], v[:, :1], n, None, None),\n"
+        "                      (k[:, 1:, :80], v[:, 1:, :80], torch.tensor([80]), None, None)]\n"
+        "            # the ring in its own few splits\n"
+        "            ws = kernels.DecodeWorkspace(1, 2, 4, 128, 9000, q.device, splits=splits, group_keys=(9000, 80))\n"
+        "            got = kernels._triton_decode2(q, groups, 128 ** -0.5, workspace=ws)\n"
+        "            want = kernels.decode_attention_groups(q, groups, 128 ** -0.5)\n"
+        "            assert float((got - want).norm() / want.norm()) < 1e-5, (one_pass, fused, splits, n)\n"
+        "kernels.REDUCE_ONE_PASS, kernels.FUSED_MERGE = True, False\n"
         "# the merge folded into the partial kernel (kernels.FUSED_MERGE): the last split program of a head merges\n"
         "kernels.FUSED_MERGE = True\n"
         "q, k, v = torch.randn(2, 3, 4, 64), torch.randn(2, 3, 3000, 64), torch.randn(2, 3, 3000, 64)\n"
@@ -844,9 +866,13 @@ def test_split_counts_round_to_the_nearest_power_of_two_or_the_exact_count(monke
     monkeypatch.setattr(kernels, "SPLIT_ROUNDING", "exact")
     assert [kernels.num_splits(131072, n, programs_per_sm=2) for n in (2, 3, 5, 6)] == [132, 88, 53, 44]
     assert kernels.num_splits(2048, 5, programs_per_sm=2) == 16 and kernels.num_splits(131072, 1) == 256
-    assert kernels._reduce_launch(53) == dict(SPLITS_P2=64, SB=64, num_warps=8)
-    assert kernels._reduce_launch(132) == dict(SPLITS_P2=256, SB=64, num_warps=8)
-    assert kernels._reduce_launch(1)["SPLITS_P2"] == 1
+    assert kernels._reduce_launch(53, 128) == dict(SPLITS_P2=64, SB=64, DB=128, num_warps=8)
+    assert kernels._reduce_launch(1, 128)["SPLITS_P2"] == 1
+    # above 64 splits every split in one pass over a block of head_dim, the 64 x 128 tile's registers
+    assert kernels._reduce_launch(99, 128) == dict(SPLITS_P2=128, SB=128, DB=64, num_warps=8)
+    assert kernels._reduce_launch(132, 128) == dict(SPLITS_P2=256, SB=256, DB=32, num_warps=8)
+    monkeypatch.setattr(kernels, "REDUCE_ONE_PASS", False)
+    assert kernels._reduce_launch(132, 128) == dict(SPLITS_P2=256, SB=64, DB=128, num_warps=8)
 
 
 def test_split_rounding_is_exact_for_the_two_group_kernels_alone():

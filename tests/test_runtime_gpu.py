@@ -55,14 +55,18 @@ def _mode_kwargs(mode, pattern):
     return dict(pattern=pattern, sink=SINK, recent=RECENT, window=WINDOW if mode == "sedpa-w" else None)
 
 
-@pytest.mark.parametrize("fused_merge", [False, True])
-@pytest.mark.parametrize("rounding", ["nearest", "exact"])  # exact: 132 splits for 4 heads, not a power of two
+# the merge as its own launch in one pass (head_dim split over its programs above 64 splits) or in blocks of 64
+# splits (kernels.REDUCE_ONE_PASS), or folded into the partial kernel (kernels.FUSED_MERGE)
+@pytest.mark.parametrize("fused_merge,one_pass", [(False, True), (False, False), (True, True)],
+                         ids=["one-pass", "two-pass", "fused"])
+@pytest.mark.parametrize("rounding", ["nearest", "exact"])  # 128 splits for 4 heads; exact: 132, not a power of two
 @pytest.mark.parametrize("length", [1, 63, 1000, 70000])
-def test_split_k_kernel_matches_reference(length, rounding, fused_merge, monkeypatch):
+def test_split_k_kernel_matches_reference(length, rounding, fused_merge, one_pass, monkeypatch):
     """The split-K decode kernel (plain, and indexed as TidalDecode reads) against the fp32 reference, with
-    either split rule and with the merge as its own launch or folded into the partial kernel."""
+    either split rule and with each merge."""
     monkeypatch.setattr(kernels, "SPLIT_ROUNDING", rounding)
     monkeypatch.setattr(kernels, "FUSED_MERGE", fused_merge)
+    monkeypatch.setattr(kernels, "REDUCE_ONE_PASS", one_pass)
     torch.manual_seed(4)
     b, h, g, d, t = 1, 4, 4, 128, 70016
     q = torch.randn(b, h, g, d, device="cuda", dtype=torch.bfloat16)

@@ -11,7 +11,8 @@ bench/results/decode_splits_duo_h200.json collects six such runs (bf16 / fp8; 4 
 nearest), which chose kernels.SPLIT_ROUNDING and the "<dtype>-two" entries of kernels.DECODE_PROGRAMS_PER_SM;
 bench/results/decode_launch_sweep_h200.json the GEMV against cuBLAS and the programs an SM of the next session;
 bench/results/decode_launch_sweep2_h200.json (bench/scripts/gpu_decode_sweep.sh) PDL, the one-shot GEMV, the fused
-merge, fp8 key dots and the exact split counts.
+merge, fp8 key dots and the exact split counts; decode_launch_sweep3_h200.json the GEMV's rows a program and fp8
+keys as the key dot's A operand.
 """
 
 from __future__ import annotations
@@ -29,6 +30,9 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--key", help="a kernels.DECODE_PROGRAMS_PER_SM key: bf16, fp8, bf16-two, fp8-two")
     ap.add_argument("--programs-per-sm", type=int)
+    ap.add_argument("--decode-block-n", type=int, help="kernels.DECODE_LAUNCH[--key]'s keys a block")
+    ap.add_argument("--decode-warps", type=int, help="kernels.DECODE_LAUNCH[--key]'s warps")
+    ap.add_argument("--decode-stages", type=int, help="kernels.DECODE_LAUNCH[--key]'s pipeline stages")
     ap.add_argument("--rounding", choices=kernels.SPLIT_ROUNDINGS,
                     help="kernels.SPLIT_ROUNDING for --key's kernel, or every kernel's without --key (default: the table's)")
     ap.add_argument("--gemv-max-weight", type=int, default=kernels.GEMV_MAX_WEIGHT,
@@ -40,13 +44,21 @@ def main() -> None:
     ap.add_argument("--fp8-keys-as-a", action="store_true",
                     help="kernels.FP8_KEYS_AS_A: fp8 caches' converted keys as the key dot's A operand")
     ap.add_argument("--fused-merge", action="store_true", help="kernels.FUSED_MERGE: the split merge in the partial kernel")
+    ap.add_argument("--reduce-two-pass", action="store_true",
+                    help="kernels.REDUCE_ONE_PASS off: the split merge in blocks of 64 splits over all of head_dim")
     args, rest = ap.parse_known_args()
-    if (args.key is None) != (args.programs_per_sm is None):
-        ap.error("--key and --programs-per-sm go together")
+    per_key = {"programs_per_sm": args.programs_per_sm, "BLOCK_N": args.decode_block_n,
+               "num_warps": args.decode_warps, "num_stages": args.decode_stages}
+    if (args.key is None) != all(v is None for v in per_key.values()):
+        ap.error("--key goes with --programs-per-sm, --decode-block-n, --decode-warps or --decode-stages, and they "
+                 "with --key")
     if args.key is not None:
         if args.key not in kernels.DECODE_PROGRAMS_PER_SM:
             ap.error(f"--key {args.key}: use one of {', '.join(kernels.DECODE_PROGRAMS_PER_SM)}")
-        kernels.DECODE_PROGRAMS_PER_SM[args.key] = args.programs_per_sm
+        if args.programs_per_sm is not None:
+            kernels.DECODE_PROGRAMS_PER_SM[args.key] = args.programs_per_sm
+        launch = {k: v for k, v in per_key.items() if k != "programs_per_sm" and v is not None}
+        kernels.DECODE_LAUNCH[args.key] = {**kernels.DECODE_LAUNCH[args.key], **launch}
     kernels.GEMV_MAX_WEIGHT = args.gemv_max_weight
     if args.gemv_block_k:
         kernels.GEMV_LAUNCH["block_k"] = args.gemv_block_k
@@ -56,6 +68,7 @@ def main() -> None:
     kernels.FP8_QK_DOT = args.fp8_qk_dot
     kernels.FP8_KEYS_AS_A = args.fp8_keys_as_a
     kernels.FUSED_MERGE = args.fused_merge
+    kernels.REDUCE_ONE_PASS = not args.reduce_two_pass
     if args.rounding:
         if args.key is None:
             kernels.SPLIT_ROUNDING = args.rounding

@@ -26,11 +26,13 @@ Path('/tmp/sedpa_dry_model/config.json').exists() or build_tiny('llama', Path('/
   BENCH="bench efficiency --model /tmp/sedpa_dry_model --device cpu --contexts 256 --peers none --retrieval-ratio 0.5
     --rank-ratio 0.85 --sink 4 --recent 16 --window 64 --chunk 128 --decode-tokens 4"
 fi
-# the next call's default queues: the launch changes of 10614a6 (exact split counts for the two-group kernels, fp8-two at
-# 6 programs an SM, GEMV 2 rows a program) against the previous GEMV launch, fp8's keys as the dot's A operand at
-# each programs-per-SM, and each default twice (rows of one setting vary by ~2% between runs)
-QUEUE0=${QUEUE0:-"base=;gemv4=--gemv-block-n 4;base2=;fp8=@full,duo@fp8;keysa=--fp8-keys-as-a@full,duo@fp8;fp8b=@duo@fp8"}
-QUEUE1=${QUEUE1:-"tests;keysa-4=--fp8-keys-as-a --key fp8-two --programs-per-sm 4@duo@fp8;keysa-3=--fp8-keys-as-a --key fp8-two --programs-per-sm 3@duo@fp8;keysa2=--fp8-keys-as-a@duo@fp8"}
+# the next call's default queues: the one-pass split merge (kernels.REDUCE_ONE_PASS, the default: head_dim split over
+# the merge's programs above 64 splits) against the previous two-pass merge (--reduce-two-pass), for bf16 and fp8
+# caches; and the two-group bf16 kernel's launch, whose 4.0 TB/s over duo's KV trails full's kernel (~4.4 TB/s,
+# README "Where the step goes"): 3 and 4 pipeline stages, 128-key blocks, 4 programs an SM. Defaults twice (rows
+# of one setting vary by up to 2% between runs)
+QUEUE0=${QUEUE0:-"base=;twopass=--reduce-two-pass;base2=;st3=--key bf16-two --decode-stages 3@duo;st4=--key bf16-two --decode-stages 4@duo;pps4=--key bf16-two --programs-per-sm 4@duo;bn128=--key bf16-two --decode-block-n 128@duo"}
+QUEUE1=${QUEUE1:-"tests;fp8=@full,duo@fp8;twopass8=--reduce-two-pass@duo@fp8;fp8b=@duo@fp8;twopass2=--reduce-two-pass@duo;st3b=--key bf16-two --decode-stages 3@duo;fullst3=--key bf16 --decode-stages 3@full"}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$R/device.txt" 2>/dev/null || echo "no GPU" > "$R/device.txt"
 echo "${SEDPA_GIT_COMMIT:-unknown}" > "$R/commit.txt"
 

@@ -130,9 +130,10 @@ def main() -> None:
         (kb, ks), (vb, vs) = quantize_fp8(k), quantize_fp8(v)
         ms8 = timed(lambda: kernels.decode_attention(q, kb, vb, n, d ** -0.5, workspace=ws, out=out, k_scale=ks,
                                                      v_scale=vs))
-        red = timed(lambda: kernels._decode_reduce[(heads, g)](
+        launch = kernels._reduce_launch(ws.splits, d)
+        red = timed(lambda: kernels._decode_reduce[(heads, g, d // launch["DB"])](
             ws.acc, ws.m, ws.l, out, out.stride(0), out.stride(1), out.stride(2), heads, heads, G_PAD=ws.g_pad, D=d,
-            SPLITS=ws.splits, S1=ws.splits, S2=ws.splits, **kernels._reduce_launch(ws.splits), **kernels._pdl()))
+            SPLITS=ws.splits, S1=ws.splits, S2=ws.splits, **launch, **kernels._pdl()))
         qs = q.reshape(1, heads * g, 1, d)
         sd = timed(lambda: F.scaled_dot_product_attention(qs, k, v, enable_gqa=True))
         nbytes, nbytes8 = 2 * k.numel() * 2, 2 * (kb.numel() + ks.numel() * ks.element_size())

@@ -259,13 +259,15 @@ if HAS_TRITON:
                                  G_PAD, D, SPLITS, SPLITS_P2, SB)
 
     @triton.jit
-    def _merge_row(ACC, M, L, OUT, bh, b, h, g, sob, soh, sog, n, G_PAD: tl.constexpr, D: tl.constexpr,
-                   SPLITS: tl.constexpr, SPLITS_P2: tl.constexpr, SB: tl.constexpr, CG: tl.constexpr):
-        """Query row g of (sequence b, KV head h): its n splits' partial softmaxes (rows of SPLITS, a count
-        that need not be a power of two: the ranges run to SPLITS_P2, masked) merged into OUT. Every load is
-        issued up front, SB splits at a time, so the merge waits for one round trip rather than one per block
-        of splits (7.2 us per layer on the H200 with blocks of 16). CG: read around L1 (partials other
-        programs of the same launch wrote)."""
+    def _merge_row(ACC, M, L, OUT, bh, b, h, g, d0, sob, soh, sog, n, G_PAD: tl.constexpr, D: tl.constexpr,
+                   DB: tl.constexpr, SPLITS: tl.constexpr, SPLITS_P2: tl.constexpr, SB: tl.constexpr,
+                   CG: tl.constexpr):
+        """Columns [d0, d0 + DB) of query row g of (sequence b, KV head h): its n splits' partial softmaxes
+        (rows of SPLITS, a count that need not be a power of two: the ranges run to SPLITS_P2, masked) merged
+        into OUT. Every load is issued up front, SB splits at a time, so the merge waits for one round trip a
+        block of SB splits (all of them with kernels.REDUCE_ONE_PASS) rather than one per block of 16 (7.2 us per
+        layer on the H200). The max and denominator need every split's M/L whatever the d block: each program
+        reads them all (SPLITS_P2 floats each). CG: read around L1 (partials other programs of the launch wrote)."""
         offs_s = tl.arange(0, SPLITS_P2)
         rows = (bh * SPLITS + offs_s) * G_PAD + g
         if CG:
@@ -278,8 +280,8 @@ if HAS_TRITON:
         m_max = tl.where(m_max == float("-inf"), 0.0, m_max)
         denom = tl.sum(tl.exp2(m - m_max) * l_, axis=0)  # empty splits: m = -inf -> 0
         offs_b = tl.arange(0, SB)
-        offs_d = tl.arange(0, D)
-        out = tl.zeros([D], tl.float32)
+        offs_d = d0 + tl.arange(0, DB)
+        out = tl.zeros([DB], tl.float32)
         for s0 in tl.static_range(0, SPLITS_P2, SB):
             real = s0 + offs_b < n
             r = (bh * SPLITS + s0 + offs_b) * G_PAD + g
@@ -305,31 +307,47 @@ if HAS_TRITON:
         done = tl.atomic_add(CNT + bh, 1, sem="acq_rel")
         if done == n - 1:
             for g in tl.static_range(G):
-                _merge_row(ACC, M, L, OUT, bh, b, h, g, sob, soh, sog, n, G_PAD, D, SPLITS, SPLITS_P2, SB, True)
+                _merge_row(ACC, M, L, OUT, bh, b, h, g, 0, sob, soh, sog, n, G_PAD, D, D, SPLITS, SPLITS_P2, SB,
+                           True)
             tl.atomic_xchg(CNT + bh, 0)
 
     @triton.jit
     def _decode_reduce(ACC, M, L, OUT, sob, soh, sog, H, H1, G_PAD: tl.constexpr, D: tl.constexpr,
-                       SPLITS: tl.constexpr, S1: tl.constexpr, S2: tl.constexpr, SPLITS_P2: tl.constexpr,
-                       SB: tl.constexpr, GDC: tl.constexpr):
-        # One program per (sequence, KV head, query head of the group) merges the splits' partial
-        # softmaxes (32 programs reading 32 KB each at 8K-128K: load latency, not bytes). Heads [0, H1)
-        # have S1 splits, the rest S2 (the two-group kernel's ring heads), in rows of SPLITS.
+                       DB: tl.constexpr, SPLITS: tl.constexpr, S1: tl.constexpr, S2: tl.constexpr,
+                       SPLITS_P2: tl.constexpr, SB: tl.constexpr, GDC: tl.constexpr):
+        # One program per (sequence, KV head, query head of the group, block of DB head_dim columns) merges
+        # the splits' partial softmaxes (32 programs a layer reading 32 KB each at 8K-128K with one d block:
+        # load latency, not bytes). Heads [0, H1) have S1 splits, the rest S2 (the two-group kernel's ring
+        # heads), in rows of SPLITS.
         _await_previous(GDC)
         bh = tl.program_id(0)
         g = tl.program_id(1)
         b = bh // H
         h = bh % H
         n = tl.where(h < H1, S1, S2)
-        _merge_row(ACC, M, L, OUT, bh, b, h, g, sob, soh, sog, n, G_PAD, D, SPLITS, SPLITS_P2, SB, False)
+        _merge_row(ACC, M, L, OUT, bh, b, h, g, tl.program_id(2) * DB, sob, soh, sog, n, G_PAD, D, DB, SPLITS,
+                   SPLITS_P2, SB, False)
 
 
-def _reduce_launch(splits: int) -> dict:
-    """The merge's block of splits and warps: every split at once up to 64 (32 KB of partials for
-    head_dim 128: 64 registers a thread over 8 warps); a count that is not a power of two runs to the next."""
+# The split merge in one pass at any split count (up to 256): above 64 splits its programs also split head_dim
+# (kernels._reduce_launch), so each loads all its splits' partials at once instead of looping over blocks of 64
+# (two load round trips at 65-128 splits: 6.56 us a layer for duo's 99 splits in
+# bench/results/decode_profile_duo_bf16_128k_h200.txt, against 4.5-4.6 us for 64 or fewer in the fp8 profiles).
+# Untimed on the GPU in the whole step yet; expected to save the second round trip at 65-256 splits (and the third
+# and fourth above 128). False: the previous launch (blocks of at most 64 splits, all of head_dim).
+REDUCE_ONE_PASS = True
+
+
+def _reduce_launch(splits: int, head_dim: int) -> dict:
+    """The merge's block of splits (SB), of head_dim columns a program (DB, a divisor of head_dim) and warps.
+    Up to 64 splits every split at once over all of head_dim (32 KB of partials for head_dim 128: 64 registers
+    a thread over 8 warps); a count that is not a power of two runs to the next. Above 64, REDUCE_ONE_PASS keeps
+    that 64 x 128 tile's registers with every split at once over a narrower DB (more programs, one round trip);
+    without it, blocks of 64 splits in a loop over all of head_dim."""
     p2 = 1 << max(0, math.ceil(math.log2(splits)))
-    sb = min(p2, 64)
-    return dict(SPLITS_P2=p2, SB=sb, num_warps=8 if sb >= 64 else 4)
+    if p2 <= 64 or not REDUCE_ONE_PASS:
+        return dict(SPLITS_P2=p2, SB=min(p2, 64), DB=head_dim, num_warps=8 if p2 >= 64 else 4)
+    return dict(SPLITS_P2=p2, SB=p2, DB=min(head_dim, 64 * 128 // p2), num_warps=8)
 
 
 # The split-K partial kernel's launch per cache dtype: keys per block, warps, pipeline stages, and the
@@ -522,15 +540,15 @@ def _triton_decode(q, k, v, length, scale, *, index=None, workspace=None, out=No
         ws.count, *_strides3(q), *_strides3(k), *_strides3(v), idx_b, idx_h, h, *_strides3(k_scale),
         *_strides3(v_scale), *_strides3(out),
         G=g, G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, INDEXED=index is not None, FP8=fp8, scale=scale,
-        FP8_QK=fp8_key_dot(fp8), **_merge_args(ws), **DECODE_LAUNCH["fp8" if fp8 else "bf16"], **_pdl())
+        FP8_QK=fp8_key_dot(fp8), **_merge_args(ws, d), **DECODE_LAUNCH["fp8" if fp8 else "bf16"], **_pdl())
     _merge_launch(ws, out, h, ws.splits, ws.splits)
     return out
 
 
-def _merge_args(ws: DecodeWorkspace) -> dict:
+def _merge_args(ws: DecodeWorkspace, head_dim: int) -> dict:
     """The partial kernels' merge arguments: whether they merge themselves (kernels.FUSED_MERGE), and the
-    blocks of splits that merge reads."""
-    red = _reduce_launch(ws.splits)
+    blocks of splits that merge reads (over all of head_dim: one program merges a head)."""
+    red = _reduce_launch(ws.splits, head_dim)
     return dict(MERGE=FUSED_MERGE, SPLITS_P2=red["SPLITS_P2"], SB=min(red["SB"], FUSED_MERGE_SB))
 
 
@@ -540,8 +558,9 @@ def _merge_launch(ws: DecodeWorkspace, out: torch.Tensor, h1: int, s1: int, s2: 
     if FUSED_MERGE:
         return
     b, h, g, d = out.shape
-    _decode_reduce[(b * h, g)](ws.acc, ws.m, ws.l, out, *_strides3(out), h, h1, G_PAD=ws.g_pad, D=d,
-                               SPLITS=ws.splits, S1=s1, S2=s2, **_reduce_launch(ws.splits), **_pdl())
+    red = _reduce_launch(ws.splits, d)
+    _decode_reduce[(b * h, g, d // red["DB"])](ws.acc, ws.m, ws.l, out, *_strides3(out), h, h1, G_PAD=ws.g_pad,
+                                               D=d, SPLITS=ws.splits, S1=s1, S2=s2, **red, **_pdl())
 
 
 def _strides3(t: torch.Tensor | None) -> tuple[int, int, int]:
@@ -586,7 +605,7 @@ def _triton_decode2(q, groups, scale, *, workspace=None, out=None):
         *_strides3(v2), *_strides3(ks1), *_strides3(vs1), *_strides3(ks2), *_strides3(vs2), b, h, h1,
         *_strides3(out),
         G=g, G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, S1=s1, S2=s2, FP8=fp8, scale=scale, FP8_QK=fp8_key_dot(fp8),
-        **_merge_args(ws), **DECODE_LAUNCH[launch_key("fp8" if fp8 else "bf16", two_groups=True)], **_pdl())
+        **_merge_args(ws, d), **DECODE_LAUNCH[launch_key("fp8" if fp8 else "bf16", two_groups=True)], **_pdl())
     _merge_launch(ws, out, h1, s1, s2)
     return out
 
