@@ -203,6 +203,32 @@ def test_wording_random_verbs_sets_the_share_of_random_joining_words():
         load_config(None, wording_random_verbs=2.0)
 
 
+def test_wording_verb_particles_end_some_random_joining_words_and_change_nothing_when_off():
+    """Stage 13's data: 4 in 10 random joining words end with a particle ("lantern on 4821"), because stage 12
+    copied the word after the key ("stands") where a held-out needle put its value after "stands at"; no particle
+    is a word right before a held-out value (check_disjoint), and a family without particles draws exactly what
+    it drew before (the shipped model's fixed examples and earlier stages' batches are unchanged)."""
+    import dataclasses
+
+    from sedpa_compress.data.wordings import HELDOUT_WORDINGS, TRAIN_WORDINGS, VERB_PARTICLES, check_disjoint
+    from sedpa_compress.tiny.data import TinyData
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(SHIPPED / "tokenizer.json"))
+    wide = {"corpus_words": 500, "wording_wild": 1.0, "wording_random_verbs": 1.0, "wording_verb_particles": True}
+    fam = TinyData(load_config(RECIPE, **{**SMALL, **wide}), tok).templates
+    rng = random.Random(0)
+    ends = [fam._verb(rng).split()[-1] for _ in range(2000)]
+    assert 0.3 < sum(e in VERB_PARTICLES for e in ends) / len(ends) < 0.5
+    assert check_disjoint(fam, HELDOUT_WORDINGS) == []
+    assert check_disjoint(dataclasses.replace(fam, verb_particles=("at",)), HELDOUT_WORDINGS)
+    off = dataclasses.replace(TRAIN_WORDINGS, random_verb_share=1.0)
+    a, b = random.Random(3), random.Random(3)
+    same = dataclasses.replace(off, verb_particles=())
+    assert [off._verb(a) for _ in range(200)] == [same._verb(b) for _ in range(200)]
+    assert load_config(Path("recipes/tiny-stage13.yaml")).wording_verb_particles
+
+
 def test_recipe_value_weights_and_edge_depths_are_checked():
     from sedpa_compress.tiny.config import load_config
 

@@ -328,6 +328,9 @@ class WordingFamily:
     corpus_word_values: float = 0.0  # share of word values that are a real word of `words` ("pineapple")
     random_verb_share: float = 0.25  # share of procedural verbs that are random words ("is harvest", "lantern")
     key_syllables: tuple[str, ...] = ()  # invented keys' and attributes' syllables (empty: the vocabulary's)
+    # particles a random joining word may end with ("is harvest on", "lantern as"): a value after a preposition,
+    # not only after a verb (empty: none, and the random draws are those of a family without them)
+    verb_particles: tuple[str, ...] = ()
 
     # ---- keys and attributes
     def _wild(self, rng: random.Random) -> bool:
@@ -404,8 +407,11 @@ class WordingFamily:
         find the value."""
         if self.words and rng.random() < self.random_verb_share:
             w = self.words
-            return rng.choice((rng.choice(w), f"{rng.choice(w)} {rng.choice(w)}", f"is {rng.choice(w)}",
+            verb = rng.choice((rng.choice(w), f"{rng.choice(w)} {rng.choice(w)}", f"is {rng.choice(w)}",
                                f"{rng.choice(self.phrasing.verbs)} {rng.choice(w)}"))
+            if self.verb_particles and rng.random() < 0.4:
+                verb = f"{verb} {rng.choice(self.verb_particles)}"
+            return verb
         return rng.choice(self.phrasing.verbs)
 
     def with_corpus_words(self, text: str, limit: int = 4000, wild: float | None = None,
@@ -505,6 +511,10 @@ class WordingFamily:
         return tuple((_join(pre, q, ins), a) for q in p.questions for a in p.answer_prefixes)
 
 
+# what a random joining word may end with (`WordingFamily.verb_particles`, recipes' wording_verb_particles); none
+# is a word right before the value in a held-out core ("stands at {value}": `check_disjoint` says if one is)
+VERB_PARTICLES = ("to", "as", "on", "in", "into", "near", "about", "around", "up", "over", "from", "after", "like")
+
 _COMMON_WORDS = (
     "apple", "river", "morning", "window", "silver", "garden", "harbor", "lantern", "meadow", "village",
     "pencil", "winter", "summer", "forest", "castle", "bridge", "market", "island", "valley", "mountain",
@@ -548,6 +558,10 @@ def check_disjoint(a: WordingFamily = TRAIN_WORDINGS, b: WordingFamily = HELDOUT
     heldout_words = {w.lower().strip(".,:'") for k in b.keys for w in k.split()} - {"the"}
     shared += [f"procedural word: {w!r}" for w in sorted(set(a.words) & heldout_words)]
     heldout_cores = " ".join(b.phrasing.cores)
+    before_value = {c.split("{value}")[0].split()[-1].strip(":") for c in b.phrasing.cores
+                    if "{value}" in c and c.split("{value}")[0].split()}
+    shared += [f"verb particle right before a held-out value: {w!r}"
+               for w in sorted(set(a.verb_particles) & before_value)]
     for verb in a.phrasing.verbs + a.phrasing.links:
         if verb not in ("is", "was", "of", "for") and f" {verb} " in f" {heldout_cores} ":
             shared.append(f"verb or link also in a held-out core: {verb!r}")

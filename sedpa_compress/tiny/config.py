@@ -54,6 +54,9 @@ class TinyTrainConfig:
     # of the procedural verbs joining attribute and value (needles, answer prefixes), the share that are one or
     # two random words instead of a listed verb (None: the family's, a quarter)
     wording_random_verbs: float | None = None
+    # random joining words sometimes end with a particle (data.wordings.VERB_PARTICLES: "lantern on {value}"), so a
+    # value after a preposition ("stands at") is found as after a verb
+    wording_verb_particles: bool = False
     # value formats of the training needles (weights over data.wordings.VALUE_FORMATS: digits, grouped,
     # thousands, code, word, free_code; None: the family's), and the share of needles placed at the very start or end
     value_weights: dict[str, float] | None = None

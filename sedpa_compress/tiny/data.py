@@ -80,6 +80,12 @@ class TinyData(torch.utils.data.Dataset):
             if not getattr(templates, "words", None):
                 raise SedpaError("wording_random_verbs needs the training family's corpus words: set corpus_words")
             templates = self.templates = dataclasses.replace(templates, random_verb_share=cfg.wording_random_verbs)
+        if cfg.wording_verb_particles:
+            if not getattr(templates, "words", None):
+                raise SedpaError("wording_verb_particles needs the training family's corpus words: set corpus_words")
+            from sedpa_compress.data.wordings import VERB_PARTICLES
+
+            templates = self.templates = dataclasses.replace(templates, verb_particles=VERB_PARTICLES)
         if cfg.corpus_word_values:
             if not getattr(templates, "words", None):
                 raise SedpaError("corpus_word_values needs the training family's corpus words: set corpus_words")
