@@ -29,10 +29,11 @@ fi
 # the next call's default queues: the one-pass split merge (kernels.REDUCE_ONE_PASS, the default: head_dim split over
 # the merge's programs above 64 splits) against the previous two-pass merge (--reduce-two-pass), for bf16 and fp8
 # caches; and the two-group bf16 kernel's launch, whose 4.0 TB/s over duo's KV trails full's kernel (~4.4 TB/s,
-# README "Where the step goes"): 3 and 4 pipeline stages, 128-key blocks, 4 programs an SM. Defaults twice (rows
-# of one setting vary by up to 2% between runs)
+# README "Where the step goes"): 3 and 4 pipeline stages, 128-key blocks, 4 programs an SM; and the Triton GEMV
+# for the MLP's weights too (allgemv: faster than cuBLAS alone for gate_up and down at 2 rows a program,
+# gemv_probe_h200.json). Defaults twice (rows of one setting vary by up to 2% between runs)
 QUEUE0=${QUEUE0:-"base=;twopass=--reduce-two-pass;base2=;st3=--key bf16-two --decode-stages 3@duo;st4=--key bf16-two --decode-stages 4@duo;pps4=--key bf16-two --programs-per-sm 4@duo;bn128=--key bf16-two --decode-block-n 128@duo"}
-QUEUE1=${QUEUE1:-"tests;fp8=@full,duo@fp8;twopass8=--reduce-two-pass@duo@fp8;fp8b=@duo@fp8;twopass2=--reduce-two-pass@duo;st3b=--key bf16-two --decode-stages 3@duo;fullst3=--key bf16 --decode-stages 3@full"}
+QUEUE1=${QUEUE1:-"tests;fp8=@full,duo@fp8;twopass8=--reduce-two-pass@duo@fp8;fp8b=@duo@fp8;twopass2=--reduce-two-pass@duo;st3b=--key bf16-two --decode-stages 3@duo;fullst3=--key bf16 --decode-stages 3@full;allgemv=--gemv-max-weight 134217728"}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$R/device.txt" 2>/dev/null || echo "no GPU" > "$R/device.txt"
 echo "${SEDPA_GIT_COMMIT:-unknown}" > "$R/commit.txt"
 
