@@ -4,6 +4,7 @@ plumbing. The CUDA kernels themselves are checked in test_runtime_gpu.py (pytest
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import subprocess
@@ -465,7 +466,7 @@ def test_split_k_decode_kernels_in_the_triton_interpreter():
     splits: the merge in one pass over blocks of head_dim, kernels.REDUCE_ONE_PASS, or in blocks of 64 splits;
     counts that are not powers of two; the merge folded into the partial kernel), plain,
     indexed (TidalDecode), reading fp8 caches with per-token scales (fp16 dots: within 2e-3; the keys in either
-    operand of their dot, kernels.FP8_KEYS_AS_A), and over a layer's two head groups in
+    operand of their dot, kernels.FP8_KEYS_AS_A; indexed too, the scales gathered with the keys), and over a layer's two head groups in
     one launch, on CPU tensors, against the fp32 reference. Needs triton and numpy < 2.4 (Triton 3.6's interpreter turns 1-element arrays into ints,
     which numpy 2.4 refuses; e.g. `pip install --target /tmp/np23 numpy==2.3.*` and PYTHONPATH=/tmp/np23).
     fp32 inputs: the interpreter does not emulate bf16 dot products (the GPU tests cover bf16)."""
@@ -495,6 +496,12 @@ def test_split_k_decode_kernels_in_the_triton_interpreter():
         "        got = kernels._triton_decode(q, kb, vb, n, d ** -0.5, k_scale=ks, v_scale=vs)\n"
         "        want = kernels.decode_attention_ref(q, kd, vd, n, d ** -0.5)\n"
         "        assert float((got - want).norm() / want.norm()) < 2e-3  # the fp8 path's dots run in fp16\n"
+        "        # tidal's sparse layers on fp8 caches: keys, values and their scales gathered per KV head\n"
+        "        idx = torch.stack([torch.stack([torch.randperm(t)[:512] for _ in range(h)]) for _ in range(b)])\n"
+        "        m = torch.tensor([min(int(n), 512)])\n"
+        "        got = kernels._triton_decode(q, kb, vb, m, d ** -0.5, index=idx, k_scale=ks, v_scale=vs)\n"
+        "        want = kernels.decode_attention_ref(q, kd, vd, m, d ** -0.5, index=idx)\n"
+        "        assert float((got - want).norm() / want.norm()) < 2e-3, ('indexed fp8', n)\n"
         "  for fp8 in (False, True):  # a layer's two head groups (full-length + ring) in one launch pair\n"
         "    q = torch.randn(2, 5, 4, 64)\n"
         "    kv = [torch.randn(2, 3, 900, 64), torch.randn(2, 3, 900, 64), torch.randn(2, 2, 80, 64), torch.randn(2, 2, 80, 64)]\n"
@@ -720,6 +727,36 @@ def test_fp8_caches_hold_the_bf16_caches_values_and_keep_the_logits(tiny, mode):
     assert rel(logits["fp8"], logits["bf16"]) < 0.06
 
 
+def test_tidal_reads_fp8_caches(tiny, monkeypatch):
+    """tidal with --kv-dtype fp8: the selection layers' logits come from the fp8 keys converted a block of
+    positions at a time (`fp8_logits`: the same as the dequantized keys' GEMM, whatever the block), the sparse
+    layers read the selected positions' bytes and scales; with top-k covering the context it equals full
+    attention on the same fp8 caches, and sparse it stays within fp8's rounding of tidal on unquantized caches."""
+    from sedpa_compress.runtime import kernels
+    from sedpa_compress.runtime.cache import dequantize_fp8, quantize_fp8
+    from sedpa_compress.runtime.model import fp8_logits
+
+    loaded, _ = tiny
+    q, k = torch.randn(1, 2, 4, 16), torch.randn(1, 2, 300, 16) * 3
+    kb, ks = quantize_fp8(k)
+    want = torch.matmul(q, dequantize_fp8(kb, ks, torch.float32).transpose(-1, -2))
+    for block in (64, 128, 4096):  # several blocks, a partial last one, one block
+        monkeypatch.setattr(kernels, "PAST_BLOCK", block)
+        assert rel(fp8_logits(q, kb, ks), want) < 1e-3  # the scales are bf16 on the logits
+    ids = torch.randint(0, 300, (1, 96), generator=torch.Generator().manual_seed(5))
+    steps = {}
+    for name, spec in (("tidal fp8 covering", _spec_and_mode("tidal", None, top_k=512)[0]),
+                       ("full fp8", RuntimeSpec(mode="full")),
+                       ("tidal fp8 sparse", _spec_and_mode("tidal", None, top_k=24)[0]),
+                       ("tidal sparse", _spec_and_mode("tidal", None, top_k=24)[0])):
+        if "fp8" in name:
+            spec = dataclasses.replace(spec, kv_dtype="fp8")
+        steps[name] = torch.stack(_runtime_steps(Runner.build(loaded, spec, max_len=100), ids, 40))
+    assert rel(steps["tidal fp8 covering"], steps["full fp8"]) < 1e-5
+    assert rel(steps["tidal fp8 sparse"], steps["tidal sparse"]) < 0.06
+    assert rel(steps["tidal fp8 sparse"], steps["tidal fp8 covering"]) > 1e-3  # the sparse layers did select
+
+
 def memory_cache_bytes(runner: Runner) -> int:
     from sedpa_compress.runtime import memory
 
@@ -751,8 +788,6 @@ def test_fp8_caches_double_the_longest_context_and_refuse_what_they_cannot_run(t
     runner.fill_synthetic(2000)  # the max-context benchmark's fill, quantized
     k, _ = runner.caches[0].read(0, 2000)
     assert torch.isfinite(k.float()).all() and 0.5 < float(k.float().std()) < 2
-    with pytest.raises(SedpaError, match="--kv-dtype fp8 is not supported with --attention tidal"):
-        FastModel(loaded, RuntimeSpec(mode="tidal", kv_dtype="fp8"))
     with pytest.raises(SedpaError, match="--kv-dtype 'int4'"):
         FastModel(loaded, RuntimeSpec(mode="full", kv_dtype="int4"))
 

@@ -93,7 +93,7 @@ class EfficiencyConfig:
             raise SedpaError(f"--rank-ratio {self.rank_ratio} must be in (0, 1]")
         if self.lowrank not in LOWRANK_POLICIES:
             raise SedpaError(f"--lowrank {self.lowrank!r}: choose one of {', '.join(LOWRANK_POLICIES)}")
-        check_kv_dtype(self.kv_dtype, self.modes)
+        check_kv_dtype(self.kv_dtype)
         for flag, value in (("--sink", self.sink), ("--recent", self.recent), ("--window", self.window)):
             if value is not None and value < (0 if flag == "--sink" else 1):
                 raise SedpaError(f"{flag} {value}: pass a {'non-negative' if flag == '--sink' else 'positive'} number of tokens")

@@ -29,7 +29,7 @@ SelectionOpt = Annotated[Optional[str], typer.Option("--selection-layers", help=
 OutOpt = Annotated[Optional[Path], typer.Option("--out", "-o", help="Result JSON (PNGs and the resume cache <out>.cells.jsonl beside it).")]
 FreshOpt = Annotated[bool, typer.Option("--fresh", help="Ignore finished cells cached beside --out and recompute everything.")]
 DeviceOpt = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1 … (default: cuda when available).")]
-KvDtypeOpt = Annotated[str, typer.Option("--kv-dtype", help="KV caches: bf16, or fp8 (e4m3 with a scale per token and head: half the bytes; runs the fast runtime, also on the CPU; not with tidal).")]
+KvDtypeOpt = Annotated[str, typer.Option("--kv-dtype", help="KV caches: bf16, or fp8 (e4m3 with a scale per token and head: half the bytes; runs the fast runtime, also on the CPU).")]
 DtypeOpt = Annotated[str, typer.Option("--dtype", help="auto (fp32 on CPU, bf16 on GPU), float32, bfloat16, float16.")]
 ChunkOpt = Annotated[int, typer.Option("--chunk", help="Prefill chunk in tokens (bounds memory at long contexts).")]
 
@@ -57,7 +57,7 @@ def _setup(model, compressed, config, random_weights, attention, pattern, sink, 
             comp = load_model(str(compressed), device=dev, dtype=dtype)
     from sedpa_compress.runtime.cache import check_kv_dtype
 
-    check_kv_dtype(kv_dtype, modes)
+    check_kv_dtype(kv_dtype)
     for loaded in (base, comp):
         if loaded is not None:
             loaded.kv_dtype = kv_dtype

@@ -22,7 +22,7 @@ def efficiency_cmd(
     peers: Annotated[str, typer.Option("--peers", help="Plain transformers rows measured in the same run: transformers-eager, transformers-static-compile, or none.")] = "transformers-eager,transformers-static-compile",
     retrieval_ratio: Annotated[Optional[float], typer.Option("--retrieval-ratio", help="Re-binarise the pattern's gates at this fraction of retrieval heads (default: the pattern's own mask; a synthetic pattern uses 0.5).")] = None,
     rank_ratio: Annotated[float, typer.Option("--rank-ratio", help="Parameter ratio of synthetic low-rank factors (models that are not artifacts).")] = 0.85,
-    kv_dtype: Annotated[str, typer.Option("--kv-dtype", help="KV caches of the sedpa runtime: bf16, or fp8 (e4m3 with a scale per token and head: half the bytes; not with tidal).")] = "bf16",
+    kv_dtype: Annotated[str, typer.Option("--kv-dtype", help="KV caches of the sedpa runtime: bf16, or fp8 (e4m3 with a scale per token and head: half the bytes).")] = "bf16",
     lowrank: Annotated[str, typer.Option("--lowrank", help="sedpa modes: auto (factors only where they save more bytes than their extra kernels cost; elsewhere multiplied back into dense rows), factored or dense.")] = "auto",
     sink: Annotated[Optional[int], typer.Option("--sink", help="Sink tokens of streaming heads (default: the pattern's, else 64).")] = None,
     recent: Annotated[Optional[int], typer.Option("--recent", help="Recent tokens of streaming heads (default: the pattern's, else 256).")] = None,

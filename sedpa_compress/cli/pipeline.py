@@ -143,7 +143,7 @@ def generate_cmd(
     pattern: Annotated[Optional[Path], typer.Option("--pattern", help="Head pattern for duo/sedpa-* on a plain model.")] = None,
     window: Annotated[Optional[int], typer.Option("--window", help="SEDPA-W window.")] = None,
     selection_layers: Annotated[Optional[str], typer.Option("--selection-layers", help="tidal: token-selection layers, e.g. 2,5 (default from the head pattern the model carries or --pattern gives: the first layer after the 2 dense ones with a strong retrieval head, and again at the first with about the most retrieval gate; else right after the dense layers and at 13/32 of the depth).")] = None,
-    kv_dtype: Annotated[Optional[str], typer.Option("--kv-dtype", help="KV caches: bf16, or fp8 (e4m3 with a scale per token and head: half the bytes, about twice the context; not with tidal). Default: the artifact's, else bf16.")] = None,
+    kv_dtype: Annotated[Optional[str], typer.Option("--kv-dtype", help="KV caches: bf16, or fp8 (e4m3 with a scale per token and head: half the bytes, about twice the context). Default: the artifact's, else bf16.")] = None,
     device: DeviceOpt = "",
     dtype: DtypeOpt = "auto",
 ) -> None:
@@ -172,7 +172,7 @@ def generate_cmd(
     if kv_dtype is not None:
         from sedpa_compress.runtime.cache import check_kv_dtype
 
-        check_kv_dtype(kv_dtype, [getattr(mode, "name", "full")])
+        check_kv_dtype(kv_dtype)
         loaded.kv_dtype = kv_dtype
     # one generation per process: the fast runtime may take the weights over (an 8B model exists once)
     result = generate_text(loaded, prompt, mode, GenerateConfig(max_new_tokens=max_new_tokens, temperature=temperature,

@@ -59,15 +59,12 @@ FP8_MAX = 448.0  # the largest finite float8_e4m3fn
 SCALE_DTYPE = torch.bfloat16  # one scale per (token, head): 2 bytes beside head_dim bytes of fp8
 
 
-def check_kv_dtype(kv_dtype: str, modes: list[str] = ()) -> None:
-    """Refuse a KV dtype the runtime does not have, or fp8 with a mode that cannot read it."""
+def check_kv_dtype(kv_dtype: str) -> None:
+    """Refuse a KV dtype the runtime does not have (every mode reads fp8 caches)."""
     from sedpa_compress.errors import SedpaError
 
     if kv_dtype not in KV_DTYPES:
         raise SedpaError(f"--kv-dtype {kv_dtype!r}: choose one of {', '.join(KV_DTYPES)}")
-    if kv_dtype == "fp8" and "tidal" in modes:
-        raise SedpaError("--kv-dtype fp8 is not supported with --attention tidal yet (its selection layers read "
-                         "every key): use another mode, or --kv-dtype bf16")
 
 
 def quantize_fp8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

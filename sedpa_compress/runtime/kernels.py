@@ -97,8 +97,10 @@ if HAS_TRITON:
         split in two e4m3 parts (each row scaled to 448, then its rounding residual scaled by 16), two fp8 dots
         summed in fp32: the query keeps about bf16's precision and no key is converted; 2
         (kernels.FP8_KEYS_AS_A, a candidate), the converted keys as the A operand as loaded, against the query
-        transposed once, and the [BLOCK_N, G_PAD] scores transposed instead of the [BLOCK_N, D] keys."""
-        tl.static_assert(not (INDEXED and FP8), "fp8 caches are read in order (tidal refuses them)")
+        transposed once, and the [BLOCK_N, G_PAD] scores transposed instead of the [BLOCK_N, D] keys.
+
+        INDEXED (tidal's sparse layers): the keys, values and, with FP8, their scales are gathered at the
+        selected positions; the scales are then loaded with their block, not one block ahead."""
         offs_d = tl.arange(0, D)
         m_i = tl.full([G_PAD], float("-inf"), tl.float32)
         l_i = tl.zeros([G_PAD], tl.float32)
@@ -114,9 +116,12 @@ if HAS_TRITON:
                 q16 = (q.to(tl.float32) * qk_scale).to(tl.float16)
                 if FP8_QK == 2:
                     q16t = tl.trans(q16)  # [D, G_PAD]: the B operand of the keys' dot, laid out once
-            offs0 = start + tl.arange(0, BLOCK_N)
-            k_sc_next = tl.load(KS + b * sksb + h * sksh + offs0 * skst, mask=offs0 < end, other=0.0).to(tl.float32)
-            v_sc_next = tl.load(VS + b * svsb + h * svsh + offs0 * svst, mask=offs0 < end, other=0.0).to(tl.float32)
+            if not INDEXED:
+                offs0 = start + tl.arange(0, BLOCK_N)
+                k_sc_next = tl.load(KS + b * sksb + h * sksh + offs0 * skst, mask=offs0 < end,
+                                    other=0.0).to(tl.float32)
+                v_sc_next = tl.load(VS + b * svsb + h * svsh + offs0 * svst, mask=offs0 < end,
+                                    other=0.0).to(tl.float32)
         for n0 in range(start, end, BLOCK_N):
             offs_n = n0 + tl.arange(0, BLOCK_N)
             valid = offs_n < end
@@ -125,12 +130,18 @@ if HAS_TRITON:
             else:
                 pos = offs_n
             if FP8:
-                k_sc = k_sc_next
-                v_sc = v_sc_next
-                offs_next = offs_n + BLOCK_N
-                nxt = offs_next < end
-                k_sc_next = tl.load(KS + b * sksb + h * sksh + offs_next * skst, mask=nxt, other=0.0).to(tl.float32)
-                v_sc_next = tl.load(VS + b * svsb + h * svsh + offs_next * svst, mask=nxt, other=0.0).to(tl.float32)
+                if INDEXED:  # the selected positions' scales, with their block
+                    k_sc = tl.load(KS + b * sksb + h * sksh + pos * skst, mask=valid, other=0.0).to(tl.float32)
+                    v_sc = tl.load(VS + b * svsb + h * svsh + pos * svst, mask=valid, other=0.0).to(tl.float32)
+                else:
+                    k_sc = k_sc_next
+                    v_sc = v_sc_next
+                    offs_next = offs_n + BLOCK_N
+                    nxt = offs_next < end
+                    k_sc_next = tl.load(KS + b * sksb + h * sksh + offs_next * skst, mask=nxt,
+                                        other=0.0).to(tl.float32)
+                    v_sc_next = tl.load(VS + b * svsb + h * svsh + offs_next * svst, mask=nxt,
+                                        other=0.0).to(tl.float32)
                 k = tl.load(K + b * skb + h * skh + pos[:, None] * skt + offs_d[None, :], mask=valid[:, None], other=0)
                 if FP8_QK == 1:
                     k8 = tl.trans(k.to(tl.float8e4nv, bitcast=True))

@@ -47,6 +47,7 @@ def workspace_bytes(model, *, batch: int, chunk: int, max_len: int) -> int:
 
     full = any(g.kind == "full" for layer in model.layers for g in layer.groups)
     expand = min(EXPAND_LIMIT, 2 * batch * max_len * model.hq * model.d * e) if full else 0
+    # tidal: the selection scores (fp32); with fp8 caches its keys converted a block at a time fit in `dequant`
     tidal = batch * model.hq * max_len * 4 * 3 if model.spec.mode == "tidal" else 0
     logits = batch * model.vocab * 4 * 2
     # fp8 caches: the prefill's attention reads the full heads' past dequantized one block at a time

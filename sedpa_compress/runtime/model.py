@@ -59,7 +59,7 @@ class RuntimeSpec:
         check_mode(self.mode)
         if self.lowrank not in LOWRANK_POLICIES:
             raise SedpaError(f"low-rank policy {self.lowrank!r}: choose one of {', '.join(LOWRANK_POLICIES)}")
-        check_kv_dtype(self.kv_dtype, [self.mode])
+        check_kv_dtype(self.kv_dtype)
         if self.sink < 0 or self.recent < 1:
             raise SedpaError(f"--sink {self.sink} / --recent {self.recent}: need sink >= 0 and recent >= 1")
         if self.mode in PATTERN_MODES and self.pattern is None:
@@ -601,8 +601,8 @@ class FastModel(nn.Module):
                     ck, cv = cache.k[gi], cache.v[gi]
                     ks, vs = cache.scales(gi)  # fp8 caches: the kernel dequantizes as it reads
                     ws = state.workspaces[(li, gi)]
-                    if grp.kind == "full" and ks is None:  # (tidal, which refuses fp8 caches, goes here)
-                        self._full_decode(li, qg[:, h0:h1], ck, cv, length, ws, out[:, h0:h1], state)
+                    if grp.kind == "full":
+                        self._full_decode(li, qg[:, h0:h1], ck, cv, length, ws, out[:, h0:h1], state, ks, vs)
                     else:
                         kernels.decode_attention(qg[:, h0:h1], ck, cv, lengths[gi], self.scale, workspace=ws,
                                                  out=out[:, h0:h1], k_scale=ks, v_scale=vs)
@@ -617,15 +617,18 @@ class FastModel(nn.Module):
             x, h = self._add_norm(x, m, nxt, self.eps)
         return F.linear(h[:, 0], self.lm_head).float()
 
-    def _full_decode(self, li: int, q, k, v, length, ws, out, state: DecodeState) -> None:
+    def _full_decode(self, li: int, q, k, v, length, ws, out, state: DecodeState, k_scale=None, v_scale=None) -> None:
+        fp8 = dict(k_scale=k_scale, v_scale=v_scale)  # fp8 caches: the kernels read the bytes and their scales
         if self.spec.mode != "tidal" or li < self.tidal_first:
-            kernels.decode_attention(q, k, v, length, self.scale, workspace=ws, out=out)
+            kernels.decode_attention(q, k, v, length, self.scale, workspace=ws, out=out, **fp8)
             return
         if li in self.tidal_select:  # the same full attention as every dense layer, then select
-            kernels.decode_attention(q, k, v, length, self.scale, workspace=ws, out=out)
-            tidal_select(q, k, length, self.scale, self.spec.top_k, state.index, state.n_sel, scores=self._tidal_scores)
+            kernels.decode_attention(q, k, v, length, self.scale, workspace=ws, out=out, **fp8)
+            tidal_select(q, k, length, self.scale, self.spec.top_k, state.index, state.n_sel, scores=self._tidal_scores,
+                         k_scale=k_scale)
         else:
-            kernels.decode_attention(q, k, v, state.n_sel, self.scale, index=state.index, workspace=ws, out=out)
+            kernels.decode_attention(q, k, v, state.n_sel, self.scale, index=state.index, workspace=ws, out=out,
+                                     **fp8)
 
 
 def _tidal_scores(logits: torch.Tensor, length: torch.Tensor, scale: float) -> torch.Tensor:
@@ -639,19 +642,34 @@ def _tidal_scores(logits: torch.Tensor, length: torch.Tensor, scale: float) -> t
 
 
 def tidal_select(q: torch.Tensor, k: torch.Tensor, length: torch.Tensor, scale: float, top_k: int,
-                 index_out: torch.Tensor, n_sel_out: torch.Tensor, scores=_tidal_scores) -> None:
+                 index_out: torch.Tensor, n_sel_out: torch.Tensor, scores=_tidal_scores,
+                 k_scale: torch.Tensor | None = None) -> None:
     """A token-selection layer's choice: for every KV head, the top-k positions of [0, length) by
     attention probability summed over the query heads of its group. The logits come out of one GEMM
     in the cache's dtype, as in the paper's reference code (an fp32 copy of a 128K-token K would
     triple the selection layer's bytes); softmax and sums are fp32. The positions persist
     over the following layers (TidalDecode's premise), head by head. Writes them to `index_out`
-    [b, hkv, k] and min(k, length) to `n_sel_out`. q [b, hkv, g, d]; k [b, hkv, t, d]."""
+    [b, hkv, k] and min(k, length) to `n_sel_out`. q [b, hkv, g, d]; k [b, hkv, t, d]; with `k_scale`
+    [b, hkv, t], k is fp8 e4m3 bits: `fp8_logits`."""
     t = k.shape[2]
-    score = scores(torch.matmul(q, k.transpose(-1, -2)), length, scale)  # [b, hkv, t]
+    logits = torch.matmul(q, k.transpose(-1, -2)) if k_scale is None else fp8_logits(q, k, k_scale)
+    score = scores(logits, length, scale)  # [b, hkv, t]
     kk = index_out.shape[-1]
     index_out.copy_(torch.topk(score, min(kk, t), dim=-1).indices if kk <= t else
                     F.pad(torch.topk(score, t, dim=-1).indices, (0, kk - t)))
     n_sel_out.copy_(torch.clamp(length, max=min(top_k, t)))
+
+
+def fp8_logits(q: torch.Tensor, k_bits: torch.Tensor, k_scale: torch.Tensor) -> torch.Tensor:
+    """q [b, hkv, g, d] against fp8 keys (e4m3 bits [b, hkv, t, d], scales [b, hkv, t]) -> logits [b, hkv, g, t]
+    in q's dtype: the keys converted one PAST_BLOCK of positions at a time (never a copy of the whole cache,
+    as the prefill reads fp8 caches), each block's GEMM in q's dtype, the per-token scales on the logits."""
+    t, block = k_bits.shape[2], kernels.PAST_BLOCK
+    parts = []
+    for s0 in range(0, t, block):
+        kb = k_bits[:, :, s0:s0 + block].view(torch.float8_e4m3fn).to(q.dtype)
+        parts.append(torch.matmul(q, kb.transpose(-1, -2)) * k_scale[:, :, None, s0:s0 + block].to(q.dtype))
+    return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
 
 
 @dataclass

@@ -41,7 +41,7 @@ class Runner:
                 f"workspace but {where} {memory.describe(self.plan.free_bytes)} free: the largest context "
                 f"that fits with --attention {model.spec.mode} and --kv-dtype {model.spec.kv_dtype} is {fit} tokens; "
                 "shorten the prompt, lower --retrieval-ratio, use sedpa-w"
-                + (", or --kv-dtype fp8" if model.spec.kv_dtype != "fp8" and model.spec.mode != "tidal" else ""))
+                + (", or --kv-dtype fp8" if model.spec.kv_dtype != "fp8" else ""))
         self.caches = make_caches(model, batch=batch, max_len=max_len)
         self.state = make_state(model, self.caches, batch)
         dev = model.device
