@@ -42,7 +42,7 @@ declare -A SPEED=([bf16]=30 [fp8]=42) MAXCTX=([bf16]=53 [fp8]=64)  # marks, % of
 [[ $STEPS != *maxctx* ]] && SPEED=([bf16]=38 [fp8]=64)  # the speed rows take max-context's share
 for kv in bf16 fp8; do  # decode and prefill, one JSON per KV dtype
   [[ $STEPS == *speed* ]] && timeout $(left ${SPEED[$kv]}) $SEDPA bench efficiency $GEO --contexts $CTX \
-    --attention full,duo,sedpa-w --peers none --retrieval-ratio 0.5 $SIZES --kv-dtype $kv \
+    --attention full,duo,sedpa-w,tidal --peers none --retrieval-ratio 0.5 $SIZES --kv-dtype $kv \
     --out "$OUT/efficiency_kv_${kv}_llama-3-8b.json" > "$L/speed_$kv.log" 2>&1
 done
 for kv in bf16 fp8; do  # the longest context that decodes
