@@ -467,7 +467,7 @@ def test_split_k_decode_kernels_in_the_triton_interpreter():
     counts that are not powers of two; the merge folded into the partial kernel), plain,
     indexed (TidalDecode), reading fp8 caches with per-token scales (fp16 dots: within 2e-3; the keys in either
     operand of their dot, kernels.FP8_KEYS_AS_A; indexed too, the scales gathered with the keys), and over a layer's two head groups in
-    one launch, on CPU tensors, against the fp32 reference. Needs triton and numpy < 2.4 (Triton 3.6's interpreter turns 1-element arrays into ints,
+    one launch (one attention loop a group, or one for both: kernels.TWO_GROUP_ONE_LOOP), on CPU tensors, against the fp32 reference. Needs triton and numpy < 2.4 (Triton 3.6's interpreter turns 1-element arrays into ints,
     which numpy 2.4 refuses; e.g. `pip install --target /tmp/np23 numpy==2.3.*` and PYTHONPATH=/tmp/np23).
     fp32 inputs: the interpreter does not emulate bf16 dot products (the GPU tests cover bf16)."""
     code = (
@@ -502,7 +502,9 @@ def test_split_k_decode_kernels_in_the_triton_interpreter():
         "        got = kernels._triton_decode(q, kb, vb, m, d ** -0.5, index=idx, k_scale=ks, v_scale=vs)\n"
         "        want = kernels.decode_attention_ref(q, kd, vd, m, d ** -0.5, index=idx)\n"
         "        assert float((got - want).norm() / want.norm()) < 2e-3, ('indexed fp8', n)\n"
-        "  for fp8 in (False, True):  # a layer's two head groups (full-length + ring) in one launch pair\n"
+        "  for fp8, one_loop in ((False, False), (True, False), (False, True), (True, True)):\n"
+        "    # a layer's two head groups (full-length + ring) in one launch pair; one attention loop or one a group\n"
+        "    kernels.TWO_GROUP_ONE_LOOP = one_loop\n"
         "    q = torch.randn(2, 5, 4, 64)\n"
         "    kv = [torch.randn(2, 3, 900, 64), torch.randn(2, 3, 900, 64), torch.randn(2, 2, 80, 64), torch.randn(2, 2, 80, 64)]\n"
         "    sc = [None] * 4\n"
@@ -511,8 +513,8 @@ def test_split_k_decode_kernels_in_the_triton_interpreter():
         "    groups = [(kv[0], kv[1], torch.tensor([700]), sc[0], sc[1]), (kv[2], kv[3], torch.tensor([80]), sc[2], sc[3])]\n"
         "    got = kernels._triton_decode2(q, groups, 0.125)\n"
         "    want = kernels.decode_attention_groups(q, groups, 0.125)\n"
-        "    assert float((got - want).norm() / want.norm()) < (2e-3 if fp8 else 1e-5)\n"
-        "kernels.FP8_KEYS_AS_A = False\n"
+        "    assert float((got - want).norm() / want.norm()) < (2e-3 if fp8 else 1e-5), (fp8, one_loop)\n"
+        "kernels.FP8_KEYS_AS_A = kernels.TWO_GROUP_ONE_LOOP = False\n"
         "# split counts that are not powers of two (the exact rule): key blocks dealt out evenly, merged masked\n"
         "q, k, v = torch.randn(1, 2, 4, 64), torch.randn(1, 2, 5000, 64), torch.randn(1, 2, 5000, 64)\n"
         "for splits in (3, 5, 53, 100):\n"
@@ -526,14 +528,16 @@ def test_split_k_decode_kernels_in_the_triton_interpreter():
         "        got = kernels._triton_decode2(q, groups, 0.125, workspace=ws)\n"
         "        want = kernels.decode_attention_groups(q, groups, 0.125)\n"
         "        assert float((got - want).norm() / want.norm()) < 1e-5, (splits, n)\n"
-        "        # each group its own split count (a ring's few programs), the ring first or second\n"
-        "        for keys in ((5000, 80), (80, 5000)):\n"
+        "        # each group its own split count (a ring's few programs), the ring first or second, one loop or two\n"
+        "        for keys, one_loop in (((5000, 80), False), ((80, 5000), False), ((5000, 80), True), ((80, 5000), True)):\n"
+        "            kernels.TWO_GROUP_ONE_LOOP = one_loop\n"
         "            ws = kernels.DecodeWorkspace(1, 2, 4, 64, 5000, q.device, splits=splits, group_keys=keys)\n"
         "            gs = groups if keys[0] > keys[1] else groups[::-1]\n"
         "            qq = q if keys[0] > keys[1] else q.flip(1)\n"
         "            got = kernels._triton_decode2(qq, gs, 0.125, workspace=ws)\n"
         "            want = kernels.decode_attention_groups(qq, gs, 0.125)\n"
-        "            assert float((got - want).norm() / want.norm()) < 1e-5, (splits, n, keys)\n"
+        "            assert float((got - want).norm() / want.norm()) < 1e-5, (splits, n, keys, one_loop)\n"
+        "        kernels.TWO_GROUP_ONE_LOOP = False\n"
         "# above 64 splits the one-pass merge (kernels.REDUCE_ONE_PASS) splits head_dim over its programs (99 splits:\n"
         "# 2 blocks of 64 columns, 256: 4 of 32); off, it loops over blocks of 64 splits; the merge folded into the\n"
         "# partial kernel (kernels.FUSED_MERGE) keeps all of head_dim in one program. One group and two\n"

@@ -26,14 +26,14 @@ Path('/tmp/sedpa_dry_model/config.json').exists() or build_tiny('llama', Path('/
   BENCH="bench efficiency --model /tmp/sedpa_dry_model --device cpu --contexts 256 --peers none --retrieval-ratio 0.5
     --rank-ratio 0.85 --sink 4 --recent 16 --window 64 --chunk 128 --decode-tokens 4"
 fi
-# the next call's default queues: the one-pass split merge (kernels.REDUCE_ONE_PASS, the default: head_dim split over
-# the merge's programs above 64 splits) against the previous two-pass merge (--reduce-two-pass), for bf16 and fp8
-# caches; and the two-group bf16 kernel's launch, whose 4.0 TB/s over duo's KV trails full's kernel (~4.4 TB/s,
-# README "Where the step goes"): 3 and 4 pipeline stages, 128-key blocks, 4 programs an SM; and the Triton GEMV
-# for the MLP's weights too (allgemv: faster than cuBLAS alone for gate_up and down at 2 rows a program,
-# gemv_probe_h200.json). Defaults twice (rows of one setting vary by up to 2% between runs)
-QUEUE0=${QUEUE0:-"base=;twopass=--reduce-two-pass;base2=;st3=--key bf16-two --decode-stages 3@duo;st4=--key bf16-two --decode-stages 4@duo;pps4=--key bf16-two --programs-per-sm 4@duo;bn128=--key bf16-two --decode-block-n 128@duo"}
-QUEUE1=${QUEUE1:-"tests;fp8=@full,duo@fp8;twopass8=--reduce-two-pass@duo@fp8;fp8b=@duo@fp8;twopass2=--reduce-two-pass@duo;st3b=--key bf16-two --decode-stages 3@duo;fullst3=--key bf16 --decode-stages 3@full;allgemv=--gemv-max-weight 134217728"}
+# the next call's default queues: the one-pass split merge (kernels.REDUCE_ONE_PASS, the default) against the
+# two-pass merge, for bf16 and fp8 caches; the two-group kernel with one attention loop (--one-loop): half the shared
+# memory, so 5 programs an SM fit where 3 do today (bench/results/decode_kernel_resources_sm90.json), at 3-5 programs
+# an SM; fp8's two-group kernel with one loop, and at 64-key blocks (255 registers at 128: 2 programs an SM fit,
+# where 6 are asked); the Triton GEMV for the MLP's weights too (allgemv: faster than cuBLAS alone for gate_up and
+# down at 2 rows a program, gemv_probe_h200.json). Defaults twice (rows of one setting vary by up to 2% between runs)
+QUEUE0=${QUEUE0:-"base=;twopass=--reduce-two-pass;base2=;ol3=--one-loop@duo;ol4=--one-loop --key bf16-two --programs-per-sm 4@duo;ol5=--one-loop --key bf16-two --programs-per-sm 5@duo;ol4b=--one-loop --key bf16-two --programs-per-sm 4@duo,sedpa-w;st3=--key bf16-two --decode-stages 3@duo"}
+QUEUE1=${QUEUE1:-"tests;fp8=@full,duo@fp8;twopass8=--reduce-two-pass@duo@fp8;fp8ol=--one-loop@duo@fp8;fp8ol64=--one-loop --key fp8-two --decode-block-n 64 --decode-stages 3 --programs-per-sm 4@duo@fp8;allgemv=--gemv-max-weight 134217728;pps4=--key bf16-two --programs-per-sm 4@duo"}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$R/device.txt" 2>/dev/null || echo "no GPU" > "$R/device.txt"
 echo "${SEDPA_GIT_COMMIT:-unknown}" > "$R/commit.txt"
 

@@ -236,12 +236,13 @@ if HAS_TRITON:
                          G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr,
                          SPLITS: tl.constexpr, S1: tl.constexpr, S2: tl.constexpr, FP8: tl.constexpr, scale,
                          GDC: tl.constexpr, FP8_QK: tl.constexpr, MERGE: tl.constexpr, SPLITS_P2: tl.constexpr,
-                         SB: tl.constexpr):
+                         SB: tl.constexpr, ONE_LOOP: tl.constexpr):
         """Both head groups of a layer in one launch: KV heads [0, H1) read cache 1 (e.g. full length) in S1
         splits, heads [H1, H) cache 2 (e.g. a ring) in S2, each with its own valid length. A 1-D grid of
         B * (H1 * S1 + (H - H1) * S2) programs, group 1's first (split-major, heads interleaved as a 2-D grid
         would launch them), so a short ring takes a program or two a head instead of S1 that find no keys.
-        Partials are laid out [B * H, SPLITS] (SPLITS = max(S1, S2))."""
+        Partials are laid out [B * H, SPLITS] (SPLITS = max(S1, S2)). ONE_LOOP (kernels.TWO_GROUP_ONE_LOOP):
+        the group's cache is chosen before one attention loop, instead of a loop per group."""
         _await_previous(GDC)
         pid = tl.program_id(0)
         n1 = B * H1 * S1
@@ -254,7 +255,21 @@ if HAS_TRITON:
         h = tl.where(in1, 0, H1) + bh_g % heads
         q = _load_q(Q, b, h, sqb, sqh, sqg, G, G_PAD, D)
         qk_scale = scale * 1.4426950408889634
-        if h < H1:
+        if ONE_LOOP:  # the group's cache chosen first, one attention loop (one set of shared-memory buffers)
+            if in1:
+                K, V, LEN, KS, VS, hh = K1, V1, LEN1, KS1, VS1, h
+                skb, skh, skt, svb, svh, svt = s1kb, s1kh, s1kt, s1vb, s1vh, s1vt
+                sksb, sksh, skst, svsb, svsh, svst = s1ksb, s1ksh, s1kst, s1vsb, s1vsh, s1vst
+                start, end = _split_range(LEN1, split, S1, BLOCK_N)
+            else:
+                K, V, LEN, KS, VS, hh = K2, V2, LEN2, KS2, VS2, h - H1
+                skb, skh, skt, svb, svh, svt = s2kb, s2kh, s2kt, s2vb, s2vh, s2vt
+                sksb, sksh, skst, svsb, svsh, svst = s2ksb, s2ksh, s2kst, s2vsb, s2vsh, s2vst
+                start, end = _split_range(LEN2, split, S2, BLOCK_N)
+            acc, m_i, l_i = _attend(q, K, V, LEN, KS, VS, b, hh, start, end, skb, skh, skt, svb, svh, svt, 0, 0,
+                                    sksb, sksh, skst, svsb, svsh, svst, G_PAD, D, BLOCK_N, False, FP8, qk_scale,
+                                    FP8_QK)
+        elif h < H1:
             start, end = _split_range(LEN1, split, S1, BLOCK_N)
             acc, m_i, l_i = _attend(q, K1, V1, LEN1, KS1, VS1, b, h, start, end, s1kb, s1kh, s1kt, s1vb, s1vh, s1vt,
                                     0, 0, s1ksb, s1ksh, s1kst, s1vsb, s1vsh, s1vst, G_PAD, D, BLOCK_N, False, FP8,
@@ -338,6 +353,17 @@ if HAS_TRITON:
         n = tl.where(h < H1, S1, S2)
         _merge_row(ACC, M, L, OUT, bh, b, h, g, tl.program_id(2) * DB, sob, soh, sog, n, G_PAD, D, DB, SPLITS,
                    SPLITS_P2, SB, False)
+
+
+# The two-group kernel with one attention loop: each program picks its group's cache, strides and split range
+# first and runs one `_attend`, where the default compiles a loop per group under a runtime branch, and each loop
+# keeps its own pipelined shared-memory buffers. Compiled for sm_90 as the JIT specialises it
+# (bench/scripts/kernel_resources.py -> bench/results/decode_kernel_resources_sm90.json): bf16 at 64-key blocks,
+# 2 stages, 4 warps takes 69,632 bytes of shared memory with two loops (3 programs an SM fit in 227 KB: the
+# bf16-two launch's 3 programs an SM) and 38,912 with one, as the one-group kernel (5 fit), 78 registers against
+# 96; fp8 65,536 -> 40,960. Duo's two-group kernel streams at ~4.0 TB/s where full's one-group kernel reaches
+# ~4.4 (README "Where the step goes"). Untimed on the GPU (the sweep times it at 3-6 programs an SM).
+TWO_GROUP_ONE_LOOP = False
 
 
 # The split merge in one pass at any split count (up to 256): above 64 splits its programs also split head_dim
@@ -616,7 +642,8 @@ def _triton_decode2(q, groups, scale, *, workspace=None, out=None):
         *_strides3(v2), *_strides3(ks1), *_strides3(vs1), *_strides3(ks2), *_strides3(vs2), b, h, h1,
         *_strides3(out),
         G=g, G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, S1=s1, S2=s2, FP8=fp8, scale=scale, FP8_QK=fp8_key_dot(fp8),
-        **_merge_args(ws, d), **DECODE_LAUNCH[launch_key("fp8" if fp8 else "bf16", two_groups=True)], **_pdl())
+        ONE_LOOP=TWO_GROUP_ONE_LOOP, **_merge_args(ws, d),
+        **DECODE_LAUNCH[launch_key("fp8" if fp8 else "bf16", two_groups=True)], **_pdl())
     _merge_launch(ws, out, h1, s1, s2)
     return out
 
