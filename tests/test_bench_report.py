@@ -116,3 +116,31 @@ def test_model_card_carries_the_tradeoff_table(files):
     assert "| mode |" in table and "| duo |" in table and "| sedpa-w |" in table
     assert tradeoff_from_results(loaded[:1]) is None  # one benchmark kind: no trade-off to show
     assert tradeoff_from_results(loaded + loaded[:1]) is None  # two niah files: ambiguous, left out
+
+
+def test_parameters_are_the_stored_weights_where_the_accuracy_run_recorded_them(files, tmp_path):
+    """The SEDPA paper's parameter column: what each mode's weights hold as stored (the base model for full and
+    duo, the artifact with factored streaming projections for sedpa-w), from the niah JSON's model identity,
+    over the efficiency run's runtime count (which multiplies factors back on small models); modes without a
+    record keep the runtime's."""
+    niah = json.loads(files[0].read_text())
+    niah["settings"] = {"modes": {"full": {"model": {"name": "m", "parameters": 8_030_000_000}},
+                                  "sedpa-w": {"model": {"name": "m", "parameters": 6_500_000_000}}}}
+    (tmp_path / "niah2.json").write_text(json.dumps(niah))
+    md = tradeoff_markdown([tmp_path / "niah2.json", *files[1:]])
+    table = {line.split(" | ")[0][2:]: line for line in md.splitlines() if line.startswith("| ")}
+    assert table["sedpa-w"].endswith("| 6.50B |") and table["full"].endswith("| 8.03B |")
+    assert table["duo"].endswith("| 8.03B |")  # no record: the runtime's count
+    assert "as the mode's weights are stored" in md
+
+
+def test_model_identity_counts_stored_parameters(tmp_path):
+    """bench JSONs record each mode's stored parameter count (tied embeddings once)."""
+    from conftest import build_tiny
+
+    from sedpa_compress.bench.common import model_identity
+    from sedpa_compress.models import load_model
+
+    loaded = load_model(str(build_tiny("llama", tmp_path / "m", layers=2)), dtype="float32")
+    unique = {id(p): p for p in loaded.model.parameters()}.values()
+    assert model_identity(loaded)["parameters"] == sum(p.numel() for p in unique) > 0

@@ -141,9 +141,12 @@ def file_digest(path: Path | None) -> str | None:
 
 
 def model_identity(loaded: LoadedModel) -> dict[str, Any]:
-    """Enough to tell two models apart in a cache key (name, where it came from, its config)."""
+    """Enough to tell two models apart in a cache key (name, where it came from, its config), and how many
+    parameters it stores (the benchmarks' reports show them per mode)."""
     ident: dict[str, Any] = {"name": loaded.name, "source": loaded.source, "revision": loaded.revision,
-                             "dtype": str(next(loaded.model.parameters()).dtype)}
+                             "dtype": str(next(loaded.model.parameters()).dtype),
+                             # as stored: an artifact's factored projections count their factors (tied once)
+                             "parameters": sum(p.numel() for p in {id(p): p for p in loaded.model.parameters()}.values())}
     if loaded.path is not None:
         ident["path"] = str(Path(loaded.path).resolve())
         cfg = Path(loaded.path) / "config.json"

@@ -113,11 +113,24 @@ def tradeoff_rows(results: dict[str, tuple[Path, dict[str, Any]]], context: int 
                 if mine and ctx is not None:
                     t.notes.append(f"{mode}: no decode row at {ctx} tokens" + (f" ({why})" if why else ""))
             t.values["params"] = next((r["params"] for r in mine if r.get("params") is not None), None)
+        stored = stored_parameters(get, mode)
+        if stored is not None:  # the weights the mode loads, as stored, over what the runtime holds
+            t.values["params"] = stored
         if "max-context" in get:
             row = next((r for r in get["max-context"].get("rows", []) if r.get("mode") == mode and "skipped" not in r), None)
             t.values["max_context"] = row.get("max_context") if row else None
         rows.append(t)
     return rows, ctx
+
+
+def stored_parameters(results: dict[str, dict[str, Any]], mode: str) -> int | None:
+    """Parameters of the weights `mode` ran on as stored (the base model, or an artifact whose streaming heads'
+    projections are factored), from the accuracy benchmarks' model identity; None where no result records it."""
+    for kind in ("niah", "ppl", "longbench"):
+        model = results.get(kind, {}).get("settings", {}).get("modes", {}).get(mode, {}).get("model", {})
+        if model.get("parameters") is not None:
+            return int(model["parameters"])
+    return None
 
 
 def _pct(v) -> str:
@@ -192,9 +205,11 @@ def _markdown(results: dict[str, tuple[Path, dict[str, Any]]], context: int | No
     if "niah" in results:
         lines.append("NIAH accuracy: the needle's value in the first line of the answer (string match); exact: the "
                      "answer starts with it.")
+    stored = any(stored_parameters({k: v[1] for k, v in results.items()}, t.mode) is not None for t in rows)
     if "efficiency" in results:
         lines.append("Decode latency, KV cache and peak memory at one context from the efficiency run; parameters "
-                     "as the runtime holds them.")
+                     + ("as the mode's weights are stored (the base model, or the artifact with its streaming heads' "
+                        "projections factored)." if stored else "as the runtime holds them."))
     notes = [n for t in rows for n in t.notes]
     if len(models) > 1:
         notes.append(f"the files name different models ({', '.join(models)}): e.g. timing on random weights of "
