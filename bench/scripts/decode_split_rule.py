@@ -33,6 +33,8 @@ def main() -> None:
     ap.add_argument("--decode-block-n", type=int, help="kernels.DECODE_LAUNCH[--key]'s keys a block")
     ap.add_argument("--decode-warps", type=int, help="kernels.DECODE_LAUNCH[--key]'s warps")
     ap.add_argument("--decode-stages", type=int, help="kernels.DECODE_LAUNCH[--key]'s pipeline stages")
+    ap.add_argument("--decode-maxnreg", type=int,
+                    help="a register cap for --key's kernel (Triton's maxnreg: spills traded for programs an SM)")
     ap.add_argument("--rounding", choices=kernels.SPLIT_ROUNDINGS,
                     help="kernels.SPLIT_ROUNDING for --key's kernel, or every kernel's without --key (default: the table's)")
     ap.add_argument("--gemv-max-weight", type=int, default=kernels.GEMV_MAX_WEIGHT,
@@ -50,10 +52,10 @@ def main() -> None:
                     help="kernels.REDUCE_ONE_PASS off: the split merge in blocks of 64 splits over all of head_dim")
     args, rest = ap.parse_known_args()
     per_key = {"programs_per_sm": args.programs_per_sm, "BLOCK_N": args.decode_block_n,
-               "num_warps": args.decode_warps, "num_stages": args.decode_stages}
+               "num_warps": args.decode_warps, "num_stages": args.decode_stages, "maxnreg": args.decode_maxnreg}
     if (args.key is None) != all(v is None for v in per_key.values()):
-        ap.error("--key goes with --programs-per-sm, --decode-block-n, --decode-warps or --decode-stages, and they "
-                 "with --key")
+        ap.error("--key goes with --programs-per-sm, --decode-block-n, --decode-warps, --decode-stages or "
+                 "--decode-maxnreg, and they with --key")
     if args.key is not None:
         if args.key not in kernels.DECODE_PROGRAMS_PER_SM:
             ap.error(f"--key {args.key}: use one of {', '.join(kernels.DECODE_PROGRAMS_PER_SM)}")

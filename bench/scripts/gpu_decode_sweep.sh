@@ -31,10 +31,11 @@ fi
 # memory, so 5 programs an SM fit where 3 do today (bench/results/decode_kernel_resources_sm90.json), at 3-5 programs
 # an SM; fp8's two-group kernel with one loop, and at 32-key blocks (255 registers at 128: 2 programs an SM fit,
 # where 6 are asked; at 32-key blocks and 3 stages 152 registers: 3 fit); the Triton GEMV for the MLP's weights
-# too (allgemv: faster than cuBLAS alone for gate_up and down at 2 rows a program, gemv_probe_h200.json). Defaults
-# twice (rows of one setting vary by up to 2% between runs)
-QUEUE0=${QUEUE0:-"base=;twopass=--reduce-two-pass;base2=;ol3=--one-loop@duo;ol4=--one-loop --key bf16-two --programs-per-sm 4@duo;ol5=--one-loop --key bf16-two --programs-per-sm 5@duo;ol4b=--one-loop --key bf16-two --programs-per-sm 4@duo,sedpa-w;st3=--key bf16-two --decode-stages 3@duo"}
-QUEUE1=${QUEUE1:-"tests;fp8=@full,duo@fp8;twopass8=--reduce-two-pass@duo@fp8;fp8ol=--one-loop@duo@fp8;fp8ol32=--one-loop --key fp8-two --decode-block-n 32 --decode-stages 3 --programs-per-sm 3@duo@fp8;allgemv=--gemv-max-weight 134217728;pps4=--key bf16-two --programs-per-sm 4@duo"}
+# too (allgemv: faster than cuBLAS alone for gate_up and down at 2 rows a program, gemv_probe_h200.json); fp8 with a
+# register cap (--decode-maxnreg: 168 lets 3 of full's fp8 programs fit with 88 bytes spilled, 128 four of duo's at
+# 64-key blocks with 104). Defaults twice (rows of one setting vary by up to 2% between runs)
+QUEUE0=${QUEUE0:-"base=;twopass=--reduce-two-pass;base2=;ol3=--one-loop@duo;ol4=--one-loop --key bf16-two --programs-per-sm 4@duo;ol5=--one-loop --key bf16-two --programs-per-sm 5@duo;ol4b=--one-loop --key bf16-two --programs-per-sm 4@duo,sedpa-w;fp8full168=--key fp8 --decode-maxnreg 168 --programs-per-sm 3@full@fp8"}
+QUEUE1=${QUEUE1:-"tests;fp8=@full,duo@fp8;twopass8=--reduce-two-pass@duo@fp8;fp8ol=--one-loop@duo@fp8;fp8ol32=--one-loop --key fp8-two --decode-block-n 32 --decode-stages 3 --programs-per-sm 3@duo@fp8;allgemv=--gemv-max-weight 134217728;fp8ol64r=--one-loop --key fp8-two --decode-block-n 64 --decode-stages 3 --decode-maxnreg 128 --programs-per-sm 4@duo@fp8"}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$R/device.txt" 2>/dev/null || echo "no GPU" > "$R/device.txt"
 echo "${SEDPA_GIT_COMMIT:-unknown}" > "$R/commit.txt"
 

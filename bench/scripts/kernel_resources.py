@@ -3,7 +3,8 @@ machine: Triton compiles ahead of time without a GPU, the arguments specialised 
 launch (pointers 16-byte aligned, integers divisible by 16 hinted, integers equal to 1 made constants), and
 cuobjdump (shipped with Triton) reads the cubin. From those, how many programs of each launch one SM can hold
 (registers: 64K a SM, allocated 256 a warp; shared memory: 228 KB a SM, 1 KB reserved a program; 64 warps):
-a launch asking for more programs an SM than fit runs in waves.
+a launch asking for more programs an SM than fit runs in waves. The fp8 kernels also with a register cap (Triton's
+`maxnreg`), which ptxas meets by spilling.
 
     PYTHONPATH=. python3 bench/scripts/kernel_resources.py --out bench/results/decode_kernel_resources_sm90.json
 
@@ -29,7 +30,7 @@ T, RING, D = 131072, 320, 128
 REGS_PER_SM, SMEM_PER_SM, WARPS_PER_SM = 65536, 233472, 64
 
 
-def usage(fn, ptrs: dict, ints: dict, consts: dict, warps: int, stages: int) -> dict:
+def usage(fn, ptrs: dict, ints: dict, consts: dict, warps: int, stages: int, maxnreg: int | None = None) -> dict:
     """Compile `fn` for sm_90 with these argument types and values; its registers, stack and shared memory."""
     import triton
     from triton.backends.compiler import GPUTarget
@@ -51,7 +52,7 @@ def usage(fn, ptrs: dict, ints: dict, consts: dict, warps: int, stages: int) -> 
             if ints[name] % 16 == 0:
                 attrs[(i,)] = [["tt.divisibility", 16]]
     ck = triton.compile(ASTSource(fn, sig, constexprs=constexprs, attrs=attrs), target=GPUTarget("cuda", 90, 32),
-                        options=dict(num_warps=warps, num_stages=stages))
+                        options=dict(num_warps=warps, num_stages=stages, maxnreg=maxnreg))
     with tempfile.NamedTemporaryFile(suffix=".cubin", delete=False) as f:
         f.write(ck.asm["cubin"])
     tool = os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "cuobjdump")
@@ -106,6 +107,19 @@ def main() -> None:
         for kernel, fn, ptrs, ints, consts in kinds:
             row = dict(kernel=kernel, kv_dtype="fp8" if fp8 else "bf16", num_warps=warps, block_n=block_n,
                        num_stages=stages, **usage(fn, ptrs, ints, consts, warps, stages))
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    # fp8 with a register cap (Triton's maxnreg): spills traded for programs an SM
+    for (block_n, stages), cap in itertools.product(((128, 3), (128, 2), (64, 3)), (168, 128)):
+        ptr1, ints1, ptr2, ints2 = shapes(True)
+        common = dict(G=4, G_PAD=16, D=D, FP8=True, GDC=False, FP8_QK=0, MERGE=False, BLOCK_N=block_n)
+        for kernel, fn, ptrs, ints, consts in (
+                ("one-group", kernels._decode_partial, ptr1, ints1,
+                 dict(common, SPLITS=64, SPLITS_P2=64, SB=64, INDEXED=False)),
+                ("two-group, one loop", kernels._decode_partial2, ptr2, ints2,
+                 dict(common, SPLITS=99, S1=99, S2=1, SPLITS_P2=128, SB=128, ONE_LOOP=True))):
+            row = dict(kernel=kernel, kv_dtype="fp8", num_warps=4, block_n=block_n, num_stages=stages, maxnreg=cap,
+                       **usage(fn, ptrs, ints, consts, 4, stages, cap))
             rows.append(row)
             print(json.dumps(row), flush=True)
     launches = {k: dict(v, programs_per_sm_asked=kernels.DECODE_PROGRAMS_PER_SM[k])
