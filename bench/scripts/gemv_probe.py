@@ -115,10 +115,10 @@ def layer_chains(dev, graph_us) -> list[dict]:
     opts = dict(dynamic=False, fullgraph=True)
     add_norm, silu_mul, norm = (torch.compile(f, **opts) for f in (_add_rms_norm, _silu_mul, _rms_norm))
 
-    def today():
+    def today(mlp_linear=F.linear):
         o = kernels.decode_linear(a, w_o)
         x1, h = add_norm(x, o, n1, eps)
-        m = F.linear(silu_mul(F.linear(h, w_gu)), w_d)
+        m = mlp_linear(silu_mul(mlp_linear(h, w_gu)), w_d)
         x2, h2 = add_norm(x1, m, n2, eps)
         return kernels.decode_linear(h2, w_qkv)
 
@@ -133,11 +133,7 @@ def layer_chains(dev, graph_us) -> list[dict]:
         saved = kernels.GEMV_MAX_WEIGHT
         kernels.GEMV_MAX_WEIGHT = w_gu.numel()
         try:
-            o = kernels.decode_linear(a, w_o)
-            x1, h = add_norm(x, o, n1, eps)
-            m = kernels.decode_linear(silu_mul(kernels.decode_linear(h, w_gu)), w_d)
-            x2, h2 = add_norm(x1, m, n2, eps)
-            return kernels.decode_linear(h2, w_qkv)
+            return today(kernels.decode_linear)
         finally:
             kernels.GEMV_MAX_WEIGHT = saved
 

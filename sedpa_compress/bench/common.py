@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from sedpa_compress.errors import SedpaError
+from sedpa_compress.models.loaded import count_parameters
 from sedpa_compress.models.loader import LoadedModel, shipped_pattern_path
 from sedpa_compress.runtime.generate import runs_fast
 from sedpa_compress.runtime.reference import AttentionMode, using_mode
@@ -145,8 +146,7 @@ def model_identity(loaded: LoadedModel) -> dict[str, Any]:
     parameters it stores (the benchmarks' reports show them per mode)."""
     ident: dict[str, Any] = {"name": loaded.name, "source": loaded.source, "revision": loaded.revision,
                              "dtype": str(next(loaded.model.parameters()).dtype),
-                             # as stored: an artifact's factored projections count their factors (tied once)
-                             "parameters": sum(p.numel() for p in {id(p): p for p in loaded.model.parameters()}.values())}
+                             "parameters": count_parameters(loaded.model)}
     if loaded.path is not None:
         ident["path"] = str(Path(loaded.path).resolve())
         cfg = Path(loaded.path) / "config.json"

@@ -56,6 +56,12 @@ class LoadedModel:
         return self.tokenizer.decode(ids, skip_special_tokens=True)
 
 
+def count_parameters(model: nn.Module) -> int:
+    """Parameters a module stores (a tensor shared by two names, e.g. tied embeddings, once; an artifact's factored
+    projections count their factors)."""
+    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
 def load_tokenizer(path: Path):
     """The tokenizer a model directory carries, or None when it has no tokenizer files.
 

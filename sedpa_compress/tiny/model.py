@@ -68,10 +68,6 @@ def grow_kv_heads(state: dict[str, torch.Tensor], num_kv_heads: int, head_dim: i
     return out
 
 
-def count_parameters(model: torch.nn.Module) -> int:
-    return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
-
-
 def export_hf(model: torch.nn.Module, tokenizer_dir: Path, out_dir: Path, dtype: torch.dtype = torch.bfloat16,
               max_shard_bytes: int | None = None) -> None:
     """Write config.json, generation_config.json, model.safetensors (optionally in shards with an index),

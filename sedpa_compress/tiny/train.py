@@ -28,7 +28,8 @@ from sedpa_compress.distributed import SINGLE, World
 from sedpa_compress.errors import SedpaError
 from sedpa_compress.tiny.config import TinyTrainConfig, config_to_dict
 from sedpa_compress.tiny.data import Batch, TinyData, sequence_length
-from sedpa_compress.tiny.model import build_model, count_parameters, export_hf, grow_kv_heads
+from sedpa_compress.models.loaded import count_parameters
+from sedpa_compress.tiny.model import build_model, export_hf, grow_kv_heads
 
 Log = Callable[[str], None]
 
