@@ -361,9 +361,11 @@ if HAS_TRITON:
 # (bench/scripts/kernel_resources.py -> bench/results/decode_kernel_resources_sm90.json): bf16 at 64-key blocks,
 # 2 stages, 4 warps takes 69,632 bytes of shared memory with two loops (3 programs an SM fit in 227 KB: the
 # bf16-two launch's 3 programs an SM) and 38,912 with one, as the one-group kernel (5 fit), 78 registers against
-# 96; fp8 65,536 -> 40,960. Duo's two-group kernel streams at ~4.0 TB/s where full's one-group kernel reaches
-# ~4.4 (README "Where the step goes"). Untimed on the GPU (the sweep times it at 3-6 programs an SM).
-TWO_GROUP_ONE_LOOP = False
+# 96; fp8 65,536 -> 40,960. Duo's two-group kernel streamed at ~4.0 TB/s where full's one-group kernel reaches
+# ~4.4 (README "Where the step goes"). Timed in the whole step at 128K (bench/results/decode_launch_sweep4_h200.json,
+# against two loops in the same call): bf16 duo -0.8% at 3 programs an SM, -0.7% at 4, -2.7% at 5 (the
+# bf16-two launch's now); fp8 duo -4.4% at its 6.
+TWO_GROUP_ONE_LOOP = True
 
 
 # The split merge in one pass at any split count (up to 256): above 64 splits its programs also split head_dim
@@ -473,7 +475,7 @@ def launch_key(kv_dtype: str, two_groups: bool = False) -> str:
     return key if two_groups and key in DECODE_LAUNCH else kv_dtype
 
 
-DECODE_PROGRAMS_PER_SM: dict[str, int] = {"bf16": 4, "fp8": 2, "bf16-two": 3, "fp8-two": 6}
+DECODE_PROGRAMS_PER_SM: dict[str, int] = {"bf16": 4, "fp8": 2, "bf16-two": 5, "fp8-two": 6}
 SMS = 132
 
 
