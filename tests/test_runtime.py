@@ -925,6 +925,65 @@ def test_split_rounding_is_exact_for_the_two_group_kernels_alone():
     assert two.splits == round(kernels.DECODE_PROGRAMS_PER_SM["bf16-two"] * kernels.SMS / 5)
 
 
+def _huge_batch_stride(t: torch.Tensor) -> torch.Tensor:
+    """`t` [1, h, n, d] as a view whose batch stride is past int32 (2^31 + 128 elements), as a retrieval cache of
+    4 heads x 4.2M positions has: no memory beyond `t`'s, since the one batch row never steps over it."""
+    return t.as_strided(t.shape, (2**31 + 128, *t.stride()[1:]))
+
+
+def test_the_two_group_kernel_takes_two_loops_for_strides_past_int32(monkeypatch):
+    """The JIT types an integer argument int64 from 2^31 on, and the one-loop two-group kernel assigns both groups'
+    strides to one variable, which Triton refuses to compile for int64 and int32 (the ring's) together: the
+    launcher keeps such caches (the longest contexts) on two loops, and everything else on one."""
+    launched = []
+
+    class Kernel:  # stands in for the Triton kernel: records the launch's ONE_LOOP
+        def __getitem__(self, grid):
+            return lambda *args, **kw: launched.append(kw["ONE_LOOP"])
+
+    monkeypatch.setattr(kernels, "_decode_partial2", Kernel(), raising=False)
+    monkeypatch.setattr(kernels, "_merge_launch", lambda *a: None)
+    monkeypatch.setattr(kernels, "TWO_GROUP_ONE_LOOP", True)
+    q = torch.zeros(1, 8, 4, 128)
+    k1, k2 = torch.zeros(1, 4, 1024, 128), torch.zeros(1, 4, 64, 128)
+    n1, n2 = torch.tensor([1024]), torch.tensor([64])
+    for big in (False, True):
+        g1 = _huge_batch_stride(k1) if big else k1
+        kernels._triton_decode2(q, [(g1, g1, n1, None, None), (k2, k2, n2, None, None)], 0.1)
+    assert launched == [True, False]
+    assert not kernels.one_loop_fits([2**31])
+    monkeypatch.setattr(kernels, "TWO_GROUP_ONE_LOOP", False)
+    assert not kernels.one_loop_fits([1])
+
+
+@pytest.mark.parametrize("fp8", [False, True])
+def test_two_loops_compile_for_int64_strides_where_one_loop_does_not(fp8):
+    """The reason for the rule above, on Triton itself: compiled ahead of time for sm_90 (no GPU needed), the
+    two-group kernel with int64 retrieval-cache strides and int32 ring strides compiles with a loop per group and
+    not with one loop. Should a Triton accept the second, the rule can go."""
+    triton = pytest.importorskip("triton")
+    from triton.backends.compiler import GPUTarget
+    from triton.compiler import ASTSource
+
+    fn = kernels._decode_partial2
+    consts = dict(G=4, G_PAD=16, D=128, BLOCK_N=64, SPLITS=99, S1=99, S2=1, FP8=fp8, GDC=False, FP8_QK=0,
+                  MERGE=False, SPLITS_P2=128, SB=128)
+    cache, scales = ("*u8", "*bf16") if fp8 else ("*bf16", "*i64")  # bf16 caches pass the lengths as scales
+    pointers = dict(Q="*bf16", K1=cache, V1=cache, LEN1="*i64", KS1=scales, VS1=scales, K2=cache, V2=cache,
+                    LEN2="*i64", KS2=scales, VS2=scales, ACC="*fp32", M="*fp32", L="*fp32", OUT="*bf16", CNT="*i32")
+    wide = {"s1kb", "s1vb"}  # the retrieval cache's batch strides, past 2^31
+
+    def compile_with(one_loop: bool):
+        sig = {name: "constexpr" if name in consts or name == "ONE_LOOP" else pointers.get(name) or
+               ("fp32" if name == "scale" else "i64" if name in wide else "i32") for name in fn.arg_names}
+        return triton.compile(ASTSource(fn, sig, constexprs=dict(consts, ONE_LOOP=one_loop)),
+                              target=GPUTarget("cuda", 90, 32), options=dict(num_warps=4, num_stages=2))
+
+    compile_with(False)
+    with pytest.raises(Exception, match="Mismatched type"):
+        compile_with(True)
+
+
 def test_the_shipped_launch_table_is_the_probe_s_choice():
     """The H200 probe (bench/results/decode_kernel_probe_h200.json) found half the splits best for fp8's one-group
     kernel (full fp8: 32 of 8 heads; full bf16 keeps 64); the whole duo step, with the two-group kernel's one

@@ -608,6 +608,15 @@ def _strides3(t: torch.Tensor | None) -> tuple[int, int, int]:
     return (t.stride(0), t.stride(1), t.stride(2)) if t is not None else (0, 0, 0)
 
 
+def one_loop_fits(cache_strides: list[int]) -> bool:
+    """Whether the two-group kernel may take its one attention loop (kernels.TWO_GROUP_ONE_LOOP) for caches with
+    these strides. The JIT types an integer argument int64 once it reaches 2^31 (a retrieval cache of 4 heads x
+    4.2M positions x 128 has a batch stride of 2.1G elements: the longest contexts), and one loop assigns each
+    group's strides to the same variable, which Triton refuses to compile when one group's are int64 and the
+    other's int32 (the ring's). Two loops keep each group's strides apart, so such caches take them."""
+    return TWO_GROUP_ONE_LOOP and all(abs(x) < 2**31 for x in cache_strides)
+
+
 def decode_attention_groups(q: torch.Tensor, groups: list[tuple], scale: float, *,
                             workspace: DecodeWorkspace | None = None, out: torch.Tensor | None = None) -> torch.Tensor:
     """A layer's decode attention over its two head groups, each with its own cache and length, in one
@@ -638,13 +647,13 @@ def _triton_decode2(q, groups, scale, *, workspace=None, out=None):
     out = out if out is not None else torch.empty_like(q)
     fp8 = ks1 is not None
     h1 = k1.shape[1]
+    cache_strides = [*_strides3(k1), *_strides3(v1), *_strides3(k2), *_strides3(v2), *_strides3(ks1),
+                     *_strides3(vs1), *_strides3(ks2), *_strides3(vs2)]
     _decode_partial2[(b * (h1 * s1 + (h - h1) * s2),)](
         q, k1, v1, n1, ks1 if fp8 else n1, vs1 if fp8 else n1, k2, v2, n2, ks2 if fp8 else n2, vs2 if fp8 else n2,
-        ws.acc, ws.m, ws.l, out, ws.count, *_strides3(q), *_strides3(k1), *_strides3(v1), *_strides3(k2),
-        *_strides3(v2), *_strides3(ks1), *_strides3(vs1), *_strides3(ks2), *_strides3(vs2), b, h, h1,
-        *_strides3(out),
+        ws.acc, ws.m, ws.l, out, ws.count, *_strides3(q), *cache_strides, b, h, h1, *_strides3(out),
         G=g, G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, S1=s1, S2=s2, FP8=fp8, scale=scale, FP8_QK=fp8_key_dot(fp8),
-        ONE_LOOP=TWO_GROUP_ONE_LOOP, **_merge_args(ws, d),
+        ONE_LOOP=one_loop_fits(cache_strides), **_merge_args(ws, d),
         **DECODE_LAUNCH[launch_key("fp8" if fp8 else "bf16", two_groups=True)], **_pdl())
     _merge_launch(ws, out, h1, s1, s2)
     return out
