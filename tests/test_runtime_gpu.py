@@ -112,52 +112,45 @@ def test_split_k_kernel_reads_fp8_caches(length, rounding, fp8_qk, monkeypatch):
     assert rel(got, want) <= 1e-2
 
 
+def _two_group_error(fp8: bool, keys: int, seed: int, wide: bool = False) -> float:
+    """Relative error of the two-group kernel (4 heads over `keys` keys, 4 over a 320-key ring, bf16 or fp8 caches)
+    against the fp32 reference group by group. `wide`: the long group's caches as views with a batch stride past
+    2^31 elements (nothing large is allocated: the one batch row never steps over it)."""
+    from sedpa_compress.runtime.cache import dequantize_fp8, quantize_fp8
+
+    torch.manual_seed(seed)
+    q = torch.randn(1, 8, 4, 128, device="cuda", dtype=torch.bfloat16)
+    kv = [torch.randn(1, 4, t, 128, device="cuda", dtype=torch.bfloat16) * s for t in (keys, 320) for s in (3.0, 1.0)]
+    scales = [None] * 4
+    if fp8:
+        kv, scales = map(list, zip(*map(quantize_fp8, kv)))
+    long_kv = [x.as_strided(x.shape, (2**31 + 128, *x.stride()[1:])) for x in kv[:2]] if wide else kv[:2]
+    lengths = (torch.tensor([keys - 1000], device="cuda"), torch.tensor([320], device="cuda"))
+    groups = [(*long_kv, lengths[0], scales[0], scales[1]), (kv[2], kv[3], lengths[1], scales[2], scales[3])]
+    got = kernels.decode_attention_groups(q, groups, 128 ** -0.5)
+    plain = [dequantize_fp8(x, sc, torch.float32) if fp8 else x.float() for x, sc in zip(kv, scales)]
+    want = torch.cat([kernels.decode_attention_ref(q[:, :4].float(), plain[0], plain[1], lengths[0], 128 ** -0.5),
+                      kernels.decode_attention_ref(q[:, 4:].float(), plain[2], plain[3], lengths[1], 128 ** -0.5)], 1)
+    return rel(got, want)
+
+
 @pytest.mark.parametrize("one_loop", [False, True])
 @pytest.mark.parametrize("fp8", [False, True])
 def test_two_group_kernel_matches_reference(fp8, one_loop, monkeypatch):
     """A layer's two head groups (4 heads over 70K keys, 4 over a 320-key ring) in one launch pair, with a loop
     per group or one loop for both (kernels.TWO_GROUP_ONE_LOOP), bf16 or fp8 caches: the fp32 reference group by
     group, and the two loop layouts give the same numbers."""
-    from sedpa_compress.runtime.cache import dequantize_fp8, quantize_fp8
-
     monkeypatch.setattr(kernels, "TWO_GROUP_ONE_LOOP", one_loop)
-    torch.manual_seed(7)
-    q = torch.randn(1, 8, 4, 128, device="cuda", dtype=torch.bfloat16)
-    kv = [torch.randn(1, 4, t, 128, device="cuda", dtype=torch.bfloat16) * s for t in (70016, 320) for s in (3.0, 1.0)]
-    scales = [None] * 4
-    if fp8:
-        kv, scales = map(list, zip(*map(quantize_fp8, kv)))
-    lengths = (torch.tensor([69000], device="cuda"), torch.tensor([320], device="cuda"))
-    groups = [(kv[0], kv[1], lengths[0], scales[0], scales[1]), (kv[2], kv[3], lengths[1], scales[2], scales[3])]
-    got = kernels.decode_attention_groups(q, groups, 128 ** -0.5)
-    plain = [dequantize_fp8(x, sc, torch.float32) if fp8 else x.float() for x, sc in zip(kv, scales)]
-    want = torch.cat([kernels.decode_attention_ref(q[:, :4].float(), plain[0], plain[1], lengths[0], 128 ** -0.5),
-                      kernels.decode_attention_ref(q[:, 4:].float(), plain[2], plain[3], lengths[1], 128 ** -0.5)], 1)
-    assert rel(got, want) <= 1e-2
+    assert _two_group_error(fp8, 70016, seed=7) <= 1e-2
 
 
 @pytest.mark.parametrize("fp8", [False, True])
 def test_two_group_kernel_reads_caches_with_strides_past_int32(fp8):
-    """The longest contexts: a retrieval cache whose batch stride is past 2^31 elements (a view over a small
-    tensor, so nothing large is allocated) against a 320-key ring, one loop on by default. The launch takes two
-    loops for it (kernels.one_loop_fits: Triton refuses to compile one loop over int64 and int32 strides) and
-    matches the fp32 reference."""
-    from sedpa_compress.runtime.cache import dequantize_fp8, quantize_fp8
-
-    torch.manual_seed(8)
-    q = torch.randn(1, 8, 4, 128, device="cuda", dtype=torch.bfloat16)
-    kv = [torch.randn(1, 4, t, 128, device="cuda", dtype=torch.bfloat16) * s for t in (9000, 320) for s in (3.0, 1.0)]
-    scales = [None] * 4
-    if fp8:
-        kv, scales = map(list, zip(*map(quantize_fp8, kv)))
-    wide = [x.as_strided(x.shape, (2**31 + 128, *x.stride()[1:])) for x in kv[:2]]
-    lengths = (torch.tensor([8999], device="cuda"), torch.tensor([320], device="cuda"))
-    groups = [(wide[0], wide[1], lengths[0], scales[0], scales[1]), (kv[2], kv[3], lengths[1], scales[2], scales[3])]
-    got = kernels.decode_attention_groups(q, groups, 128 ** -0.5)
-    plain = [dequantize_fp8(x, sc, torch.float32) if fp8 else x.float() for x, sc in zip(kv, scales)]
-    want = torch.cat([kernels.decode_attention_ref(q[:, :4].float(), plain[0], plain[1], lengths[0], 128 ** -0.5),
-                      kernels.decode_attention_ref(q[:, 4:].float(), plain[2], plain[3], lengths[1], 128 ** -0.5)], 1)
-    assert kernels.TWO_GROUP_ONE_LOOP and rel(got, want) <= 1e-2
+    """The longest contexts: a retrieval cache whose batch stride is past 2^31 elements, one loop on by default.
+    The launch takes two loops for it (kernels.one_loop_fits: Triton refuses to compile one loop over int64 and
+    int32 strides) and matches the fp32 reference."""
+    assert kernels.TWO_GROUP_ONE_LOOP
+    assert _two_group_error(fp8, 9000, seed=8, wide=True) <= 1e-2
 
 
 @pytest.mark.parametrize("length", [1, 1000, 2048])
