@@ -229,6 +229,37 @@ def test_wording_verb_particles_end_some_random_joining_words_and_change_nothing
     assert load_config(Path("recipes/tiny-stage13.yaml")).wording_verb_particles
 
 
+def test_wording_echo_prefixes_restate_the_needle_up_to_its_value_and_change_nothing_when_off():
+    """Stage 14's data: some answer prefixes echo the needle's sentence up to its value ("Dr. Patel can be paged
+    at" -> " 4821"), so the value follows whatever words a prefix ends with (stages 10-13 wrote more words after
+    an everyday prefix ending in a verb: bench/results/tiny_user_wordings_cpu.json). The share is drawn only when
+    set, so a family without echoes draws exactly what it drew before; a bad share is refused."""
+    import dataclasses
+
+    from sedpa_compress.data.wordings import TRAIN_WORDINGS
+    from sedpa_compress.tiny.data import TinyData
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(SHIPPED / "tokenizer.json"))
+    fam = TinyData(load_config(RECIPE, **{**SMALL, "corpus_words": 500, "wording_echo_prefixes": 0.5}), tok).templates
+    assert fam.echo_prefix_share == 0.5
+    rng = random.Random(1)
+    echoed = 0
+    for _ in range(400):
+        needle = fam.sample_needles(rng, 1)[0]
+        tail, answer = fam.render_tail(needle, rng)
+        assert answer in (" " + needle.value, needle.value) and not tail.endswith(" ")
+        before = needle.sentence[:needle.sentence.find(needle.value)].rstrip()
+        echoed += bool(before) and tail.endswith(before)
+    assert 0.35 < echoed / 400 < 0.6  # half the prefixes, less the sentences that open with their value
+    a, b = random.Random(5), random.Random(5)
+    off = dataclasses.replace(TRAIN_WORDINGS, echo_prefix_share=0.0)
+    needles = TRAIN_WORDINGS.sample_needles(random.Random(2), 50)
+    assert [TRAIN_WORDINGS.render_tail(n, a) for n in needles] == [off.render_tail(n, b) for n in needles]
+    with pytest.raises(SedpaError, match="wording_echo_prefixes"):
+        load_config(None, wording_echo_prefixes=1.5)
+
+
 def test_recipe_value_weights_and_edge_depths_are_checked():
     from sedpa_compress.tiny.config import load_config
 

@@ -331,6 +331,10 @@ class WordingFamily:
     # particles a random joining word may end with ("is harvest on", "lantern as"): a value after a preposition,
     # not only after a verb (empty: none, and the random draws are those of a family without them)
     verb_particles: tuple[str, ...] = ()
+    # share of answer prefixes that echo the needle's own sentence up to its value ("Dr. Patel can be paged at"),
+    # as a user who restates the fact writes them: the value comes right after whatever words the prefix ends
+    # with (0: none, and the random draws are those of a family without them)
+    echo_prefix_share: float = 0.0
 
     # ---- keys and attributes
     def _wild(self, rng: random.Random) -> bool:
@@ -488,6 +492,9 @@ class WordingFamily:
         """(text after the haystack up to the answer, the answer text the model should write):
         opening + question + separator + answer prefix, and " value" (or "value" right after a newline)."""
         question, prefix = self.render_question(needle, rng)
+        if self.echo_prefix_share and rng.random() < self.echo_prefix_share:
+            echo = needle.sentence[:needle.sentence.find(needle.value)].rstrip()
+            prefix = echo or prefix  # a sentence that opens with its value has nothing to echo
         opening = rng.choice(self.phrasing.openings)
         sep = rng.choice(self.phrasing.separators)
         if not prefix:

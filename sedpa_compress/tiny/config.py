@@ -57,6 +57,10 @@ class TinyTrainConfig:
     # random joining words sometimes end with a particle (data.wordings.VERB_PARTICLES: "lantern on {value}"), so a
     # value after a preposition ("stands at") is found as after a verb
     wording_verb_particles: bool = False
+    # share of answer prefixes that echo the needle's sentence up to its value ("Dr. Patel can be paged at"):
+    # stages trained with random joining words wrote more words after an everyday prefix ending in a verb ("The
+    # order was" -> " shown 618440", bench/results/tiny_user_wordings_cpu.json); here the value follows any words
+    wording_echo_prefixes: float = 0.0
     # value formats of the training needles (weights over data.wordings.VALUE_FORMATS: digits, grouped,
     # thousands, code, word, free_code; None: the family's), and the share of needles placed at the very start or end
     value_weights: dict[str, float] | None = None
@@ -123,6 +127,8 @@ class TinyTrainConfig:
             raise SedpaError("needle_fraction + copy_fraction must be at most 1 (the rest is plain text)")
         if self.wording_wild is not None and not 0.0 <= self.wording_wild <= 1.0:
             raise SedpaError(f"wording_wild {self.wording_wild}: use a share between 0 and 1")
+        if not 0.0 <= self.wording_echo_prefixes <= 1.0:
+            raise SedpaError(f"wording_echo_prefixes {self.wording_echo_prefixes}: use a share between 0 and 1")
         if self.wording_random_verbs is not None and not 0.0 <= self.wording_random_verbs <= 1.0:
             raise SedpaError(f"wording_random_verbs {self.wording_random_verbs}: use a share between 0 and 1")
         if self.value_weights is not None:

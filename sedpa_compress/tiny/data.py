@@ -86,6 +86,10 @@ class TinyData(torch.utils.data.Dataset):
             from sedpa_compress.data.wordings import VERB_PARTICLES
 
             templates = self.templates = dataclasses.replace(templates, verb_particles=VERB_PARTICLES)
+        if cfg.wording_echo_prefixes:
+            if not hasattr(templates, "echo_prefix_share"):
+                raise SedpaError("wording_echo_prefixes needs a compositional wording family (data/wordings.py)")
+            templates = self.templates = dataclasses.replace(templates, echo_prefix_share=cfg.wording_echo_prefixes)
         if cfg.corpus_word_values:
             if not getattr(templates, "words", None):
                 raise SedpaError("corpus_word_values needs the training family's corpus words: set corpus_words")

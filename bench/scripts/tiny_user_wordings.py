@@ -1,0 +1,88 @@
+"""Does a sedpa-tiny stage answer needles worded as a user would write them? A few everyday needle / question /
+answer-prefix triples, written for this probe and in neither wording family (training nor held-out), asked
+through `sedpa bench niah`'s own --needle path (each cell its own random value, the bundled held-out text,
+full attention, greedy), for each model given. A diagnostic for issue 11's "any reasonable wording": never
+used for training or for choosing a recipe's words. CPU is enough at 1K-4K.
+
+    PYTHONPATH=. python3 bench/scripts/tiny_user_wordings.py --model sedpa_compress/models/embedded/sedpa-tiny \
+        --model runs/stage13/model --lengths 1024,4096 --out bench/results/tiny_user_wordings_cpu.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+# (needle, question, answer prefix): everyday wordings, a value in each needle
+USER_WORDINGS = (
+    ("The code of the blue door is {value}.", "What is the code of the blue door?", "Answer:"),
+    ("Remember that the guest Wi-Fi password is {value}.", "What's the guest Wi-Fi password?", "The password is"),
+    ("My gym locker combination is {value}, don't forget it.", "What is my gym locker combination?", "Answer:"),
+    ("Order {value} was shipped to Lisbon on Tuesday.", "Which order was shipped to Lisbon?", "The order was"),
+    ("Dr. Patel can be paged at {value}.", "At what number can Dr. Patel be paged? Reply with the number only.",
+     "Number:"),
+    ("The vault under the old mill opens with the key {value}.", "Which key opens the vault under the old mill?",
+     "The key is"),
+)
+
+
+def main() -> None:
+    from sedpa_compress.bench.common import greedy_generate
+    from sedpa_compress.bench.niah import NiahConfig, make_example, prepare_niah
+    from sedpa_compress.bench.results import make_result, write_result
+    from sedpa_compress.data.needles import answer_found, score_answer
+    from sedpa_compress.models.loader import load_model
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", action="append", required=True, help="a model folder (repeat for more)")
+    ap.add_argument("--lengths", default="1024,4096")
+    ap.add_argument("--depths", type=int, default=5)
+    ap.add_argument("--samples", type=int, default=2, help="prompts per (length, depth), each its own value")
+    ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--out", type=Path, required=True)
+    args = ap.parse_args()
+    t0 = time.time()
+    lengths = [int(x) for x in args.lengths.split(",")]
+    depths = [round(i / (args.depths - 1), 4) for i in range(args.depths)] if args.depths > 1 else [0.5]
+    rows, summary = [], {}
+    for path in args.model:
+        loaded = load_model(path, dtype="float32", device="cpu")
+        per_wording = {}
+        for needle, question, prefix in USER_WORDINGS:
+            cfg = NiahConfig(lengths=lengths, depths=depths, samples=args.samples, seed=args.seed, needle=needle,
+                             question=question, answer_prefix=prefix).validate()
+            prepared = prepare_niah(loaded, cfg)
+            found = exact = 0
+            for length in lengths:
+                for depth in depths:
+                    for sample in range(args.samples):
+                        ex = make_example(loaded, prepared.haystack, cfg, length, depth, sample)
+                        text = loaded.decode(greedy_generate(loaded, loaded.encode(ex.prompt), None, 12))
+                        hit, first = answer_found(text, ex.answer), score_answer(text, ex.answer)[0]
+                        found, exact = found + hit, exact + first
+                        rows.append({"model": path, "needle": needle, "length": length, "depth": depth,
+                                     "sample": sample, "value": ex.answer, "output": text, "accuracy": hit,
+                                     "exact": first})
+            n = len(lengths) * len(depths) * args.samples
+            per_wording[needle] = {"accuracy": round(found / n, 3), "exact": round(exact / n, 3), "cells": n}
+            print(f"{path}: {needle!r}: {found}/{n} found, {exact}/{n} exact", flush=True)
+        cells = [r for r in rows if r["model"] == path]
+        summary[path] = {"accuracy": round(sum(r["accuracy"] for r in cells) / len(cells), 3),
+                         "exact": round(sum(r["exact"] for r in cells) / len(cells), 3), "by_wording": per_wording}
+    settings = {"lengths": lengths, "depths": depths, "samples": args.samples, "seed": args.seed,
+                "wordings": [list(w) for w in USER_WORDINGS], "haystack": "bundled held-out text",
+                "path": "reference (CPU, fp32), greedy 12 tokens, full attention",
+                "accuracy": "value in the first line of the answer; exact: the answer starts with it"}
+    result = make_result("tiny-user-wordings", model=",".join(args.model), settings=settings, rows=rows,
+                         summary=summary, command=" ".join(["PYTHONPATH=. python3", *sys.argv]),
+                         wall_s=round(time.time() - t0, 1))
+    write_result(args.out, result)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
