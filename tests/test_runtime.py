@@ -663,11 +663,60 @@ def test_gemv_kernel_in_the_triton_interpreter():
         "    gu = torch.randn(1, 2 * k)\n"
         "    got = kernels.gemv_fused(gu, w, swiglu=True, residual=r, block_n=bn, block_k=bk)\n"
         "    assert torch.allclose(got, (_silu_mul(gu) @ w.T)[0] + r, atol=1e-4, rtol=1e-4)\n"
+        "    # kernels.FUSED_GLUE's chain: the producer adds its output's sum of squares (one atomic add a\n"
+        "    # program), the consumer normalises with it instead of recomputing\n"
+        "    ss = torch.zeros(1)\n"
+        "    y = kernels.gemv_fused(gu, w, swiglu=True, residual=r, ss_out=ss, block_n=bn, block_k=bk)\n"
+        "    assert torch.allclose(ss, (y * y).sum().reshape(1), rtol=1e-5), (ss, (y * y).sum())\n"
+        "    w2 = torch.randn(50, n)\n"
+        "    got = kernels.gemv_fused(y, w2, norm_weight=nw[:n], norm_ss=ss, eps=1e-5, block_n=bn, block_k=bk)\n"
+        "    assert torch.allclose(got, (_rms_norm(y[None], nw[:n], 1e-5) @ w2.T)[0], atol=1e-4, rtol=1e-4)\n"
+        "    # the norm is the one read, not recomputed: four times the sum of squares halves the output\n"
+        "    got = kernels.gemv_fused(y, w2, norm_weight=nw[:n], norm_ss=4 * ss, eps=0.0, block_n=bn, block_k=bk)\n"
+        "    assert torch.allclose(got, (_rms_norm(y[None], nw[:n], 0.0) @ w2.T)[0] / 2, atol=1e-4, rtol=1e-4)\n"
         "try:\n"
         "    kernels.gemv(torch.randn(1, 8), torch.randn(8, 16).T)\n"
         "    raise SystemExit('a column-major weight was accepted')\n"
         "except ValueError:\n"
         "    pass\n"
+        "print('ok')\n")
+    run_in_triton_interpreter(code)
+
+
+@in_triton_interpreter
+def test_fused_glue_decode_step_in_the_triton_interpreter():
+    """kernels.FUSED_GLUE wired into the decode step (FastModel._fused_mlp and qkv's norm from the sum of squares),
+    its GEMVs in Triton's interpreter on CPU tensors: the same logits as the unfused step over 8 tokens, for full
+    attention, duo, and sedpa-s with factored o_proj (those layers keep the unfused glue, so the two mix), on a
+    3-layer Qwen2 (q/k/v biases). fp32: the interpreter does not emulate bf16 dots."""
+    code = (
+        "import sys, tempfile, torch\n"
+        "from pathlib import Path\n"
+        "sys.path.insert(0, 'tests')\n"
+        "from conftest import build_tiny, random_pattern\n"
+        "from sedpa_compress.models import load_model\n"
+        "from sedpa_compress.runtime import kernels\n"
+        "from sedpa_compress.runtime.model import FastModel, RuntimeSpec, make_caches, make_state\n"
+        "loaded = load_model(str(build_tiny('qwen2', Path(tempfile.mkdtemp()) / 'm', layers=3)), dtype='float32')\n"
+        "pattern = random_pattern(loaded.geometry, ratio=0.5, sink=4, recent=16)\n"
+        "ids = torch.randint(0, 300, (1, 72), generator=torch.Generator().manual_seed(0))\n"
+        "specs = {'full': (RuntimeSpec(mode='full'), None),\n"
+        "         'duo': (RuntimeSpec(mode='duo', pattern=pattern, sink=4, recent=16), None),\n"
+        "         'sedpa-s': (RuntimeSpec(mode='sedpa-s', pattern=pattern, sink=4, recent=16, lowrank='factored'), 0.5)}\n"
+        "for name, (spec, ratio) in specs.items():\n"
+        "    model = FastModel(loaded, spec, synthetic_rank_ratio=ratio)\n"
+        "    model._fused = True  # as enable_fusion sets it on CUDA, without its compiles\n"
+        "    assert name != 'sedpa-s' or any(layer.o_down is not None for layer in model.layers)\n"
+        "    outs = []\n"
+        "    for fused in (False, True):\n"
+        "        kernels.FUSED_GLUE = fused\n"
+        "        caches = make_caches(model, batch=1, max_len=96)\n"
+        "        state = make_state(model, caches, 1)\n"
+        "        model.prefill_chunk(ids[:, :64], 0, caches)\n"
+        "        outs.append(torch.stack([model.decode_step(ids[:, j], torch.tensor([j]), caches, state)\n"
+        "                                 for j in range(64, 72)]))\n"
+        "    err = float((outs[1] - outs[0]).norm() / outs[0].norm())\n"
+        "    assert err < 1e-5 and bool(state.glue_ss.abs().sum() > 0), (name, err)\n"
         "print('ok')\n")
     run_in_triton_interpreter(code)
 

@@ -474,6 +474,26 @@ def test_programmatic_dependent_launch_decodes_the_same_tokens_in_a_cuda_graph(m
     assert torch.equal(outs[0], outs[1])
 
 
+@pytest.mark.parametrize("mode", ["full", "duo", "sedpa-w", "tidal"])
+def test_fused_glue_keeps_the_logits_in_a_cuda_graph(models, mode, monkeypatch):
+    """kernels.FUSED_GLUE (the norms, SwiGLU and residual adds folded into the decode GEMVs, the norms from sums
+    of squares the previous GEMV added up): the graph-replayed decode's logits within bf16 rounding of the
+    unfused step's, over 40 steps."""
+    fast, _ = models
+    pattern = random_pattern(fast.geometry, ratio=0.5, sink=SINK, recent=RECENT)
+    spec = (RuntimeSpec(mode="tidal", top_k=4096, dense_layers=1, selection_layers=(1, 3)) if mode == "tidal"
+            else RuntimeSpec(mode=mode, **_mode_kwargs(mode, pattern)))
+    torch.manual_seed(3)
+    ids = torch.randint(0, 512, (1, 1240), device="cuda")
+    outs = []
+    for fused in (False, True):
+        monkeypatch.setattr(kernels, "FUSED_GLUE", fused)
+        r = Runner.build(fast, spec, max_len=1250, chunk=512)
+        r.prefill(ids[:, :1200])
+        outs.append(torch.stack([r.decode(ids[:, j]).clone() for j in range(1200, 1240)]))
+    assert rel(outs[1], outs[0]) <= 1e-2
+
+
 def test_cuda_graph_decode_equals_eager(models):
     fast, _ = models
     ids = torch.randint(0, 512, (1, 600), device="cuda")

@@ -46,8 +46,13 @@ def main() -> None:
     ap.add_argument("--fp8-keys-as-a", action="store_true",
                     help="kernels.FP8_KEYS_AS_A: fp8 caches' converted keys as the key dot's A operand")
     ap.add_argument("--fused-merge", action="store_true", help="kernels.FUSED_MERGE: the split merge in the partial kernel")
-    ap.add_argument("--one-loop", action="store_true",
-                    help="kernels.TWO_GROUP_ONE_LOOP: the two-group kernel's groups in one attention loop")
+    loops = ap.add_mutually_exclusive_group()
+    loops.add_argument("--one-loop", action="store_true",
+                       help="kernels.TWO_GROUP_ONE_LOOP on (the default since f8f59e5): the two-group kernel's groups "
+                            "in one attention loop")
+    loops.add_argument("--two-loops", action="store_true", help="kernels.TWO_GROUP_ONE_LOOP off: a loop per group")
+    ap.add_argument("--fused-glue", action="store_true",
+                    help="kernels.FUSED_GLUE: norms, SwiGLU and residual adds folded into the decode GEMVs")
     ap.add_argument("--reduce-two-pass", action="store_true",
                     help="kernels.REDUCE_ONE_PASS off: the split merge in blocks of 64 splits over all of head_dim")
     args, rest = ap.parse_known_args()
@@ -73,7 +78,9 @@ def main() -> None:
     kernels.FP8_KEYS_AS_A = args.fp8_keys_as_a
     kernels.FUSED_MERGE = args.fused_merge
     kernels.REDUCE_ONE_PASS = not args.reduce_two_pass
-    kernels.TWO_GROUP_ONE_LOOP = args.one_loop
+    if args.one_loop or args.two_loops:  # neither: the shipped default
+        kernels.TWO_GROUP_ONE_LOOP = args.one_loop
+    kernels.FUSED_GLUE = args.fused_glue
     if args.rounding:
         if args.key is None:
             kernels.SPLIT_ROUNDING = args.rounding

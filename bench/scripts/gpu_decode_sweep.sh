@@ -26,16 +26,12 @@ Path('/tmp/sedpa_dry_model/config.json').exists() or build_tiny('llama', Path('/
   BENCH="bench efficiency --model /tmp/sedpa_dry_model --device cpu --contexts 256 --peers none --retrieval-ratio 0.5
     --rank-ratio 0.85 --sink 4 --recent 16 --window 64 --chunk 128 --decode-tokens 4"
 fi
-# the next call's default queues: the one-pass split merge (kernels.REDUCE_ONE_PASS, the default) against the
-# two-pass merge, for bf16 and fp8 caches; the two-group kernel with one attention loop (--one-loop): half the shared
-# memory, so 5 programs an SM fit where 3 do today (bench/results/decode_kernel_resources_sm90.json), at 3-5 programs
-# an SM; fp8's two-group kernel with one loop, and at 32-key blocks (255 registers at 128: 2 programs an SM fit,
-# where 6 are asked; at 32-key blocks and 3 stages 152 registers: 3 fit); the Triton GEMV for the MLP's weights
-# too (allgemv: faster than cuBLAS alone for gate_up and down at 2 rows a program, gemv_probe_h200.json); fp8 with a
-# register cap (--decode-maxnreg: 168 lets 3 of full's fp8 programs fit with 88 bytes spilled, 128 four of duo's at
-# 64-key blocks with 104). Defaults twice (rows of one setting vary by up to 2% between runs)
-QUEUE0=${QUEUE0:-"base=;twopass=--reduce-two-pass;base2=;ol3=--one-loop@duo;ol4=--one-loop --key bf16-two --programs-per-sm 4@duo;ol5=--one-loop --key bf16-two --programs-per-sm 5@duo;ol4b=--one-loop --key bf16-two --programs-per-sm 4@duo,sedpa-w;fp8full168=--key fp8 --decode-maxnreg 168 --programs-per-sm 3@full@fp8"}
-QUEUE1=${QUEUE1:-"tests;fp8=@full,duo@fp8;twopass8=--reduce-two-pass@duo@fp8;fp8ol=--one-loop@duo@fp8;fp8ol32=--one-loop --key fp8-two --decode-block-n 32 --decode-stages 3 --programs-per-sm 3@duo@fp8;allgemv=--gemv-max-weight 134217728;fp8ol64r=--one-loop --key fp8-two --decode-block-n 64 --decode-stages 3 --decode-maxnreg 128 --programs-per-sm 4@duo@fp8"}
+# the next call's default queues: the decode glue folded into the GEMVs (--fused-glue, kernels.FUSED_GLUE: 3 launches
+# for o + MLP a layer where the compiled glue and cuBLAS take 6-7; each row of it beside a defaults row of the same
+# queue, twice), for bf16 and fp8 caches; and the two-group kernel with two loops against the one-loop default.
+# Defaults twice (rows of one setting vary by up to 2% between runs)
+QUEUE0=${QUEUE0:-"base=;glue=--fused-glue;base2=;glue2=--fused-glue;twoloops=--two-loops@duo"}
+QUEUE1=${QUEUE1:-"tests;fp8=@full,duo@fp8;glue8=--fused-glue@full,duo@fp8;fp8b=@full,duo@fp8;glue8b=--fused-glue@full,duo@fp8"}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$R/device.txt" 2>/dev/null || echo "no GPU" > "$R/device.txt"
 echo "${SEDPA_GIT_COMMIT:-unknown}" > "$R/commit.txt"
 
@@ -46,7 +42,7 @@ run_queue() {  # $1 GPU, $2 queue
     [[ $(left) -lt 40 ]] && { echo "[gpu$1] out of time before: $e" >> "$R/queue$1.log"; break; }
     if [[ $e == tests ]]; then
       timeout $(( $(left) - 30 )) python3 -m pytest tests/test_runtime_gpu.py -q -p no:cacheprovider -m gpu -rA \
-        -k "programmatic or split_k or mode_logits or decode_linear or rope_append or graph or fp8 or tidal" \
+        -k "programmatic or split_k or mode_logits or decode_linear or rope_append or graph or fp8 or tidal or fused_glue or two_group" \
         > "$R/gpu_tests.log" 2>&1
       echo "[gpu$1] tests: $(tail -1 "$R/gpu_tests.log")" >> "$R/queue$1.log"
       continue

@@ -790,13 +790,15 @@ if HAS_TRITON:
         return xv
 
     @triton.jit
-    def _gemv_fused(X, W, Y, R, NW, N, K, swn, eps, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    def _gemv_fused(X, W, Y, R, NW, SSI, SSO, N, K, swn, eps, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                     NORM: tl.constexpr, SWIGLU: tl.constexpr, RESIDUAL: tl.constexpr, ONE_SHOT: tl.constexpr,
-                    GDC: tl.constexpr):
+                    GDC: tl.constexpr, NORM_SS: tl.constexpr, SS_OUT: tl.constexpr):
         """y[n] = sum_k w[n, k] x[k] for one block of rows, fp32 accumulation (batch-1 decode), optionally
         with the decode step's glue folded in: NORM, x is RMS-normalised first (its weight NW; the
-        norm recomputed by every program from L2: 8 KB for hidden 4096); SWIGLU, x is [gate; up] (2K) and the
-        GEMV reads silu(gate) * up; RESIDUAL, y = R + W x. Each rounds to x's dtype where the eager glue does.
+        norm recomputed by every program from L2: 8 KB for hidden 4096, or with NORM_SS read as one float, the
+        sum of squares of x at SSI); SWIGLU, x is [gate; up] (2K) and the GEMV reads silu(gate) * up; RESIDUAL,
+        y = R + W x; SS_OUT, the sum of squares of y as stored is added to SSO (one atomic add a program: the
+        next GEMV's NORM_SS). Each rounds to x's dtype where the eager glue does.
         ONE_SHOT (BLOCK_K >= K): the program's whole weight block is loaded at once, and under PDL (GDC) before
         waiting on the previous kernel: weights are never written by it, so their bytes stream in while it ends."""
         rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -811,7 +813,9 @@ if HAS_TRITON:
         else:
             _await_previous(GDC)
         inv = 1.0
-        if NORM:
+        if NORM and NORM_SS:
+            inv = 1.0 / tl.sqrt(tl.load(SSI) / K + eps)
+        elif NORM:
             ss = tl.zeros([BLOCK_K], tl.float32)
             for k0 in range(0, K, BLOCK_K):
                 c = k0 + tl.arange(0, BLOCK_K)
@@ -831,16 +835,22 @@ if HAS_TRITON:
                 acc += tl.sum(wk * xv[None, :], axis=1)
         if RESIDUAL:
             acc = acc.to(Y.dtype.element_ty).to(tl.float32) + tl.load(R + rows, mask=rows < N, other=0.0).to(tl.float32)
-        tl.store(Y + rows, acc.to(Y.dtype.element_ty), mask=rows < N)
+        y = acc.to(Y.dtype.element_ty)
+        tl.store(Y + rows, y, mask=rows < N)
+        if SS_OUT:
+            yf = tl.where(rows < N, y.to(tl.float32), 0.0)
+            tl.atomic_add(SSO, tl.sum(yf * yf, axis=0), sem="relaxed")
 
 
 def gemv_fused(x: torch.Tensor, w: torch.Tensor, *, norm_weight: torch.Tensor | None = None, eps: float = 1e-5,
-               swiglu: bool = False, residual: torch.Tensor | None = None, block_n: int = 4, block_k: int = 1024,
-               num_warps: int = 4, num_stages: int = 3) -> torch.Tensor:
-    """One decode token's projection with its glue in the same launch (a candidate, timed by
-    bench/scripts/gemv_probe.py against the compiled glue + `gemv`; not used by the runtime until it wins):
-    `norm_weight`: y = W rms_norm(x); `swiglu`: x is [gate; up] and y = W (silu(gate) * up); `residual`:
-    y += residual. x [K] (swiglu: [2K]), w [N, K] row-major -> [N]."""
+               swiglu: bool = False, residual: torch.Tensor | None = None, norm_ss: torch.Tensor | None = None,
+               ss_out: torch.Tensor | None = None, block_n: int = 4, block_k: int = 1024, num_warps: int = 4,
+               num_stages: int = 3) -> torch.Tensor:
+    """One decode token's projection with its glue in the same launch: `norm_weight`: y = W rms_norm(x), the
+    norm's sum of squares recomputed by every program or, with `norm_ss` (a 1-element fp32 tensor), read from
+    it; `swiglu`: x is [gate; up] and y = W (silu(gate) * up); `residual`: y += residual; `ss_out` (1-element
+    fp32, zeroed by the caller): the sum of squares of y is added to it, for the next projection's `norm_ss`
+    (kernels.FUSED_GLUE). x [K] (swiglu: [2K]), w [N, K] row-major -> [N]."""
     n, k = w.shape
     if w.stride(1) != 1 or x.numel() != (2 * k if swiglu else k):
         raise ValueError(f"gemv_fused: w must be row-major [N, K] and x [{'2K' if swiglu else 'K'}]; "
@@ -850,8 +860,10 @@ def gemv_fused(x: torch.Tensor, w: torch.Tensor, *, norm_weight: torch.Tensor | 
     block_k = min(block_k, triton.next_power_of_2(k))  # a block as wide as K: the one-shot GEMV
     _gemv_fused[(triton.cdiv(n, block_n),)](
         xf, w, y, residual.reshape(-1) if residual is not None else y, norm_weight if norm_weight is not None else xf,
+        norm_ss if norm_ss is not None else y, ss_out if ss_out is not None else y,
         n, k, w.stride(0), eps, BLOCK_N=block_n, BLOCK_K=block_k, NORM=norm_weight is not None, SWIGLU=swiglu,
-        RESIDUAL=residual is not None, ONE_SHOT=block_k >= k, num_warps=num_warps, num_stages=num_stages, **_pdl())
+        RESIDUAL=residual is not None, ONE_SHOT=block_k >= k, NORM_SS=norm_ss is not None,
+        SS_OUT=ss_out is not None, num_warps=num_warps, num_stages=num_stages, **_pdl())
     return y
 
 
@@ -874,6 +886,18 @@ def gemv(x: torch.Tensor, w: torch.Tensor, *, block_n: int = 8, block_k: int = 5
 # (--gemv-max-weight 0): 0.5% faster (bench/results/decode_launch_sweep_h200.json).
 GEMV_LAUNCH = dict(block_n=2, block_k=1024, num_warps=4, num_stages=3)
 GEMV_MAX_WEIGHT = 32 * 2**20
+
+# The decode step's glue folded into its GEMVs (one token): o_proj adds the residual and the sum of squares of the
+# new residual stream (one atomic add a program), gate_up applies the MLP norm with that sum, down reads
+# silu(gate) * up and adds the residual and the next sum, and the next layer's qkv applies its norm with it
+# (FastModel._fused_mlp). A layer takes 3 launches for o + MLP where the compiled glue and cuBLAS take 6-7 (two
+# norms, SwiGLU, split-K reduces), each ~2.7 us plus its gap in the graph (norms: 2.7 us x 65 a step,
+# bench/results/decode_profile_duo_bf16_128k_h200.txt). The earlier fused chain recomputed each norm in every
+# program, which cost more than the launches it saved (gemv_probe_h200.json at 3226e37: 133.8 against 122.1 us
+# a layer); here each program reads one float. The MLP's weights move from cuBLAS to the GEMV (the whole step
+# with that alone: +0.3%, decode_launch_sweep4_h200.json). The sums are added in whatever order the programs
+# finish, so a step's last bits may differ between runs. A candidate, off until the step is timed with it.
+FUSED_GLUE = False
 
 
 def decode_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

@@ -415,12 +415,20 @@ class FastModel(nn.Module):
         emb = torch.cat((freqs, freqs), dim=-1)
         return ((emb.cos() * self.rope_scaling).to(self.dtype), (emb.sin() * self.rope_scaling).to(self.dtype))
 
-    def qkv(self, layer: FastLayer, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """h [b, t, hidden] -> q [b, t, hq, d], k/v [b, t, hkv, d] in reordered head order."""
-        b, t, _ = h.shape
+    def qkv(self, layer: FastLayer, h: torch.Tensor | None, x: torch.Tensor | None = None,
+            ss: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """h [b, t, hidden] -> q [b, t, hq, d], k/v [b, t, hkv, d] in reordered head order. With h None (one
+        decode token, kernels.FUSED_GLUE): the residual stream x and its sum of squares `ss`, the attention norm
+        applied inside the projection's GEMV."""
+        if h is None:
+            b, t = x.shape[:2]
+            y = kernels.gemv_fused(x, layer.qkv_in, norm_weight=layer.attn_norm, norm_ss=ss, eps=self.eps,
+                                   **kernels.GEMV_LAUNCH).view(b, t, -1)
+        else:
+            b, t = h.shape[:2]
+            y = self._linear(h, layer.qkv_in)
         d, g = self.d, self.group
         nq, nk, nv, _ = layer.n_dense
-        y = self._linear(h, layer.qkv_in)
         n_rows = layer.qkv_dense.shape[0]
         q, k, v = y[..., :n_rows].split([nq * g * d, nk * d, nv * d], dim=-1)
         if layer.lowrank is not None:
@@ -574,8 +582,12 @@ class FastModel(nn.Module):
         length = pos + 1
         rings: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}  # band -> (slot, valid count)
         h = self._norm(x, self.layers[0].attn_norm, self.eps)
+        glue = state.glue_ss if self._fused and kernels.FUSED_GLUE and b == 1 else None
+        if glue is not None:
+            glue.zero_()  # the sums of squares the projections add into this step
+        ss = None  # the residual stream's sum of squares, when the last layer's down GEMV left h to the next qkv
         for li, (layer, cache) in enumerate(zip(self.layers, caches)):
-            q, k, v = self.qkv(layer, h)
+            q, k, v = self.qkv(layer, h, x, ss)
             slots = []
             for gi, grp in enumerate(layer.groups):
                 if grp.kind == "full":
@@ -607,7 +619,12 @@ class FastModel(nn.Module):
                         kernels.decode_attention(qg[:, h0:h1], ck, cv, lengths[gi], self.scale, workspace=ws,
                                                  out=out[:, h0:h1], k_scale=ks, v_scale=vs)
                     h0 = h1
-            parts = self.out_parts(layer, out.reshape(b, 1, self.hq * d))
+            a = out.reshape(b, 1, self.hq * d)
+            if glue is not None and layer.o_down is None:
+                x, ss = self._fused_mlp(layer, a, x, glue[2 * li:2 * li + 2])
+                h = self._norm(x, self.final_norm, self.eps) if li + 1 == self.num_layers else None
+                continue
+            parts, ss = self.out_parts(layer, a), None
             if len(parts) == 1:
                 x, h = self._add_norm(x, parts[0], layer.mlp_norm, self.eps)
             else:
@@ -616,6 +633,20 @@ class FastModel(nn.Module):
             nxt = self.layers[li + 1].attn_norm if li + 1 < self.num_layers else self.final_norm
             x, h = self._add_norm(x, m, nxt, self.eps)
         return F.linear(h[:, 0], self.lm_head).float()
+
+    def _fused_mlp(self, layer: FastLayer, a: torch.Tensor, x: torch.Tensor,
+                   ss: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """kernels.FUSED_GLUE: o_proj, the MLP norm, gate_up, SwiGLU, down and both residual adds of one decode
+        token in three GEMV launches (the unfused step takes six to seven: two norms, SwiGLU, and cuBLAS's
+        split-K reduces). o's and down's GEMVs add their output's sum of squares into ss[0] and ss[1], which
+        the next GEMV's norm reads. a [1, 1, hq*d], x [1, 1, hidden] -> (the new x, the sum of squares that the
+        next layer's qkv normalises with)."""
+        launch, shape = kernels.GEMV_LAUNCH, x.shape
+        x = kernels.gemv_fused(a, layer.o_dense, residual=x, ss_out=ss[0:1], **launch)
+        gate_up = kernels.gemv_fused(x, layer.gate_up, norm_weight=layer.mlp_norm, norm_ss=ss[0:1], eps=self.eps,
+                                     **launch)
+        x = kernels.gemv_fused(gate_up, layer.down, swiglu=True, residual=x, ss_out=ss[1:2], **launch)
+        return x.view(shape), ss[1:2]
 
     def _full_decode(self, li: int, q, k, v, length, ws, out, state: DecodeState, k_scale=None, v_scale=None) -> None:
         fp8 = dict(k_scale=k_scale, v_scale=v_scale)  # fp8 caches: the kernels read the bytes and their scales
@@ -681,6 +712,7 @@ class DecodeState:
     workspaces: dict[tuple[int, int | str], kernels.DecodeWorkspace | None] = field(default_factory=dict)
     index: torch.Tensor | None = None  # tidal: [b, hkv, top_k] selected positions per KV head
     n_sel: torch.Tensor | None = None  # tidal: [1] how many of them are valid
+    glue_ss: torch.Tensor | None = None  # kernels.FUSED_GLUE: [2 * layers] sums of squares of the residual stream
 
 
 def make_caches(model: FastModel, *, batch: int, max_len: int) -> list[LayerCache]:
@@ -695,7 +727,8 @@ def _one_launch(spec: RuntimeSpec, layer: FastLayer) -> bool:
 
 def make_state(model: FastModel, caches: list[LayerCache], batch: int) -> DecodeState:
     dev = model.device
-    state = DecodeState(attn_out=torch.zeros(batch, model.hkv, model.group, model.d, dtype=model.dtype, device=dev))
+    state = DecodeState(attn_out=torch.zeros(batch, model.hkv, model.group, model.d, dtype=model.dtype, device=dev),
+                        glue_ss=torch.zeros(2 * model.num_layers, dtype=torch.float32, device=dev))
     use_triton = kernels.HAS_TRITON and dev.type == "cuda"
     for li, (layer, cache) in enumerate(zip(model.layers, caches)):
         if _one_launch(model.spec, layer):  # decode_attention_groups: one workspace for the whole layer
