@@ -4,7 +4,7 @@
 # probe (bench/scripts/prefill_attention_probe.py) and a short decode profile (PROFILE_MODE=sedpa-w ...). Every step has its own wall-clock limit so the whole call ends in ~560 s, and every step
 # leaves its log/JSON under $OUT even when it is cut off (the benchmark rewrites its JSON after each row).
 #
-#   device:  OUT=... bash bench/scripts/gpu_runtime_check.sh
+#   device:  OUT=... bash bench/scripts/gpu_runtime_check.sh     (CHUNK=16384: the prefill chunk, default 8192)
 #   CPU dry run of the plumbing (tiny model, tiny contexts, GPU tests skipped):
 #            DRY=1 OUT=/tmp/out bash bench/scripts/gpu_runtime_check.sh
 set -o pipefail
@@ -34,7 +34,7 @@ EOF
   MAXC="--memory-budget 1.003"; REFMAX=512
 else
   MODEL="--config llama-3-8b --random-weights"
-  CTX=${CTX:-8k,32k,64k,128k}; SIZES="--sink 64 --recent 256 --window 8192 --top-k 2048 --chunk 8192 --decode-tokens 64"
+  CTX=${CTX:-8k,32k,64k,128k}; SIZES="--sink 64 --recent 256 --window 8192 --top-k 2048 --chunk ${CHUNK:-8192} --decode-tokens 64"
   MAXC=""; REFMAX=${REFMAX:-131072}
 fi
 MODES=${MODES:-full,duo,sedpa-w,tidal,sedpa-s}
