@@ -7,6 +7,7 @@
 #   QUEUE0='base=;pdl=--pdl' QUEUE1='tests;oneshot=--gemv-block-k 4096' OUT=... bash bench/scripts/gpu_decode_sweep.sh
 #   CPU dry run of the plumbing: DRY=1 QUEUE0='base=' QUEUE1='exact=--rounding exact@duo' OUT=/tmp/sw \
 #     PATH=.venv/bin:$PATH bash bench/scripts/gpu_decode_sweep.sh
+# QUEUE0=none or QUEUE1=none leaves that GPU free for another job of the same call.
 # $OUT gets sweep.tar: every JSON and log, and summary.txt (one line a row: name, mode, kv, ms, floor ratio).
 set -uo pipefail
 export PYTHONPATH=. PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
@@ -35,7 +36,8 @@ QUEUE1=${QUEUE1:-"tests;fp8=@full,duo@fp8;glue8=--fused-glue@full,duo@fp8;fp8b=@
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$R/device.txt" 2>/dev/null || echo "no GPU" > "$R/device.txt"
 echo "${SEDPA_GIT_COMMIT:-unknown}" > "$R/commit.txt"
 
-run_queue() {  # $1 GPU, $2 queue
+run_queue() {  # $1 GPU, $2 queue ("none": leave that GPU to another job of the call)
+  [[ $2 == none ]] && return
   export CUDA_VISIBLE_DEVICES=$1
   IFS=';' read -ra entries <<< "$2"
   for e in "${entries[@]}"; do
