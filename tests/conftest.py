@@ -78,6 +78,12 @@ def tiny_llama_dir(tmp_path_factory) -> Path:
     return build_tiny("llama", tmp_path_factory.mktemp("llama") / "model")
 
 
+def huge_batch_stride(t: torch.Tensor) -> torch.Tensor:
+    """`t` [1, h, n, d] as a view whose batch stride is past int32 (2^31 + 128 elements), as a retrieval cache of
+    4 heads x 4.2M positions has: no memory beyond `t`'s, since the one batch row never steps over it."""
+    return t.as_strided(t.shape, (2**31 + 128, *t.stride()[1:]))
+
+
 def random_pattern(geometry, *, ratio: float = 0.5, seed: int = 0, sink: int = 4, recent: int = 16):
     from sedpa_compress.heads.pattern import HeadPattern
 

@@ -13,7 +13,7 @@ import sys
 import pytest
 import torch
 
-from conftest import build_tiny, random_pattern
+from conftest import build_tiny, huge_batch_stride, random_pattern
 from sedpa_compress.errors import SedpaError
 from sedpa_compress.models import load_model
 from sedpa_compress.runtime import kernels
@@ -471,7 +471,9 @@ def test_split_k_decode_kernels_in_the_triton_interpreter():
     which numpy 2.4 refuses; e.g. `pip install --target /tmp/np23 numpy==2.3.*` and PYTHONPATH=/tmp/np23).
     fp32 inputs: the interpreter does not emulate bf16 dot products (the GPU tests cover bf16)."""
     code = (
-        "import torch\n"
+        "import sys, torch\n"
+        "sys.path.insert(0, 'tests')\n"
+        "from conftest import huge_batch_stride\n"
         "from sedpa_compress.runtime import kernels\n"
         "torch.manual_seed(0)\n"
         "for (b, h, g, d, t) in [(1, 2, 4, 128, 3000), (2, 3, 1, 64, 700), (1, 1, 7, 32, 100), (1, 1, 4, 16, 17000)]:\n"
@@ -516,7 +518,7 @@ def test_split_k_decode_kernels_in_the_triton_interpreter():
         "    assert float((got - want).norm() / want.norm()) < (2e-3 if fp8 else 1e-5), (fp8, one_loop)\n"
         "    # one sequence whose long group's batch stride is past 2^31 (the longest contexts): two loops\n"
         "    one = [None if x is None else x[:1] for x in (*kv, *sc)]\n"
-        "    wide = [x.as_strided(x.shape, (2**31 + 128, *x.stride()[1:])) for x in one[:2]]\n"
+        "    wide = [huge_batch_stride(x) for x in one[:2]]\n"
         "    groups = [(*wide, torch.tensor([700]), *one[4:6]), (*one[2:4], torch.tensor([80]), *one[6:])]\n"
         "    got = kernels._triton_decode2(q[:1], groups, 0.125)\n"
         "    want = kernels.decode_attention_groups(q[:1], groups, 0.125)\n"
@@ -981,12 +983,6 @@ def test_split_rounding_is_exact_for_the_two_group_kernels_alone():
     assert two.splits == round(kernels.DECODE_PROGRAMS_PER_SM["bf16-two"] * kernels.SMS / 5)
 
 
-def _huge_batch_stride(t: torch.Tensor) -> torch.Tensor:
-    """`t` [1, h, n, d] as a view whose batch stride is past int32 (2^31 + 128 elements), as a retrieval cache of
-    4 heads x 4.2M positions has: no memory beyond `t`'s, since the one batch row never steps over it."""
-    return t.as_strided(t.shape, (2**31 + 128, *t.stride()[1:]))
-
-
 def test_the_two_group_kernel_takes_two_loops_for_strides_past_int32(monkeypatch):
     """The JIT types an integer argument int64 from 2^31 on, and the one-loop two-group kernel assigns both groups'
     strides to one variable, which Triton refuses to compile for int64 and int32 (the ring's) together: the
@@ -1004,7 +1000,7 @@ def test_the_two_group_kernel_takes_two_loops_for_strides_past_int32(monkeypatch
     k1, k2 = torch.zeros(1, 4, 1024, 128), torch.zeros(1, 4, 64, 128)
     n1, n2 = torch.tensor([1024]), torch.tensor([64])
     for big in (False, True):
-        g1 = _huge_batch_stride(k1) if big else k1
+        g1 = huge_batch_stride(k1) if big else k1
         kernels._triton_decode2(q, [(g1, g1, n1, None, None), (k2, k2, n2, None, None)], 0.1)
     assert launched == [True, False]
     assert not kernels.one_loop_fits([2**31])

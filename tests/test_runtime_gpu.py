@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 import torch
 
-from conftest import random_pattern
+from conftest import huge_batch_stride, random_pattern
 from sedpa_compress.models import load_model
 from sedpa_compress.runtime import kernels
 from sedpa_compress.runtime.model import RuntimeSpec
@@ -124,7 +124,7 @@ def _two_group_error(fp8: bool, keys: int, seed: int, wide: bool = False) -> flo
     scales = [None] * 4
     if fp8:
         kv, scales = map(list, zip(*map(quantize_fp8, kv)))
-    long_kv = [x.as_strided(x.shape, (2**31 + 128, *x.stride()[1:])) for x in kv[:2]] if wide else kv[:2]
+    long_kv = [huge_batch_stride(x) for x in kv[:2]] if wide else kv[:2]
     lengths = (torch.tensor([keys - 1000], device="cuda"), torch.tensor([320], device="cuda"))
     groups = [(*long_kv, lengths[0], scales[0], scales[1]), (kv[2], kv[3], lengths[1], scales[2], scales[3])]
     got = kernels.decode_attention_groups(q, groups, 128 ** -0.5)
