@@ -84,6 +84,20 @@ def huge_batch_stride(t: torch.Tensor) -> torch.Tensor:
     return t.as_strided(t.shape, (2**31 + 128, *t.stride()[1:]))
 
 
+def huge_head_stride(t: torch.Tensor) -> torch.Tensor:
+    """`t` [1, h, n, d] copied into a view whose head stride is 2^30 elements, as a cache of 8.4M positions has,
+    starting 2^31 elements into a zeroed buffer: heads 2 and up lie 2^31+ elements past the view's start, and an
+    offset computed in int32 wraps back into the buffer's zeros instead of faulting (a wrong answer, not a
+    crashed CUDA context). Batch stride 2^30 (one batch row: any stride under 2^31 keeps every argument int32).
+    4 heads take 5.4G elements: on a GPU only."""
+    _, h, n, d = t.shape
+    head = 2**30
+    buf = torch.zeros(2**31 + (h - 1) * head + n * d, dtype=t.dtype, device=t.device)
+    view = buf.as_strided(t.shape, (head, head, d, 1), storage_offset=2**31)
+    view.copy_(t)
+    return view
+
+
 def random_pattern(geometry, *, ratio: float = 0.5, seed: int = 0, sink: int = 4, recent: int = 16):
     from sedpa_compress.heads.pattern import HeadPattern
 

@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 import torch
 
-from conftest import huge_batch_stride, random_pattern
+from conftest import huge_batch_stride, huge_head_stride, random_pattern
 from sedpa_compress.models import load_model
 from sedpa_compress.runtime import kernels
 from sedpa_compress.runtime.model import RuntimeSpec
@@ -112,10 +112,11 @@ def test_split_k_kernel_reads_fp8_caches(length, rounding, fp8_qk, monkeypatch):
     assert rel(got, want) <= 1e-2
 
 
-def _two_group_error(fp8: bool, keys: int, seed: int, wide: bool = False) -> float:
+def _two_group_error(fp8: bool, keys: int, seed: int, wide: bool = False, wide_heads: bool = False) -> float:
     """Relative error of the two-group kernel (4 heads over `keys` keys, 4 over a 320-key ring, bf16 or fp8 caches)
     against the fp32 reference group by group. `wide`: the long group's caches as views with a batch stride past
-    2^31 elements (nothing large is allocated: the one batch row never steps over it)."""
+    2^31 elements (nothing large is allocated: the one batch row never steps over it). `wide_heads`: as views
+    whose heads 2 and 3 start 2^31+ elements in (conftest.huge_head_stride: ~11 GB a cache in bf16)."""
     from sedpa_compress.runtime.cache import dequantize_fp8, quantize_fp8
 
     torch.manual_seed(seed)
@@ -125,6 +126,7 @@ def _two_group_error(fp8: bool, keys: int, seed: int, wide: bool = False) -> flo
     if fp8:
         kv, scales = map(list, zip(*map(quantize_fp8, kv)))
     long_kv = [huge_batch_stride(x) for x in kv[:2]] if wide else kv[:2]
+    long_kv = [huge_head_stride(x) for x in long_kv] if wide_heads else long_kv
     lengths = (torch.tensor([keys - 1000], device="cuda"), torch.tensor([320], device="cuda"))
     groups = [(*long_kv, lengths[0], scales[0], scales[1]), (kv[2], kv[3], lengths[1], scales[2], scales[3])]
     got = kernels.decode_attention_groups(q, groups, 128 ** -0.5)
@@ -151,6 +153,49 @@ def test_two_group_kernel_reads_caches_with_strides_past_int32(fp8):
     int32 strides) and matches the fp32 reference."""
     assert kernels.TWO_GROUP_ONE_LOOP
     assert _two_group_error(fp8, 9000, seed=8, wide=True) <= 1e-2
+
+
+@pytest.mark.parametrize("one_loop", [False, True])
+@pytest.mark.parametrize("fp8", [False, True])
+def test_two_group_kernel_reads_heads_past_int32(fp8, one_loop, monkeypatch):
+    """A 4-head retrieval cache at 5.6M+ positions: head 3 starts past 2^31 elements though every stride is under
+    2^31 (int32 to Triton). Its offset is computed in int64 (kernels._head_base); in int32 it wrapped, and the
+    fp8 max-context run at 7.3M positions faulted (at 6.8M, 8049dca, it read another buffer without a word)."""
+    monkeypatch.setattr(kernels, "TWO_GROUP_ONE_LOOP", one_loop)
+    assert _two_group_error(fp8, 9000, seed=9, wide_heads=True) <= 1e-2
+    torch.cuda.empty_cache()
+
+
+@pytest.mark.parametrize("fp8", [False, True])
+def test_rope_append_writes_heads_past_int32(fp8):
+    """The decode step's cache writes into a 4-head cache whose heads 2 and 3 start 2^31+ elements in
+    (conftest.huge_head_stride): the same bits as into a compact cache, and the buffer's first 2^31 elements,
+    where an int32 offset wraps to, stay zero."""
+    torch.manual_seed(4)
+    b, hq, hkv, d, n = 1, 32, 8, 128, 16
+    store = torch.uint8 if fp8 else torch.bfloat16
+    q = torch.randn(b, 1, hq, d, device="cuda", dtype=torch.bfloat16)
+    k, v = (torch.randn(b, 1, hkv, d, device="cuda", dtype=torch.bfloat16) for _ in range(2))
+    ang = torch.rand(1, d // 2, device="cuda") * 6.0
+    cos, sin = (torch.cat([f(ang)] * 2, -1).to(torch.bfloat16) for f in (torch.cos, torch.sin))
+    slots = [torch.tensor([t], device="cuda") for t in (11, 3)]
+
+    def run(wide: bool):
+        kc = [torch.zeros(b, 4, n, d, device="cuda", dtype=store) for _ in range(2)]
+        vc = [torch.zeros(b, 4, n, d, device="cuda", dtype=store) for _ in range(2)]
+        if wide:
+            kc[0], vc[0] = huge_head_stride(kc[0]), huge_head_stride(vc[0])
+        sc = ([torch.ones(b, 4, n, device="cuda", dtype=torch.bfloat16) for _ in range(2)] for _ in range(2)) \
+            if fp8 else (None, None)
+        kernels.rope_append(q, k, v, cos, sin, slots, kc, vc, *sc)
+        return kc, vc
+
+    (wk, wv), (ck, cv) = run(True), run(False)
+    for w, c in ((wk, ck), (wv, cv)):
+        assert torch.equal(w[0], c[0]) and torch.equal(w[1], c[1])
+        assert not torch.as_strided(w[0], (2**31,), (1,), storage_offset=0).any()
+    del wk, wv
+    torch.cuda.empty_cache()
 
 
 @pytest.mark.parametrize("length", [1, 1000, 2048])

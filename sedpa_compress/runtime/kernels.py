@@ -78,6 +78,12 @@ if HAS_TRITON:
             tl.extra.cuda.gdc_wait()
 
     @triton.jit
+    def _head_base(b, h, sb, sh):
+        """A (sequence, head)'s offset into a cache, in int64: Triton multiplies int32 indices by int32 strides
+        in int32, which wraps once h * sh passes 2^31 (silently: the reads and writes land in another buffer)."""
+        return b.to(tl.int64) * sb + h.to(tl.int64) * sh
+
+    @triton.jit
     def _attend(q, K, V, IDX, KS, VS, b, h, start, end, skb, skh, skt, svb, svh, svt, sib, sih,
                 sksb, sksh, skst, svsb, svsh, svst, G_PAD: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr,
                 INDEXED: tl.constexpr, FP8: tl.constexpr, qk_scale, FP8_QK: tl.constexpr):
@@ -100,7 +106,15 @@ if HAS_TRITON:
         transposed once, and the [BLOCK_N, G_PAD] scores transposed instead of the [BLOCK_N, D] keys.
 
         INDEXED (tidal's sparse layers): the keys, values and, with FP8, their scales are gathered at the
-        selected positions; the scales are then loaded with their block, not one block ahead."""
+        selected positions; the scales are then loaded with their block, not one block ahead.
+
+        The head's base offsets are int64 (`_head_base`): a head stride is int32 up to 2^31 elements, and head 3
+        of a 4-head retrieval cache at 5.6M+ positions lies past 2^31 elements (the longest contexts)."""
+        K = K + _head_base(b, h, skb, skh)
+        V = V + _head_base(b, h, svb, svh)
+        if FP8:
+            KS = KS + _head_base(b, h, sksb, sksh)
+            VS = VS + _head_base(b, h, svsb, svsh)
         offs_d = tl.arange(0, D)
         m_i = tl.full([G_PAD], float("-inf"), tl.float32)
         l_i = tl.zeros([G_PAD], tl.float32)
@@ -118,9 +132,9 @@ if HAS_TRITON:
                     q16t = tl.trans(q16)  # [D, G_PAD]: the B operand of the keys' dot, laid out once
             if not INDEXED:
                 offs0 = start + tl.arange(0, BLOCK_N)
-                k_sc_next = tl.load(KS + b * sksb + h * sksh + offs0 * skst, mask=offs0 < end,
+                k_sc_next = tl.load(KS + offs0 * skst, mask=offs0 < end,
                                     other=0.0).to(tl.float32)
-                v_sc_next = tl.load(VS + b * svsb + h * svsh + offs0 * svst, mask=offs0 < end,
+                v_sc_next = tl.load(VS + offs0 * svst, mask=offs0 < end,
                                     other=0.0).to(tl.float32)
         for n0 in range(start, end, BLOCK_N):
             offs_n = n0 + tl.arange(0, BLOCK_N)
@@ -131,18 +145,18 @@ if HAS_TRITON:
                 pos = offs_n
             if FP8:
                 if INDEXED:  # the selected positions' scales, with their block
-                    k_sc = tl.load(KS + b * sksb + h * sksh + pos * skst, mask=valid, other=0.0).to(tl.float32)
-                    v_sc = tl.load(VS + b * svsb + h * svsh + pos * svst, mask=valid, other=0.0).to(tl.float32)
+                    k_sc = tl.load(KS + pos * skst, mask=valid, other=0.0).to(tl.float32)
+                    v_sc = tl.load(VS + pos * svst, mask=valid, other=0.0).to(tl.float32)
                 else:
                     k_sc = k_sc_next
                     v_sc = v_sc_next
                     offs_next = offs_n + BLOCK_N
                     nxt = offs_next < end
-                    k_sc_next = tl.load(KS + b * sksb + h * sksh + offs_next * skst, mask=nxt,
+                    k_sc_next = tl.load(KS + offs_next * skst, mask=nxt,
                                         other=0.0).to(tl.float32)
-                    v_sc_next = tl.load(VS + b * svsb + h * svsh + offs_next * svst, mask=nxt,
+                    v_sc_next = tl.load(VS + offs_next * svst, mask=nxt,
                                         other=0.0).to(tl.float32)
-                k = tl.load(K + b * skb + h * skh + pos[:, None] * skt + offs_d[None, :], mask=valid[:, None], other=0)
+                k = tl.load(K + pos[:, None] * skt + offs_d[None, :], mask=valid[:, None], other=0)
                 if FP8_QK == 1:
                     k8 = tl.trans(k.to(tl.float8e4nv, bitcast=True))
                     s = (tl.dot(q_hi, k8) + tl.dot(q_lo, k8) * 0.0625) * q_sc[:, None] * k_sc[None, :]
@@ -153,7 +167,7 @@ if HAS_TRITON:
                     k = k.to(tl.float8e4nv, bitcast=True).to(tl.float16)
                     s = tl.dot(q16, tl.trans(k)) * k_sc[None, :]
             else:
-                k = tl.load(K + b * skb + h * skh + pos[:, None] * skt + offs_d[None, :], mask=valid[:, None],
+                k = tl.load(K + pos[:, None] * skt + offs_d[None, :], mask=valid[:, None],
                             other=0.0)
                 s = tl.dot(q, tl.trans(k)) * qk_scale
             s = tl.where(valid[None, :], s, float("-inf"))
@@ -163,14 +177,14 @@ if HAS_TRITON:
             p = tl.exp2(s - m_safe[:, None])
             l_i = l_i * alpha + tl.sum(p, axis=1)
             if FP8:
-                v = tl.load(V + b * svb + h * svh + pos[:, None] * svt + offs_d[None, :], mask=valid[:, None], other=0)
+                v = tl.load(V + pos[:, None] * svt + offs_d[None, :], mask=valid[:, None], other=0)
                 v = v.to(tl.float8e4nv, bitcast=True).to(tl.float16)
                 v_max = tl.max(v_sc, axis=0)
                 v_max = tl.where(v_max > 0.0, v_max, 1.0)
                 pv = tl.dot((p * (v_sc / v_max)[None, :]).to(tl.float16), v)
                 acc = acc * alpha[:, None] + pv * v_max
             else:
-                v = tl.load(V + b * svb + h * svh + pos[:, None] * svt + offs_d[None, :], mask=valid[:, None],
+                v = tl.load(V + pos[:, None] * svt + offs_d[None, :], mask=valid[:, None],
                             other=0.0)
                 acc = acc * alpha[:, None] + tl.dot(p.to(v.dtype), v)
             m_i = m_new
@@ -720,16 +734,16 @@ if HAS_TRITON:
             v_hi = tl.load(V + b * svb + j * svh + HALF + offs).to(tl.float32)
             if j < H1:
                 t = tl.load(SLOT1)
-                kd = K1 + b * s1kb + j * s1kh + t * s1kt
-                vd = V1 + b * s1vb + j * s1vh + t * s1vt
-                ksd = KS1 + b * t1kb + j * t1kh + t * t1kt
-                vsd = VS1 + b * t1vb + j * t1vh + t * t1vt
+                kd = K1 + _head_base(b, j, s1kb, s1kh) + t * s1kt
+                vd = V1 + _head_base(b, j, s1vb, s1vh) + t * s1vt
+                ksd = KS1 + _head_base(b, j, t1kb, t1kh) + t * t1kt
+                vsd = VS1 + _head_base(b, j, t1vb, t1vh) + t * t1vt
             else:
                 t = tl.load(SLOT2)
-                kd = K2 + b * s2kb + (j - H1) * s2kh + t * s2kt
-                vd = V2 + b * s2vb + (j - H1) * s2vh + t * s2vt
-                ksd = KS2 + b * t2kb + (j - H1) * t2kh + t * t2kt
-                vsd = VS2 + b * t2vb + (j - H1) * t2vh + t * t2vt
+                kd = K2 + _head_base(b, j - H1, s2kb, s2kh) + t * s2kt
+                vd = V2 + _head_base(b, j - H1, s2vb, s2vh) + t * s2vt
+                ksd = KS2 + _head_base(b, j - H1, t2kb, t2kh) + t * t2kt
+                vsd = VS2 + _head_base(b, j - H1, t2vb, t2vh) + t * t2vt
             _store_head(kd, ksd, lo, hi, FP8, HALF)
             _store_head(vd, vsd, v_lo, v_hi, FP8, HALF)
 

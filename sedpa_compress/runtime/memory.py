@@ -75,6 +75,14 @@ def plan(model, *, batch: int, max_len: int, chunk: int, free_bytes: int | None 
                       workspace_bytes(model, batch=batch, chunk=chunk, max_len=max_len), free)
 
 
+def position_limit(model) -> int | None:
+    """The longest context the decode kernels index when some head keeps a full-length cache: a head's slots x
+    head_dim elements stay under 2^31, as the kernels compute a slot's offset in int32 (a head's base offset is
+    int64): 16.7M tokens at head dim 128. None when every cache is a ring (its slots do not grow)."""
+    full = any(g.kind == "full" for layer in model.layers for g in layer.groups)
+    return (2**31 - 1) // model.d if full else None
+
+
 def max_context(model, *, batch: int = 1, chunk: int = 8192, free_bytes: int | None = None) -> int:
     """The longest cache length (prompt + new tokens) whose plan fits in `free_bytes` (default: now free).
     Binary search: the plan grows monotonically with the length."""
@@ -87,9 +95,13 @@ def max_context(model, *, batch: int = 1, chunk: int = 8192, free_bytes: int | N
                                                                               max_len=n) + MARGIN)
         return need <= free
 
+    limit = position_limit(model) or 1 << 31
+    if fits(limit):
+        return limit
     lo, hi = 0, 1 << 12
-    while fits(hi) and hi < (1 << 31):
+    while hi < limit and fits(hi):
         lo, hi = hi, hi * 2
+    hi = min(hi, limit)
     while hi - lo > 256:
         mid = (lo + hi) // 2
         lo, hi = (mid, hi) if fits(mid) else (lo, mid)

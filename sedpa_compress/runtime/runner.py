@@ -29,6 +29,10 @@ class Runner:
         on the CPU unchecked). The plan is checked before anything is allocated."""
         if max_len < 1 or chunk < 1:
             raise SedpaError(f"max_len {max_len} / chunk {chunk}: pass positive sizes")
+        limit = memory.position_limit(model)
+        if limit is not None and max_len > limit:
+            raise SedpaError(f"a {max_len}-token context is longer than the decode kernels index ({limit} positions "
+                             f"at head dim {model.d}): shorten the prompt, or use a mode without full-length caches")
         self.model = model
         self.batch, self.max_len, self.chunk = batch, max_len, chunk
         self.plan = memory.plan(model, batch=batch, max_len=max_len, chunk=min(chunk, max_len),
