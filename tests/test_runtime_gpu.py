@@ -502,11 +502,13 @@ def test_programmatic_dependent_launch_decodes_the_same_tokens_in_a_cuda_graph(m
     """kernels.PDL (each Triton kernel of the decode chain launched while the previous one ends, waiting
     before it reads that one's output) changes when kernels start, not what they compute: the graph-replayed
     decode's logits equal those without it, bit for bit, with the shipped GEMV and with the one-shot GEMV
-    (whose weights load before the wait)."""
+    (whose weights load before the wait). The glue unfused: kernels.FUSED_GLUE adds sums of squares atomically, in
+    whatever order its programs finish, so its bits differ between any two runs."""
     fast, _ = models
     if one_shot:
         monkeypatch.setitem(kernels.GEMV_LAUNCH, "block_k", 16384)
     monkeypatch.setattr(kernels, "FUSED_MERGE", fused_merge)
+    monkeypatch.setattr(kernels, "FUSED_GLUE", False)
     pattern = random_pattern(fast.geometry, ratio=0.5, sink=SINK, recent=RECENT)
     torch.manual_seed(2)
     ids = torch.randint(0, 512, (1, 1240), device="cuda")

@@ -51,8 +51,12 @@ def main() -> None:
                        help="kernels.TWO_GROUP_ONE_LOOP on (the default since f8f59e5): the two-group kernel's groups "
                             "in one attention loop")
     loops.add_argument("--two-loops", action="store_true", help="kernels.TWO_GROUP_ONE_LOOP off: a loop per group")
-    ap.add_argument("--fused-glue", action="store_true",
-                    help="kernels.FUSED_GLUE: norms, SwiGLU and residual adds folded into the decode GEMVs")
+    glue = ap.add_mutually_exclusive_group()
+    glue.add_argument("--fused-glue", action="store_true",
+                      help="kernels.FUSED_GLUE on (the default since b026215's successor): norms, SwiGLU and residual "
+                           "adds folded into the decode GEMVs")
+    glue.add_argument("--unfused-glue", action="store_true",
+                      help="kernels.FUSED_GLUE off: the compiled glue and cuBLAS for o_proj and the MLP")
     ap.add_argument("--reduce-two-pass", action="store_true",
                     help="kernels.REDUCE_ONE_PASS off: the split merge in blocks of 64 splits over all of head_dim")
     args, rest = ap.parse_known_args()
@@ -80,7 +84,8 @@ def main() -> None:
     kernels.REDUCE_ONE_PASS = not args.reduce_two_pass
     if args.one_loop or args.two_loops:  # neither: the shipped default
         kernels.TWO_GROUP_ONE_LOOP = args.one_loop
-    kernels.FUSED_GLUE = args.fused_glue
+    if args.fused_glue or args.unfused_glue:  # neither: the shipped default
+        kernels.FUSED_GLUE = args.fused_glue
     if args.rounding:
         if args.key is None:
             kernels.SPLIT_ROUNDING = args.rounding

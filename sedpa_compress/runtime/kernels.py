@@ -910,8 +910,9 @@ GEMV_MAX_WEIGHT = 32 * 2**20
 # program, which cost more than the launches it saved (gemv_probe_h200.json at 3226e37: 133.8 against 122.1 us
 # a layer); here each program reads one float. The MLP's weights move from cuBLAS to the GEMV (the whole step
 # with that alone: +0.3%, decode_launch_sweep4_h200.json). The sums are added in whatever order the programs
-# finish, so a step's last bits may differ between runs. A candidate, off until the step is timed with it.
-FUSED_GLUE = False
+# finish, so a step's last bits may differ between runs. On since decode_launch_sweep5_h200.json (f6bc1bf, 128K):
+# sedpa-w -1.72% in both pairs, duo -0.32% / -0.75%, full -0.19% / -0.11%; fp8 duo -1.31%, fp8 full +0.42%.
+FUSED_GLUE = True
 
 
 def decode_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
