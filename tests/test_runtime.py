@@ -854,6 +854,25 @@ def test_fp8_caches_double_the_longest_context_and_refuse_what_they_cannot_run(t
         FastModel(loaded, RuntimeSpec(mode="full", kv_dtype="int4"))
 
 
+def test_contexts_past_what_the_decode_kernels_index_are_refused_before_allocating(tiny):
+    """A head's slots x head_dim must stay under 2^31 elements (the kernels index a slot in int32; a head's base,
+    past 2^31 at the longest contexts, in int64): the memory plan's longest context stops there however much memory
+    is free, a longer context is refused before anything is allocated, and modes whose caches are all rings have
+    no such limit."""
+    from sedpa_compress.runtime import memory
+
+    loaded, _ = tiny
+    d = loaded.geometry.head_dim
+    full = FastModel(loaded, RuntimeSpec(mode="full"))
+    assert memory.position_limit(full) == (2**31 - 1) // d
+    assert memory.max_context(full, free_bytes=1 << 60) == (2**31 - 1) // d
+    with pytest.raises(SedpaError, match=rf"longer than the decode kernels index \({(2**31 - 1) // d} positions"):
+        Runner(full, max_len=(2**31 - 1) // d + 1, memory_budget=1 << 60)
+    streaming = FastModel(loaded, RuntimeSpec(mode="streaming", sink=4, recent=16))
+    assert memory.position_limit(streaming) is None
+    assert memory.max_context(streaming, free_bytes=1 << 60) >= 1 << 30
+
+
 @pytest.mark.skipif(not shutil.which("cc"), reason="torch.compile on the CPU needs a C compiler")
 @pytest.mark.parametrize("kv_dtype", ["bf16", "fp8"])
 def test_compiled_rope_and_cache_writes_equal_the_eager_ones(kv_dtype):

@@ -53,7 +53,7 @@ def main() -> None:
     loops.add_argument("--two-loops", action="store_true", help="kernels.TWO_GROUP_ONE_LOOP off: a loop per group")
     glue = ap.add_mutually_exclusive_group()
     glue.add_argument("--fused-glue", action="store_true",
-                      help="kernels.FUSED_GLUE on (the default since b026215's successor): norms, SwiGLU and residual "
+                      help="kernels.FUSED_GLUE on (the default since a55ac42): norms, SwiGLU and residual "
                            "adds folded into the decode GEMVs")
     glue.add_argument("--unfused-glue", action="store_true",
                       help="kernels.FUSED_GLUE off: the compiled glue and cuBLAS for o_proj and the MLP")

@@ -27,12 +27,13 @@ Path('/tmp/sedpa_dry_model/config.json').exists() or build_tiny('llama', Path('/
   BENCH="bench efficiency --model /tmp/sedpa_dry_model --device cpu --contexts 256 --peers none --retrieval-ratio 0.5
     --rank-ratio 0.85 --sink 4 --recent 16 --window 64 --chunk 128 --decode-tokens 4"
 fi
-# the next call's default queues: the decode glue folded into the GEMVs (--fused-glue, kernels.FUSED_GLUE: 3 launches
-# for o + MLP a layer where the compiled glue and cuBLAS take 6-7; each row of it beside a defaults row of the same
-# queue, twice), for bf16 and fp8 caches; and the two-group kernel with two loops against the one-loop default.
-# Defaults twice (rows of one setting vary by up to 2% between runs)
-QUEUE0=${QUEUE0:-"base=;glue=--fused-glue;base2=;glue2=--fused-glue;twoloops=--two-loops@duo"}
-QUEUE1=${QUEUE1:-"tests;fp8=@full,duo@fp8;glue8=--fused-glue@full,duo@fp8;fp8b=@full,duo@fp8;glue8b=--fused-glue@full,duo@fp8"}
+# the next call's default queues: with the decode glue folded into the GEMVs (FUSED_GLUE, on since sweep 5) a layer's
+# chain is qkv, RoPE/append, attention, merge, o, gate_up, down: programmatic dependent launch (--pdl: each kernel
+# starts while the previous ends) and the one-shot GEMV (weights loaded before the wait) now act on a chain of
+# Triton kernels only (sweep 2, before the fused glue: PDL + one-shot sedpa-w -2.9%, duo -1.6%); each row beside a
+# defaults row of the same queue, bf16 twice, fp8 once; and the unfused glue as the control.
+QUEUE0=${QUEUE0:-"base=;pdl=--pdl;pdlos=--pdl --gemv-block-k 16384;base2=;pdlos2=--pdl --gemv-block-k 16384"}
+QUEUE1=${QUEUE1:-"tests;fp8=@full,duo@fp8;pdlos8=--pdl --gemv-block-k 16384@full,duo@fp8;unfused=--unfused-glue;os=--gemv-block-k 16384"}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$R/device.txt" 2>/dev/null || echo "no GPU" > "$R/device.txt"
 echo "${SEDPA_GIT_COMMIT:-unknown}" > "$R/commit.txt"
 
