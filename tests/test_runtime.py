@@ -825,12 +825,13 @@ def memory_cache_bytes(runner: Runner) -> int:
     return memory.cache_bytes(runner.model, batch=runner.batch, max_len=runner.max_len)
 
 
-def test_fp8_caches_double_the_longest_context_and_refuse_what_they_cannot_run(tiny, tmp_path):
+def test_fp8_caches_double_the_longest_context_and_refuse_what_they_cannot_run(tiny, tmp_path, monkeypatch):
     """The memory plan: fp8 caches take (head_dim + 2) / (2 head_dim) of bf16's bytes, so more tokens fit
     in the same budget (here 1.5x: this tiny model's head_dim 16 makes the scales 12% and the prefill's
     per-layer temporaries large next to 16 layers of cache; Llama-3-8B at 25% retrieval heads gives ~1.85x), and a context
     too long is refused before allocating, naming the KV dtype and what fits with it."""
     from sedpa_compress.runtime import memory
+    from sedpa_compress.runtime import runner as runner_module
 
     path = build_tiny("llama", tmp_path / "bf16", layers=16)
     loaded = load_model(str(path), dtype="bfloat16")
@@ -847,9 +848,12 @@ def test_fp8_caches_double_the_longest_context_and_refuse_what_they_cannot_run(t
     with pytest.raises(SedpaError, match=rf"--kv-dtype fp8 is {fits['fp8']} tokens"):
         Runner(model, max_len=fits["fp8"] + 4096, chunk=256, memory_budget=budget + memory.MARGIN)
     runner = Runner(model, max_len=2048, chunk=256)
+    monkeypatch.setattr(runner_module, "FILL_CHUNK", 300)  # a few slots at a time, the last step a partial one
     runner.fill_synthetic(2000)  # the max-context benchmark's fill, quantized
     k, _ = runner.caches[0].read(0, 2000)
     assert torch.isfinite(k.float()).all() and 0.5 < float(k.float().std()) < 2
+    for cache in runner.caches:  # every slot of every head got its values and a scale
+        assert all(bool((sc > 0).all()) for sc in cache.k_scale + cache.v_scale)
     with pytest.raises(SedpaError, match="--kv-dtype 'int4'"):
         FastModel(loaded, RuntimeSpec(mode="full", kv_dtype="int4"))
 

@@ -20,6 +20,7 @@ from sedpa_compress.runtime.cache import quantize_fp8
 from sedpa_compress.runtime.model import FastModel, RuntimeSpec, make_caches, make_state
 
 DEFAULT_CHUNK = 8192
+FILL_CHUNK = 1 << 20  # fill_synthetic's slots a step into fp8 caches: ~0.5 GB of fp32 temporaries at head dim 128
 
 
 class Runner:
@@ -142,8 +143,13 @@ class Runner:
                         if scales is None:
                             t[:, i].normal_(0, 1, generator=gen)
                             continue
-                        x = torch.empty(t[:, i].shape, dtype=self.model.dtype, device=t.device).normal_(0, 1, generator=gen)
-                        t[:, i], scales[:, i] = quantize_fp8(x)
+                        # and FILL_CHUNK slots at a time: quantize_fp8's fp32 temporaries of one whole head
+                        # (~10 GB at 7.3M positions) are what the memory plan does not count, and made the
+                        # max-context run's first fp8 attempt run out of memory
+                        for s in range(0, t.shape[2], FILL_CHUNK):
+                            e = min(t.shape[2], s + FILL_CHUNK)
+                            x = torch.empty(t[:, i, s:e].shape, dtype=self.model.dtype, device=t.device)
+                            t[:, i, s:e], scales[:, i, s:e] = quantize_fp8(x.normal_(0, 1, generator=gen))
         self.length = length
         self.pos.fill_(length)
 
