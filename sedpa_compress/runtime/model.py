@@ -30,7 +30,7 @@ from sedpa_compress.runtime.modes.tidal import tidal_selection_layers
 
 LOWRANK_POLICIES = ("auto", "factored", "dense")
 # What one extra kernel costs a batch-1 decode step, in bytes of HBM traffic it could have streamed
-# instead: ~4 us at ~4 TB/s. Measured on the H200 (bench/results/efficiency_llama-3-8b.json): sedpa-w at
+# instead: ~4 us at ~4 TB/s. Measured in an early `sedpa bench efficiency` run, before the fused kernels: sedpa-w at
 # rank ratio 0.85 decoded ~0.9 ms slower than duo at 8K with about eight more kernels per layer x 32
 # layers (~3.5 us each), while its factors saved ~1% of the bytes.
 KERNEL_COST_BYTES = 16 << 20
