@@ -464,9 +464,9 @@ def run_in_triton_interpreter(code: str) -> None:
 def test_split_k_decode_kernels_in_the_triton_interpreter():
     """SEDPA_TRITON_INTERPRET=1 pytest -k interpreter: the split-K partial and reduce kernels (up to 256
     splits: the merge in one pass over blocks of head_dim, kernels.REDUCE_ONE_PASS, or in blocks of 64 splits;
-    counts that are not powers of two; the merge folded into the partial kernel), plain,
-    indexed (TidalDecode), reading fp8 caches with per-token scales (fp16 dots: within 2e-3; the keys in either
-    operand of their dot, kernels.FP8_KEYS_AS_A; indexed too, the scales gathered with the keys), and over a layer's two head groups in
+    counts that are not powers of two), plain,
+    indexed (TidalDecode), reading fp8 caches with per-token scales (fp16 dots: within 2e-3; indexed too, the scales gathered with
+    the keys), and over a layer's two head groups in
     one launch (one attention loop a group, or one for both: kernels.TWO_GROUP_ONE_LOOP), on CPU tensors, against the fp32 reference. Needs triton and numpy < 2.4 (Triton 3.6's interpreter turns 1-element arrays into ints,
     which numpy 2.4 refuses; e.g. `pip install --target /tmp/np23 numpy==2.3.*` and PYTHONPATH=/tmp/np23).
     fp32 inputs: the interpreter does not emulate bf16 dot products (the GPU tests cover bf16)."""
@@ -487,43 +487,41 @@ def test_split_k_decode_kernels_in_the_triton_interpreter():
         "                           kernels.decode_attention_ref(q, k, v, m, d ** -0.5, index=idx))):\n"
         "            assert float((got - want).norm() / want.norm()) < 1e-5\n"
         "from sedpa_compress.runtime.cache import quantize_fp8, dequantize_fp8\n"
-        "for keys_as_a in (False, True):  # kernels.FP8_KEYS_AS_A: the converted keys as the dot's A operand\n"
-        "  kernels.FP8_KEYS_AS_A = keys_as_a\n"
-        "  for (b, h, g, d, t) in [(1, 2, 4, 128, 3000), (2, 3, 1, 64, 700)]:\n"
-        "    q, k, v = torch.randn(b, h, g, d), torch.randn(b, h, t, d) * 3, torch.randn(b, h, t, d)\n"
-        "    (kb, ks), (vb, vs) = quantize_fp8(k), quantize_fp8(v)\n"
-        "    kd, vd = dequantize_fp8(kb, ks, torch.float32), dequantize_fp8(vb, vs, torch.float32)\n"
-        "    for n in (1, 63, t // 3, t):\n"
-        "        n = torch.tensor([n])\n"
-        "        got = kernels._triton_decode(q, kb, vb, n, d ** -0.5, k_scale=ks, v_scale=vs)\n"
-        "        want = kernels.decode_attention_ref(q, kd, vd, n, d ** -0.5)\n"
-        "        assert float((got - want).norm() / want.norm()) < 2e-3  # the fp8 path's dots run in fp16\n"
-        "        # tidal's sparse layers on fp8 caches: keys, values and their scales gathered per KV head\n"
-        "        idx = torch.stack([torch.stack([torch.randperm(t)[:512] for _ in range(h)]) for _ in range(b)])\n"
-        "        m = torch.tensor([min(int(n), 512)])\n"
-        "        got = kernels._triton_decode(q, kb, vb, m, d ** -0.5, index=idx, k_scale=ks, v_scale=vs)\n"
-        "        want = kernels.decode_attention_ref(q, kd, vd, m, d ** -0.5, index=idx)\n"
-        "        assert float((got - want).norm() / want.norm()) < 2e-3, ('indexed fp8', n)\n"
-        "  for fp8, one_loop in ((False, False), (True, False), (False, True), (True, True)):\n"
-        "    # a layer's two head groups (full-length + ring) in one launch pair; one attention loop or one a group\n"
-        "    kernels.TWO_GROUP_ONE_LOOP = one_loop\n"
-        "    q = torch.randn(2, 5, 4, 64)\n"
-        "    kv = [torch.randn(2, 3, 900, 64), torch.randn(2, 3, 900, 64), torch.randn(2, 2, 80, 64), torch.randn(2, 2, 80, 64)]\n"
-        "    sc = [None] * 4\n"
-        "    if fp8:\n"
-        "        kv, sc = zip(*map(quantize_fp8, kv))\n"
-        "    groups = [(kv[0], kv[1], torch.tensor([700]), sc[0], sc[1]), (kv[2], kv[3], torch.tensor([80]), sc[2], sc[3])]\n"
-        "    got = kernels._triton_decode2(q, groups, 0.125)\n"
-        "    want = kernels.decode_attention_groups(q, groups, 0.125)\n"
-        "    assert float((got - want).norm() / want.norm()) < (2e-3 if fp8 else 1e-5), (fp8, one_loop)\n"
-        "    # one sequence whose long group's batch stride is past 2^31 (the longest contexts): two loops\n"
-        "    one = [None if x is None else x[:1] for x in (*kv, *sc)]\n"
-        "    wide = [huge_batch_stride(x) for x in one[:2]]\n"
-        "    groups = [(*wide, torch.tensor([700]), *one[4:6]), (*one[2:4], torch.tensor([80]), *one[6:])]\n"
-        "    got = kernels._triton_decode2(q[:1], groups, 0.125)\n"
-        "    want = kernels.decode_attention_groups(q[:1], groups, 0.125)\n"
-        "    assert float((got - want).norm() / want.norm()) < (2e-3 if fp8 else 1e-5), ('wide', fp8, one_loop)\n"
-        "kernels.FP8_KEYS_AS_A = kernels.TWO_GROUP_ONE_LOOP = False\n"
+        "for (b, h, g, d, t) in [(1, 2, 4, 128, 3000), (2, 3, 1, 64, 700)]:\n"
+        "  q, k, v = torch.randn(b, h, g, d), torch.randn(b, h, t, d) * 3, torch.randn(b, h, t, d)\n"
+        "  (kb, ks), (vb, vs) = quantize_fp8(k), quantize_fp8(v)\n"
+        "  kd, vd = dequantize_fp8(kb, ks, torch.float32), dequantize_fp8(vb, vs, torch.float32)\n"
+        "  for n in (1, 63, t // 3, t):\n"
+        "      n = torch.tensor([n])\n"
+        "      got = kernels._triton_decode(q, kb, vb, n, d ** -0.5, k_scale=ks, v_scale=vs)\n"
+        "      want = kernels.decode_attention_ref(q, kd, vd, n, d ** -0.5)\n"
+        "      assert float((got - want).norm() / want.norm()) < 2e-3  # the fp8 path's dots run in fp16\n"
+        "      # tidal's sparse layers on fp8 caches: keys, values and their scales gathered per KV head\n"
+        "      idx = torch.stack([torch.stack([torch.randperm(t)[:512] for _ in range(h)]) for _ in range(b)])\n"
+        "      m = torch.tensor([min(int(n), 512)])\n"
+        "      got = kernels._triton_decode(q, kb, vb, m, d ** -0.5, index=idx, k_scale=ks, v_scale=vs)\n"
+        "      want = kernels.decode_attention_ref(q, kd, vd, m, d ** -0.5, index=idx)\n"
+        "      assert float((got - want).norm() / want.norm()) < 2e-3, ('indexed fp8', n)\n"
+        "for fp8, one_loop in ((False, False), (True, False), (False, True), (True, True)):\n"
+        "  # a layer's two head groups (full-length + ring) in one launch pair; one attention loop or one a group\n"
+        "  kernels.TWO_GROUP_ONE_LOOP = one_loop\n"
+        "  q = torch.randn(2, 5, 4, 64)\n"
+        "  kv = [torch.randn(2, 3, 900, 64), torch.randn(2, 3, 900, 64), torch.randn(2, 2, 80, 64), torch.randn(2, 2, 80, 64)]\n"
+        "  sc = [None] * 4\n"
+        "  if fp8:\n"
+        "      kv, sc = zip(*map(quantize_fp8, kv))\n"
+        "  groups = [(kv[0], kv[1], torch.tensor([700]), sc[0], sc[1]), (kv[2], kv[3], torch.tensor([80]), sc[2], sc[3])]\n"
+        "  got = kernels._triton_decode2(q, groups, 0.125)\n"
+        "  want = kernels.decode_attention_groups(q, groups, 0.125)\n"
+        "  assert float((got - want).norm() / want.norm()) < (2e-3 if fp8 else 1e-5), (fp8, one_loop)\n"
+        "  # one sequence whose long group's batch stride is past 2^31 (the longest contexts): two loops\n"
+        "  one = [None if x is None else x[:1] for x in (*kv, *sc)]\n"
+        "  wide = [huge_batch_stride(x) for x in one[:2]]\n"
+        "  groups = [(*wide, torch.tensor([700]), *one[4:6]), (*one[2:4], torch.tensor([80]), *one[6:])]\n"
+        "  got = kernels._triton_decode2(q[:1], groups, 0.125)\n"
+        "  want = kernels.decode_attention_groups(q[:1], groups, 0.125)\n"
+        "  assert float((got - want).norm() / want.norm()) < (2e-3 if fp8 else 1e-5), ('wide', fp8, one_loop)\n"
+        "kernels.TWO_GROUP_ONE_LOOP = False\n"
         "# split counts that are not powers of two (the exact rule): key blocks dealt out evenly, merged masked\n"
         "q, k, v = torch.randn(1, 2, 4, 64), torch.randn(1, 2, 5000, 64), torch.randn(1, 2, 5000, 64)\n"
         "for splits in (3, 5, 53, 100):\n"
@@ -548,11 +546,10 @@ def test_split_k_decode_kernels_in_the_triton_interpreter():
         "            assert float((got - want).norm() / want.norm()) < 1e-5, (splits, n, keys, one_loop)\n"
         "        kernels.TWO_GROUP_ONE_LOOP = False\n"
         "# above 64 splits the one-pass merge (kernels.REDUCE_ONE_PASS) splits head_dim over its programs (99 splits:\n"
-        "# 2 blocks of 64 columns, 256: 4 of 32); off, it loops over blocks of 64 splits; the merge folded into the\n"
-        "# partial kernel (kernels.FUSED_MERGE) keeps all of head_dim in one program. One group and two\n"
+        "# 2 blocks of 64 columns, 256: 4 of 32); off, it loops over blocks of 64 splits. One group and two\n"
         "q, k, v = torch.randn(1, 2, 4, 128), torch.randn(1, 2, 9000, 128), torch.randn(1, 2, 9000, 128)\n"
-        "for one_pass, fused in ((True, False), (False, False), (True, True)):\n"
-        "    kernels.REDUCE_ONE_PASS, kernels.FUSED_MERGE = one_pass, fused\n"
+        "for one_pass in (True, False):\n"
+        "    kernels.REDUCE_ONE_PASS = one_pass\n"
         "    for splits in (99, 256):\n"
         "        assert (kernels._reduce_launch(splits, 128)['DB'] < 128) == one_pass  # the d blocks are exercised\n"
         "        for n in (700, 8999):\n"
@@ -560,32 +557,15 @@ def test_split_k_decode_kernels_in_the_triton_interpreter():
         "            ws = kernels.DecodeWorkspace(1, 2, 4, 128, 9000, q.device, splits=splits)\n"
         "            got = kernels._triton_decode(q, k, v, n, 128 ** -0.5, workspace=ws)\n"
         "            want = kernels.decode_attention_ref(q, k, v, n, 128 ** -0.5)\n"
-        "            assert float((got - want).norm() / want.norm()) < 1e-5, (one_pass, fused, splits, n)\n"
+        "            assert float((got - want).norm() / want.norm()) < 1e-5, (one_pass, splits, n)\n"
         "            groups = [(k[:, :1], v[:, :1], n, None, None),\n"
         "                      (k[:, 1:, :80], v[:, 1:, :80], torch.tensor([80]), None, None)]\n"
         "            # the ring in its own few splits\n"
         "            ws = kernels.DecodeWorkspace(1, 2, 4, 128, 9000, q.device, splits=splits, group_keys=(9000, 80))\n"
         "            got = kernels._triton_decode2(q, groups, 128 ** -0.5, workspace=ws)\n"
         "            want = kernels.decode_attention_groups(q, groups, 128 ** -0.5)\n"
-        "            assert float((got - want).norm() / want.norm()) < 1e-5, (one_pass, fused, splits, n)\n"
-        "kernels.REDUCE_ONE_PASS, kernels.FUSED_MERGE = True, False\n"
-        "# the merge folded into the partial kernel (kernels.FUSED_MERGE): the last split program of a head merges\n"
-        "kernels.FUSED_MERGE = True\n"
-        "q, k, v = torch.randn(2, 3, 4, 64), torch.randn(2, 3, 3000, 64), torch.randn(2, 3, 3000, 64)\n"
-        "idx = torch.stack([torch.randperm(3000)[:512] for _ in range(2)])\n"
-        "for n in (1, 1000, 3000):\n"
-        "    n = torch.tensor([n])\n"
-        "    ws = kernels.DecodeWorkspace(2, 3, 4, 64, 3000, q.device, splits=5)\n"
-        "    for index, m in ((None, n), (idx, torch.tensor([min(int(n), 512)]))):\n"
-        "        got = kernels._triton_decode(q, k, v, m, 0.125, workspace=ws, index=index)\n"
-        "        want = kernels.decode_attention_ref(q, k, v, m, 0.125, index=index)\n"
-        "        assert float((got - want).norm() / want.norm()) < 1e-5\n"
-        "    groups = [(k[:, :2], v[:, :2], n, None, None), (k[:, 2:, :80], v[:, 2:, :80], torch.tensor([80]), None, None)]\n"
-        "    ws = kernels.DecodeWorkspace(2, 3, 4, 64, 3000, q.device, splits=7, group_keys=(3000, 80))\n"
-        "    for _ in range(2):  # twice: the ticket counters are back at zero after each launch\n"
-        "        got = kernels._triton_decode2(q, groups, 0.125, workspace=ws)\n"
-        "        want = kernels.decode_attention_groups(q, groups, 0.125)\n"
-        "        assert float((got - want).norm() / want.norm()) < 1e-5 and int(ws.count.abs().sum()) == 0\n"
+        "            assert float((got - want).norm() / want.norm()) < 1e-5, (one_pass, splits, n)\n"
+        "kernels.REDUCE_ONE_PASS = True\n"
         "print('ok')\n")
     run_in_triton_interpreter(code)
 
@@ -1041,11 +1021,10 @@ def test_two_loops_compile_for_int64_strides_where_one_loop_does_not(fp8):
     from triton.compiler import ASTSource
 
     fn = kernels._decode_partial2
-    consts = dict(G=4, G_PAD=16, D=128, BLOCK_N=64, SPLITS=99, S1=99, S2=1, FP8=fp8, GDC=False, FP8_QK=0,
-                  MERGE=False, SPLITS_P2=128, SB=128)
+    consts = dict(G=4, G_PAD=16, D=128, BLOCK_N=64, SPLITS=99, S1=99, S2=1, FP8=fp8, GDC=False)
     cache, scales = ("*u8", "*bf16") if fp8 else ("*bf16", "*i64")  # bf16 caches pass the lengths as scales
     pointers = dict(Q="*bf16", K1=cache, V1=cache, LEN1="*i64", KS1=scales, VS1=scales, K2=cache, V2=cache,
-                    LEN2="*i64", KS2=scales, VS2=scales, ACC="*fp32", M="*fp32", L="*fp32", OUT="*bf16", CNT="*i32")
+                    LEN2="*i64", KS2=scales, VS2=scales, ACC="*fp32", M="*fp32", L="*fp32")
     wide = {"s1kb", "s1vb"}  # the retrieval cache's batch strides, past 2^31
 
     def compile_with(one_loop: bool):

@@ -57,17 +57,15 @@ def _mode_kwargs(mode, pattern):
     return dict(pattern=pattern, sink=SINK, recent=RECENT, window=WINDOW if mode == "sedpa-w" else None)
 
 
-# the merge as its own launch in one pass (head_dim split over its programs above 64 splits) or in blocks of 64
-# splits (kernels.REDUCE_ONE_PASS), or folded into the partial kernel (kernels.FUSED_MERGE)
-@pytest.mark.parametrize("fused_merge,one_pass", [(False, True), (False, False), (True, True)],
-                         ids=["one-pass", "two-pass", "fused"])
+# the merge in one pass (head_dim split over its programs above 64 splits) or in blocks of 64 splits
+# (kernels.REDUCE_ONE_PASS)
+@pytest.mark.parametrize("one_pass", [True, False], ids=["one-pass", "two-pass"])
 @pytest.mark.parametrize("rounding", ["nearest", "exact"])  # 128 splits for 4 heads; exact: 132, not a power of two
 @pytest.mark.parametrize("length", [1, 63, 1000, 70000])
-def test_split_k_kernel_matches_reference(length, rounding, fused_merge, one_pass, monkeypatch):
+def test_split_k_kernel_matches_reference(length, rounding, one_pass, monkeypatch):
     """The split-K decode kernel (plain, and indexed as TidalDecode reads) against the fp32 reference, with
     either split rule and with each merge."""
     monkeypatch.setattr(kernels, "SPLIT_ROUNDING", rounding)
-    monkeypatch.setattr(kernels, "FUSED_MERGE", fused_merge)
     monkeypatch.setattr(kernels, "REDUCE_ONE_PASS", one_pass)
     torch.manual_seed(4)
     b, h, g, d, t = 1, 4, 4, 128, 70016
@@ -87,19 +85,14 @@ def test_split_k_kernel_matches_reference(length, rounding, fused_merge, one_pas
         assert rel(got, want) <= 1e-2
 
 
-@pytest.mark.parametrize("fp8_qk", ["fp16-b", "e4m3", "fp16-a"])
 @pytest.mark.parametrize("rounding", ["nearest", "exact"])
 @pytest.mark.parametrize("length", [1, 1000, 70000])
-def test_split_k_kernel_reads_fp8_caches(length, rounding, fp8_qk, monkeypatch):
+def test_split_k_kernel_reads_fp8_caches(length, rounding, monkeypatch):
     """The decode kernel on fp8 e4m3 caches (uint8 bits, a bf16 scale per token and head) against the
-    fp32 reference on the dequantized values: only the kernel's own arithmetic differs, also with the keys
-    in e4m3 dots against a two-part query (kernels.FP8_QK_DOT; Triton's interpreter cannot check fp8 dots)
-    and with the converted keys as the dot's A operand (kernels.FP8_KEYS_AS_A)."""
+    fp32 reference on the dequantized values: only the kernel's own arithmetic differs."""
     from sedpa_compress.runtime.cache import dequantize_fp8, quantize_fp8
 
     monkeypatch.setattr(kernels, "SPLIT_ROUNDING", rounding)
-    monkeypatch.setattr(kernels, "FP8_QK_DOT", fp8_qk == "e4m3")
-    monkeypatch.setattr(kernels, "FP8_KEYS_AS_A", fp8_qk == "fp16-a")
     torch.manual_seed(4)
     b, h, g, d, t = 1, 4, 4, 128, 70016
     q = torch.randn(b, h, g, d, device="cuda", dtype=torch.bfloat16)
@@ -240,26 +233,6 @@ def test_fp8_caches_keep_the_logits_and_decode_in_a_cuda_graph(models, mode):
     assert got["fp8"][1] == pytest.approx(got["bf16"][1] * (128 + 2) / 256)
 
 
-@pytest.mark.parametrize("candidate", ["FP8_QK_DOT", "FP8_KEYS_AS_A"])
-@pytest.mark.parametrize("mode", ["full", "duo"])
-def test_fp8_key_dots_decode_as_the_fp16_conversion_does(models, mode, candidate, monkeypatch):
-    """kernels.FP8_QK_DOT (the keys' dot in e4m3 against a two-part e4m3 query) and kernels.FP8_KEYS_AS_A (the
-    converted keys as the A operand) against the default (keys converted to fp16, the B operand): the same fp8
-    caches, graph-replayed decode logits within 1%."""
-    fast, _ = models
-    pattern = random_pattern(fast.geometry, sink=SINK, recent=RECENT)
-    torch.manual_seed(5)
-    ids = torch.randint(0, 512, (1, 1220), device="cuda")
-    got = []
-    for qk in (False, True):
-        monkeypatch.setattr(kernels, candidate, qk)
-        r = Runner.build(fast, RuntimeSpec(mode=mode, **_mode_kwargs(mode, pattern), kv_dtype="fp8"), max_len=1230,
-                         chunk=512)
-        r.prefill(ids[:, :1200])
-        got.append(torch.stack([r.decode(ids[:, j]).clone() for j in range(1200, 1220)]))
-    assert rel(got[1], got[0]) <= 1e-2
-
-
 @pytest.mark.parametrize("sizes", [(8,), (3, 5)])
 def test_rope_append_quantizes_into_fp8_caches_as_the_compiled_path_does(sizes):
     """The one-launch RoPE + cache writes into fp8 caches (kernels.rope_append with scales) against the function
@@ -396,16 +369,12 @@ def test_flex_band_attention_with_queries_padded_to_the_chunk(start, band, tq):
     assert torch.isfinite(got).all() and rel(got, want) <= 1e-2
 
 
-@pytest.mark.parametrize("mode", ["full", "streaming", "duo", "sedpa-s", "sedpa-w", "duo-exact-splits",
-                                  "duo-fused-merge"])
+@pytest.mark.parametrize("mode", ["full", "streaming", "duo", "sedpa-s", "sedpa-w", "duo-exact-splits"])
 def test_mode_logits_match_fp32_reference(models, mode, monkeypatch):
     """Every mode's prefill and decode logits against the fp32 reference; duo also with split counts that
-    are not powers of two (kernels.SPLIT_ROUNDING = "exact") and with the merge in the partial kernel."""
+    are not powers of two (kernels.SPLIT_ROUNDING = "exact")."""
     if mode == "duo-exact-splits":
         monkeypatch.setattr(kernels, "SPLIT_ROUNDING", "exact")
-        mode = "duo"
-    if mode == "duo-fused-merge":
-        monkeypatch.setattr(kernels, "FUSED_MERGE", True)
         mode = "duo"
     fast, ref = models
     pattern = random_pattern(fast.geometry, ratio=0.5, sink=SINK, recent=RECENT)
@@ -496,9 +465,8 @@ def test_tidal_matches_reference_and_full_when_k_covers_context(gpu_model_dir, m
 
 
 @pytest.mark.parametrize("mode", ["full", "duo", "sedpa-w"])
-@pytest.mark.parametrize("one_shot,fused_merge", [(False, False), (True, False), (True, True)])
-def test_programmatic_dependent_launch_decodes_the_same_tokens_in_a_cuda_graph(models, mode, one_shot, fused_merge,
-                                                                              monkeypatch):
+@pytest.mark.parametrize("one_shot", [False, True])
+def test_programmatic_dependent_launch_decodes_the_same_tokens_in_a_cuda_graph(models, mode, one_shot, monkeypatch):
     """kernels.PDL (each Triton kernel of the decode chain launched while the previous one ends, waiting
     before it reads that one's output) changes when kernels start, not what they compute: the graph-replayed
     decode's logits equal those without it, bit for bit, with the shipped GEMV and with the one-shot GEMV
@@ -507,7 +475,6 @@ def test_programmatic_dependent_launch_decodes_the_same_tokens_in_a_cuda_graph(m
     fast, _ = models
     if one_shot:
         monkeypatch.setitem(kernels.GEMV_LAUNCH, "block_k", 16384)
-    monkeypatch.setattr(kernels, "FUSED_MERGE", fused_merge)
     monkeypatch.setattr(kernels, "FUSED_GLUE", False)
     pattern = random_pattern(fast.geometry, ratio=0.5, sink=SINK, recent=RECENT)
     torch.manual_seed(2)

@@ -42,10 +42,6 @@ def main() -> None:
     ap.add_argument("--gemv-block-k", type=int, help="kernels.GEMV_LAUNCH's block_k (4096: the one-shot GEMV)")
     ap.add_argument("--gemv-block-n", type=int, help="kernels.GEMV_LAUNCH's block_n")
     ap.add_argument("--pdl", action="store_true", help="kernels.PDL: programmatic dependent launch of the decode chain")
-    ap.add_argument("--fp8-qk-dot", action="store_true", help="kernels.FP8_QK_DOT: fp8 caches' key dots in e4m3")
-    ap.add_argument("--fp8-keys-as-a", action="store_true",
-                    help="kernels.FP8_KEYS_AS_A: fp8 caches' converted keys as the key dot's A operand")
-    ap.add_argument("--fused-merge", action="store_true", help="kernels.FUSED_MERGE: the split merge in the partial kernel")
     loops = ap.add_mutually_exclusive_group()
     loops.add_argument("--one-loop", action="store_true",
                        help="kernels.TWO_GROUP_ONE_LOOP on (the default since f8f59e5): the two-group kernel's groups "
@@ -78,9 +74,6 @@ def main() -> None:
     if args.gemv_block_n:
         kernels.GEMV_LAUNCH["block_n"] = args.gemv_block_n
     kernels.PDL = args.pdl
-    kernels.FP8_QK_DOT = args.fp8_qk_dot
-    kernels.FP8_KEYS_AS_A = args.fp8_keys_as_a
-    kernels.FUSED_MERGE = args.fused_merge
     kernels.REDUCE_ONE_PASS = not args.reduce_two_pass
     if args.one_loop or args.two_loops:  # neither: the shipped default
         kernels.TWO_GROUP_ONE_LOOP = args.one_loop

@@ -72,19 +72,19 @@ def shapes(fp8: bool) -> tuple[dict, dict, dict, dict]:
     cache = "*u8" if fp8 else "*bf16"
     scale = "*bf16" if fp8 else "*i64"  # bf16 caches pass the length tensor where the scales would go
     ptr1 = dict(Q="*bf16", K=cache, V=cache, LEN="*i64", IDX="*i64", ACC="*fp32", M="*fp32", L="*fp32", KS=scale,
-                VS=scale, OUT="*bf16", CNT="*i32")
+                VS=scale)
     sc1 = dict(sksb=8 * T, sksh=T, skst=1, svsb=8 * T, svsh=T, svst=1) if fp8 else \
         dict.fromkeys("sksb sksh skst svsb svsh svst".split(), 0)
     ints1 = dict(sqb=4096, sqh=512, sqg=128, skb=8 * T * D, skh=T * D, skt=D, svb=8 * T * D, svh=T * D, svt=D, sib=0,
-                 sih=0, H=8, sob=4096, soh=512, sog=128, **sc1)
+                 sih=0, H=8, **sc1)
     ptr2 = dict(Q="*bf16", K1=cache, V1=cache, LEN1="*i64", KS1=scale, VS1=scale, K2=cache, V2=cache, LEN2="*i64",
-                KS2=scale, VS2=scale, ACC="*fp32", M="*fp32", L="*fp32", OUT="*bf16", CNT="*i32")
+                KS2=scale, VS2=scale, ACC="*fp32", M="*fp32", L="*fp32")
     names = "s1ksb s1ksh s1kst s1vsb s1vsh s1vst s2ksb s2ksh s2kst s2vsb s2vsh s2vst".split()
     sc2 = dict(zip(names, (4 * T, T, 1, 4 * T, T, 1, 4 * RING, RING, 1, 4 * RING, RING, 1))) if fp8 else \
         dict.fromkeys(names, 0)
     ints2 = dict(sqb=4096, sqh=512, sqg=128, s1kb=4 * T * D, s1kh=T * D, s1kt=D, s1vb=4 * T * D, s1vh=T * D, s1vt=D,
                  s2kb=4 * RING * D, s2kh=RING * D, s2kt=D, s2vb=4 * RING * D, s2vh=RING * D, s2vt=D, B=1, H=8, H1=4,
-                 sob=4096, soh=512, sog=128, **sc2)
+                 **sc2)
     return ptr1, ints1, ptr2, ints2
 
 
@@ -98,12 +98,12 @@ def main() -> None:
     rows = []
     for fp8, warps, block_n, stages in itertools.product((False, True), (4, 8), (32, 64, 128), (2, 3)):
         ptr1, ints1, ptr2, ints2 = shapes(fp8)
-        common = dict(G=4, G_PAD=16, D=D, FP8=fp8, GDC=False, FP8_QK=0, MERGE=False, BLOCK_N=block_n)
+        common = dict(G=4, G_PAD=16, D=D, FP8=fp8, GDC=False, BLOCK_N=block_n)
         kinds = [("one-group", kernels._decode_partial, ptr1, ints1,
-                  dict(common, SPLITS=64, SPLITS_P2=64, SB=64, INDEXED=False))]
+                  dict(common, SPLITS=64, INDEXED=False))]
         for one_loop in (False, True):
             kinds.append((f"two-group{', one loop' if one_loop else ''}", kernels._decode_partial2, ptr2, ints2,
-                          dict(common, SPLITS=99, S1=99, S2=1, SPLITS_P2=128, SB=128, ONE_LOOP=one_loop)))
+                          dict(common, SPLITS=99, S1=99, S2=1, ONE_LOOP=one_loop)))
         for kernel, fn, ptrs, ints, consts in kinds:
             row = dict(kernel=kernel, kv_dtype="fp8" if fp8 else "bf16", num_warps=warps, block_n=block_n,
                        num_stages=stages, **usage(fn, ptrs, ints, consts, warps, stages))
@@ -112,12 +112,12 @@ def main() -> None:
     # fp8 with a register cap (Triton's maxnreg): spills traded for programs an SM
     for (block_n, stages), cap in itertools.product(((128, 3), (128, 2), (64, 3)), (168, 128)):
         ptr1, ints1, ptr2, ints2 = shapes(True)
-        common = dict(G=4, G_PAD=16, D=D, FP8=True, GDC=False, FP8_QK=0, MERGE=False, BLOCK_N=block_n)
+        common = dict(G=4, G_PAD=16, D=D, FP8=True, GDC=False, BLOCK_N=block_n)
         for kernel, fn, ptrs, ints, consts in (
                 ("one-group", kernels._decode_partial, ptr1, ints1,
-                 dict(common, SPLITS=64, SPLITS_P2=64, SB=64, INDEXED=False)),
+                 dict(common, SPLITS=64, INDEXED=False)),
                 ("two-group, one loop", kernels._decode_partial2, ptr2, ints2,
-                 dict(common, SPLITS=99, S1=99, S2=1, SPLITS_P2=128, SB=128, ONE_LOOP=True))):
+                 dict(common, SPLITS=99, S1=99, S2=1, ONE_LOOP=True))):
             row = dict(kernel=kernel, kv_dtype="fp8", num_warps=4, block_n=block_n, num_stages=stages, maxnreg=cap,
                        **usage(fn, ptrs, ints, consts, 4, stages, cap))
             rows.append(row)

@@ -86,7 +86,7 @@ if HAS_TRITON:
     @triton.jit
     def _attend(q, K, V, IDX, KS, VS, b, h, start, end, skb, skh, skt, svb, svh, svt, sib, sih,
                 sksb, sksh, skst, svsb, svsh, svst, G_PAD: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr,
-                INDEXED: tl.constexpr, FP8: tl.constexpr, qk_scale, FP8_QK: tl.constexpr):
+                INDEXED: tl.constexpr, FP8: tl.constexpr, qk_scale):
         """One program's online softmax over keys [start, end) of KV head `h` of one cache: (acc, m, l).
 
         FP8 (e4m3 bits with a scale per token): both dots run in fp16, the one type e4m3 converts to in
@@ -98,12 +98,10 @@ if HAS_TRITON:
         the block's fp32 sum. The scales of the next block are loaded one block ahead: their loads are
         too narrow for Triton's asynchronous copies and would otherwise stall every block.
 
-        FP8_QK, the fp8 key dot (kernels.fp8_key_dot()): 0, the converted keys transposed into the B operand;
-        1 (kernels.FP8_QK_DOT, a candidate), the keys go into the dot as e4m3, unconverted, against the query
-        split in two e4m3 parts (each row scaled to 448, then its rounding residual scaled by 16), two fp8 dots
-        summed in fp32: the query keeps about bf16's precision and no key is converted; 2
-        (kernels.FP8_KEYS_AS_A, a candidate), the converted keys as the A operand as loaded, against the query
-        transposed once, and the [BLOCK_N, G_PAD] scores transposed instead of the [BLOCK_N, D] keys.
+        The converted keys go into the key dot transposed, as its B operand. Two other ways lost in the whole step
+        and were removed: the keys' dot in e4m3 against a two-part e4m3 query (duo fp8 +1.6%,
+        bench/results/decode_launch_sweep2_h200.json) and the converted keys as the A operand with the scores
+        transposed instead (+1.0% to +4.8%, decode_launch_sweep3_h200.json).
 
         INDEXED (tidal's sparse layers): the keys, values and, with FP8, their scales are gathered at the
         selected positions; the scales are then loaded with their block, not one block ahead.
@@ -120,16 +118,7 @@ if HAS_TRITON:
         l_i = tl.zeros([G_PAD], tl.float32)
         acc = tl.zeros([G_PAD, D], tl.float32)
         if FP8:
-            if FP8_QK == 1:
-                qs = q.to(tl.float32) * qk_scale
-                q_sc = tl.maximum(tl.max(tl.abs(qs), axis=1), 1e-30) / 448.0
-                qn = qs / q_sc[:, None]
-                q_hi = qn.to(tl.float8e4nv)
-                q_lo = ((qn - q_hi.to(tl.float32)) * 16.0).to(tl.float8e4nv)
-            else:
-                q16 = (q.to(tl.float32) * qk_scale).to(tl.float16)
-                if FP8_QK == 2:
-                    q16t = tl.trans(q16)  # [D, G_PAD]: the B operand of the keys' dot, laid out once
+            q16 = (q.to(tl.float32) * qk_scale).to(tl.float16)
             if not INDEXED:
                 offs0 = start + tl.arange(0, BLOCK_N)
                 k_sc_next = tl.load(KS + offs0 * skst, mask=offs0 < end,
@@ -157,15 +146,8 @@ if HAS_TRITON:
                     v_sc_next = tl.load(VS + offs_next * svst, mask=nxt,
                                         other=0.0).to(tl.float32)
                 k = tl.load(K + pos[:, None] * skt + offs_d[None, :], mask=valid[:, None], other=0)
-                if FP8_QK == 1:
-                    k8 = tl.trans(k.to(tl.float8e4nv, bitcast=True))
-                    s = (tl.dot(q_hi, k8) + tl.dot(q_lo, k8) * 0.0625) * q_sc[:, None] * k_sc[None, :]
-                elif FP8_QK == 2:  # the converted keys as the A operand, untransposed; the small scores transposed
-                    k = k.to(tl.float8e4nv, bitcast=True).to(tl.float16)
-                    s = tl.trans(tl.dot(k, q16t) * k_sc[:, None])
-                else:
-                    k = k.to(tl.float8e4nv, bitcast=True).to(tl.float16)
-                    s = tl.dot(q16, tl.trans(k)) * k_sc[None, :]
+                k = k.to(tl.float8e4nv, bitcast=True).to(tl.float16)
+                s = tl.dot(q16, tl.trans(k)) * k_sc[None, :]
             else:
                 k = tl.load(K + pos[:, None] * skt + offs_d[None, :], mask=valid[:, None],
                             other=0.0)
@@ -220,13 +202,12 @@ if HAS_TRITON:
                        other=0.0)
 
     @triton.jit
-    def _decode_partial(Q, K, V, LEN, IDX, ACC, M, L, KS, VS, OUT, CNT,
+    def _decode_partial(Q, K, V, LEN, IDX, ACC, M, L, KS, VS,
                         sqb, sqh, sqg, skb, skh, skt, svb, svh, svt, sib, sih, H,
-                        sksb, sksh, skst, svsb, svsh, svst, sob, soh, sog,
+                        sksb, sksh, skst, svsb, svsh, svst,
                         G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr,
                         BLOCK_N: tl.constexpr, SPLITS: tl.constexpr, INDEXED: tl.constexpr, FP8: tl.constexpr,
-                        scale, GDC: tl.constexpr, FP8_QK: tl.constexpr, MERGE: tl.constexpr,
-                        SPLITS_P2: tl.constexpr, SB: tl.constexpr):
+                        scale, GDC: tl.constexpr):
         _await_previous(GDC)
         bh = tl.program_id(0)
         split = tl.program_id(1)
@@ -236,21 +217,16 @@ if HAS_TRITON:
         q = _load_q(Q, b, h, sqb, sqh, sqg, G, G_PAD, D)
         qk_scale = scale * 1.4426950408889634  # exp2 instead of exp
         acc, m_i, l_i = _attend(q, K, V, IDX, KS, VS, b, h, start, end, skb, skh, skt, svb, svh, svt, sib, sih,
-                                sksb, sksh, skst, svsb, svsh, svst, G_PAD, D, BLOCK_N, INDEXED, FP8, qk_scale, FP8_QK)
+                                sksb, sksh, skst, svsb, svsh, svst, G_PAD, D, BLOCK_N, INDEXED, FP8, qk_scale)
         _store_partial(ACC, M, L, acc, m_i, l_i, bh, split, SPLITS, G, G_PAD, D)
-        if MERGE:
-            _last_program_merges(ACC, M, L, OUT, CNT, bh, b, h, SPLITS, sob, soh, sog, G, G_PAD, D, SPLITS, SPLITS_P2,
-                                 SB)
 
     @triton.jit
-    def _decode_partial2(Q, K1, V1, LEN1, KS1, VS1, K2, V2, LEN2, KS2, VS2, ACC, M, L, OUT, CNT,
+    def _decode_partial2(Q, K1, V1, LEN1, KS1, VS1, K2, V2, LEN2, KS2, VS2, ACC, M, L,
                          sqb, sqh, sqg, s1kb, s1kh, s1kt, s1vb, s1vh, s1vt, s2kb, s2kh, s2kt, s2vb, s2vh, s2vt,
                          s1ksb, s1ksh, s1kst, s1vsb, s1vsh, s1vst, s2ksb, s2ksh, s2kst, s2vsb, s2vsh, s2vst, B, H, H1,
-                         sob, soh, sog,
                          G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr,
                          SPLITS: tl.constexpr, S1: tl.constexpr, S2: tl.constexpr, FP8: tl.constexpr, scale,
-                         GDC: tl.constexpr, FP8_QK: tl.constexpr, MERGE: tl.constexpr, SPLITS_P2: tl.constexpr,
-                         SB: tl.constexpr, ONE_LOOP: tl.constexpr):
+                         GDC: tl.constexpr, ONE_LOOP: tl.constexpr):
         """Both head groups of a layer in one launch: KV heads [0, H1) read cache 1 (e.g. full length) in S1
         splits, heads [H1, H) cache 2 (e.g. a ring) in S2, each with its own valid length. A 1-D grid of
         B * (H1 * S1 + (H - H1) * S2) programs, group 1's first (split-major, heads interleaved as a 2-D grid
@@ -281,41 +257,32 @@ if HAS_TRITON:
                 sksb, sksh, skst, svsb, svsh, svst = s2ksb, s2ksh, s2kst, s2vsb, s2vsh, s2vst
                 start, end = _split_range(LEN2, split, S2, BLOCK_N)
             acc, m_i, l_i = _attend(q, K, V, LEN, KS, VS, b, hh, start, end, skb, skh, skt, svb, svh, svt, 0, 0,
-                                    sksb, sksh, skst, svsb, svsh, svst, G_PAD, D, BLOCK_N, False, FP8, qk_scale,
-                                    FP8_QK)
+                                    sksb, sksh, skst, svsb, svsh, svst, G_PAD, D, BLOCK_N, False, FP8, qk_scale)
         elif h < H1:
             start, end = _split_range(LEN1, split, S1, BLOCK_N)
             acc, m_i, l_i = _attend(q, K1, V1, LEN1, KS1, VS1, b, h, start, end, s1kb, s1kh, s1kt, s1vb, s1vh, s1vt,
                                     0, 0, s1ksb, s1ksh, s1kst, s1vsb, s1vsh, s1vst, G_PAD, D, BLOCK_N, False, FP8,
-                                    qk_scale, FP8_QK)
+                                    qk_scale)
         else:
             start, end = _split_range(LEN2, split, S2, BLOCK_N)
             acc, m_i, l_i = _attend(q, K2, V2, LEN2, KS2, VS2, b, h - H1, start, end, s2kb, s2kh, s2kt, s2vb, s2vh,
                                     s2vt, 0, 0, s2ksb, s2ksh, s2kst, s2vsb, s2vsh, s2vst, G_PAD, D, BLOCK_N, False,
-                                    FP8, qk_scale, FP8_QK)
+                                    FP8, qk_scale)
         _store_partial(ACC, M, L, acc, m_i, l_i, b * H + h, split, SPLITS, G, G_PAD, D)
-        if MERGE:
-            _last_program_merges(ACC, M, L, OUT, CNT, b * H + h, b, h, tl.where(h < H1, S1, S2), sob, soh, sog, G,
-                                 G_PAD, D, SPLITS, SPLITS_P2, SB)
 
     @triton.jit
     def _merge_row(ACC, M, L, OUT, bh, b, h, g, d0, sob, soh, sog, n, G_PAD: tl.constexpr, D: tl.constexpr,
-                   DB: tl.constexpr, SPLITS: tl.constexpr, SPLITS_P2: tl.constexpr, SB: tl.constexpr,
-                   CG: tl.constexpr):
+                   DB: tl.constexpr, SPLITS: tl.constexpr, SPLITS_P2: tl.constexpr, SB: tl.constexpr):
         """Columns [d0, d0 + DB) of query row g of (sequence b, KV head h): its n splits' partial softmaxes
         (rows of SPLITS, a count that need not be a power of two: the ranges run to SPLITS_P2, masked) merged
         into OUT. Every load is issued up front, SB splits at a time, so the merge waits for one round trip a
         block of SB splits (all of them with kernels.REDUCE_ONE_PASS) rather than one per block of 16 (7.2 us per
         layer on the H200). The max and denominator need every split's M/L whatever the d block: each program
-        reads them all (SPLITS_P2 floats each). CG: read around L1 (partials other programs of the launch wrote)."""
+        reads them all (SPLITS_P2 floats each)."""
         offs_s = tl.arange(0, SPLITS_P2)
         rows = (bh * SPLITS + offs_s) * G_PAD + g
-        if CG:
-            m = tl.load(M + rows, mask=offs_s < n, other=float("-inf"), cache_modifier=".cg")
-            l_ = tl.load(L + rows, mask=offs_s < n, other=0.0, cache_modifier=".cg")
-        else:
-            m = tl.load(M + rows, mask=offs_s < n, other=float("-inf"))
-            l_ = tl.load(L + rows, mask=offs_s < n, other=0.0)
+        m = tl.load(M + rows, mask=offs_s < n, other=float("-inf"))
+        l_ = tl.load(L + rows, mask=offs_s < n, other=0.0)
         m_max = tl.max(m, axis=0)
         m_max = tl.where(m_max == float("-inf"), 0.0, m_max)
         denom = tl.sum(tl.exp2(m - m_max) * l_, axis=0)  # empty splits: m = -inf -> 0
@@ -325,31 +292,11 @@ if HAS_TRITON:
         for s0 in tl.static_range(0, SPLITS_P2, SB):
             real = s0 + offs_b < n
             r = (bh * SPLITS + s0 + offs_b) * G_PAD + g
-            if CG:
-                a = tl.load(ACC + r[:, None] * D + offs_d[None, :], mask=real[:, None], other=0.0, cache_modifier=".cg")
-                mr = tl.load(M + r, mask=real, other=float("-inf"), cache_modifier=".cg")
-            else:
-                a = tl.load(ACC + r[:, None] * D + offs_d[None, :], mask=real[:, None], other=0.0)
-                mr = tl.load(M + r, mask=real, other=float("-inf"))
+            a = tl.load(ACC + r[:, None] * D + offs_d[None, :], mask=real[:, None], other=0.0)
+            mr = tl.load(M + r, mask=real, other=float("-inf"))
             out += tl.sum(a * tl.exp2(mr - m_max)[:, None], axis=0)
         out = out / tl.where(denom == 0.0, 1.0, denom)
         tl.store(OUT + b * sob + h * soh + g * sog + offs_d, out.to(OUT.dtype.element_ty))
-
-    @triton.jit
-    def _last_program_merges(ACC, M, L, OUT, CNT, bh, b, h, n, sob, soh, sog, G: tl.constexpr,
-                             G_PAD: tl.constexpr, D: tl.constexpr, SPLITS: tl.constexpr, SPLITS_P2: tl.constexpr,
-                             SB: tl.constexpr):
-        """kernels.FUSED_MERGE: the last of a (sequence, KV head)'s n split programs to finish merges them all
-        (a ticket counter per head, CNT, reset by that program for the next step), instead of a merge launch.
-        The barrier orders every thread's partial stores before the counter's release; the acquiring program
-        reads the others' partials around L1."""
-        tl.debug_barrier()
-        done = tl.atomic_add(CNT + bh, 1, sem="acq_rel")
-        if done == n - 1:
-            for g in tl.static_range(G):
-                _merge_row(ACC, M, L, OUT, bh, b, h, g, 0, sob, soh, sog, n, G_PAD, D, D, SPLITS, SPLITS_P2, SB,
-                           True)
-            tl.atomic_xchg(CNT + bh, 0)
 
     @triton.jit
     def _decode_reduce(ACC, M, L, OUT, sob, soh, sog, H, H1, G_PAD: tl.constexpr, D: tl.constexpr,
@@ -366,7 +313,7 @@ if HAS_TRITON:
         h = bh % H
         n = tl.where(h < H1, S1, S2)
         _merge_row(ACC, M, L, OUT, bh, b, h, g, tl.program_id(2) * DB, sob, soh, sog, n, G_PAD, D, DB, SPLITS,
-                   SPLITS_P2, SB, False)
+                   SPLITS_P2, SB)
 
 
 # The two-group kernel with one attention loop: each program picks its group's cache, strides and split range
@@ -438,36 +385,11 @@ DECODE_LAUNCH: dict[str, dict[str, int]] = {
 PDL = False
 
 
-# fp8 caches: the decode kernels' key dot in e4m3 against a two-part e4m3 query instead of converting every
-# key to fp16 (see _attend). A candidate: the fp8 two-group kernel reads its bytes at half bf16's rate
-# (bench/results/decode_profile_duo_fp8_128k_h200.txt), and this removes half its conversions. Off: its GPU
-# tests pass, but duo at 128K took 7.09 ms with it against 6.98 without (+1.6%,
-# bench/results/decode_launch_sweep2_h200.json), so the conversions are not what holds the fp8 kernel back.
-FP8_QK_DOT = False
 
 
-# fp8 caches: the converted keys as the key dot's A operand, as loaded, instead of transposed into its B operand
-# (see _attend): the candidate for the fp8 two-group kernel's half-rate reads that FP8_QK_DOT was not (the
-# conversion itself is cheap; a transposed B operand of converted keys takes a trip through shared memory per
-# block, the [BLOCK_N, G_PAD] scores' transpose is an eighth of it). Off until timed
-# (bench/scripts/decode_split_rule.py --fp8-keys-as-a).
-FP8_KEYS_AS_A = False
-
-
-def fp8_key_dot(fp8: bool) -> int:
-    """The decode kernels' FP8_QK variant: 0 with bf16 caches or neither candidate, 1 FP8_QK_DOT, 2 FP8_KEYS_AS_A."""
-    return (1 if FP8_QK_DOT else 2 if FP8_KEYS_AS_A else 0) if fp8 else 0
-
-
-# The split-K merge folded into the partial kernel: the last split program of each (sequence, KV head) to
-# finish merges them (a ticket counter), so a layer's attention is one launch, not two. A candidate: it saves
-# the merge launch (~4.6 us a layer in the eager duo profile) for a merge at the tail of the partial kernel.
-# Off: its GPU tests pass, but duo at 128K took 8.03 ms with it against 6.81 without (+18%; with PDL and the
-# one-shot GEMV, full +4.5%, sedpa-w +8.6%; bench/results/decode_launch_sweep2_h200.json): the merge at the
-# tail of the last program (a guess, not profiled) serialises on one SM per head while the others idle. FUSED_MERGE_SB: splits a
-# merge block reads at once there (small: its registers count against the whole partial kernel's).
-FUSED_MERGE = False
-FUSED_MERGE_SB = 16
+# The split-K merge folded into the partial kernel (the last split program of a head merging them, a ticket counter,
+# one launch a layer's attention instead of two) lost in the whole step: duo at 128K 8.03 ms against 6.81
+# (+18%, bench/results/decode_launch_sweep2_h200.json). Removed; the merge is its own launch (_decode_reduce).
 
 
 def _pdl() -> dict:
@@ -552,8 +474,6 @@ class DecodeWorkspace:
         self.acc = torch.empty(n * head_dim, dtype=torch.float32, device=device)
         self.m = torch.empty(n, dtype=torch.float32, device=device)
         self.l = torch.empty(n, dtype=torch.float32, device=device)
-        # kernels.FUSED_MERGE: finished split programs per (sequence, KV head); the merging program resets it
-        self.count = torch.zeros(batch * heads, dtype=torch.int32, device=device)
 
 
 def decode_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, length: torch.Tensor, scale: float,
@@ -589,27 +509,16 @@ def _triton_decode(q, k, v, length, scale, *, index=None, workspace=None, out=No
     idx_h = index.stride(1) if index is not None and index.dim() == 3 else 0
     fp8 = k_scale is not None
     _decode_partial[(b * h, ws.splits)](
-        q, k, v, length, idx, ws.acc, ws.m, ws.l, k_scale if fp8 else length, v_scale if fp8 else length, out,
-        ws.count, *_strides3(q), *_strides3(k), *_strides3(v), idx_b, idx_h, h, *_strides3(k_scale),
-        *_strides3(v_scale), *_strides3(out),
+        q, k, v, length, idx, ws.acc, ws.m, ws.l, k_scale if fp8 else length, v_scale if fp8 else length,
+        *_strides3(q), *_strides3(k), *_strides3(v), idx_b, idx_h, h, *_strides3(k_scale), *_strides3(v_scale),
         G=g, G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, INDEXED=index is not None, FP8=fp8, scale=scale,
-        FP8_QK=fp8_key_dot(fp8), **_merge_args(ws, d), **DECODE_LAUNCH["fp8" if fp8 else "bf16"], **_pdl())
+        **DECODE_LAUNCH["fp8" if fp8 else "bf16"], **_pdl())
     _merge_launch(ws, out, h, ws.splits, ws.splits)
     return out
 
 
-def _merge_args(ws: DecodeWorkspace, head_dim: int) -> dict:
-    """The partial kernels' merge arguments: whether they merge themselves (kernels.FUSED_MERGE), and the
-    blocks of splits that merge reads (over all of head_dim: one program merges a head)."""
-    red = _reduce_launch(ws.splits, head_dim)
-    return dict(MERGE=FUSED_MERGE, SPLITS_P2=red["SPLITS_P2"], SB=min(red["SB"], FUSED_MERGE_SB))
-
-
 def _merge_launch(ws: DecodeWorkspace, out: torch.Tensor, h1: int, s1: int, s2: int) -> None:
-    """The split merge as its own launch (heads [0, h1) of `out` [b, h, g, d] in s1 splits, the rest in s2),
-    unless the partial kernel merged them (kernels.FUSED_MERGE)."""
-    if FUSED_MERGE:
-        return
+    """The split merge as its own launch (heads [0, h1) of `out` [b, h, g, d] in s1 splits, the rest in s2)."""
     b, h, g, d = out.shape
     red = _reduce_launch(ws.splits, d)
     _decode_reduce[(b * h, g, d // red["DB"])](ws.acc, ws.m, ws.l, out, *_strides3(out), h, h1, G_PAD=ws.g_pad,
@@ -665,9 +574,9 @@ def _triton_decode2(q, groups, scale, *, workspace=None, out=None):
                      *_strides3(vs1), *_strides3(ks2), *_strides3(vs2)]
     _decode_partial2[(b * (h1 * s1 + (h - h1) * s2),)](
         q, k1, v1, n1, ks1 if fp8 else n1, vs1 if fp8 else n1, k2, v2, n2, ks2 if fp8 else n2, vs2 if fp8 else n2,
-        ws.acc, ws.m, ws.l, out, ws.count, *_strides3(q), *cache_strides, b, h, h1, *_strides3(out),
-        G=g, G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, S1=s1, S2=s2, FP8=fp8, scale=scale, FP8_QK=fp8_key_dot(fp8),
-        ONE_LOOP=one_loop_fits(cache_strides), **_merge_args(ws, d),
+        ws.acc, ws.m, ws.l, *_strides3(q), *cache_strides, b, h, h1,
+        G=g, G_PAD=ws.g_pad, D=d, SPLITS=ws.splits, S1=s1, S2=s2, FP8=fp8, scale=scale,
+        ONE_LOOP=one_loop_fits(cache_strides),
         **DECODE_LAUNCH[launch_key("fp8" if fp8 else "bf16", two_groups=True)], **_pdl())
     _merge_launch(ws, out, h1, s1, s2)
     return out
