@@ -271,6 +271,35 @@ def test_recipe_value_weights_and_edge_depths_are_checked():
         load_config(None, edge_depth_fraction=1.5)
 
 
+def test_value_formats_by_length_band_from_an_acceptance_json():
+    """bench/scripts/tiny_acceptance_formats.py: each format's hits per band of contexts, from the JSON's cells."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("formats", "bench/scripts/tiny_acceptance_formats.py")
+    formats = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(formats)
+    cell = lambda value, output: {"value": value, "output": output}  # noqa: E731
+    result = {"rows": [{"mode": "full", "context": 1024, "cells": [cell("48213", " 48213"), cell("AX7-22B", " AX")]},
+                       {"mode": "full", "context": 16384, "cells": [cell("AX7-22B", " AX7-22B")]},
+                       {"mode": "streaming", "context": 16384, "cells": [cell("AX7-22B", " no")]}]}
+    assert formats.by_context(result) == {
+        "0K-8K": {"code": {"accuracy": 0.0, "cells": 1}, "digits": {"accuracy": 1.0, "cells": 1}},
+        ">8K": {"code": {"accuracy": 1.0, "cells": 1}}}
+
+
+def test_acceptance_summary_scores_each_value_format_at_each_length():
+    from sedpa_compress.tiny.evaluate import summarise
+
+    cell = lambda value, output: {"value": value, "output": output}  # noqa: E731
+    rows = [{"mode": m, "context": c, "accuracy": a, "exact": a, "cells": [cell("AX7-22B", " AX7-22B" if a else " no")]}
+            for m, c, a in (("full", 1024, 1.0), ("full", 4096, 0.0), ("full", 4096, 1.0), ("streaming", 1024, 0.0))]
+    s = summarise(rows, [1024, 4096, 8192])
+    assert s["full"]["accuracy_by_context"] == {"1024": 1.0, "4096": 0.5} and s["full"]["accuracy"] == 2 / 3
+    assert s["full"]["accuracy_by_value_format_by_context"] == {"1024": {"code": {"accuracy": 1.0, "cells": 1}},
+                                                                 "4096": {"code": {"accuracy": 0.5, "cells": 2}}}
+    assert s["streaming"]["accuracy_by_context"] == {"1024": 0.0}
+
+
 def test_acceptance_scores_each_value_format():
     """The acceptance JSON says which kinds of value the model fails to copy (string match per format)."""
     from sedpa_compress.tiny.evaluate import accuracy_by_value_format

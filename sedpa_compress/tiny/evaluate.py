@@ -165,20 +165,8 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, *, model_name: str, context
                             recent=recent)
     log(f"held-out perplexity: full {ppl_full:.2f}, streaming {ppl_stream:.2f}")
     samples_text = [sample_text(model, tokenizer, p, seed=i) for i, p in enumerate(SAMPLE_PROMPTS)]
-    summary: dict[str, Any] = {}
-    for mode in ("full", "streaming"):
-        mrows = [r for r in rows if r["mode"] == mode]
-        per_ctx = {str(c): sum(r["accuracy"] for r in mrows if r["context"] == c) /
-                   sum(1 for r in mrows if r["context"] == c) for c in contexts
-                   if any(r["context"] == c for r in mrows)}
-        per_ctx_exact = {str(c): sum(r["exact"] for r in mrows if r["context"] == c) /
-                         sum(1 for r in mrows if r["context"] == c) for c in contexts
-                         if any(r["context"] == c for r in mrows)}
-        summary[mode] = {"accuracy": sum(r["accuracy"] for r in mrows) / max(1, len(mrows)),
-                         "exact": sum(r["exact"] for r in mrows) / max(1, len(mrows)),
-                         "accuracy_by_context": per_ctx, "exact_by_context": per_ctx_exact,
-                         "accuracy_by_value_format": accuracy_by_value_format(mrows),
-                         "ppl": ppl_full if mode == "full" else ppl_stream}
+    summary = summarise(rows, contexts)
+    summary["full"]["ppl"], summary["streaming"]["ppl"] = ppl_full, ppl_stream
     return {
         "benchmark": "niah",
         "model": model_name,
@@ -196,6 +184,24 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, *, model_name: str, context
         "text_samples": [{"prompt": p, "text": t} for p, t in zip(SAMPLE_PROMPTS, samples_text)],
         "wall_s": round(time.time() - t0, 1),
     }
+
+
+def summarise(rows: list[dict[str, Any]], contexts: list[int]) -> dict[str, dict[str, Any]]:
+    """Per mode (full, streaming): string-match and exact accuracy overall and per context, and per value format
+    overall and per context (which kinds of value fail where)."""
+    summary: dict[str, dict[str, Any]] = {}
+    for mode in ("full", "streaming"):
+        mrows = [r for r in rows if r["mode"] == mode]
+        at = {c: [r for r in mrows if r["context"] == c] for c in contexts}
+        at = {c: rs for c, rs in at.items() if rs}
+        summary[mode] = {"accuracy": sum(r["accuracy"] for r in mrows) / max(1, len(mrows)),
+                         "exact": sum(r["exact"] for r in mrows) / max(1, len(mrows)),
+                         "accuracy_by_context": {str(c): sum(r["accuracy"] for r in rs) / len(rs) for c, rs in at.items()},
+                         "exact_by_context": {str(c): sum(r["exact"] for r in rs) / len(rs) for c, rs in at.items()},
+                         "accuracy_by_value_format": accuracy_by_value_format(mrows),
+                         "accuracy_by_value_format_by_context": {str(c): accuracy_by_value_format(rs)
+                                                                 for c, rs in at.items()}}
+    return summary
 
 
 def accuracy_by_value_format(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:

@@ -1,0 +1,54 @@
+"""Which value formats a sedpa-tiny stage finds at each length, from acceptance JSONs already written
+(`python -m sedpa_compress.tiny.evaluate`, full attention): the per-context breakdown of
+`tiny.evaluate.accuracy_by_value_format`, recomputed from the JSON's cells, so that stages evaluated before the
+summary carried it (`accuracy_by_value_format_by_context`) compare too. Reads files only; no model.
+
+    PYTHONPATH=. python3 bench/scripts/tiny_acceptance_formats.py \
+        bench/results/tiny_stage13_acceptance_h200.json bench/results/tiny_stage14_acceptance_h200.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
+
+
+def by_context(result: dict, mode: str = "full", bands: tuple[int, ...] = (8192,)) -> dict[str, dict]:
+    """{band: {format: {"accuracy", "cells"}}} over the mode's rows, contexts grouped at the `bands` edges
+    (default: up to 8K, and above)."""
+    from sedpa_compress.tiny.evaluate import accuracy_by_value_format
+
+    rows = [r for r in result["rows"] if r["mode"] == mode]
+    edges = sorted(bands)
+    groups: dict[str, list[dict]] = {}
+    for r in rows:
+        lo = max([0] + [e for e in edges if r["context"] > e])
+        hi = min([e for e in edges if r["context"] <= e], default=None)
+        name = f"{lo // 1024}K-{hi // 1024}K" if hi else f">{lo // 1024}K"
+        groups.setdefault(name, []).append(r)
+    return {name: accuracy_by_value_format(g) for name, g in groups.items()}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("acceptance", nargs="+", type=Path, help="acceptance JSONs (tiny.evaluate --out)")
+    ap.add_argument("--mode", default="full")
+    ap.add_argument("--bands", default="8192", help="context edges, comma-separated (default 8192: <=8K, >8K)")
+    args = ap.parse_args()
+    bands = tuple(int(x) for x in args.bands.split(","))
+    for path in args.acceptance:
+        res = by_context(json.loads(path.read_text()), args.mode, bands)
+        if not any(res.values()):
+            print(f"{path.name}: no cells (written before the acceptance JSON kept each cell's output)")
+            continue
+        for band, formats in res.items():
+            cells = ", ".join(f"{f} {round(v['accuracy'] * v['cells'])}/{v['cells']}" for f, v in formats.items())
+            print(f"{path.name} {band}: {cells}")
+
+
+if __name__ == "__main__":
+    main()
