@@ -571,6 +571,30 @@ def test_split_k_decode_kernels_in_the_triton_interpreter():
 
 
 @in_triton_interpreter
+def test_fp8_selection_logits_kernel_in_the_triton_interpreter():
+    """SEDPA_TRITON_INTERPRET=1 pytest -k interpreter: tidal's selection logits on fp8 keys in one launch
+    (kernels.fp8_selection_logits) equal the block-by-block conversion (model.fp8_logits) to the fp16 query's
+    rounding, for a group of 4 and of 1, with the cache longer than the valid length (zeros past it), and with a
+    length that ends inside a block."""
+    code = (
+        "import torch\n"
+        "from sedpa_compress.runtime import kernels\n"
+        "from sedpa_compress.runtime.cache import quantize_fp8\n"
+        "from sedpa_compress.runtime.model import fp8_logits\n"
+        "torch.manual_seed(0)\n"
+        "for (b, h, g, d, t, n) in [(1, 2, 4, 128, 700, 700), (2, 3, 1, 64, 1000, 333), (1, 1, 4, 64, 300, 1)]:\n"
+        "    q = torch.randn(b, h, g, d)\n"
+        "    kb, ks = quantize_fp8(torch.randn(b, h, t, d) * 3)\n"
+        "    got = kernels.fp8_selection_logits(q, kb, ks, torch.tensor([n]))\n"
+        "    want = fp8_logits(q, kb, ks)\n"
+        "    err = float((got[..., :n] - want[..., :n]).norm() / want[..., :n].norm())\n"
+        "    assert err < 2e-3, (b, h, g, d, t, n, err)\n"
+        "    assert not got[..., n:].any(), 'zeros past the length'\n"
+        "print('ok')\n")
+    run_in_triton_interpreter(code)
+
+
+@in_triton_interpreter
 def test_rope_append_kernel_in_the_triton_interpreter():
     """SEDPA_TRITON_INTERPRET=1 pytest -k interpreter: the one-launch RoPE + cache writes equals the
     compiled function it replaces (one group, and two groups at different slots; q/k/v views of one

@@ -233,6 +233,23 @@ def test_fp8_caches_keep_the_logits_and_decode_in_a_cuda_graph(models, mode):
     assert got["fp8"][1] == pytest.approx(got["bf16"][1] * (128 + 2) / 256)
 
 
+@pytest.mark.parametrize("length", [1, 1000, 70000])
+def test_fp8_selection_logits_match_the_blockwise_conversion(length):
+    """tidal's selection logits on fp8 keys in one launch (kernels.fp8_selection_logits, what tidal_select runs on
+    CUDA) against the keys converted block by block (model.fp8_logits): bf16 logits within 1%, zeros past the
+    valid length."""
+    from sedpa_compress.runtime.cache import quantize_fp8
+    from sedpa_compress.runtime.model import fp8_logits
+
+    torch.manual_seed(6)
+    q = torch.randn(1, 8, 4, 128, device="cuda", dtype=torch.bfloat16)
+    kb, ks = quantize_fp8(torch.randn(1, 8, 70016, 128, device="cuda", dtype=torch.bfloat16) * 3)
+    got = kernels.fp8_selection_logits(q, kb, ks, torch.tensor([length], device="cuda"))
+    want = fp8_logits(q, kb, ks)
+    assert rel(got[..., :length], want[..., :length]) <= 1e-2
+    assert not got[..., length:].any()
+
+
 @pytest.mark.parametrize("sizes", [(8,), (3, 5)])
 def test_rope_append_quantizes_into_fp8_caches_as_the_compiled_path_does(sizes):
     """The one-launch RoPE + cache writes into fp8 caches (kernels.rope_append with scales) against the function

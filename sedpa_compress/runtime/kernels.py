@@ -582,6 +582,56 @@ def _triton_decode2(q, groups, scale, *, workspace=None, out=None):
     return out
 
 
+# --------------------------------------------------------------------------- decode: tidal's fp8 selection logits
+
+if HAS_TRITON:
+
+    @triton.jit
+    def _fp8_logits(Q, K, KS, LEN, OUT, sqb, sqh, sqg, skb, skh, skt, ssb, ssh, sst, sob, soh, sog, H, T,
+                    G: tl.constexpr, G_PAD: tl.constexpr, D: tl.constexpr, BLOCK_N: tl.constexpr, q_scale):
+        """One block of BLOCK_N positions of one (sequence, KV head): its G query heads' logits against the fp8 keys,
+        q . k x the key's scale, in OUT's dtype. The keys convert to fp16 in registers, as the decode kernel's do
+        (the query scaled by q_scale first, to stay inside fp16's range); blocks past the valid length load
+        nothing and write zeros (the selection masks them)."""
+        bh = tl.program_id(0)
+        blk = tl.program_id(1)
+        b = bh // H
+        h = bh % H
+        offs_n = blk * BLOCK_N + tl.arange(0, BLOCK_N)
+        offs_g = tl.arange(0, G_PAD)
+        offs_d = tl.arange(0, D)
+        length = tl.minimum(tl.load(LEN), T)
+        s = tl.zeros([G_PAD, BLOCK_N], tl.float32)
+        if blk * BLOCK_N < length:
+            valid = offs_n < length
+            q16 = (_load_q(Q, b, h, sqb, sqh, sqg, G, G_PAD, D).to(tl.float32) * q_scale).to(tl.float16)
+            k = tl.load(K + _head_base(b, h, skb, skh) + offs_n[:, None] * skt + offs_d[None, :], mask=valid[:, None],
+                        other=0)
+            k = k.to(tl.float8e4nv, bitcast=True).to(tl.float16)
+            ks = tl.load(KS + _head_base(b, h, ssb, ssh) + offs_n * sst, mask=valid, other=0.0).to(tl.float32)
+            s = tl.dot(q16, tl.trans(k)) * (ks / q_scale)[None, :]
+        mask = (offs_g[:, None] < G) & (offs_n[None, :] < T)
+        tl.store(OUT + b * sob + h * soh + offs_g[:, None] * sog + offs_n[None, :], s.to(OUT.dtype.element_ty),
+                 mask=mask)
+
+
+def fp8_selection_logits(q: torch.Tensor, k_bits: torch.Tensor, k_scale: torch.Tensor,
+                         length: torch.Tensor) -> torch.Tensor:
+    """TidalDecode's selection logits on an fp8 key cache in one launch: q [b, hkv, g, d] against e4m3 bits
+    [b, hkv, t, d] with scales [b, hkv, t] -> [b, hkv, g, t] in q's dtype, zero past `length` ([1]). Reads the
+    cache's bytes once, where converting it to q's dtype block by block (model.fp8_logits, the reference and
+    the CPU path) reads them, writes twice as many and reads those again."""
+    b, h, g, d = q.shape
+    t = k_bits.shape[2]
+    out = torch.empty(b, h, g, t, dtype=q.dtype, device=q.device)
+    block_n = 128
+    _fp8_logits[(b * h, triton.cdiv(t, block_n))](
+        q, k_bits, k_scale, length, out, *_strides3(q), *_strides3(k_bits), *_strides3(k_scale), *_strides3(out), h,
+        t, G=g, G_PAD=max(16, 1 << math.ceil(math.log2(g))), D=d, BLOCK_N=block_n, q_scale=d ** -0.5, num_warps=4,
+        num_stages=3)
+    return out
+
+
 # --------------------------------------------------------------------------- decode: RoPE + cache writes
 
 if HAS_TRITON:

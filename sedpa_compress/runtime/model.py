@@ -681,9 +681,15 @@ def tidal_select(q: torch.Tensor, k: torch.Tensor, length: torch.Tensor, scale: 
     triple the selection layer's bytes); softmax and sums are fp32. The positions persist
     over the following layers (TidalDecode's premise), head by head. Writes them to `index_out`
     [b, hkv, k] and min(k, length) to `n_sel_out`. q [b, hkv, g, d]; k [b, hkv, t, d]; with `k_scale`
-    [b, hkv, t], k is fp8 e4m3 bits: `fp8_logits`."""
+    [b, hkv, t], k is fp8 e4m3 bits: one Triton launch on CUDA (`kernels.fp8_selection_logits`), else
+    `fp8_logits`."""
     t = k.shape[2]
-    logits = torch.matmul(q, k.transpose(-1, -2)) if k_scale is None else fp8_logits(q, k, k_scale)
+    if k_scale is None:
+        logits = torch.matmul(q, k.transpose(-1, -2))
+    elif kernels.HAS_TRITON and q.is_cuda:
+        logits = kernels.fp8_selection_logits(q, k, k_scale, length)
+    else:
+        logits = fp8_logits(q, k, k_scale)
     score = scores(logits, length, scale)  # [b, hkv, t]
     kk = index_out.shape[-1]
     index_out.copy_(torch.topk(score, min(kk, t), dim=-1).indices if kk <= t else
