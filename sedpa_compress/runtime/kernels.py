@@ -338,6 +338,11 @@ TWO_GROUP_ONE_LOOP = True
 REDUCE_ONE_PASS = True
 
 
+def dot_rows(group: int) -> int:
+    """A KV head's query rows as the decode kernels pad them: a power of two, at least 16 (tl.dot's minimum)."""
+    return max(16, 1 << math.ceil(math.log2(group)))
+
+
 def _reduce_launch(splits: int, head_dim: int) -> dict:
     """The merge's block of splits (SB), of head_dim columns a program (DB, a divisor of head_dim) and warps.
     Up to 64 splits every split at once over all of head_dim (32 KB of partials for head_dim 128: 64 registers
@@ -469,7 +474,7 @@ class DecodeWorkspace:
         longest = max(group_keys) if group_keys else 1
         self.group_splits = tuple(min(self.splits, max(1, math.ceil(n * self.splits / longest)))
                                   for n in group_keys) if group_keys else None
-        self.g_pad = max(16, 1 << math.ceil(math.log2(group)))  # tl.dot needs >= 16 rows
+        self.g_pad = dot_rows(group)
         n = batch * heads * self.splits * self.g_pad
         self.acc = torch.empty(n * head_dim, dtype=torch.float32, device=device)
         self.m = torch.empty(n, dtype=torch.float32, device=device)
@@ -627,7 +632,7 @@ def fp8_selection_logits(q: torch.Tensor, k_bits: torch.Tensor, k_scale: torch.T
     block_n = 128
     _fp8_logits[(b * h, triton.cdiv(t, block_n))](
         q, k_bits, k_scale, length, out, *_strides3(q), *_strides3(k_bits), *_strides3(k_scale), *_strides3(out), h,
-        t, G=g, G_PAD=max(16, 1 << math.ceil(math.log2(g))), D=d, BLOCK_N=block_n, q_scale=d ** -0.5, num_warps=4,
+        t, G=g, G_PAD=dot_rows(g), D=d, BLOCK_N=block_n, q_scale=d ** -0.5, num_warps=4,
         num_stages=3)
     return out
 
