@@ -422,7 +422,12 @@ def test_full_matches_transformers_forward(models):
 
 @pytest.mark.parametrize("mode", ["duo", "sedpa-w"])
 def test_chunked_prefill_equals_one_shot(models, mode):
-    fast, _ = models
+    """A prefill in 300-token chunks and one in a single chunk, each with 10 decode steps after it, both
+    within the bf16 tolerance of the fp32 reference (the oracle). Two bf16 paths may each sit up to that
+    tolerance from it on opposite sides, so their distance from each other is bounded by twice it: at
+    00bc53b an unseeded draw measured 1.04% between them."""
+    fast, ref = models
+    torch.manual_seed(5)
     pattern = random_pattern(fast.geometry, ratio=0.5, sink=SINK, recent=RECENT)
     ids = torch.randint(0, 512, (1, 1200), device="cuda")
     spec = RuntimeSpec(mode=mode, **_mode_kwargs(mode, pattern))
@@ -431,9 +436,13 @@ def test_chunked_prefill_equals_one_shot(models, mode):
         r = Runner.build(fast, spec, max_len=1300, chunk=chunk)
         a = r.prefill(ids[:, :1190])
         b = [r.decode(ids[:, j]).clone() for j in range(1190, 1200)]
-        outs.append([a] + b)
-    for x, y in zip(*outs):
-        assert rel(x, y) <= 1e-2
+        outs.append([a[0]] + [x[0] for x in b])
+    m = build_mode(mode, **_mode_kwargs(mode, pattern))
+    with torch.no_grad(), using_mode(ref.model, m):
+        want = ref.model(ids).logits[0, 1189:1200]
+    for one_shot, chunked, w in zip(*outs, want):
+        assert rel(one_shot, w) <= 1e-2 and rel(chunked, w) <= 1e-2
+        assert rel(chunked, one_shot) <= 2e-2
 
 
 def test_tidal_matches_reference_and_full_when_k_covers_context(gpu_model_dir, models):

@@ -43,7 +43,7 @@ def usage(fn, ptrs: dict, ints: dict, consts: dict, warps: int, stages: int, max
         elif name in ptrs:
             sig[name] = ptrs[name]
             attrs[(i,)] = [["tt.divisibility", 16]]
-        elif name == "scale":
+        elif name in ("scale", "eps"):  # the float arguments
             sig[name] = "fp32"
         elif ints[name] == 1:  # the JIT makes an integer argument equal to 1 a constant
             sig[name], constexprs[name] = "constexpr", 1
