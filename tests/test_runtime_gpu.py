@@ -21,6 +21,10 @@ from sedpa_compress.runtime.runner import Runner
 pytestmark = pytest.mark.gpu
 
 SINK, RECENT, WINDOW = 16, 64, 256
+# A whole model's bf16 logits against the fp32 reference (the oracle), on the `models` fixture: its own bf16
+# rounding puts every mode 0.72-1.11% from the reference (median 0.89%; full attention too, and any prefill chunk:
+# bench/results/chunked_prefill_probe_h200.json, 594 logits, 6 seeds). A single kernel's output keeps 1e-2.
+MODEL_LOGITS_TOL = 1.5e-2
 
 
 def rel(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -406,7 +410,7 @@ def test_mode_logits_match_fp32_reference(models, mode, monkeypatch):
     with torch.no_grad(), using_mode(ref.model, m):
         want = ref.model(ids).logits[0, t - 1:]
     for got, w in zip(outs, want):
-        assert rel(got[0], w) <= 1e-2
+        assert rel(got[0], w) <= MODEL_LOGITS_TOL
 
 
 def test_full_matches_transformers_forward(models):
@@ -417,15 +421,15 @@ def test_full_matches_transformers_forward(models):
     got = runner.prefill(ids)
     with torch.no_grad():
         want = ref.model(ids).logits[0, -1]
-    assert rel(got[0], want) <= 1e-2
+    assert rel(got[0], want) <= MODEL_LOGITS_TOL
 
 
 @pytest.mark.parametrize("mode", ["duo", "sedpa-w"])
 def test_chunked_prefill_equals_one_shot(models, mode):
     """A prefill in 300-token chunks and one in a single chunk, each with 10 decode steps after it, both
-    within the bf16 tolerance of the fp32 reference (the oracle). Two bf16 paths may each sit up to that
-    tolerance from it on opposite sides, so their distance from each other is bounded by twice it: at
-    00bc53b an unseeded draw measured 1.04% between them."""
+    within bf16 rounding of the fp32 reference (the oracle). Unseeded and bounded at 1% of each other, this
+    failed at 00bc53b (1.04%); seeded and bounded at 1% of the reference, at f93fe74 (one shot 1.04%): the
+    probe that followed put every mode and chunk size there (MODEL_LOGITS_TOL)."""
     fast, ref = models
     torch.manual_seed(5)
     pattern = random_pattern(fast.geometry, ratio=0.5, sink=SINK, recent=RECENT)
@@ -440,9 +444,9 @@ def test_chunked_prefill_equals_one_shot(models, mode):
     m = build_mode(mode, **_mode_kwargs(mode, pattern))
     with torch.no_grad(), using_mode(ref.model, m):
         want = ref.model(ids).logits[0, 1189:1200]
-    for one_shot, chunked, w in zip(*outs, want):
-        assert rel(one_shot, w) <= 1e-2 and rel(chunked, w) <= 1e-2
-        assert rel(chunked, one_shot) <= 2e-2
+    for step, (one_shot, chunked, w) in enumerate(zip(*outs, want)):
+        assert rel(one_shot, w) <= MODEL_LOGITS_TOL, (step, rel(one_shot, w))
+        assert rel(chunked, w) <= MODEL_LOGITS_TOL, (step, rel(chunked, w))
 
 
 def test_tidal_matches_reference_and_full_when_k_covers_context(gpu_model_dir, models):
@@ -476,11 +480,11 @@ def test_tidal_matches_reference_and_full_when_k_covers_context(gpu_model_dir, m
         want = reference(ref.model, k)
         errs = [rel(g[0], w) for g, w in zip(got, want)]
         if k >= t:  # every key selected: the reference, and full attention
-            assert max(errs) <= 1e-2, (k, errs)
+            assert max(errs) <= MODEL_LOGITS_TOL, (k, errs)
             with torch.no_grad():
                 full = ref.model(ids).logits[0, t:]
             for g, w in zip(got, full):
-                assert rel(g[0], w) <= 1e-2
+                assert rel(g[0], w) <= MODEL_LOGITS_TOL
             continue
         # two bf16 computations of one definition (the reference's one-shot prefill, the runtime's chunked
         # one) round differently and flip different boundary keys: on the H200 the runtime's worst step was
