@@ -976,6 +976,20 @@ def test_the_two_group_kernel_takes_its_own_launch_where_one_is_set(monkeypatch)
     assert two.splits == 33 and one.splits == 128  # 132 / 4 busy heads, exact for the two-group kernel
 
 
+def test_short_caches_take_fewer_splits_with_more_key_blocks_each(monkeypatch):
+    """kernels.MIN_SPLIT_BLOCKS bounds the split count of a short cache only: sedpa-w's 8K window (8256 keys, 4
+    busy heads, 5 programs an SM, exact) takes 64 splits of two 64-key blocks by default and 16 of eight at 8;
+    at 128K the GPU-filling count is unchanged. The workspace is sized by it."""
+    assert kernels.num_splits(8256, 4, programs_per_sm=5, rounding="exact") == 64
+    assert kernels.num_splits(131072, 4, programs_per_sm=5, rounding="exact") == 165
+    monkeypatch.setattr(kernels, "MIN_SPLIT_BLOCKS", 8)
+    assert kernels.num_splits(8256, 4, programs_per_sm=5, rounding="exact") == 16
+    assert kernels.num_splits(8256, 4, programs_per_sm=5, rounding="nearest") == 16
+    assert kernels.num_splits(131072, 4, programs_per_sm=5, rounding="exact") == 165
+    ws = kernels.DecodeWorkspace(1, 8, 4, 128, 8256, torch.device("cpu"), busy_heads=4, group_keys=(8256, 320))
+    assert ws.splits == 16 and ws.group_splits == (16, 1)
+
+
 def test_split_counts_round_to_the_nearest_power_of_two_or_the_exact_count(monkeypatch):
     """A two-group layer with 5 or 6 busy heads at 2 programs an SM wants 53 or 44 splits: nearest rounding gives
     64 and 32 (320 and 192 programs for a 264 target), flooring gave 32 to both (160 for 5 heads), the exact

@@ -77,11 +77,17 @@ def main() -> None:
     ap.add_argument("--busy", default="4", help="the two-group kernel's busy heads (of 8: heads over the whole "
                     "context), comma-separated: a duo layer has 2-6 in the synthetic 50%% pattern, and a split count "
                     "tuned at 4 alone misled (bench/results/decode_splits_duo_h200.json)")
+    ap.add_argument("--splits", default="", help="explicit split counts (comma-separated), each timed with the default "
+                    "launch and the two fastest, besides the default count's half and double: short caches (sedpa-w's "
+                    "8K window) take at most keys / (kernels.MIN_SPLIT_BLOCKS x BLOCK_N) splits by the rule")
+    ap.add_argument("--launches", choices=("grid", "default"), default="grid",
+                    help="grid: every launch of GRID; default: only kernels.DECODE_LAUNCH's (a shorter call)")
     ap.add_argument("--out", required=True)
     ap.add_argument("--dry", action="store_true", help="the plumbing on the CPU (reference path, wall-clock times)")
     args = ap.parse_args()
     dev, hkv, g, d = torch.device("cpu" if args.dry else "cuda"), 8, 4, 128
     timer = (lambda fn: _wall_us(fn)) if args.dry else graph_us
+    explicit = {int(x) for x in args.splits.split(",") if x}
     default = {k: dict(v) for k, v in kernels.DECODE_LAUNCH.items()}
     rows = []
 
@@ -153,11 +159,13 @@ def main() -> None:
                     print(json.dumps(row), flush=True)
                     return row
 
-                base = [measure(dict(zip(GRID, values)), None) for values in itertools.product(*GRID.values())]
+                grid = (itertools.product(*GRID.values()) if args.launches == "grid"
+                        else [tuple(default[key][k] for k in GRID)])
+                base = [measure(dict(zip(GRID, values)), None) for values in grid]
                 ok = sorted((r for r in base if "us" in r and r["rel_err"] < 1e-2), key=lambda r: r["us"])[:2]
                 for r in ok:  # the two fastest launches at other split counts
-                    for f in SPLIT_FACTORS:
-                        splits = int(r["splits"] * f)
+                    counts = {int(r["splits"] * f) for f in SPLIT_FACTORS} | explicit
+                    for splits in sorted(counts - {r["splits"]}):
                         if 1 <= splits <= 256:
                             measure({k: r[k] for k in GRID}, splits)
     best = {}
@@ -166,7 +174,8 @@ def main() -> None:
         if "us" in r and r["rel_err"] < 1e-2 and (key not in best or r["us"] < best[key]["us"]):
             best[key] = {k: r[k] for k in (*GRID, "splits", "us", "tb_per_s")}
     result = make_result("decode-kernel-probe", model="llama-3-8b geometry (one layer: 8 KV heads x 4, head_dim 128)",
-                         settings={"grid": GRID, "split_factors": SPLIT_FACTORS, "ring_keys": RING, "default": default,
+                         settings={"grid": GRID if args.launches == "grid" else "the default launch", "split_factors": SPLIT_FACTORS,
+                                   "explicit_splits": sorted(explicit), "min_split_blocks": kernels.MIN_SPLIT_BLOCKS, "ring_keys": RING, "default": default,
                                    "programs_per_sm": dict(kernels.DECODE_PROGRAMS_PER_SM),
                                    "timing": "median of 5 replays of a CUDA graph of 50 calls", "torch": torch.__version__},
                          rows=rows, summary={"fastest": best},

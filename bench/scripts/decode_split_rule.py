@@ -41,6 +41,8 @@ def main() -> None:
                     help="kernels.GEMV_MAX_WEIGHT: 0 puts every decode projection on cuBLAS")
     ap.add_argument("--gemv-block-k", type=int, help="kernels.GEMV_LAUNCH's block_k (4096: the one-shot GEMV)")
     ap.add_argument("--gemv-block-n", type=int, help="kernels.GEMV_LAUNCH's block_n")
+    ap.add_argument("--min-split-blocks", type=int,
+                    help="kernels.MIN_SPLIT_BLOCKS: the fewest key blocks a split reads (fewer splits for short caches)")
     ap.add_argument("--pdl", action="store_true", help="kernels.PDL: programmatic dependent launch of the decode chain")
     loops = ap.add_mutually_exclusive_group()
     loops.add_argument("--one-loop", action="store_true",
@@ -74,6 +76,10 @@ def main() -> None:
     if args.gemv_block_n:
         kernels.GEMV_LAUNCH["block_n"] = args.gemv_block_n
     kernels.PDL = args.pdl
+    if args.min_split_blocks is not None:
+        if args.min_split_blocks < 1:
+            ap.error(f"--min-split-blocks {args.min_split_blocks}: use 1 or more")
+        kernels.MIN_SPLIT_BLOCKS = args.min_split_blocks
     kernels.REDUCE_ONE_PASS = not args.reduce_two_pass
     if args.one_loop or args.two_loops:  # neither: the shipped default
         kernels.TWO_GROUP_ONE_LOOP = args.one_loop

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# One device call on a 2-GPU machine (≤ 10 min): whole-step decode times at 128K (Llama-3-8B geometry, random
-# weights, 50% retrieval heads) under launch overrides (bench/scripts/decode_split_rule.py), two queues side by
-# side, one a GPU. Each entry is NAME=OVERRIDES[@MODES[@KV]] (MODES default full,duo,sedpa-w; KV default bf16),
+# One device call (≤ 10 min): whole-step decode times at 128K (Llama-3-8B geometry, random weights, 50% retrieval
+# heads) under launch overrides (bench/scripts/decode_split_rule.py), one queue a GPU: two side by side on a 2-GPU
+# machine, QUEUE0 alone on one GPU (QUEUE1=none, the default now). Each entry is NAME=OVERRIDES[@MODES[@KV]] (MODES default full,duo,sedpa-w; KV default bf16),
 # entries separated by ';'. QUEUE1 may start with "tests;" to run the GPU tests of the launch choices first.
 #   SEDPA_GIT_COMMIT=<hash> OUT=... bash bench/scripts/gpu_decode_sweep.sh
 #   QUEUE0='base=;pdl=--pdl' QUEUE1='tests;oneshot=--gemv-block-k 4096' OUT=... bash bench/scripts/gpu_decode_sweep.sh
@@ -27,13 +27,13 @@ Path('/tmp/sedpa_dry_model/config.json').exists() or build_tiny('llama', Path('/
   BENCH="bench efficiency --model /tmp/sedpa_dry_model --device cpu --contexts 256 --peers none --retrieval-ratio 0.5
     --rank-ratio 0.85 --sink 4 --recent 16 --window 64 --chunk 128 --decode-tokens 4"
 fi
-# the next call's default queues: with the decode glue folded into the GEMVs (FUSED_GLUE, on since sweep 5) a layer's
-# chain is qkv, RoPE/append, attention, merge, o, gate_up, down: programmatic dependent launch (--pdl: each kernel
-# starts while the previous ends) and the one-shot GEMV (weights loaded before the wait) now act on a chain of
-# Triton kernels only (sweep 2, before the fused glue: PDL + one-shot sedpa-w -2.9%, duo -1.6%); each row beside a
-# defaults row of the same queue, bf16 twice, fp8 once; and the unfused glue as the control.
-QUEUE0=${QUEUE0:-"base=;pdl=--pdl;pdlos=--pdl --gemv-block-k 16384;base2=;pdlos2=--pdl --gemv-block-k 16384"}
-QUEUE1=${QUEUE1:-"tests;fp8=@full,duo@fp8;pdlos8=--pdl --gemv-block-k 16384@full,duo@fp8;unfused=--unfused-glue;os=--gemv-block-k 16384"}
+# the next call's default queue, for a one-GPU machine (QUEUE1 none): sedpa-w's split count at 128K, where its
+# 8K windows take 64 splits of two key blocks by kernels.MIN_SPLIT_BLOCKS (each program mostly latency, the merge
+# over 64 partials); full and duo at 128K are untouched by it (their caches fill the GPU with >= 16 blocks a
+# split), so sedpa-w's rows alone give the ratio against the full row of the same call's base. Sweep 6 (PDL with
+# the one-shot GEMV over the fused glue: +1.2 to +2.4% in every mode) ended the launch candidates before it.
+QUEUE0=${QUEUE0:-"base=;msb4=--min-split-blocks 4@sedpa-w;msb8=--min-split-blocks 8@sedpa-w;msb16=--min-split-blocks 16@sedpa-w;base2=@sedpa-w;msb8b=--min-split-blocks 8@sedpa-w"}
+QUEUE1=${QUEUE1:-none}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$R/device.txt" 2>/dev/null || echo "no GPU" > "$R/device.txt"
 echo "${SEDPA_GIT_COMMIT:-unknown}" > "$R/commit.txt"
 

@@ -432,6 +432,13 @@ SMS = 132
 # A single string applies to every kernel (the sweep's --rounding, tests).
 SPLIT_ROUNDING: str | dict[str, str] = {"bf16": "nearest", "fp8": "nearest", "bf16-two": "exact", "fp8-two": "exact"}
 SPLIT_ROUNDINGS = ("nearest", "floor", "exact")
+# The fewest key blocks a split reads. It bounds the split count only for short caches: sedpa-w's 8K windows
+# (8256 keys: 64 splits of two 64-key blocks for 4 busy heads) and duo at 32K. There each program is mostly
+# latency and the merge reads many partials, and the one probe that timed split counts at 32K
+# (bench/results/decode_kernel_probe_h200.json, two loops then) had duo's kernel at 28.1 us with 64 splits of
+# 8 blocks against 31.2 with 128. Not yet timed at 8K or in the whole step: decode_split_rule.py
+# --min-split-blocks.
+MIN_SPLIT_BLOCKS = 2
 
 
 def split_rounding(key: str) -> str:
@@ -443,9 +450,9 @@ def num_splits(max_keys: int, heads: int, batch: int = 1, block_n: int = 64, pro
                rounding: str | None = None) -> int:
     """Splits of the key range so that `heads * batch * splits` is near `programs_per_sm` on each of 132 SMs
     (rounded as `rounding` says, default the one-group bf16 kernel's SPLIT_ROUNDING), at most 256, each split
-    with >= 2 key blocks."""
+    with >= MIN_SPLIT_BLOCKS key blocks."""
     rounding = rounding or split_rounding("bf16")
-    most = min(max(1, max_keys // (2 * block_n)), 256)
+    most = min(max(1, max_keys // (MIN_SPLIT_BLOCKS * block_n)), 256)
     want = programs_per_sm * SMS / max(heads * batch, 1)
     if rounding == "exact":
         return max(1, min(round(want), most))
