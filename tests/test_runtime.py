@@ -566,6 +566,20 @@ def test_split_k_decode_kernels_in_the_triton_interpreter():
         "            want = kernels.decode_attention_groups(q, groups, 128 ** -0.5)\n"
         "            assert float((got - want).norm() / want.norm()) < 1e-5, (one_pass, splits, n)\n"
         "kernels.REDUCE_ONE_PASS = True\n"
+        "# the merge over narrower column blocks (kernels.REDUCE_DB): 16 columns a program at 5 and 64 splits, 32 at 256\n"
+        "for db, splits in ((16, 5), (16, 64), (32, 256)):\n"
+        "    kernels.REDUCE_DB = db\n"
+        "    assert kernels._reduce_launch(splits, 128)['DB'] == db\n"
+        "    n = torch.tensor([8999])\n"
+        "    ws = kernels.DecodeWorkspace(1, 2, 4, 128, 9000, q.device, splits=splits)\n"
+        "    got = kernels._triton_decode(q, k, v, n, 128 ** -0.5, workspace=ws)\n"
+        "    want = kernels.decode_attention_ref(q, k, v, n, 128 ** -0.5)\n"
+        "    assert float((got - want).norm() / want.norm()) < 1e-5, ('reduce_db', db, splits)\n"
+        "    ws = kernels.DecodeWorkspace(1, 2, 4, 128, 9000, q.device, splits=splits, group_keys=(9000, 80))\n"
+        "    got = kernels._triton_decode2(q, groups, 128 ** -0.5, workspace=ws)\n"
+        "    want = kernels.decode_attention_groups(q, groups, 128 ** -0.5)\n"
+        "    assert float((got - want).norm() / want.norm()) < 1e-5, ('reduce_db two groups', db, splits)\n"
+        "kernels.REDUCE_DB = None\n"
         "print('ok')\n")
     run_in_triton_interpreter(code)
 
@@ -988,6 +1002,20 @@ def test_short_caches_take_fewer_splits_with_more_key_blocks_each(monkeypatch):
     assert kernels.num_splits(131072, 4, programs_per_sm=5, rounding="exact") == 165
     ws = kernels.DecodeWorkspace(1, 8, 4, 128, 8256, torch.device("cpu"), busy_heads=4, group_keys=(8256, 320))
     assert ws.splits == 16 and ws.group_splits == (16, 1)
+
+
+def test_the_merge_takes_narrower_column_blocks_when_asked(monkeypatch):
+    """kernels.REDUCE_DB caps the merge's head_dim columns a program (more programs, each loading less), never
+    widens them, and refuses a width that does not tile head_dim."""
+    assert kernels._reduce_launch(64, 128) == dict(SPLITS_P2=64, SB=64, DB=128, num_warps=8)
+    monkeypatch.setattr(kernels, "REDUCE_DB", 16)
+    assert kernels._reduce_launch(64, 128) == dict(SPLITS_P2=64, SB=64, DB=16, num_warps=4)
+    assert kernels._reduce_launch(256, 128) == dict(SPLITS_P2=256, SB=256, DB=16, num_warps=8)
+    monkeypatch.setattr(kernels, "REDUCE_DB", 64)
+    assert kernels._reduce_launch(256, 128)["DB"] == 32  # already narrower: unchanged
+    monkeypatch.setattr(kernels, "REDUCE_DB", 24)
+    with pytest.raises(ValueError, match="REDUCE_DB=24"):
+        kernels._reduce_launch(64, 128)
 
 
 def test_split_counts_round_to_the_nearest_power_of_two_or_the_exact_count(monkeypatch):

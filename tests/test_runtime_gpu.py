@@ -62,15 +62,16 @@ def _mode_kwargs(mode, pattern):
 
 
 # the merge in one pass (head_dim split over its programs above 64 splits) or in blocks of 64 splits
-# (kernels.REDUCE_ONE_PASS)
-@pytest.mark.parametrize("one_pass", [True, False], ids=["one-pass", "two-pass"])
+# (kernels.REDUCE_ONE_PASS), or over 16 columns a program (kernels.REDUCE_DB)
+@pytest.mark.parametrize("one_pass", [True, False, "db16"], ids=["one-pass", "two-pass", "db16"])
 @pytest.mark.parametrize("rounding", ["nearest", "exact"])  # 128 splits for 4 heads; exact: 132, not a power of two
 @pytest.mark.parametrize("length", [1, 63, 1000, 70000])
 def test_split_k_kernel_matches_reference(length, rounding, one_pass, monkeypatch):
     """The split-K decode kernel (plain, and indexed as TidalDecode reads) against the fp32 reference, with
     either split rule and with each merge."""
     monkeypatch.setattr(kernels, "SPLIT_ROUNDING", rounding)
-    monkeypatch.setattr(kernels, "REDUCE_ONE_PASS", one_pass)
+    monkeypatch.setattr(kernels, "REDUCE_ONE_PASS", one_pass is not False)
+    monkeypatch.setattr(kernels, "REDUCE_DB", 16 if one_pass == "db16" else None)
     torch.manual_seed(4)
     b, h, g, d, t = 1, 4, 4, 128, 70016
     q = torch.randn(b, h, g, d, device="cuda", dtype=torch.bfloat16)

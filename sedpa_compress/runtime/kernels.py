@@ -343,16 +343,32 @@ def dot_rows(group: int) -> int:
     return max(16, 1 << math.ceil(math.log2(group)))
 
 
+# The merge's head_dim columns a program at most (None: as _reduce_launch sizes them). The merge is latency,
+# not bytes: at 64 splits or fewer its 32 programs a layer (one a query head) each load all 32 KB of their
+# partials, 4.5-6.6 us a layer in the duo profiles (bench/results/decode_profile_duo_*_128k_h200.txt) for ~1.6 MB
+# read; 16 columns a program makes that 256 programs of 4 KB each. Not yet timed on the GPU:
+# decode_split_rule.py --reduce-db.
+REDUCE_DB: int | None = None
+
+
 def _reduce_launch(splits: int, head_dim: int) -> dict:
     """The merge's block of splits (SB), of head_dim columns a program (DB, a divisor of head_dim) and warps.
     Up to 64 splits every split at once over all of head_dim (32 KB of partials for head_dim 128: 64 registers
     a thread over 8 warps); a count that is not a power of two runs to the next. Above 64, REDUCE_ONE_PASS keeps
     that 64 x 128 tile's registers with every split at once over a narrower DB (more programs, one round trip);
-    without it, blocks of 64 splits in a loop over all of head_dim."""
+    without it, blocks of 64 splits in a loop over all of head_dim. REDUCE_DB caps DB (4 warps for a tile of
+    2K elements or fewer)."""
     p2 = 1 << max(0, math.ceil(math.log2(splits)))
     if p2 <= 64 or not REDUCE_ONE_PASS:
-        return dict(SPLITS_P2=p2, SB=min(p2, 64), DB=head_dim, num_warps=8 if p2 >= 64 else 4)
-    return dict(SPLITS_P2=p2, SB=p2, DB=min(head_dim, 64 * 128 // p2), num_warps=8)
+        launch = dict(SPLITS_P2=p2, SB=min(p2, 64), DB=head_dim, num_warps=8 if p2 >= 64 else 4)
+    else:
+        launch = dict(SPLITS_P2=p2, SB=p2, DB=min(head_dim, 64 * 128 // p2), num_warps=8)
+    if REDUCE_DB is not None and REDUCE_DB < launch["DB"]:
+        if head_dim % REDUCE_DB or REDUCE_DB & (REDUCE_DB - 1):
+            raise ValueError(f"kernels.REDUCE_DB={REDUCE_DB}: use a power of two that divides head_dim {head_dim}")
+        launch["DB"] = REDUCE_DB
+        launch["num_warps"] = 4 if launch["SB"] * REDUCE_DB <= 2048 else launch["num_warps"]
+    return launch
 
 
 # The split-K partial kernel's launch per cache dtype: keys per block, warps, pipeline stages, and the
