@@ -49,6 +49,21 @@ def test_resume_continues_bit_for_bit(tmp_path):
         (twice.parent / "checkpoint" / "state.json").read_text().count('"step"')
 
 
+def test_the_attention_kernel_is_a_recipe_choice_refused_off_cuda(tmp_path):
+    """TinyTrainConfig.attention_backend: a known SDPA kernel or an error naming the choices; a CUDA kernel asked
+    of a CPU run is refused before anything is written, and "auto" leaves PyTorch's choice (a null context)."""
+    from sedpa_compress.tiny.train import attention_kernel
+
+    with pytest.raises(SedpaError, match="attention_backend 'fast'.*auto, flash, cudnn, efficient"):
+        load_config(RECIPE, attention_backend="fast")
+    cfg = load_config(RECIPE, steps=2, attention_backend="cudnn", **SMALL)
+    with pytest.raises(SedpaError, match="attention_backend cudnn is a CUDA kernel.*attention_backend=auto"):
+        train(cfg, tmp_path / "run", device="cpu", eval_at_end=False, log=lambda s: None)
+    assert not (tmp_path / "run").exists()
+    with attention_kernel("auto"):
+        assert torch.nn.functional.scaled_dot_product_attention(*torch.randn(3, 1, 1, 4, 8)).shape == (1, 1, 4, 8)
+
+
 def test_resume_without_a_checkpoint_is_refused(tmp_path):
     cfg = load_config(RECIPE, steps=2, **SMALL)
     with pytest.raises(SedpaError, match="no checkpoint"):

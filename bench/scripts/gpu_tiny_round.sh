@@ -7,6 +7,7 @@
 # SKIP_EMBEDDED=1: skip the embedded model's acceptance (bench/results/tiny_acceptance_h200.json has it).
 # DDP=1: train on both GPUs (torchrun, each GPU its own batches, gradients averaged: twice the tokens a step);
 # then GPU 0 identifies the heads and GPU 1 runs the acceptance. WORKERS: data workers a process (default 12).
+# ATTN: the SDPA kernel training runs (TinyTrainConfig.attention_backend; bench/scripts/tiny_train_throughput.py).
 # A training-only round: NO_QUICK_EVAL=1 (no end-of-training look: the acceptance starts ~1 min sooner) and
 # SKIP_HEADS=1 (heads only for a stage that will ship) leave room for MINUTES=6.2 (train ~420 s with the export,
 # acceptance ~140 s to 32K). With DDP=1 and MINUTES=7 (stage 11) the acceptance was cut before 32K.
@@ -51,7 +52,7 @@ fi
 (
   export CUDA_VISIBLE_DEVICES=0; [[ -n ${DDP:-} ]] && export CUDA_VISIBLE_DEVICES=0,1
   timeout $(( $(left) - 60 )) "${TRAIN[@]}" \
-    train-tiny --recipe "$RECIPE" --out "$W/run" --max-minutes "${MINUTES:-5}" --override num_workers=${WORKERS:-12} --init-from "$INIT" \
+    train-tiny --recipe "$RECIPE" --out "$W/run" --max-minutes "${MINUTES:-5}" --override num_workers=${WORKERS:-12} ${ATTN:+--override attention_backend=$ATTN} --init-from "$INIT" \
     ${NO_QUICK_EVAL:+--no-eval} > "$R/train.log" 2>&1
   [[ -z ${NO_QUICK_EVAL:-} ]] && cp "$W/run/model/eval.json" "$R/train_quick_eval.json"
   cp "$W/run/model/training.json" "$R/training.json"

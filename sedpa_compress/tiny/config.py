@@ -12,6 +12,9 @@ import yaml
 from sedpa_compress.errors import SedpaError
 
 
+ATTENTION_BACKENDS = ("auto", "flash", "cudnn", "efficient")
+
+
 @dataclass
 class TinyTrainConfig:
     # model (Llama architecture, GQA, RoPE)
@@ -87,6 +90,9 @@ class TinyTrainConfig:
     log_every: int = 10
     max_minutes: float = 0.0  # stop (with a checkpoint) after this wall time; 0 = no limit
     num_workers: int = 4
+    # the scaled-dot-product attention kernel training runs on CUDA (most of a step's FLOPs at 16K-32K): auto
+    # (PyTorch's choice), flash, cudnn or efficient (bench/scripts/tiny_train_throughput.py times them)
+    attention_backend: str = "auto"
     # evaluation at the end
     eval_contexts: list[int] = field(default_factory=lambda: [1024, 2048, 4096, 8192, 16384])
     eval_depths: int = 11
@@ -147,6 +153,8 @@ class TinyTrainConfig:
                              "(max_needles / max_queries at every length) or more")
         if self.corpus_words < 0:
             raise SedpaError(f"corpus_words {self.corpus_words}: use 0 (the family's own words) or more")
+        if self.attention_backend not in ATTENTION_BACKENDS:
+            raise SedpaError(f"attention_backend {self.attention_backend!r}: use one of {', '.join(ATTENTION_BACKENDS)}")
         if not self.curriculum or self.curriculum[-1]["until"] < 1.0:
             raise SedpaError("the last curriculum entry needs `until: 1.0`")
 

@@ -177,6 +177,17 @@ def _with_tf32(fn):
     return wrapper
 
 
+def attention_kernel(backend: str) -> contextlib.AbstractContextManager:
+    """The SDPA kernel that the model's attention runs on CUDA under this context (TinyTrainConfig.attention_backend;
+    "auto": PyTorch's own choice). The backward pass runs the kernel the forward chose."""
+    if backend == "auto":
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    return sdpa_kernel({"flash": SDPBackend.FLASH_ATTENTION, "cudnn": SDPBackend.CUDNN_ATTENTION,
+                        "efficient": SDPBackend.EFFICIENT_ATTENTION}[backend])
+
+
 @_with_tf32
 def train(cfg: TinyTrainConfig, out: Path, *, resume: Path | bool | None = None, init_from: Path | None = None,
           device: str = "auto", eval_at_end: bool = True, log: Log = print, command: str = "",
@@ -188,7 +199,6 @@ def train(cfg: TinyTrainConfig, out: Path, *, resume: Path | bool | None = None,
     averages the gradients: N processes take N times the tokens a step at the speed of one. Process 0
     logs, checkpoints, exports and evaluates; all stop at the same step."""
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
     if world.distributed:
         device = world.device
     elif device == "auto":
@@ -196,6 +206,10 @@ def train(cfg: TinyTrainConfig, out: Path, *, resume: Path | bool | None = None,
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise SedpaError("--device cuda was asked for but no CUDA GPU is visible: pass --device cpu")
     dev = torch.device(device)
+    if cfg.attention_backend != "auto" and dev.type != "cuda":
+        raise SedpaError(f"attention_backend {cfg.attention_backend} is a CUDA kernel; training runs on {device}: "
+                         "use --override attention_backend=auto")
+    out.mkdir(parents=True, exist_ok=True)
     if not world.main:
         log = _quiet
 
@@ -267,7 +281,8 @@ def train(cfg: TinyTrainConfig, out: Path, *, resume: Path | bool | None = None,
         x = batch.input_ids.to(dev, non_blocking=True)
         ans = batch.answer_mask.to(dev, non_blocking=True)[:, 1:]
         txt = batch.text_mask.to(dev, non_blocking=True)[:, 1:] & ~ans
-        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"):
+        with torch.autocast(device_type=dev.type, dtype=torch.bfloat16, enabled=dev.type == "cuda"), \
+                attention_kernel(cfg.attention_backend):
             logits = net(input_ids=x).logits
         ce = torch.nn.functional.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]),
                                                x[:, 1:].reshape(-1), reduction="none").view_as(ans)
