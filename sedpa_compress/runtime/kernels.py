@@ -323,7 +323,7 @@ if HAS_TRITON:
 # 2 stages, 4 warps takes 69,632 bytes of shared memory with two loops (3 programs an SM fit in 227 KB: the
 # bf16-two launch's 3 programs an SM) and 38,912 with one, as the one-group kernel (5 fit), 78 registers against
 # 96; fp8 65,536 -> 40,960. Duo's two-group kernel streamed at ~4.0 TB/s where full's one-group kernel reaches
-# ~4.4 (README "Where the step goes"). Timed in the whole step at 128K (bench/results/decode_launch_sweep4_h200.json,
+# ~4.4 (docs/runtime-tuning.md, "Where the step goes"). Timed in the whole step at 128K (bench/results/decode_launch_sweep4_h200.json,
 # against two loops in the same call): bf16 duo -0.8% at 3 programs an SM, -0.7% at 4, -2.7% at 5 (the
 # bf16-two launch's now); fp8 duo -4.4% at its 6.
 TWO_GROUP_ONE_LOOP = True
