@@ -8,6 +8,8 @@
 #   CPU dry run of the plumbing (tiny model and contexts, GPU tests skipped):
 #            DRY=1 PY=.venv/bin/python OUT=/tmp/kv bash bench/scripts/gpu_kv_fp8.sh
 # A call returns at most 8 files: the JSONs come back as they are, the logs in logs.tar.
+# Time: at SAMPLES=5 each KV dtype's NIAH (1K-32K x 10 depths, full / duo / sedpa-w) took ~4 min on one H200 at
+# f93fe74, so STEPS=accuracy alone needs TOTAL≈570; beside other work on the same GPU the fp8 NIAH was cut twice.
 set -o pipefail
 export PYTHONUNBUFFERED=1 PYTHONPATH=. TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-out/gpu_kv_fp8}; mkdir -p "$OUT"; L=$(mktemp -d)
