@@ -78,6 +78,24 @@ def tiny_llama_dir(tmp_path_factory) -> Path:
     return build_tiny("llama", tmp_path_factory.mktemp("llama") / "model")
 
 
+def build_head_dim_128_llama(path: Path) -> Path:
+    """A small Llama with the real head_dim (128) and GQA group (4), weights bf16-representable (so an fp32
+    reference sees the numbers a bf16 run does), saved to `path`: the GPU tests' model and the logits probe's."""
+    from transformers import AutoModelForCausalLM, LlamaConfig
+
+    cfg = LlamaConfig(hidden_size=1024, intermediate_size=2048, num_hidden_layers=4, num_attention_heads=8,
+                      num_key_value_heads=2, head_dim=128, vocab_size=512, max_position_embeddings=8192,
+                      rope_theta=500000.0, tie_word_embeddings=False)
+    torch.manual_seed(0)
+    model = AutoModelForCausalLM.from_config(cfg)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.copy_(torch.randn_like(p).mul(0.02).bfloat16().float())
+    model.save_pretrained(path)
+    return path
+
+
 def huge_batch_stride(t: torch.Tensor) -> torch.Tensor:
     """`t` [1, h, n, d] as a view whose batch stride is past int32 (2^31 + 128 elements), as a retrieval cache of
     4 heads x 4.2M positions has: no memory beyond `t`'s, since the one batch row never steps over it."""

@@ -6,8 +6,8 @@ time beats its own floor."""
 from __future__ import annotations
 
 import pytest
-import torch
 
+from conftest import build_head_dim_128_llama
 from sedpa_compress.bench.efficiency import EfficiencyConfig, run_efficiency
 
 pytestmark = pytest.mark.gpu
@@ -15,17 +15,7 @@ pytestmark = pytest.mark.gpu
 
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
-    """A small Llama with the real head_dim (128) and GQA group (4)."""
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
-    cfg = LlamaConfig(hidden_size=1024, intermediate_size=2048, num_hidden_layers=4, num_attention_heads=8,
-                      num_key_value_heads=2, head_dim=128, vocab_size=512, max_position_embeddings=8192,
-                      rope_theta=500000.0, tie_word_embeddings=False)
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(cfg)
-    path = tmp_path_factory.mktemp("effgpu") / "model"
-    model.save_pretrained(path)
-    return path
+    return build_head_dim_128_llama(tmp_path_factory.mktemp("effgpu") / "model")
 
 
 def test_every_row_kind_on_cuda_without_compiling_inside_a_timed_prefill(model_dir, tmp_path):

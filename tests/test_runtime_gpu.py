@@ -9,7 +9,7 @@ import dataclasses
 import pytest
 import torch
 
-from conftest import huge_batch_stride, huge_head_stride, random_pattern
+from conftest import build_head_dim_128_llama, huge_batch_stride, huge_head_stride, random_pattern
 from sedpa_compress.models import load_model
 from sedpa_compress.runtime import kernels
 from sedpa_compress.runtime.model import RuntimeSpec
@@ -33,21 +33,7 @@ def rel(a: torch.Tensor, b: torch.Tensor) -> float:
 
 @pytest.fixture(scope="module")
 def gpu_model_dir(tmp_path_factory):
-    """A small Llama with the real head_dim (128) and GQA group (4), saved once."""
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
-    cfg = LlamaConfig(hidden_size=1024, intermediate_size=2048, num_hidden_layers=4, num_attention_heads=8,
-                      num_key_value_heads=2, head_dim=128, vocab_size=512, max_position_embeddings=8192,
-                      rope_theta=500000.0, tie_word_embeddings=False)
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(cfg)
-    with torch.no_grad():  # bf16-representable weights: the fp32 reference sees the same numbers
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.copy_(torch.randn_like(p).mul(0.02).bfloat16().float())
-    path = tmp_path_factory.mktemp("gpu") / "model"
-    model.save_pretrained(path)
-    return path
+    return build_head_dim_128_llama(tmp_path_factory.mktemp("gpu") / "model")
 
 
 @pytest.fixture(scope="module")

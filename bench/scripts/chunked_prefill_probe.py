@@ -18,9 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "tests"))
 
 
 def main() -> None:
-    from transformers import AutoModelForCausalLM, LlamaConfig
-
-    from conftest import random_pattern
+    from conftest import build_head_dim_128_llama, random_pattern
     from sedpa_compress.models import load_model
     from sedpa_compress.runtime.model import RuntimeSpec
     from sedpa_compress.runtime.modes import build_mode
@@ -31,17 +29,7 @@ def main() -> None:
     ap.add_argument("--out", required=True)
     ap.add_argument("--seeds", type=int, default=6)
     args = ap.parse_args()
-    cfg = LlamaConfig(hidden_size=1024, intermediate_size=2048, num_hidden_layers=4, num_attention_heads=8,
-                      num_key_value_heads=2, head_dim=128, vocab_size=512, max_position_embeddings=8192,
-                      rope_theta=500000.0, tie_word_embeddings=False)
-    torch.manual_seed(0)
-    model = AutoModelForCausalLM.from_config(cfg)
-    with torch.no_grad():
-        for p in model.parameters():
-            if p.dim() == 2:
-                p.copy_(torch.randn_like(p).mul(0.02).bfloat16().float())
-    path = Path(tempfile.mkdtemp()) / "model"
-    model.save_pretrained(path)
+    path = build_head_dim_128_llama(Path(tempfile.mkdtemp()) / "model")  # the GPU tests' model
     fast = load_model(str(path), device="cuda", dtype="bfloat16")
     ref = load_model(str(path), device="cuda", dtype="float32")
     rel = lambda a, b: float((a.float() - b.float()).norm() / b.float().norm())  # noqa: E731

@@ -406,8 +406,6 @@ DECODE_LAUNCH: dict[str, dict[str, int]] = {
 PDL = False
 
 
-
-
 # The split-K merge folded into the partial kernel (the last split program of a head merging them, a ticket counter,
 # one launch a layer's attention instead of two) lost in the whole step: duo at 128K 8.03 ms against 6.81
 # (+18%, bench/results/decode_launch_sweep2_h200.json). Removed; the merge is its own launch (_decode_reduce).
