@@ -548,6 +548,7 @@ def test_split_k_decode_kernels_in_the_triton_interpreter():
         "# above 64 splits the one-pass merge (kernels.REDUCE_ONE_PASS) splits head_dim over its programs (99 splits:\n"
         "# 2 blocks of 64 columns, 256: 4 of 32); off, it loops over blocks of 64 splits. One group and two\n"
         "q, k, v = torch.randn(1, 2, 4, 128), torch.randn(1, 2, 9000, 128), torch.randn(1, 2, 9000, 128)\n"
+        "kernels.REDUCE_DB = None  # the uncapped merge first\n"
         "for one_pass in (True, False):\n"
         "    kernels.REDUCE_ONE_PASS = one_pass\n"
         "    for splits in (99, 256):\n"
@@ -579,7 +580,6 @@ def test_split_k_decode_kernels_in_the_triton_interpreter():
         "    got = kernels._triton_decode2(q, groups, 128 ** -0.5, workspace=ws)\n"
         "    want = kernels.decode_attention_groups(q, groups, 128 ** -0.5)\n"
         "    assert float((got - want).norm() / want.norm()) < 1e-5, ('reduce_db two groups', db, splits)\n"
-        "kernels.REDUCE_DB = None\n"
         "print('ok')\n")
     run_in_triton_interpreter(code)
 
@@ -1006,15 +1006,19 @@ def test_short_caches_take_fewer_splits_with_more_key_blocks_each(monkeypatch):
 
 def test_the_merge_takes_narrower_column_blocks_when_asked(monkeypatch):
     """kernels.REDUCE_DB caps the merge's head_dim columns a program (more programs, each loading less), never
-    widens them, and refuses a width that does not tile head_dim."""
+    widens them, keeps the uncapped launch for a head_dim the width does not tile, and refuses a width that is
+    not a power of two. 16 is the default (launch sweep 7)."""
+    assert kernels.REDUCE_DB == 16
+    monkeypatch.setattr(kernels, "REDUCE_DB", None)
     assert kernels._reduce_launch(64, 128) == dict(SPLITS_P2=64, SB=64, DB=128, num_warps=8)
     monkeypatch.setattr(kernels, "REDUCE_DB", 16)
+    assert kernels._reduce_launch(64, 72) == dict(SPLITS_P2=64, SB=64, DB=72, num_warps=8)
     assert kernels._reduce_launch(64, 128) == dict(SPLITS_P2=64, SB=64, DB=16, num_warps=4)
     assert kernels._reduce_launch(256, 128) == dict(SPLITS_P2=256, SB=256, DB=16, num_warps=8)
     monkeypatch.setattr(kernels, "REDUCE_DB", 64)
     assert kernels._reduce_launch(256, 128)["DB"] == 32  # already narrower: unchanged
     monkeypatch.setattr(kernels, "REDUCE_DB", 24)
-    with pytest.raises(ValueError, match="REDUCE_DB=24"):
+    with pytest.raises(ValueError, match="REDUCE_DB=24: use a power of two"):
         kernels._reduce_launch(64, 128)
 
 
@@ -1032,6 +1036,7 @@ def test_split_counts_round_to_the_nearest_power_of_two_or_the_exact_count(monke
     monkeypatch.setattr(kernels, "SPLIT_ROUNDING", "exact")
     assert [kernels.num_splits(131072, n, programs_per_sm=2) for n in (2, 3, 5, 6)] == [132, 88, 53, 44]
     assert kernels.num_splits(2048, 5, programs_per_sm=2) == 16 and kernels.num_splits(131072, 1) == 256
+    monkeypatch.setattr(kernels, "REDUCE_DB", None)  # the merge's own sizing (REDUCE_DB caps it: the test below)
     assert kernels._reduce_launch(53, 128) == dict(SPLITS_P2=64, SB=64, DB=128, num_warps=8)
     assert kernels._reduce_launch(1, 128)["SPLITS_P2"] == 1
     # above 64 splits every split in one pass over a block of head_dim, the 64 x 128 tile's registers

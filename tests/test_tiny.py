@@ -50,12 +50,15 @@ def test_resume_continues_bit_for_bit(tmp_path):
 
 
 def test_the_attention_kernel_is_a_recipe_choice_refused_off_cuda(tmp_path):
-    """TinyTrainConfig.attention_backend: a known SDPA kernel or an error naming the choices; a CUDA kernel asked
+    """TinyTrainConfig.attention_backend: a known SDPA kernel or an error naming the choices (the memory-efficient
+    kernel only without grouped K/V heads, which it cannot take); a CUDA kernel asked
     of a CPU run is refused before anything is written, and "auto" leaves PyTorch's choice (a null context)."""
     from sedpa_compress.tiny.train import attention_kernel
 
     with pytest.raises(SedpaError, match="attention_backend 'fast'.*auto, flash, cudnn, efficient"):
         load_config(RECIPE, attention_backend="fast")
+    with pytest.raises(SedpaError, match="efficient takes no grouped K/V heads.*use auto, flash or cudnn"):
+        load_config(RECIPE, attention_backend="efficient")  # num_kv_heads 4 < num_heads 8
     cfg = load_config(RECIPE, steps=2, attention_backend="cudnn", **SMALL)
     with pytest.raises(SedpaError, match="attention_backend cudnn is a CUDA kernel.*attention_backend=auto"):
         train(cfg, tmp_path / "run", device="cpu", eval_at_end=False, log=lambda s: None)

@@ -344,11 +344,14 @@ def dot_rows(group: int) -> int:
 
 
 # The merge's head_dim columns a program at most (None: as _reduce_launch sizes them). The merge is latency,
-# not bytes: at 64 splits or fewer its 32 programs a layer (one a query head) each load all 32 KB of their
-# partials, 4.5-6.6 us a layer in the duo profiles (bench/results/decode_profile_duo_*_128k_h200.txt) for ~1.6 MB
-# read; 16 columns a program makes that 256 programs of 4 KB each. Not yet timed on the GPU:
-# decode_split_rule.py --reduce-db.
-REDUCE_DB: int | None = None
+# not bytes: at 64 splits or fewer, uncapped, its 32 programs a layer (one a query head) each load all 32 KB of
+# their partials, 4.5-6.6 us a layer in the duo profiles (bench/results/decode_profile_duo_*_128k_h200.txt) for
+# ~1.6 MB read; 16 columns a program makes that 256 programs of 4 KB each. Timed in the whole step at 128K
+# (bench/results/decode_launch_sweep7_h200.json, one H200, two rows each against two defaults rows of the same
+# call): sedpa-w -1.0 / -0.96%, duo -0.28 / -0.20%, full +0.24 / +0.23% against the first defaults row and
+# -0.14 / -0.15% against the two rows' mean (the two defaults rows were 0.76% apart in full). A head_dim that
+# 16 does not divide keeps the uncapped launch.
+REDUCE_DB: int | None = 16
 
 
 def _reduce_launch(splits: int, head_dim: int) -> dict:
@@ -364,8 +367,10 @@ def _reduce_launch(splits: int, head_dim: int) -> dict:
     else:
         launch = dict(SPLITS_P2=p2, SB=p2, DB=min(head_dim, 64 * 128 // p2), num_warps=8)
     if REDUCE_DB is not None and REDUCE_DB < launch["DB"]:
-        if head_dim % REDUCE_DB or REDUCE_DB & (REDUCE_DB - 1):
-            raise ValueError(f"kernels.REDUCE_DB={REDUCE_DB}: use a power of two that divides head_dim {head_dim}")
+        if REDUCE_DB < 1 or REDUCE_DB & (REDUCE_DB - 1):
+            raise ValueError(f"kernels.REDUCE_DB={REDUCE_DB}: use a power of two (or None)")
+        if head_dim % REDUCE_DB:
+            return launch  # column blocks must tile head_dim: keep the uncapped launch
         launch["DB"] = REDUCE_DB
         launch["num_warps"] = 4 if launch["SB"] * REDUCE_DB <= 2048 else launch["num_warps"]
     return launch

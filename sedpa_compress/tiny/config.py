@@ -91,7 +91,8 @@ class TinyTrainConfig:
     max_minutes: float = 0.0  # stop (with a checkpoint) after this wall time; 0 = no limit
     num_workers: int = 4
     # the scaled-dot-product attention kernel training runs on CUDA (most of a step's FLOPs at 16K-32K): auto
-    # (PyTorch's choice), flash, cudnn or efficient (bench/scripts/tiny_train_throughput.py times them)
+    # (PyTorch's choice), flash, cudnn or efficient (without grouped K/V only); auto and cudnn were fastest, flash
+    # 22-26% fewer tokens/s at 16K-32K (bench/results/tiny_train_throughput_h200.json)
     attention_backend: str = "auto"
     # evaluation at the end
     eval_contexts: list[int] = field(default_factory=lambda: [1024, 2048, 4096, 8192, 16384])
@@ -155,6 +156,11 @@ class TinyTrainConfig:
             raise SedpaError(f"corpus_words {self.corpus_words}: use 0 (the family's own words) or more")
         if self.attention_backend not in ATTENTION_BACKENDS:
             raise SedpaError(f"attention_backend {self.attention_backend!r}: use one of {', '.join(ATTENTION_BACKENDS)}")
+        if self.attention_backend == "efficient" and self.num_kv_heads != self.num_heads:
+            # PyTorch's memory-efficient kernel takes no grouped K/V: "No available kernel" at the first step on
+            # the H200 (bench/results/tiny_train_throughput_h200.json)
+            raise SedpaError(f"attention_backend efficient takes no grouped K/V heads (num_kv_heads {self.num_kv_heads} "
+                             f"< num_heads {self.num_heads}): use auto, flash or cudnn")
         if not self.curriculum or self.curriculum[-1]["until"] < 1.0:
             raise SedpaError("the last curriculum entry needs `until: 1.0`")
 
