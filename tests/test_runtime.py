@@ -694,6 +694,17 @@ def test_gemv_kernel_in_the_triton_interpreter():
         "    # the norm is the one read, not recomputed: four times the sum of squares halves the output\n"
         "    got = kernels.gemv_fused(y, w2, norm_weight=nw[:n], norm_ss=4 * ss, eps=0.0, block_n=bn, block_k=bk)\n"
         "    assert torch.allclose(got, (_rms_norm(y[None], nw[:n], 0.0) @ w2.T)[0] / 2, atol=1e-4, rtol=1e-4)\n"
+        "    # kernels.SWIGLU_EPILOGUE: gate_up's GEMV stores silu(gate) * up, its programs reading gate and up rows\n"
+        "    wgu = torch.randn(2 * n, k)\n"
+        "    got = kernels.gemv_fused(x, wgu, norm_weight=nw, eps=1e-5, swiglu_out=True, block_n=bn, block_k=bk)\n"
+        "    want = _silu_mul(_rms_norm(x, nw, 1e-5) @ wgu.T)[0]\n"
+        "    assert got.shape == (n,) and torch.allclose(got, want, atol=1e-4, rtol=1e-4), (got - want).abs().max()\n"
+        "for bad in (dict(swiglu_out=True, swiglu=True), dict(swiglu_out=True)):\n"
+        "    try:\n"
+        "        kernels.gemv_fused(torch.randn(1, 16 if bad.get('swiglu') else 8), torch.randn(7, 8), **bad)\n"
+        "        raise SystemExit(f'accepted {bad}')\n"
+        "    except ValueError:\n"
+        "        pass\n"
         "try:\n"
         "    kernels.gemv(torch.randn(1, 8), torch.randn(8, 16).T)\n"
         "    raise SystemExit('a column-major weight was accepted')\n"
@@ -706,6 +717,7 @@ def test_gemv_kernel_in_the_triton_interpreter():
 @in_triton_interpreter
 def test_fused_glue_decode_step_in_the_triton_interpreter():
     """kernels.FUSED_GLUE wired into the decode step (FastModel._fused_mlp and qkv's norm from the sum of squares),
+    with the SwiGLU in down's GEMV or in gate_up's (kernels.SWIGLU_EPILOGUE),
     its GEMVs in Triton's interpreter on CPU tensors: the same logits as the unfused step over 8 tokens, for full
     attention, duo, and sedpa-s with factored o_proj (those layers keep the unfused glue, so the two mix), on a
     3-layer Qwen2 (q/k/v biases). fp32: the interpreter does not emulate bf16 dots."""
@@ -728,15 +740,17 @@ def test_fused_glue_decode_step_in_the_triton_interpreter():
         "    model._fused = True  # as enable_fusion sets it on CUDA, without its compiles\n"
         "    assert name != 'sedpa-s' or any(layer.o_down is not None for layer in model.layers)\n"
         "    outs = []\n"
-        "    for fused in (False, True):\n"
-        "        kernels.FUSED_GLUE = fused\n"
+        "    for fused, epilogue in ((False, False), (True, False), (True, True)):\n"
+        "        kernels.FUSED_GLUE, kernels.SWIGLU_EPILOGUE = fused, epilogue\n"
         "        caches = make_caches(model, batch=1, max_len=96)\n"
         "        state = make_state(model, caches, 1)\n"
         "        model.prefill_chunk(ids[:, :64], 0, caches)\n"
         "        outs.append(torch.stack([model.decode_step(ids[:, j], torch.tensor([j]), caches, state)\n"
         "                                 for j in range(64, 72)]))\n"
-        "    err = float((outs[1] - outs[0]).norm() / outs[0].norm())\n"
-        "    assert err < 1e-5 and bool(state.glue_ss.abs().sum() > 0), (name, err)\n"
+        "    for i in (1, 2):  # SwiGLU in down's GEMV, then in gate_up's (kernels.SWIGLU_EPILOGUE)\n"
+        "        err = float((outs[i] - outs[0]).norm() / outs[0].norm())\n"
+        "        assert err < 1e-5 and bool(state.glue_ss.abs().sum() > 0), (name, i, err)\n"
+        "kernels.SWIGLU_EPILOGUE = False\n"
         "print('ok')\n")
     run_in_triton_interpreter(code)
 

@@ -44,7 +44,10 @@ def main() -> None:
     ap.add_argument("--min-split-blocks", type=int,
                     help="kernels.MIN_SPLIT_BLOCKS: the fewest key blocks a split reads (fewer splits for short caches)")
     ap.add_argument("--reduce-db", type=int, help="kernels.REDUCE_DB: the split merge's head_dim columns a program at most "
-                    "(16: 8 programs a query head instead of 1 at 64 splits or fewer)")
+                    "(16, the default since 7bebe55: 8 programs a query head instead of 1 at 64 splits or fewer; "
+                    "0: uncapped)")
+    ap.add_argument("--swiglu-epilogue", action="store_true",
+                    help="kernels.SWIGLU_EPILOGUE: the fused glue's SwiGLU in gate_up's GEMV (down reads the activation)")
     ap.add_argument("--pdl", action="store_true", help="kernels.PDL: programmatic dependent launch of the decode chain")
     loops = ap.add_mutually_exclusive_group()
     loops.add_argument("--one-loop", action="store_true",
@@ -79,7 +82,8 @@ def main() -> None:
         kernels.GEMV_LAUNCH["block_n"] = args.gemv_block_n
     kernels.PDL = args.pdl
     if args.reduce_db is not None:
-        kernels.REDUCE_DB = args.reduce_db
+        kernels.REDUCE_DB = args.reduce_db or None
+    kernels.SWIGLU_EPILOGUE = kernels.SWIGLU_EPILOGUE or args.swiglu_epilogue
     if args.min_split_blocks is not None:
         if args.min_split_blocks < 1:
             ap.error(f"--min-split-blocks {args.min_split_blocks}: use 1 or more")

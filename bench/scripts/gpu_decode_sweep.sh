@@ -27,14 +27,12 @@ Path('/tmp/sedpa_dry_model/config.json').exists() or build_tiny('llama', Path('/
   BENCH="bench efficiency --model /tmp/sedpa_dry_model --device cpu --contexts 256 --peers none --retrieval-ratio 0.5
     --rank-ratio 0.85 --sink 4 --recent 16 --window 64 --chunk 128 --decode-tokens 4"
 fi
-# the next call's default queue, for a one-GPU machine (QUEUE1 none). Two latency-bound pieces of every layer's
-# attention: the split merge over 16 head_dim columns a program (--reduce-db 16: 8 programs a query head
-# instead of 1 at 64 splits or fewer; full, duo and sedpa-w all merge), and sedpa-w's split count (its 8K
-# windows take 64 splits of two key blocks by kernels.MIN_SPLIT_BLOCKS; full and duo at 128K are untouched by
-# it, so sedpa-w's rows alone give the ratio against the same call's full row). Each beside a defaults row of the
-# queue. Sweep 6 (PDL with the one-shot GEMV over the fused glue: +1.2 to +2.4% in every mode) ended the launch
-# candidates before it.
-QUEUE0=${QUEUE0:-"base=;rdb16=--reduce-db 16;msb8=--min-split-blocks 8@sedpa-w;both=--reduce-db 16 --min-split-blocks 8;base2=;rdb16b=--reduce-db 16"}
+# the next call's default queue, for a one-GPU machine (QUEUE1 none): the fused glue's SwiGLU in gate_up's GEMV
+# (kernels.SWIGLU_EPILOGUE) against the defaults, two rows each. Why: the fused projection GEMVs took 123-124 us a
+# layer in the 128K profiles at 7bebe55 against 108 for the same plain GEMVs, and down's GEMV recomputes silu over
+# all of gate_up's output in each of its 2048 programs. Sweep 7 (the 16-column merge: on; MIN_SPLIT_BLOCKS 8: lost
+# 3.5%) was the queue before.
+QUEUE0=${QUEUE0:-"base=;swe=--swiglu-epilogue;swe2=--swiglu-epilogue;base2="}
 QUEUE1=${QUEUE1:-none}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$R/device.txt" 2>/dev/null || echo "no GPU" > "$R/device.txt"
 echo "${SEDPA_GIT_COMMIT:-unknown}" > "$R/commit.txt"

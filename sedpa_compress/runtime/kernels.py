@@ -796,13 +796,16 @@ if HAS_TRITON:
     @triton.jit
     def _gemv_fused(X, W, Y, R, NW, SSI, SSO, N, K, swn, eps, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                     NORM: tl.constexpr, SWIGLU: tl.constexpr, RESIDUAL: tl.constexpr, ONE_SHOT: tl.constexpr,
-                    GDC: tl.constexpr, NORM_SS: tl.constexpr, SS_OUT: tl.constexpr):
+                    GDC: tl.constexpr, NORM_SS: tl.constexpr, SS_OUT: tl.constexpr, SWIGLU_OUT: tl.constexpr = False):
         """y[n] = sum_k w[n, k] x[k] for one block of rows, fp32 accumulation (batch-1 decode), optionally
         with the decode step's glue folded in: NORM, x is RMS-normalised first (its weight NW; the
         norm recomputed by every program from L2: 8 KB for hidden 4096, or with NORM_SS read as one float, the
         sum of squares of x at SSI); SWIGLU, x is [gate; up] (2K) and the GEMV reads silu(gate) * up; RESIDUAL,
         y = R + W x; SS_OUT, the sum of squares of y as stored is added to SSO (one atomic add a program: the
-        next GEMV's NORM_SS). Each rounds to x's dtype where the eager glue does.
+        next GEMV's NORM_SS); SWIGLU_OUT, W is [gate; up] (2N rows) and y[n] = silu(gate_n . x) * (up_n . x), each
+        program reading its gate rows and the matching up rows (the next GEMV then reads y as it is, where
+        SWIGLU has every one of its programs recompute silu over all of x). Each rounds to x's dtype where the
+        eager glue does.
         ONE_SHOT (BLOCK_K >= K): the program's whole weight block is loaded at once, and under PDL (GDC) before
         waiting on the previous kernel: weights are never written by it, so their bytes stream in while it ends."""
         rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -812,6 +815,9 @@ if HAS_TRITON:
             cols = tl.arange(0, BLOCK_K)
             w = tl.load(W + rows[:, None] * swn + cols[None, :], mask=(rows[:, None] < N) & (cols[None, :] < K),
                         other=0.0)
+            if SWIGLU_OUT:
+                wu = tl.load(W + (rows[:, None] + N) * swn + cols[None, :],
+                             mask=(rows[:, None] < N) & (cols[None, :] < K), other=0.0)
             if GDC:
                 tl.extra.cuda.gdc_wait()
         else:
@@ -826,9 +832,12 @@ if HAS_TRITON:
                 xv = tl.load(X + c, mask=c < K, other=0.0).to(tl.float32)
                 ss += xv * xv
             inv = 1.0 / tl.sqrt(tl.sum(ss, axis=0) / K + eps)
+        acc_up = tl.zeros([BLOCK_N], tl.float32)
         if ONE_SHOT:
             xv = _gemv_x(X, NW, cols, K, inv, Y.dtype.element_ty, NORM, SWIGLU)
             acc = tl.sum(w.to(tl.float32) * xv[None, :], axis=1)
+            if SWIGLU_OUT:
+                acc_up = tl.sum(wu.to(tl.float32) * xv[None, :], axis=1)
         else:
             acc = tl.zeros([BLOCK_N], tl.float32)
             for k0 in range(0, K, BLOCK_K):
@@ -837,6 +846,14 @@ if HAS_TRITON:
                 wk = tl.load(W + rows[:, None] * swn + c[None, :], mask=(rows[:, None] < N) & (c[None, :] < K),
                              other=0.0).to(tl.float32)
                 acc += tl.sum(wk * xv[None, :], axis=1)
+                if SWIGLU_OUT:
+                    wk = tl.load(W + (rows[:, None] + N) * swn + c[None, :],
+                                 mask=(rows[:, None] < N) & (c[None, :] < K), other=0.0).to(tl.float32)
+                    acc_up += tl.sum(wk * xv[None, :], axis=1)
+        if SWIGLU_OUT:  # gate and up rounded as the GEMV's output, then silu(gate) and the product as the eager glue
+            g = acc.to(Y.dtype.element_ty).to(tl.float32)
+            silu = (g / (1.0 + tl.exp(-g))).to(Y.dtype.element_ty).to(tl.float32)
+            acc = silu * acc_up.to(Y.dtype.element_ty).to(tl.float32)
         if RESIDUAL:
             acc = acc.to(Y.dtype.element_ty).to(tl.float32) + tl.load(R + rows, mask=rows < N, other=0.0).to(tl.float32)
         y = acc.to(Y.dtype.element_ty)
@@ -848,17 +865,19 @@ if HAS_TRITON:
 
 def gemv_fused(x: torch.Tensor, w: torch.Tensor, *, norm_weight: torch.Tensor | None = None, eps: float = 1e-5,
                swiglu: bool = False, residual: torch.Tensor | None = None, norm_ss: torch.Tensor | None = None,
-               ss_out: torch.Tensor | None = None, block_n: int = 4, block_k: int = 1024, num_warps: int = 4,
-               num_stages: int = 3) -> torch.Tensor:
+               ss_out: torch.Tensor | None = None, swiglu_out: bool = False, block_n: int = 4, block_k: int = 1024,
+               num_warps: int = 4, num_stages: int = 3) -> torch.Tensor:
     """One decode token's projection with its glue in the same launch: `norm_weight`: y = W rms_norm(x), the
     norm's sum of squares recomputed by every program or, with `norm_ss` (a 1-element fp32 tensor), read from
     it; `swiglu`: x is [gate; up] and y = W (silu(gate) * up); `residual`: y += residual; `ss_out` (1-element
     fp32, zeroed by the caller): the sum of squares of y is added to it, for the next projection's `norm_ss`
-    (kernels.FUSED_GLUE). x [K] (swiglu: [2K]), w [N, K] row-major -> [N]."""
+    (kernels.FUSED_GLUE); `swiglu_out`: w is [gate; up] ([2N, K]) and y = silu(gate x) * up x ([N]: the MLP's
+    activation, kernels.SWIGLU_EPILOGUE). x [K] (swiglu: [2K]), w [N, K] row-major -> [N]."""
     n, k = w.shape
-    if w.stride(1) != 1 or x.numel() != (2 * k if swiglu else k):
-        raise ValueError(f"gemv_fused: w must be row-major [N, K] and x [{'2K' if swiglu else 'K'}]; "
-                         f"got w {tuple(w.shape)}, x {tuple(x.shape)}")
+    if w.stride(1) != 1 or x.numel() != (2 * k if swiglu else k) or (swiglu_out and (n % 2 or swiglu)):
+        raise ValueError(f"gemv_fused: w must be row-major [N, K] ([2N, K] with swiglu_out, which excludes swiglu) "
+                         f"and x [{'2K' if swiglu else 'K'}]; got w {tuple(w.shape)}, x {tuple(x.shape)}")
+    n = n // 2 if swiglu_out else n
     y = torch.empty(n, dtype=x.dtype, device=x.device)
     xf = x.reshape(-1)
     block_k = min(block_k, triton.next_power_of_2(k))  # a block as wide as K: the one-shot GEMV
@@ -867,7 +886,7 @@ def gemv_fused(x: torch.Tensor, w: torch.Tensor, *, norm_weight: torch.Tensor | 
         norm_ss if norm_ss is not None else y, ss_out if ss_out is not None else y,
         n, k, w.stride(0), eps, BLOCK_N=block_n, BLOCK_K=block_k, NORM=norm_weight is not None, SWIGLU=swiglu,
         RESIDUAL=residual is not None, ONE_SHOT=block_k >= k, NORM_SS=norm_ss is not None,
-        SS_OUT=ss_out is not None, num_warps=num_warps, num_stages=num_stages, **_pdl())
+        SS_OUT=ss_out is not None, SWIGLU_OUT=swiglu_out, num_warps=num_warps, num_stages=num_stages, **_pdl())
     return y
 
 
@@ -903,6 +922,16 @@ GEMV_MAX_WEIGHT = 32 * 2**20
 # finish, so a step's last bits may differ between runs. On since decode_launch_sweep5_h200.json (f6bc1bf, 128K):
 # sedpa-w -1.72% in both pairs, duo -0.32% / -0.75%, full -0.19% / -0.11%; fp8 duo -1.31%, fp8 full +0.42%.
 FUSED_GLUE = True
+
+# Under FUSED_GLUE, the MLP's SwiGLU in gate_up's GEMV instead of down's: each gate_up program reads its gate rows
+# and the matching up rows and stores silu(gate) * up (14336 values for Llama-3-8B), and down reads that vector as
+# it is. With SwiGLU in down's GEMV every one of its 2048 programs (2 rows each) reads all 2 x 14336 of gate_up's
+# outputs and takes 14336 exponentials: 117 MB of L2 reads a layer, as much as down's weights, and 29M
+# exponentials. Why look: the fused projection GEMVs took 123-124 us a layer in the 128K duo and sedpa-w profiles
+# at 7bebe55 (bench/results/decode_profile_{duo,sedpa-w}_bf16_128k_7bebe55.txt) where the same four plain GEMVs
+# took 108 against a 102 us byte floor (gemv_probe_h200.json). Off until timed in the whole step
+# (decode_split_rule.py --swiglu-epilogue).
+SWIGLU_EPILOGUE = False
 
 
 def decode_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

@@ -643,6 +643,11 @@ class FastModel(nn.Module):
         next layer's qkv normalises with)."""
         launch, shape = kernels.GEMV_LAUNCH, x.shape
         x = kernels.gemv_fused(a, layer.o_dense, residual=x, ss_out=ss[0:1], **launch)
+        if kernels.SWIGLU_EPILOGUE:  # gate_up's GEMV stores the activation; down reads it as it is
+            act = kernels.gemv_fused(x, layer.gate_up, norm_weight=layer.mlp_norm, norm_ss=ss[0:1], eps=self.eps,
+                                     swiglu_out=True, **launch)
+            x = kernels.gemv_fused(act, layer.down, residual=x, ss_out=ss[1:2], **launch)
+            return x.view(shape), ss[1:2]
         gate_up = kernels.gemv_fused(x, layer.gate_up, norm_weight=layer.mlp_norm, norm_ss=ss[0:1], eps=self.eps,
                                      **launch)
         x = kernels.gemv_fused(gate_up, layer.down, swiglu=True, residual=x, ss_out=ss[1:2], **launch)
