@@ -717,7 +717,8 @@ def test_gemv_kernel_in_the_triton_interpreter():
 @in_triton_interpreter
 def test_fused_glue_decode_step_in_the_triton_interpreter():
     """kernels.FUSED_GLUE wired into the decode step (FastModel._fused_mlp and qkv's norm from the sum of squares),
-    with the SwiGLU in down's GEMV or in gate_up's (kernels.SWIGLU_EPILOGUE),
+    with the SwiGLU in down's GEMV or in gate_up's (kernels.SWIGLU_EPILOGUE), and with 8 rows a program for the
+    GEMVs that apply a norm (kernels.GEMV_NORM_BLOCK_N),
     its GEMVs in Triton's interpreter on CPU tensors: the same logits as the unfused step over 8 tokens, for full
     attention, duo, and sedpa-s with factored o_proj (those layers keep the unfused glue, so the two mix), on a
     3-layer Qwen2 (q/k/v biases). fp32: the interpreter does not emulate bf16 dots."""
@@ -740,17 +741,18 @@ def test_fused_glue_decode_step_in_the_triton_interpreter():
         "    model._fused = True  # as enable_fusion sets it on CUDA, without its compiles\n"
         "    assert name != 'sedpa-s' or any(layer.o_down is not None for layer in model.layers)\n"
         "    outs = []\n"
-        "    for fused, epilogue in ((False, False), (True, False), (True, True)):\n"
-        "        kernels.FUSED_GLUE, kernels.SWIGLU_EPILOGUE = fused, epilogue\n"
+        "    for fused, epilogue, norm_bn in ((False, False, None), (True, False, None), (True, True, None),\n"
+        "                                     (True, True, 8)):\n"
+        "        kernels.FUSED_GLUE, kernels.SWIGLU_EPILOGUE, kernels.GEMV_NORM_BLOCK_N = fused, epilogue, norm_bn\n"
         "        caches = make_caches(model, batch=1, max_len=96)\n"
         "        state = make_state(model, caches, 1)\n"
         "        model.prefill_chunk(ids[:, :64], 0, caches)\n"
         "        outs.append(torch.stack([model.decode_step(ids[:, j], torch.tensor([j]), caches, state)\n"
         "                                 for j in range(64, 72)]))\n"
-        "    for i in (1, 2):  # SwiGLU in down's GEMV, then in gate_up's (kernels.SWIGLU_EPILOGUE)\n"
+        "    for i in (1, 2, 3):  # SwiGLU in down's GEMV, in gate_up's (SWIGLU_EPILOGUE), 8 rows for the normed GEMVs\n"
         "        err = float((outs[i] - outs[0]).norm() / outs[0].norm())\n"
         "        assert err < 1e-5 and bool(state.glue_ss.abs().sum() > 0), (name, i, err)\n"
-        "kernels.SWIGLU_EPILOGUE = False\n"
+        "kernels.FUSED_GLUE, kernels.SWIGLU_EPILOGUE, kernels.GEMV_NORM_BLOCK_N = True, True, None  # the defaults\n"
         "print('ok')\n")
     run_in_triton_interpreter(code)
 

@@ -41,13 +41,19 @@ def main() -> None:
                     help="kernels.GEMV_MAX_WEIGHT: 0 puts every decode projection on cuBLAS")
     ap.add_argument("--gemv-block-k", type=int, help="kernels.GEMV_LAUNCH's block_k (4096: the one-shot GEMV)")
     ap.add_argument("--gemv-block-n", type=int, help="kernels.GEMV_LAUNCH's block_n")
+    ap.add_argument("--gemv-norm-block-n", type=int,
+                    help="kernels.GEMV_NORM_BLOCK_N: rows a program for the fused GEMVs that apply a norm (qkv, gate_up)")
     ap.add_argument("--min-split-blocks", type=int,
                     help="kernels.MIN_SPLIT_BLOCKS: the fewest key blocks a split reads (fewer splits for short caches)")
     ap.add_argument("--reduce-db", type=int, help="kernels.REDUCE_DB: the split merge's head_dim columns a program at most "
                     "(16, the default since 7bebe55: 8 programs a query head instead of 1 at 64 splits or fewer; "
                     "0: uncapped)")
-    ap.add_argument("--swiglu-epilogue", action="store_true",
-                    help="kernels.SWIGLU_EPILOGUE: the fused glue's SwiGLU in gate_up's GEMV (down reads the activation)")
+    swiglu = ap.add_mutually_exclusive_group()
+    swiglu.add_argument("--swiglu-epilogue", action="store_true",
+                        help="kernels.SWIGLU_EPILOGUE on (the default since sweep 8): the fused glue's SwiGLU in "
+                             "gate_up's GEMV, down reads the activation")
+    swiglu.add_argument("--swiglu-in-down", action="store_true",
+                        help="kernels.SWIGLU_EPILOGUE off: each of down's programs recomputes silu(gate) * up")
     ap.add_argument("--pdl", action="store_true", help="kernels.PDL: programmatic dependent launch of the decode chain")
     loops = ap.add_mutually_exclusive_group()
     loops.add_argument("--one-loop", action="store_true",
@@ -80,10 +86,13 @@ def main() -> None:
         kernels.GEMV_LAUNCH["block_k"] = args.gemv_block_k
     if args.gemv_block_n:
         kernels.GEMV_LAUNCH["block_n"] = args.gemv_block_n
+    if args.gemv_norm_block_n:
+        kernels.GEMV_NORM_BLOCK_N = args.gemv_norm_block_n
     kernels.PDL = args.pdl
     if args.reduce_db is not None:
         kernels.REDUCE_DB = args.reduce_db or None
-    kernels.SWIGLU_EPILOGUE = kernels.SWIGLU_EPILOGUE or args.swiglu_epilogue
+    if args.swiglu_epilogue or args.swiglu_in_down:  # neither: the shipped default
+        kernels.SWIGLU_EPILOGUE = args.swiglu_epilogue
     if args.min_split_blocks is not None:
         if args.min_split_blocks < 1:
             ap.error(f"--min-split-blocks {args.min_split_blocks}: use 1 or more")

@@ -27,12 +27,12 @@ Path('/tmp/sedpa_dry_model/config.json').exists() or build_tiny('llama', Path('/
   BENCH="bench efficiency --model /tmp/sedpa_dry_model --device cpu --contexts 256 --peers none --retrieval-ratio 0.5
     --rank-ratio 0.85 --sink 4 --recent 16 --window 64 --chunk 128 --decode-tokens 4"
 fi
-# the next call's default queue, for a one-GPU machine (QUEUE1 none): the fused glue's SwiGLU in gate_up's GEMV
-# (kernels.SWIGLU_EPILOGUE) against the defaults, two rows each. Why: the fused projection GEMVs took 123-124 us a
-# layer in the 128K profiles at 7bebe55 against 108 for the same plain GEMVs, and down's GEMV recomputes silu over
-# all of gate_up's output in each of its 2048 programs. Sweep 7 (the 16-column merge: on; MIN_SPLIT_BLOCKS 8: lost
-# 3.5%) was the queue before.
-QUEUE0=${QUEUE0:-"base=;swe=--swiglu-epilogue;swe2=--swiglu-epilogue;base2="}
+# the next call's default queue, for a one-GPU machine (QUEUE1 none, nothing else on the machine): sweep 8's
+# SwiGLU in gate_up's GEMV (kernels.SWIGLU_EPILOGUE, on since c8ac657) against SwiGLU in down's, two rows each
+# alternated. Sweep 8's only defaults row ran beside the GPU tests on the other GPU, so its -3% in every mode
+# needs this clean pair (bench/results/decode_launch_sweep8_h200.json, "noise"). Then 4 rows a program for the fused
+# GEMVs that apply a norm (kernels.GEMV_NORM_BLOCK_N: qkv's and gate_up's programs each reload x and the norm weight).
+QUEUE0=${QUEUE0:-"base=;down=--swiglu-in-down;nbn4=--gemv-norm-block-n 4;base2=;down2=--swiglu-in-down;nbn4b=--gemv-norm-block-n 4"}
 QUEUE1=${QUEUE1:-none}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$R/device.txt" 2>/dev/null || echo "no GPU" > "$R/device.txt"
 echo "${SEDPA_GIT_COMMIT:-unknown}" > "$R/commit.txt"

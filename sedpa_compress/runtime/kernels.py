@@ -927,11 +927,29 @@ FUSED_GLUE = True
 # and the matching up rows and stores silu(gate) * up (14336 values for Llama-3-8B), and down reads that vector as
 # it is. With SwiGLU in down's GEMV every one of its 2048 programs (2 rows each) reads all 2 x 14336 of gate_up's
 # outputs and takes 14336 exponentials: 117 MB of L2 reads a layer, as much as down's weights, and 29M
-# exponentials. Why look: the fused projection GEMVs took 123-124 us a layer in the 128K duo and sedpa-w profiles
-# at 7bebe55 (bench/results/decode_profile_{duo,sedpa-w}_bf16_128k_7bebe55.txt) where the same four plain GEMVs
-# took 108 against a 102 us byte floor (gemv_probe_h200.json). Off until timed in the whole step
-# (decode_split_rule.py --swiglu-epilogue).
-SWIGLU_EPILOGUE = False
+# exponentials. The values are the same: gate and up are rounded, then silu and the product, as before. Why: the
+# fused projection GEMVs took 123-124 us a layer in the 128K duo and sedpa-w profiles at 7bebe55
+# (bench/results/decode_profile_{duo,sedpa-w}_bf16_128k_7bebe55.txt) where the same four plain GEMVs took 108
+# against a 102 us byte floor (gemv_probe_h200.json). Timed in the whole step at 128K
+# (bench/results/decode_launch_sweep8_h200.json, c8ac657, two rows against one defaults row): full -2.96 / -2.95%,
+# duo -3.47 / -3.12%, sedpa-w -3.24 / -3.39%; the defaults row ran beside the GPU tests on the machine's other GPU
+# and the two rows after it did not, so part of that may be the machine. Against sweep 7's rows of the same code
+# less this (another call): sedpa-w -2.0 / -2.2%, duo -0.5 / -0.2%, full +0.2%. Within its own rows, sedpa-w
+# 1.809x / 1.812x faster than full, duo 1.294x / 1.290x. On; the next runtime check times it alone.
+SWIGLU_EPILOGUE = True
+
+# Rows a program for the fused GEMVs that normalise their input (qkv from the attention norm, gate_up from the MLP
+# norm; None: GEMV_LAUNCH's 2). Every program of those reloads x and the norm weight (8 KB each at hidden 4096):
+# at 2 rows a program qkv's 3072 programs read 50 MB from L2 a layer, as many bytes as its weights, and gate_up's
+# 7168 (2 activation rows = 4 weight rows each, SWIGLU_EPILOGUE) 117 MB. More rows a program read that less
+# often but give fewer programs to spread the weights over. Not yet timed: decode_split_rule.py --gemv-norm-block-n.
+GEMV_NORM_BLOCK_N: int | None = None
+
+
+def gemv_norm_launch() -> dict:
+    """GEMV_LAUNCH with GEMV_NORM_BLOCK_N rows a program where it is set: the launch of the fused GEMVs that apply
+    a norm to their input."""
+    return GEMV_LAUNCH if GEMV_NORM_BLOCK_N is None else {**GEMV_LAUNCH, "block_n": GEMV_NORM_BLOCK_N}
 
 
 def decode_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

@@ -423,7 +423,7 @@ class FastModel(nn.Module):
         if h is None:
             b, t = x.shape[:2]
             y = kernels.gemv_fused(x, layer.qkv_in, norm_weight=layer.attn_norm, norm_ss=ss, eps=self.eps,
-                                   **kernels.GEMV_LAUNCH).view(b, t, -1)
+                                   **kernels.gemv_norm_launch()).view(b, t, -1)
         else:
             b, t = h.shape[:2]
             y = self._linear(h, layer.qkv_in)
@@ -645,11 +645,11 @@ class FastModel(nn.Module):
         x = kernels.gemv_fused(a, layer.o_dense, residual=x, ss_out=ss[0:1], **launch)
         if kernels.SWIGLU_EPILOGUE:  # gate_up's GEMV stores the activation; down reads it as it is
             act = kernels.gemv_fused(x, layer.gate_up, norm_weight=layer.mlp_norm, norm_ss=ss[0:1], eps=self.eps,
-                                     swiglu_out=True, **launch)
+                                     swiglu_out=True, **kernels.gemv_norm_launch())
             x = kernels.gemv_fused(act, layer.down, residual=x, ss_out=ss[1:2], **launch)
             return x.view(shape), ss[1:2]
         gate_up = kernels.gemv_fused(x, layer.gate_up, norm_weight=layer.mlp_norm, norm_ss=ss[0:1], eps=self.eps,
-                                     **launch)
+                                     **kernels.gemv_norm_launch())
         x = kernels.gemv_fused(gate_up, layer.down, swiglu=True, residual=x, ss_out=ss[1:2], **launch)
         return x.view(shape), ss[1:2]
 
