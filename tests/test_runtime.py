@@ -715,6 +715,27 @@ def test_gemv_kernel_in_the_triton_interpreter():
 
 
 @in_triton_interpreter
+def test_gemv_probe_glue_parts_in_the_triton_interpreter():
+    """bench/scripts/gemv_probe.py --glue-only on small shapes in Triton's interpreter (its timer replaced by one
+    call): every fused projection as the decode step runs it matches the eager glue in fp32 at 2 / 4 / 8 rows a
+    program, and the chain rows run. fp32: the interpreter's bf16 casts do not round as the GPU's do (1.2% off a
+    bf16 emulation in torch for the SwiGLU epilogue's four roundings, 0.35% for a plain GEMV's one)."""
+    code = (
+        "import sys, torch\n"
+        "sys.path.insert(0, 'bench/scripts')\n"
+        "import gemv_probe\n"
+        "gemv_probe.SHAPES = {'qkv': (96, 64), 'o': (64, 64), 'gate_up': (320, 64), 'down': (64, 160)}\n"
+        "gemv_probe.COLD_BYTES = 1\n"
+        "rows = gemv_probe.glue_parts(torch.device('cpu'), lambda fn: (fn(), 1.0)[1], 1e12, torch.float32)\n"
+        "fused = [r for r in rows if r['variant'] == 'fused' and r['part'] != 'layer_chain']\n"
+        "assert len(fused) == 18 and all('error' not in r for r in rows), [r for r in rows if 'error' in r]\n"
+        "bad = [r for r in fused if r['rel_err'] > 1e-5]\n"
+        "assert not bad, bad\n"
+        "print('ok')\n")
+    run_in_triton_interpreter(code)
+
+
+@in_triton_interpreter
 def test_fused_glue_decode_step_in_the_triton_interpreter():
     """kernels.FUSED_GLUE wired into the decode step (FastModel._fused_mlp and qkv's norm from the sum of squares),
     with the SwiGLU in down's GEMV or in gate_up's (kernels.SWIGLU_EPILOGUE), and with 8 rows a program for the

@@ -303,6 +303,14 @@ def test_value_formats_by_length_band_from_an_acceptance_json():
     assert formats.by_context(result) == {
         "0K-8K": {"code": {"accuracy": 0.0, "cells": 1}, "digits": {"accuracy": 1.0, "cells": 1}},
         ">8K": {"code": {"accuracy": 1.0, "cells": 1}}}
+    # paired against another stage: the same needle at the same cell counts; a different needle does not
+    def stage(outputs, needles=("n1", "n2", "n3")):
+        return {"rows": [{"mode": "full", "context": 1024, "depth": 0.0,
+                          "cells": [{"needle": n, "value": "48213", "output": o} for n, o in zip(needles, outputs)]}]}
+    base = stage([" 48213", " 48213", " no"])
+    assert formats.paired(base, stage([" no", " 48213", " 48213"])) == {"cells": 3, "gained": 1, "lost": 1, "p": 1.0}
+    assert formats.paired(base, stage([" no", " no", " no"], ("n1", "n2", "other")))["cells"] == 2
+    assert formats.paired(stage([" no"] * 3), stage([" 48213"] * 3))["p"] == 0.25  # 3 of 3: 2 x 1/8
 
 
 def test_acceptance_summary_scores_each_value_format_at_each_length():

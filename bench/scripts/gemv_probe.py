@@ -44,11 +44,15 @@ def main() -> None:
 
     ap = argparse.ArgumentParser()
     ap.add_argument("--out", required=True)
+    ap.add_argument("--glue-only", action="store_true",
+                    help="only the fused GEMVs against plain ones (glue_parts, ~1 min), not the launch grid and chains")
     args = ap.parse_args()
     dev = torch.device("cuda")
     bw = copy_bandwidth(dev)
     rows, best = [], {}
-    for name, (n, k) in SHAPES.items():
+    parts = glue_parts(dev, graph_us, bw)
+    rows += parts
+    for name, (n, k) in ({} if args.glue_only else SHAPES).items():
         torch.manual_seed(0)
         w = torch.randn(n, k, device=dev, dtype=torch.bfloat16) * 0.02
         x = torch.randn(1, k, device=dev, dtype=torch.bfloat16)
@@ -74,7 +78,7 @@ def main() -> None:
                 row["error"] = str(exc).splitlines()[0][:200]
             rows.append(row)
             print(json.dumps(row), flush=True)
-    layer = layer_chains(dev, graph_us)
+    layer = [] if args.glue_only else layer_chains(dev, graph_us)
     rows += layer
     result = make_result("gemv-probe", model="llama-3-8b projections (batch 1, bf16)",
                          settings={"grid": GRID, "shapes": SHAPES, "copy_bandwidth_tb_s": round(bw / 1e12, 3),
@@ -83,9 +87,101 @@ def main() -> None:
                                              "the weight that hold 200 MiB together (no L2 reuse)",
                                    "torch": torch.__version__},
                          rows=rows, summary={"fastest_triton_vs_cublas": best,
-                                             "layer_chain_us": {r["chain"]: r.get("us") for r in layer}},
+                                             "layer_chain_us": {r["chain"]: r.get("us") for r in layer},
+                                             "glue_parts_us": {f"{r['part']} {r['variant']} rows {r['block_n']}": r.get("us")
+                                                               for r in parts}},
                          command="PYTHONPATH=. python3 bench/scripts/gemv_probe.py " + " ".join(sys.argv[1:]))
     write_result(Path(args.out), result)
+
+
+def glue_parts(dev, graph_us, bw: float, dtype: torch.dtype = torch.bfloat16) -> list[dict]:
+    """Each projection of the decode step as kernels.FUSED_GLUE runs it now against the plain GEMV of the same
+    weight, at 2 / 4 / 8 rows a program, weights cycled through copies (no L2 reuse), and the whole chain of a
+    layer (o + residual + sum of squares, norm + gate_up with the SwiGLU epilogue, down + residual + sum, norm +
+    qkv) against the four plain GEMVs: where the fused GEMVs' 123-124 us a layer (the 7bebe55 profiles) goes above
+    the plain GEMVs' 108. Also gate_up without the epilogue and down recomputing SwiGLU (the launch before
+    SWIGLU_EPILOGUE). Each fused output is checked against the eager glue in fp32 (`dtype` fp32: the CPU test in
+    Triton's interpreter, whose bf16 casts do not round as the GPU's do)."""
+    from sedpa_compress.runtime import kernels
+    from sedpa_compress.runtime.model import _rms_norm, _silu_mul
+
+    torch.manual_seed(2)
+    bf = dict(device=dev, dtype=dtype)
+    hid, inter, eps = SHAPES["o"][0], SHAPES["down"][1], 1e-5
+    x, r = torch.randn(hid, **bf), torch.randn(hid, **bf)
+    nw = torch.rand(hid, **bf) + 0.5
+    act, gu = torch.randn(inter, **bf), torch.randn(2 * inter, **bf)
+    ss_in = (x.float() ** 2).sum().reshape(1)
+    ss_out = torch.zeros(1, device=dev, dtype=torch.float32)
+
+    def cold(n, k):
+        w = torch.randn(n, k, **bf) * 0.02
+        copies = [w] + [w.clone() for _ in range(max(0, math.ceil(COLD_BYTES / (w.numel() * 2)) - 1))]
+        return w, itertools.cycle(copies).__next__
+
+    weights = {name: cold(*shape) for name, shape in SHAPES.items()}
+    normed = (_rms_norm(x.float()[None], nw.float(), eps)[0]).to(dtype)
+    # part: (weight, input for the plain GEMV, the fused call given a weight and a launch, the fp32 expectation)
+    parts = {
+        "o": ("o", x, lambda w, L: kernels.gemv_fused(x, w, residual=r, ss_out=ss_out, **L),
+              lambda w: x.float() @ w.float().T + r.float()),
+        "gate_up_epilogue": ("gate_up", x, lambda w, L: kernels.gemv_fused(x, w, norm_weight=nw, norm_ss=ss_in, eps=eps,
+                                                                           swiglu_out=True, **L),
+                             lambda w: _silu_mul((normed.float() @ w.float().T)[None])[0]),
+        "gate_up_before": ("gate_up", x, lambda w, L: kernels.gemv_fused(x, w, norm_weight=nw, norm_ss=ss_in, eps=eps, **L),
+                           lambda w: normed.float() @ w.float().T),
+        "down": ("down", act, lambda w, L: kernels.gemv_fused(act, w, residual=r, ss_out=ss_out, **L),
+                 lambda w: act.float() @ w.float().T + r.float()),
+        "down_swiglu_before": ("down", act, lambda w, L: kernels.gemv_fused(gu, w, swiglu=True, residual=r, ss_out=ss_out,
+                                                                            **L),
+                               lambda w: _silu_mul(gu.float()[None])[0] @ w.float().T + r.float()),
+        "qkv": ("qkv", x, lambda w, L: kernels.gemv_fused(x, w, norm_weight=nw, norm_ss=ss_in, eps=eps, **L),
+                lambda w: normed.float() @ w.float().T),
+    }
+    rows = []
+    for block_n in (2, 4, 8):
+        L = {**kernels.GEMV_LAUNCH, "block_n": block_n}
+        for part, (wname, xin, call, expect) in parts.items():
+            w, nxt = weights[wname]
+            floor_us = w.numel() * 2 / bw * 1e6
+            for variant in ("plain", "fused"):
+                row = {"part": part, "variant": variant, "block_n": block_n, "weight": list(w.shape)}
+                try:
+                    fn = (lambda: kernels.gemv_fused(xin, nxt(), **L)) if variant == "plain" else (lambda: call(nxt(), L))
+                    row["us"] = round(graph_us(fn), 2)
+                    row["x_floor"] = round(row["us"] / floor_us, 3)
+                    if variant == "fused":
+                        want = expect(w)
+                        got = call(w, L).float()
+                        row["rel_err"] = round(float((got - want).norm() / want.norm()), 5)
+                except Exception as exc:  # noqa: BLE001 - a launch this GPU cannot run
+                    row["error"] = str(exc).splitlines()[0][:200]
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+        # the layer's chain as the decode step runs it, against the same four weights as plain GEMVs
+        nx = {name: weights[name][1] for name in weights}
+
+        def chain_plain():
+            kernels.gemv_fused(x, nx["o"](), **L)
+            kernels.gemv_fused(x, nx["gate_up"](), **L)
+            kernels.gemv_fused(act, nx["down"](), **L)
+            return kernels.gemv_fused(x, nx["qkv"](), **L)
+
+        def chain_fused():
+            x1 = kernels.gemv_fused(x, nx["o"](), residual=r, ss_out=ss_out, **L)
+            a1 = kernels.gemv_fused(x1, nx["gate_up"](), norm_weight=nw, norm_ss=ss_in, eps=eps, swiglu_out=True, **L)
+            x2 = kernels.gemv_fused(a1, nx["down"](), residual=x1, ss_out=ss_out, **L)
+            return kernels.gemv_fused(x2, nx["qkv"](), norm_weight=nw, norm_ss=ss_in, eps=eps, **L)
+
+        for variant, fn in (("plain", chain_plain), ("fused", chain_fused)):
+            row = {"part": "layer_chain", "variant": variant, "block_n": block_n}
+            try:
+                row["us"] = round(graph_us(fn), 2)
+            except Exception as exc:  # noqa: BLE001
+                row["error"] = str(exc).splitlines()[0][:200]
+            rows.append(row)
+            print(json.dumps(row), flush=True)
+    return rows
 
 
 # the fused chains' launches: kernels.GEMV_LAUNCH (2 rows a program, the fastest for all four shapes alone at

@@ -3,6 +3,11 @@
 `tiny.evaluate.accuracy_by_value_format`, recomputed from the JSON's cells, so that stages evaluated before the
 summary carried it (`accuracy_by_value_format_by_context`) compare too. Reads files only; no model.
 
+With several files, each is also compared with the first cell by cell where both asked the same needle at the
+same (length, depth, sample), as the acceptance's seeded cells do: how many cells only the later stage found,
+how many it lost, and the two-sided sign test's p over those. One run has 30 cells a length, so a mean moves by
+~0.03 from sampling alone; the paired count says whether a stage changed more than that.
+
     PYTHONPATH=. python3 bench/scripts/tiny_acceptance_formats.py \
         bench/results/tiny_stage13_acceptance_h200.json bench/results/tiny_stage14_acceptance_h200.json
 """
@@ -11,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -33,6 +39,24 @@ def by_context(result: dict, mode: str = "full", bands: tuple[int, ...] = (8192,
     return {name: accuracy_by_value_format(g) for name, g in groups.items()}
 
 
+def paired(base: dict, other: dict, mode: str = "full") -> dict[str, float | int]:
+    """Cells both results asked with the same needle at the same (context, depth, sample): {"cells", "gained" (found
+    only by `other`), "lost" (found only by `base`), "p"} with p the two-sided exact sign test over gained + lost."""
+    from sedpa_compress.tiny.evaluate import answer_found
+
+    def hits(result: dict) -> dict[tuple, tuple[str, bool]]:
+        return {(r["context"], r["depth"], i): (c["needle"], answer_found(c["output"], c["value"]))
+                for r in result["rows"] if r["mode"] == mode for i, c in enumerate(r.get("cells", []))}
+
+    a, b = hits(base), hits(other)
+    both = [k for k in a if k in b and a[k][0] == b[k][0]]
+    gained = sum(1 for k in both if b[k][1] and not a[k][1])
+    lost = sum(1 for k in both if a[k][1] and not b[k][1])
+    n = gained + lost
+    tail = sum(math.comb(n, i) for i in range(min(gained, lost) + 1)) / 2 ** n if n else 0.5
+    return {"cells": len(both), "gained": gained, "lost": lost, "p": min(1.0, 2 * tail)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("acceptance", nargs="+", type=Path, help="acceptance JSONs (tiny.evaluate --out)")
@@ -48,6 +72,12 @@ def main() -> None:
         for band, formats in res.items():
             cells = ", ".join(f"{f} {round(v['accuracy'] * v['cells'])}/{v['cells']}" for f, v in formats.items())
             print(f"{path.name} {band}: {cells}")
+    first = json.loads(args.acceptance[0].read_text())
+    for path in args.acceptance[1:]:
+        c = paired(first, json.loads(path.read_text()), args.mode)
+        if c["cells"]:
+            print(f"{path.name} against {args.acceptance[0].name}: {c['cells']} shared cells, {c['gained']} found only "
+                  f"here, {c['lost']} lost, sign test p = {c['p']:.3f}")
 
 
 if __name__ == "__main__":
