@@ -694,6 +694,17 @@ def test_gemv_kernel_in_the_triton_interpreter():
         "    # the norm is the one read, not recomputed: four times the sum of squares halves the output\n"
         "    got = kernels.gemv_fused(y, w2, norm_weight=nw[:n], norm_ss=4 * ss, eps=0.0, block_n=bn, block_k=bk)\n"
         "    assert torch.allclose(got, (_rms_norm(y[None], nw[:n], 0.0) @ w2.T)[0] / 2, atol=1e-4, rtol=1e-4)\n"
+        "    # kernels.SS_UNITS: the same chain with the sums of squares in int64 fixed point (order-free adds)\n"
+        "    ssi = torch.zeros(1, dtype=torch.int64)\n"
+        "    yi = kernels.gemv_fused(gu, w, swiglu=True, residual=r, ss_out=ssi, block_n=bn, block_k=bk)\n"
+        "    assert torch.equal(yi, y) and abs(float(ssi) / kernels.SS_UNITS - float((y * y).sum())) < 1e-4 * float((y * y).sum())\n"
+        "    got = kernels.gemv_fused(y, w2, norm_weight=nw[:n], norm_ss=ssi, eps=1e-5, block_n=bn, block_k=bk)\n"
+        "    assert torch.allclose(got, (_rms_norm(y[None], nw[:n], 1e-5) @ w2.T)[0], atol=1e-4, rtol=1e-4)\n"
+        "    try:\n"
+        "        kernels.gemv_fused(y, w2, norm_weight=nw[:n], norm_ss=ssi, ss_out=torch.zeros(1), block_n=bn)\n"
+        "        raise SystemExit('mixed int64 / fp32 sums were accepted')\n"
+        "    except ValueError:\n"
+        "        pass\n"
         "    # kernels.SWIGLU_EPILOGUE: gate_up's GEMV stores silu(gate) * up, its programs reading gate and up rows\n"
         "    wgu = torch.randn(2 * n, k)\n"
         "    got = kernels.gemv_fused(x, wgu, norm_weight=nw, eps=1e-5, swiglu_out=True, block_n=bn, block_k=bk)\n"
@@ -738,8 +749,9 @@ def test_gemv_probe_glue_parts_in_the_triton_interpreter():
 @in_triton_interpreter
 def test_fused_glue_decode_step_in_the_triton_interpreter():
     """kernels.FUSED_GLUE wired into the decode step (FastModel._fused_mlp and qkv's norm from the sum of squares),
-    with the SwiGLU in down's GEMV or in gate_up's (kernels.SWIGLU_EPILOGUE), and with 8 rows a program for the
-    GEMVs that apply a norm (kernels.GEMV_NORM_BLOCK_N),
+    with the SwiGLU in down's GEMV or in gate_up's (kernels.SWIGLU_EPILOGUE), with 8 rows a program for the
+    GEMVs that apply a norm (kernels.GEMV_NORM_BLOCK_N), and with the sums of squares in int64 fixed point
+    (kernels.SS_UNITS, the default) or fp32,
     its GEMVs in Triton's interpreter on CPU tensors: the same logits as the unfused step over 8 tokens, for full
     attention, duo, and sedpa-s with factored o_proj (those layers keep the unfused glue, so the two mix), on a
     3-layer Qwen2 (q/k/v biases). fp32: the interpreter does not emulate bf16 dots."""
@@ -762,17 +774,23 @@ def test_fused_glue_decode_step_in_the_triton_interpreter():
         "    model._fused = True  # as enable_fusion sets it on CUDA, without its compiles\n"
         "    assert name != 'sedpa-s' or any(layer.o_down is not None for layer in model.layers)\n"
         "    outs = []\n"
-        "    for fused, epilogue, norm_bn in ((False, False, None), (True, False, None), (True, True, None),\n"
-        "                                     (True, True, 8)):\n"
+        "    units = kernels.SS_UNITS\n"
+        "    for fused, epilogue, norm_bn, ss_units in ((False, False, None, units), (True, False, None, units),\n"
+        "                                               (True, True, None, units), (True, True, 8, units),\n"
+        "                                               (True, True, None, None)):\n"
         "        kernels.FUSED_GLUE, kernels.SWIGLU_EPILOGUE, kernels.GEMV_NORM_BLOCK_N = fused, epilogue, norm_bn\n"
+        "        kernels.SS_UNITS = ss_units\n"
         "        caches = make_caches(model, batch=1, max_len=96)\n"
         "        state = make_state(model, caches, 1)\n"
         "        model.prefill_chunk(ids[:, :64], 0, caches)\n"
         "        outs.append(torch.stack([model.decode_step(ids[:, j], torch.tensor([j]), caches, state)\n"
         "                                 for j in range(64, 72)]))\n"
-        "    for i in (1, 2, 3):  # SwiGLU in down's GEMV, in gate_up's (SWIGLU_EPILOGUE), 8 rows for the normed GEMVs\n"
+        "    # SwiGLU in down's GEMV, in gate_up's (SWIGLU_EPILOGUE), 8 rows for the normed GEMVs, fp32 sums of squares\n"
+        "    for i in (1, 2, 3, 4):\n"
         "        err = float((outs[i] - outs[0]).norm() / outs[0].norm())\n"
-        "        assert err < 1e-5 and bool(state.glue_ss.abs().sum() > 0), (name, i, err)\n"
+        "        assert err < 1e-5, (name, i, err)\n"
+        "    assert state.glue_ss.dtype == torch.float32 and bool(state.glue_ss.abs().sum() > 0)  # the last: fp32\n"
+        "    kernels.SS_UNITS = units\n"
         "kernels.FUSED_GLUE, kernels.SWIGLU_EPILOGUE, kernels.GEMV_NORM_BLOCK_N = True, True, None  # the defaults\n"
         "print('ok')\n")
     run_in_triton_interpreter(code)

@@ -111,8 +111,9 @@ def glue_parts(dev, graph_us, bw: float, dtype: torch.dtype = torch.bfloat16) ->
     x, r = torch.randn(hid, **bf), torch.randn(hid, **bf)
     nw = torch.rand(hid, **bf) + 0.5
     act, gu = torch.randn(inter, **bf), torch.randn(2 * inter, **bf)
-    ss_in = (x.float() ** 2).sum().reshape(1)
-    ss_out = torch.zeros(1, device=dev, dtype=torch.float32)
+    ss_in = (x.float() ** 2).sum().reshape(1)  # as the decode step keeps it: int64 fixed point under SS_UNITS
+    ss_in = (ss_in.double() * kernels.SS_UNITS).round().long() if kernels.SS_UNITS else ss_in
+    ss_out = torch.zeros(1, device=dev, dtype=ss_in.dtype)
 
     def cold(n, k):
         w = torch.randn(n, k, **bf) * 0.02

@@ -796,13 +796,15 @@ if HAS_TRITON:
     @triton.jit
     def _gemv_fused(X, W, Y, R, NW, SSI, SSO, N, K, swn, eps, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                     NORM: tl.constexpr, SWIGLU: tl.constexpr, RESIDUAL: tl.constexpr, ONE_SHOT: tl.constexpr,
-                    GDC: tl.constexpr, NORM_SS: tl.constexpr, SS_OUT: tl.constexpr, SWIGLU_OUT: tl.constexpr = False):
+                    GDC: tl.constexpr, NORM_SS: tl.constexpr, SS_OUT: tl.constexpr, SWIGLU_OUT: tl.constexpr = False,
+                    SS_INT: tl.constexpr = False, ss_scale=1.0):
         """y[n] = sum_k w[n, k] x[k] for one block of rows, fp32 accumulation (batch-1 decode), optionally
         with the decode step's glue folded in: NORM, x is RMS-normalised first (its weight NW; the
         norm recomputed by every program from L2: 8 KB for hidden 4096, or with NORM_SS read as one float, the
         sum of squares of x at SSI); SWIGLU, x is [gate; up] (2K) and the GEMV reads silu(gate) * up; RESIDUAL,
         y = R + W x; SS_OUT, the sum of squares of y as stored is added to SSO (one atomic add a program: the
-        next GEMV's NORM_SS); SWIGLU_OUT, W is [gate; up] (2N rows) and y[n] = silu(gate_n . x) * (up_n . x), each
+        next GEMV's NORM_SS; SS_INT: SSI / SSO hold int64 fixed point, ss_scale units to 1, so the sum is the same
+        whatever order the programs add in); SWIGLU_OUT, W is [gate; up] (2N rows) and y[n] = silu(gate_n . x) * (up_n . x), each
         program reading its gate rows and the matching up rows (the next GEMV then reads y as it is, where
         SWIGLU has every one of its programs recompute silu over all of x). Each rounds to x's dtype where the
         eager glue does.
@@ -824,7 +826,10 @@ if HAS_TRITON:
             _await_previous(GDC)
         inv = 1.0
         if NORM and NORM_SS:
-            inv = 1.0 / tl.sqrt(tl.load(SSI) / K + eps)
+            if SS_INT:
+                inv = 1.0 / tl.sqrt(tl.load(SSI).to(tl.float32) / ss_scale / K + eps)
+            else:
+                inv = 1.0 / tl.sqrt(tl.load(SSI) / K + eps)
         elif NORM:
             ss = tl.zeros([BLOCK_K], tl.float32)
             for k0 in range(0, K, BLOCK_K):
@@ -860,7 +865,10 @@ if HAS_TRITON:
         tl.store(Y + rows, y, mask=rows < N)
         if SS_OUT:
             yf = tl.where(rows < N, y.to(tl.float32), 0.0)
-            tl.atomic_add(SSO, tl.sum(yf * yf, axis=0), sem="relaxed")
+            if SS_INT:  # rounded to the nearest unit (the sum is >= 0): integer adds in any order give one sum
+                tl.atomic_add(SSO, (tl.sum(yf * yf, axis=0) * ss_scale + 0.5).to(tl.int64), sem="relaxed")
+            else:
+                tl.atomic_add(SSO, tl.sum(yf * yf, axis=0), sem="relaxed")
 
 
 def gemv_fused(x: torch.Tensor, w: torch.Tensor, *, norm_weight: torch.Tensor | None = None, eps: float = 1e-5,
@@ -871,13 +879,18 @@ def gemv_fused(x: torch.Tensor, w: torch.Tensor, *, norm_weight: torch.Tensor | 
     norm's sum of squares recomputed by every program or, with `norm_ss` (a 1-element fp32 tensor), read from
     it; `swiglu`: x is [gate; up] and y = W (silu(gate) * up); `residual`: y += residual; `ss_out` (1-element
     fp32, zeroed by the caller): the sum of squares of y is added to it, for the next projection's `norm_ss`
-    (kernels.FUSED_GLUE); `swiglu_out`: w is [gate; up] ([2N, K]) and y = silu(gate x) * up x ([N]: the MLP's
+    (kernels.FUSED_GLUE; int64 tensors for both: fixed point in SS_UNITS, a sum that does not depend on the order
+    the programs add in); `swiglu_out`: w is [gate; up] ([2N, K]) and y = silu(gate x) * up x ([N]: the MLP's
     activation, kernels.SWIGLU_EPILOGUE). x [K] (swiglu: [2K]), w [N, K] row-major -> [N]."""
     n, k = w.shape
     if w.stride(1) != 1 or x.numel() != (2 * k if swiglu else k) or (swiglu_out and (n % 2 or swiglu)):
         raise ValueError(f"gemv_fused: w must be row-major [N, K] ([2N, K] with swiglu_out, which excludes swiglu) "
                          f"and x [{'2K' if swiglu else 'K'}]; got w {tuple(w.shape)}, x {tuple(x.shape)}")
     n = n // 2 if swiglu_out else n
+    ss_int = any(t is not None and t.dtype == torch.int64 for t in (norm_ss, ss_out))
+    if ss_int and (not SS_UNITS or any(t is not None and t.dtype != torch.int64 for t in (norm_ss, ss_out))):
+        raise ValueError("gemv_fused: norm_ss and ss_out are both int64 (fixed point, with kernels.SS_UNITS set) "
+                         "or both fp32")
     y = torch.empty(n, dtype=x.dtype, device=x.device)
     xf = x.reshape(-1)
     block_k = min(block_k, triton.next_power_of_2(k))  # a block as wide as K: the one-shot GEMV
@@ -886,7 +899,8 @@ def gemv_fused(x: torch.Tensor, w: torch.Tensor, *, norm_weight: torch.Tensor | 
         norm_ss if norm_ss is not None else y, ss_out if ss_out is not None else y,
         n, k, w.stride(0), eps, BLOCK_N=block_n, BLOCK_K=block_k, NORM=norm_weight is not None, SWIGLU=swiglu,
         RESIDUAL=residual is not None, ONE_SHOT=block_k >= k, NORM_SS=norm_ss is not None,
-        SS_OUT=ss_out is not None, SWIGLU_OUT=swiglu_out, num_warps=num_warps, num_stages=num_stages, **_pdl())
+        SS_OUT=ss_out is not None, SWIGLU_OUT=swiglu_out, SS_INT=ss_int, ss_scale=SS_UNITS if ss_int else 1.0, num_warps=num_warps,
+        num_stages=num_stages, **_pdl())
     return y
 
 
@@ -937,6 +951,15 @@ FUSED_GLUE = True
 # less this (another call): sedpa-w -2.0 / -2.2%, duo -0.5 / -0.2%, full +0.2%. Within its own rows, sedpa-w
 # 1.809x / 1.812x faster than full, duo 1.294x / 1.290x. On; the next runtime check times it alone.
 SWIGLU_EPILOGUE = True
+
+# The fused glue's sums of squares as int64 fixed point, SS_UNITS to 1 (DecodeState.glue_ss is int64 while this is
+# set; None: fp32). Each GEMV program adds its rows' share with an atomic add, in whatever order the programs
+# finish: fp32 adds in another order give another last bit, so two runs of a decode step differed (0.76% in the
+# logits after 10 steps of the GPU test model, bench/results/gpu_tests_7f12c15_h200.txt) and a greedy token could
+# flip between runs. Integer adds give one sum in any order. 2^24 units: a share is rounded to 6e-8, so 2048
+# programs put the sum within ~1e-6 (relative 3e-5 for a residual stream of RMS 0.003 at hidden 4096, far below a
+# bf16 step), and sums up to 5.5e11 fit (an RMS of 11,600 at hidden 4096). Not yet run on a GPU.
+SS_UNITS: float | None = float(2 ** 24)
 
 # Rows a program for the fused GEMVs that normalise their input (qkv from the attention norm, gate_up from the MLP
 # norm; None: GEMV_LAUNCH's 2). Every program of those reloads x and the norm weight (8 KB each at hidden 4096):

@@ -724,6 +724,7 @@ class DecodeState:
     index: torch.Tensor | None = None  # tidal: [b, hkv, top_k] selected positions per KV head
     n_sel: torch.Tensor | None = None  # tidal: [1] how many of them are valid
     glue_ss: torch.Tensor | None = None  # kernels.FUSED_GLUE: [2 * layers] sums of squares of the residual stream
+    # (int64 fixed point while kernels.SS_UNITS is set)
 
 
 def make_caches(model: FastModel, *, batch: int, max_len: int) -> list[LayerCache]:
@@ -739,7 +740,8 @@ def _one_launch(spec: RuntimeSpec, layer: FastLayer) -> bool:
 def make_state(model: FastModel, caches: list[LayerCache], batch: int) -> DecodeState:
     dev = model.device
     state = DecodeState(attn_out=torch.zeros(batch, model.hkv, model.group, model.d, dtype=model.dtype, device=dev),
-                        glue_ss=torch.zeros(2 * model.num_layers, dtype=torch.float32, device=dev))
+                        glue_ss=torch.zeros(2 * model.num_layers, device=dev,
+                                            dtype=torch.int64 if kernels.SS_UNITS else torch.float32))
     use_triton = kernels.HAS_TRITON and dev.type == "cuda"
     for li, (layer, cache) in enumerate(zip(model.layers, caches)):
         if _one_launch(model.spec, layer):  # decode_attention_groups: one workspace for the whole layer
