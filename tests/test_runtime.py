@@ -705,6 +705,9 @@ def test_gemv_kernel_in_the_triton_interpreter():
         "        raise SystemExit('mixed int64 / fp32 sums were accepted')\n"
         "    except ValueError:\n"
         "        pass\n"
+        "    # kernels.FOLD_NORM_WEIGHTS: the norm's weight in W's columns, the GEMV reading no weight\n"
+        "    got = kernels.gemv_fused(y, w2 * nw[:n], norm_ss=ssi, eps=1e-5, block_n=bn, block_k=bk)\n"
+        "    assert torch.allclose(got, (_rms_norm(y[None], nw[:n], 1e-5) @ w2.T)[0], atol=1e-4, rtol=1e-4)\n"
         "    # kernels.SWIGLU_EPILOGUE: gate_up's GEMV stores silu(gate) * up, its programs reading gate and up rows\n"
         "    wgu = torch.randn(2 * n, k)\n"
         "    got = kernels.gemv_fused(x, wgu, norm_weight=nw, eps=1e-5, swiglu_out=True, block_n=bn, block_k=bk)\n"
@@ -750,8 +753,9 @@ def test_gemv_probe_glue_parts_in_the_triton_interpreter():
 def test_fused_glue_decode_step_in_the_triton_interpreter():
     """kernels.FUSED_GLUE wired into the decode step (FastModel._fused_mlp and qkv's norm from the sum of squares),
     with the SwiGLU in down's GEMV or in gate_up's (kernels.SWIGLU_EPILOGUE), with 8 rows a program for the
-    GEMVs that apply a norm (kernels.GEMV_NORM_BLOCK_N), and with the sums of squares in int64 fixed point
-    (kernels.SS_UNITS, the default) or fp32,
+    GEMVs that apply a norm (kernels.GEMV_NORM_BLOCK_N), with the sums of squares in int64 fixed point
+    (kernels.SS_UNITS, the default) or fp32, and on a model built with its norms' weights folded into the
+    projections (kernels.FOLD_NORM_WEIGHTS),
     its GEMVs in Triton's interpreter on CPU tensors: the same logits as the unfused step over 8 tokens, for full
     attention, duo, and sedpa-s with factored o_proj (those layers keep the unfused glue, so the two mix), on a
     3-layer Qwen2 (q/k/v biases). fp32: the interpreter does not emulate bf16 dots."""
@@ -764,6 +768,10 @@ def test_fused_glue_decode_step_in_the_triton_interpreter():
         "from sedpa_compress.runtime import kernels\n"
         "from sedpa_compress.runtime.model import FastModel, RuntimeSpec, make_caches, make_state\n"
         "loaded = load_model(str(build_tiny('qwen2', Path(tempfile.mkdtemp()) / 'm', layers=3)), dtype='float32')\n"
+        "with torch.no_grad():  # norms away from their ones init (folding them must matter)\n"
+        "    for name, m in loaded.model.named_modules():\n"
+        "        if name.endswith('norm'):\n"
+        "            m.weight.uniform_(0.5, 1.5)\n"
         "pattern = random_pattern(loaded.geometry, ratio=0.5, sink=4, recent=16)\n"
         "ids = torch.randint(0, 300, (1, 72), generator=torch.Generator().manual_seed(0))\n"
         "specs = {'full': (RuntimeSpec(mode='full'), None),\n"
@@ -791,9 +799,61 @@ def test_fused_glue_decode_step_in_the_triton_interpreter():
         "        assert err < 1e-5, (name, i, err)\n"
         "    assert state.glue_ss.dtype == torch.float32 and bool(state.glue_ss.abs().sum() > 0)  # the last: fp32\n"
         "    kernels.SS_UNITS = units\n"
+        "    # kernels.FOLD_NORM_WEIGHTS (read as the model is built): prefill and fused decode on the folded weights\n"
+        "    kernels.FOLD_NORM_WEIGHTS = True\n"
+        "    folded = FastModel(loaded, spec, synthetic_rank_ratio=ratio)\n"
+        "    kernels.FOLD_NORM_WEIGHTS = False\n"
+        "    folded._fused = True\n"
+        "    assert all(layer.norms_folded for layer in folded.layers)\n"
+        "    caches = make_caches(folded, batch=1, max_len=96)\n"
+        "    state = make_state(folded, caches, 1)\n"
+        "    folded.prefill_chunk(ids[:, :64], 0, caches)\n"
+        "    got = torch.stack([folded.decode_step(ids[:, j], torch.tensor([j]), caches, state) for j in range(64, 72)])\n"
+        "    err = float((got - outs[0]).norm() / outs[0].norm())\n"
+        "    assert err < 1e-5, (name, 'folded norms', err)\n"
         "kernels.FUSED_GLUE, kernels.SWIGLU_EPILOGUE, kernels.GEMV_NORM_BLOCK_N = True, True, None  # the defaults\n"
         "print('ok')\n")
     run_in_triton_interpreter(code)
+
+
+@pytest.mark.parametrize("mode", ["full", "duo", "sedpa-s"])
+def test_norm_weights_folded_into_the_projections_keep_the_logits(tiny, mode, monkeypatch):
+    """kernels.FOLD_NORM_WEIGHTS: a model built with each RMSNorm's weight folded into the columns of qkv_in (the
+    low-rank down factors included) and gate_up, its norms then weightless, prefills and decodes to the same
+    logits as the unfolded model (fp32 on the CPU: only rounding differs), and holds no more weight bytes."""
+    loaded, pattern = tiny
+    spec, _ = _spec_and_mode(mode, pattern)
+    ids = torch.randint(0, 200, (1, 80), generator=torch.Generator().manual_seed(3))
+    # the tiny model's norms are initialised to ones, which folding would leave alone: random weights, put back after
+    norms = [m.weight for name, m in loaded.model.named_modules() if name.endswith("layernorm")]
+    saved = [w.detach().clone() for w in norms]
+    with torch.no_grad():
+        for w in norms:
+            w.uniform_(0.5, 1.5, generator=torch.Generator().manual_seed(w.numel()))
+    monkeypatch.setattr(kernels, "FOLD_NORM_WEIGHTS", False)
+    try:
+        outs, sizes, runner = _folded_and_not(loaded, spec, ids, mode, monkeypatch)
+    finally:
+        with torch.no_grad():
+            for w, v in zip(norms, saved):
+                w.copy_(v)
+    err = float((outs[1] - outs[0]).norm() / outs[0].norm())
+    assert err < 1e-5, err
+    assert sizes[1] == sizes[0]
+    assert mode != "sedpa-s" or any(layer.lowrank is not None for layer in runner.model.layers)
+
+
+def _folded_and_not(loaded, spec, ids, mode, monkeypatch):
+    outs, sizes = [], []
+    for fold in (False, True):
+        monkeypatch.setattr(kernels, "FOLD_NORM_WEIGHTS", fold)
+        runner = Runner.build(loaded, spec, max_len=96, chunk=32,
+                              synthetic_rank_ratio=0.5 if mode == "sedpa-s" else None)
+        assert all(layer.norms_folded == fold for layer in runner.model.layers)
+        first = runner.prefill(ids[:, :72])
+        outs.append(torch.stack([first] + [runner.decode(ids[:, j]).clone() for j in range(72, 80)]))
+        sizes.append(runner.model.weight_bytes())
+    return outs, sizes, runner
 
 
 def test_compiled_prefill_glue_equals_eager_for_any_chunk_length(tiny):

@@ -41,6 +41,9 @@ def main() -> None:
                     help="kernels.GEMV_MAX_WEIGHT: 0 puts every decode projection on cuBLAS")
     ap.add_argument("--gemv-block-k", type=int, help="kernels.GEMV_LAUNCH's block_k (4096: the one-shot GEMV)")
     ap.add_argument("--gemv-block-n", type=int, help="kernels.GEMV_LAUNCH's block_n")
+    ap.add_argument("--fold-norm-weights", action="store_true",
+                    help="kernels.FOLD_NORM_WEIGHTS: the RMSNorm weights folded into qkv_in's and gate_up's columns "
+                         "(the fused GEMVs read no norm weight)")
     ap.add_argument("--ss-fp32", action="store_true",
                     help="kernels.SS_UNITS off: the fused glue's sums of squares as fp32 atomic adds (order-dependent), "
                          "not int64 fixed point")
@@ -93,6 +96,7 @@ def main() -> None:
         kernels.GEMV_NORM_BLOCK_N = args.gemv_norm_block_n
     if args.ss_fp32:
         kernels.SS_UNITS = None
+    kernels.FOLD_NORM_WEIGHTS = kernels.FOLD_NORM_WEIGHTS or args.fold_norm_weights
     kernels.PDL = args.pdl
     if args.reduce_db is not None:
         kernels.REDUCE_DB = args.reduce_db or None

@@ -209,6 +209,7 @@ class FastLayer(nn.Module):
         self.down: torch.Tensor | None = None
         self.attn_norm: torch.Tensor | None = None
         self.mlp_norm: torch.Tensor | None = None
+        self.norms_folded = False  # kernels.FOLD_NORM_WEIGHTS: the norms' weights are in qkv_in / gate_up (ones here)
 
     def weight_tensors(self) -> list[torch.Tensor]:
         ts = [self.qkv_dense, self.qkv_bias, self.o_dense, self.o_down, self.o_up, self.gate_up, self.down,
@@ -379,6 +380,11 @@ class FastModel(nn.Module):
         layer.down = mlp.down_proj.weight.detach()
         layer.attn_norm = hf_layer.input_layernorm.weight.detach()
         layer.mlp_norm = hf_layer.post_attention_layernorm.weight.detach()
+        if kernels.FOLD_NORM_WEIGHTS:  # W diag(w): qkv_in and gate_up are this layer's own copies (cat)
+            layer.qkv_in.mul_(layer.attn_norm)  # qkv_dense and the low-rank down factors are views of it
+            layer.gate_up.mul_(layer.mlp_norm)
+            layer.attn_norm, layer.mlp_norm = torch.ones_like(layer.attn_norm), torch.ones_like(layer.mlp_norm)
+            layer.norms_folded = True
         return layer
 
     # ---- sizes
@@ -422,7 +428,8 @@ class FastModel(nn.Module):
         applied inside the projection's GEMV."""
         if h is None:
             b, t = x.shape[:2]
-            y = kernels.gemv_fused(x, layer.qkv_in, norm_weight=layer.attn_norm, norm_ss=ss, eps=self.eps,
+            y = kernels.gemv_fused(x, layer.qkv_in, norm_weight=None if layer.norms_folded else layer.attn_norm,
+                                   norm_ss=ss, eps=self.eps,
                                    **kernels.gemv_norm_launch()).view(b, t, -1)
         else:
             b, t = h.shape[:2]
@@ -644,12 +651,12 @@ class FastModel(nn.Module):
         launch, shape = kernels.GEMV_LAUNCH, x.shape
         x = kernels.gemv_fused(a, layer.o_dense, residual=x, ss_out=ss[0:1], **launch)
         if kernels.SWIGLU_EPILOGUE:  # gate_up's GEMV stores the activation; down reads it as it is
-            act = kernels.gemv_fused(x, layer.gate_up, norm_weight=layer.mlp_norm, norm_ss=ss[0:1], eps=self.eps,
-                                     swiglu_out=True, **kernels.gemv_norm_launch())
+            act = kernels.gemv_fused(x, layer.gate_up, norm_weight=None if layer.norms_folded else layer.mlp_norm,
+                                     norm_ss=ss[0:1], eps=self.eps, swiglu_out=True, **kernels.gemv_norm_launch())
             x = kernels.gemv_fused(act, layer.down, residual=x, ss_out=ss[1:2], **launch)
             return x.view(shape), ss[1:2]
-        gate_up = kernels.gemv_fused(x, layer.gate_up, norm_weight=layer.mlp_norm, norm_ss=ss[0:1], eps=self.eps,
-                                     **kernels.gemv_norm_launch())
+        gate_up = kernels.gemv_fused(x, layer.gate_up, norm_weight=None if layer.norms_folded else layer.mlp_norm,
+                                     norm_ss=ss[0:1], eps=self.eps, **kernels.gemv_norm_launch())
         x = kernels.gemv_fused(gate_up, layer.down, swiglu=True, residual=x, ss_out=ss[1:2], **launch)
         return x.view(shape), ss[1:2]
 
