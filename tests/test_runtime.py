@@ -856,6 +856,27 @@ def _folded_and_not(loaded, spec, ids, mode, monkeypatch):
     return outs, sizes, runner
 
 
+def test_fixed_point_sums_of_squares_near_their_range_switch_to_fp32_and_say_so(tiny):
+    """Runner.check_glue_sums, once after the first decode step: the fused glue's int64 sums of squares
+    (kernels.SS_UNITS) stay while far inside their range; a sum within 64x of 2^63 units, or a wrapped (negative)
+    one, turns the runner's buffer to fp32 and notes why."""
+    loaded, _ = tiny
+    runner = Runner.build(loaded, RuntimeSpec(mode="full"), max_len=64)
+    assert runner.state.glue_ss.dtype == torch.int64  # the default, SS_UNITS set
+    runner.prefill(torch.randint(0, 200, (1, 8)))
+    runner.decode(torch.tensor([5]))  # the check runs here: zeros on the CPU, which never fuses
+    assert runner.state.glue_ss.dtype == torch.int64 and not runner.model.notes
+    for big in (1 << 60, -5):
+        runner.state.glue_ss = torch.tensor([3, big], dtype=torch.int64)
+        runner.check_glue_sums()
+        assert runner.state.glue_ss.dtype == torch.float32 and runner.state.glue_ss.shape == (2,)
+        assert "adds them in fp32" in runner.model.notes[-1]
+        assert ("wrapped" in runner.model.notes[-1]) == (big < 0)
+    runner.state.glue_ss = torch.tensor([1 << 40], dtype=torch.int64)  # 65536 at 2^24 units: stays
+    runner.check_glue_sums()
+    assert runner.state.glue_ss.dtype == torch.int64
+
+
 def test_compiled_prefill_glue_equals_eager_for_any_chunk_length(tiny):
     """What enable_fusion compiles for the prefill on CUDA (norms, residual adds, RoPE, SwiGLU; dynamic shapes),
     here on the CPU's inductor: the same hidden states as the eager functions over a 256-token chunk and a

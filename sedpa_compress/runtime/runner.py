@@ -15,7 +15,7 @@ import torch
 
 from sedpa_compress.errors import SedpaError
 from sedpa_compress.models.loader import LoadedModel
-from sedpa_compress.runtime import memory
+from sedpa_compress.runtime import kernels, memory
 from sedpa_compress.runtime.cache import quantize_fp8
 from sedpa_compress.runtime.model import FastModel, RuntimeSpec, make_caches, make_state
 
@@ -58,6 +58,7 @@ class Runner:
             model.enable_fusion()
         self.graph: torch.cuda.CUDAGraph | None = None
         self.graph_logits: torch.Tensor | None = None
+        self._sums_checked = False
 
     @classmethod
     def build(cls, loaded: LoadedModel, spec: RuntimeSpec, *, max_len: int, consume: bool = False,
@@ -114,7 +115,28 @@ class Runner:
             out = self.model.decode_step(self.token, self.pos, self.caches, self.state)
         self.pos.add_(1)
         self.length += 1
+        if not self._sums_checked:
+            self._sums_checked = True
+            self.check_glue_sums()
         return out
+
+    def check_glue_sums(self) -> None:
+        """Once, after the first decode step: the fused glue's sums of squares in int64 fixed point
+        (kernels.SS_UNITS) hold 2^63 units, a sum of 5.5e11 at 2^24 units. A residual stream within 64x of that
+        (or past it: a negative sum) switches this runner to fp32 sums, which cannot wrap but add in whatever order
+        the GEMV programs finish, and says so in the model's notes, rather than normalise with a wrapped sum."""
+        ss = self.state.glue_ss
+        if ss is None or ss.dtype != torch.int64:
+            return
+        top, low = (int(v) for v in torch.stack([ss.max(), ss.min()]).tolist())  # one host sync, once
+        if top < (1 << 63) // 64 and low >= 0:
+            return
+        self.state.glue_ss = torch.zeros(ss.shape, dtype=torch.float32, device=ss.device)
+        self.graph = None  # captured with the int64 buffer: capture again
+        self.model.notes.append(
+            f"the residual stream's sum of squares reached {max(top, 0) / kernels.SS_UNITS:.3g}, near or past what the "
+            "fused glue's int64 sums hold: this runner adds them in fp32 (their last bits may differ between runs)"
+            + ("; the first decode step normalised with a wrapped sum" if low < 0 else ""))
 
     def _capture(self) -> None:
         """Warm the kernels up on a side stream (Triton compiles there), then record one step.
