@@ -24,6 +24,15 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 
+def switch(ap: argparse.ArgumentParser, name: str, on: tuple[str, str], off: tuple[str, str]) -> str:
+    """kernels.<name> as two exclusive options, (flag, help) each, that set it True or False; neither leaves it.
+    Returns `name`, the options' destination."""
+    group = ap.add_mutually_exclusive_group()
+    group.add_argument(on[0], dest=name, action="store_const", const=True, help=f"kernels.{name} {on[1]}")
+    group.add_argument(off[0], dest=name, action="store_const", const=False, help=f"kernels.{name} {off[1]}")
+    return name
+
+
 def main() -> None:
     from sedpa_compress.runtime import kernels
 
@@ -54,24 +63,18 @@ def main() -> None:
     ap.add_argument("--reduce-db", type=int, help="kernels.REDUCE_DB: the split merge's head_dim columns a program at most "
                     "(16, the default since 7bebe55: 8 programs a query head instead of 1 at 64 splits or fewer; "
                     "0: uncapped)")
-    swiglu = ap.add_mutually_exclusive_group()
-    swiglu.add_argument("--swiglu-epilogue", action="store_true",
-                        help="kernels.SWIGLU_EPILOGUE on (the default since sweep 8): the fused glue's SwiGLU in "
-                             "gate_up's GEMV, down reads the activation")
-    swiglu.add_argument("--swiglu-in-down", action="store_true",
-                        help="kernels.SWIGLU_EPILOGUE off: each of down's programs recomputes silu(gate) * up")
+    switches = [switch(ap, "SWIGLU_EPILOGUE",
+           ("--swiglu-epilogue", "on (the default since sweep 8): the fused glue's SwiGLU in gate_up's GEMV, down "
+                                 "reads the activation"),
+           ("--swiglu-in-down", "off: each of down's programs recomputes silu(gate) * up"))]
     ap.add_argument("--pdl", action="store_true", help="kernels.PDL: programmatic dependent launch of the decode chain")
-    loops = ap.add_mutually_exclusive_group()
-    loops.add_argument("--one-loop", action="store_true",
-                       help="kernels.TWO_GROUP_ONE_LOOP on (the default since f8f59e5): the two-group kernel's groups "
-                            "in one attention loop")
-    loops.add_argument("--two-loops", action="store_true", help="kernels.TWO_GROUP_ONE_LOOP off: a loop per group")
-    glue = ap.add_mutually_exclusive_group()
-    glue.add_argument("--fused-glue", action="store_true",
-                      help="kernels.FUSED_GLUE on (the default since a55ac42): norms, SwiGLU and residual "
-                           "adds folded into the decode GEMVs")
-    glue.add_argument("--unfused-glue", action="store_true",
-                      help="kernels.FUSED_GLUE off: the compiled glue and cuBLAS for o_proj and the MLP")
+    switches.append(switch(ap, "TWO_GROUP_ONE_LOOP",
+           ("--one-loop", "on (the default since f8f59e5): the two-group kernel's groups in one attention loop"),
+           ("--two-loops", "off: a loop per group")))
+    switches.append(switch(ap, "FUSED_GLUE",
+           ("--fused-glue", "on (the default since a55ac42): norms, SwiGLU and residual adds folded into the decode "
+                            "GEMVs"),
+           ("--unfused-glue", "off: the compiled glue and cuBLAS for o_proj and the MLP")))
     ap.add_argument("--reduce-two-pass", action="store_true",
                     help="kernels.REDUCE_ONE_PASS off: the split merge in blocks of 64 splits over all of head_dim")
     args, rest = ap.parse_known_args()
@@ -100,17 +103,14 @@ def main() -> None:
     kernels.PDL = args.pdl
     if args.reduce_db is not None:
         kernels.REDUCE_DB = args.reduce_db or None
-    if args.swiglu_epilogue or args.swiglu_in_down:  # neither: the shipped default
-        kernels.SWIGLU_EPILOGUE = args.swiglu_epilogue
     if args.min_split_blocks is not None:
         if args.min_split_blocks < 1:
             ap.error(f"--min-split-blocks {args.min_split_blocks}: use 1 or more")
         kernels.MIN_SPLIT_BLOCKS = args.min_split_blocks
     kernels.REDUCE_ONE_PASS = not args.reduce_two_pass
-    if args.one_loop or args.two_loops:  # neither: the shipped default
-        kernels.TWO_GROUP_ONE_LOOP = args.one_loop
-    if args.fused_glue or args.unfused_glue:  # neither: the shipped default
-        kernels.FUSED_GLUE = args.fused_glue
+    for name in switches:  # neither option of a pair: the shipped default
+        if getattr(args, name) is not None:
+            setattr(kernels, name, getattr(args, name))
     if args.rounding:
         if args.key is None:
             kernels.SPLIT_ROUNDING = args.rounding

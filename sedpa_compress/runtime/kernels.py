@@ -779,14 +779,20 @@ def rope_append(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, cos: torch.Te
 if HAS_TRITON:
 
     @triton.jit
+    def _swiglu(g, u, OUT_DTYPE: tl.constexpr):
+        """silu(g) * u for gate and up values already in OUT_DTYPE (held as fp32), rounded where the eager glue
+        rounds: silu, then the product."""
+        silu = (g / (1.0 + tl.exp(-g))).to(OUT_DTYPE).to(tl.float32)
+        return (silu * u).to(OUT_DTYPE).to(tl.float32)
+
+    @triton.jit
     def _gemv_x(X, NW, cols, K, inv, OUT_DTYPE: tl.constexpr, NORM: tl.constexpr, SWIGLU: tl.constexpr,
                 NORM_W: tl.constexpr = True):
         """One block of the GEMV's input vector, with the glue folded in where asked (see _gemv_fused)."""
         if SWIGLU:
             g = tl.load(X + cols, mask=cols < K, other=0.0).to(tl.float32)
             u = tl.load(X + K + cols, mask=cols < K, other=0.0).to(tl.float32)
-            silu = (g / (1.0 + tl.exp(-g))).to(OUT_DTYPE).to(tl.float32)
-            xv = (silu * u).to(OUT_DTYPE).to(tl.float32)
+            xv = _swiglu(g, u, OUT_DTYPE)
         else:
             xv = tl.load(X + cols, mask=cols < K, other=0.0).to(tl.float32)
         if NORM and NORM_W:
@@ -803,14 +809,14 @@ if HAS_TRITON:
                     SS_INT: tl.constexpr = False, ss_scale=1.0, NORM_W: tl.constexpr = True):
         """y[n] = sum_k w[n, k] x[k] for one block of rows, fp32 accumulation (batch-1 decode), optionally
         with the decode step's glue folded in: NORM, x is RMS-normalised first (its weight NW unless NORM_W is
-        off, the weight then folded into W; the norm recomputed by every program from L2: 8 KB for hidden 4096, or
-        with NORM_SS read as one float, the sum of squares of x at SSI); SWIGLU, x is [gate; up] (2K) and the GEMV reads silu(gate) * up; RESIDUAL,
-        y = R + W x; SS_OUT, the sum of squares of y as stored is added to SSO (one atomic add a program: the
-        next GEMV's NORM_SS; SS_INT: SSI / SSO hold int64 fixed point, ss_scale units to 1, so the sum is the same
-        whatever order the programs add in); SWIGLU_OUT, W is [gate; up] (2N rows) and y[n] = silu(gate_n . x) * (up_n . x), each
-        program reading its gate rows and the matching up rows (the next GEMV then reads y as it is, where
-        SWIGLU has every one of its programs recompute silu over all of x). Each rounds to x's dtype where the
-        eager glue does.
+        off, the weight then folded into W; the norm recomputed by every program from L2: 8 KB for hidden 4096,
+        or with NORM_SS read as one float, the sum of squares of x at SSI); SWIGLU, x is [gate; up] (2K) and the
+        GEMV reads silu(gate) * up; RESIDUAL, y = R + W x; SS_OUT, the sum of squares of y as stored is added to
+        SSO (one atomic add a program: the next GEMV's NORM_SS; SS_INT: SSI / SSO hold int64 fixed point,
+        ss_scale units to 1, so the sum is the same whatever order the programs add in); SWIGLU_OUT, W is
+        [gate; up] (2N rows) and y[n] = silu(gate_n . x) * (up_n . x), each program reading its gate rows and the
+        matching up rows (the next GEMV then reads y as it is, where SWIGLU has every one of its programs
+        recompute silu over all of x). Each rounds to x's dtype where the eager glue does.
         ONE_SHOT (BLOCK_K >= K): the program's whole weight block is loaded at once, and under PDL (GDC) before
         waiting on the previous kernel: weights are never written by it, so their bytes stream in while it ends."""
         rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -858,10 +864,9 @@ if HAS_TRITON:
                     wk = tl.load(W + (rows[:, None] + N) * swn + c[None, :],
                                  mask=(rows[:, None] < N) & (c[None, :] < K), other=0.0).to(tl.float32)
                     acc_up += tl.sum(wk * xv[None, :], axis=1)
-        if SWIGLU_OUT:  # gate and up rounded as the GEMV's output, then silu(gate) and the product as the eager glue
-            g = acc.to(Y.dtype.element_ty).to(tl.float32)
-            silu = (g / (1.0 + tl.exp(-g))).to(Y.dtype.element_ty).to(tl.float32)
-            acc = silu * acc_up.to(Y.dtype.element_ty).to(tl.float32)
+        if SWIGLU_OUT:  # gate and up rounded as the GEMV's output, then as the eager glue
+            acc = _swiglu(acc.to(Y.dtype.element_ty).to(tl.float32), acc_up.to(Y.dtype.element_ty).to(tl.float32),
+                          Y.dtype.element_ty)
         if RESIDUAL:
             acc = acc.to(Y.dtype.element_ty).to(tl.float32) + tl.load(R + rows, mask=rows < N, other=0.0).to(tl.float32)
         y = acc.to(Y.dtype.element_ty)
@@ -880,8 +885,9 @@ def gemv_fused(x: torch.Tensor, w: torch.Tensor, *, norm_weight: torch.Tensor | 
                num_warps: int = 4, num_stages: int = 3) -> torch.Tensor:
     """One decode token's projection with its glue in the same launch: `norm_weight`: y = W rms_norm(x), the
     norm's sum of squares recomputed by every program or, with `norm_ss` (a 1-element fp32 tensor), read from
-    it (`norm_ss` without `norm_weight`: the norm's weight is folded into w, FOLD_NORM_WEIGHTS); `swiglu`: x is [gate; up] and y = W (silu(gate) * up); `residual`: y += residual; `ss_out` (1-element
-    fp32, zeroed by the caller): the sum of squares of y is added to it, for the next projection's `norm_ss`
+    it (`norm_ss` without `norm_weight`: the norm's weight is folded into w, FOLD_NORM_WEIGHTS); `swiglu`: x is
+    [gate; up] and y = W (silu(gate) * up); `residual`: y += residual; `ss_out` (1-element fp32, zeroed by the
+    caller): the sum of squares of y is added to it, for the next projection's `norm_ss`
     (kernels.FUSED_GLUE; int64 tensors for both: fixed point in SS_UNITS, a sum that does not depend on the order
     the programs add in); `swiglu_out`: w is [gate; up] ([2N, K]) and y = silu(gate x) * up x ([N]: the MLP's
     activation, kernels.SWIGLU_EPILOGUE). x [K] (swiglu: [2K]), w [N, K] row-major -> [N]."""
@@ -903,8 +909,8 @@ def gemv_fused(x: torch.Tensor, w: torch.Tensor, *, norm_weight: torch.Tensor | 
         n, k, w.stride(0), eps, BLOCK_N=block_n, BLOCK_K=block_k, NORM=norm_weight is not None or norm_ss is not None,
         NORM_W=norm_weight is not None, SWIGLU=swiglu,
         RESIDUAL=residual is not None, ONE_SHOT=block_k >= k, NORM_SS=norm_ss is not None,
-        SS_OUT=ss_out is not None, SWIGLU_OUT=swiglu_out, SS_INT=ss_int, ss_scale=SS_UNITS if ss_int else 1.0, num_warps=num_warps,
-        num_stages=num_stages, **_pdl())
+        SS_OUT=ss_out is not None, SWIGLU_OUT=swiglu_out, SS_INT=ss_int, ss_scale=SS_UNITS if ss_int else 1.0,
+        num_warps=num_warps, num_stages=num_stages, **_pdl())
     return y
 
 

@@ -650,14 +650,11 @@ class FastModel(nn.Module):
         next layer's qkv normalises with)."""
         launch, shape = kernels.GEMV_LAUNCH, x.shape
         x = kernels.gemv_fused(a, layer.o_dense, residual=x, ss_out=ss[0:1], **launch)
-        if kernels.SWIGLU_EPILOGUE:  # gate_up's GEMV stores the activation; down reads it as it is
-            act = kernels.gemv_fused(x, layer.gate_up, norm_weight=None if layer.norms_folded else layer.mlp_norm,
-                                     norm_ss=ss[0:1], eps=self.eps, swiglu_out=True, **kernels.gemv_norm_launch())
-            x = kernels.gemv_fused(act, layer.down, residual=x, ss_out=ss[1:2], **launch)
-            return x.view(shape), ss[1:2]
-        gate_up = kernels.gemv_fused(x, layer.gate_up, norm_weight=None if layer.norms_folded else layer.mlp_norm,
-                                     norm_ss=ss[0:1], eps=self.eps, **kernels.gemv_norm_launch())
-        x = kernels.gemv_fused(gate_up, layer.down, swiglu=True, residual=x, ss_out=ss[1:2], **launch)
+        # SwiGLU in gate_up's GEMV (kernels.SWIGLU_EPILOGUE: down reads the activation as it is) or in down's
+        epilogue = kernels.SWIGLU_EPILOGUE
+        mid = kernels.gemv_fused(x, layer.gate_up, norm_weight=None if layer.norms_folded else layer.mlp_norm,
+                                 norm_ss=ss[0:1], eps=self.eps, swiglu_out=epilogue, **kernels.gemv_norm_launch())
+        x = kernels.gemv_fused(mid, layer.down, swiglu=not epilogue, residual=x, ss_out=ss[1:2], **launch)
         return x.view(shape), ss[1:2]
 
     def _full_decode(self, li: int, q, k, v, length, ws, out, state: DecodeState, k_scale=None, v_scale=None) -> None:
