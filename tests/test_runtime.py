@@ -732,8 +732,8 @@ def test_gemv_kernel_in_the_triton_interpreter():
 def test_gemv_probe_glue_parts_in_the_triton_interpreter():
     """bench/scripts/gemv_probe.py --glue-only on small shapes in Triton's interpreter (its timer replaced by one
     call): every fused projection as the decode step runs it matches the eager glue in fp32 at 2 / 4 / 8 rows a
-    program, and the chain rows run. fp32: the interpreter's bf16 casts do not round as the GPU's do (1.2% off a
-    bf16 emulation in torch for the SwiGLU epilogue's four roundings, 0.35% for a plain GEMV's one)."""
+    program (gate_up's epilogue also at half the rows, qkv also with its norm folded), and the chain rows run.
+    fp32: the interpreter's bf16 casts do not round as the GPU's do (1.2% off a bf16 emulation in torch for the SwiGLU epilogue's four roundings, 0.35% for a plain GEMV's one)."""
     code = (
         "import sys, torch\n"
         "sys.path.insert(0, 'bench/scripts')\n"
@@ -742,7 +742,7 @@ def test_gemv_probe_glue_parts_in_the_triton_interpreter():
         "gemv_probe.COLD_BYTES = 1\n"
         "rows = gemv_probe.glue_parts(torch.device('cpu'), lambda fn: (fn(), 1.0)[1], 1e12, torch.float32)\n"
         "fused = [r for r in rows if r['variant'] == 'fused' and r['part'] != 'layer_chain']\n"
-        "assert len(fused) == 18 and all('error' not in r for r in rows), [r for r in rows if 'error' in r]\n"
+        "assert len(fused) == 24 and all('error' not in r for r in rows), [r for r in rows if 'error' in r]\n"
         "bad = [r for r in fused if r['rel_err'] > 1e-5]\n"
         "assert not bad, bad\n"
         "print('ok')\n")
@@ -783,22 +783,24 @@ def test_fused_glue_decode_step_in_the_triton_interpreter():
         "    assert name != 'sedpa-s' or any(layer.o_down is not None for layer in model.layers)\n"
         "    outs = []\n"
         "    units = kernels.SS_UNITS\n"
-        "    for fused, epilogue, norm_bn, ss_units in ((False, False, None, units), (True, False, None, units),\n"
-        "                                               (True, True, None, units), (True, True, 8, units),\n"
-        "                                               (True, True, None, None)):\n"
+        "    for fused, epilogue, norm_bn, ss_units, ep_bn in ((False, False, None, units, None),\n"
+        "                                                      (True, False, None, units, None),\n"
+        "                                                      (True, True, None, units, None), (True, True, 8, units, None),\n"
+        "                                                      (True, True, None, None, None), (True, True, None, units, 1)):\n"
         "        kernels.FUSED_GLUE, kernels.SWIGLU_EPILOGUE, kernels.GEMV_NORM_BLOCK_N = fused, epilogue, norm_bn\n"
-        "        kernels.SS_UNITS = ss_units\n"
+        "        kernels.SS_UNITS, kernels.EPILOGUE_BLOCK_N = ss_units, ep_bn\n"
         "        caches = make_caches(model, batch=1, max_len=96)\n"
         "        state = make_state(model, caches, 1)\n"
         "        model.prefill_chunk(ids[:, :64], 0, caches)\n"
         "        outs.append(torch.stack([model.decode_step(ids[:, j], torch.tensor([j]), caches, state)\n"
         "                                 for j in range(64, 72)]))\n"
-        "    # SwiGLU in down's GEMV, in gate_up's (SWIGLU_EPILOGUE), 8 rows for the normed GEMVs, fp32 sums of squares\n"
-        "    for i in (1, 2, 3, 4):\n"
+        "        assert ss_units is not None or state.glue_ss.dtype == torch.float32 and bool(state.glue_ss.abs().sum() > 0)\n"
+        "    # SwiGLU in down's GEMV, in gate_up's (SWIGLU_EPILOGUE), 8 rows for the normed GEMVs, fp32 sums of squares,\n"
+        "    # one activation row a program for gate_up's epilogue GEMV (EPILOGUE_BLOCK_N)\n"
+        "    for i in (1, 2, 3, 4, 5):\n"
         "        err = float((outs[i] - outs[0]).norm() / outs[0].norm())\n"
         "        assert err < 1e-5, (name, i, err)\n"
-        "    assert state.glue_ss.dtype == torch.float32 and bool(state.glue_ss.abs().sum() > 0)  # the last: fp32\n"
-        "    kernels.SS_UNITS = units\n"
+        "    kernels.SS_UNITS, kernels.EPILOGUE_BLOCK_N = units, None\n"
         "    # kernels.FOLD_NORM_WEIGHTS (read as the model is built): prefill and fused decode on the folded weights\n"
         "    kernels.FOLD_NORM_WEIGHTS = True\n"
         "    folded = FastModel(loaded, spec, synthetic_rank_ratio=ratio)\n"

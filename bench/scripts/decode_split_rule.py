@@ -58,6 +58,9 @@ def main() -> None:
                          "not int64 fixed point")
     ap.add_argument("--gemv-norm-block-n", type=int,
                     help="kernels.GEMV_NORM_BLOCK_N: rows a program for the fused GEMVs that apply a norm (qkv, gate_up)")
+    ap.add_argument("--epilogue-block-n", type=int,
+                    help="kernels.EPILOGUE_BLOCK_N: activation rows a program for gate_up's GEMV under the SwiGLU "
+                         "epilogue (each reads as many gate and up rows; 1: two weight rows, as the plain GEMV)")
     ap.add_argument("--min-split-blocks", type=int,
                     help="kernels.MIN_SPLIT_BLOCKS: the fewest key blocks a split reads (fewer splits for short caches)")
     ap.add_argument("--reduce-db", type=int, help="kernels.REDUCE_DB: the split merge's head_dim columns a program at most "
@@ -97,6 +100,8 @@ def main() -> None:
         kernels.GEMV_LAUNCH["block_n"] = args.gemv_block_n
     if args.gemv_norm_block_n:
         kernels.GEMV_NORM_BLOCK_N = args.gemv_norm_block_n
+    if args.epilogue_block_n:
+        kernels.EPILOGUE_BLOCK_N = args.epilogue_block_n
     if args.ss_fp32:
         kernels.SS_UNITS = None
     kernels.FOLD_NORM_WEIGHTS = kernels.FOLD_NORM_WEIGHTS or args.fold_norm_weights

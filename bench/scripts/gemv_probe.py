@@ -100,7 +100,8 @@ def glue_parts(dev, graph_us, bw: float, dtype: torch.dtype = torch.bfloat16) ->
     layer (o + residual + sum of squares, norm + gate_up with the SwiGLU epilogue, down + residual + sum, norm +
     qkv) against the four plain GEMVs: where the fused GEMVs' 123-124 us a layer (the 7bebe55 profiles) goes above
     the plain GEMVs' 108. Also gate_up without the epilogue and down recomputing SwiGLU (the launch before
-    SWIGLU_EPILOGUE). Each fused output is checked against the eager glue in fp32 (`dtype` fp32: the CPU test in
+    SWIGLU_EPILOGUE), gate_up's epilogue at half the rows a program (kernels.EPILOGUE_BLOCK_N), qkv with its norm's
+    weight folded into the columns (kernels.FOLD_NORM_WEIGHTS), and the chain with both. Each fused output is checked against the eager glue in fp32 (`dtype` fp32: the CPU test in
     Triton's interpreter, whose bf16 casts do not round as the GPU's do)."""
     from sedpa_compress.runtime import kernels
     from sedpa_compress.runtime.model import _rms_norm, _silu_mul
@@ -122,6 +123,7 @@ def glue_parts(dev, graph_us, bw: float, dtype: torch.dtype = torch.bfloat16) ->
 
     weights = {name: cold(*shape) for name, shape in SHAPES.items()}
     normed = (_rms_norm(x.float()[None], nw.float(), eps)[0]).to(dtype)
+    unit_normed = (_rms_norm(x.float()[None], torch.ones_like(nw, dtype=torch.float32), eps)[0]).to(dtype)
     # part: (weight, input for the plain GEMV, the fused call given a weight and a launch, the fp32 expectation)
     parts = {
         "o": ("o", x, lambda w, L: kernels.gemv_fused(x, w, residual=r, ss_out=ss_out, **L),
@@ -129,6 +131,11 @@ def glue_parts(dev, graph_us, bw: float, dtype: torch.dtype = torch.bfloat16) ->
         "gate_up_epilogue": ("gate_up", x, lambda w, L: kernels.gemv_fused(x, w, norm_weight=nw, norm_ss=ss_in, eps=eps,
                                                                            swiglu_out=True, **L),
                              lambda w: _silu_mul((normed.float() @ w.float().T)[None])[0]),
+        # one activation row a program where the launch has 2 (kernels.EPILOGUE_BLOCK_N): as many weight rows as
+        # the plain GEMV's programs read
+        "gate_up_epilogue_half": ("gate_up", x, lambda w, L: kernels.gemv_fused(
+            x, w, norm_weight=nw, norm_ss=ss_in, eps=eps, swiglu_out=True, **{**L, "block_n": max(1, L["block_n"] // 2)}),
+                                  lambda w: _silu_mul((normed.float() @ w.float().T)[None])[0]),
         "gate_up_before": ("gate_up", x, lambda w, L: kernels.gemv_fused(x, w, norm_weight=nw, norm_ss=ss_in, eps=eps, **L),
                            lambda w: normed.float() @ w.float().T),
         "down": ("down", act, lambda w, L: kernels.gemv_fused(act, w, residual=r, ss_out=ss_out, **L),
@@ -138,6 +145,9 @@ def glue_parts(dev, graph_us, bw: float, dtype: torch.dtype = torch.bfloat16) ->
                                lambda w: _silu_mul(gu.float()[None])[0] @ w.float().T + r.float()),
         "qkv": ("qkv", x, lambda w, L: kernels.gemv_fused(x, w, norm_weight=nw, norm_ss=ss_in, eps=eps, **L),
                 lambda w: normed.float() @ w.float().T),
+        # the norm's weight folded into the columns (kernels.FOLD_NORM_WEIGHTS): no norm weight read
+        "qkv_folded": ("qkv", x, lambda w, L: kernels.gemv_fused(x, w, norm_ss=ss_in, eps=eps, **L),
+                       lambda w: unit_normed.float() @ w.float().T),
     }
     rows = []
     for block_n in (2, 4, 8):
@@ -174,7 +184,14 @@ def glue_parts(dev, graph_us, bw: float, dtype: torch.dtype = torch.bfloat16) ->
             x2 = kernels.gemv_fused(a1, nx["down"](), residual=x1, ss_out=ss_out, **L)
             return kernels.gemv_fused(x2, nx["qkv"](), norm_weight=nw, norm_ss=ss_in, eps=eps, **L)
 
-        for variant, fn in (("plain", chain_plain), ("fused", chain_fused)):
+        def chain_tuned():  # gate_up's epilogue at half the rows, the norms' weights folded
+            half = {**L, "block_n": max(1, L["block_n"] // 2)}
+            x1 = kernels.gemv_fused(x, nx["o"](), residual=r, ss_out=ss_out, **L)
+            a1 = kernels.gemv_fused(x1, nx["gate_up"](), norm_ss=ss_in, eps=eps, swiglu_out=True, **half)
+            x2 = kernels.gemv_fused(a1, nx["down"](), residual=x1, ss_out=ss_out, **L)
+            return kernels.gemv_fused(x2, nx["qkv"](), norm_ss=ss_in, eps=eps, **L)
+
+        for variant, fn in (("plain", chain_plain), ("fused", chain_fused), ("fused_half_folded", chain_tuned)):
             row = {"part": "layer_chain", "variant": variant, "block_n": block_n}
             try:
                 row["us"] = round(graph_us(fn), 2)

@@ -27,15 +27,14 @@ Path('/tmp/sedpa_dry_model/config.json').exists() or build_tiny('llama', Path('/
   BENCH="bench efficiency --model /tmp/sedpa_dry_model --device cpu --contexts 256 --peers none --retrieval-ratio 0.5
     --rank-ratio 0.85 --sink 4 --recent 16 --window 64 --chunk 128 --decode-tokens 4"
 fi
-# the next call's default queue, for a one-GPU machine (QUEUE1 none, nothing else on the machine), two rows each
-# against two defaults rows: the RMSNorm weights folded into qkv_in / gate_up (kernels.FOLD_NORM_WEIGHTS: the fused
-# GEMVs read no norm weight), 4 rows a program for the fused GEMVs that apply a norm (kernels.GEMV_NORM_BLOCK_N:
-# qkv's and gate_up's programs each reload x), and the fused glue's sums of squares as fp32 atomics (--ss-fp32)
-# against the int64 fixed point now on (kernels.SS_UNITS: order-free, so a step is the same in every run; should
-# cost nothing). bench/scripts/gemv_probe.py --glue-only says first where the fused GEMVs lose to plain ones.
-# Sweep 8's SwiGLU epilogue (on) had one defaults row beside GPU tests: QUEUE0='base=;down=--swiglu-in-down;...'
-# repeats its pair cleanly.
-QUEUE0=${QUEUE0:-"base=;fold=--fold-norm-weights;nbn4=--gemv-norm-block-n 4;ssf=--ss-fp32;base2=;fold2=--fold-norm-weights;nbn4b=--gemv-norm-block-n 4;ssf2=--ss-fp32"}
+# the default queue, for a one-GPU machine (QUEUE1 none, nothing else on the machine), two rows each against two
+# defaults rows: gate_up's SwiGLU-epilogue GEMV at one activation row a program (kernels.EPILOGUE_BLOCK_N: two weight
+# rows, as the plain GEMV; at two it took 60.8 against 56.0 us, bench/results/gemv_glue_parts_h200.json), the RMSNorm
+# weights folded into qkv_in / gate_up (kernels.FOLD_NORM_WEIGHTS: the fused GEMVs read no norm weight), and the
+# fused glue's sums of squares as fp32 atomics (--ss-fp32) against the int64 fixed point now on (kernels.SS_UNITS:
+# order-free; should cost nothing). 4 rows a program for the normed GEMVs (--gemv-norm-block-n 4) lost in every part
+# of that probe and is left out.
+QUEUE0=${QUEUE0:-"base=;ep1=--epilogue-block-n 1;fold=--fold-norm-weights;ssf=--ss-fp32;base2=;ep1b=--epilogue-block-n 1;fold2=--fold-norm-weights;ssf2=--ss-fp32"}
 QUEUE1=${QUEUE1:-none}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$R/device.txt" 2>/dev/null || echo "no GPU" > "$R/device.txt"
 echo "${SEDPA_GIT_COMMIT:-unknown}" > "$R/commit.txt"

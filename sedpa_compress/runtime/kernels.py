@@ -987,10 +987,26 @@ SS_UNITS: float | None = float(2 ** 24)
 GEMV_NORM_BLOCK_N: int | None = None
 
 
+# Activation rows a program for gate_up's GEMV under SWIGLU_EPILOGUE (None: gemv_norm_launch's block_n). Each
+# program reads that many gate rows and as many up rows, so at GEMV_LAUNCH's 2 it streams 4 weight rows, and 4 rows
+# a program is the slower launch for every decode GEMV: gate_up with the epilogue took 60.8 us against 56.0 for the
+# plain GEMV of the same weight at 2 rows, as much as the plain GEMV at 4 rows (59.3 us), while gate_up without the
+# epilogue took 56.2 (bench/results/gemv_glue_parts_h200.json, 4ee4023). 1: two weight rows a program, as the plain
+# GEMV. Not yet timed in the whole step: decode_split_rule.py --epilogue-block-n 1.
+EPILOGUE_BLOCK_N: int | None = None
+
+
 def gemv_norm_launch() -> dict:
     """GEMV_LAUNCH with GEMV_NORM_BLOCK_N rows a program where it is set: the launch of the fused GEMVs that apply
     a norm to their input."""
     return GEMV_LAUNCH if GEMV_NORM_BLOCK_N is None else {**GEMV_LAUNCH, "block_n": GEMV_NORM_BLOCK_N}
+
+
+def gemv_epilogue_launch() -> dict:
+    """The launch of gate_up's fused GEMV under SWIGLU_EPILOGUE: gemv_norm_launch with EPILOGUE_BLOCK_N activation
+    rows a program where it is set."""
+    launch = gemv_norm_launch()
+    return launch if EPILOGUE_BLOCK_N is None else {**launch, "block_n": EPILOGUE_BLOCK_N}
 
 
 def decode_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:

@@ -653,7 +653,8 @@ class FastModel(nn.Module):
         # SwiGLU in gate_up's GEMV (kernels.SWIGLU_EPILOGUE: down reads the activation as it is) or in down's
         epilogue = kernels.SWIGLU_EPILOGUE
         mid = kernels.gemv_fused(x, layer.gate_up, norm_weight=None if layer.norms_folded else layer.mlp_norm,
-                                 norm_ss=ss[0:1], eps=self.eps, swiglu_out=epilogue, **kernels.gemv_norm_launch())
+                                 norm_ss=ss[0:1], eps=self.eps, swiglu_out=epilogue,
+                                 **(kernels.gemv_epilogue_launch() if epilogue else kernels.gemv_norm_launch()))
         x = kernels.gemv_fused(mid, layer.down, swiglu=not epilogue, residual=x, ss_out=ss[1:2], **launch)
         return x.view(shape), ss[1:2]
 
