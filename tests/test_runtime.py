@@ -783,6 +783,7 @@ def test_fused_glue_decode_step_in_the_triton_interpreter():
         "    assert name != 'sedpa-s' or any(layer.o_down is not None for layer in model.layers)\n"
         "    outs = []\n"
         "    units = kernels.SS_UNITS\n"
+        "    kernels.FOLD_NORM_WEIGHTS = False  # the default is on: first every case on the unfolded model\n"
         "    for fused, epilogue, norm_bn, ss_units, ep_bn in ((False, False, None, units, None),\n"
         "                                                      (True, False, None, units, None),\n"
         "                                                      (True, True, None, units, None), (True, True, 8, units, None),\n"

@@ -505,22 +505,23 @@ def test_programmatic_dependent_launch_decodes_the_same_tokens_in_a_cuda_graph(m
     assert torch.equal(outs[0], outs[1])
 
 
-@pytest.mark.parametrize("pdl", [False, True, "swiglu-in-down", "norm-rows-8", "fold-norms", "epilogue-rows-1"])
+@pytest.mark.parametrize("pdl", [False, True, "swiglu-in-down", "norm-rows-8", "unfolded-norms", "epilogue-rows-1"])
 @pytest.mark.parametrize("mode", ["full", "duo", "sedpa-w", "tidal"])
 def test_fused_glue_keeps_the_logits_in_a_cuda_graph(models, mode, pdl, monkeypatch):
     """kernels.FUSED_GLUE (the norms, SwiGLU and residual adds folded into the decode GEMVs, the norms from sums
     of squares the previous GEMV added up): the graph-replayed decode's logits within bf16 rounding of the
     unfused step's, over 40 steps; also under kernels.PDL (a sweep candidate: each GEMV waits on the one whose sum
     it reads); the SwiGLU in gate_up's GEMV (kernels.SWIGLU_EPILOGUE, the default) and, as before, in down's; 8 rows a
-    program for the GEMVs that apply a norm (kernels.GEMV_NORM_BLOCK_N) and the norms' weights folded into the
-    projections (kernels.FOLD_NORM_WEIGHTS), both passed at 4ee4023 (bench/results/gpu_tests_4ee4023_h200.txt); one
-    activation row a program for gate_up's epilogue GEMV (kernels.EPILOGUE_BLOCK_N: a one-row Triton block).
+    program for the GEMVs that apply a norm (kernels.GEMV_NORM_BLOCK_N); the norms' weights folded into the
+    projections (kernels.FOLD_NORM_WEIGHTS, the default since sweep 9) and, as before, read by the GEMVs; one
+    activation row a program for gate_up's epilogue GEMV (kernels.EPILOGUE_BLOCK_N, off: a one-row Triton block,
+    passed at a099130, bench/results/gpu_tests_epilogue_a099130_h200.txt).
     The swiglu-epilogue cases passed at c8ac657 (bench/results/gpu_tests_swiglu_c8ac657_h200.txt)."""
     fast, _ = models
     monkeypatch.setattr(kernels, "PDL", pdl is True)
     monkeypatch.setattr(kernels, "SWIGLU_EPILOGUE", pdl != "swiglu-in-down")
     monkeypatch.setattr(kernels, "GEMV_NORM_BLOCK_N", 8 if pdl == "norm-rows-8" else None)
-    monkeypatch.setattr(kernels, "FOLD_NORM_WEIGHTS", pdl == "fold-norms")  # read as each Runner builds its model
+    monkeypatch.setattr(kernels, "FOLD_NORM_WEIGHTS", pdl != "unfolded-norms")  # read as each Runner builds its model
     monkeypatch.setattr(kernels, "EPILOGUE_BLOCK_N", 1 if pdl == "epilogue-rows-1" else None)
     pattern = random_pattern(fast.geometry, ratio=0.5, sink=SINK, recent=RECENT)
     spec = (RuntimeSpec(mode="tidal", top_k=4096, dense_layers=1, selection_layers=(1, 3)) if mode == "tidal"

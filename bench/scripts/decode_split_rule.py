@@ -50,9 +50,6 @@ def main() -> None:
                     help="kernels.GEMV_MAX_WEIGHT: 0 puts every decode projection on cuBLAS")
     ap.add_argument("--gemv-block-k", type=int, help="kernels.GEMV_LAUNCH's block_k (4096: the one-shot GEMV)")
     ap.add_argument("--gemv-block-n", type=int, help="kernels.GEMV_LAUNCH's block_n")
-    ap.add_argument("--fold-norm-weights", action="store_true",
-                    help="kernels.FOLD_NORM_WEIGHTS: the RMSNorm weights folded into qkv_in's and gate_up's columns "
-                         "(the fused GEMVs read no norm weight)")
     ap.add_argument("--ss-fp32", action="store_true",
                     help="kernels.SS_UNITS off: the fused glue's sums of squares as fp32 atomic adds (order-dependent), "
                          "not int64 fixed point")
@@ -70,6 +67,10 @@ def main() -> None:
            ("--swiglu-epilogue", "on (the default since sweep 8): the fused glue's SwiGLU in gate_up's GEMV, down "
                                  "reads the activation"),
            ("--swiglu-in-down", "off: each of down's programs recomputes silu(gate) * up"))]
+    switches.append(switch(ap, "FOLD_NORM_WEIGHTS",
+           ("--fold-norm-weights", "on (the default since sweep 9): the RMSNorm weights folded into qkv_in's and "
+                                   "gate_up's columns (the fused GEMVs read no norm weight)"),
+           ("--unfolded-norms", "off: the fused GEMVs read the norms' weights")))
     ap.add_argument("--pdl", action="store_true", help="kernels.PDL: programmatic dependent launch of the decode chain")
     switches.append(switch(ap, "TWO_GROUP_ONE_LOOP",
            ("--one-loop", "on (the default since f8f59e5): the two-group kernel's groups in one attention loop"),
@@ -104,7 +105,6 @@ def main() -> None:
         kernels.EPILOGUE_BLOCK_N = args.epilogue_block_n
     if args.ss_fp32:
         kernels.SS_UNITS = None
-    kernels.FOLD_NORM_WEIGHTS = kernels.FOLD_NORM_WEIGHTS or args.fold_norm_weights
     kernels.PDL = args.pdl
     if args.reduce_db is not None:
         kernels.REDUCE_DB = args.reduce_db or None

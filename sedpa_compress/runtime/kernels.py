@@ -967,8 +967,10 @@ SWIGLU_EPILOGUE = True
 # weights): y = W (norm(x) * w) = (W diag(w)) norm(x). The fused GEMVs then read no norm weight: every program of
 # qkv and gate_up loads x and the norm's 8 KB weight today (hidden 4096), as many L2 bytes a layer as qkv's weights
 # at 2 rows a program. The folded weights round once more (W * w in bf16), well inside the logits tests' bounds.
-# Read when a FastModel is built. Not yet timed: decode_split_rule.py --fold-norm-weights.
-FOLD_NORM_WEIGHTS = False
+# Read when a FastModel is built. On since launch sweep 9 (bench/results/decode_launch_sweep9_h200.json, a099130,
+# 128K, two rows against two defaults rows): full -0.39 / -0.27%, duo -0.38 / -0.21%, sedpa-w -0.33 / -0.33%; in
+# gemv_glue_parts_a099130_h200.json qkv's fused GEMV took 15.23 us folded against 15.58.
+FOLD_NORM_WEIGHTS = True
 
 # The fused glue's sums of squares as int64 fixed point, SS_UNITS to 1 (DecodeState.glue_ss is int64 while this is
 # set; None: fp32). Each GEMV program adds its rows' share with an atomic add, in whatever order the programs
@@ -992,7 +994,9 @@ GEMV_NORM_BLOCK_N: int | None = None
 # a program is the slower launch for every decode GEMV: gate_up with the epilogue took 60.8 us against 56.0 for the
 # plain GEMV of the same weight at 2 rows, as much as the plain GEMV at 4 rows (59.3 us), while gate_up without the
 # epilogue took 56.2 (bench/results/gemv_glue_parts_h200.json, 4ee4023). 1: two weight rows a program, as the plain
-# GEMV. Not yet timed in the whole step: decode_split_rule.py --epilogue-block-n 1.
+# GEMV. It did not help: 61.2 us at 1 against 61.3 at 2 (gemv_glue_parts_a099130_h200.json), so the epilogue's ~5 us
+# is not its rows a program, and the whole step lost 0.6-1.0% in every mode in both rows of launch sweep 9
+# (decode_launch_sweep9_h200.json). Off.
 EPILOGUE_BLOCK_N: int | None = None
 
 
