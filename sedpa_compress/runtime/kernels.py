@@ -959,7 +959,8 @@ FUSED_GLUE = True
 # duo -3.47 / -3.12%, sedpa-w -3.24 / -3.39%; the defaults row ran beside the GPU tests on the machine's other GPU
 # and the two rows after it did not, so part of that may be the machine. Against sweep 7's rows of the same code
 # less this (another call): sedpa-w -2.0 / -2.2%, duo -0.5 / -0.2%, full +0.2%. Within its own rows, sedpa-w
-# 1.809x / 1.812x faster than full, duo 1.294x / 1.290x. On; the next runtime check times it alone.
+# 1.809x / 1.812x faster than full, duo 1.294x / 1.290x. On; the runtime check at 7742fa7, alone on the machine
+# (bench/results/efficiency_llama-3-8b.json, with FOLD_NORM_WEIGHTS too): sedpa-w 1.835x, duo 1.303x.
 SWIGLU_EPILOGUE = True
 
 # The RMSNorm weights folded into the columns of the projections that read the norm's output (qkv_in by the
@@ -968,8 +969,8 @@ SWIGLU_EPILOGUE = True
 # qkv and gate_up loads x and the norm's 8 KB weight today (hidden 4096), as many L2 bytes a layer as qkv's weights
 # at 2 rows a program. The folded weights round once more (W * w in bf16), well inside the logits tests' bounds.
 # Read when a FastModel is built. On since launch sweep 9 (bench/results/decode_launch_sweep9_h200.json, a099130,
-# 128K, two rows against two defaults rows): full -0.39 / -0.27%, duo -0.38 / -0.21%, sedpa-w -0.33 / -0.33%; in
-# gemv_glue_parts_a099130_h200.json qkv's fused GEMV took 15.23 us folded against 15.58.
+# 128K, two rows against the mean of two defaults rows): full -0.35 / -0.23%, duo -0.37 / -0.20%, sedpa-w -0.41 /
+# -0.41%; in gemv_glue_parts_a099130_h200.json qkv's fused GEMV took 15.23 us folded against 15.58.
 FOLD_NORM_WEIGHTS = True
 
 # The fused glue's sums of squares as int64 fixed point, SS_UNITS to 1 (DecodeState.glue_ss is int64 while this is
@@ -978,7 +979,9 @@ FOLD_NORM_WEIGHTS = True
 # logits after 10 steps of the GPU test model, bench/results/gpu_tests_7f12c15_h200.txt) and a greedy token could
 # flip between runs. Integer adds give one sum in any order. 2^24 units: a share is rounded to 6e-8, so 2048
 # programs put the sum within ~1e-6 (relative 3e-5 for a residual stream of RMS 0.003 at hidden 4096, far below a
-# bf16 step), and sums up to 5.5e11 fit (an RMS of 11,600 at hidden 4096). Not yet run on a GPU.
+# bf16 step), and sums up to 5.5e11 fit (an RMS of 11,600 at hidden 4096). On the GPU two graph-replayed runs are
+# bit for bit equal (gpu_tests_4ee4023_h200.txt), and fp32 atomics were 0.3-1.2% slower in every mode in launch
+# sweep 9 (bench/results/decode_launch_sweep9_h200.json).
 SS_UNITS: float | None = float(2 ** 24)
 
 # Rows a program for the fused GEMVs that normalise their input (qkv from the attention norm, gate_up from the MLP
@@ -996,7 +999,7 @@ GEMV_NORM_BLOCK_N: int | None = None
 # epilogue took 56.2 (bench/results/gemv_glue_parts_h200.json, 4ee4023). 1: two weight rows a program, as the plain
 # GEMV. It did not help: 61.2 us at 1 against 61.3 at 2 (gemv_glue_parts_a099130_h200.json), so the epilogue's ~5 us
 # is not its rows a program, and the whole step lost 0.6-1.0% in every mode in both rows of launch sweep 9
-# (decode_launch_sweep9_h200.json). Off.
+# (decode_launch_sweep9_h200.json, against the mean of two defaults rows: +0.55 to +1.03%). Off.
 EPILOGUE_BLOCK_N: int | None = None
 
 
