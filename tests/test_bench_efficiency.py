@@ -311,7 +311,8 @@ def test_goals_compare_each_row_with_its_reference_and_take_the_worst_context():
 
 def test_decode_rows_carry_their_step_spread_and_speed_goals_report_it():
     """One run's medians differ by noise: each row keeps its steps' 10th / 90th percentiles, and a decode
-    speed goal says how far the two rows' steps spread, so a 0.3% miss can be read against it."""
+    speed goal says how far the two rows' steps spread, so a 0.3% miss can be read against it, and whether the two
+    rows read the same bytes a step (the same work: their difference is noise)."""
     from sedpa_compress.bench.efficiency import decode_stats, goals
 
     stats = decode_stats([5.0, 5.1, 5.2, 5.3, 5.4, 5.5, 5.6, 5.7, 5.8, 5.9, 9.0])
@@ -323,3 +324,10 @@ def test_decode_rows_carry_their_step_spread_and_speed_goals_report_it():
     assert never["miss_within_step_spread"] is True  # 0.3% slower, steps spread 2.8%: still reported as missed
     rows[1].update(decode_ms=7.8, decode_ms_p10=7.79, decode_ms_p90=7.81)
     assert goals(rows)["sedpa-s_never_slower_than_duo"]["miss_within_step_spread"] is False
+    assert "same_bytes_read" not in goals(rows)["sedpa-s_never_slower_than_duo"]  # rows without their bytes
+    # rows that read the same bytes a step (sedpa-s on duo's dense rows) are marked so; others are not
+    for r in rows:
+        r.update(weight_read_bytes=15_000, kv_read_bytes=8_000)
+    assert goals(rows)["sedpa-s_never_slower_than_duo"]["same_bytes_read"] is True
+    rows[1]["weight_read_bytes"] = 14_000
+    assert goals(rows)["sedpa-s_never_slower_than_duo"]["same_bytes_read"] is False

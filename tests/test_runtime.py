@@ -453,10 +453,10 @@ in_triton_interpreter = pytest.mark.skipif(
     reason="opt-in: needs triton installed; runs the CUDA kernels in Triton's CPU interpreter")
 
 
-def run_in_triton_interpreter(code: str) -> None:
+def run_in_triton_interpreter(code: str, timeout: int = 300) -> None:
     """Run `code` (which prints 'ok' when every check passed) with TRITON_INTERPRET=1."""
     env = {**os.environ, "TRITON_INTERPRET": "1"}
-    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    res = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=timeout)
     assert res.returncode == 0 and "ok" in res.stdout, res.stderr[-2000:]
 
 
@@ -664,7 +664,7 @@ def test_decode_linear_is_f_linear_off_cuda_and_for_several_rows():
 def test_gemv_kernel_in_the_triton_interpreter():
     """The probe's Triton GEMV (kernels.gemv) equals x @ w.T, also where N and K are not multiples of its
     blocks, and refuses a weight that is not row-major; its fused variants (kernels.gemv_fused: RMSNorm
-    before, SwiGLU before, residual after) equal the eager glue followed by the product; a block as wide as
+    before, SwiGLU before or after, on gate and up rows in halves or interleaved, residual after) equal the eager glue followed by the product; a block as wide as
     K (one-shot: the whole weight block loaded at once, before the PDL wait) as well."""
     code = (
         "import torch\n"
@@ -713,9 +713,18 @@ def test_gemv_kernel_in_the_triton_interpreter():
         "    got = kernels.gemv_fused(x, wgu, norm_weight=nw, eps=1e-5, swiglu_out=True, block_n=bn, block_k=bk)\n"
         "    want = _silu_mul(_rms_norm(x, nw, 1e-5) @ wgu.T)[0]\n"
         "    assert got.shape == (n,) and torch.allclose(got, want, atol=1e-4, rtol=1e-4), (got - want).abs().max()\n"
-        "for bad in (dict(swiglu_out=True, swiglu=True), dict(swiglu_out=True)):\n"
+        "    # kernels.GATE_UP_INTERLEAVED: the same weight with its rows interleaved (gate_0, up_0, ...), one tile a\n"
+        "    # program, its block_n counting W's rows; one-shot too (a block as wide as K)\n"
+        "    wil = torch.stack([wgu[:n], wgu[n:]], 1).reshape(2 * n, k)\n"
+        "    for bn2, bk2 in ((2 * bn, bk), (2, bk), (bn, 4096)):\n"
+        "        got = kernels.gemv_fused(x, wil, norm_weight=nw, eps=1e-5, swiglu_out=True, swiglu_pairs=True,\n"
+        "                                 block_n=bn2, block_k=bk2)\n"
+        "        assert got.shape == (n,) and torch.allclose(got, want, atol=1e-4, rtol=1e-4), (bn2, (got - want).abs().max())\n"
+        "for bad in (dict(swiglu_out=True, swiglu=True), dict(swiglu_out=True), dict(swiglu_pairs=True),\n"
+        "            dict(swiglu_out=True, swiglu_pairs=True, block_n=3)):\n"
         "    try:\n"
-        "        kernels.gemv_fused(torch.randn(1, 16 if bad.get('swiglu') else 8), torch.randn(7, 8), **bad)\n"
+        "        w_bad = torch.randn(8, 8) if bad.get('block_n') == 3 or 'swiglu_out' not in bad else torch.randn(7, 8)\n"
+        "        kernels.gemv_fused(torch.randn(1, 16 if bad.get('swiglu') else 8), w_bad, **bad)\n"
         "        raise SystemExit(f'accepted {bad}')\n"
         "    except ValueError:\n"
         "        pass\n"
@@ -732,7 +741,8 @@ def test_gemv_kernel_in_the_triton_interpreter():
 def test_gemv_probe_glue_parts_in_the_triton_interpreter():
     """bench/scripts/gemv_probe.py --glue-only on small shapes in Triton's interpreter (its timer replaced by one
     call): every fused projection as the decode step runs it matches the eager glue in fp32 at 2 / 4 / 8 rows a
-    program (gate_up's epilogue also at half the rows, qkv also with its norm folded), and the chain rows run.
+    program (gate_up's epilogue also at half the rows and on interleaved rows, qkv also with its norm folded), and
+    the chain rows run.
     fp32: the interpreter's bf16 casts do not round as the GPU's do (1.2% off a bf16 emulation in torch for the SwiGLU epilogue's four roundings, 0.35% for a plain GEMV's one)."""
     code = (
         "import sys, torch\n"
@@ -742,9 +752,53 @@ def test_gemv_probe_glue_parts_in_the_triton_interpreter():
         "gemv_probe.COLD_BYTES = 1\n"
         "rows = gemv_probe.glue_parts(torch.device('cpu'), lambda fn: (fn(), 1.0)[1], 1e12, torch.float32)\n"
         "fused = [r for r in rows if r['variant'] == 'fused' and r['part'] != 'layer_chain']\n"
-        "assert len(fused) == 24 and all('error' not in r for r in rows), [r for r in rows if 'error' in r]\n"
+        "assert len(fused) == 27 and all('error' not in r for r in rows), [r for r in rows if 'error' in r]\n"
         "bad = [r for r in fused if r['rel_err'] > 1e-5]\n"
         "assert not bad, bad\n"
+        "print('ok')\n")
+    run_in_triton_interpreter(code)
+
+
+@in_triton_interpreter
+def test_prefill_merge_kernel_in_the_triton_interpreter():
+    """kernels.merge_attention (kernels.PREFILL_MERGE "triton") in Triton's interpreter: the same merged output and
+    log-sum-exp as merge_softmax for outputs in the queries' [b, t, h, d] layout (as cuDNN leaves them), bf16 or
+    fp32 in, fp32 out in place or bf16 out, rows not a multiple of the block; and a chunk's attention over 1-4 past
+    blocks merged by it (kernels.blocked_chunk_attention) equals causal attention over the prefix."""
+    code = (
+        "import torch\n"
+        "from sedpa_compress.runtime import kernels\n"
+        "torch.manual_seed(0)\n"
+        "b, h, t, d = 2, 3, 37, 16\n"
+        "def bshd(dtype):  # [b, h, t, d] viewed from [b, t, h, d] memory\n"
+        "    return torch.randn(b, t, h, d).to(dtype).transpose(1, 2)\n"
+        "for dt_in, dt_out, in_place in ((torch.float32, torch.float32, True), (torch.bfloat16, torch.float32, False),\n"
+        "                                (torch.float32, torch.bfloat16, False)):\n"
+        "    o1, o2 = bshd(dt_in), bshd(torch.bfloat16)\n"
+        "    l1, l2 = torch.randn(b, h, t) * 3, torch.randn(b, h, t) * 3\n"
+        "    want, want_l = kernels.merge_softmax(o1, l1, o2, l2)\n"
+        "    out = o1 if in_place else torch.empty_like(o1, dtype=dt_out)\n"
+        "    l1c = l1.clone()\n"
+        "    kernels.merge_attention(o1, l1c, o2, l2, out, block_t=8)\n"
+        "    tol = 1e-6 if dt_out == torch.float32 else 1e-2\n"
+        "    assert float((out.float() - want).norm() / want.norm()) < tol, (dt_in, dt_out)\n"
+        "    assert float((l1c - want_l).abs().max()) < 1e-5\n"
+        "q = torch.randn(1, 8, 7, 16)\n"
+        "for start, block in ((6, 8), (16, 8), (21, 8), (24, 5)):\n"
+        "    k, v = torch.randn(1, 2, start + 7, 16), torch.randn(1, 2, start + 7, 16)\n"
+        "    def attend(q_, k_, v_, causal):\n"
+        "        logits = q_ @ k_.repeat_interleave(4, 1).transpose(-1, -2) * 0.25\n"
+        "        if causal:\n"
+        "            logits = logits.masked_fill(torch.ones(7, 7, dtype=torch.bool).triu(1), float('-inf'))\n"
+        "        return torch.softmax(logits, -1) @ v_.repeat_interleave(4, 1), torch.logsumexp(logits, -1)\n"
+        "    want = kernels.causal_chunk_attention(q, k, v, start, 0.25)\n"
+        "    got = kernels.blocked_chunk_attention(q, kernels._slices(k, v), start, attend, block=block, merge_kernel=True)\n"
+        "    assert got.dtype == q.dtype and float((got - want).norm() / want.norm()) < 1e-5, (start, block)\n"
+        "try:\n"
+        "    kernels.merge_attention(o1, l1, o2[..., :8], l2, o1)\n"
+        "    raise SystemExit('mismatched shapes were accepted')\n"
+        "except ValueError:\n"
+        "    pass\n"
         "print('ok')\n")
     run_in_triton_interpreter(code)
 
@@ -754,8 +808,8 @@ def test_fused_glue_decode_step_in_the_triton_interpreter():
     """kernels.FUSED_GLUE wired into the decode step (FastModel._fused_mlp and qkv's norm from the sum of squares),
     with the SwiGLU in down's GEMV or in gate_up's (kernels.SWIGLU_EPILOGUE), with 8 rows a program for the
     GEMVs that apply a norm (kernels.GEMV_NORM_BLOCK_N), with the sums of squares in int64 fixed point
-    (kernels.SS_UNITS, the default) or fp32, and on a model built with its norms' weights folded into the
-    projections (kernels.FOLD_NORM_WEIGHTS),
+    (kernels.SS_UNITS, the default) or fp32, on a model built with its norms' weights folded into the
+    projections (kernels.FOLD_NORM_WEIGHTS), and on one with gate_up's rows interleaved (kernels.GATE_UP_INTERLEAVED),
     its GEMVs in Triton's interpreter on CPU tensors: the same logits as the unfused step over 8 tokens, for full
     attention, duo, and sedpa-s with factored o_proj (those layers keep the unfused glue, so the two mix), on a
     3-layer Qwen2 (q/k/v biases). fp32: the interpreter does not emulate bf16 dots."""
@@ -814,9 +868,25 @@ def test_fused_glue_decode_step_in_the_triton_interpreter():
         "    got = torch.stack([folded.decode_step(ids[:, j], torch.tensor([j]), caches, state) for j in range(64, 72)])\n"
         "    err = float((got - outs[0]).norm() / outs[0].norm())\n"
         "    assert err < 1e-5, (name, 'folded norms', err)\n"
+        "    # kernels.GATE_UP_INTERLEAVED (read as the model is built): gate_up's rows in pairs, the epilogue GEMV\n"
+        "    # reading one tile a program; it takes the epilogue whatever SWIGLU_EPILOGUE says\n"
+        "    kernels.GATE_UP_INTERLEAVED = True\n"
+        "    paired = FastModel(loaded, spec, synthetic_rank_ratio=ratio)\n"
+        "    kernels.GATE_UP_INTERLEAVED = False\n"
+        "    paired._fused = True\n"
+        "    assert all(layer.gate_up_interleaved for layer in paired.layers)\n"
+        "    for epilogue, ep_bn in ((True, None), (False, None), (True, 1)):\n"
+        "        kernels.SWIGLU_EPILOGUE, kernels.EPILOGUE_BLOCK_N = epilogue, ep_bn\n"
+        "        caches = make_caches(paired, batch=1, max_len=96)\n"
+        "        state = make_state(paired, caches, 1)\n"
+        "        paired.prefill_chunk(ids[:, :64], 0, caches)\n"
+        "        got = torch.stack([paired.decode_step(ids[:, j], torch.tensor([j]), caches, state) for j in range(64, 72)])\n"
+        "        err = float((got - outs[0]).norm() / outs[0].norm())\n"
+        "        assert err < 1e-5, (name, 'interleaved gate_up', epilogue, ep_bn, err)\n"
+        "    kernels.SWIGLU_EPILOGUE, kernels.EPILOGUE_BLOCK_N = True, None\n"
         "kernels.FUSED_GLUE, kernels.SWIGLU_EPILOGUE, kernels.GEMV_NORM_BLOCK_N = True, True, None  # the defaults\n"
         "print('ok')\n")
-    run_in_triton_interpreter(code)
+    run_in_triton_interpreter(code, timeout=900)  # ~5 min on two CPU cores
 
 
 @pytest.mark.parametrize("mode", ["full", "duo", "sedpa-s"])
@@ -857,6 +927,33 @@ def _folded_and_not(loaded, spec, ids, mode, monkeypatch):
         outs.append(torch.stack([first] + [runner.decode(ids[:, j]).clone() for j in range(72, 80)]))
         sizes.append(runner.model.weight_bytes())
     return outs, sizes, runner
+
+
+@pytest.mark.parametrize("mode", ["full", "duo", "sedpa-s"])
+def test_interleaved_gate_up_keeps_the_logits(tiny, mode, monkeypatch):
+    """kernels.GATE_UP_INTERLEAVED: a model whose gate_up rows are stored gate_0, up_0, gate_1, ... prefills and
+    decodes (the CPU's unfused step: the strided SwiGLU of model._silu_mul) to the same logits as one with [gate; up],
+    holding the same weight bytes; its rows are the interleaved ones."""
+    loaded, pattern = tiny
+    spec, _ = _spec_and_mode(mode, pattern)
+    ids = torch.randint(0, 200, (1, 80), generator=torch.Generator().manual_seed(4))
+    outs, sizes = [], []
+    for interleaved in (False, True):
+        monkeypatch.setattr(kernels, "GATE_UP_INTERLEAVED", interleaved)
+        runner = Runner.build(loaded, spec, max_len=96, chunk=32,
+                              synthetic_rank_ratio=0.5 if mode == "sedpa-s" else None)
+        layer, mlp = runner.model.layers[0], loaded.model.model.layers[0].mlp
+        assert layer.gate_up_interleaved == interleaved
+        if interleaved:
+            want_rows = torch.stack([mlp.gate_proj.weight, mlp.up_proj.weight], 1).flatten(0, 1)
+            if layer.norms_folded:  # the MLP norm's weight in the columns (FOLD_NORM_WEIGHTS, the default)
+                want_rows = want_rows * loaded.model.model.layers[0].post_attention_layernorm.weight
+            assert torch.allclose(layer.gate_up, want_rows)
+        first = runner.prefill(ids[:, :72])
+        outs.append(torch.stack([first] + [runner.decode(ids[:, j]).clone() for j in range(72, 80)]))
+        sizes.append(runner.model.weight_bytes())
+    assert float((outs[1] - outs[0]).norm() / outs[0].norm()) < 1e-5
+    assert sizes[1] == sizes[0]
 
 
 def test_fixed_point_sums_of_squares_near_their_range_switch_to_fp32_and_say_so(tiny):

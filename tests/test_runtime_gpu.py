@@ -303,16 +303,19 @@ def test_decode_linear_matches_fp32_and_keeps_cublas_for_big_weights(shape, one_
 
 
 # a first chunk (one causal square), a chunk with a past, a past of several blocks and a remainder
+@pytest.mark.parametrize("merge", ["compiled", "triton"])
 @pytest.mark.parametrize("start", [0, 2048, 2560])
 @pytest.mark.parametrize("backend", ["cudnn", "flash"])
-def test_chunk_attention_matches_masked_reference(start, backend, monkeypatch):
+def test_chunk_attention_matches_masked_reference(start, backend, merge, monkeypatch):
     """The full-attention chunk prefill through each CUDA backend against the masked fp32 definition
-    (GQA 16 query / 4 KV heads); the cuDNN path must be the one that ran (it skips, saying so, where
+    (GQA 16 query / 4 KV heads, the queries in the model's [b, t, h, d] layout), its past blocks merged by
+    each kernels.PREFILL_MERGE; the cuDNN path must be the one that ran (it skips, saying so, where
     this GPU's cuDNN does not run it and the flash path stands in)."""
     monkeypatch.setattr(kernels, "PREFILL_CUDNN", backend == "cudnn")
     monkeypatch.setattr(kernels, "PAST_BLOCK", 1024 if start == 2560 else kernels.PAST_BLOCK)
+    monkeypatch.setattr(kernels, "PREFILL_MERGE", merge)
     torch.manual_seed(5)
-    q = torch.randn(1, 16, 512, 128, device="cuda", dtype=torch.bfloat16)
+    q = torch.randn(1, 512, 16, 128, device="cuda", dtype=torch.bfloat16).transpose(1, 2)
     k = torch.randn(1, 4, start + 512, 128, device="cuda", dtype=torch.bfloat16)
     v = torch.randn(1, 4, start + 512, 128, device="cuda", dtype=torch.bfloat16)
     got = kernels.causal_chunk_attention(q, k, v, start, 128 ** -0.5)
@@ -323,12 +326,15 @@ def test_chunk_attention_matches_masked_reference(start, backend, monkeypatch):
         pytest.skip("cuDNN attention does not run this chunk on this GPU/torch: the flash path ran")
 
 
+@pytest.mark.parametrize("merge", ["compiled", "triton"])
 @pytest.mark.parametrize("backend", ["cudnn", "flash"])
-def test_chunk_attention_over_a_read_past_matches_masked_reference(backend, monkeypatch):
+def test_chunk_attention_over_a_read_past_matches_masked_reference(backend, merge, monkeypatch):
     """fp8 caches' prefill path (kernels.causal_chunk_attention_read: the past read a block at a time)
-    through each CUDA backend, over a past of two blocks and a remainder, against the masked fp32 definition."""
+    through each CUDA backend and each kernels.PREFILL_MERGE, over a past of two blocks and a remainder, against
+    the masked fp32 definition."""
     monkeypatch.setattr(kernels, "PREFILL_CUDNN", backend == "cudnn")
     monkeypatch.setattr(kernels, "PAST_BLOCK", 1024)
+    monkeypatch.setattr(kernels, "PREFILL_MERGE", merge)
     torch.manual_seed(7)
     start = 2560
     q = torch.randn(1, 16, 512, 128, device="cuda", dtype=torch.bfloat16)
@@ -377,12 +383,23 @@ def test_flex_band_attention_with_queries_padded_to_the_chunk(start, band, tq):
     assert torch.isfinite(got).all() and rel(got, want) <= 1e-2
 
 
-@pytest.mark.parametrize("mode", ["full", "streaming", "duo", "sedpa-s", "sedpa-w", "duo-exact-splits"])
+@pytest.mark.parametrize("mode", ["full", "streaming", "duo", "sedpa-s", "sedpa-w", "duo-exact-splits",
+                                  "full-triton-merge", "duo-triton-merge", "duo-gate-up-pairs"])
 def test_mode_logits_match_fp32_reference(models, mode, monkeypatch):
     """Every mode's prefill and decode logits against the fp32 reference; duo also with split counts that
-    are not powers of two (kernels.SPLIT_ROUNDING = "exact")."""
+    are not powers of two (kernels.SPLIT_ROUNDING = "exact"); full and duo with the prefill's past blocks
+    merged by kernels.merge_attention (kernels.PREFILL_MERGE "triton", 512-key blocks: the 1500-token prompt's
+    last chunk merges two); duo on gate_up's rows interleaved (kernels.GATE_UP_INTERLEAVED, read as the
+    Runner builds its model)."""
     if mode == "duo-exact-splits":
         monkeypatch.setattr(kernels, "SPLIT_ROUNDING", "exact")
+        mode = "duo"
+    if mode.endswith("-triton-merge"):
+        monkeypatch.setattr(kernels, "PREFILL_MERGE", "triton")
+        monkeypatch.setattr(kernels, "PAST_BLOCK", 512)
+        mode = mode.removesuffix("-triton-merge")
+    if mode == "duo-gate-up-pairs":
+        monkeypatch.setattr(kernels, "GATE_UP_INTERLEAVED", True)
         mode = "duo"
     fast, ref = models
     pattern = random_pattern(fast.geometry, ratio=0.5, sink=SINK, recent=RECENT)
@@ -505,7 +522,8 @@ def test_programmatic_dependent_launch_decodes_the_same_tokens_in_a_cuda_graph(m
     assert torch.equal(outs[0], outs[1])
 
 
-@pytest.mark.parametrize("pdl", [False, True, "swiglu-in-down", "norm-rows-8", "unfolded-norms", "epilogue-rows-1"])
+@pytest.mark.parametrize("pdl", [False, True, "swiglu-in-down", "norm-rows-8", "unfolded-norms", "epilogue-rows-1",
+                                 "gate-up-pairs"])
 @pytest.mark.parametrize("mode", ["full", "duo", "sedpa-w", "tidal"])
 def test_fused_glue_keeps_the_logits_in_a_cuda_graph(models, mode, pdl, monkeypatch):
     """kernels.FUSED_GLUE (the norms, SwiGLU and residual adds folded into the decode GEMVs, the norms from sums
@@ -515,7 +533,8 @@ def test_fused_glue_keeps_the_logits_in_a_cuda_graph(models, mode, pdl, monkeypa
     program for the GEMVs that apply a norm (kernels.GEMV_NORM_BLOCK_N); the norms' weights folded into the
     projections (kernels.FOLD_NORM_WEIGHTS, the default since sweep 9) and, as before, read by the GEMVs; one
     activation row a program for gate_up's epilogue GEMV (kernels.EPILOGUE_BLOCK_N, off: a one-row Triton block,
-    passed at a099130, bench/results/gpu_tests_epilogue_a099130_h200.txt).
+    passed at a099130, bench/results/gpu_tests_epilogue_a099130_h200.txt); gate_up's rows interleaved
+    (kernels.GATE_UP_INTERLEAVED: one tile a program, the rows paired after the dot products).
     The swiglu-epilogue cases passed at c8ac657 (bench/results/gpu_tests_swiglu_c8ac657_h200.txt)."""
     fast, _ = models
     monkeypatch.setattr(kernels, "PDL", pdl is True)
@@ -523,6 +542,7 @@ def test_fused_glue_keeps_the_logits_in_a_cuda_graph(models, mode, pdl, monkeypa
     monkeypatch.setattr(kernels, "GEMV_NORM_BLOCK_N", 8 if pdl == "norm-rows-8" else None)
     monkeypatch.setattr(kernels, "FOLD_NORM_WEIGHTS", pdl != "unfolded-norms")  # read as each Runner builds its model
     monkeypatch.setattr(kernels, "EPILOGUE_BLOCK_N", 1 if pdl == "epilogue-rows-1" else None)
+    monkeypatch.setattr(kernels, "GATE_UP_INTERLEAVED", pdl == "gate-up-pairs")  # read as each Runner builds
     pattern = random_pattern(fast.geometry, ratio=0.5, sink=SINK, recent=RECENT)
     spec = (RuntimeSpec(mode="tidal", top_k=4096, dense_layers=1, selection_layers=(1, 3)) if mode == "tidal"
             else RuntimeSpec(mode=mode, **_mode_kwargs(mode, pattern)))

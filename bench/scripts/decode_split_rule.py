@@ -71,6 +71,13 @@ def main() -> None:
            ("--fold-norm-weights", "on (the default since sweep 9): the RMSNorm weights folded into qkv_in's and "
                                    "gate_up's columns (the fused GEMVs read no norm weight)"),
            ("--unfolded-norms", "off: the fused GEMVs read the norms' weights")))
+    switches.append(switch(ap, "GATE_UP_INTERLEAVED",
+           ("--gate-up-interleaved", "on: gate_up's rows stored gate_0, up_0, ... so the SwiGLU-epilogue GEMV reads "
+                                     "one tile a program"),
+           ("--gate-up-halves", "off (the default): [gate; up]")))
+    ap.add_argument("--prefill-merge", choices=["compiled", "triton"],
+                    help="kernels.PREFILL_MERGE: the chunk prefill's merge of attention over past blocks (default "
+                         "compiled; triton: kernels.merge_attention, one pass a block into an fp32 accumulator)")
     ap.add_argument("--pdl", action="store_true", help="kernels.PDL: programmatic dependent launch of the decode chain")
     switches.append(switch(ap, "TWO_GROUP_ONE_LOOP",
            ("--one-loop", "on (the default since f8f59e5): the two-group kernel's groups in one attention loop"),
@@ -106,6 +113,8 @@ def main() -> None:
     if args.ss_fp32:
         kernels.SS_UNITS = None
     kernels.PDL = args.pdl
+    if args.prefill_merge:
+        kernels.PREFILL_MERGE = args.prefill_merge
     if args.reduce_db is not None:
         kernels.REDUCE_DB = args.reduce_db or None
     if args.min_split_blocks is not None:

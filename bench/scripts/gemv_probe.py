@@ -100,9 +100,11 @@ def glue_parts(dev, graph_us, bw: float, dtype: torch.dtype = torch.bfloat16) ->
     layer (o + residual + sum of squares, norm + gate_up with the SwiGLU epilogue, down + residual + sum, norm +
     qkv) against the four plain GEMVs: where the fused GEMVs' 123-124 us a layer (the 7bebe55 profiles) goes above
     the plain GEMVs' 108. Also gate_up without the epilogue and down recomputing SwiGLU (the launch before
-    SWIGLU_EPILOGUE), gate_up's epilogue at half the rows a program (kernels.EPILOGUE_BLOCK_N), qkv with its norm's
-    weight folded into the columns (kernels.FOLD_NORM_WEIGHTS), and the chain with both. Each fused output is checked against the eager glue in fp32 (`dtype` fp32: the CPU test in
-    Triton's interpreter, whose bf16 casts do not round as the GPU's do)."""
+    SWIGLU_EPILOGUE), gate_up's epilogue at half the rows a program (kernels.EPILOGUE_BLOCK_N) and on interleaved
+    rows (kernels.GATE_UP_INTERLEAVED), qkv with its norm's weight folded into the columns
+    (kernels.FOLD_NORM_WEIGHTS), and the chain with interleaved rows and folded norms. Each fused output is checked
+    against the eager glue in fp32 (`dtype` fp32: the CPU test in Triton's interpreter, whose bf16 casts do not
+    round as the GPU's do)."""
     from sedpa_compress.runtime import kernels
     from sedpa_compress.runtime.model import _rms_norm, _silu_mul
 
@@ -136,6 +138,10 @@ def glue_parts(dev, graph_us, bw: float, dtype: torch.dtype = torch.bfloat16) ->
         "gate_up_epilogue_half": ("gate_up", x, lambda w, L: kernels.gemv_fused(
             x, w, norm_weight=nw, norm_ss=ss_in, eps=eps, swiglu_out=True, **{**L, "block_n": max(1, L["block_n"] // 2)}),
                                   lambda w: _silu_mul((normed.float() @ w.float().T)[None])[0]),
+        # gate_up's rows interleaved (kernels.GATE_UP_INTERLEAVED): one tile a program, block_n counting W's rows
+        "gate_up_pairs": ("gate_up", x, lambda w, L: kernels.gemv_fused(x, w, norm_weight=nw, norm_ss=ss_in, eps=eps,
+                                                                        swiglu_out=True, swiglu_pairs=True, **L),
+                          lambda w: _silu_mul((normed.float() @ w.float().T)[None], True)[0]),
         "gate_up_before": ("gate_up", x, lambda w, L: kernels.gemv_fused(x, w, norm_weight=nw, norm_ss=ss_in, eps=eps, **L),
                            lambda w: normed.float() @ w.float().T),
         "down": ("down", act, lambda w, L: kernels.gemv_fused(act, w, residual=r, ss_out=ss_out, **L),
@@ -184,14 +190,14 @@ def glue_parts(dev, graph_us, bw: float, dtype: torch.dtype = torch.bfloat16) ->
             x2 = kernels.gemv_fused(a1, nx["down"](), residual=x1, ss_out=ss_out, **L)
             return kernels.gemv_fused(x2, nx["qkv"](), norm_weight=nw, norm_ss=ss_in, eps=eps, **L)
 
-        def chain_tuned():  # gate_up's epilogue at half the rows, the norms' weights folded
-            half = {**L, "block_n": max(1, L["block_n"] // 2)}
+        def chain_tuned():  # gate_up's rows interleaved, the norms' weights folded (the defaults' candidates)
             x1 = kernels.gemv_fused(x, nx["o"](), residual=r, ss_out=ss_out, **L)
-            a1 = kernels.gemv_fused(x1, nx["gate_up"](), norm_ss=ss_in, eps=eps, swiglu_out=True, **half)
+            a1 = kernels.gemv_fused(x1, nx["gate_up"](), norm_ss=ss_in, eps=eps, swiglu_out=True, swiglu_pairs=True,
+                                    **L)
             x2 = kernels.gemv_fused(a1, nx["down"](), residual=x1, ss_out=ss_out, **L)
             return kernels.gemv_fused(x2, nx["qkv"](), norm_ss=ss_in, eps=eps, **L)
 
-        for variant, fn in (("plain", chain_plain), ("fused", chain_fused), ("fused_half_folded", chain_tuned)):
+        for variant, fn in (("plain", chain_plain), ("fused", chain_fused), ("fused_pairs_folded", chain_tuned)):
             row = {"part": "layer_chain", "variant": variant, "block_n": block_n}
             try:
                 row["us"] = round(graph_us(fn), 2)

@@ -28,13 +28,12 @@ Path('/tmp/sedpa_dry_model/config.json').exists() or build_tiny('llama', Path('/
     --rank-ratio 0.85 --sink 4 --recent 16 --window 64 --chunk 128 --decode-tokens 4"
 fi
 # the default queue, for a one-GPU machine (QUEUE1 none, nothing else on the machine), two rows each against two
-# defaults rows: gate_up's SwiGLU-epilogue GEMV at one activation row a program (kernels.EPILOGUE_BLOCK_N: two weight
-# rows, as the plain GEMV; at two it took 60.8 against 56.0 us, bench/results/gemv_glue_parts_h200.json), the RMSNorm
-# weights folded into qkv_in / gate_up (kernels.FOLD_NORM_WEIGHTS: the fused GEMVs read no norm weight), and the
-# fused glue's sums of squares as fp32 atomics (--ss-fp32) against the int64 fixed point now on (kernels.SS_UNITS:
-# order-free; should cost nothing). 4 rows a program for the normed GEMVs (--gemv-norm-block-n 4) lost in every part
-# of that probe and is left out.
-QUEUE0=${QUEUE0:-"base=;ep1=--epilogue-block-n 1;fold=--fold-norm-weights;ssf=--ss-fp32;base2=;ep1b=--epilogue-block-n 1;fold2=--fold-norm-weights;ssf2=--ss-fp32"}
+# defaults rows: gate_up stored row by row, gate_0, up_0, ... (kernels.GATE_UP_INTERLEAVED: the SwiGLU-epilogue
+# GEMV reads one tile a program, as the plain GEMV, where with [gate; up] it took 61.2 against 56.0 us,
+# bench/results/gemv_glue_parts_a099130_h200.json), and the chunk prefill's past blocks merged by one Triton pass a
+# block into an fp32 accumulator (kernels.PREFILL_MERGE triton; the compiled merge took 65.8 of full's 1164 ms last
+# chunk at 128K, prefill_profile_full_128k_7742fa7_h200.txt): the summary's second column is prefill.
+QUEUE0=${QUEUE0:-"base=;pairs=--gate-up-interleaved;pm=--prefill-merge triton;base2=;pairs2=--gate-up-interleaved;pm2=--prefill-merge triton"}
 QUEUE1=${QUEUE1:-none}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$R/device.txt" 2>/dev/null || echo "no GPU" > "$R/device.txt"
 echo "${SEDPA_GIT_COMMIT:-unknown}" > "$R/commit.txt"
@@ -72,15 +71,17 @@ for p in sorted(Path(sys.argv[1]).glob("*.json")):
     d = json.loads(p.read_text())
     for r in d.get("rows", []):
         kv = "fp8" if "--kv-dtype fp8" in d.get("command", "") else "bf16"
-        rows.append((p.stem, r["mode"], kv, r["context"], r["decode_ms"], r["floor_ratio"]))
-        print(f"{p.stem:14s} {r['mode']:8s} {kv:5s} {r['context']:7d} {r['decode_ms']:7.3f} ms  x{r['floor_ratio']:.3f} floor")
+        rows.append((p.stem, r["mode"], kv, r["context"], r["decode_ms"], r.get("prefill_s")))
+        print(f"{p.stem:14s} {r['mode']:8s} {kv:5s} {r['context']:7d} {r['decode_ms']:7.3f} ms  x{r['floor_ratio']:.3f} floor"
+              f"  prefill {r.get('prefill_s', float('nan')):7.3f} s")
 # each row against the default launch's ("base" for bf16, "fp8" for fp8 caches) of the same mode and context
-base = {(m, kv, c): ms for name, m, kv, c, ms, _ in rows if name == ("base" if kv == "bf16" else "fp8")}
-print("against the default launch (negative: faster):")
-for name, m, kv, c, ms, _ in rows:
+base = {(m, kv, c): (ms, pf) for name, m, kv, c, ms, pf in rows if name == ("base" if kv == "bf16" else "fp8")}
+print("against the default launch (negative: faster), decode / prefill:")
+for name, m, kv, c, ms, pf in rows:
     b = base.get((m, kv, c))
     if b and name not in ("base", "fp8"):
-        print(f"  {name:14s} {m:8s} {kv:5s} {c:7d} {100 * (ms / b - 1):+6.2f}%")
+        pre = f"{100 * (pf / b[1] - 1):+6.2f}%" if pf and b[1] else "   n/a"
+        print(f"  {name:14s} {m:8s} {kv:5s} {c:7d} {100 * (ms / b[0] - 1):+6.2f}%  {pre}")
 PY
 cat "$R"/queue*.log "$R/summary.txt"
 tar -C "$W" -cf "$OUT/sweep.tar" sweep

@@ -3,7 +3,9 @@ Llama-3-8B layer's heads (32 query / 8 KV heads, head_dim 128, bf16), a chunk of
 past plus itself (causal), by every candidate path:
 
   - `runtime`: what `kernels.causal_chunk_attention` runs (cuDNN: the past without a mask and the
-    chunk's causal square, merged by their log-sum-exps; settings.cudnn says whether it ran);
+    chunk's causal square, merged by their log-sum-exps; settings.cudnn says whether it ran), and the same with
+    each merge (`kernels.PREFILL_MERGE`): `runtime-triton-merge` (`kernels.merge_attention`, one pass a past
+    block) and `runtime-compiled-merge` (`merge_softmax` under torch.compile);
   - `flash-one-call`: what it ran before cuDNN (one aten flash call over the prefix, causal aligned
     bottom right, GQA native where the op takes it);
   - `split-merge`: what it ran until 2026-11-29 (aten flash on the past and on the chunk, GQA heads
@@ -52,6 +54,20 @@ def split_merge(q, k, v, start: int, scale: float) -> torch.Tensor:
     return (o1.float() * (w1 / den)[..., None] + o2.float() * (w2 / den)[..., None]).to(q.dtype)
 
 
+def merged_by(merge: str, fn):
+    """fn run with kernels.PREFILL_MERGE set to `merge` (the past blocks' log-sum-exp merge), then put back."""
+    from sedpa_compress.runtime import kernels
+
+    def run():
+        before, kernels.PREFILL_MERGE = kernels.PREFILL_MERGE, merge
+        try:
+            return fn()
+        finally:
+            kernels.PREFILL_MERGE = before
+
+    return run
+
+
 def main() -> None:
     from sedpa_compress.bench.results import make_result, write_result
     from sedpa_compress.runtime import kernels
@@ -72,6 +88,9 @@ def main() -> None:
         v = torch.randn(1, hkv, n, d, device=dev, dtype=dt)
         flops = 4 * d * hq * (c * past + c * (c + 1) // 2)
         paths = {"runtime": lambda: kernels.causal_chunk_attention(q, k, v, past, scale),
+                 "runtime-triton-merge": merged_by("triton", lambda: kernels.causal_chunk_attention(q, k, v, past, scale)),
+                 "runtime-compiled-merge": merged_by("compiled",
+                                                     lambda: kernels.causal_chunk_attention(q, k, v, past, scale)),
                  "flash-one-call": lambda: kernels._flash(q, k, v, True, scale, hq // hkv)[0],
                  "split-merge": lambda: split_merge(q, k, v, past, scale)}
         qa = torch.randn(1, hq, n, d, device=dev, dtype=dt)
@@ -117,7 +136,7 @@ def main() -> None:
     result = make_result("prefill-attention-probe", model="llama-3-8b geometry (one layer's heads)",
                          settings={"chunk": c, "heads": [hq, hkv], "head_dim": d, "dtype": "bfloat16",
                                    "torch": torch.__version__, "native_gqa": dict(kernels.NATIVE_GQA),
-                                   "cudnn": dict(kernels._CUDNN_STATE),
+                                   "cudnn": dict(kernels._CUDNN_STATE), "prefill_merge": kernels.PREFILL_MERGE,
                                    "cudnn_version": torch.backends.cudnn.version()},
                          rows=rows, summary={"fastest_per_past": best},
                          command="PYTHONPATH=. python3 bench/scripts/prefill_attention_probe.py " + " ".join(sys.argv[1:]))

@@ -1074,6 +1074,12 @@ def goals(rows: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
                 if met is False:  # a miss smaller than the steps' own spread is not a measured difference
                     short = 100 * abs(target - value) / target
                     out[name]["miss_within_step_spread"] = short < 100 * max(spreads)
+            pair = [done.get((mode, at)), done.get((against, at))]
+            if all(r and r.get("weight_read_bytes") and "kv_read_bytes" in r for r in pair):
+                # two rows that read the same bytes a step (sedpa-s where no factor saves any: duo's dense rows)
+                # run the same work, so their difference is the machine's noise
+                out[name]["same_bytes_read"] = all(pair[0][k] == pair[1][k] for k in ("weight_read_bytes",
+                                                                                      "kv_read_bytes"))
     return out
 
 

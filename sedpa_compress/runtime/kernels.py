@@ -806,7 +806,8 @@ if HAS_TRITON:
     def _gemv_fused(X, W, Y, R, NW, SSI, SSO, N, K, swn, eps, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                     NORM: tl.constexpr, SWIGLU: tl.constexpr, RESIDUAL: tl.constexpr, ONE_SHOT: tl.constexpr,
                     GDC: tl.constexpr, NORM_SS: tl.constexpr, SS_OUT: tl.constexpr, SWIGLU_OUT: tl.constexpr = False,
-                    SS_INT: tl.constexpr = False, ss_scale=1.0, NORM_W: tl.constexpr = True):
+                    SS_INT: tl.constexpr = False, ss_scale=1.0, NORM_W: tl.constexpr = True,
+                    SWIGLU_PAIRS: tl.constexpr = False):
         """y[n] = sum_k w[n, k] x[k] for one block of rows, fp32 accumulation (batch-1 decode), optionally
         with the decode step's glue folded in: NORM, x is RMS-normalised first (its weight NW unless NORM_W is
         off, the weight then folded into W; the norm recomputed by every program from L2: 8 KB for hidden 4096,
@@ -816,7 +817,9 @@ if HAS_TRITON:
         ss_scale units to 1, so the sum is the same whatever order the programs add in); SWIGLU_OUT, W is
         [gate; up] (2N rows) and y[n] = silu(gate_n . x) * (up_n . x), each program reading its gate rows and the
         matching up rows (the next GEMV then reads y as it is, where SWIGLU has every one of its programs
-        recompute silu over all of x). Each rounds to x's dtype where the eager glue does.
+        recompute silu over all of x); SWIGLU_PAIRS, the same with W's rows interleaved (gate_0, up_0, gate_1, ...:
+        N rows, N / 2 outputs), so a program's BLOCK_N rows are one tile, read as a plain GEMV's, whose rows pair
+        up after the dot products. Each rounds to x's dtype where the eager glue does.
         ONE_SHOT (BLOCK_K >= K): the program's whole weight block is loaded at once, and under PDL (GDC) before
         waiting on the previous kernel: weights are never written by it, so their bytes stream in while it ends."""
         rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -867,12 +870,19 @@ if HAS_TRITON:
         if SWIGLU_OUT:  # gate and up rounded as the GEMV's output, then as the eager glue
             acc = _swiglu(acc.to(Y.dtype.element_ty).to(tl.float32), acc_up.to(Y.dtype.element_ty).to(tl.float32),
                           Y.dtype.element_ty)
+        out_rows, n_out = rows, N
+        if SWIGLU_PAIRS:  # rows (2i, 2i + 1) are gate i and up i: the tile's sums in pairs
+            g, u = tl.split(tl.reshape(acc, (BLOCK_N // 2, 2)))
+            acc = _swiglu(g.to(Y.dtype.element_ty).to(tl.float32), u.to(Y.dtype.element_ty).to(tl.float32),
+                          Y.dtype.element_ty)
+            out_rows, n_out = tl.program_id(0) * (BLOCK_N // 2) + tl.arange(0, BLOCK_N // 2), N // 2
         if RESIDUAL:
-            acc = acc.to(Y.dtype.element_ty).to(tl.float32) + tl.load(R + rows, mask=rows < N, other=0.0).to(tl.float32)
+            acc = acc.to(Y.dtype.element_ty).to(tl.float32) + tl.load(R + out_rows, mask=out_rows < n_out,
+                                                                       other=0.0).to(tl.float32)
         y = acc.to(Y.dtype.element_ty)
-        tl.store(Y + rows, y, mask=rows < N)
+        tl.store(Y + out_rows, y, mask=out_rows < n_out)
         if SS_OUT:
-            yf = tl.where(rows < N, y.to(tl.float32), 0.0)
+            yf = tl.where(out_rows < n_out, y.to(tl.float32), 0.0)
             if SS_INT:  # rounded to the nearest unit (the sum is >= 0): integer adds in any order give one sum
                 tl.atomic_add(SSO, (tl.sum(yf * yf, axis=0) * ss_scale + 0.5).to(tl.int64), sem="relaxed")
             else:
@@ -881,8 +891,8 @@ if HAS_TRITON:
 
 def gemv_fused(x: torch.Tensor, w: torch.Tensor, *, norm_weight: torch.Tensor | None = None, eps: float = 1e-5,
                swiglu: bool = False, residual: torch.Tensor | None = None, norm_ss: torch.Tensor | None = None,
-               ss_out: torch.Tensor | None = None, swiglu_out: bool = False, block_n: int = 4, block_k: int = 1024,
-               num_warps: int = 4, num_stages: int = 3) -> torch.Tensor:
+               ss_out: torch.Tensor | None = None, swiglu_out: bool = False, swiglu_pairs: bool = False,
+               block_n: int = 4, block_k: int = 1024, num_warps: int = 4, num_stages: int = 3) -> torch.Tensor:
     """One decode token's projection with its glue in the same launch: `norm_weight`: y = W rms_norm(x), the
     norm's sum of squares recomputed by every program or, with `norm_ss` (a 1-element fp32 tensor), read from
     it (`norm_ss` without `norm_weight`: the norm's weight is folded into w, FOLD_NORM_WEIGHTS); `swiglu`: x is
@@ -890,11 +900,16 @@ def gemv_fused(x: torch.Tensor, w: torch.Tensor, *, norm_weight: torch.Tensor | 
     caller): the sum of squares of y is added to it, for the next projection's `norm_ss`
     (kernels.FUSED_GLUE; int64 tensors for both: fixed point in SS_UNITS, a sum that does not depend on the order
     the programs add in); `swiglu_out`: w is [gate; up] ([2N, K]) and y = silu(gate x) * up x ([N]: the MLP's
-    activation, kernels.SWIGLU_EPILOGUE). x [K] (swiglu: [2K]), w [N, K] row-major -> [N]."""
+    activation, kernels.SWIGLU_EPILOGUE; with `swiglu_pairs` w's rows are interleaved, gate_0, up_0, gate_1, ...,
+    kernels.GATE_UP_INTERLEAVED, and `block_n` counts w's rows, an even number). x [K] (swiglu: [2K]), w [N, K]
+    row-major -> [N]."""
     n, k = w.shape
-    if w.stride(1) != 1 or x.numel() != (2 * k if swiglu else k) or (swiglu_out and (n % 2 or swiglu)):
-        raise ValueError(f"gemv_fused: w must be row-major [N, K] ([2N, K] with swiglu_out, which excludes swiglu) "
-                         f"and x [{'2K' if swiglu else 'K'}]; got w {tuple(w.shape)}, x {tuple(x.shape)}")
+    if (w.stride(1) != 1 or x.numel() != (2 * k if swiglu else k) or (swiglu_out and (n % 2 or swiglu))
+            or (swiglu_pairs and (not swiglu_out or block_n % 2))):
+        raise ValueError(f"gemv_fused: w must be row-major [N, K] ([2N, K] with swiglu_out, which excludes swiglu; "
+                         f"swiglu_pairs goes with swiglu_out and an even block_n) and x [{'2K' if swiglu else 'K'}]; "
+                         f"got w {tuple(w.shape)}, x {tuple(x.shape)}, block_n {block_n}")
+    n_rows = n if swiglu_pairs else n // 2 if swiglu_out else n  # rows the programs split (pairs: W's, both halves)
     n = n // 2 if swiglu_out else n
     ss_int = any(t is not None and t.dtype == torch.int64 for t in (norm_ss, ss_out))
     if ss_int and (not SS_UNITS or any(t is not None and t.dtype != torch.int64 for t in (norm_ss, ss_out))):
@@ -903,13 +918,14 @@ def gemv_fused(x: torch.Tensor, w: torch.Tensor, *, norm_weight: torch.Tensor | 
     y = torch.empty(n, dtype=x.dtype, device=x.device)
     xf = x.reshape(-1)
     block_k = min(block_k, triton.next_power_of_2(k))  # a block as wide as K: the one-shot GEMV
-    _gemv_fused[(triton.cdiv(n, block_n),)](
+    _gemv_fused[(triton.cdiv(n_rows, block_n),)](
         xf, w, y, residual.reshape(-1) if residual is not None else y, norm_weight if norm_weight is not None else xf,
         norm_ss if norm_ss is not None else y, ss_out if ss_out is not None else y,
-        n, k, w.stride(0), eps, BLOCK_N=block_n, BLOCK_K=block_k, NORM=norm_weight is not None or norm_ss is not None,
-        NORM_W=norm_weight is not None, SWIGLU=swiglu,
+        n_rows, k, w.stride(0), eps, BLOCK_N=block_n, BLOCK_K=block_k,
+        NORM=norm_weight is not None or norm_ss is not None, NORM_W=norm_weight is not None, SWIGLU=swiglu,
         RESIDUAL=residual is not None, ONE_SHOT=block_k >= k, NORM_SS=norm_ss is not None,
-        SS_OUT=ss_out is not None, SWIGLU_OUT=swiglu_out, SS_INT=ss_int, ss_scale=SS_UNITS if ss_int else 1.0,
+        SS_OUT=ss_out is not None, SWIGLU_OUT=swiglu_out and not swiglu_pairs, SWIGLU_PAIRS=swiglu_pairs,
+        SS_INT=ss_int, ss_scale=SS_UNITS if ss_int else 1.0,
         num_warps=num_warps, num_stages=num_stages, **_pdl())
     return y
 
@@ -1009,11 +1025,26 @@ def gemv_norm_launch() -> dict:
     return GEMV_LAUNCH if GEMV_NORM_BLOCK_N is None else {**GEMV_LAUNCH, "block_n": GEMV_NORM_BLOCK_N}
 
 
-def gemv_epilogue_launch() -> dict:
+def gemv_epilogue_launch(pairs: bool = False) -> dict:
     """The launch of gate_up's fused GEMV under SWIGLU_EPILOGUE: gemv_norm_launch with EPILOGUE_BLOCK_N activation
-    rows a program where it is set."""
+    rows a program where it is set. `pairs` (GATE_UP_INTERLEAVED): block_n counts the weight's rows, gate and up
+    together (even), so at GEMV_LAUNCH's 2 a program reads the plain GEMV's tile and stores one activation."""
     launch = gemv_norm_launch()
+    if pairs:
+        rows = 2 * EPILOGUE_BLOCK_N if EPILOGUE_BLOCK_N is not None else launch["block_n"]
+        return {**launch, "block_n": max(2, rows + rows % 2)}
     return launch if EPILOGUE_BLOCK_N is None else {**launch, "block_n": EPILOGUE_BLOCK_N}
+
+
+# gate_up stored row by row (gate_0, up_0, gate_1, up_1, ...) instead of [gate; up], for the SwiGLU-epilogue GEMV
+# (read when a FastModel is built; FastLayer.gate_up_interleaved): each program then reads one tile of adjacent
+# rows, as the plain GEMV does, and pairs its sums up after the dot products, where with [gate; up] it reads its
+# gate rows and the up rows 14336 rows away as two tiles. With [gate; up] the epilogue GEMV took 61.2-61.3 us against
+# 56.0-56.1 for the plain GEMV of the same weight, at one activation row a program as at two
+# (bench/results/gemv_glue_parts_a099130_h200.json): ~5 us a layer, most of the fused glue's cost. Prefill and the
+# unfused step read the interleaved output with a strided SwiGLU (model._silu_mul). Not yet timed:
+# decode_split_rule.py --gate-up-interleaved, gemv_probe.py --glue-only's gate_up_pairs rows.
+GATE_UP_INTERLEAVED = False
 
 
 def decode_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -1106,6 +1137,58 @@ def merge_softmax(o1: torch.Tensor, lse1: torch.Tensor, o2: torch.Tensor,
     return out, m + torch.log(den)
 
 
+# How a chunk's attention over the past blocks is merged on CUDA: "triton" (`merge_attention`: one pass a block,
+# into an fp32 accumulator kept across the blocks, the last merge storing the chunk's dtype) or "compiled"
+# (`merge_softmax` under torch.compile, dynamic shapes). At 128K the compiled merge took ~0.51 ms a call for its
+# ~335 MB (about a sixth of copy bandwidth; four a layer in full's last chunk: 65.8 of 1164 ms,
+# bench/results/prefill_profile_full_128k_7742fa7_h200.txt). Not yet timed: decode_split_rule.py --prefill-merge,
+# prefill_attention_probe.py's runtime-triton-merge rows.
+PREFILL_MERGE = "compiled"
+
+if HAS_TRITON:
+
+    @triton.jit
+    def _merge_attention(O1, L1, O2, L2, OUT, LOUT, H, T, s1b, s1h, s1t, s2b, s2h, s2t, sob, soh, sot,
+                         slb, slh, BLOCK_T: tl.constexpr, D: tl.constexpr):
+        """BLOCK_T query rows of one (sequence, head): two softmaxes over disjoint key sets merged by their
+        log-sum-exps, the same fp32 arithmetic as merge_softmax. LOUT may be L1 and OUT may be O1 (in place):
+        each program reads its rows before it writes them."""
+        bh = tl.program_id(0)
+        b, h = bh // H, bh % H
+        t = tl.program_id(1) * BLOCK_T + tl.arange(0, BLOCK_T)
+        rows = t < T
+        l1 = tl.load(L1 + b * slb + h * slh + t, mask=rows, other=0.0)
+        l2 = tl.load(L2 + b * slb + h * slh + t, mask=rows, other=0.0)
+        m = tl.maximum(l1, l2)
+        w1, w2 = tl.exp(l1 - m), tl.exp(l2 - m)
+        den = w1 + w2
+        d = tl.arange(0, D)
+        o1 = tl.load(O1 + b * s1b + h * s1h + t[:, None] * s1t + d[None, :], mask=rows[:, None], other=0.0)
+        o2 = tl.load(O2 + b * s2b + h * s2h + t[:, None] * s2t + d[None, :], mask=rows[:, None], other=0.0)
+        out = o1.to(tl.float32) * (w1 / den)[:, None] + o2.to(tl.float32) * (w2 / den)[:, None]
+        tl.store(OUT + b * sob + h * soh + t[:, None] * sot + d[None, :], out.to(OUT.dtype.element_ty),
+                 mask=rows[:, None])
+        tl.store(LOUT + b * slb + h * slh + t, m + tl.log(den), mask=rows)
+
+
+def merge_attention(o1: torch.Tensor, lse1: torch.Tensor, o2: torch.Tensor, lse2: torch.Tensor,
+                    out: torch.Tensor, block_t: int = 32) -> None:
+    """`merge_softmax` in one Triton pass, into `out` (which may be o1: in place; its dtype is the result's) and
+    lse1 (the merged log-sum-exp, in place). o1 / o2 / out [b, h, t, d] with any strides but a contiguous head
+    dim (cuDNN's outputs keep the queries' [b, t, h, d] layout); lse1 / lse2 [b, h, t] fp32 with equal strides
+    and contiguous positions."""
+    b, h, t, d = o1.shape
+    if (any(x.shape != o1.shape or x.stride(3) != 1 for x in (o2, out)) or o1.stride(3) != 1
+            or lse2.stride() != lse1.stride() or lse1.stride(2) != 1 or lse1.dtype != torch.float32
+            or d & (d - 1)):
+        raise ValueError(f"merge_attention: outputs [b, h, t, d] with a contiguous power-of-two head dim and fp32 "
+                         f"log-sum-exps of one layout; got {tuple(o1.shape)}, {tuple(o2.shape)}, {tuple(out.shape)}, "
+                         f"lse strides {lse1.stride()} / {lse2.stride()}")
+    _merge_attention[(b * h, triton.cdiv(t, block_t))](
+        o1, lse1, o2, lse2, out, lse1, h, t, *_strides3(o1), *_strides3(o2), *_strides3(out),
+        lse1.stride(0), lse1.stride(1), BLOCK_T=block_t, D=d, num_warps=4)
+
+
 # Keys per cuDNN call against the past. cuDNN builds an execution plan per new shape (kept for the
 # process), so a chunk's whole past in one call would cost a new plan at every chunk of a prompt: in
 # blocks aligned to multiples of PAST_BLOCK the shapes are the full block and (the past being a
@@ -1113,14 +1196,31 @@ def merge_softmax(o1: torch.Tensor, lse1: torch.Tensor, o2: torch.Tensor,
 PAST_BLOCK = 32768
 
 
-def blocked_chunk_attention(q: torch.Tensor, read, start: int, attend, block: int | None = None) -> torch.Tensor:
+def blocked_chunk_attention(q: torch.Tensor, read, start: int, attend, block: int | None = None,
+                            merge_kernel: bool | None = None) -> torch.Tensor:
     """A chunk (queries at [start, start+tq)) against keys [0, start+tq), causal, as one causal square
     (the chunk against itself) plus the past in `block`-key pieces (default PAST_BLOCK), merged by their
     log-sum-exps. `read(s0, s1) -> (k, v)` gives keys [s0, s1); `attend(q, k, v, causal) -> (out, lse)` is
-    one attention call (cuDNN on the GPU)."""
+    one attention call (cuDNN on the GPU). `merge_kernel`: merge with `merge_attention` (default: where
+    PREFILL_MERGE is "triton", on CUDA)."""
     block = block or PAST_BLOCK
-    merge = _merge_for(q)
     out, lse = attend(q, *read(start, start + q.shape[2]), True)
+    d = q.shape[-1]
+    if merge_kernel is None:
+        merge_kernel = PREFILL_MERGE == "triton" and HAS_TRITON and q.is_cuda and not d & (d - 1)
+    if merge_kernel and start > 0:
+        starts = list(range(0, start, block))
+        lse, acc = lse.float().contiguous(), None  # merged into in place, block after block
+        for i, s0 in enumerate(starts):
+            o2, l2 = attend(q, *read(s0, min(start, s0 + block)), False)
+            if i == len(starts) - 1:  # the last merge stores the chunk's dtype, in the layout attention gave
+                dst = torch.empty_like(out, dtype=q.dtype)
+            else:  # an fp32 accumulator, kept across the blocks
+                dst = acc if acc is not None else torch.empty_like(out, dtype=torch.float32)
+            merge_attention(out, lse, o2, l2.float().contiguous(), dst)
+            out = acc = dst
+        return out
+    merge = _merge_for(q)
     if start > 0:  # every merge then sees the same dtypes (fp32 so far, the new block's own): one compile
         out = out.float()
     for s0 in range(0, start, block):

@@ -170,12 +170,14 @@ def _prefill_add_norm(x: torch.Tensor, delta: torch.Tensor, w: torch.Tensor, eps
     return _add_rms_norm(x, delta, w, eps)
 
 
-def _prefill_silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
-    return _silu_mul(gate_up)
+def _prefill_silu_mul(gate_up: torch.Tensor, interleaved: bool = False) -> torch.Tensor:
+    return _silu_mul(gate_up, interleaved)
 
 
-def _silu_mul(gate_up: torch.Tensor) -> torch.Tensor:
-    gate, up = gate_up.chunk(2, dim=-1)
+def _silu_mul(gate_up: torch.Tensor, interleaved: bool = False) -> torch.Tensor:
+    """silu(gate) * up for gate_up's output: [gate; up] in halves, or `interleaved` (gate_0, up_0, gate_1, ...:
+    kernels.GATE_UP_INTERLEAVED)."""
+    gate, up = gate_up.unflatten(-1, (-1, 2)).unbind(-1) if interleaved else gate_up.chunk(2, dim=-1)
     return F.silu(gate) * up
 
 
@@ -210,6 +212,7 @@ class FastLayer(nn.Module):
         self.attn_norm: torch.Tensor | None = None
         self.mlp_norm: torch.Tensor | None = None
         self.norms_folded = False  # kernels.FOLD_NORM_WEIGHTS: the norms' weights are in qkv_in / gate_up (ones here)
+        self.gate_up_interleaved = False  # kernels.GATE_UP_INTERLEAVED: gate_up's rows gate_0, up_0, gate_1, ...
 
     def weight_tensors(self) -> list[torch.Tensor]:
         ts = [self.qkv_dense, self.qkv_bias, self.o_dense, self.o_down, self.o_up, self.gate_up, self.down,
@@ -376,7 +379,11 @@ class FastModel(nn.Module):
             layer.o_down, layer.o_up = _lowrank_cols(o, q_rows[no_d:], rank_ratio, gen)
         if getattr(o, "bias", None) is not None:
             raise SedpaError("o_proj with a bias is not supported by the fast runtime")
-        layer.gate_up = torch.cat([mlp.gate_proj.weight.detach(), mlp.up_proj.weight.detach()], 0).contiguous()
+        gate, up = mlp.gate_proj.weight.detach(), mlp.up_proj.weight.detach()
+        layer.gate_up_interleaved = kernels.GATE_UP_INTERLEAVED
+        # [gate; up], or row by row (gate_i, up_i) so that the SwiGLU-epilogue GEMV reads one tile a program
+        layer.gate_up = (torch.stack([gate, up], 1).flatten(0, 1) if layer.gate_up_interleaved
+                         else torch.cat([gate, up], 0)).contiguous()
         layer.down = mlp.down_proj.weight.detach()
         layer.attn_norm = hf_layer.input_layernorm.weight.detach()
         layer.mlp_norm = hf_layer.post_attention_layernorm.weight.detach()
@@ -520,10 +527,19 @@ class FastModel(nn.Module):
                     offs, slots = plans[band]
                     cache.write(gi, slots, kg.index_select(2, offs), vg.index_select(2, offs))
                 h0 = h1
-            a = torch.cat(outs, 1) if len(outs) > 1 else outs[0]
-            x, h = self._p_add_norm(x, self.out_proj(layer, a.transpose(1, 2).reshape(b, t, self.hq * self.d)),
-                                    layer.mlp_norm, self.eps)
-            m = F.linear(self._p_silu_mul(F.linear(h, layer.gate_up)), layer.down)
+            if len(outs) > 1:
+                # each group's heads copied once into the [b, t, heads, d] layout o_proj reads (a cat and then a
+                # transpose copied them twice)
+                a = torch.empty(b, t, self.hq, self.d, dtype=outs[0].dtype, device=dev)
+                h0 = 0
+                for o in outs:
+                    a[:, :, h0:h0 + o.shape[1]].copy_(o.transpose(1, 2))
+                    h0 += o.shape[1]
+                a = a.view(b, t, self.hq * self.d)
+            else:  # a view where attention left its output in the queries' [b, t, h, d] layout (cuDNN does)
+                a = outs[0].transpose(1, 2).reshape(b, t, self.hq * self.d)
+            x, h = self._p_add_norm(x, self.out_proj(layer, a), layer.mlp_norm, self.eps)
+            m = F.linear(self._p_silu_mul(F.linear(h, layer.gate_up), layer.gate_up_interleaved), layer.down)
             if li + 1 < self.num_layers:  # the residual add and the next layer's norm in one pass
                 x, h = self._p_add_norm(x, m, self.layers[li + 1].attn_norm, self.eps)
             else:
@@ -636,7 +652,7 @@ class FastModel(nn.Module):
                 x, h = self._add_norm(x, parts[0], layer.mlp_norm, self.eps)
             else:
                 x, h = self._add2_norm(x, parts[0], parts[1], layer.mlp_norm, self.eps)
-            m = F.linear(self._silu_mul(F.linear(h, layer.gate_up)), layer.down)
+            m = F.linear(self._silu_mul(F.linear(h, layer.gate_up), layer.gate_up_interleaved), layer.down)
             nxt = self.layers[li + 1].attn_norm if li + 1 < self.num_layers else self.final_norm
             x, h = self._add_norm(x, m, nxt, self.eps)
         return F.linear(h[:, 0], self.lm_head).float()
@@ -650,11 +666,13 @@ class FastModel(nn.Module):
         next layer's qkv normalises with)."""
         launch, shape = kernels.GEMV_LAUNCH, x.shape
         x = kernels.gemv_fused(a, layer.o_dense, residual=x, ss_out=ss[0:1], **launch)
-        # SwiGLU in gate_up's GEMV (kernels.SWIGLU_EPILOGUE: down reads the activation as it is) or in down's
-        epilogue = kernels.SWIGLU_EPILOGUE
+        # SwiGLU in gate_up's GEMV (kernels.SWIGLU_EPILOGUE: down reads the activation as it is; always with
+        # interleaved rows, which down's SwiGLU does not read) or in down's
+        pairs = layer.gate_up_interleaved
+        epilogue = kernels.SWIGLU_EPILOGUE or pairs
         mid = kernels.gemv_fused(x, layer.gate_up, norm_weight=None if layer.norms_folded else layer.mlp_norm,
-                                 norm_ss=ss[0:1], eps=self.eps, swiglu_out=epilogue,
-                                 **(kernels.gemv_epilogue_launch() if epilogue else kernels.gemv_norm_launch()))
+                                 norm_ss=ss[0:1], eps=self.eps, swiglu_out=epilogue, swiglu_pairs=pairs,
+                                 **(kernels.gemv_epilogue_launch(pairs) if epilogue else kernels.gemv_norm_launch()))
         x = kernels.gemv_fused(mid, layer.down, swiglu=not epilogue, residual=x, ss_out=ss[1:2], **launch)
         return x.view(shape), ss[1:2]
 
