@@ -7,6 +7,7 @@ a launch asking for more programs an SM than fit runs in waves. The fp8 kernels 
 `maxnreg`), which ptxas meets by spilling.
 
     PYTHONPATH=. python3 bench/scripts/kernel_resources.py --out bench/results/decode_kernel_resources_sm90.json
+    PYTHONPATH=. python3 bench/scripts/kernel_resources.py --gemv-epilogue --out bench/results/gemv_epilogue_sm90.json
 
 Shapes: Llama-3-8B's decode (head_dim 128, 4 query heads a KV head) at 128K, duo's layer (4 + 4 KV heads, a ring of
 320 keys) for the two-group kernel.
@@ -30,8 +31,10 @@ T, RING, D = 131072, 320, 128
 REGS_PER_SM, SMEM_PER_SM, WARPS_PER_SM = 65536, 233472, 64
 
 
-def usage(fn, ptrs: dict, ints: dict, consts: dict, warps: int, stages: int, maxnreg: int | None = None) -> dict:
-    """Compile `fn` for sm_90 with these argument types and values; its registers, stack and shared memory."""
+def usage(fn, ptrs: dict, ints: dict, consts: dict, warps: int, stages: int, maxnreg: int | None = None,
+          floats: tuple[str, ...] = ("scale", "eps"), with_ptx: bool = False):
+    """Compile `fn` for sm_90 with these argument types and values; its registers, stack and shared memory (and
+    with `with_ptx`, the PTX as well). `floats`: the arguments the JIT types fp32."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -43,7 +46,7 @@ def usage(fn, ptrs: dict, ints: dict, consts: dict, warps: int, stages: int, max
         elif name in ptrs:
             sig[name] = ptrs[name]
             attrs[(i,)] = [["tt.divisibility", 16]]
-        elif name in ("scale", "eps"):  # the float arguments
+        elif name in floats:  # the float arguments
             sig[name] = "fp32"
         elif ints[name] == 1:  # the JIT makes an integer argument equal to 1 a constant
             sig[name], constexprs[name] = "constexpr", 1
@@ -64,7 +67,35 @@ def usage(fn, ptrs: dict, ints: dict, consts: dict, warps: int, stages: int, max
     smem = ck.metadata.shared + static
     per_warp = -(-regs * 32 // 256) * 256
     fit = min(REGS_PER_SM // (per_warp * warps), SMEM_PER_SM // (smem + 1024), WARPS_PER_SM // warps)
-    return dict(registers=regs, stack_bytes=int(fields.get("STACK", 0)), shared_bytes=smem, programs_per_sm_fit=fit)
+    res = dict(registers=regs, stack_bytes=int(fields.get("STACK", 0)), shared_bytes=smem, programs_per_sm_fit=fit)
+    return (res, ck.asm["ptx"]) if with_ptx else res
+
+
+def gemv_epilogue_rows() -> list[dict]:
+    """gate_up's fused GEMV (Llama-3-8B, 28672 x 4096, the MLP norm from its sum of squares, folded weights) as the
+    plain GEMV, with the SwiGLU epilogue on [gate; up] (two tiles a program, 14336 rows apart) and on interleaved rows
+    (kernels.GATE_UP_INTERLEAVED: one tile): registers, and in the PTX the global loads and the barriers (each
+    cross-warp reduction of a tile's dot products goes through shared memory between two)."""
+    import re
+    from collections import Counter
+
+    from sedpa_compress.runtime import kernels
+
+    ptrs = dict(X="*bf16", W="*bf16", Y="*bf16", R="*bf16", NW="*bf16", SSI="*i64", SSO="*i64")
+    base = dict(BLOCK_K=1024, NORM=True, SWIGLU=False, RESIDUAL=False, ONE_SHOT=False, GDC=False, NORM_SS=True,
+                SS_OUT=False, SS_INT=True, NORM_W=False, SWIGLU_OUT=False, SWIGLU_PAIRS=False)
+    rows = []
+    for variant, consts, n in (("plain, 2 rows", dict(BLOCK_N=2), 28672),
+                               ("epilogue on [gate; up], 1 activation row", dict(BLOCK_N=1, SWIGLU_OUT=True), 14336),
+                               ("epilogue on [gate; up], 2 activation rows", dict(BLOCK_N=2, SWIGLU_OUT=True), 14336),
+                               ("epilogue on interleaved rows, 2 rows", dict(BLOCK_N=2, SWIGLU_PAIRS=True), 28672)):
+        res, asm = usage(kernels._gemv_fused, ptrs, dict(N=n, K=4096, swn=4096), {**base, **consts}, 4, 3,
+                         floats=("eps", "ss_scale"), with_ptx=True)
+        loads = Counter(re.findall(r"ld\.global[.\w]*", asm))
+        rows.append(dict(kernel="gemv_fused gate_up", variant=variant, num_warps=4, block_k=1024, num_stages=3,
+                         **res, ptx_global_loads=dict(loads), ptx_barriers=asm.count("bar.sync")))
+        print(json.dumps(rows[-1]), flush=True)
+    return rows
 
 
 def shapes(fp8: bool) -> tuple[dict, dict, dict, dict]:
@@ -91,10 +122,24 @@ def shapes(fp8: bool) -> tuple[dict, dict, dict, dict]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--gemv-epilogue", action="store_true",
+                    help="only gate_up's fused GEMV: plain, SwiGLU epilogue on [gate; up] and on interleaved rows")
     args = ap.parse_args()
     from sedpa_compress.bench.results import git_commit
     from sedpa_compress.runtime import kernels
 
+    if args.gemv_epilogue:
+        rows = gemv_epilogue_rows()
+        result = dict(benchmark="gemv-epilogue-resources", device="none: Triton's ahead-of-time compile for sm_90 "
+                      "(H100 / H200) on a CPU machine, cuobjdump --dump-resource-usage, and the PTX",
+                      git_commit=git_commit(), created=time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime()),
+                      command="PYTHONPATH=. python3 bench/scripts/kernel_resources.py " + " ".join(sys.argv[1:]),
+                      settings=dict(weight="gate_up 28672 x 4096 bf16, the MLP norm from an int64 sum of squares, "
+                                    "folded norm weights", triton=__import__("triton").__version__),
+                      rows=rows)
+        args.out.write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {args.out}")
+        return
     rows = []
     for fp8, warps, block_n, stages in itertools.product((False, True), (4, 8), (32, 64, 128), (2, 3)):
         ptr1, ints1, ptr2, ints2 = shapes(fp8)

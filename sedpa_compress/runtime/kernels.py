@@ -1041,7 +1041,9 @@ def gemv_epilogue_launch(pairs: bool = False) -> dict:
 # rows, as the plain GEMV does, and pairs its sums up after the dot products, where with [gate; up] it reads its
 # gate rows and the up rows 14336 rows away as two tiles. With [gate; up] the epilogue GEMV took 61.2-61.3 us against
 # 56.0-56.1 for the plain GEMV of the same weight, at one activation row a program as at two
-# (bench/results/gemv_glue_parts_a099130_h200.json): ~5 us a layer, most of the fused glue's cost. Prefill and the
+# (bench/results/gemv_glue_parts_a099130_h200.json): ~5 us a layer, most of the fused glue's cost; its PTX has two
+# cross-warp reductions a K block where the plain GEMV has one (6 barriers against 3; interleaved: 3,
+# bench/results/gemv_epilogue_sm90.json). Prefill and the
 # unfused step read the interleaved output with a strided SwiGLU (model._silu_mul). Not yet timed:
 # decode_split_rule.py --gate-up-interleaved, gemv_probe.py --glue-only's gate_up_pairs rows.
 GATE_UP_INTERLEAVED = False
