@@ -664,7 +664,8 @@ def test_decode_linear_is_f_linear_off_cuda_and_for_several_rows():
 def test_gemv_kernel_in_the_triton_interpreter():
     """The probe's Triton GEMV (kernels.gemv) equals x @ w.T, also where N and K are not multiples of its
     blocks, and refuses a weight that is not row-major; its fused variants (kernels.gemv_fused: RMSNorm
-    before, SwiGLU before or after, on gate and up rows in halves or interleaved, residual after) equal the eager glue followed by the product; a block as wide as
+    before, SwiGLU before or after, on gate and up rows in halves or interleaved, residual after; also with one
+    reduction after the K loop) equal the eager glue followed by the product; a block as wide as
     K (one-shot: the whole weight block loaded at once, before the PDL wait) as well."""
     code = (
         "import torch\n"
@@ -720,6 +721,16 @@ def test_gemv_kernel_in_the_triton_interpreter():
         "        got = kernels.gemv_fused(x, wil, norm_weight=nw, eps=1e-5, swiglu_out=True, swiglu_pairs=True,\n"
         "                                 block_n=bn2, block_k=bk2)\n"
         "        assert got.shape == (n,) and torch.allclose(got, want, atol=1e-4, rtol=1e-4), (bn2, (got - want).abs().max())\n"
+        "    # kernels.GEMV_DEFER_REDUCE: one reduction after the K loop, for the plain, the epilogue and the fused chain\n"
+        "    for call, expect in ((lambda **o: kernels.gemv_fused(x, w, block_n=bn, block_k=bk, **o), (x @ w.T)[0]),\n"
+        "                         (lambda **o: kernels.gemv_fused(x, wgu, norm_weight=nw, eps=1e-5, swiglu_out=True,\n"
+        "                                                         block_n=bn, block_k=bk, **o), want),\n"
+        "                         (lambda **o: kernels.gemv_fused(x, wil, norm_weight=nw, eps=1e-5, swiglu_out=True,\n"
+        "                                                         swiglu_pairs=True, block_n=2 * bn, block_k=bk, **o), want),\n"
+        "                         (lambda **o: kernels.gemv_fused(gu, w, swiglu=True, residual=r, block_n=bn, block_k=bk, **o),\n"
+        "                          (_silu_mul(gu) @ w.T)[0] + r)):\n"
+        "        got = call(defer_reduce=True)\n"
+        "        assert torch.allclose(got, expect, atol=1e-4, rtol=1e-4), (got - expect).abs().max()\n"
         "for bad in (dict(swiglu_out=True, swiglu=True), dict(swiglu_out=True), dict(swiglu_pairs=True),\n"
         "            dict(swiglu_out=True, swiglu_pairs=True, block_n=3)):\n"
         "    try:\n"

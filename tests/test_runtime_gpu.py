@@ -280,14 +280,15 @@ def test_rope_append_quantizes_into_fp8_caches_as_the_compiled_path_does(sizes):
 
 
 @pytest.mark.parametrize("shape", [(6144, 4096), (4096, 4096), (1000, 1536), (4096, 3000)])
-@pytest.mark.parametrize("one_shot", [False, True])
+@pytest.mark.parametrize("one_shot", [False, True, "defer-reduce"])
 def test_decode_linear_matches_fp32_and_keeps_cublas_for_big_weights(shape, one_shot, monkeypatch):
     """One token's projection through the Triton GEMV (kernels.decode_linear) against fp32, also where N and
     K are not multiples of its blocks and where x is a column slice (o_proj's dense columns), with the
-    shipped launch and with one block as wide as K (the one-shot GEMV); a weight above GEMV_MAX_WEIGHT takes
-    cuBLAS."""
-    if one_shot:
+    shipped launch, with one block as wide as K (the one-shot GEMV) and with one reduction after the K loop
+    (kernels.GEMV_DEFER_REDUCE); a weight above GEMV_MAX_WEIGHT takes cuBLAS."""
+    if one_shot is True:
         monkeypatch.setitem(kernels.GEMV_LAUNCH, "block_k", 16384)
+    monkeypatch.setattr(kernels, "GEMV_DEFER_REDUCE", one_shot == "defer-reduce")
     torch.manual_seed(11)
     n, k = shape
     w = torch.randn(n, k, device="cuda", dtype=torch.bfloat16) * 0.02
@@ -523,7 +524,7 @@ def test_programmatic_dependent_launch_decodes_the_same_tokens_in_a_cuda_graph(m
 
 
 @pytest.mark.parametrize("pdl", [False, True, "swiglu-in-down", "norm-rows-8", "unfolded-norms", "epilogue-rows-1",
-                                 "gate-up-pairs"])
+                                 "gate-up-pairs", "defer-reduce"])
 @pytest.mark.parametrize("mode", ["full", "duo", "sedpa-w", "tidal"])
 def test_fused_glue_keeps_the_logits_in_a_cuda_graph(models, mode, pdl, monkeypatch):
     """kernels.FUSED_GLUE (the norms, SwiGLU and residual adds folded into the decode GEMVs, the norms from sums
@@ -534,7 +535,8 @@ def test_fused_glue_keeps_the_logits_in_a_cuda_graph(models, mode, pdl, monkeypa
     projections (kernels.FOLD_NORM_WEIGHTS, the default since sweep 9) and, as before, read by the GEMVs; one
     activation row a program for gate_up's epilogue GEMV (kernels.EPILOGUE_BLOCK_N, off: a one-row Triton block,
     passed at a099130, bench/results/gpu_tests_epilogue_a099130_h200.txt); gate_up's rows interleaved
-    (kernels.GATE_UP_INTERLEAVED: one tile a program, the rows paired after the dot products).
+    (kernels.GATE_UP_INTERLEAVED: one tile a program, the rows paired after the dot products); every GEMV's
+    products reduced once after its K loop (kernels.GEMV_DEFER_REDUCE).
     The swiglu-epilogue cases passed at c8ac657 (bench/results/gpu_tests_swiglu_c8ac657_h200.txt)."""
     fast, _ = models
     monkeypatch.setattr(kernels, "PDL", pdl is True)
@@ -543,6 +545,7 @@ def test_fused_glue_keeps_the_logits_in_a_cuda_graph(models, mode, pdl, monkeypa
     monkeypatch.setattr(kernels, "FOLD_NORM_WEIGHTS", pdl != "unfolded-norms")  # read as each Runner builds its model
     monkeypatch.setattr(kernels, "EPILOGUE_BLOCK_N", 1 if pdl == "epilogue-rows-1" else None)
     monkeypatch.setattr(kernels, "GATE_UP_INTERLEAVED", pdl == "gate-up-pairs")  # read as each Runner builds
+    monkeypatch.setattr(kernels, "GEMV_DEFER_REDUCE", pdl == "defer-reduce")
     pattern = random_pattern(fast.geometry, ratio=0.5, sink=SINK, recent=RECENT)
     spec = (RuntimeSpec(mode="tidal", top_k=4096, dense_layers=1, selection_layers=(1, 3)) if mode == "tidal"
             else RuntimeSpec(mode=mode, **_mode_kwargs(mode, pattern)))

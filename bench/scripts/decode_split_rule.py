@@ -75,6 +75,10 @@ def main() -> None:
            ("--gate-up-interleaved", "on: gate_up's rows stored gate_0, up_0, ... so the SwiGLU-epilogue GEMV reads "
                                      "one tile a program"),
            ("--gate-up-halves", "off (the default): [gate; up]")))
+    switches.append(switch(ap, "GEMV_DEFER_REDUCE",
+           ("--gemv-defer-reduce", "on: every decode GEMV sums its products over the K blocks in registers and "
+                                   "reduces across the tile once, after the loop"),
+           ("--gemv-reduce-each-block", "off (the default): a cross-warp reduction every K block")))
     ap.add_argument("--prefill-merge", choices=["compiled", "triton"],
                     help="kernels.PREFILL_MERGE: the chunk prefill's merge of attention over past blocks (default "
                          "compiled; triton: kernels.merge_attention, one pass a block into an fp32 accumulator)")

@@ -32,8 +32,10 @@ fi
 # GEMV reads one tile a program, as the plain GEMV, where with [gate; up] it took 61.2 against 56.0 us,
 # bench/results/gemv_glue_parts_a099130_h200.json), and the chunk prefill's past blocks merged by one Triton pass a
 # block into an fp32 accumulator (kernels.PREFILL_MERGE triton; the compiled merge took 65.8 of full's 1164 ms last
-# chunk at 128K, prefill_profile_full_128k_7742fa7_h200.txt): the summary's second column is prefill.
-QUEUE0=${QUEUE0:-"base=;pairs=--gate-up-interleaved;pm=--prefill-merge triton;base2=;pairs2=--gate-up-interleaved;pm2=--prefill-merge triton"}
+# chunk at 128K, prefill_profile_full_128k_7742fa7_h200.txt): the summary's second column is prefill; and every
+# decode GEMV reducing its tile once after the K loop (kernels.GEMV_DEFER_REDUCE: today a cross-warp reduction, a
+# barrier pair, every 1024 columns).
+QUEUE0=${QUEUE0:-"base=;pairs=--gate-up-interleaved;defer=--gemv-defer-reduce;pm=--prefill-merge triton;base2=;pairs2=--gate-up-interleaved;defer2=--gemv-defer-reduce;pm2=--prefill-merge triton"}
 QUEUE1=${QUEUE1:-none}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$R/device.txt" 2>/dev/null || echo "no GPU" > "$R/device.txt"
 echo "${SEDPA_GIT_COMMIT:-unknown}" > "$R/commit.txt"

@@ -74,8 +74,9 @@ def usage(fn, ptrs: dict, ints: dict, consts: dict, warps: int, stages: int, max
 def gemv_epilogue_rows() -> list[dict]:
     """gate_up's fused GEMV (Llama-3-8B, 28672 x 4096, the MLP norm from its sum of squares, folded weights) as the
     plain GEMV, with the SwiGLU epilogue on [gate; up] (two tiles a program, 14336 rows apart) and on interleaved rows
-    (kernels.GATE_UP_INTERLEAVED: one tile): registers, and in the PTX the global loads and the barriers (each
-    cross-warp reduction of a tile's dot products goes through shared memory between two)."""
+    (kernels.GATE_UP_INTERLEAVED: one tile), each also with one reduction after the K loop (kernels.GEMV_DEFER_REDUCE):
+    registers, and in the PTX the global loads and the barriers (each cross-warp reduction of a tile's dot products
+    goes through shared memory between two)."""
     import re
     from collections import Counter
 
@@ -83,12 +84,17 @@ def gemv_epilogue_rows() -> list[dict]:
 
     ptrs = dict(X="*bf16", W="*bf16", Y="*bf16", R="*bf16", NW="*bf16", SSI="*i64", SSO="*i64")
     base = dict(BLOCK_K=1024, NORM=True, SWIGLU=False, RESIDUAL=False, ONE_SHOT=False, GDC=False, NORM_SS=True,
-                SS_OUT=False, SS_INT=True, NORM_W=False, SWIGLU_OUT=False, SWIGLU_PAIRS=False)
+                SS_OUT=False, SS_INT=True, NORM_W=False, SWIGLU_OUT=False, SWIGLU_PAIRS=False, DEFER_REDUCE=False)
     rows = []
     for variant, consts, n in (("plain, 2 rows", dict(BLOCK_N=2), 28672),
                                ("epilogue on [gate; up], 1 activation row", dict(BLOCK_N=1, SWIGLU_OUT=True), 14336),
                                ("epilogue on [gate; up], 2 activation rows", dict(BLOCK_N=2, SWIGLU_OUT=True), 14336),
-                               ("epilogue on interleaved rows, 2 rows", dict(BLOCK_N=2, SWIGLU_PAIRS=True), 28672)):
+                               ("epilogue on interleaved rows, 2 rows", dict(BLOCK_N=2, SWIGLU_PAIRS=True), 28672),
+                               ("plain, 2 rows, deferred reduction", dict(BLOCK_N=2, DEFER_REDUCE=True), 28672),
+                               ("epilogue on [gate; up], 1 activation row, deferred reduction",
+                                dict(BLOCK_N=1, SWIGLU_OUT=True, DEFER_REDUCE=True), 14336),
+                               ("epilogue on interleaved rows, 2 rows, deferred reduction",
+                                dict(BLOCK_N=2, SWIGLU_PAIRS=True, DEFER_REDUCE=True), 28672)):
         res, asm = usage(kernels._gemv_fused, ptrs, dict(N=n, K=4096, swn=4096), {**base, **consts}, 4, 3,
                          floats=("eps", "ss_scale"), with_ptx=True)
         loads = Counter(re.findall(r"ld\.global[.\w]*", asm))
@@ -123,7 +129,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--gemv-epilogue", action="store_true",
-                    help="only gate_up's fused GEMV: plain, SwiGLU epilogue on [gate; up] and on interleaved rows")
+                    help="only gate_up's fused GEMV: plain, SwiGLU epilogue on [gate; up] and on interleaved rows, "
+                         "each also with the deferred reduction")
     args = ap.parse_args()
     from sedpa_compress.bench.results import git_commit
     from sedpa_compress.runtime import kernels

@@ -807,7 +807,7 @@ if HAS_TRITON:
                     NORM: tl.constexpr, SWIGLU: tl.constexpr, RESIDUAL: tl.constexpr, ONE_SHOT: tl.constexpr,
                     GDC: tl.constexpr, NORM_SS: tl.constexpr, SS_OUT: tl.constexpr, SWIGLU_OUT: tl.constexpr = False,
                     SS_INT: tl.constexpr = False, ss_scale=1.0, NORM_W: tl.constexpr = True,
-                    SWIGLU_PAIRS: tl.constexpr = False):
+                    SWIGLU_PAIRS: tl.constexpr = False, DEFER_REDUCE: tl.constexpr = False):
         """y[n] = sum_k w[n, k] x[k] for one block of rows, fp32 accumulation (batch-1 decode), optionally
         with the decode step's glue folded in: NORM, x is RMS-normalised first (its weight NW unless NORM_W is
         off, the weight then folded into W; the norm recomputed by every program from L2: 8 KB for hidden 4096,
@@ -819,7 +819,9 @@ if HAS_TRITON:
         matching up rows (the next GEMV then reads y as it is, where SWIGLU has every one of its programs
         recompute silu over all of x); SWIGLU_PAIRS, the same with W's rows interleaved (gate_0, up_0, gate_1, ...:
         N rows, N / 2 outputs), so a program's BLOCK_N rows are one tile, read as a plain GEMV's, whose rows pair
-        up after the dot products. Each rounds to x's dtype where the eager glue does.
+        up after the dot products. Each rounds to x's dtype where the eager glue does. DEFER_REDUCE: the products
+        summed elementwise over the K blocks and reduced across the tile's columns once, where otherwise each K block
+        is reduced (across warps, through shared memory) and added.
         ONE_SHOT (BLOCK_K >= K): the program's whole weight block is loaded at once, and under PDL (GDC) before
         waiting on the previous kernel: weights are never written by it, so their bytes stream in while it ends."""
         rows = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -855,6 +857,22 @@ if HAS_TRITON:
             acc = tl.sum(w.to(tl.float32) * xv[None, :], axis=1)
             if SWIGLU_OUT:
                 acc_up = tl.sum(wu.to(tl.float32) * xv[None, :], axis=1)
+        elif DEFER_REDUCE:
+            part = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
+            part_up = tl.zeros([BLOCK_N, BLOCK_K], tl.float32)
+            for k0 in range(0, K, BLOCK_K):
+                c = k0 + tl.arange(0, BLOCK_K)
+                xv = _gemv_x(X, NW, c, K, inv, Y.dtype.element_ty, NORM, SWIGLU, NORM_W)
+                wk = tl.load(W + rows[:, None] * swn + c[None, :], mask=(rows[:, None] < N) & (c[None, :] < K),
+                             other=0.0).to(tl.float32)
+                part += wk * xv[None, :]
+                if SWIGLU_OUT:
+                    wk = tl.load(W + (rows[:, None] + N) * swn + c[None, :],
+                                 mask=(rows[:, None] < N) & (c[None, :] < K), other=0.0).to(tl.float32)
+                    part_up += wk * xv[None, :]
+            acc = tl.sum(part, axis=1)
+            if SWIGLU_OUT:
+                acc_up = tl.sum(part_up, axis=1)
         else:
             acc = tl.zeros([BLOCK_N], tl.float32)
             for k0 in range(0, K, BLOCK_K):
@@ -892,7 +910,8 @@ if HAS_TRITON:
 def gemv_fused(x: torch.Tensor, w: torch.Tensor, *, norm_weight: torch.Tensor | None = None, eps: float = 1e-5,
                swiglu: bool = False, residual: torch.Tensor | None = None, norm_ss: torch.Tensor | None = None,
                ss_out: torch.Tensor | None = None, swiglu_out: bool = False, swiglu_pairs: bool = False,
-               block_n: int = 4, block_k: int = 1024, num_warps: int = 4, num_stages: int = 3) -> torch.Tensor:
+               block_n: int = 4, block_k: int = 1024, num_warps: int = 4, num_stages: int = 3,
+               defer_reduce: bool | None = None) -> torch.Tensor:
     """One decode token's projection with its glue in the same launch: `norm_weight`: y = W rms_norm(x), the
     norm's sum of squares recomputed by every program or, with `norm_ss` (a 1-element fp32 tensor), read from
     it (`norm_ss` without `norm_weight`: the norm's weight is folded into w, FOLD_NORM_WEIGHTS); `swiglu`: x is
@@ -902,7 +921,7 @@ def gemv_fused(x: torch.Tensor, w: torch.Tensor, *, norm_weight: torch.Tensor | 
     the programs add in); `swiglu_out`: w is [gate; up] ([2N, K]) and y = silu(gate x) * up x ([N]: the MLP's
     activation, kernels.SWIGLU_EPILOGUE; with `swiglu_pairs` w's rows are interleaved, gate_0, up_0, gate_1, ...,
     kernels.GATE_UP_INTERLEAVED, and `block_n` counts w's rows, an even number). x [K] (swiglu: [2K]), w [N, K]
-    row-major -> [N]."""
+    row-major -> [N]. `defer_reduce` (default GEMV_DEFER_REDUCE): one cross-column reduction after the K loop."""
     n, k = w.shape
     if (w.stride(1) != 1 or x.numel() != (2 * k if swiglu else k) or (swiglu_out and (n % 2 or swiglu))
             or (swiglu_pairs and (not swiglu_out or block_n % 2))):
@@ -926,6 +945,7 @@ def gemv_fused(x: torch.Tensor, w: torch.Tensor, *, norm_weight: torch.Tensor | 
         RESIDUAL=residual is not None, ONE_SHOT=block_k >= k, NORM_SS=norm_ss is not None,
         SS_OUT=ss_out is not None, SWIGLU_OUT=swiglu_out and not swiglu_pairs, SWIGLU_PAIRS=swiglu_pairs,
         SS_INT=ss_int, ss_scale=SS_UNITS if ss_int else 1.0,
+        DEFER_REDUCE=GEMV_DEFER_REDUCE if defer_reduce is None else defer_reduce,
         num_warps=num_warps, num_stages=num_stages, **_pdl())
     return y
 
@@ -1034,6 +1054,15 @@ def gemv_epilogue_launch(pairs: bool = False) -> dict:
         rows = 2 * EPILOGUE_BLOCK_N if EPILOGUE_BLOCK_N is not None else launch["block_n"]
         return {**launch, "block_n": max(2, rows + rows % 2)}
     return launch if EPILOGUE_BLOCK_N is None else {**launch, "block_n": EPILOGUE_BLOCK_N}
+
+
+# The decode GEMVs' products summed elementwise over the K blocks in registers and reduced across the tile once,
+# after the loop (_gemv_fused's DEFER_REDUCE), where otherwise every K block of 1024 columns is reduced across the
+# program's warps through shared memory (a barrier pair each) and added: 4 reductions a program for K = 4096 (qkv, o,
+# gate_up), 14 for down's 14336, twice that for the SwiGLU epilogue on [gate; up]. The small GEMVs sit at 1.24-1.25x
+# their byte floor alone (qkv, o; gemv_glue_parts_a099130_h200.json). The sums run in another order (fp32). Not yet
+# timed: decode_split_rule.py --gemv-defer-reduce; registers and barriers in gemv_epilogue_sm90.json.
+GEMV_DEFER_REDUCE = False
 
 
 # gate_up stored row by row (gate_0, up_0, gate_1, up_1, ...) instead of [gate; up], for the SwiGLU-epilogue GEMV
