@@ -1058,8 +1058,8 @@ def gemv_epilogue_launch(pairs: bool = False) -> dict:
 
 # The decode GEMVs' products summed elementwise over the K blocks in registers and reduced across the tile once,
 # after the loop (_gemv_fused's DEFER_REDUCE), where otherwise every K block of 1024 columns is reduced across the
-# program's warps through shared memory (a barrier pair each) and added: 4 reductions a program for K = 4096 (qkv, o,
-# gate_up), 14 for down's 14336, twice that for the SwiGLU epilogue on [gate; up]. The small GEMVs sit at 1.24-1.25x
+# program's warps through shared memory (3 barriers a block in the PTX) and added: 4 reductions a program for
+# K = 4096 (qkv, o, gate_up), 14 for down's 14336, twice that for the SwiGLU epilogue on [gate; up]. The small GEMVs sit at 1.24-1.25x
 # their byte floor alone (qkv, o; gemv_glue_parts_a099130_h200.json). The sums run in another order (fp32). Not yet
 # timed: decode_split_rule.py --gemv-defer-reduce; registers and barriers in gemv_epilogue_sm90.json.
 GEMV_DEFER_REDUCE = False
@@ -1072,9 +1072,9 @@ GEMV_DEFER_REDUCE = False
 # 56.0-56.1 for the plain GEMV of the same weight, at one activation row a program as at two
 # (bench/results/gemv_glue_parts_a099130_h200.json): ~5 us a layer, most of the fused glue's cost; its PTX has two
 # cross-warp reductions a K block where the plain GEMV has one (6 barriers against 3; interleaved: 3,
-# bench/results/gemv_epilogue_sm90.json). Prefill and the
-# unfused step read the interleaved output with a strided SwiGLU (model._silu_mul). Not yet timed:
-# decode_split_rule.py --gate-up-interleaved, gemv_probe.py --glue-only's gate_up_pairs rows.
+# bench/results/gemv_epilogue_sm90.json). Prefill and the unfused step read the interleaved output with a strided
+# SwiGLU (model._silu_mul). Not yet timed: decode_split_rule.py --gate-up-interleaved, gemv_probe.py --glue-only's
+# gate_up_pairs rows.
 GATE_UP_INTERLEAVED = False
 
 
