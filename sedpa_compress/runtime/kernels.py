@@ -786,6 +786,13 @@ if HAS_TRITON:
         return (silu * u).to(OUT_DTYPE).to(tl.float32)
 
     @triton.jit
+    def _w_tile(W, rows, shift, cols, N, K, swn):
+        """W's rows `rows + shift` (row stride swn) at columns `cols`, zero outside rows < N and cols < K: shift 0
+        reads a program's rows, shift N their up rows under SWIGLU_OUT ([gate; up])."""
+        return tl.load(W + (rows[:, None] + shift) * swn + cols[None, :], mask=(rows[:, None] < N) & (cols[None, :] < K),
+                       other=0.0)
+
+    @triton.jit
     def _gemv_x(X, NW, cols, K, inv, OUT_DTYPE: tl.constexpr, NORM: tl.constexpr, SWIGLU: tl.constexpr,
                 NORM_W: tl.constexpr = True):
         """One block of the GEMV's input vector, with the glue folded in where asked (see _gemv_fused)."""
@@ -829,11 +836,9 @@ if HAS_TRITON:
             if GDC:
                 tl.extra.cuda.gdc_launch_dependents()
             cols = tl.arange(0, BLOCK_K)
-            w = tl.load(W + rows[:, None] * swn + cols[None, :], mask=(rows[:, None] < N) & (cols[None, :] < K),
-                        other=0.0)
+            w = _w_tile(W, rows, 0, cols, N, K, swn)
             if SWIGLU_OUT:
-                wu = tl.load(W + (rows[:, None] + N) * swn + cols[None, :],
-                             mask=(rows[:, None] < N) & (cols[None, :] < K), other=0.0)
+                wu = _w_tile(W, rows, N, cols, N, K, swn)
             if GDC:
                 tl.extra.cuda.gdc_wait()
         else:
@@ -863,13 +868,9 @@ if HAS_TRITON:
             for k0 in range(0, K, BLOCK_K):
                 c = k0 + tl.arange(0, BLOCK_K)
                 xv = _gemv_x(X, NW, c, K, inv, Y.dtype.element_ty, NORM, SWIGLU, NORM_W)
-                wk = tl.load(W + rows[:, None] * swn + c[None, :], mask=(rows[:, None] < N) & (c[None, :] < K),
-                             other=0.0).to(tl.float32)
-                part += wk * xv[None, :]
+                part += _w_tile(W, rows, 0, c, N, K, swn).to(tl.float32) * xv[None, :]
                 if SWIGLU_OUT:
-                    wk = tl.load(W + (rows[:, None] + N) * swn + c[None, :],
-                                 mask=(rows[:, None] < N) & (c[None, :] < K), other=0.0).to(tl.float32)
-                    part_up += wk * xv[None, :]
+                    part_up += _w_tile(W, rows, N, c, N, K, swn).to(tl.float32) * xv[None, :]
             acc = tl.sum(part, axis=1)
             if SWIGLU_OUT:
                 acc_up = tl.sum(part_up, axis=1)
@@ -878,13 +879,9 @@ if HAS_TRITON:
             for k0 in range(0, K, BLOCK_K):
                 c = k0 + tl.arange(0, BLOCK_K)
                 xv = _gemv_x(X, NW, c, K, inv, Y.dtype.element_ty, NORM, SWIGLU, NORM_W)
-                wk = tl.load(W + rows[:, None] * swn + c[None, :], mask=(rows[:, None] < N) & (c[None, :] < K),
-                             other=0.0).to(tl.float32)
-                acc += tl.sum(wk * xv[None, :], axis=1)
+                acc += tl.sum(_w_tile(W, rows, 0, c, N, K, swn).to(tl.float32) * xv[None, :], axis=1)
                 if SWIGLU_OUT:
-                    wk = tl.load(W + (rows[:, None] + N) * swn + c[None, :],
-                                 mask=(rows[:, None] < N) & (c[None, :] < K), other=0.0).to(tl.float32)
-                    acc_up += tl.sum(wk * xv[None, :], axis=1)
+                    acc_up += tl.sum(_w_tile(W, rows, N, c, N, K, swn).to(tl.float32) * xv[None, :], axis=1)
         if SWIGLU_OUT:  # gate and up rounded as the GEMV's output, then as the eager glue
             acc = _swiglu(acc.to(Y.dtype.element_ty).to(tl.float32), acc_up.to(Y.dtype.element_ty).to(tl.float32),
                           Y.dtype.element_ty)
