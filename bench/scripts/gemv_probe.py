@@ -184,20 +184,17 @@ def glue_parts(dev, graph_us, bw: float, dtype: torch.dtype = torch.bfloat16) ->
             kernels.gemv_fused(act, nx["down"](), **L)
             return kernels.gemv_fused(x, nx["qkv"](), **L)
 
-        def chain_fused():
+        def chain_fused(folded: bool = False, pairs: bool = False):
+            """As the decode step runs it; `folded`: the norms' weights in the columns, `pairs`: gate_up's rows
+            interleaved (the defaults' candidates)."""
+            norm = dict(norm_weight=None if folded else nw, norm_ss=ss_in, eps=eps)
             x1 = kernels.gemv_fused(x, nx["o"](), residual=r, ss_out=ss_out, **L)
-            a1 = kernels.gemv_fused(x1, nx["gate_up"](), norm_weight=nw, norm_ss=ss_in, eps=eps, swiglu_out=True, **L)
+            a1 = kernels.gemv_fused(x1, nx["gate_up"](), swiglu_out=True, swiglu_pairs=pairs, **norm, **L)
             x2 = kernels.gemv_fused(a1, nx["down"](), residual=x1, ss_out=ss_out, **L)
-            return kernels.gemv_fused(x2, nx["qkv"](), norm_weight=nw, norm_ss=ss_in, eps=eps, **L)
+            return kernels.gemv_fused(x2, nx["qkv"](), **norm, **L)
 
-        def chain_tuned():  # gate_up's rows interleaved, the norms' weights folded (the defaults' candidates)
-            x1 = kernels.gemv_fused(x, nx["o"](), residual=r, ss_out=ss_out, **L)
-            a1 = kernels.gemv_fused(x1, nx["gate_up"](), norm_ss=ss_in, eps=eps, swiglu_out=True, swiglu_pairs=True,
-                                    **L)
-            x2 = kernels.gemv_fused(a1, nx["down"](), residual=x1, ss_out=ss_out, **L)
-            return kernels.gemv_fused(x2, nx["qkv"](), norm_ss=ss_in, eps=eps, **L)
-
-        for variant, fn in (("plain", chain_plain), ("fused", chain_fused), ("fused_pairs_folded", chain_tuned)):
+        for variant, fn in (("plain", chain_plain), ("fused", chain_fused),
+                            ("fused_pairs_folded", lambda: chain_fused(folded=True, pairs=True))):
             row = {"part": "layer_chain", "variant": variant, "block_n": block_n}
             try:
                 row["us"] = round(graph_us(fn), 2)
