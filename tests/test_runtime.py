@@ -916,28 +916,32 @@ def test_norm_weights_folded_into_the_projections_keep_the_logits(tiny, mode, mo
             w.uniform_(0.5, 1.5, generator=torch.Generator().manual_seed(w.numel()))
     monkeypatch.setattr(kernels, "FOLD_NORM_WEIGHTS", False)
     try:
-        outs, sizes, runner = _folded_and_not(loaded, spec, ids, mode, monkeypatch)
+        outs, sizes, runners = _built_both_ways("FOLD_NORM_WEIGHTS", loaded, spec, ids, mode, monkeypatch)
     finally:
         with torch.no_grad():
             for w, v in zip(norms, saved):
                 w.copy_(v)
+    for fold, runner in zip((False, True), runners):
+        assert all(layer.norms_folded == fold for layer in runner.model.layers)
     err = float((outs[1] - outs[0]).norm() / outs[0].norm())
     assert err < 1e-5, err
     assert sizes[1] == sizes[0]
-    assert mode != "sedpa-s" or any(layer.lowrank is not None for layer in runner.model.layers)
+    assert mode != "sedpa-s" or any(layer.lowrank is not None for layer in runners[1].model.layers)
 
 
-def _folded_and_not(loaded, spec, ids, mode, monkeypatch):
-    outs, sizes = [], []
-    for fold in (False, True):
-        monkeypatch.setattr(kernels, "FOLD_NORM_WEIGHTS", fold)
+def _built_both_ways(flag, loaded, spec, ids, mode, monkeypatch):
+    """The logits of 72 prompt tokens and 8 decoded ones, and the weight bytes, of a runner built with kernels.<flag>
+    off and of one built with it on (the flag is read as the model is built); the runners too."""
+    outs, sizes, runners = [], [], []
+    for on in (False, True):
+        monkeypatch.setattr(kernels, flag, on)
         runner = Runner.build(loaded, spec, max_len=96, chunk=32,
                               synthetic_rank_ratio=0.5 if mode == "sedpa-s" else None)
-        assert all(layer.norms_folded == fold for layer in runner.model.layers)
         first = runner.prefill(ids[:, :72])
         outs.append(torch.stack([first] + [runner.decode(ids[:, j]).clone() for j in range(72, 80)]))
         sizes.append(runner.model.weight_bytes())
-    return outs, sizes, runner
+        runners.append(runner)
+    return outs, sizes, runners
 
 
 @pytest.mark.parametrize("mode", ["full", "duo", "sedpa-s"])
@@ -948,21 +952,15 @@ def test_interleaved_gate_up_keeps_the_logits(tiny, mode, monkeypatch):
     loaded, pattern = tiny
     spec, _ = _spec_and_mode(mode, pattern)
     ids = torch.randint(0, 200, (1, 80), generator=torch.Generator().manual_seed(4))
-    outs, sizes = [], []
-    for interleaved in (False, True):
-        monkeypatch.setattr(kernels, "GATE_UP_INTERLEAVED", interleaved)
-        runner = Runner.build(loaded, spec, max_len=96, chunk=32,
-                              synthetic_rank_ratio=0.5 if mode == "sedpa-s" else None)
-        layer, mlp = runner.model.layers[0], loaded.model.model.layers[0].mlp
-        assert layer.gate_up_interleaved == interleaved
-        if interleaved:
-            want_rows = torch.stack([mlp.gate_proj.weight, mlp.up_proj.weight], 1).flatten(0, 1)
-            if layer.norms_folded:  # the MLP norm's weight in the columns (FOLD_NORM_WEIGHTS, the default)
-                want_rows = want_rows * loaded.model.model.layers[0].post_attention_layernorm.weight
-            assert torch.allclose(layer.gate_up, want_rows)
-        first = runner.prefill(ids[:, :72])
-        outs.append(torch.stack([first] + [runner.decode(ids[:, j]).clone() for j in range(72, 80)]))
-        sizes.append(runner.model.weight_bytes())
+    outs, sizes, runners = _built_both_ways("GATE_UP_INTERLEAVED", loaded, spec, ids, mode, monkeypatch)
+    mlp = loaded.model.model.layers[0].mlp
+    for interleaved, runner in zip((False, True), runners):
+        assert all(layer.gate_up_interleaved == interleaved for layer in runner.model.layers)
+    layer = runners[1].model.layers[0]
+    want_rows = torch.stack([mlp.gate_proj.weight, mlp.up_proj.weight], 1).flatten(0, 1)
+    if layer.norms_folded:  # the MLP norm's weight in the columns (FOLD_NORM_WEIGHTS, the default)
+        want_rows = want_rows * loaded.model.model.layers[0].post_attention_layernorm.weight
+    assert torch.allclose(layer.gate_up, want_rows)
     assert float((outs[1] - outs[0]).norm() / outs[0].norm()) < 1e-5
     assert sizes[1] == sizes[0]
 
