@@ -843,12 +843,14 @@ def test_fused_glue_decode_step_in_the_triton_interpreter():
         "         'duo': (RuntimeSpec(mode='duo', pattern=pattern, sink=4, recent=16), None),\n"
         "         'sedpa-s': (RuntimeSpec(mode='sedpa-s', pattern=pattern, sink=4, recent=16, lowrank='factored'), 0.5)}\n"
         "for name, (spec, ratio) in specs.items():\n"
+        "    # both defaults are on and read as the model is built: first every case on the unfolded model, [gate; up]\n"
+        "    kernels.FOLD_NORM_WEIGHTS, kernels.GATE_UP_INTERLEAVED = False, False\n"
         "    model = FastModel(loaded, spec, synthetic_rank_ratio=ratio)\n"
         "    model._fused = True  # as enable_fusion sets it on CUDA, without its compiles\n"
+        "    assert not any(layer.norms_folded or layer.gate_up_interleaved for layer in model.layers)\n"
         "    assert name != 'sedpa-s' or any(layer.o_down is not None for layer in model.layers)\n"
         "    outs = []\n"
         "    units = kernels.SS_UNITS\n"
-        "    kernels.FOLD_NORM_WEIGHTS = False  # the default is on: first every case on the unfolded model\n"
         "    for fused, epilogue, norm_bn, ss_units, ep_bn in ((False, False, None, units, None),\n"
         "                                                      (True, False, None, units, None),\n"
         "                                                      (True, True, None, units, None), (True, True, 8, units, None),\n"
@@ -896,6 +898,7 @@ def test_fused_glue_decode_step_in_the_triton_interpreter():
         "        assert err < 1e-5, (name, 'interleaved gate_up', epilogue, ep_bn, err)\n"
         "    kernels.SWIGLU_EPILOGUE, kernels.EPILOGUE_BLOCK_N = True, None\n"
         "kernels.FUSED_GLUE, kernels.SWIGLU_EPILOGUE, kernels.GEMV_NORM_BLOCK_N = True, True, None  # the defaults\n"
+        "kernels.FOLD_NORM_WEIGHTS, kernels.GATE_UP_INTERLEAVED = True, True\n"
         "print('ok')\n")
     run_in_triton_interpreter(code, timeout=900)  # ~5 min on two CPU cores
 

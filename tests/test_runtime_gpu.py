@@ -385,22 +385,24 @@ def test_flex_band_attention_with_queries_padded_to_the_chunk(start, band, tq):
 
 
 @pytest.mark.parametrize("mode", ["full", "streaming", "duo", "sedpa-s", "sedpa-w", "duo-exact-splits",
-                                  "full-triton-merge", "duo-triton-merge", "duo-gate-up-pairs"])
+                                  "full-triton-merge", "duo-triton-merge", "duo-compiled-merge",
+                                  "duo-gate-up-halves"])
 def test_mode_logits_match_fp32_reference(models, mode, monkeypatch):
     """Every mode's prefill and decode logits against the fp32 reference; duo also with split counts that
-    are not powers of two (kernels.SPLIT_ROUNDING = "exact"); full and duo with the prefill's past blocks
-    merged by kernels.merge_attention (kernels.PREFILL_MERGE "triton", 512-key blocks: the 1500-token prompt's
-    last chunk merges two); duo on gate_up's rows interleaved (kernels.GATE_UP_INTERLEAVED, read as the
+    are not powers of two (kernels.SPLIT_ROUNDING = "exact"); full and duo with the prefill's past blocks in
+    512-key blocks (the 1500-token prompt's last chunk merges two) merged by kernels.merge_attention
+    (kernels.PREFILL_MERGE "triton", the default since sweep 10) and, duo, by the compiled merge; duo on gate_up
+    stored [gate; up] (kernels.GATE_UP_INTERLEAVED off; interleaved is the default since sweep 10; read as the
     Runner builds its model)."""
     if mode == "duo-exact-splits":
         monkeypatch.setattr(kernels, "SPLIT_ROUNDING", "exact")
         mode = "duo"
-    if mode.endswith("-triton-merge"):
-        monkeypatch.setattr(kernels, "PREFILL_MERGE", "triton")
+    if mode.endswith("-merge"):
+        mode, merge = mode.removesuffix("-merge").rsplit("-", 1)
+        monkeypatch.setattr(kernels, "PREFILL_MERGE", merge)
         monkeypatch.setattr(kernels, "PAST_BLOCK", 512)
-        mode = mode.removesuffix("-triton-merge")
-    if mode == "duo-gate-up-pairs":
-        monkeypatch.setattr(kernels, "GATE_UP_INTERLEAVED", True)
+    if mode == "duo-gate-up-halves":
+        monkeypatch.setattr(kernels, "GATE_UP_INTERLEAVED", False)
         mode = "duo"
     fast, ref = models
     pattern = random_pattern(fast.geometry, ratio=0.5, sink=SINK, recent=RECENT)
@@ -524,7 +526,7 @@ def test_programmatic_dependent_launch_decodes_the_same_tokens_in_a_cuda_graph(m
 
 
 @pytest.mark.parametrize("pdl", [False, True, "swiglu-in-down", "norm-rows-8", "unfolded-norms", "epilogue-rows-1",
-                                 "gate-up-pairs", "defer-reduce"])
+                                 "gate-up-halves", "defer-reduce"])
 @pytest.mark.parametrize("mode", ["full", "duo", "sedpa-w", "tidal"])
 def test_fused_glue_keeps_the_logits_in_a_cuda_graph(models, mode, pdl, monkeypatch):
     """kernels.FUSED_GLUE (the norms, SwiGLU and residual adds folded into the decode GEMVs, the norms from sums
@@ -535,7 +537,8 @@ def test_fused_glue_keeps_the_logits_in_a_cuda_graph(models, mode, pdl, monkeypa
     projections (kernels.FOLD_NORM_WEIGHTS, the default since sweep 9) and, as before, read by the GEMVs; one
     activation row a program for gate_up's epilogue GEMV (kernels.EPILOGUE_BLOCK_N, off: a one-row Triton block,
     passed at a099130, bench/results/gpu_tests_epilogue_a099130_h200.txt); gate_up's rows interleaved
-    (kernels.GATE_UP_INTERLEAVED: one tile a program, the rows paired after the dot products); every GEMV's
+    (kernels.GATE_UP_INTERLEAVED, the default since sweep 10: one tile a program, the rows paired after the dot
+    products) and, as before, stored [gate; up]; every GEMV's
     products reduced once after its K loop (kernels.GEMV_DEFER_REDUCE).
     The swiglu-epilogue cases passed at c8ac657 (bench/results/gpu_tests_swiglu_c8ac657_h200.txt)."""
     fast, _ = models
@@ -544,7 +547,7 @@ def test_fused_glue_keeps_the_logits_in_a_cuda_graph(models, mode, pdl, monkeypa
     monkeypatch.setattr(kernels, "GEMV_NORM_BLOCK_N", 8 if pdl == "norm-rows-8" else None)
     monkeypatch.setattr(kernels, "FOLD_NORM_WEIGHTS", pdl != "unfolded-norms")  # read as each Runner builds its model
     monkeypatch.setattr(kernels, "EPILOGUE_BLOCK_N", 1 if pdl == "epilogue-rows-1" else None)
-    monkeypatch.setattr(kernels, "GATE_UP_INTERLEAVED", pdl == "gate-up-pairs")  # read as each Runner builds
+    monkeypatch.setattr(kernels, "GATE_UP_INTERLEAVED", pdl != "gate-up-halves")  # read as each Runner builds
     monkeypatch.setattr(kernels, "GEMV_DEFER_REDUCE", pdl == "defer-reduce")
     pattern = random_pattern(fast.geometry, ratio=0.5, sink=SINK, recent=RECENT)
     spec = (RuntimeSpec(mode="tidal", top_k=4096, dense_layers=1, selection_layers=(1, 3)) if mode == "tidal"

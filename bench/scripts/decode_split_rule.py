@@ -72,16 +72,17 @@ def main() -> None:
                                    "gate_up's columns (the fused GEMVs read no norm weight)"),
            ("--unfolded-norms", "off: the fused GEMVs read the norms' weights")))
     switches.append(switch(ap, "GATE_UP_INTERLEAVED",
-           ("--gate-up-interleaved", "on: gate_up's rows stored gate_0, up_0, ... so the SwiGLU-epilogue GEMV reads "
-                                     "one tile a program"),
-           ("--gate-up-halves", "off (the default): [gate; up]")))
+           ("--gate-up-interleaved", "on (the default since sweep 10): gate_up's rows stored gate_0, up_0, ... so "
+                                     "the SwiGLU-epilogue GEMV reads one tile a program"),
+           ("--gate-up-halves", "off: [gate; up]")))
     switches.append(switch(ap, "GEMV_DEFER_REDUCE",
            ("--gemv-defer-reduce", "on: every decode GEMV sums its products over the K blocks in registers and "
                                    "reduces across the tile once, after the loop"),
            ("--gemv-reduce-each-block", "off (the default): a cross-warp reduction every K block")))
     ap.add_argument("--prefill-merge", choices=["compiled", "triton"],
-                    help="kernels.PREFILL_MERGE: the chunk prefill's merge of attention over past blocks (default "
-                         "compiled; triton: kernels.merge_attention, one pass a block into an fp32 accumulator)")
+                    help="kernels.PREFILL_MERGE: the chunk prefill's merge of attention over past blocks (triton, the "
+                         "default since sweep 10: kernels.merge_attention, one pass a block into an fp32 accumulator; "
+                         "compiled: merge_softmax under torch.compile)")
     ap.add_argument("--pdl", action="store_true", help="kernels.PDL: programmatic dependent launch of the decode chain")
     switches.append(switch(ap, "TWO_GROUP_ONE_LOOP",
            ("--one-loop", "on (the default since f8f59e5): the two-group kernel's groups in one attention loop"),

@@ -1059,6 +1059,9 @@ def gemv_epilogue_launch(pairs: bool = False) -> dict:
 # K = 4096 (qkv, o, gate_up), 14 for down's 14336, twice that for the SwiGLU epilogue on [gate; up]. The small GEMVs sit at 1.24-1.25x
 # their byte floor alone (qkv, o; gemv_glue_parts_a099130_h200.json). The sums run in another order (fp32). Not yet
 # timed: decode_split_rule.py --gemv-defer-reduce; registers and barriers in gemv_epilogue_sm90.json.
+# Off: in launch sweep 10 (bench/results/decode_launch_sweep10_h200.json, 128K) it was 3.6% (full), 5.0% (duo) and
+# 6.8-6.9% (sedpa-w) slower in both rows: 39-40 registers a thread where 30-32, 12 programs an SM where 16, costs
+# more than the barriers it saves.
 GEMV_DEFER_REDUCE = False
 
 
@@ -1070,9 +1073,10 @@ GEMV_DEFER_REDUCE = False
 # (bench/results/gemv_glue_parts_a099130_h200.json): ~5 us a layer, most of the fused glue's cost; its PTX has two
 # cross-warp reductions a K block where the plain GEMV has one (6 barriers against 3; interleaved: 3,
 # bench/results/gemv_epilogue_sm90.json). Prefill and the unfused step read the interleaved output with a strided
-# SwiGLU (model._silu_mul). Not yet timed: decode_split_rule.py --gate-up-interleaved, gemv_probe.py --glue-only's
-# gate_up_pairs rows.
-GATE_UP_INTERLEAVED = False
+# SwiGLU (model._silu_mul). On since launch sweep 10 (bench/results/decode_launch_sweep10_h200.json, 128K, both
+# rows): decode 1.55-1.60% faster (full), 2.19% (duo), 3.49-3.58% (sedpa-w); the layer's fused chain took 111.7 us
+# against 115.9 on [gate; up] (bench/results/gemv_glue_parts_339a71f_h200.json). Off: --gate-up-halves.
+GATE_UP_INTERLEAVED = True
 
 
 def decode_linear(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -1169,9 +1173,11 @@ def merge_softmax(o1: torch.Tensor, lse1: torch.Tensor, o2: torch.Tensor,
 # into an fp32 accumulator kept across the blocks, the last merge storing the chunk's dtype) or "compiled"
 # (`merge_softmax` under torch.compile, dynamic shapes). At 128K the compiled merge took ~0.51 ms a call for its
 # ~335 MB (about a sixth of copy bandwidth; four a layer in full's last chunk: 65.8 of 1164 ms,
-# bench/results/prefill_profile_full_128k_7742fa7_h200.txt). Not yet timed: decode_split_rule.py --prefill-merge,
-# prefill_attention_probe.py's runtime-triton-merge rows.
-PREFILL_MERGE = "compiled"
+# bench/results/prefill_profile_full_128k_7742fa7_h200.txt). "triton" since launch sweep 10: one layer's chunk
+# attention over 16K / 57K / 123K of past in 4.10 / 12.10 / 27.86 ms against 4.47 / 13.72 / 28.31 compiled
+# (bench/results/prefill_attention_probe_339a71f_h200.json); full's 128K prefill 1.8% faster
+# (decode_launch_sweep10_h200.json). Back: --prefill-merge compiled.
+PREFILL_MERGE = "triton"
 
 if HAS_TRITON:
 
