@@ -3,6 +3,7 @@ regression guard on fixed 1K-token examples; the real benchmark is bench/results
 
 from __future__ import annotations
 
+import json
 import random
 from pathlib import Path
 
@@ -32,6 +33,36 @@ def test_recipe_rejects_unknown_fields_and_bad_lengths(tmp_path):
         load_config(bad)
     with pytest.raises(SedpaError, match="multiple of 64"):
         load_config(RECIPE, tokens_per_step=1000)
+
+
+def test_schedule_span_continues_one_long_schedule_across_runs():
+    """A run split into device calls (schedule_span [0, 0.5] then [0.5, 1]) follows one cosine learning rate and one
+    length curriculum: the second call starts where the first ended, warming its fresh optimizer up to that rate;
+    the whole run's schedule is the default span's. A span outside [0, 1] or empty is refused."""
+    from sedpa_compress.tiny.data import sequence_length
+    from sedpa_compress.tiny.train import lr_at
+
+    whole = load_config(RECIPE, warmup_steps=4)
+    first = load_config(RECIPE, warmup_steps=4, schedule_span=[0.0, 0.5])
+    second = load_config(RECIPE, warmup_steps=4, schedule_span=[0.5, 1.0])
+    assert second.schedule_span == (0.5, 1.0)
+    for p in (0.0, 0.3, 0.7, 1.0):
+        assert lr_at(first, 100, p) == pytest.approx(lr_at(whole, 100, p / 2))
+        assert lr_at(second, 100, p) == pytest.approx(lr_at(whole, 100, 0.5 + p / 2))
+    assert lr_at(first, 100, 1.0) == pytest.approx(lr_at(second, 100, 0.0))  # no jump between the calls
+    mid = lr_at(whole, 100, 0.5)
+    assert whole.lr * whole.min_lr_ratio < mid < whole.lr
+    assert [lr_at(second, s, 0.0) for s in range(4)] == pytest.approx([mid * (s + 1) / 4 for s in range(4)])
+    # the curriculum too: the second call draws the lengths of the long schedule's second half
+    for p in (0.1, 0.6, 0.95):
+        for seed in range(5):
+            assert (sequence_length(second, p, random.Random(seed))
+                    == sequence_length(whole, 0.5 + p / 2, random.Random(seed)))
+    # each call draws its own batches (its steps count from 0 again)
+    assert len({whole.data_seed, first.data_seed, second.data_seed}) == 2 and whole.data_seed == first.data_seed
+    for bad in ([0.5, 0.5], [-0.1, 0.5], [0.2, 1.5], [0.1]):
+        with pytest.raises(SedpaError, match="schedule_span"):
+            load_config(RECIPE, schedule_span=bad)
 
 
 def test_resume_continues_bit_for_bit(tmp_path):
@@ -419,3 +450,52 @@ def test_init_from_a_model_with_fewer_kv_heads_grows_it_into_the_same_function(t
               str(tmp_path / "two" / "model.safetensors"))
     with pytest.raises(SedpaError, match="grow to a multiple"):
         load_weights(build_model(three), tmp_path / "two", grow=True)
+
+
+def test_a_kept_checkpoint_lives_in_history_not_in_the_tree_and_restores(tmp_path):
+    """tiny.checkpoints: `keep` commits a stage's weights and removes them in the next commit (the tree a device
+    call carries stays small, the blob stays in history), recording it in the ledger; `restore` writes a model
+    folder whose weights are the kept bytes. Staged changes, a kept name again, an unknown name and another
+    tokenizer are refused."""
+    import subprocess
+
+    from safetensors.torch import save_file
+
+    from sedpa_compress.tiny import checkpoints
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git("init", "-q")
+    git("config", "user.email", "t@example.com")
+    git("config", "user.name", "t")
+    (repo / "README.md").write_text("x\n")
+    git("add", "README.md")
+    git("commit", "-q", "-m", "init")
+    stage = tmp_path / "run" / "model"
+    stage.mkdir(parents=True)
+    save_file({"w": torch.arange(12, dtype=torch.float32).reshape(3, 4)}, str(stage / "model.safetensors"))
+    (stage / "config.json").write_text('{"num_key_value_heads": 4}')
+    (stage / "tokenizer.json").write_text('{"tok": 1}')
+    entry = checkpoints.keep(stage, "stage16", repo=repo, note="a test", source="shipped")
+    assert entry["config"] == {"num_key_value_heads": 4} and entry["from"] == "shipped"
+    assert not (repo / entry["path"]).exists()
+    assert git("ls-tree", "HEAD", "--name-only", "-r").split() == ["README.md", "recipes/tiny-checkpoints.json"]
+    assert git("rev-parse", f"HEAD~1:{entry['path']}") == entry["blob"]
+    assert git("status", "--porcelain") == ""
+    out = checkpoints.restore("stage16", tmp_path / "init", repo=repo, tokenizer_from=stage)
+    assert (out / "model.safetensors").read_bytes() == (stage / "model.safetensors").read_bytes()
+    assert json.loads((out / "config.json").read_text()) == {"num_key_value_heads": 4}
+    assert (out / "tokenizer.json").read_text() == '{"tok": 1}'
+    with pytest.raises(SedpaError, match="already kept"):
+        checkpoints.keep(stage, "stage16", repo=repo)
+    with pytest.raises(SedpaError, match="no checkpoint 'stage9'"):
+        checkpoints.restore("stage9", tmp_path / "x", repo=repo, tokenizer_from=stage)
+    with pytest.raises(SedpaError, match="tokenizer"):
+        checkpoints.restore("stage16", tmp_path / "y", repo=repo)  # the shipped tokenizer is not this one
+    (repo / "README.md").write_text("y\n")
+    git("add", "README.md")
+    with pytest.raises(SedpaError, match="staged changes"):
+        checkpoints.keep(stage, "stage17", repo=repo)

@@ -17,6 +17,10 @@
 #   cp runs/stage9/model/model.safetensors sedpa_compress/models/embedded/sedpa-tiny/   (here, before the call)
 #   SWAPPED_INIT=1 SHIPPED_BLOB=$(git rev-parse HEAD:sedpa_compress/models/embedded/sedpa-tiny/model.safetensors) ...
 #   git checkout sedpa_compress/models/embedded/sedpa-tiny/model.safetensors          (here, after the call)
+# SPAN=a,b: the part of one long schedule this call trains (TinyTrainConfig.schedule_span; a run split across calls).
+# NO_ACCEPTANCE=1: no acceptance of the new stage (a middle call of a run split across calls: MINUTES up to ~8).
+# Continuing a stage kept in git history (python -m sedpa_compress.tiny.checkpoints keep ..., in an earlier session:
+# the device's git is the history as the session started): INIT_CHECKPOINT=<name> restores it on the device.
 # Training MINUTES=6.6 leaves too little of the 570 s for the heads step (cut at 8049dca): 5.5 leaves room.
 # $OUT gets few files (the device returns at most 8): the new model as tar parts, and results.tar with
 # every JSON, PNG and log.
@@ -35,6 +39,11 @@ if [[ -n ${SWAPPED_INIT:-} ]]; then  # the tree's embedded weights are the stage
     && cp "$W/shipped.safetensors" "$EMB/model.safetensors" \
     || { echo "the shipped weights are not in this machine's git: the embedded acceptance is skipped"; SKIP_EMBEDDED=1; }
 fi
+if [[ -n ${INIT_CHECKPOINT:-} ]]; then
+  [[ -n ${SWAPPED_INIT:-} ]] && { echo "INIT_CHECKPOINT and SWAPPED_INIT both name the weights to continue: pass one"; exit 2; }
+  INIT=$W/init_checkpoint
+  python3 -m sedpa_compress.tiny.checkpoints restore "$INIT_CHECKPOINT" --to "$INIT" || exit 2
+fi
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$R/device.txt"
 echo "${SEDPA_GIT_COMMIT:-unknown}" > "$R/commit.txt"
 TRAIN=(python3 -m sedpa_compress)
@@ -52,7 +61,7 @@ fi
 (
   export CUDA_VISIBLE_DEVICES=0; [[ -n ${DDP:-} ]] && export CUDA_VISIBLE_DEVICES=0,1
   timeout $(( $(left) - 60 )) "${TRAIN[@]}" \
-    train-tiny --recipe "$RECIPE" --out "$W/run" --max-minutes "${MINUTES:-5}" --override num_workers=${WORKERS:-12} ${ATTN:+--override attention_backend=$ATTN} --init-from "$INIT" \
+    train-tiny --recipe "$RECIPE" --out "$W/run" --max-minutes "${MINUTES:-5}" --override num_workers=${WORKERS:-12} ${ATTN:+--override attention_backend=$ATTN} ${SPAN:+--override "schedule_span=[$SPAN]"} --init-from "$INIT" \
     ${NO_QUICK_EVAL:+--no-eval} > "$R/train.log" 2>&1
   [[ -z ${NO_QUICK_EVAL:-} ]] && cp "$W/run/model/eval.json" "$R/train_quick_eval.json"
   cp "$W/run/model/training.json" "$R/training.json"
@@ -70,7 +79,7 @@ fi
   [[ -z ${SKIP_EMBEDDED:-} ]] && timeout $(left) python3 -m sedpa_compress.tiny.evaluate --model "$EMB" $EVAL \
     --out "$R/acceptance_embedded.json" > "$R/acceptance_embedded.log" 2>&1
   while [ ! -e "$W/trained" ] && [ $(left) -gt 60 ]; do sleep 5; done
-  [ -e "$W/trained" ] && timeout $(left) python3 -m sedpa_compress.tiny.evaluate --model "$W/run/model" $EVAL \
+  [ -e "$W/trained" ] && [[ -z ${NO_ACCEPTANCE:-} ]] && timeout $(left) python3 -m sedpa_compress.tiny.evaluate --model "$W/run/model" $EVAL \
     --out "$R/acceptance_new.json" > "$R/acceptance_new.log" 2>&1
   echo "[gpu1 done at $(( $(date +%s) - T0 )) s]" >> "$R/acceptance_new.log"
 ) &

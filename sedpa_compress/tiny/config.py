@@ -33,6 +33,11 @@ class TinyTrainConfig:
     lr: float = 1.5e-3
     min_lr_ratio: float = 0.1
     warmup_steps: int = 100
+    # the part of one long schedule (the cosine learning rate and the length curriculum) this run covers: a run
+    # longer than one device call is split into calls that each continue from the last one's weights with their
+    # own span ([0, 0.25], [0.25, 0.5], ...), so together they follow one schedule. Each call warms a fresh
+    # optimizer up over warmup_steps to the span's rate.
+    schedule_span: tuple[float, float] = (0.0, 1.0)
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     betas: tuple[float, float] = (0.9, 0.95)
@@ -102,6 +107,17 @@ class TinyTrainConfig:
     stream_recent: int = 64
 
     @property
+    def data_seed(self) -> int:
+        """The seed of the batch streams: `seed`, and where the run's schedule_span starts, so that the calls of a
+        run split across device calls (each counting its steps from 0) draw different batches."""
+        return self.seed + 104_729 * round(self.schedule_span[0] * 1_000_000)
+
+    def schedule_progress(self, progress: float) -> float:
+        """Where in the long schedule a run `progress` (0-1) of the way through its schedule_span is."""
+        lo, hi = self.schedule_span
+        return lo + (hi - lo) * min(1.0, max(0.0, progress))
+
+    @property
     def head_dim(self) -> int:
         return self.hidden_size // self.num_heads
 
@@ -161,6 +177,10 @@ class TinyTrainConfig:
             # the H200 (bench/results/tiny_train_throughput_h200.json)
             raise SedpaError(f"attention_backend efficient takes no grouped K/V heads (num_kv_heads {self.num_kv_heads} "
                              f"< num_heads {self.num_heads}): use auto, flash or cudnn")
+        span = tuple(self.schedule_span)
+        if len(span) != 2 or not 0.0 <= span[0] < span[1] <= 1.0:
+            raise SedpaError(f"schedule_span {list(self.schedule_span)}: use [start, end] with 0 <= start < end <= 1, "
+                             "the part of one long schedule this run covers")
         if not self.curriculum or self.curriculum[-1]["until"] < 1.0:
             raise SedpaError("the last curriculum entry needs `until: 1.0`")
 
@@ -184,8 +204,9 @@ def load_config(path: Path | None = None, **overrides: Any) -> TinyTrainConfig:
     if unknown:
         raise SedpaError(f"recipe {path}: unknown field(s) {', '.join(unknown)}; known: {', '.join(sorted(names))}")
     data.update({k: v for k, v in overrides.items() if v is not None})
-    if "betas" in data:
-        data["betas"] = tuple(data["betas"])
+    for name in ("betas", "schedule_span"):
+        if name in data and isinstance(data[name], (list, tuple)):
+            data[name] = tuple(float(v) for v in data[name])
     if "curriculum" in data:
         data["curriculum"] = [{"until": float(e["until"]), "lengths": {int(k): float(v) for k, v in e["lengths"].items()}}
                               if isinstance(e, dict) and "lengths" in e and "until" in e else e
@@ -198,4 +219,5 @@ def load_config(path: Path | None = None, **overrides: Any) -> TinyTrainConfig:
 def config_to_dict(cfg: TinyTrainConfig) -> dict[str, Any]:
     d = dataclasses.asdict(cfg)
     d["betas"] = list(cfg.betas)
+    d["schedule_span"] = list(cfg.schedule_span)
     return d

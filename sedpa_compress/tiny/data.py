@@ -1,5 +1,5 @@
 """Training batches for sedpa-tiny: plain shipped text and synthetic retrieval sequences, built in
-token space. Batch `step` depends only on (seed, step), so a resumed run sees exactly the same data."""
+token space. Batch `step` depends only on (seed, schedule_span, step), so a resumed run sees exactly the same data."""
 
 from __future__ import annotations
 
@@ -29,8 +29,9 @@ class Batch:
 
 
 def sequence_length(cfg: TinyTrainConfig, progress: float, rng: random.Random) -> int:
-    """A sequence length drawn from the curriculum entry that covers `progress` (0..1 of training)."""
-    frac = progress
+    """A sequence length drawn from the curriculum entry that covers `progress` (0..1 of this run), placed in the
+    long schedule by the run's schedule_span."""
+    frac = cfg.schedule_progress(progress)
     for entry in cfg.curriculum:
         if frac < entry["until"] or entry is cfg.curriculum[-1]:
             lengths = [int(k) for k in entry["lengths"]]
@@ -120,7 +121,7 @@ class TinyData(torch.utils.data.Dataset):
     def __getitem__(self, item: int | tuple[int, int]) -> Batch:
         """`item` is a step (its length from the step-based curriculum) or (step, length)."""
         step, length = item if isinstance(item, tuple) else (item, 0)
-        rng = random.Random(self.cfg.seed * 1_000_003 + step + self.stream * 1_000_000_007)
+        rng = random.Random(self.cfg.data_seed * 1_000_003 + step + self.stream * 1_000_000_007)
         length = length or sequence_length(self.cfg, step / max(1, self.cfg.steps), rng)
         n_seq = self.cfg.tokens_per_step // length
         input_ids = np.empty((n_seq, length), dtype=np.int64)

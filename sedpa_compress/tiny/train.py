@@ -39,11 +39,15 @@ def _quiet(_: str) -> None:
 
 
 def lr_at(cfg: TinyTrainConfig, step: int, progress: float) -> float:
-    """Linear warmup over `warmup_steps`, then cosine from `lr` to `lr * min_lr_ratio` over progress."""
+    """Cosine from `lr` to `lr * min_lr_ratio` over the long schedule, at the point `progress` (0-1 of this run)
+    reaches in the run's schedule_span; over the first `warmup_steps` a linear warmup to the rate where the span
+    starts (`lr` for a whole schedule)."""
+    def cosine(p: float) -> float:
+        return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
+
     if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    p = min(1.0, max(0.0, progress))
-    return cfg.lr * (cfg.min_lr_ratio + (1 - cfg.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * p)))
+        return cosine(cfg.schedule_span[0]) * (step + 1) / cfg.warmup_steps
+    return cosine(cfg.schedule_progress(progress))
 
 
 class Progress:
@@ -72,7 +76,7 @@ def _step_items(cfg: TinyTrainConfig, progress: Progress, start: int) -> Iterato
     import random
 
     for step in range(start, cfg.steps):
-        rng = random.Random(cfg.seed * 7_919 + step)
+        rng = random.Random(cfg.data_seed * 7_919 + step)
         # lengths follow the step-based curriculum, or the time-based one when a time budget is set
         p = progress.value(step) if cfg.max_minutes > 0 else step / max(1, cfg.steps)
         yield step, sequence_length(cfg, p, rng)
