@@ -99,6 +99,10 @@ class TinyTrainConfig:
     # (PyTorch's choice), flash, cudnn or efficient (without grouped K/V only); auto and cudnn were fastest, flash
     # 22-26% fewer tokens/s at 16K-32K (bench/results/tiny_train_throughput_h200.json)
     attention_backend: str = "auto"
+    # torch.compile the model for training, with dynamic shapes (one graph for every curriculum length and batch):
+    # at width 512 the eager model runs each norm, RoPE and SwiGLU as its own small kernels; the compile's time
+    # comes out of the run's budget (bench/scripts/tiny_train_throughput.py --compile times both)
+    compile_model: bool = False
     # evaluation at the end
     eval_contexts: list[int] = field(default_factory=lambda: [1024, 2048, 4096, 8192, 16384])
     eval_depths: int = 11

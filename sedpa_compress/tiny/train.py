@@ -251,6 +251,8 @@ def train(cfg: TinyTrainConfig, out: Path, *, resume: Path | bool | None = None,
         from torch.nn.parallel import DistributedDataParallel
 
         net = DistributedDataParallel(model, device_ids=[dev.index] if dev.type == "cuda" else None)
+    if cfg.compile_model:  # one graph for every length: shapes dynamic from the first step, no recompile per length
+        net = torch.compile(net, dynamic=True)
     progress = Progress(cfg, state["step"], state["elapsed_s"])
     loader = torch.utils.data.DataLoader(
         data, sampler=_step_items(cfg, progress, state["step"]), batch_size=None,
