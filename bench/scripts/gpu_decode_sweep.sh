@@ -27,15 +27,11 @@ Path('/tmp/sedpa_dry_model/config.json').exists() or build_tiny('llama', Path('/
   BENCH="bench efficiency --model /tmp/sedpa_dry_model --device cpu --contexts 256 --peers none --retrieval-ratio 0.5
     --rank-ratio 0.85 --sink 4 --recent 16 --window 64 --chunk 128 --decode-tokens 4"
 fi
-# the default queue, for a one-GPU machine (QUEUE1 none, nothing else on the machine), two rows each against two
-# defaults rows: gate_up stored row by row, gate_0, up_0, ... (kernels.GATE_UP_INTERLEAVED: the SwiGLU-epilogue
-# GEMV reads one tile a program, as the plain GEMV, where with [gate; up] it took 61.2 against 56.0 us,
-# bench/results/gemv_glue_parts_a099130_h200.json), and the chunk prefill's past blocks merged by one Triton pass a
-# block into an fp32 accumulator (kernels.PREFILL_MERGE triton; the compiled merge took 65.8 of full's 1164 ms last
-# chunk at 128K, prefill_profile_full_128k_7742fa7_h200.txt): the summary's second column is prefill; and every
-# decode GEMV reducing its tile once after the K loop (kernels.GEMV_DEFER_REDUCE: today a cross-warp reduction, a
-# barrier pair, every 1024 columns).
-QUEUE0=${QUEUE0:-"base=;pairs=--gate-up-interleaved;defer=--gemv-defer-reduce;pm=--prefill-merge triton;base2=;pairs2=--gate-up-interleaved;defer2=--gemv-defer-reduce;pm2=--prefill-merge triton"}
+# the default queue, for a one-GPU machine (QUEUE1 none, nothing else on the machine): two defaults rows, the noise
+# floor that any candidate row is read against. Sweep 10's candidates (gate_up interleaved: on; the Triton prefill
+# merge: on; one reduction after each GEMV's K loop: off) are decided (bench/results/decode_launch_sweep10_h200.json);
+# a new candidate goes in as NAME=OVERRIDES twice, between and after the defaults rows.
+QUEUE0=${QUEUE0:-"base=;base2="}
 QUEUE1=${QUEUE1:-none}
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$R/device.txt" 2>/dev/null || echo "no GPU" > "$R/device.txt"
 echo "${SEDPA_GIT_COMMIT:-unknown}" > "$R/commit.txt"
