@@ -17,8 +17,8 @@
 #   cp runs/stage9/model/model.safetensors sedpa_compress/models/embedded/sedpa-tiny/   (here, before the call)
 #   SWAPPED_INIT=1 SHIPPED_BLOB=$(git rev-parse HEAD:sedpa_compress/models/embedded/sedpa-tiny/model.safetensors) ...
 #   git checkout sedpa_compress/models/embedded/sedpa-tiny/model.safetensors          (here, after the call)
-# SPAN=a,b: the part of one long schedule this call trains (TinyTrainConfig.schedule_span; a run split across calls).
-# OVERRIDES="field=value ...": more recipe overrides for training (e.g. compile_model=true).
+# OVERRIDES="field=value ...": more recipe overrides for training, e.g. "schedule_span=[0.1667,0.3333]" (the part of
+# one long schedule this call trains, a run split across calls) or compile_model=true.
 # NO_ACCEPTANCE=1: no acceptance of the new stage (a middle call of a run split across calls: MINUTES up to ~8).
 # Continuing a stage kept in git history (python -m sedpa_compress.tiny.checkpoints keep ..., in an earlier session:
 # the device's git is the history as the session started): INIT_CHECKPOINT=<name> restores it on the device.
@@ -48,7 +48,8 @@ fi
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$R/device.txt"
 echo "${SEDPA_GIT_COMMIT:-unknown}" > "$R/commit.txt"
 TRAIN=(python3 -m sedpa_compress)
-EXTRA=(); for o in ${OVERRIDES:-}; do EXTRA+=(--override "$o"); done
+read -ra items <<< "${OVERRIDES:-}"  # split on spaces, never globbed ("[...]" is a pattern to the shell)
+EXTRA=(); for o in "${items[@]}"; do EXTRA+=(--override "$o"); done
 NGPU=$(nvidia-smi -L 2>/dev/null | wc -l)
 EVAL_GPU=1
 if [[ $NGPU -lt 2 ]]; then  # one GPU: the acceptance waits for training on the same GPU, never beside it
@@ -63,7 +64,7 @@ fi
 (
   export CUDA_VISIBLE_DEVICES=0; [[ -n ${DDP:-} ]] && export CUDA_VISIBLE_DEVICES=0,1
   timeout $(( $(left) - 60 )) "${TRAIN[@]}" \
-    train-tiny --recipe "$RECIPE" --out "$W/run" --max-minutes "${MINUTES:-5}" --override num_workers=${WORKERS:-12} ${ATTN:+--override attention_backend=$ATTN} ${SPAN:+--override "schedule_span=[$SPAN]"} "${EXTRA[@]}" --init-from "$INIT" \
+    train-tiny --recipe "$RECIPE" --out "$W/run" --max-minutes "${MINUTES:-5}" --override num_workers=${WORKERS:-12} ${ATTN:+--override attention_backend=$ATTN} "${EXTRA[@]}" --init-from "$INIT" \
     ${NO_QUICK_EVAL:+--no-eval} > "$R/train.log" 2>&1
   [[ -z ${NO_QUICK_EVAL:-} ]] && cp "$W/run/model/eval.json" "$R/train_quick_eval.json"
   cp "$W/run/model/training.json" "$R/training.json"

@@ -25,13 +25,14 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from sedpa_compress.artifact.manifest import sha256_file
 from sedpa_compress.atomic import atomic_directory
 from sedpa_compress.errors import SedpaError
 from sedpa_compress.models.loader import EMBEDDED_DIR
+from sedpa_compress.tiny.train import TOKENIZER_FILES
 
 LEDGER = Path("recipes") / "tiny-checkpoints.json"
 KEPT_DIR = "checkpoints/sedpa-tiny"  # where a kept stage's weights sit in the one commit that holds them
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "generation_config.json")
 
 
 def _git(repo: Path, *args: str, env: dict[str, str] | None = None, binary: bool = False) -> Any:
@@ -39,14 +40,6 @@ def _git(repo: Path, *args: str, env: dict[str, str] | None = None, binary: bool
     if res.returncode:
         raise SedpaError(f"git {' '.join(args[:2])} failed in {repo}: {res.stderr.decode().strip()}")
     return res.stdout if binary else res.stdout.decode().strip()
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def load_ledger(repo: Path) -> dict[str, Any]:
@@ -81,9 +74,10 @@ def keep(model_dir: Path, name: str, *, repo: Path = Path("."), note: str = "", 
     held = _git(repo, "commit-tree", tree, "-p", head, "-m",
                 f"sedpa-tiny checkpoint {name}: its weights, kept in history (removed again by the next commit)")
     # commit 2: the same tree as HEAD plus the ledger entry; the weights leave the tree again
-    entry = {"blob": blob, "commit": held, "path": path, "sha256": _sha256(weights), "bytes": weights.stat().st_size,
+    entry = {"blob": blob, "commit": held, "path": path, "sha256": sha256_file(weights),
+             "bytes": weights.stat().st_size,
              "config": json.loads((model_dir / "config.json").read_text()), "from": source, "note": note,
-             "tokenizer_sha256": _sha256(model_dir / "tokenizer.json") if (model_dir / "tokenizer.json").is_file()
+             "tokenizer_sha256": sha256_file(model_dir / "tokenizer.json") if (model_dir / "tokenizer.json").is_file()
              else None}
     ledger[name] = entry
     (repo / LEDGER).parent.mkdir(parents=True, exist_ok=True)
@@ -103,7 +97,7 @@ def restore(name: str, to: Path, *, repo: Path = Path("."), tokenizer_from: Path
         raise SedpaError(f"no checkpoint {name!r} in {LEDGER}: kept ones are {', '.join(ledger) or 'none'}")
     entry = ledger[name]
     src = Path(tokenizer_from or EMBEDDED_DIR / "sedpa-tiny")
-    if entry.get("tokenizer_sha256") and _sha256(src / "tokenizer.json") != entry["tokenizer_sha256"]:
+    if entry.get("tokenizer_sha256") and sha256_file(src / "tokenizer.json") != entry["tokenizer_sha256"]:
         raise SedpaError(f"{src}'s tokenizer is not the one checkpoint {name!r} was trained with: pass "
                          "--tokenizer-from with the stage's own")
     try:
@@ -117,7 +111,7 @@ def restore(name: str, to: Path, *, repo: Path = Path("."), tokenizer_from: Path
     with atomic_directory(to) as tmp:
         (tmp / "model.safetensors").write_bytes(data)
         (tmp / "config.json").write_text(json.dumps(entry["config"], indent=2) + "\n")
-        for file in TOKENIZER_FILES:
+        for file in (*TOKENIZER_FILES, "generation_config.json"):
             if (src / file).is_file():
                 shutil.copy2(src / file, tmp / file)
     return to

@@ -82,7 +82,7 @@ def _step_items(cfg: TinyTrainConfig, progress: Progress, start: int) -> Iterato
         yield step, sequence_length(cfg, p, rng)
 
 
-_TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
 
 
 def _ensure_tokenizer(cfg: TinyTrainConfig, out: Path, log: Log, init_from: Path | None = None):
@@ -99,7 +99,7 @@ def _ensure_tokenizer(cfg: TinyTrainConfig, out: Path, log: Log, init_from: Path
     src = Path(init_from) if init_from is not None else None
     if not (tok_dir / "tokenizer.json").is_file() and src is not None and (src / "tokenizer.json").is_file():
         with atomic_directory(tok_dir, overwrite=True) as tmp:
-            for name in _TOKENIZER_FILES:
+            for name in TOKENIZER_FILES:
                 if (src / name).is_file():
                     shutil.copy2(src / name, tmp / name)
         log(f"tokenizer taken from {src}")
