@@ -17,6 +17,7 @@ from conftest import assert_refused, build_tiny, random_pattern, invoke_cli
 from sedpa_compress.errors import SedpaError
 from sedpa_compress.heads.interop import duo_binarize, export_duo_pattern, import_duo_pattern
 from sedpa_compress.heads.pattern import HeadPattern
+from sedpa_compress.models.loader import EMBEDDED_DIR
 from sedpa_compress.models.geometry import model_geometry
 
 sedpa, _err = invoke_cli, assert_refused
@@ -200,7 +201,9 @@ def test_geometry_without_weights(tmp_path):
     name, g = model_geometry(config="llama-3-8b")
     assert (g.num_layers, g.num_kv_heads, g.num_heads) == (32, 8, 32) and name == "random:llama-3-8b"
     name, g = model_geometry(None)
-    assert name == "sedpa-tiny" and (g.num_layers, g.num_kv_heads) == (8, 2)
+    shipped = json.loads((EMBEDDED_DIR / "sedpa-tiny" / "config.json").read_text())  # the embedded model's own
+    assert name == "sedpa-tiny" and (g.num_layers, g.num_kv_heads) == (shipped["num_hidden_layers"],
+                                                                       shipped["num_key_value_heads"])
     with pytest.raises(SedpaError, match="either --model or --config"):
         model_geometry("sedpa-tiny", config="llama-3-8b")
     with pytest.raises(SedpaError, match="no such directory"):

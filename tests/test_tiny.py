@@ -381,6 +381,18 @@ def test_acceptance_scores_each_value_format():
                                               "word": {"accuracy": 1.0, "cells": 1}}
 
 
+def test_acceptance_scores_action_needles_apart_from_attribute_needles():
+    """Cells say whether their needle linked key and value by an action ("X remains stationed at 4821"); the summary
+    scores the two kinds apart (older JSONs' cells, without a kind, are attribute needles)."""
+    from sedpa_compress.tiny.evaluate import summarise
+
+    cells = [{"value": "4821", "output": " 4821", "kind": "action"}, {"value": "77", "output": " no", "kind": "action"},
+             {"value": "5", "output": " 5"}]
+    s = summarise([{"mode": "full", "context": 1024, "accuracy": 2 / 3, "exact": 2 / 3, "cells": cells}], [1024])
+    assert s["full"]["accuracy_by_needle_kind"] == {"action": {"accuracy": 0.5, "cells": 2},
+                                                    "attribute": {"accuracy": 1.0, "cells": 1}}
+
+
 def test_each_data_parallel_process_draws_its_own_batches():
     """TinyData's stream 0 is the one-process stream; another stream (a torchrun rank) draws other batches."""
     from tokenizers import Tokenizer
@@ -511,3 +523,94 @@ def test_a_kept_checkpoint_lives_in_history_not_in_the_tree_and_restores(tmp_pat
     git("add", "README.md")
     with pytest.raises(SedpaError, match="staged changes"):
         checkpoints.keep(stage, "stage17", repo=repo)
+
+
+def test_ship_continues_the_shipped_card_with_a_run_split_across_calls(tmp_path):
+    """The embedded folder is assembled from the shipped stages, the earlier calls of a split run (their committed
+    training JSONs and loss curves) and the last call's model folder: one card row a call, with its processes, its
+    tokens a step over every process and its schedule span; a JSON without its loss curve, or a JSON as the last
+    stage, is refused before anything is written."""
+    import shutil
+
+    from sedpa_compress.tiny.ship import MODEL_FILES, ship
+
+    results = Path(__file__).resolve().parents[1] / "bench" / "results"
+    call = tmp_path / "tiny_stage16-1_training_h200.json"
+    shutil.copy2(results / call.name, call)
+    shutil.copy2(results / "tiny_stage16-1_loss_curve_h200.png", tmp_path / "tiny_stage16-1_loss_curve_h200.png")
+    last = tmp_path / "model"
+    last.mkdir()
+    for name in (*MODEL_FILES, "loss_curve.png"):
+        shutil.copy2(SHIPPED / name, last / name)
+    info = json.loads(call.read_text())
+    info["config"]["schedule_span"] = [0.1667, 0.3333]
+    (last / "training.json").write_text(json.dumps(info))
+
+    dest = ship([str(SHIPPED), f"{call}@abc1234", f"{last}@def5678"], tmp_path / "out", None, None)
+    card = (dest / "README.md").read_text()
+    rows = [line for line in card.splitlines() if line.startswith("| ") and "`sedpa train-tiny" in line]
+    assert len(rows) == 7  # stages 1-5 and the two calls
+    assert "| abc1234 | 2 × NVIDIA H200 |" in rows[5] and "× 131072 |" in rows[5] and "span 0–0.1667" in rows[5]
+    assert "| def5678 |" in rows[6] and "span 0.1667–0.3333" in rows[6]
+    assert len(json.loads((dest / "training.json").read_text())["stages"]) == 7
+    assert (dest / "model.safetensors").read_bytes() == (last / "model.safetensors").read_bytes()
+
+    (tmp_path / "tiny_stage16-1_loss_curve_h200.png").unlink()
+    with pytest.raises(SedpaError, match="no loss curve"):
+        ship([f"{call}@abc1234", str(last)], tmp_path / "out2", None, None)
+    with pytest.raises(SedpaError, match="must be the model/ folder"):
+        ship([str(SHIPPED), str(results / "tiny_stage16-1_training_h200.json")], tmp_path / "out3", None, None)
+    assert not (tmp_path / "out2").exists() and not (tmp_path / "out3").exists()
+    assert "Stages 6–7 are 2 device calls of one run (`recipes/tiny-stage16.yaml`, span 0–0.3333" in card
+    assert "Stage 6 grew the model from 2 to 4 KV heads" in card
+
+
+def test_wording_actions_add_action_needles_asked_through_their_action_and_change_nothing_when_off():
+    """Stage 16b's data: a share of needle groups link key and value by an action with no attribute noun ("Tokyo is
+    usually booked under 4821"), asked back through the action and a noun the needle leaves out ("What number is
+    Tokyo booked under?"); with one key and several needles, each needle has its own action (the action must be
+    matched). The held-out family has actions of its own on a quarter of its needles, none shared (check_disjoint
+    flags one that is), and a family without action needles draws exactly what it drew before."""
+    import dataclasses
+
+    from sedpa_compress.data.wordings import HELDOUT_WORDINGS, TRAIN_WORDINGS, check_disjoint
+    from sedpa_compress.tiny.data import TinyData
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(SHIPPED / "tokenizer.json"))
+    data = TinyData(load_config(RECIPE, **{**SMALL, "corpus_words": 500, "wording_actions": 0.5,
+                                           "same_key_fraction": 0.5}), tok)
+    fam = data.templates
+    rng = random.Random(0)
+    groups = [fam.sample_needles(rng, 3) for _ in range(400)]
+    acted = [g for g in groups if g[0].action]
+    assert 0.4 < len(acted) / len(groups) < 0.6 and all(len({n.action for n in g}) == 1 for g in acted)
+    for g in acted[:50]:
+        pp, prep = g[0].action
+        value = g[0].value
+        assert f"{pp} {prep} {value}" in g[0].sentence
+        assert g[0].attribute not in g[0].sentence.split()  # the noun is the question's alone
+        tail, answer = fam.render_tail(g[0], rng)
+        assert pp in tail and answer.strip() == g[0].value
+    def actions_of(sentence: str) -> set:
+        return {a for a in fam.phrasing.actions if f" {a[0]} {a[1]} " in f" {sentence} " or f"be {a[0]}." in sentence}
+
+    one_action = several_actions = 0
+    for i in range(300):
+        n, texts = data._needle_spec(random.Random(i), 4096)
+        found = [actions_of(t) for t in texts[:n]]
+        if n > 1 and all(found):
+            several = len(set().union(*found)) == n  # one key, an action each (the same-key path)
+            several_actions += several
+            one_action += len(set().union(*found)) == 1
+    assert one_action and several_actions
+    held = [HELDOUT_WORDINGS.sample_needles(random.Random(i), 1)[0] for i in range(400)]
+    assert 0.18 < sum(n.action is not None for n in held) / len(held) < 0.32
+    assert check_disjoint(fam, HELDOUT_WORDINGS) == []
+    leaky = dataclasses.replace(fam.phrasing, actions=fam.phrasing.actions + (("lodged", "near"),))
+    assert check_disjoint(dataclasses.replace(fam, phrasing=leaky), HELDOUT_WORDINGS)
+    a, b = random.Random(5), random.Random(5)
+    bare = dataclasses.replace(TRAIN_WORDINGS, phrasing=dataclasses.replace(TRAIN_WORDINGS.phrasing, actions=()))
+    assert [n.sentence for _ in range(100) for n in TRAIN_WORDINGS.sample_needles(a, 2)] == \
+        [n.sentence for _ in range(100) for n in bare.sample_needles(b, 2)]
+    assert load_config(Path("recipes/tiny-stage16b.yaml")).wording_actions == 0.25

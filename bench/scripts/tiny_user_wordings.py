@@ -29,6 +29,28 @@ USER_WORDINGS = (
      "The key is"),
 )
 
+# the Patel triple taken apart (a diagnostic of stage 16-3's 0 / 20 there): one part changed at a time (prefix,
+# instruction, needle frame, key), then other needles that link key and value by an action, with no attribute noun
+FRAME_VARIANTS = (
+    ("Dr. Patel can be paged at {value}.", "At what number can Dr. Patel be paged? Reply with the number only.",
+     "Number:"),
+    ("Dr. Patel can be paged at {value}.", "At what number can Dr. Patel be paged? Reply with the number only.",
+     "Answer:"),
+    ("Dr. Patel can be paged at {value}.", "At what number can Dr. Patel be paged?", "Number:"),
+    ("Dr. Patel can be paged at {value}.", "At what number can Dr. Patel be paged?", "Answer:"),
+    ("Patel can be paged at {value}.", "At what number can Patel be paged?", "Answer:"),
+    ("Dr. Smith can be paged at {value}.", "At what number can Dr. Smith be paged?", "Answer:"),
+    ("Dr. Patel can be paged at {value}.", "What is the number Dr. Patel can be paged at?", "Answer:"),
+    ("Dr. Patel's pager number is {value}.", "What is Dr. Patel's pager number?", "Answer:"),
+    ("Patel's number is {value}.", "What is Patel's number?", "Answer:"),
+    ("Dr. Patel can be reached at {value}.", "At what number can Dr. Patel be reached?", "Answer:"),
+    ("Agent Moreno can be contacted at {value}.", "At what number can Agent Moreno be contacted?", "Answer:"),
+    ("You can call Dr. Patel on {value}.", "On what number can you call Dr. Patel?", "Answer:"),
+    ("Send the parcel to box {value}.", "Which box should the parcel go to?", "Answer:"),
+    ("The meeting is in room {value}.", "Which room is the meeting in?", "Answer:"),
+)
+SETS = {"everyday": USER_WORDINGS, "frames": FRAME_VARIANTS}
+
 
 def main() -> None:
     from sedpa_compress.bench.common import greedy_generate
@@ -43,6 +65,8 @@ def main() -> None:
     ap.add_argument("--depths", type=int, default=5)
     ap.add_argument("--samples", type=int, default=2, help="prompts per (length, depth), each its own value")
     ap.add_argument("--seed", type=int, default=11)
+    ap.add_argument("--set", choices=sorted(SETS), default="everyday",
+                    help="everyday: the six triples; frames: the Patel triple taken apart, and other action needles")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     t0 = time.time()
@@ -52,7 +76,7 @@ def main() -> None:
     for path in args.model:
         loaded = load_model(path, dtype="float32", device="cpu")
         per_wording = {}
-        for needle, question, prefix in USER_WORDINGS:
+        for needle, question, prefix in SETS[args.set]:
             cfg = NiahConfig(lengths=lengths, depths=depths, samples=args.samples, seed=args.seed, needle=needle,
                              question=question, answer_prefix=prefix).validate()
             prepared = prepare_niah(loaded, cfg)
@@ -64,17 +88,18 @@ def main() -> None:
                         text = loaded.decode(greedy_generate(loaded, loaded.encode(ex.prompt), None, 12))
                         hit, first = answer_found(text, ex.answer), score_answer(text, ex.answer)[0]
                         found, exact = found + hit, exact + first
-                        rows.append({"model": path, "needle": needle, "length": length, "depth": depth,
+                        rows.append({"model": path, "needle": needle, "question": question, "prefix": prefix, "length": length, "depth": depth,
                                      "sample": sample, "value": ex.answer, "output": text, "accuracy": hit,
                                      "exact": first})
             n = len(lengths) * len(depths) * args.samples
-            per_wording[needle] = {"accuracy": round(found / n, 3), "exact": round(exact / n, 3), "cells": n}
-            print(f"{path}: {needle!r}: {found}/{n} found, {exact}/{n} exact", flush=True)
+            triple = f"{needle} | {question} | {prefix}"
+            per_wording[triple] = {"accuracy": round(found / n, 3), "exact": round(exact / n, 3), "cells": n}
+            print(f"{path}: {triple!r}: {found}/{n} found, {exact}/{n} exact", flush=True)
         cells = [r for r in rows if r["model"] == path]
         summary[path] = {"accuracy": round(sum(r["accuracy"] for r in cells) / len(cells), 3),
                          "exact": round(sum(r["exact"] for r in cells) / len(cells), 3), "by_wording": per_wording}
     settings = {"lengths": lengths, "depths": depths, "samples": args.samples, "seed": args.seed,
-                "wordings": [list(w) for w in USER_WORDINGS], "haystack": "bundled held-out text",
+                "set": args.set, "wordings": [list(w) for w in SETS[args.set]], "haystack": "bundled held-out text",
                 "path": "reference (CPU, fp32), greedy 12 tokens, full attention",
                 "accuracy": "value in the first line of the answer; exact: the answer starts with it"}
     result = make_result("tiny-user-wordings", model=",".join(args.model), settings=settings, rows=rows,

@@ -27,6 +27,9 @@ class Needle:
     value: str
     sentence: str
     attribute: str = ""
+    # an action needle links key and value by a verb and preposition, with no attribute noun ("Ms. Ito can be phoned
+    # on {value}"): (past participle, preposition); `attribute` is then the noun a question asks with ("number")
+    action: tuple[str, str] | None = None
 
 
 @dataclass

@@ -123,6 +123,12 @@ class Phrasing:
     links: tuple[str, ...] = ()  # "of", "for", ...: joins attribute and key
     asks: tuple[str, ...] = ()  # imperative verbs of a question ("give", "find", ...)
     labels: tuple[str, ...] = ()  # one-word answer labels ("Result", ...), followed by ":"
+    # action needles (WordingFamily.action_share): key and value linked by an action, no attribute noun in the
+    # needle ("{key} can be {pp} {prep} {value}"), asked back through the action and a category noun the needle
+    # leaves out ("{Prep} what {noun} can {key} be {pp}?"). Slots: {key} {pp} {prep} {value} {noun}.
+    actions: tuple[tuple[str, str], ...] = ()  # (past participle, preposition)
+    action_cores: tuple[str, ...] = ()
+    action_questions: tuple[str, ...] = ()
 
 
 TRAIN_PHRASING = Phrasing(
@@ -185,6 +191,23 @@ TRAIN_PHRASING = Phrasing(
           "identify", "recall", "search for", "what is"),
     labels=("Answer", "A", "Result", "Output", "Response", "Solution", "Final answer", "Answer (value only)",
             "The answer", "Number", "Code", "Assistant", "Bot", "AI", "Model"),
+    actions=(("phoned", "on"), ("texted", "on"), ("found", "in"), ("filed", "under"), ("stored", "in"),
+             ("kept", "in"), ("booked", "under"), ("parked", "in"), ("seated", "in"), ("housed", "in"),
+             ("billed", "to"), ("sent", "to"), ("mailed", "to"), ("delivered", "to"), ("saved", "as"),
+             ("tagged", "as"), ("labelled", "as"), ("known", "as"), ("dialled", "on"), ("placed", "in"),
+             ("logged", "under"), ("moved", "to"), ("wired", "to"), ("located", "in"), ("printed", "on")),
+    action_cores=("{key} can be {pp} {prep} {value}", "{key} is {pp} {prep} {value}", "{key} was {pp} {prep} {value}",
+                  "{key} is usually {pp} {prep} {value}", "{key} will be {pp} {prep} {value}",
+                  "{key} has been {pp} {prep} {value}", "{key} may be {pp} {prep} {value}",
+                  "these days {key} is {pp} {prep} {value}", "{key} should be {pp} {prep} {value}",
+                  "{key} is always {pp} {prep} {value}",
+                  "{key} must be {pp} {prep} {value}"),
+    action_questions=("{prep} what {noun} can {key} be {pp}?", "{prep} which {noun} is {key} {pp}?",
+                      "what {noun} is {key} {pp} {prep}?", "which {noun} can {key} be {pp} {prep}?",
+                      "{key} is {pp} {prep} which {noun}?", "tell me the {noun} {key} is {pp} {prep}.",
+                      "what is the {noun} {key} can be {pp} {prep}?", "give the {noun} that {key} is {pp} {prep}.",
+                      "{prep} what {noun} was {key} {pp}?", "where is {key} {pp}?",
+                      "what {noun} should {key} be {pp} {prep}?", "{key} can be {pp} {prep} what?"),
 )
 
 HELDOUT_PHRASING = Phrasing(
@@ -207,6 +230,12 @@ HELDOUT_PHRASING = Phrasing(
                      "Here you go:", "It reads", "Value:", "{key}'s {attr} reads"),
     separators=("\n",),
     openings=("\n\n",),
+    actions=(("lodged", "at"), ("stationed", "at"), ("docked", "at"), ("hosted", "at"), ("catalogued", "at"),
+             ("archived", "at"), ("berthed", "at"), ("quartered", "at")),
+    action_cores=("{key} is to be {pp} {prep} {value}", "{key} ended up {pp} {prep} {value}",
+                  "{key} gets {pp} {prep} {value}", "{key} remains {pp} {prep} {value}"),
+    action_questions=("{prep} what {noun} is {key} to be {pp}?", "could you say which {noun} {key} gets {pp} {prep}?",
+                      "{prep} which {noun} did {key} end up {pp}?", "what {noun} does {key} remain {pp} {prep}?"),
 )
 
 
@@ -335,6 +364,9 @@ class WordingFamily:
     # as a user who restates the fact writes them: the value comes right after whatever words the prefix ends
     # with (0: none, and the random draws are those of a family without them)
     echo_prefix_share: float = 0.0
+    # share of needle groups that are action needles (Phrasing.actions: "{key} can be phoned on {value}", asked as "On
+    # what number can {key} be phoned?"); 0: none, and the random draws are those of a family without them
+    action_share: float = 0.0
 
     # ---- keys and attributes
     def _wild(self, rng: random.Random) -> bool:
@@ -436,9 +468,19 @@ class WordingFamily:
         return dataclasses.replace(self, words=words, phrasing=phrasing)
 
     # ---- needles
-    def render_needle(self, key: str, value: str, attr: str, rng: random.Random) -> Needle:
+    def sample_action(self, rng: random.Random) -> tuple[str, str] | None:
+        """An action for the next needle group, `action_share` of the time (no draw at all when it is 0)."""
+        if self.action_share and self.phrasing.actions and rng.random() < self.action_share:
+            return rng.choice(self.phrasing.actions)
+        return None
+
+    def render_needle(self, key: str, value: str, attr: str, rng: random.Random,
+                      action: tuple[str, str] | None = None) -> Needle:
+        """`attr` is the attribute the sentence names or, for an `action` needle, the noun its question asks with."""
         p = self.phrasing
-        if self._wild(rng) and p.verbs:
+        if action is not None:
+            core = rng.choice(p.action_cores).format(key=key, pp=action[0], prep=action[1], value=value)
+        elif self._wild(rng) and p.verbs:
             verb, link = self._verb(rng), rng.choice(p.links)
             core = rng.choice((f"the {attr} {link} {key} {verb} {value}", f"{key}'s {attr} {verb} {value}",
                                f"{value} {verb} the {attr} {link} {key}", f"for {key}, the {attr} {verb} {value}",
@@ -451,14 +493,16 @@ class WordingFamily:
         body = _cap(core) if (not lead or lead.endswith(":")) and not core.startswith(value) else core
         sentence = _join(_join(lead, body) + ".", rng.choice(p.trailers))
         return Needle(key=key, value=value, sentence=sentence if sentence.startswith(value) else _cap(sentence),
-                      attribute=attr)
+                      attribute=attr, action=action)
 
     def sample_needles(self, rng: random.Random, num: int, attribute: str | None = None) -> list[Needle]:
-        """`num` needles with distinct keys and values sharing one attribute (the key must be matched)."""
-        attr = attribute or self.sample_attribute(rng)
+        """`num` needles with distinct keys and values sharing one attribute, or one action (the key must be
+        matched)."""
+        action = self.sample_action(rng) if attribute is None else None
+        attr = attribute or (rng.choice(self.vocab.nouns) if action else self.sample_attribute(rng))
         keys = distinct(lambda: self.sample_key(rng), num)
         values = distinct(lambda: self.sample_value(rng), num)
-        return [self.render_needle(k, val, attr, rng) for k, val in zip(keys, values)]
+        return [self.render_needle(k, val, attr, rng, action) for k, val in zip(keys, values)]
 
     # ---- questions
     def render_question(self, needle: Needle, rng: random.Random) -> tuple[str, str]:
@@ -466,8 +510,11 @@ class WordingFamily:
         p = self.phrasing
         attr = needle.attribute or self.sample_attribute(rng)
         fill = dict(key=needle.key, attr=attr)
-        wild = self._wild(rng) and bool(p.asks)
-        if wild:
+        wild = needle.action is None and self._wild(rng) and bool(p.asks)
+        if needle.action is not None:
+            pp, prep = needle.action
+            core = rng.choice(p.action_questions).format(key=needle.key, pp=pp, prep=prep, noun=attr)
+        elif wild:
             ask, link = rng.choice(p.asks), rng.choice(p.links)
             core = rng.choice((f"{ask} the {attr} {link} {needle.key}.", f"{ask} {needle.key}'s {attr}.",
                                f"the {attr} {link} {needle.key}?", f"{needle.key}, {attr}?",
@@ -542,7 +589,8 @@ TRAIN_WORDINGS = WordingFamily("train", TRAIN_VOCAB, TRAIN_PHRASING, words=_COMM
 TRAIN_WORDINGS_COMPACT = WordingFamily("train-compact", TRAIN_VOCAB, dataclasses.replace(
     TRAIN_PHRASING, lead_ins=("",), trailers=("",), preambles=("",), instructions=("",), wild=0.0,
     answer_prefixes=tuple(a for a in TRAIN_PHRASING.answer_prefixes if len(a) <= 32)))
-HELDOUT_WORDINGS = WordingFamily("heldout", HELDOUT_VOCAB, HELDOUT_PHRASING, value_digits=(4, 8))
+# a quarter of its needle groups are action needles: the held-out family measures them too
+HELDOUT_WORDINGS = WordingFamily("heldout", HELDOUT_VOCAB, HELDOUT_PHRASING, value_digits=(4, 8), action_share=0.25)
 
 
 def family_words(family: WordingFamily) -> set[str]:
@@ -552,7 +600,7 @@ def family_words(family: WordingFamily) -> set[str]:
     v, p = family.vocab, family.phrasing
     parts = (v.first_names + v.surnames + v.places + v.colours + v.things + v.groups + v.modifiers + v.nouns
              + v.bare_attributes + p.lead_ins + p.cores + p.trailers + p.preambles + p.questions + p.instructions
-             + p.answer_prefixes)
+             + p.answer_prefixes + p.action_cores + p.action_questions + tuple(" ".join(a) for a in p.actions))
     text = " ".join(re.sub(r"\{\w+\}", " ", x) for x in parts).lower()
     return set(re.findall(r"[a-z]+", text))
 
@@ -567,12 +615,20 @@ def check_disjoint(a: WordingFamily = TRAIN_WORDINGS, b: WordingFamily = HELDOUT
     heldout_cores = " ".join(b.phrasing.cores)
     before_value = {c.split("{value}")[0].split()[-1].strip(":") for c in b.phrasing.cores
                     if "{value}" in c and c.split("{value}")[0].split()}
+    before_value |= {prep for _, prep in b.phrasing.actions}
     shared += [f"verb particle right before a held-out value: {w!r}"
                for w in sorted(set(a.verb_particles) & before_value)]
+    shared += [f"action preposition right before a held-out value: {prep!r}"
+               for prep in sorted({prep for _, prep in a.phrasing.actions} & before_value)]
+    heldout_action_text = " ".join(b.phrasing.cores + b.phrasing.action_cores + b.phrasing.action_questions
+                                   + tuple(pp for pp, _ in b.phrasing.actions))
+    shared += [f"action also in the held-out family: {pp!r}"
+               for pp in sorted({pp for pp, _ in a.phrasing.actions}) if f" {pp} " in f" {heldout_action_text} "]
     for verb in a.phrasing.verbs + a.phrasing.links:
         if verb not in ("is", "was", "of", "for") and f" {verb} " in f" {heldout_cores} ":
             shared.append(f"verb or link also in a held-out core: {verb!r}")
-    for part in ("lead_ins", "cores", "trailers", "preambles", "questions", "instructions", "answer_prefixes"):
+    for part in ("lead_ins", "cores", "trailers", "preambles", "questions", "instructions", "answer_prefixes",
+                 "action_cores", "action_questions"):
         common = (set(getattr(a.phrasing, part)) & set(getattr(b.phrasing, part))) - {""}
         shared += [f"{part}: {c!r}" for c in sorted(common)]
     for part in ("first_names", "surnames", "places", "syllables"):

@@ -69,6 +69,10 @@ class TinyTrainConfig:
     # stages trained with random joining words wrote more words after an everyday prefix ending in a verb ("The
     # order was" -> " shown 618440", bench/results/tiny_user_wordings_cpu.json); here the value follows any words
     wording_echo_prefixes: float = 0.0
+    # share of needle groups that are action needles: key and value linked by a verb and preposition with no attribute
+    # noun ("Ms. Ito can be phoned on {value}"), asked back through the action ("On what number can Ms. Ito be
+    # phoned?"). Stages 13-16 wrote an invented word for such needles, where the attribute frames found the value
+    wording_actions: float = 0.0
     # value formats of the training needles (weights over data.wordings.VALUE_FORMATS: digits, grouped,
     # thousands, code, word, free_code; None: the family's), and the share of needles placed at the very start or end
     value_weights: dict[str, float] | None = None
@@ -156,6 +160,8 @@ class TinyTrainConfig:
             raise SedpaError(f"wording_wild {self.wording_wild}: use a share between 0 and 1")
         if not 0.0 <= self.wording_echo_prefixes <= 1.0:
             raise SedpaError(f"wording_echo_prefixes {self.wording_echo_prefixes}: use a share between 0 and 1")
+        if not 0.0 <= self.wording_actions <= 1.0:
+            raise SedpaError(f"wording_actions {self.wording_actions}: use a share between 0 and 1")
         if self.wording_random_verbs is not None and not 0.0 <= self.wording_random_verbs <= 1.0:
             raise SedpaError(f"wording_random_verbs {self.wording_random_verbs}: use a share between 0 and 1")
         if self.value_weights is not None:

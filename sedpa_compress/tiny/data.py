@@ -87,6 +87,10 @@ class TinyData(torch.utils.data.Dataset):
             from sedpa_compress.data.wordings import VERB_PARTICLES
 
             templates = self.templates = dataclasses.replace(templates, verb_particles=VERB_PARTICLES)
+        if cfg.wording_actions:
+            if not hasattr(templates, "action_share"):
+                raise SedpaError("wording_actions needs a compositional wording family (data/wordings.py)")
+            templates = self.templates = dataclasses.replace(templates, action_share=cfg.wording_actions)
         if cfg.wording_echo_prefixes:
             if not hasattr(templates, "echo_prefix_share"):
                 raise SedpaError("wording_echo_prefixes needs a compositional wording family (data/wordings.py)")
@@ -186,9 +190,16 @@ class TinyData(torch.utils.data.Dataset):
         n_queries = rng.randint(1, min(most_queries, n_needles))
         if n_needles > 1 and rng.random() < cfg.same_key_fraction and hasattr(t, "sample_attribute"):
             key = t.sample_key(rng)
-            attrs = distinct(lambda: t.sample_attribute(rng), n_needles)
-            values = distinct(lambda: t.sample_value(rng), n_needles)
-            needles = [t.render_needle(key, v, a, rng) for v, a in zip(values, attrs)]
+            if hasattr(t, "sample_action") and t.sample_action(rng) is not None:
+                # one key, different actions ("phoned on", "filed under"): the action must be matched
+                actions = distinct(lambda: rng.choice(t.phrasing.actions), n_needles)
+                noun = rng.choice(t.vocab.nouns)
+                values = distinct(lambda: t.sample_value(rng), n_needles)
+                needles = [t.render_needle(key, v, noun, rng, a) for v, a in zip(values, actions)]
+            else:
+                attrs = distinct(lambda: t.sample_attribute(rng), n_needles)
+                values = distinct(lambda: t.sample_value(rng), n_needles)
+                needles = [t.render_needle(key, v, a, rng) for v, a in zip(values, attrs)]
         else:
             needles = t.sample_needles(rng, n_needles)
         texts = [" " + n.sentence for n in needles]

@@ -93,7 +93,9 @@ def needle_rows(model: torch.nn.Module, tokenizer: Any, contexts: list[int], dep
                     text = tokenizer.decode(greedy_answer(model, prompt_ids, budget, mode, sink, recent))
                     exact, _ = score_answer(text, ex.answer)
                     per_mode[mode].append((answer_found(text, ex.answer), exact))
-                    cells[mode].append({"needle": ex.needles[ex.query_index].sentence, "value": ex.answer,
+                    needle = ex.needles[ex.query_index]
+                    cells[mode].append({"needle": needle.sentence, "value": ex.answer,
+                                        "kind": "action" if getattr(needle, "action", None) else "attribute",
                                         "question": ex.prompt[-300:].split("\n\n")[-1], "output": text})
             for mode in [m for m in modes if per_mode[m]]:
                 found = sum(f for f, _ in per_mode[mode]) / samples
@@ -200,8 +202,19 @@ def summarise(rows: list[dict[str, Any]], contexts: list[int]) -> dict[str, dict
                          "exact_by_context": {str(c): sum(r["exact"] for r in rs) / len(rs) for c, rs in at.items()},
                          "accuracy_by_value_format": accuracy_by_value_format(mrows),
                          "accuracy_by_value_format_by_context": {str(c): accuracy_by_value_format(rs)
-                                                                 for c, rs in at.items()}}
+                                                                 for c, rs in at.items()},
+                         "accuracy_by_needle_kind": accuracy_by_needle_kind(mrows)}
     return summary
+
+
+def accuracy_by_needle_kind(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """String-match accuracy and cell count for attribute needles ("the vault code of X reads 4821") and action
+    needles ("X remains stationed at 4821", no attribute noun), over the rows' cells."""
+    hits: dict[str, list[bool]] = {}
+    for row in rows:
+        for cell in row.get("cells", []):
+            hits.setdefault(cell.get("kind", "attribute"), []).append(answer_found(cell["output"], cell["value"]))
+    return {kind: {"accuracy": sum(h) / len(h), "cells": len(h)} for kind, h in sorted(hits.items())}
 
 
 def accuracy_by_value_format(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:

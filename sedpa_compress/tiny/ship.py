@@ -8,6 +8,9 @@ loss curves in one PNG, the acceptance evaluation, and the head pattern when one
 
 A `--stage` may also be a shipped sedpa-tiny folder (its training.json lists earlier stages): its stages
 are kept, so a new run continues the card (`--stage sedpa_compress/models/embedded/sedpa-tiny --stage runs/s5/model@c`).
+A stage before the last may be a committed training JSON instead of a folder (a run split across device calls
+keeps only its calls' `bench/results/tiny_<stage>_training_<device>.json`, with the loss curve beside it as
+`tiny_<stage>_loss_curve_<device>.png`); the last stage is always the model/ folder whose weights ship.
 """
 
 from __future__ import annotations
@@ -27,31 +30,40 @@ MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "to
 
 
 def _stage(spec: str) -> tuple[Path, list[tuple[dict[str, Any], str]]]:
-    """(folder, [(training info, commit), ...]): one stage for a run's model/ folder, every listed stage
-    for an already shipped folder."""
+    """(loss-curve PNG, [(training info, commit), ...]): one stage for a run's model/ folder or its training JSON,
+    every listed stage for an already shipped folder."""
     path, _, commit = spec.partition("@")
-    folder = Path(path)
-    if not (folder / "training.json").is_file():
-        raise SedpaError(f"{folder} has no training.json: pass the model/ folder a `sedpa train-tiny` run exported")
-    info = json.loads((folder / "training.json").read_text())
+    where = Path(path)
+    if where.is_file() and where.suffix == ".json":
+        info_path = where
+        curve = where.with_name(where.name.replace("_training_", "_loss_curve_")).with_suffix(".png")
+        if curve == where.with_suffix(".png") or not curve.is_file():
+            raise SedpaError(f"{where} has no loss curve beside it: name them tiny_<stage>_training_<device>.json "
+                             "and tiny_<stage>_loss_curve_<device>.png")
+    else:
+        info_path, curve = where / "training.json", where / "loss_curve.png"
+        if not info_path.is_file():
+            raise SedpaError(f"{where} has no training.json: pass the model/ folder a `sedpa train-tiny` run "
+                             "exported (or, for a stage before the last, its committed training JSON)")
+    info = json.loads(info_path.read_text())
     if "stages" in info:
-        return folder, [(dict(st), st.get("commit", "unknown")) for st in info["stages"]]
-    return folder, [(info, commit or "unknown")]
+        return curve, [(dict(st), st.get("commit", "unknown")) for st in info["stages"]]
+    return curve, [(info, commit or "unknown")]
 
 
-def combined_loss_curve(stage_dirs: list[tuple[Path, str]], path: Path) -> None:
-    """The stages' own loss-curve PNGs stacked, one row per (folder, title)."""
+def combined_loss_curve(curves: list[tuple[Path, str]], path: Path) -> None:
+    """The stages' own loss-curve PNGs stacked, one row per (PNG, title)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.image as mpimg
     import matplotlib.pyplot as plt
 
-    images = [mpimg.imread(d / "loss_curve.png") for d, _ in stage_dirs]
+    images = [mpimg.imread(png) for png, _ in curves]
     heights = [img.shape[0] / img.shape[1] for img in images]
     fig, axes = plt.subplots(len(images), 1, figsize=(10, 10 * sum(heights) + 0.4 * len(images)),
                              gridspec_kw={"height_ratios": heights})
-    for ax, img, (_, title) in zip(list(getattr(axes, "flat", [axes])), images, stage_dirs):
+    for ax, img, (_, title) in zip(list(getattr(axes, "flat", [axes])), images, curves):
         ax.imshow(img)
         ax.set_axis_off()
         ax.set_title(title, fontsize=11, loc="left")
@@ -68,6 +80,39 @@ def _mix(cfg: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+def _recipe(command: str) -> str:
+    words = command.split()
+    return words[words.index("--recipe") + 1] if "--recipe" in words[:-1] else "?"
+
+
+def split_runs_and_growth(stages: list[tuple[dict[str, Any], str]]) -> list[str]:
+    """Card sentences for what the stage table cannot show: consecutive stages that are the device calls of one run
+    (schedule_span), and a stage that grew the model's KV heads (--init-from)."""
+    lines, i = [], 0
+    while i < len(stages):
+        span = stages[i][0]["config"].get("schedule_span")
+        j = i
+        while span and j + 1 < len(stages) and (stages[j + 1][0]["config"].get("schedule_span") or [None])[0] \
+                == stages[j][0]["config"]["schedule_span"][1]:
+            j += 1
+        if span:
+            last = stages[j][0]["config"]["schedule_span"][1]
+            recipes = " then ".join(f"`{r}`" for r in dict.fromkeys(_recipe(st[0]["command"])
+                                                                     for st in stages[i:j + 1]))
+            lines.append(
+                f"Stages {i + 1}–{j + 1} are {j - i + 1} device calls of one run ({recipes}, span {span[0]:g}–{last:g} "
+                "of its schedule): each call continues the previous call's weights with a fresh optimizer and trains its span of one cosine learning-rate schedule and length curriculum "
+                "(`schedule_span`), warming up to the rate where its span starts and drawing its own batches.")
+        i = j + 1
+    for k in range(1, len(stages)):
+        before, after = stages[k - 1][0]["config"]["num_kv_heads"], stages[k][0]["config"]["num_kv_heads"]
+        if after != before:
+            lines.append(f"Stage {k + 1} grew the model from {before} to {after} KV heads a layer: `--init-from` "
+                         "copies each KV head into its query group's new heads, so the grown model starts out "
+                         f"computing what stage {k} computed.")
+    return lines
+
+
 def render_card(stages: list[tuple[dict[str, Any], str]], result: dict[str, Any] | None,
                 pattern: dict[str, Any] | None) -> str:
     last = stages[-1][0]
@@ -78,9 +123,13 @@ def render_card(stages: list[tuple[dict[str, Any], str]], result: dict[str, Any]
         c = info["config"]
         f = info.get("final") or {}
         lengths = sorted({int(k) for e in c["curriculum"] for k in e["lengths"]})
+        tokens = info.get("tokens_per_step_all_processes", c["tokens_per_step"])  # DDP: every process's batch
+        device = info["device"] if info.get("processes", 1) == 1 else f"{info['processes']} × {info['device']}"
+        span = c.get("schedule_span")
+        optimiser = f"lr {c['lr']}" + (f", schedule span {span[0]:g}–{span[1]:g}" if span else "")
         rows.append(
-            f"| {i} | `{info['command']}` | {commit} | {info['device']} | {info['steps_done']} × {c['tokens_per_step']} "
-            f"| {info['elapsed_s'] / 60:.1f} | {lengths[0]}–{lengths[-1]} | {_mix(c)} | lr {c['lr']} "
+            f"| {i} | `{info['command']}` | {commit} | {device} | {info['steps_done']} × {tokens} "
+            f"| {info['elapsed_s'] / 60:.1f} | {lengths[0]}–{lengths[-1]} | {_mix(c)} | {optimiser} "
             f"| {f.get('loss_text', float('nan')):.3f} / {f.get('loss_answer', float('nan')):.3f} / "
             f"{f.get('answer_token_acc', float('nan')):.3f} |")
     parts = [
@@ -122,12 +171,15 @@ def render_card(stages: list[tuple[dict[str, Any], str]], result: dict[str, Any]
         "",
         "**How the evaluation wordings are held out.** The HELDOUT family (evaluation, `sedpa bench niah`'s "
         "default) has its own lead-ins, core statements, trailers, question cores, preambles, instructions, "
-        "answer prefixes, names, places, object words and attribute phrases; `check_disjoint` in the same module "
+        "answer prefixes, names, places, object words and attribute phrases, and its own actions for the quarter "
+        "of its needles that link key and value by an action (\"... remains stationed at 4821\"); "
+        "`check_disjoint` in the same module "
         "lists any overlap with the TRAIN family (including the procedural words and verbs) and a test asserts "
         "there is none. No training step (sedpa-tiny's, or head identification's) draws from it; only the value "
         "formats and the newline before the answer prefix are shared. Evaluation haystacks are the held-out split "
         "of the shipped text (every 20th paragraph), which no training step reads.",
         "",
+        *[line + "\n" for line in split_runs_and_growth(stages)],
         "| stage | command | commit | device | steps × tokens | minutes | lengths | data | optimiser | final text / answer loss / answer-token acc |",
         "|---|---|---|---|---|---|---|---|---|---|",
         *rows, "",
@@ -180,7 +232,9 @@ def ship(stage_specs: list[str], dest: Path, eval_json: Path | None, pattern: Pa
     stages = [_stage(s) for s in stage_specs]
     if not stages:
         raise SedpaError("no --stage given: pass each training run's model/ folder, first to last")
-    final_dir = stages[-1][0]
+    final_dir = Path(stage_specs[-1].partition("@")[0])
+    if not final_dir.is_dir():
+        raise SedpaError(f"the last --stage, {final_dir}, must be the model/ folder whose weights ship")
     infos = [item for _, items in stages for item in items]
     titles, n = [], 0
     for _, items in stages:
@@ -195,7 +249,7 @@ def ship(stage_specs: list[str], dest: Path, eval_json: Path | None, pattern: Pa
             shutil.copy2(final_dir / name, tmp / name)
         if pattern:
             shutil.copy2(pattern, tmp / PATTERN_FILE)
-        combined_loss_curve([(d, t) for (d, _), t in zip(stages, titles)], tmp / "loss_curve.png")
+        combined_loss_curve([(png, t) for (png, _), t in zip(stages, titles)], tmp / "loss_curve.png")
         (tmp / "training.json").write_text(json.dumps(
             {"stages": [dict(info, commit=commit) for info, commit in infos]}, indent=2) + "\n")
         if result:
@@ -207,7 +261,7 @@ def ship(stage_specs: list[str], dest: Path, eval_json: Path | None, pattern: Pa
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Assemble the embedded sedpa-tiny from its training stages.")
-    ap.add_argument("--stage", action="append", default=[], help="model/ folder of a run, optionally @commit")
+    ap.add_argument("--stage", action="append", default=[], help="model/ folder of a run (or, before the last, its training JSON), optionally @commit")
     ap.add_argument("--eval", default=None, help="acceptance JSON (python -m sedpa_compress.tiny.evaluate)")
     ap.add_argument("--pattern", default=None, help="head pattern JSON to ship beside the weights")
     ap.add_argument("--dest", default=str(EMBEDDED_DIR / "sedpa-tiny"))
