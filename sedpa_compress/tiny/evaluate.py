@@ -18,6 +18,7 @@ import math
 import random
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -207,25 +208,26 @@ def summarise(rows: list[dict[str, Any]], contexts: list[int]) -> dict[str, dict
     return summary
 
 
-def accuracy_by_needle_kind(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """String-match accuracy and cell count for attribute needles ("the vault code of X reads 4821") and action
-    needles ("X remains stationed at 4821", no attribute noun), over the rows' cells."""
+def _accuracy_by(rows: list[dict[str, Any]], key: Callable[[dict[str, Any]], str]) -> dict[str, dict[str, float]]:
+    """String-match accuracy and cell count of the rows' cells, grouped by `key(cell)`."""
     hits: dict[str, list[bool]] = {}
     for row in rows:
         for cell in row.get("cells", []):
-            hits.setdefault(cell.get("kind", "attribute"), []).append(answer_found(cell["output"], cell["value"]))
-    return {kind: {"accuracy": sum(h) / len(h), "cells": len(h)} for kind, h in sorted(hits.items())}
+            hits.setdefault(key(cell), []).append(answer_found(cell["output"], cell["value"]))
+    return {group: {"accuracy": sum(h) / len(h), "cells": len(h)} for group, h in sorted(hits.items())}
+
+
+def accuracy_by_needle_kind(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Attribute needles ("the vault code of X reads 4821") and action needles ("X remains stationed at 4821", no
+    attribute noun) scored apart; cells of JSONs from before action needles are attribute needles."""
+    return _accuracy_by(rows, lambda cell: cell.get("kind", "attribute"))
 
 
 def accuracy_by_value_format(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """String-match accuracy and cell count per value format (digits, grouped, thousands, code, word) over
     the rows' cells: which kinds of value a model fails to copy (sedpa-tiny misses letter-first codes and
     invented words far more often than digits)."""
-    hits: dict[str, list[bool]] = {}
-    for row in rows:
-        for cell in row.get("cells", []):
-            hits.setdefault(value_format(cell["value"]), []).append(answer_found(cell["output"], cell["value"]))
-    return {fmt: {"accuracy": sum(h) / len(h), "cells": len(h)} for fmt, h in sorted(hits.items())}
+    return _accuracy_by(rows, lambda cell: value_format(cell["value"]))
 
 
 def load_model_dir(path: Path, device: str):
