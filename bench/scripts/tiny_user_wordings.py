@@ -88,8 +88,8 @@ def main() -> None:
                         text = loaded.decode(greedy_generate(loaded, loaded.encode(ex.prompt), None, 12))
                         hit, first = answer_found(text, ex.answer), score_answer(text, ex.answer)[0]
                         found, exact = found + hit, exact + first
-                        rows.append({"model": path, "needle": needle, "question": question, "prefix": prefix, "length": length, "depth": depth,
-                                     "sample": sample, "value": ex.answer, "output": text, "accuracy": hit,
+                        rows.append({"model": path, "needle": needle, "question": question, "prefix": prefix,
+                                     "length": length, "depth": depth, "sample": sample, "value": ex.answer, "output": text, "accuracy": hit,
                                      "exact": first})
             n = len(lengths) * len(depths) * args.samples
             triple = f"{needle} | {question} | {prefix}"

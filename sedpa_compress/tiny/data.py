@@ -190,16 +190,14 @@ class TinyData(torch.utils.data.Dataset):
         n_queries = rng.randint(1, min(most_queries, n_needles))
         if n_needles > 1 and rng.random() < cfg.same_key_fraction and hasattr(t, "sample_attribute"):
             key = t.sample_key(rng)
-            if hasattr(t, "sample_action") and t.sample_action(rng) is not None:
+            if t.sample_action(rng) is not None:
                 # one key, different actions ("phoned on", "filed under"): the action must be matched
                 actions = distinct(lambda: rng.choice(t.phrasing.actions), n_needles)
-                noun = rng.choice(t.vocab.nouns)
-                values = distinct(lambda: t.sample_value(rng), n_needles)
-                needles = [t.render_needle(key, v, noun, rng, a) for v, a in zip(values, actions)]
+                attrs = [rng.choice(t.vocab.nouns)] * n_needles  # the noun the question asks with
             else:
-                attrs = distinct(lambda: t.sample_attribute(rng), n_needles)
-                values = distinct(lambda: t.sample_value(rng), n_needles)
-                needles = [t.render_needle(key, v, a, rng) for v, a in zip(values, attrs)]
+                actions, attrs = [None] * n_needles, distinct(lambda: t.sample_attribute(rng), n_needles)
+            values = distinct(lambda: t.sample_value(rng), n_needles)
+            needles = [t.render_needle(key, v, a, rng, act) for v, a, act in zip(values, attrs, actions)]
         else:
             needles = t.sample_needles(rng, n_needles)
         texts = [" " + n.sentence for n in needles]

@@ -88,21 +88,21 @@ def _recipe(command: str) -> str:
 def split_runs_and_growth(stages: list[tuple[dict[str, Any], str]]) -> list[str]:
     """Card sentences for what the stage table cannot show: consecutive stages that are the device calls of one run
     (schedule_span), and a stage that grew the model's KV heads (--init-from)."""
+    spans = [info["config"].get("schedule_span") for info, _ in stages]
     lines, i = [], 0
     while i < len(stages):
-        span = stages[i][0]["config"].get("schedule_span")
-        j = i
-        while span and j + 1 < len(stages) and (stages[j + 1][0]["config"].get("schedule_span") or [None])[0] \
-                == stages[j][0]["config"]["schedule_span"][1]:
+        j = i  # stages i..j: each call's span starts where the previous one's ended
+        while spans[i] and j + 1 < len(stages) and spans[j + 1] and spans[j + 1][0] == spans[j][1]:
             j += 1
-        if span:
-            last = stages[j][0]["config"]["schedule_span"][1]
-            recipes = " then ".join(f"`{r}`" for r in dict.fromkeys(_recipe(st[0]["command"])
-                                                                     for st in stages[i:j + 1]))
+        if spans[i]:
+            recipes = " then ".join(f"`{r}`" for r in dict.fromkeys(_recipe(info["command"])
+                                                                     for info, _ in stages[i:j + 1]))
             lines.append(
-                f"Stages {i + 1}–{j + 1} are {j - i + 1} device calls of one run ({recipes}, span {span[0]:g}–{last:g} "
-                "of its schedule): each call continues the previous call's weights with a fresh optimizer and trains its span of one cosine learning-rate schedule and length curriculum "
-                "(`schedule_span`), warming up to the rate where its span starts and drawing its own batches.")
+                f"Stages {i + 1}–{j + 1} are {j - i + 1} device calls of one run ({recipes}, span "
+                f"{spans[i][0]:g}–{spans[j][1]:g} of its schedule): each call continues the previous call's weights "
+                "with a fresh optimizer and trains its span of one cosine learning-rate schedule and length "
+                "curriculum (`schedule_span`), warming up to the rate where its span starts and drawing its own "
+                "batches.")
         i = j + 1
     for k in range(1, len(stages)):
         before, after = stages[k - 1][0]["config"]["num_kv_heads"], stages[k][0]["config"]["num_kv_heads"]
@@ -261,7 +261,8 @@ def ship(stage_specs: list[str], dest: Path, eval_json: Path | None, pattern: Pa
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description="Assemble the embedded sedpa-tiny from its training stages.")
-    ap.add_argument("--stage", action="append", default=[], help="model/ folder of a run (or, before the last, its training JSON), optionally @commit")
+    ap.add_argument("--stage", action="append", default=[],
+                    help="model/ folder of a run (or, before the last, its training JSON), optionally @commit")
     ap.add_argument("--eval", default=None, help="acceptance JSON (python -m sedpa_compress.tiny.evaluate)")
     ap.add_argument("--pattern", default=None, help="head pattern JSON to ship beside the weights")
     ap.add_argument("--dest", default=str(EMBEDDED_DIR / "sedpa-tiny"))
