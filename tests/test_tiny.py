@@ -614,3 +614,22 @@ def test_wording_actions_add_action_needles_asked_through_their_action_and_chang
     assert [n.sentence for _ in range(100) for n in TRAIN_WORDINGS.sample_needles(a, 2)] == \
         [n.sentence for _ in range(100) for n in bare.sample_needles(b, 2)]
     assert load_config(Path("recipes/tiny-stage16b.yaml")).wording_actions == 0.25
+
+
+def test_a_same_key_action_group_never_asks_for_more_needles_than_there_are_actions():
+    """Stage 16b's first device call hung before step 1: at 32K a sequence draws up to 32 needles, and a same-key
+    group of action needles asked `distinct` for 32 different actions out of 25, forever. The group is now cut
+    to the actions there are, and `distinct` raises instead of looping when its pool runs dry."""
+    from sedpa_compress.data.needles import distinct
+    from sedpa_compress.tiny.data import TinyData
+    from tokenizers import Tokenizer
+
+    with pytest.raises(ValueError, match="pool is smaller"):
+        distinct(lambda: "same", 2, tries=50)
+    tok = Tokenizer.from_file(str(SHIPPED / "tokenizer.json"))
+    cfg = load_config(Path("recipes/tiny-stage16b.yaml"),
+                      **{**SMALL, "wording_actions": 1.0, "same_key_fraction": 1.0, "max_needles": 60})
+    data = TinyData(cfg, tok)
+    n_actions = len(data.templates.phrasing.actions)
+    counts = [data._needle_spec(random.Random(i), 8192)[0] for i in range(60)]
+    assert max(counts) == n_actions and min(counts) >= 1

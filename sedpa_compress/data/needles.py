@@ -95,13 +95,22 @@ class NeedleTemplates:
         return "\n\n" + question + "\n" + prefix, " " + needle.value
 
 
-def distinct(draw: Callable[[], str], n: int) -> list[str]:
-    """`n` different results of `draw()`, in the order drawn (keys or values of one example must differ)."""
-    out: list[str] = []
+def distinct(draw: Callable[[], Any], n: int, *, tries: int = 1000) -> list[Any]:
+    """`n` different results of `draw()`, in the order drawn (keys or values of one example must differ).
+
+    Raises after `tries` draws in a row that found nothing new: a pool smaller than `n` would loop forever."""
+    out: list[Any] = []
+    misses = 0
     while len(out) < n:
         x = draw()
-        if x not in out:
-            out.append(x)
+        if x in out:
+            misses += 1
+            if misses >= tries:
+                raise ValueError(f"distinct: {tries} draws in a row found no new item after {len(out)} of {n}: "
+                                 "the pool is smaller than the number asked for")
+            continue
+        out.append(x)
+        misses = 0
     return out
 
 

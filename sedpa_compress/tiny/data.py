@@ -191,7 +191,10 @@ class TinyData(torch.utils.data.Dataset):
         if n_needles > 1 and rng.random() < cfg.same_key_fraction and hasattr(t, "sample_attribute"):
             key = t.sample_key(rng)
             if t.sample_action(rng) is not None:
-                # one key, different actions ("phoned on", "filed under"): the action must be matched
+                # one key, different actions ("phoned on", "filed under"): the action must be matched; a long
+                # sequence may draw more needles than there are actions, so the group has at most one each
+                n_needles = min(n_needles, len(t.phrasing.actions))
+                n_queries = min(n_queries, n_needles)
                 actions = distinct(lambda: rng.choice(t.phrasing.actions), n_needles)
                 attrs = [rng.choice(t.vocab.nouns)] * n_needles  # the noun the question asks with
             else:
