@@ -633,3 +633,61 @@ def test_a_same_key_action_group_never_asks_for_more_needles_than_there_are_acti
     n_actions = len(data.templates.phrasing.actions)
     counts = [data._needle_spec(random.Random(i), 8192)[0] for i in range(60)]
     assert max(counts) == n_actions and min(counts) >= 1
+
+
+def test_a_training_corpus_joins_the_bundled_text_and_travels_through_history(tmp_path):
+    """Every stage to 16b memorised its 1.7M bundled tokens (train perplexity ~1.2, held-out 150-550): a recipe's
+    `corpus` folder adds its train split (every 20th paragraph held out, as in the bundled text) to the text
+    batches are drawn from. tiny.corpus packs such a folder reproducibly, keeps it in history (out of the tree a
+    device call carries) and restores it whole; a missing corpus or an unknown name is a one-line error."""
+    import subprocess
+
+    from sedpa_compress.data.text import HELDOUT_EVERY, load_corpus_text
+    from sedpa_compress.tiny import corpus
+    from sedpa_compress.tiny.data import TinyData, training_text
+    from tokenizers import Tokenizer
+
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    paras = [f"Paragraph {i} says the zeppelin hangar opens at dawn near harbour {i}." for i in range(2 * HELDOUT_EVERY)]
+    (folder / "zeppelins.txt").write_text("\n\n".join(paras) + "\n")
+    (folder / "SOURCES.md").write_text("| file | source |\n")
+    held = load_corpus_text(folder, "heldout").split("\n\n")
+    assert held == [paras[HELDOUT_EVERY - 1], paras[2 * HELDOUT_EVERY - 1]]
+    assert held[0] not in load_corpus_text(folder, "train")
+    cfg = load_config(RECIPE, **{**SMALL, "corpus": str(folder)})
+    text = training_text(cfg)
+    assert paras[0] in text and held[0] not in text and text.startswith(training_text(load_config(RECIPE, **SMALL)))
+    tok = Tokenizer.from_file(str(SHIPPED / "tokenizer.json"))
+    data = TinyData(cfg, tok)
+    last = tok.encode(paras[-2], add_special_tokens=False).ids + tok.encode("\n\n", add_special_tokens=False).ids
+    assert data.corpus[-len(last):].tolist() == last  # the corpus's last train paragraph ends the token stream
+    with pytest.raises(SedpaError, match="has no .txt files: build one"):
+        TinyData(load_config(RECIPE, **{**SMALL, "corpus": str(tmp_path / "nowhere")}), tok)
+
+    a, b = tmp_path / "a.tar.xz", tmp_path / "b.tar.xz"
+    assert corpus.pack(folder, a) == ["SOURCES.md", "zeppelins.txt"]
+    corpus.pack(folder, b)
+    assert a.read_bytes() == b.read_bytes()  # the same corpus, the same blob
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for args in (("init", "-q"), ("config", "user.email", "t@example.com"), ("config", "user.name", "t")):
+        git(*args)
+    (repo / "README.md").write_text("x\n")
+    git("add", "README.md")
+    git("commit", "-q", "-m", "init")
+    entry = corpus.keep(folder, "zeppelins-v1", repo=repo, note="a test")
+    assert entry["files"] == ["SOURCES.md", "zeppelins.txt"] and entry["text_bytes"] > 0
+    assert git("ls-tree", "HEAD", "--name-only", "-r").split() == ["README.md", "recipes/tiny-corpora.json"]
+    assert git("rev-parse", f"HEAD~1:{entry['path']}") == entry["blob"]
+    out = corpus.restore("zeppelins-v1", tmp_path / "restored", repo=repo)
+    assert sorted(p.name for p in out.iterdir()) == ["SOURCES.md", "zeppelins.txt"]
+    assert (out / "zeppelins.txt").read_text() == (folder / "zeppelins.txt").read_text()
+    with pytest.raises(SedpaError, match="already kept"):
+        corpus.keep(folder, "zeppelins-v1", repo=repo)
+    with pytest.raises(SedpaError, match="no corpus 'wiki'"):
+        corpus.restore("wiki", tmp_path / "x", repo=repo)

@@ -22,6 +22,10 @@
 # NO_ACCEPTANCE=1: no acceptance of the new stage (a middle call of a run split across calls: MINUTES up to ~8).
 # Continuing a stage kept in git history (python -m sedpa_compress.tiny.checkpoints keep ..., in an earlier session:
 # the device's git is the history as the session started): INIT_CHECKPOINT=<name> restores it on the device.
+# CORPUS=<name>: train on a corpus kept in history (python -m sedpa_compress.tiny.corpus keep ..., an earlier session)
+# besides the bundled text: restored on the device and passed as the recipe's `corpus`.
+# EVAL_ONLY=1: no training; the weights to continue (SWAPPED_INIT or INIT_CHECKPOINT) are the new stage: GPU 0
+# identifies its heads, GPU 1 (GPU 0 afterwards on one GPU) runs its acceptance. RECIPE is not read.
 # Training MINUTES=6.6 leaves too little of the 570 s for the heads step (cut at 8049dca): 5.5 leaves room.
 # $OUT gets few files (the device returns at most 8): the new model as tar parts, and results.tar with
 # every JSON, PNG and log.
@@ -45,11 +49,15 @@ if [[ -n ${INIT_CHECKPOINT:-} ]]; then
   INIT=$W/init_checkpoint
   python3 -m sedpa_compress.tiny.checkpoints restore "$INIT_CHECKPOINT" --to "$INIT" || exit 2
 fi
+if [[ -n ${CORPUS:-} ]]; then
+  python3 -m sedpa_compress.tiny.corpus restore "$CORPUS" --to "$W/corpus" || exit 2
+fi
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$R/device.txt"
 echo "${SEDPA_GIT_COMMIT:-unknown}" > "$R/commit.txt"
 TRAIN=(python3 -m sedpa_compress)
 read -ra items <<< "${OVERRIDES:-}"  # split on spaces, never globbed ("[...]" is a pattern to the shell)
 EXTRA=(); for o in "${items[@]}"; do EXTRA+=(--override "$o"); done
+[[ -n ${CORPUS:-} ]] && EXTRA+=(--override "corpus=$W/corpus")
 NGPU=$(nvidia-smi -L 2>/dev/null | wc -l)
 EVAL_GPU=1
 if [[ $NGPU -lt 2 ]]; then  # one GPU: the acceptance waits for training on the same GPU, never beside it
@@ -63,6 +71,14 @@ if [[ -n ${DDP:-} ]]; then  # train on both GPUs (torchrun, one process a GPU); 
 fi
 (
   export CUDA_VISIBLE_DEVICES=0; [[ -n ${DDP:-} ]] && export CUDA_VISIBLE_DEVICES=0,1
+  if [[ -n ${EVAL_ONLY:-} ]]; then  # the weights given are the stage: heads and acceptance only
+    mkdir -p "$W/run" && cp -r "$INIT" "$W/run/model" && touch "$W/trained"
+    export CUDA_VISIBLE_DEVICES=0
+    RECIPE="${HEADS_RECIPE:-recipes/identify-sedpa-tiny.yaml}" MODEL="$W/run/model" OUT="$R" timeout $(left) \
+      bash bench/scripts/tiny_heads.sh > "$R/heads.log" 2>&1
+    echo "[gpu0 done at $(( $(date +%s) - T0 )) s]" >> "$R/heads.log"
+    exit 0
+  fi
   timeout $(( $(left) - 60 )) "${TRAIN[@]}" \
     train-tiny --recipe "$RECIPE" --out "$W/run" --max-minutes "${MINUTES:-5}" --override num_workers=${WORKERS:-12} ${ATTN:+--override attention_backend=$ATTN} "${EXTRA[@]}" --init-from "$INIT" \
     ${NO_QUICK_EVAL:+--no-eval} > "$R/train.log" 2>&1

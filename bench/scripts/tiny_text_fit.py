@@ -1,6 +1,6 @@
 """How much of a sedpa-tiny stage's language modelling is memorised? Perplexity (full attention, 1K windows, BOS
-first) on the bundled text's train split, on its held-out split, and on text files the project never trained on
-(`--text`, repeat), for each model given. A model that has learnt English has train and held-out perplexity close
+first) on the bundled text's train split, on its held-out split (and on a training corpus folder's, `--corpus`), and
+on text files the project never trained on (`--text`, repeat), for each model given. A model that has learnt English has train and held-out perplexity close
 together and a finite one on new text; one that memorised its corpus has a train perplexity near 1 and a held-out
 one many times larger, and the external check's haystacks are new text. Each bundled split is measured per source
 file (the King James Bible reads nothing like the Python manual). CPU is enough.
@@ -24,13 +24,14 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sedpa_compress.bench.results import make_result, write_result
-    from sedpa_compress.data.text import HELDOUT_EVERY, _paragraphs, bundled_text_paths
+    from sedpa_compress.data.text import HELDOUT_EVERY, _paragraphs, bundled_text_paths, corpus_text_paths
     from sedpa_compress.tiny.evaluate import perplexity
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", action="append", required=True, help="a model folder (repeat for more)")
     ap.add_argument("--text", action="append", default=[], type=Path,
                     help="a text file no stage trained on (repeat for more)")
+    ap.add_argument("--corpus", type=Path, help="a training corpus folder (recipe `corpus`): its files' splits too")
     ap.add_argument("--tokens", type=int, default=8192, help="tokens measured per text (from its middle)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
@@ -39,7 +40,8 @@ def main() -> None:
             raise SystemExit(f"error: --text {path}: no such file; pass a plain-text file")
     t0 = time.time()
     texts: dict[str, str] = {}
-    for path in bundled_text_paths():
+    sources = bundled_text_paths() + (corpus_text_paths(args.corpus) if args.corpus else [])
+    for path in sources:
         paras = _paragraphs(path)
         held = [p for i, p in enumerate(paras) if i % HELDOUT_EVERY == HELDOUT_EVERY - 1]
         train = [p for i, p in enumerate(paras) if i % HELDOUT_EVERY != HELDOUT_EVERY - 1]

@@ -37,20 +37,42 @@ def _paragraphs(path: Path) -> list[str]:
     return [p.strip() for p in path.read_text(encoding="utf-8").split("\n\n") if p.strip()]
 
 
-@functools.lru_cache(maxsize=8)
-def load_bundled_text(split: str = "train") -> str:
-    """All shipped text of one split ("train", "heldout" or "all"), paragraphs joined by blank lines."""
+def split_paragraphs(paths: list[Path], split: str) -> list[str]:
+    """The paragraphs of `paths` in one split ("train", "heldout" or "all"): every `HELDOUT_EVERY`-th paragraph of
+    each file is held out, the rest is train."""
     if split not in _SPLITS:
         raise SedpaError(f"unknown text split {split!r}: choose one of {', '.join(_SPLITS)}")
     parts: list[str] = []
-    for path in bundled_text_paths():
+    for path in paths:
         paras = _paragraphs(path)
         if split == "all":
             parts += paras
         else:
             want_heldout = split == "heldout"
             parts += [p for i, p in enumerate(paras) if (i % HELDOUT_EVERY == HELDOUT_EVERY - 1) == want_heldout]
-    return "\n\n".join(parts)
+    return parts
+
+
+@functools.lru_cache(maxsize=8)
+def load_bundled_text(split: str = "train") -> str:
+    """All shipped text of one split ("train", "heldout" or "all"), paragraphs joined by blank lines."""
+    return "\n\n".join(split_paragraphs(bundled_text_paths(), split))
+
+
+def corpus_text_paths(folder: Path) -> list[Path]:
+    """The .txt files of a training corpus folder (calibration/make_corpus.py builds one), in a fixed order."""
+    folder = Path(folder)
+    files = sorted(folder.glob("*.txt")) if folder.is_dir() else []
+    if not files:
+        raise SedpaError(f"corpus {folder} has no .txt files: build one with `python calibration/make_corpus.py "
+                         f"--out {folder}` or restore a kept one (python -m sedpa_compress.tiny.corpus restore)")
+    return files
+
+
+def load_corpus_text(folder: Path, split: str = "train") -> str:
+    """One split of a training corpus folder, split as the bundled text is (every `HELDOUT_EVERY`-th paragraph
+    of each file held out)."""
+    return "\n\n".join(split_paragraphs(corpus_text_paths(folder), split))
 
 
 def load_haystack(path: Path | None = None, min_chars: int = 0) -> str:

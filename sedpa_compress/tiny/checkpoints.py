@@ -16,12 +16,8 @@ in one session can be restored on the device from the next one on.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
-import os
 import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -29,22 +25,15 @@ from sedpa_compress.artifact.manifest import sha256_file
 from sedpa_compress.atomic import atomic_directory
 from sedpa_compress.errors import SedpaError
 from sedpa_compress.models.loader import EMBEDDED_DIR
+from sedpa_compress.tiny import history
 from sedpa_compress.tiny.train import TOKENIZER_FILES
 
 LEDGER = Path("recipes") / "tiny-checkpoints.json"
 KEPT_DIR = "checkpoints/sedpa-tiny"  # where a kept stage's weights sit in the one commit that holds them
 
 
-def _git(repo: Path, *args: str, env: dict[str, str] | None = None, binary: bool = False) -> Any:
-    res = subprocess.run(["git", *args], cwd=repo, capture_output=True, env={**os.environ, **(env or {})})
-    if res.returncode:
-        raise SedpaError(f"git {' '.join(args[:2])} failed in {repo}: {res.stderr.decode().strip()}")
-    return res.stdout if binary else res.stdout.decode().strip()
-
-
 def load_ledger(repo: Path) -> dict[str, Any]:
-    path = repo / LEDGER
-    return json.loads(path.read_text()) if path.is_file() else {}
+    return history.load_ledger(repo, LEDGER)
 
 
 def keep(model_dir: Path, name: str, *, repo: Path = Path("."), note: str = "", source: str = "") -> dict[str, Any]:
@@ -54,38 +43,12 @@ def keep(model_dir: Path, name: str, *, repo: Path = Path("."), note: str = "", 
     weights = model_dir / "model.safetensors"
     if not weights.is_file() or not (model_dir / "config.json").is_file():
         raise SedpaError(f"{model_dir} has no model.safetensors and config.json: pass a run's model/ folder")
-    if not name.replace("-", "").replace("_", "").isalnum():
-        raise SedpaError(f"checkpoint name {name!r}: use letters, digits, '-' and '_'")
-    ledger = load_ledger(repo)
-    if name in ledger:
-        raise SedpaError(f"checkpoint {name!r} is already kept (blob {ledger[name]['blob'][:12]}): choose another name")
-    if _git(repo, "diff", "--cached", "--name-only"):
-        raise SedpaError("the git index has staged changes: commit or unstage them first, keep commits only the "
-                         "checkpoint and the ledger")
-    path = f"{KEPT_DIR}/{name}.safetensors"
-    blob = _git(repo, "hash-object", "-w", str(weights.resolve()))
-    # commit 1: HEAD's tree plus the weights, built in a scratch index (the working tree is not touched)
-    with tempfile.TemporaryDirectory() as tmp:
-        env = {"GIT_INDEX_FILE": str(Path(tmp) / "index")}
-        _git(repo, "read-tree", "HEAD", env=env)
-        _git(repo, "update-index", "--add", "--cacheinfo", f"100644,{blob},{path}", env=env)
-        tree = _git(repo, "write-tree", env=env)
-    head = _git(repo, "rev-parse", "HEAD")
-    held = _git(repo, "commit-tree", tree, "-p", head, "-m",
-                f"sedpa-tiny checkpoint {name}: its weights, kept in history (removed again by the next commit)")
-    # commit 2: the same tree as HEAD plus the ledger entry; the weights leave the tree again
-    entry = {"blob": blob, "commit": held, "path": path, "sha256": sha256_file(weights),
-             "bytes": weights.stat().st_size,
-             "config": json.loads((model_dir / "config.json").read_text()), "from": source, "note": note,
+    history.check_name(name, load_ledger(repo), "checkpoint")
+    entry = {"config": json.loads((model_dir / "config.json").read_text()), "from": source, "note": note,
              "tokenizer_sha256": sha256_file(model_dir / "tokenizer.json") if (model_dir / "tokenizer.json").is_file()
              else None}
-    ledger[name] = entry
-    (repo / LEDGER).parent.mkdir(parents=True, exist_ok=True)
-    (repo / LEDGER).write_text(json.dumps(ledger, indent=1) + "\n")
-    _git(repo, "update-ref", "HEAD", held, head)  # the index still lacks the weights: the next commit removes them
-    _git(repo, "add", str(LEDGER))
-    _git(repo, "commit", "-q", "-m", f"sedpa-tiny checkpoint {name} in {LEDGER} (blob {blob[:12]} in {held[:12]})")
-    return entry
+    return history.keep_in_history(repo, weights, f"{KEPT_DIR}/{name}.safetensors", LEDGER, name, entry,
+                                   "checkpoint")
 
 
 def restore(name: str, to: Path, *, repo: Path = Path("."), tokenizer_from: Path | None = None) -> Path:
@@ -100,14 +63,7 @@ def restore(name: str, to: Path, *, repo: Path = Path("."), tokenizer_from: Path
     if entry.get("tokenizer_sha256") and sha256_file(src / "tokenizer.json") != entry["tokenizer_sha256"]:
         raise SedpaError(f"{src}'s tokenizer is not the one checkpoint {name!r} was trained with: pass "
                          "--tokenizer-from with the stage's own")
-    try:
-        data = _git(repo, "cat-file", "blob", entry["blob"], binary=True)
-    except SedpaError:
-        raise SedpaError(f"checkpoint {name!r}'s weights (blob {entry['blob'][:12]}) are not in this git: a stage "
-                         "kept in this session reaches the device's git in the next one (carry it in the tree "
-                         "meanwhile)") from None
-    if hashlib.sha256(data).hexdigest() != entry["sha256"]:
-        raise SedpaError(f"checkpoint {name!r}: blob {entry['blob'][:12]} does not match its sha256")
+    data = history.read_kept(repo, entry, name, "checkpoint")
     with atomic_directory(to) as tmp:
         (tmp / "model.safetensors").write_bytes(data)
         (tmp / "config.json").write_text(json.dumps(entry["config"], indent=2) + "\n")

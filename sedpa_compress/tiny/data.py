@@ -6,13 +6,14 @@ from __future__ import annotations
 import dataclasses
 import random
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 from tokenizers import Tokenizer
 
 from sedpa_compress.data.needles import HELDOUT_TEMPLATES, TRAIN_TEMPLATES, NeedleTemplates, distinct
-from sedpa_compress.data.text import load_bundled_text
+from sedpa_compress.data.text import load_bundled_text, load_corpus_text
 from sedpa_compress.errors import SedpaError
 from sedpa_compress.tiny.config import TinyTrainConfig
 from sedpa_compress.tiny.tokenizer import BOS
@@ -40,6 +41,12 @@ def sequence_length(cfg: TinyTrainConfig, progress: float, rng: random.Random) -
     raise AssertionError("unreachable")
 
 
+def training_text(cfg: TinyTrainConfig) -> str:
+    """The train split of the bundled text, and of the recipe's corpus folder when it names one."""
+    text = load_bundled_text("train")
+    return text + "\n\n" + load_corpus_text(Path(cfg.corpus), "train") if cfg.corpus else text
+
+
 class TinyData(torch.utils.data.Dataset):
     """`dataset[step]` is that step's Batch (index = step number, for any step)."""
 
@@ -52,7 +59,7 @@ class TinyData(torch.utils.data.Dataset):
         self.tok = tokenizer
         self.templates = templates
         self.bos = tokenizer.token_to_id(BOS)
-        text = load_bundled_text("train") if text is None else text
+        text = training_text(cfg) if text is None else text
         if cfg.corpus_words or cfg.wording_wild is not None:
             if not hasattr(templates, "with_corpus_words"):
                 raise SedpaError("corpus_words / wording_wild need a compositional wording family "

@@ -92,7 +92,7 @@ def _ensure_tokenizer(cfg: TinyTrainConfig, out: Path, log: Log, init_from: Path
 
     from tokenizers import Tokenizer
 
-    from sedpa_compress.data.text import load_bundled_text
+    from sedpa_compress.tiny.data import training_text
     from sedpa_compress.tiny.tokenizer import save_tokenizer, train_tokenizer
 
     tok_dir = out / "tokenizer"
@@ -105,7 +105,7 @@ def _ensure_tokenizer(cfg: TinyTrainConfig, out: Path, log: Log, init_from: Path
         log(f"tokenizer taken from {src}")
     if not (tok_dir / "tokenizer.json").is_file():
         t0 = time.time()
-        tok = train_tokenizer(load_bundled_text("train"), cfg.vocab_size)
+        tok = train_tokenizer(training_text(cfg), cfg.vocab_size)
         with atomic_directory(tok_dir, overwrite=True) as tmp:
             save_tokenizer(tok, tmp, cfg.max_position_embeddings)
         log(f"trained tokenizer: vocab {tok.get_vocab_size()} in {time.time() - t0:.1f}s")
