@@ -691,3 +691,26 @@ def test_a_training_corpus_joins_the_bundled_text_and_travels_through_history(tm
         corpus.keep(folder, "zeppelins-v1", repo=repo)
     with pytest.raises(SedpaError, match="no corpus 'wiki'"):
         corpus.restore("wiki", tmp_path / "x", repo=repo)
+
+
+def test_acceptance_cuts_its_haystacks_from_a_text_file_when_given_one(shipped, tmp_path):
+    """tiny.evaluate --haystack: the haystacks come from a text no stage trained on (the bundled held-out split is
+    KJV and Python docs), the JSON names the file, and the perplexity on it is reported beside the bundled one;
+    a file too short for the longest context is refused with the length it needs."""
+    from sedpa_compress.data.text import load_bundled_text
+    from sedpa_compress.tiny.evaluate import evaluate
+
+    model, tok = shipped
+    paras = load_bundled_text("heldout").split("\n\n")[:400]
+    hay = tmp_path / "mine.txt"
+    hay.write_text("\n\n".join(reversed(paras)))
+    out = evaluate(model, tok, model_name="sedpa-tiny", contexts=[512], depths=2, samples=1, sink=16, recent=64,
+                   command="test", ppl_tokens=2048, haystack=hay, log=lambda *a: None)
+    assert out["settings"]["haystack"] == str(hay)
+    assert out["summary"]["full"]["ppl_haystack"] > 1 and out["summary"]["streaming"]["ppl_haystack"] > 1
+    assert out["summary"]["full"]["ppl"] > 1
+    short = tmp_path / "short.txt"
+    short.write_text("Too short a text.")
+    with pytest.raises(SedpaError, match="characters but"):
+        evaluate(model, tok, model_name="sedpa-tiny", contexts=[512], depths=2, samples=1, sink=16, recent=64,
+                 command="test", ppl_tokens=2048, haystack=short, log=lambda *a: None)

@@ -154,22 +154,32 @@ SAMPLE_PROMPTS = ("And it came to pass, when the king", "The function returns a 
 
 def evaluate(model: torch.nn.Module, tokenizer: Any, *, model_name: str, contexts: list[int], depths: int,
              samples: int, sink: int, recent: int, command: str, ppl_tokens: int = 65536,
-             stream_max_context: int | None = None,
+             stream_max_context: int | None = None, haystack: Path | None = None,
              log=print) -> dict[str, Any]:
-    """Needle rows (full + streaming) and held-out perplexity in the bench JSON shape."""
+    """Needle rows (full + streaming) and held-out perplexity in the bench JSON shape. `haystack`: a text file
+    the haystacks are cut from instead of the bundled held-out text (text no stage trained on); perplexity is
+    then measured on it too."""
     model.eval()
     device = next(model.parameters()).device
     t0 = time.time()
+    hay = load_haystack(haystack, min_chars=max(contexts) * 6) if haystack is not None else None
     rows = needle_rows(model, tokenizer, contexts, depths, samples, sink=sink, recent=recent,
-                       stream_max_context=stream_max_context, log=log)
+                       stream_max_context=stream_max_context, haystack=hay, log=log)
     heldout = load_bundled_text("heldout")
     ppl_full = perplexity(model, tokenizer, heldout, max_tokens=ppl_tokens)
     ppl_stream = perplexity(model, tokenizer, heldout, max_tokens=ppl_tokens, mode="streaming", sink=sink,
                             recent=recent)
     log(f"held-out perplexity: full {ppl_full:.2f}, streaming {ppl_stream:.2f}")
+    hay_name = str(haystack) if haystack is not None else "bundled held-out text"
     samples_text = [sample_text(model, tokenizer, p, seed=i) for i, p in enumerate(SAMPLE_PROMPTS)]
     summary = summarise(rows, contexts)
     summary["full"]["ppl"], summary["streaming"]["ppl"] = ppl_full, ppl_stream
+    if hay is not None:
+        for mode in ("full", "streaming"):
+            summary[mode]["ppl_haystack"] = perplexity(model, tokenizer, hay, max_tokens=ppl_tokens, mode=mode,
+                                                       sink=sink, recent=recent)
+        log(f"haystack perplexity: full {summary['full']['ppl_haystack']:.2f}, "
+            f"streaming {summary['streaming']['ppl_haystack']:.2f}")
     return {
         "benchmark": "niah",
         "model": model_name,
@@ -179,7 +189,7 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, *, model_name: str, context
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "settings": {"contexts": contexts, "depths": depths, "samples_per_depth": samples, "sink": sink,
                      "stream_max_context": stream_max_context,
-                     "recent": recent, "templates": "heldout", "haystack": "bundled held-out text",
+                     "recent": recent, "templates": "heldout", "haystack": hay_name,
                      "ppl_text": "bundled held-out text", "ppl_window": 1024, "ppl_tokens": ppl_tokens,
                      "answer_decoding": "greedy, KV cache; accuracy = value in the first line (RULER string match), exact = answer starts with the value"},
         "rows": rows,
@@ -251,12 +261,16 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--stream-max-context", type=int, default=None,
                     help="measure streaming attention only up to this context (it costs as much as full on the CPU)")
     ap.add_argument("--ppl-tokens", type=int, default=65536)
+    ap.add_argument("--haystack", type=Path, default=None,
+                    help="a UTF-8 text file to cut the haystacks from instead of the bundled held-out text (text no "
+                         "stage trained on: a corpus's held-out split, your own documents); its perplexity is reported")
     args = ap.parse_args(argv)
     model, tok = load_model_dir(Path(args.model), args.device)
     command = "python -m sedpa_compress.tiny.evaluate " + " ".join(sys.argv[1:] if argv is None else argv)
     result = evaluate(model, tok, model_name="sedpa-tiny", contexts=[int(c) for c in args.contexts.split(",")],
                       depths=args.depths, samples=args.samples, sink=args.sink, recent=args.recent,
-                      command=command, stream_max_context=args.stream_max_context, ppl_tokens=args.ppl_tokens)
+                      command=command, stream_max_context=args.stream_max_context, ppl_tokens=args.ppl_tokens,
+                      haystack=args.haystack)
     weights = Path(args.model) / "model.safetensors"
     if weights.is_file():  # which weights were evaluated, also when a folder's contents change later
         import hashlib
