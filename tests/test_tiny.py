@@ -714,3 +714,63 @@ def test_acceptance_cuts_its_haystacks_from_a_text_file_when_given_one(shipped, 
     with pytest.raises(SedpaError, match="characters but"):
         evaluate(model, tok, model_name="sedpa-tiny", contexts=[512], depths=2, samples=1, sink=16, recent=64,
                  command="test", ppl_tokens=2048, haystack=short, log=lambda *a: None)
+
+
+def test_subject_needles_put_the_value_first_and_are_asked_through_the_action_and_the_things_noun():
+    """wording_subjects: a share of action needle groups name a thing by its value, before the verb, and link it to
+    the key ("Crate 4821 was sent to Lisbon"), asked "Which crate was sent to Lisbon?" (stage 16b, trained on
+    value-last actions alone, answered the key: "The order was Lisbon"). Same-key groups give each needle its own
+    action; the held-out family has subject frames and nouns of its own on half its action needles, disjoint from
+    training's; the kind is scored apart; a family without them draws as before; the share needs action needles."""
+    import dataclasses
+
+    from sedpa_compress.data.wordings import HELDOUT_WORDINGS, TRAIN_WORDINGS, check_disjoint
+    from sedpa_compress.tiny.data import TinyData
+    from sedpa_compress.tiny.evaluate import accuracy_by_needle_kind
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(SHIPPED / "tokenizer.json"))
+    data = TinyData(load_config(RECIPE, **{**SMALL, "corpus_words": 500, "wording_actions": 1.0,
+                                           "wording_subjects": 0.5, "same_key_fraction": 0.5}), tok)
+    fam = data.templates
+    rng = random.Random(0)
+    groups = [fam.sample_needles(rng, 3) for _ in range(400)]
+    subjects = [g for g in groups if g[0].subject]
+    assert 0.4 < len(subjects) / len(groups) < 0.6
+    for g in subjects[:60]:
+        n = g[0]
+        pp, prep = n.action
+        assert n.kind == "subject" and n.attribute in fam.phrasing.subject_nouns
+        assert n.sentence.index(n.value) < n.sentence.index(f"{pp} {prep} {n.key}")  # value first, key last
+        tail, answer = fam.render_tail(n, rng)
+        assert f"{pp} {prep} {n.key}" in tail and n.attribute in tail.lower() and answer.strip() == n.value
+        assert len({m.attribute for m in g}) == 1 and len({m.key for m in g}) == 3
+    def actions_of(sentence: str) -> set:
+        return {a for a in fam.phrasing.actions if f" {a[0]} {a[1]} " in f" {sentence} "}
+
+    same_key_subjects = 0  # one noun, one key, an action each: the action must be matched
+    for i in range(400):
+        n, texts = data._needle_spec(random.Random(i), 4096)
+        nouns = [{w for w in fam.phrasing.subject_nouns if f" {w} " in f" {t.lower()} "} for t in texts[:n]]
+        found = [actions_of(t) for t in texts[:n]]
+        if n > 1 and all(nouns) and len(set.intersection(*nouns)) == 1 and all(found):
+            same_key_subjects += len(set().union(*found)) == n
+    assert same_key_subjects
+    held = [HELDOUT_WORDINGS.sample_needles(random.Random(i), 1)[0] for i in range(800)]
+    assert 0.08 < sum(n.subject for n in held) / len(held) < 0.18
+    assert all(n.attribute in HELDOUT_WORDINGS.phrasing.subject_nouns for n in held if n.subject)
+    assert check_disjoint(fam, HELDOUT_WORDINGS) == []
+    leaky = dataclasses.replace(fam.phrasing, subject_nouns=fam.phrasing.subject_nouns + ("voucher",))
+    assert check_disjoint(dataclasses.replace(fam, phrasing=leaky), HELDOUT_WORDINGS)
+    a, b = random.Random(5), random.Random(5)
+    acting = dataclasses.replace(TRAIN_WORDINGS, action_share=0.5)
+    bare = dataclasses.replace(acting, phrasing=dataclasses.replace(acting.phrasing, subject_cores=()))
+    assert [n.sentence for _ in range(100) for n in dataclasses.replace(acting, subject_share=0.0).sample_needles(a, 2)] \
+        == [n.sentence for _ in range(100) for n in bare.sample_needles(b, 2)]
+    rows = [{"cells": [{"kind": "subject", "value": "4821", "output": " 4821"},
+                       {"kind": "action", "value": "77", "output": " 12"}, {"value": "5", "output": " 5"}]}]
+    assert accuracy_by_needle_kind(rows) == {"action": {"accuracy": 0.0, "cells": 1},
+                                             "attribute": {"accuracy": 1.0, "cells": 1},
+                                             "subject": {"accuracy": 1.0, "cells": 1}}
+    with pytest.raises(SedpaError, match="set wording_actions too"):
+        load_config(RECIPE, **{**SMALL, "wording_subjects": 0.5})

@@ -30,6 +30,14 @@ class Needle:
     # an action needle links key and value by a verb and preposition, with no attribute noun ("Ms. Ito can be phoned
     # on {value}"): (past participle, preposition); `attribute` is then the noun a question asks with ("number")
     action: tuple[str, str] | None = None
+    # a subject needle is an action needle whose value names the thing acted on, before the verb ("Crate 4821 was
+    # sent to Lisbon"): `key` is what the action points at, `attribute` the thing's noun ("crate")
+    subject: bool = False
+
+    @property
+    def kind(self) -> str:
+        """attribute, action or subject: how the needle links key and value (the acceptance scores each apart)."""
+        return "subject" if self.subject else "action" if self.action else "attribute"
 
 
 @dataclass

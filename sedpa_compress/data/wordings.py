@@ -129,6 +129,13 @@ class Phrasing:
     actions: tuple[tuple[str, str], ...] = ()  # (past participle, preposition)
     action_cores: tuple[str, ...] = ()
     action_questions: tuple[str, ...] = ()
+    # subject needles (WordingFamily.subject_share of the action needles): the value names a thing that the action
+    # links to the key, value first ("{noun} {value} was {pp} {prep} {key}": "Crate 4821 was sent to Lisbon"),
+    # asked as "Which {noun} was {pp} {prep} {key}?". Slots: {noun} {value} {pp} {prep} {key}.
+    subject_nouns: tuple[str, ...] = ()
+    subject_cores: tuple[str, ...] = ()
+    subject_questions: tuple[str, ...] = ()
+    subject_prefixes: tuple[str, ...] = ()
 
 
 TRAIN_PHRASING = Phrasing(
@@ -208,6 +215,18 @@ TRAIN_PHRASING = Phrasing(
                       "what is the {noun} {key} can be {pp} {prep}?", "give the {noun} that {key} is {pp} {prep}.",
                       "{prep} what {noun} was {key} {pp}?", "where is {key} {pp}?",
                       "what {noun} should {key} be {pp} {prep}?", "{key} can be {pp} {prep} what?"),
+    subject_nouns=("parcel", "crate", "invoice", "ticket", "batch", "package", "file", "case", "box", "unit",
+                   "lot", "account", "request", "claim", "job", "form", "report", "cheque", "folder", "letter"),
+    subject_cores=("{noun} {value} was {pp} {prep} {key}", "{noun} {value} is {pp} {prep} {key}",
+                   "{noun} {value} will be {pp} {prep} {key}", "{noun} {value} has been {pp} {prep} {key}",
+                   "the {noun} numbered {value} was {pp} {prep} {key}", "{noun} {value} is the one {pp} {prep} {key}",
+                   "{noun} {value} got {pp} {prep} {key}", "only {noun} {value} was {pp} {prep} {key}"),
+    subject_questions=("which {noun} was {pp} {prep} {key}?", "what {noun} is {pp} {prep} {key}?",
+                       "name the {noun} {pp} {prep} {key}.", "which {noun} has been {pp} {prep} {key}?",
+                       "which {noun} will be {pp} {prep} {key}?", "what is the {noun} that was {pp} {prep} {key}?",
+                       "the {noun} {pp} {prep} {key}: which one?", "tell me which {noun} got {pp} {prep} {key}."),
+    subject_prefixes=("The {noun} was", "The {noun} is", "It was {noun}", "{noun}:", "Answer:", "",
+                      "The {noun} {pp} {prep} {key} was", "That is {noun}", "It is the {noun}"),
 )
 
 HELDOUT_PHRASING = Phrasing(
@@ -236,6 +255,12 @@ HELDOUT_PHRASING = Phrasing(
                   "{key} gets {pp} {prep} {value}", "{key} remains {pp} {prep} {value}"),
     action_questions=("{prep} what {noun} is {key} to be {pp}?", "could you say which {noun} {key} gets {pp} {prep}?",
                       "{prep} which {noun} did {key} end up {pp}?", "what {noun} does {key} remain {pp} {prep}?"),
+    subject_nouns=("consignment", "voucher", "dossier", "manifest", "permit", "receipt", "docket", "crateload"),
+    subject_cores=("{noun} {value} ended up {pp} {prep} {key}", "{noun} {value} remains {pp} {prep} {key}",
+                   "it was {noun} {value} that got {pp} {prep} {key}"),
+    subject_questions=("could you say which {noun} ended up {pp} {prep} {key}?",
+                       "identify the {noun} that remains {pp} {prep} {key}.", "{key} has which {noun} {pp} {prep} it?"),
+    subject_prefixes=("That would be {noun}", "Reply:", "The {noun} in question is"),
 )
 
 
@@ -367,6 +392,9 @@ class WordingFamily:
     # share of needle groups that are action needles (Phrasing.actions: "{key} can be phoned on {value}", asked as "On
     # what number can {key} be phoned?"); 0: none, and the random draws are those of a family without them
     action_share: float = 0.0
+    # share of action needle groups in the subject form (Phrasing.subject_cores: "Crate 4821 was sent to Lisbon",
+    # asked as "Which crate was sent to Lisbon?"); 0: none, and the random draws are those of a family without them
+    subject_share: float = 0.0
 
     # ---- keys and attributes
     def _wild(self, rng: random.Random) -> bool:
@@ -474,11 +502,19 @@ class WordingFamily:
             return rng.choice(self.phrasing.actions)
         return None
 
+    def sample_subject(self, rng: random.Random, action: tuple[str, str] | None) -> bool:
+        """Whether an action needle group takes the subject form, `subject_share` of the time (no draw when 0)."""
+        return bool(action and self.subject_share and self.phrasing.subject_cores
+                    and rng.random() < self.subject_share)
+
     def render_needle(self, key: str, value: str, attr: str, rng: random.Random,
-                      action: tuple[str, str] | None = None) -> Needle:
-        """`attr` is the attribute the sentence names or, for an `action` needle, the noun its question asks with."""
+                      action: tuple[str, str] | None = None, subject: bool = False) -> Needle:
+        """`attr` is the attribute the sentence names or, for an `action` needle, the noun its question asks with
+        (for a `subject` needle, the noun of the thing the value names, which the sentence says)."""
         p = self.phrasing
-        if action is not None:
+        if action is not None and subject:
+            core = rng.choice(p.subject_cores).format(noun=attr, value=value, pp=action[0], prep=action[1], key=key)
+        elif action is not None:
             core = rng.choice(p.action_cores).format(key=key, pp=action[0], prep=action[1], value=value)
         elif self._wild(rng) and p.verbs:
             verb, link = self._verb(rng), rng.choice(p.links)
@@ -493,16 +529,18 @@ class WordingFamily:
         body = _cap(core) if (not lead or lead.endswith(":")) and not core.startswith(value) else core
         sentence = _join(_join(lead, body) + ".", rng.choice(p.trailers))
         return Needle(key=key, value=value, sentence=sentence if sentence.startswith(value) else _cap(sentence),
-                      attribute=attr, action=action)
+                      attribute=attr, action=action, subject=subject and action is not None)
 
     def sample_needles(self, rng: random.Random, num: int, attribute: str | None = None) -> list[Needle]:
         """`num` needles with distinct keys and values sharing one attribute, or one action (the key must be
         matched)."""
         action = self.sample_action(rng) if attribute is None else None
-        attr = attribute or (rng.choice(self.vocab.nouns) if action else self.sample_attribute(rng))
+        subject = self.sample_subject(rng, action)
+        attr = attribute or (rng.choice(self.phrasing.subject_nouns) if subject else
+                             rng.choice(self.vocab.nouns) if action else self.sample_attribute(rng))
         keys = distinct(lambda: self.sample_key(rng), num)
         values = distinct(lambda: self.sample_value(rng), num)
-        return [self.render_needle(k, val, attr, rng, action) for k, val in zip(keys, values)]
+        return [self.render_needle(k, val, attr, rng, action, subject) for k, val in zip(keys, values)]
 
     # ---- questions
     def render_question(self, needle: Needle, rng: random.Random) -> tuple[str, str]:
@@ -511,6 +549,13 @@ class WordingFamily:
         attr = needle.attribute or self.sample_attribute(rng)
         fill = dict(key=needle.key, attr=attr)
         wild = needle.action is None and self._wild(rng) and bool(p.asks)
+        if needle.action is not None and needle.subject:
+            pp, prep = needle.action
+            fill = dict(noun=attr, pp=pp, prep=prep, key=needle.key)
+            preamble, core = rng.choice(p.preambles), rng.choice(p.subject_questions).format(**fill)
+            question = _join(preamble, core if preamble.endswith(",") else _cap(core))
+            question = _join(question, rng.choice(p.instructions).format(key=needle.key, attr=attr))
+            return _cap(question), _cap(rng.choice(p.subject_prefixes).format(**fill))
         if needle.action is not None:
             pp, prep = needle.action
             core = rng.choice(p.action_questions).format(key=needle.key, pp=pp, prep=prep, noun=attr)
@@ -589,8 +634,10 @@ TRAIN_WORDINGS = WordingFamily("train", TRAIN_VOCAB, TRAIN_PHRASING, words=_COMM
 TRAIN_WORDINGS_COMPACT = WordingFamily("train-compact", TRAIN_VOCAB, dataclasses.replace(
     TRAIN_PHRASING, lead_ins=("",), trailers=("",), preambles=("",), instructions=("",), wild=0.0,
     answer_prefixes=tuple(a for a in TRAIN_PHRASING.answer_prefixes if len(a) <= 32)))
-# a quarter of its needle groups are action needles: the held-out family measures them too
-HELDOUT_WORDINGS = WordingFamily("heldout", HELDOUT_VOCAB, HELDOUT_PHRASING, value_digits=(4, 8), action_share=0.25)
+# a quarter of its needle groups are action needles, half of those in the subject form: the held-out family
+# measures them too
+HELDOUT_WORDINGS = WordingFamily("heldout", HELDOUT_VOCAB, HELDOUT_PHRASING, value_digits=(4, 8), action_share=0.25,
+                                 subject_share=0.5)
 
 
 def family_words(family: WordingFamily) -> set[str]:
@@ -600,7 +647,8 @@ def family_words(family: WordingFamily) -> set[str]:
     v, p = family.vocab, family.phrasing
     parts = (v.first_names + v.surnames + v.places + v.colours + v.things + v.groups + v.modifiers + v.nouns
              + v.bare_attributes + p.lead_ins + p.cores + p.trailers + p.preambles + p.questions + p.instructions
-             + p.answer_prefixes + p.action_cores + p.action_questions + tuple(" ".join(a) for a in p.actions))
+             + p.answer_prefixes + p.action_cores + p.action_questions + tuple(" ".join(a) for a in p.actions)
+             + p.subject_nouns + p.subject_cores + p.subject_questions + p.subject_prefixes)
     text = " ".join(re.sub(r"\{\w+\}", " ", x) for x in parts).lower()
     return set(re.findall(r"[a-z]+", text))
 
@@ -621,6 +669,7 @@ def check_disjoint(a: WordingFamily = TRAIN_WORDINGS, b: WordingFamily = HELDOUT
     shared += [f"action preposition right before a held-out value: {prep!r}"
                for prep in sorted({prep for _, prep in a.phrasing.actions} & before_value)]
     heldout_action_text = " ".join(b.phrasing.cores + b.phrasing.action_cores + b.phrasing.action_questions
+                                   + b.phrasing.subject_cores + b.phrasing.subject_questions
                                    + tuple(pp for pp, _ in b.phrasing.actions))
     shared += [f"action also in the held-out family: {pp!r}"
                for pp in sorted({pp for pp, _ in a.phrasing.actions}) if f" {pp} " in f" {heldout_action_text} "]
@@ -628,7 +677,8 @@ def check_disjoint(a: WordingFamily = TRAIN_WORDINGS, b: WordingFamily = HELDOUT
         if verb not in ("is", "was", "of", "for") and f" {verb} " in f" {heldout_cores} ":
             shared.append(f"verb or link also in a held-out core: {verb!r}")
     for part in ("lead_ins", "cores", "trailers", "preambles", "questions", "instructions", "answer_prefixes",
-                 "action_cores", "action_questions"):
+                 "action_cores", "action_questions", "subject_nouns", "subject_cores", "subject_questions",
+                 "subject_prefixes"):
         common = (set(getattr(a.phrasing, part)) & set(getattr(b.phrasing, part))) - {""}
         shared += [f"{part}: {c!r}" for c in sorted(common)]
     for part in ("first_names", "surnames", "places", "syllables"):

@@ -79,6 +79,10 @@ class TinyTrainConfig:
     # noun ("Ms. Ito can be phoned on {value}"), asked back through the action ("On what number can Ms. Ito be
     # phoned?"). Stages 13-16 wrote an invented word for such needles, where the attribute frames found the value
     wording_actions: float = 0.0
+    # share of those action needle groups in the subject form: the value names the thing the action links to the key,
+    # before the verb ("Crate 4821 was sent to Lisbon", asked "Which crate was sent to Lisbon?"). Stage 16b, trained
+    # on value-last actions only, answered "Lisbon" to "Order {value} was shipped to Lisbon" 18 times of 20
+    wording_subjects: float = 0.0
     # value formats of the training needles (weights over data.wordings.VALUE_FORMATS: digits, grouped,
     # thousands, code, word, free_code; None: the family's), and the share of needles placed at the very start or end
     value_weights: dict[str, float] | None = None
@@ -168,6 +172,10 @@ class TinyTrainConfig:
             raise SedpaError(f"wording_echo_prefixes {self.wording_echo_prefixes}: use a share between 0 and 1")
         if not 0.0 <= self.wording_actions <= 1.0:
             raise SedpaError(f"wording_actions {self.wording_actions}: use a share between 0 and 1")
+        if not 0.0 <= self.wording_subjects <= 1.0:
+            raise SedpaError(f"wording_subjects {self.wording_subjects}: use a share between 0 and 1")
+        if self.wording_subjects and not self.wording_actions:
+            raise SedpaError("wording_subjects is a share of the action needles: set wording_actions too")
         if self.wording_random_verbs is not None and not 0.0 <= self.wording_random_verbs <= 1.0:
             raise SedpaError(f"wording_random_verbs {self.wording_random_verbs}: use a share between 0 and 1")
         if self.value_weights is not None:

@@ -98,6 +98,10 @@ class TinyData(torch.utils.data.Dataset):
             if not hasattr(templates, "action_share"):
                 raise SedpaError("wording_actions needs a compositional wording family (data/wordings.py)")
             templates = self.templates = dataclasses.replace(templates, action_share=cfg.wording_actions)
+        if cfg.wording_subjects:
+            if not hasattr(templates, "subject_share"):
+                raise SedpaError("wording_subjects needs a compositional wording family (data/wordings.py)")
+            templates = self.templates = dataclasses.replace(templates, subject_share=cfg.wording_subjects)
         if cfg.wording_echo_prefixes:
             if not hasattr(templates, "echo_prefix_share"):
                 raise SedpaError("wording_echo_prefixes needs a compositional wording family (data/wordings.py)")
@@ -197,17 +201,21 @@ class TinyData(torch.utils.data.Dataset):
         n_queries = rng.randint(1, min(most_queries, n_needles))
         if n_needles > 1 and rng.random() < cfg.same_key_fraction and hasattr(t, "sample_attribute"):
             key = t.sample_key(rng)
-            if t.sample_action(rng) is not None:
+            first_action = t.sample_action(rng)
+            if first_action is not None:
                 # one key, different actions ("phoned on", "filed under"): the action must be matched; a long
                 # sequence may draw more needles than there are actions, so the group has at most one each
                 n_needles = min(n_needles, len(t.phrasing.actions))
                 n_queries = min(n_queries, n_needles)
                 actions = distinct(lambda: rng.choice(t.phrasing.actions), n_needles)
-                attrs = [rng.choice(t.vocab.nouns)] * n_needles  # the noun the question asks with
+                subject = t.sample_subject(rng, first_action)  # "Crate 4821 was sent to Lisbon"
+                noun = rng.choice(t.phrasing.subject_nouns) if subject else rng.choice(t.vocab.nouns)
+                attrs = [noun] * n_needles  # the noun the question asks with
             else:
+                subject = False
                 actions, attrs = [None] * n_needles, distinct(lambda: t.sample_attribute(rng), n_needles)
             values = distinct(lambda: t.sample_value(rng), n_needles)
-            needles = [t.render_needle(key, v, a, rng, act) for v, a, act in zip(values, attrs, actions)]
+            needles = [t.render_needle(key, v, a, rng, act, subject) for v, a, act in zip(values, attrs, actions)]
         else:
             needles = t.sample_needles(rng, n_needles)
         texts = [" " + n.sentence for n in needles]

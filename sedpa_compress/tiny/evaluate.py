@@ -96,7 +96,7 @@ def needle_rows(model: torch.nn.Module, tokenizer: Any, contexts: list[int], dep
                     per_mode[mode].append((answer_found(text, ex.answer), exact))
                     needle = ex.needles[ex.query_index]
                     cells[mode].append({"needle": needle.sentence, "value": ex.answer,
-                                        "kind": "action" if getattr(needle, "action", None) else "attribute",
+                                        "kind": needle.kind,
                                         "question": ex.prompt[-300:].split("\n\n")[-1], "output": text})
             for mode in [m for m in modes if per_mode[m]]:
                 found = sum(f for f, _ in per_mode[mode]) / samples
@@ -228,8 +228,9 @@ def _accuracy_by(rows: list[dict[str, Any]], key: Callable[[dict[str, Any]], str
 
 
 def accuracy_by_needle_kind(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Attribute needles ("the vault code of X reads 4821") and action needles ("X remains stationed at 4821", no
-    attribute noun) scored apart; cells of JSONs from before action needles are attribute needles."""
+    """Attribute needles ("the vault code of X reads 4821"), action needles ("X remains stationed at 4821", no
+    attribute noun) and subject needles ("Voucher 4821 ended up lodged at X", the value first) scored apart; cells
+    of JSONs from before action needles are attribute needles."""
     return _accuracy_by(rows, lambda cell: cell.get("kind", "attribute"))
 
 
