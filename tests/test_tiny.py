@@ -705,15 +705,15 @@ def test_acceptance_cuts_its_haystacks_from_a_text_file_when_given_one(shipped, 
     hay = tmp_path / "mine.txt"
     hay.write_text("\n\n".join(reversed(paras)))
     out = evaluate(model, tok, model_name="sedpa-tiny", contexts=[512], depths=2, samples=1, sink=16, recent=64,
-                   command="test", ppl_tokens=2048, haystack=hay, log=lambda *a: None)
+                   command="test", ppl_tokens=2048, haystack=hay, text_samples=False, log=lambda *a: None)
     assert out["settings"]["haystack"] == str(hay)
     assert out["summary"]["full"]["ppl_haystack"] > 1 and out["summary"]["streaming"]["ppl_haystack"] > 1
-    assert out["summary"]["full"]["ppl"] > 1
+    assert out["summary"]["full"]["ppl"] > 1 and out["text_samples"] == []
     short = tmp_path / "short.txt"
     short.write_text("Too short a text.")
     with pytest.raises(SedpaError, match="characters but"):
         evaluate(model, tok, model_name="sedpa-tiny", contexts=[512], depths=2, samples=1, sink=16, recent=64,
-                 command="test", ppl_tokens=2048, haystack=short, log=lambda *a: None)
+                 command="test", ppl_tokens=2048, haystack=short, text_samples=False, log=lambda *a: None)
 
 
 def test_subject_needles_put_the_value_first_and_are_asked_through_the_action_and_the_things_noun():

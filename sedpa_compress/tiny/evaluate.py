@@ -154,11 +154,12 @@ SAMPLE_PROMPTS = ("And it came to pass, when the king", "The function returns a 
 
 def evaluate(model: torch.nn.Module, tokenizer: Any, *, model_name: str, contexts: list[int], depths: int,
              samples: int, sink: int, recent: int, command: str, ppl_tokens: int = 65536,
-             stream_max_context: int | None = None, haystack: Path | None = None,
+             stream_max_context: int | None = None, haystack: Path | None = None, text_samples: bool = True,
              log=print) -> dict[str, Any]:
     """Needle rows (full + streaming) and held-out perplexity in the bench JSON shape. `haystack`: a text file
     the haystacks are cut from instead of the bundled held-out text (text no stage trained on); perplexity is
-    then measured on it too."""
+    then measured on it too. `text_samples`: write a few sampled continuations into the JSON (a look at what the
+    model writes; the slowest part on the CPU at short contexts)."""
     model.eval()
     device = next(model.parameters()).device
     t0 = time.time()
@@ -171,7 +172,8 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, *, model_name: str, context
                             recent=recent)
     log(f"held-out perplexity: full {ppl_full:.2f}, streaming {ppl_stream:.2f}")
     hay_name = str(haystack) if haystack is not None else "bundled held-out text"
-    samples_text = [sample_text(model, tokenizer, p, seed=i) for i, p in enumerate(SAMPLE_PROMPTS)]
+    samples_text = [sample_text(model, tokenizer, p, seed=i) for i, p in enumerate(SAMPLE_PROMPTS)] \
+        if text_samples else []
     summary = summarise(rows, contexts)
     summary["full"]["ppl"], summary["streaming"]["ppl"] = ppl_full, ppl_stream
     if hay is not None:
