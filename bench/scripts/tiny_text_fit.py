@@ -24,7 +24,7 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from sedpa_compress.bench.results import make_result, write_result
-    from sedpa_compress.data.text import HELDOUT_EVERY, _paragraphs, bundled_text_paths, corpus_text_paths
+    from sedpa_compress.data.text import HELDOUT_EVERY, bundled_text_paths, corpus_text_paths, split_paragraphs
     from sedpa_compress.tiny.evaluate import perplexity
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -42,12 +42,10 @@ def main() -> None:
     texts: dict[str, str] = {}
     sources = bundled_text_paths() + (corpus_text_paths(args.corpus) if args.corpus else [])
     for path in sources:
-        paras = _paragraphs(path)
-        held = [p for i, p in enumerate(paras) if i % HELDOUT_EVERY == HELDOUT_EVERY - 1]
-        train = [p for i, p in enumerate(paras) if i % HELDOUT_EVERY != HELDOUT_EVERY - 1]
-        # the middle of each split: a file's opening (a licence, a title page) reads like none of the rest
-        texts[f"train:{path.stem}"] = "\n\n".join(train[len(train) // 2:])
-        texts[f"heldout:{path.stem}"] = "\n\n".join(held[len(held) // 2:])
+        for split in ("train", "heldout"):
+            paras = split_paragraphs([path], split)
+            # the middle of each split: a file's opening (a licence, a title page) reads like none of the rest
+            texts[f"{split}:{path.stem}"] = "\n\n".join(paras[len(paras) // 2:])
     for path in args.text:
         texts[f"new:{path.name}"] = path.read_text(encoding="utf-8", errors="replace")
     rows, summary = [], {}
