@@ -14,9 +14,10 @@
 # Continuing an unshipped stage (runs/stageN/model): the call's working tree may hold 64 MiB, and the shipped
 # weights already take 40 MB, so the sender puts the stage's weights in their place for the call and the
 # device restores the shipped ones from git (their blob id, SHIPPED_BLOB):
-#   cp runs/stage9/model/model.safetensors sedpa_compress/models/embedded/sedpa-tiny/   (here, before the call)
+#   cp runs/stage9/model/{model.safetensors,config.json} sedpa_compress/models/embedded/sedpa-tiny/   (here, before the call;
+#   the config too where the stage changed the shape, e.g. grew KV heads: the shipped config comes back from git)
 #   SWAPPED_INIT=1 SHIPPED_BLOB=$(git rev-parse HEAD:sedpa_compress/models/embedded/sedpa-tiny/model.safetensors) ...
-#   git checkout sedpa_compress/models/embedded/sedpa-tiny/model.safetensors          (here, after the call)
+#   git checkout sedpa_compress/models/embedded/sedpa-tiny/          (here, after the call)
 # OVERRIDES="field=value ...": more recipe overrides for training, e.g. "schedule_span=[0.1667,0.3333]" (the part of
 # one long schedule this call trains, a run split across calls) or compile_model=true.
 # NO_ACCEPTANCE=1: no acceptance of the new stage (a middle call of a run split across calls: MINUTES up to ~8).
@@ -42,6 +43,7 @@ if [[ -n ${SWAPPED_INIT:-} ]]; then  # the tree's embedded weights are the stage
   INIT=$W/init; mkdir -p "$INIT"; cp -r "$EMB/." "$INIT/"
   git cat-file blob "${SHIPPED_BLOB:?SWAPPED_INIT needs SHIPPED_BLOB}" > "$W/shipped.safetensors" \
     && cp "$W/shipped.safetensors" "$EMB/model.safetensors" \
+    && git show "HEAD:$EMB/config.json" > "$EMB/config.json" \
     || { echo "the shipped weights are not in this machine's git: the embedded acceptance is skipped"; SKIP_EMBEDDED=1; }
 fi
 if [[ -n ${INIT_CHECKPOINT:-} ]]; then
