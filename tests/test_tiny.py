@@ -774,3 +774,52 @@ def test_subject_needles_put_the_value_first_and_are_asked_through_the_action_an
                                              "subject": {"accuracy": 1.0, "cells": 1}}
     with pytest.raises(SedpaError, match="set wording_actions too"):
         load_config(RECIPE, **{**SMALL, "wording_subjects": 0.5})
+
+
+def test_insert_words_slips_words_between_words_but_never_inside_a_kept_phrase_nor_first_or_last():
+    from sedpa_compress.data.wordings import insert_words
+
+    for seed in range(200):
+        out = insert_words("The code of the blue door is", ("lamp",), 2, random.Random(seed),
+                           ["the blue door", "code"], last=False)
+        words = out.split()
+        assert len(words) == 9 and words.count("lamp") == 2
+        assert words[0] == "The" and words[-1] == "is" and "the blue door" in out and "code" in words
+        assert [w for w in words if w != "lamp"] == "The code of the blue door is".split()
+    ends = {insert_words("Name the tag of Oslo.", ("lamp",), 1, random.Random(s), ["Oslo."]).split()[-1]
+            for s in range(100)}
+    assert ends == {"lamp", "Oslo."}  # after the last word too, where allowed
+    assert insert_words("Reply:", ("lamp",), 2, random.Random(0), last=False) == "Reply:"  # no gap: unchanged
+
+
+def test_wording_noise_slips_random_words_into_questions_and_prefixes_never_into_key_attribute_or_needle():
+    """wording_noise: stages 17-18 answered held-out prefixes one word off a trained one ("The recorded vault
+    reference is") with prose. A share of training tails get random corpus words in question and answer prefix
+    (and half of them a sentence of random words after the question); the needle, the key and attribute the
+    question names and the answer stay as they are; the words are the family's (the held-out family's are not
+    among them); the share lies in [0, 1]."""
+    import dataclasses
+
+    from sedpa_compress.data.wordings import HELDOUT_WORDINGS, family_words
+    from sedpa_compress.tiny.data import TinyData
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(SHIPPED / "tokenizer.json"))
+    noisy = TinyData(load_config(RECIPE, **{**SMALL, "corpus_words": 500, "wording_noise": 1.0}), tok).templates
+    clean = dataclasses.replace(noisy, noise_share=0.0)
+    assert not set(noisy.words) & family_words(HELDOUT_WORDINGS)
+    changed = 0
+    for seed in range(300):
+        needle = clean.sample_needles(random.Random(seed), 1)[0]
+        tail, answer = noisy.render_tail(needle, random.Random(seed))
+        plain, plain_answer = clean.render_tail(needle, random.Random(seed))
+        assert answer == plain_answer and answer.strip() == needle.value
+        assert needle.key.lower() in tail.lower()
+        if needle.attribute and needle.attribute.lower() in plain.lower():
+            assert needle.attribute.lower() in tail.lower()
+        added = len(tail.split()) - len(plain.split())
+        changed += tail != plain
+        assert added >= 1 or tail == plain  # one or two words in the question, in the prefix, maybe a sentence
+    assert changed > 250
+    with pytest.raises(SedpaError, match="wording_noise"):
+        load_config(RECIPE, **{**SMALL, "wording_noise": 1.5})

@@ -26,7 +26,8 @@
 # CORPUS=<name>: train on a corpus kept in history (python -m sedpa_compress.tiny.corpus keep ..., an earlier session)
 # besides the bundled text: restored on the device and passed as the recipe's `corpus`.
 # EVAL_ONLY=1: no training; the weights to continue (SWAPPED_INIT or INIT_CHECKPOINT) are the new stage: GPU 0
-# identifies its heads, GPU 1 (GPU 0 afterwards on one GPU) runs its acceptance. RECIPE is not read.
+# identifies its heads, GPU 1 (GPU 0 afterwards on one GPU) runs its acceptance. RECIPE is not read. ALSO_EVAL=<name>:
+# GPU 0 then runs the acceptance of a checkpoint kept in history too (heads ~210 s + acceptance ~110 s to 32K).
 # Training MINUTES=6.6 leaves too little of the 570 s for the heads step (cut at 8049dca): 5.5 leaves room.
 # $OUT gets few files (the device returns at most 8): the new model as tar parts, and results.tar with
 # every JSON, PNG and log.
@@ -50,6 +51,9 @@ if [[ -n ${INIT_CHECKPOINT:-} ]]; then
   [[ -n ${SWAPPED_INIT:-} ]] && { echo "INIT_CHECKPOINT and SWAPPED_INIT both name the weights to continue: pass one"; exit 2; }
   INIT=$W/init_checkpoint
   python3 -m sedpa_compress.tiny.checkpoints restore "$INIT_CHECKPOINT" --to "$INIT" || exit 2
+fi
+if [[ -n ${ALSO_EVAL:-} ]]; then  # EVAL_ONLY: one more kept checkpoint's acceptance, on GPU 0 after the heads
+  python3 -m sedpa_compress.tiny.checkpoints restore "$ALSO_EVAL" --to "$W/also" || exit 2
 fi
 if [[ -n ${CORPUS:-} ]]; then
   python3 -m sedpa_compress.tiny.corpus restore "$CORPUS" --to "$W/corpus" || exit 2
@@ -78,6 +82,8 @@ fi
     export CUDA_VISIBLE_DEVICES=0
     RECIPE="${HEADS_RECIPE:-recipes/identify-sedpa-tiny.yaml}" MODEL="$W/run/model" OUT="$R" timeout $(left) \
       bash bench/scripts/tiny_heads.sh > "$R/heads.log" 2>&1
+    [[ -n ${ALSO_EVAL:-} ]] && timeout $(left) python3 -m sedpa_compress.tiny.evaluate --model "$W/also" $EVAL \
+      --out "$R/acceptance_$ALSO_EVAL.json" > "$R/acceptance_$ALSO_EVAL.log" 2>&1
     echo "[gpu0 done at $(( $(date +%s) - T0 )) s]" >> "$R/heads.log"
     exit 0
   fi

@@ -360,6 +360,32 @@ def _cap(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
+def insert_words(text: str, words: tuple[str, ...], count: int, rng: random.Random, keep: list[str] = (),
+                 last: bool = True) -> str:
+    """`text` with `count` words drawn from `words` put between its words, at random gaps: not inside any
+    phrase of `keep` (a key, an attribute: they must still match the needle), and after the last word only
+    if `last`, never before the first. Unchanged when there is no such gap."""
+    tokens = text.split(" ")
+    starts = [0]  # where each token starts in text
+    for t in tokens[:-1]:
+        starts.append(starts[-1] + len(t) + 1)
+    lowered = text.lower()
+    inside: set[int] = set()  # gaps g (before token g) inside a kept phrase
+    for phrase in (k.lower() for k in keep if k):
+        at = lowered.find(phrase)
+        while at >= 0:
+            inside |= {g for g, st in enumerate(starts) if at < st < at + len(phrase)}
+            at = lowered.find(phrase, at + 1)
+    gaps = [g for g in range(1, len(tokens) + (1 if last else 0)) if g not in inside]  # never before the first
+    if not gaps:
+        return text
+    for _ in range(count):
+        g = rng.choice(gaps)
+        tokens.insert(g, rng.choice(words))
+        gaps = [x + 1 if x > g else x for x in gaps] + [g + 1]  # the gaps after the new word move one along
+    return " ".join(tokens)
+
+
 def _join(*parts: str) -> str:
     return " ".join(p for p in parts if p)
 
@@ -395,6 +421,12 @@ class WordingFamily:
     # share of action needle groups in the subject form (Phrasing.subject_cores: "Crate 4821 was sent to Lisbon",
     # asked as "Which crate was sent to Lisbon?"); 0: none, and the random draws are those of a family without them
     subject_share: float = 0.0
+    # share of questions and answer prefixes with one or two random words of `words` slipped in between their words
+    # (never inside the key or the attribute; never after a prefix's last word), half of those also followed by a
+    # sentence of random words, as an instruction no list holds: the value must follow a question and a prefix of
+    # words never seen there ("The recorded vault reference is"), not only the listed ones (0: none, and the random
+    # draws are those of a family without it)
+    noise_share: float = 0.0
 
     # ---- keys and attributes
     def _wild(self, rng: random.Random) -> bool:
@@ -584,6 +616,8 @@ class WordingFamily:
         """(text after the haystack up to the answer, the answer text the model should write):
         opening + question + separator + answer prefix, and " value" (or "value" right after a newline)."""
         question, prefix = self.render_question(needle, rng)
+        if self.noise_share and self.words and rng.random() < self.noise_share:
+            question, prefix = self._noisy(question, prefix, needle, rng)
         if self.echo_prefix_share and rng.random() < self.echo_prefix_share:
             echo = needle.sentence[:needle.sentence.find(needle.value)].rstrip()
             prefix = echo or prefix  # a sentence that opens with its value has nothing to echo
@@ -593,6 +627,17 @@ class WordingFamily:
             sep = "\n"  # a bare answer goes on its own line
             return opening + question + sep, needle.value
         return opening + question + sep + prefix, " " + needle.value
+
+    def _noisy(self, question: str, prefix: str, needle: Needle, rng: random.Random) -> tuple[str, str]:
+        """`question` and `prefix` with random words slipped in (`noise_share`): what names the needle stays whole."""
+        keep = [needle.key, needle.attribute or ""]
+        question = insert_words(question, self.words, rng.randint(1, 2), rng, keep)
+        if prefix:
+            prefix = insert_words(prefix, self.words, rng.randint(1, 2), rng, keep, last=False)
+        if rng.random() < 0.5:
+            w = self.words
+            question += " " + _cap(" ".join(rng.choice(w) for _ in range(rng.randint(2, 5)))) + "."
+        return question, prefix
 
     # ---- upper bounds for callers that budget tokens (heads/synthetic.py)
     @property

@@ -83,6 +83,10 @@ class TinyTrainConfig:
     # before the verb ("Crate 4821 was sent to Lisbon", asked "Which crate was sent to Lisbon?"). Stage 16b, trained
     # on value-last actions only, answered "Lisbon" to "Order {value} was shipped to Lisbon" 18 times of 20
     wording_subjects: float = 0.0
+    # share of questions and answer prefixes with one or two random corpus words slipped in (never inside key or
+    # attribute), half of them followed by a sentence of random words: stages 17-18 answered held-out prefixes one
+    # word off a trained one ("The recorded vault reference is") with prose (data.wordings.insert_words)
+    wording_noise: float = 0.0
     # value formats of the training needles (weights over data.wordings.VALUE_FORMATS: digits, grouped,
     # thousands, code, word, free_code; None: the family's), and the share of needles placed at the very start or end
     value_weights: dict[str, float] | None = None
@@ -174,6 +178,8 @@ class TinyTrainConfig:
             raise SedpaError(f"wording_actions {self.wording_actions}: use a share between 0 and 1")
         if not 0.0 <= self.wording_subjects <= 1.0:
             raise SedpaError(f"wording_subjects {self.wording_subjects}: use a share between 0 and 1")
+        if not 0.0 <= self.wording_noise <= 1.0:
+            raise SedpaError(f"wording_noise {self.wording_noise}: use a share between 0 and 1")
         if self.wording_subjects and not self.wording_actions:
             raise SedpaError("wording_subjects is a share of the action needles: set wording_actions too")
         if self.wording_random_verbs is not None and not 0.0 <= self.wording_random_verbs <= 1.0:
