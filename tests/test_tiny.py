@@ -823,3 +823,41 @@ def test_wording_noise_slips_random_words_into_questions_and_prefixes_never_into
     assert changed > 250
     with pytest.raises(SedpaError, match="wording_noise"):
         load_config(RECIPE, **{**SMALL, "wording_noise": 1.5})
+
+
+def test_wording_needle_noise_slips_words_into_needles_never_inside_key_attribute_action_nor_beside_the_value():
+    """wording_needle_noise: held-out needle frames cost the shipped model 11 points at 1K. A share of training needle
+    statements get one or two random words slipped in; key, attribute, action and value stay whole, and the words
+    right before and after the value are the statement's own (a random word there could be read as the value)."""
+    import dataclasses
+
+    from sedpa_compress.data.wordings import insert_words
+    from sedpa_compress.tiny.data import TinyData
+    from tokenizers import Tokenizer
+
+    assert insert_words("the code of Oslo is 4821", ("LAMP",), 3, random.Random(0), ["Oslo", "code"],
+                        apart=["4821"]).split()[-2:] == ["is", "4821"]
+    tok = Tokenizer.from_file(str(SHIPPED / "tokenizer.json"))
+    data = TinyData(load_config(RECIPE, **{**SMALL, "corpus_words": 500, "wording_needle_noise": 1.0,
+                                           "wording_actions": 0.5}), tok)
+    bare = dataclasses.replace(data.templates.phrasing, lead_ins=("",), trailers=("",))
+    noisy = dataclasses.replace(data.templates, phrasing=bare)
+    clean = dataclasses.replace(noisy, needle_noise_share=0.0)
+    actions = 0
+    for seed in range(300):
+        n = noisy.sample_needles(random.Random(seed), 1)[0]
+        c = clean.sample_needles(random.Random(seed), 1)[0]
+        assert (n.key, n.value, n.attribute, n.action) == (c.key, c.value, c.attribute, c.action)
+        got, want = n.sentence.rstrip(".").split(), c.sentence.rstrip(".").split()
+        assert 1 <= len(got) - len(want) <= 2
+        it = iter(got)
+        assert all(w in it for w in want)  # the statement's own words, in order, with one or two more
+        for phrase in [n.key, n.attribute] + ([" ".join(n.action)] if n.action else []):
+            if phrase.lower() in c.sentence.lower():  # an action needle's noun is only in its question
+                assert phrase.lower() in n.sentence.lower()
+        i, j = got.index(next(w for w in got if n.value in w)), want.index(next(w for w in want if n.value in w))
+        assert got[i - 1:i + 2] == want[j - 1:j + 2]
+        actions += n.action is not None
+    assert actions > 100
+    with pytest.raises(SedpaError, match="wording_needle_noise"):
+        load_config(RECIPE, **{**SMALL, "wording_needle_noise": -0.1})

@@ -28,6 +28,8 @@
 # EVAL_ONLY=1: no training; the weights to continue (SWAPPED_INIT or INIT_CHECKPOINT) are the new stage: GPU 0
 # identifies its heads, GPU 1 (GPU 0 afterwards on one GPU) runs its acceptance. RECIPE is not read. ALSO_EVAL=<name>:
 # GPU 0 then runs the acceptance of a checkpoint kept in history too (heads ~210 s + acceptance ~110 s to 32K).
+# Before a call, bench/scripts/gpu_tiny_round_dryrun.sh runs this script here on the CPU (a fake one-GPU nvidia-smi,
+# tiny contexts): a check of its plumbing (swaps, restores, which step runs where) that costs no device time.
 # Training MINUTES=6.6 leaves too little of the 570 s for the heads step (cut at 8049dca): 5.5 leaves room.
 # $OUT gets few files (the device returns at most 8): the new model as tar parts, and results.tar with
 # every JSON, PNG and log.

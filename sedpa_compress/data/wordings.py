@@ -361,20 +361,25 @@ def _cap(text: str) -> str:
 
 
 def insert_words(text: str, words: tuple[str, ...], count: int, rng: random.Random, keep: list[str] = (),
-                 last: bool = True) -> str:
+                 last: bool = True, apart: list[str] = ()) -> str:
     """`text` with `count` words drawn from `words` put between its words, at random gaps: not inside any
-    phrase of `keep` (a key, an attribute: they must still match the needle), and after the last word only
-    if `last`, never before the first. Unchanged when there is no such gap."""
+    phrase of `keep` (a key, an attribute: they must still match the needle), nor inside or right beside a phrase
+    of `apart` (a value: a word next to it could be read as part of it), and after the last word only if `last`,
+    never before the first. Unchanged when there is no such gap."""
     tokens = text.split(" ")
     starts = [0]  # where each token starts in text
     for t in tokens[:-1]:
         starts.append(starts[-1] + len(t) + 1)
     lowered = text.lower()
     inside: set[int] = set()  # gaps g (before token g) inside a kept phrase
-    for phrase in (k.lower() for k in keep if k):
+    for phrase, beside in [(k.lower(), False) for k in keep if k] + [(a.lower(), True) for a in apart if a]:
         at = lowered.find(phrase)
         while at >= 0:
-            inside |= {g for g, st in enumerate(starts) if at < st < at + len(phrase)}
+            end = at + len(phrase)
+            over = [t for t, st in enumerate(starts) if st < end and st + len(tokens[t]) > at]  # tokens it touches
+            inside |= set(range(over[0] + 1, over[-1] + 1))  # the gap before token g is gap g
+            if beside:
+                inside |= {over[0], over[-1] + 1}
             at = lowered.find(phrase, at + 1)
     gaps = [g for g in range(1, len(tokens) + (1 if last else 0)) if g not in inside]  # never before the first
     if not gaps:
@@ -427,6 +432,10 @@ class WordingFamily:
     # words never seen there ("The recorded vault reference is"), not only the listed ones (0: none, and the random
     # draws are those of a family without it)
     noise_share: float = 0.0
+    # the same for needle statements: one or two random words slipped into the core ("Remember: the safe code lamp
+    # of Oslo is 4821"), never inside key, attribute or action, nor right beside the value (0: none, and the random
+    # draws are those of a family without it)
+    needle_noise_share: float = 0.0
 
     # ---- keys and attributes
     def _wild(self, rng: random.Random) -> bool:
@@ -555,6 +564,9 @@ class WordingFamily:
                                f"the {attr} {verb} {value} for {key}", f"{key} {attr}: {value}"))
         else:
             core = rng.choice(p.cores).format(key=key, attr=attr, value=value)
+        if self.needle_noise_share and self.words and rng.random() < self.needle_noise_share:
+            joined = [f"{action[0]} {action[1]}"] if action is not None else []  # the action a question asks by
+            core = insert_words(core, self.words, rng.randint(1, 2), rng, [key, attr] + joined, apart=[value])
         lead = rng.choice(p.lead_ins)
         # what opens a sentence is capitalised, except the value: the answer is the value as written ("a48f",
         # not "A48f"), so the needle must hold it letter for letter

@@ -87,6 +87,9 @@ class TinyTrainConfig:
     # attribute), half of them followed by a sentence of random words: stages 17-18 answered held-out prefixes one
     # word off a trained one ("The recorded vault reference is") with prose (data.wordings.insert_words)
     wording_noise: float = 0.0
+    # the same for needle statements (never inside key, attribute or action, nor beside the value): held-out needle
+    # frames cost the shipped model 11 points at 1K (bench/results/tiny_wording_ablation_cpu.json)
+    wording_needle_noise: float = 0.0
     # value formats of the training needles (weights over data.wordings.VALUE_FORMATS: digits, grouped,
     # thousands, code, word, free_code; None: the family's), and the share of needles placed at the very start or end
     value_weights: dict[str, float] | None = None
@@ -178,8 +181,9 @@ class TinyTrainConfig:
             raise SedpaError(f"wording_actions {self.wording_actions}: use a share between 0 and 1")
         if not 0.0 <= self.wording_subjects <= 1.0:
             raise SedpaError(f"wording_subjects {self.wording_subjects}: use a share between 0 and 1")
-        if not 0.0 <= self.wording_noise <= 1.0:
-            raise SedpaError(f"wording_noise {self.wording_noise}: use a share between 0 and 1")
+        for name in ("wording_noise", "wording_needle_noise"):
+            if not 0.0 <= getattr(self, name) <= 1.0:
+                raise SedpaError(f"{name} {getattr(self, name)}: use a share between 0 and 1")
         if self.wording_subjects and not self.wording_actions:
             raise SedpaError("wording_subjects is a share of the action needles: set wording_actions too")
         if self.wording_random_verbs is not None and not 0.0 <= self.wording_random_verbs <= 1.0:

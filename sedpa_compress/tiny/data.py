@@ -106,6 +106,10 @@ class TinyData(torch.utils.data.Dataset):
             if not hasattr(templates, "noise_share"):
                 raise SedpaError("wording_noise needs a compositional wording family (data/wordings.py)")
             templates = self.templates = dataclasses.replace(templates, noise_share=cfg.wording_noise)
+        if cfg.wording_needle_noise:
+            if not hasattr(templates, "needle_noise_share"):
+                raise SedpaError("wording_needle_noise needs a compositional wording family (data/wordings.py)")
+            templates = self.templates = dataclasses.replace(templates, needle_noise_share=cfg.wording_needle_noise)
         if cfg.wording_echo_prefixes:
             if not hasattr(templates, "echo_prefix_share"):
                 raise SedpaError("wording_echo_prefixes needs a compositional wording family (data/wordings.py)")
