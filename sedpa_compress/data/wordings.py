@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import dataclasses
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from sedpa_compress.data.needles import Needle, distinct
@@ -360,8 +361,8 @@ def _cap(text: str) -> str:
     return text[:1].upper() + text[1:]
 
 
-def insert_words(text: str, words: tuple[str, ...], count: int, rng: random.Random, keep: list[str] = (),
-                 last: bool = True, apart: list[str] = ()) -> str:
+def insert_words(text: str, words: Sequence[str], count: int, rng: random.Random, keep: Sequence[str] = (),
+                 last: bool = True, apart: Sequence[str] = ()) -> str:
     """`text` with `count` words drawn from `words` put between its words, at random gaps: not inside any
     phrase of `keep` (a key, an attribute: they must still match the needle), nor inside or right beside a phrase
     of `apart` (a value: a word next to it could be read as part of it), and after the last word only if `last`,
