@@ -175,13 +175,8 @@ class TinyTrainConfig:
             raise SedpaError("needle_fraction + copy_fraction must be at most 1 (the rest is plain text)")
         if self.wording_wild is not None and not 0.0 <= self.wording_wild <= 1.0:
             raise SedpaError(f"wording_wild {self.wording_wild}: use a share between 0 and 1")
-        if not 0.0 <= self.wording_echo_prefixes <= 1.0:
-            raise SedpaError(f"wording_echo_prefixes {self.wording_echo_prefixes}: use a share between 0 and 1")
-        if not 0.0 <= self.wording_actions <= 1.0:
-            raise SedpaError(f"wording_actions {self.wording_actions}: use a share between 0 and 1")
-        if not 0.0 <= self.wording_subjects <= 1.0:
-            raise SedpaError(f"wording_subjects {self.wording_subjects}: use a share between 0 and 1")
-        for name in ("wording_noise", "wording_needle_noise"):
+        for name in ("wording_echo_prefixes", "wording_actions", "wording_subjects", "wording_noise",
+                     "wording_needle_noise"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise SedpaError(f"{name} {getattr(self, name)}: use a share between 0 and 1")
         if self.wording_subjects and not self.wording_actions:

@@ -94,26 +94,14 @@ class TinyData(torch.utils.data.Dataset):
             from sedpa_compress.data.wordings import VERB_PARTICLES
 
             templates = self.templates = dataclasses.replace(templates, verb_particles=VERB_PARTICLES)
-        if cfg.wording_actions:
-            if not hasattr(templates, "action_share"):
-                raise SedpaError("wording_actions needs a compositional wording family (data/wordings.py)")
-            templates = self.templates = dataclasses.replace(templates, action_share=cfg.wording_actions)
-        if cfg.wording_subjects:
-            if not hasattr(templates, "subject_share"):
-                raise SedpaError("wording_subjects needs a compositional wording family (data/wordings.py)")
-            templates = self.templates = dataclasses.replace(templates, subject_share=cfg.wording_subjects)
-        if cfg.wording_noise:
-            if not hasattr(templates, "noise_share"):
-                raise SedpaError("wording_noise needs a compositional wording family (data/wordings.py)")
-            templates = self.templates = dataclasses.replace(templates, noise_share=cfg.wording_noise)
-        if cfg.wording_needle_noise:
-            if not hasattr(templates, "needle_noise_share"):
-                raise SedpaError("wording_needle_noise needs a compositional wording family (data/wordings.py)")
-            templates = self.templates = dataclasses.replace(templates, needle_noise_share=cfg.wording_needle_noise)
-        if cfg.wording_echo_prefixes:
-            if not hasattr(templates, "echo_prefix_share"):
-                raise SedpaError("wording_echo_prefixes needs a compositional wording family (data/wordings.py)")
-            templates = self.templates = dataclasses.replace(templates, echo_prefix_share=cfg.wording_echo_prefixes)
+        # shares of the compositional family's needle kinds and noise: recipe field -> WordingFamily field
+        for field_name, share in (("wording_actions", "action_share"), ("wording_subjects", "subject_share"),
+                                  ("wording_noise", "noise_share"), ("wording_needle_noise", "needle_noise_share"),
+                                  ("wording_echo_prefixes", "echo_prefix_share")):
+            if getattr(cfg, field_name):
+                if not hasattr(templates, share):
+                    raise SedpaError(f"{field_name} needs a compositional wording family (data/wordings.py)")
+                templates = self.templates = dataclasses.replace(templates, **{share: getattr(cfg, field_name)})
         if cfg.corpus_word_values:
             if not getattr(templates, "words", None):
                 raise SedpaError("corpus_word_values needs the training family's corpus words: set corpus_words")
