@@ -55,6 +55,7 @@ if [[ -n ${INIT_CHECKPOINT:-} ]]; then
   python3 -m sedpa_compress.tiny.checkpoints restore "$INIT_CHECKPOINT" --to "$INIT" || exit 2
 fi
 if [[ -n ${ALSO_EVAL:-} ]]; then  # EVAL_ONLY: one more kept checkpoint's acceptance, on GPU 0 after the heads
+  [[ -z ${EVAL_ONLY:-} ]] && { echo "ALSO_EVAL runs only with EVAL_ONLY=1 (a training call has no GPU time to spare)"; exit 2; }
   python3 -m sedpa_compress.tiny.checkpoints restore "$ALSO_EVAL" --to "$W/also" || exit 2
 fi
 if [[ -n ${CORPUS:-} ]]; then
