@@ -476,6 +476,51 @@ def test_init_from_a_model_with_fewer_kv_heads_grows_it_into_the_same_function(t
         load_weights(build_model(three), tmp_path / "two", grow=True)
 
 
+def test_init_from_a_shallower_model_grows_layers_into_the_same_function_and_narrows_a_wider_mlp(tmp_path):
+    """--init-from a 2-layer model into a 4-layer recipe: the new layers are copies with zeroed output projections,
+    so the logits are the original's before any step, spread between the old layers; a recipe with a narrower MLP
+    keeps each layer's strongest channels; fewer layers or a wider MLP are refused with the fix."""
+    from safetensors.torch import save_file
+
+    from sedpa_compress.tiny.model import build_model, grow_layers, narrow_mlp
+    from sedpa_compress.tiny.train import load_weights
+
+    old = build_model(load_config(RECIPE, **SMALL)).eval()  # 2 layers, MLP 128
+    for p in old.parameters():  # weights far from init, so a dropped or misplaced layer would show
+        torch.nn.init.normal_(p, std=0.2)
+    state = {k: v.detach().clone() for k, v in old.state_dict().items() if k != "lm_head.weight"}
+    (tmp_path / "old").mkdir()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "old" / "model.safetensors"))
+    deep = build_model(load_config(RECIPE, **{**SMALL, "num_layers": 4})).eval()
+    logs = []
+    load_weights(deep, tmp_path / "old", grow=True, log=logs.append)
+    ids = torch.randint(3, old.config.vocab_size, (2, 40))
+    with torch.no_grad():
+        torch.testing.assert_close(deep(ids).logits, old(ids).logits, rtol=1e-4, atol=1e-4)
+    assert any("2 layers into 4" in line for line in logs)
+    grown = grow_layers(state, 5)  # old layers 0 and 1 keep their order; three copies spread after them
+    zero = [i for i in range(5) if not grown[f"model.layers.{i}.self_attn.o_proj.weight"].any()]
+    assert zero == [1, 3, 4] or zero == [1, 2, 4], zero
+    assert not grown["model.layers.1.mlp.down_proj.weight"].any()
+    assert torch.equal(grown["model.layers.1.self_attn.q_proj.weight"], state["model.layers.0.self_attn.q_proj.weight"])
+    with pytest.raises(SedpaError, match="does not drop layers"):
+        grow_layers(state, 1)
+
+    narrow = narrow_mlp(state, 96)
+    gate, up = state["model.layers.0.mlp.gate_proj.weight"], state["model.layers.0.mlp.up_proj.weight"]
+    down = state["model.layers.0.mlp.down_proj.weight"]
+    score = gate.norm(dim=1) * up.norm(dim=1) * down.norm(dim=0)
+    kept = score.topk(96).indices.sort().values
+    assert torch.equal(narrow["model.layers.0.mlp.down_proj.weight"], down[:, kept])
+    assert narrow["model.layers.1.mlp.gate_proj.weight"].shape == (96, SMALL["hidden_size"])
+    thin = build_model(load_config(RECIPE, **{**SMALL, "num_layers": 3, "intermediate_size": 96}))
+    logs = []
+    load_weights(thin, tmp_path / "old", grow=True, log=logs.append)  # grown and narrowed in one step
+    assert thin.model.layers[2].mlp.up_proj.weight.shape[0] == 96 and any("from 128 to 96" in line for line in logs)
+    with pytest.raises(SedpaError, match="only narrows"):
+        narrow_mlp(state, 160)
+
+
 def test_a_kept_checkpoint_lives_in_history_not_in_the_tree_and_restores(tmp_path):
     """tiny.checkpoints: `keep` commits a stage's weights and removes them in the next commit (the tree a device
     call carries stays small, the blob stays in history), recording it in the ledger; `restore` writes a model

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -65,6 +66,67 @@ def grow_kv_heads(state: dict[str, torch.Tensor], num_kv_heads: int, head_dim: i
             raise SedpaError(f"{name}: {w.shape[0]} rows are not {have} KV heads of {head_dim} that grow evenly "
                              f"into {num_kv_heads}: grow to a multiple of the model's KV heads")
         out[name] = w.view(have, head_dim, -1).repeat_interleave(num_kv_heads // have, dim=0).reshape(-1, w.shape[1])
+    return out
+
+
+_LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
+
+
+def grow_layers(state: dict[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
+    """A model's weights with `num_layers` decoder layers instead of fewer, computing the same function: each new
+    layer is a copy of the layer before it with its attention output (o_proj) and MLP output (down_proj) zeroed, so
+    it adds nothing to the residual stream until training moves those weights (a block expansion, as LLaMA Pro
+    grows a model). The new layers are spread evenly between the old ones; embeddings, the final norm and the
+    head pass through. More layers give the retrieval circuit more steps to match a question it has not seen
+    the wording of to the needle."""
+    layers: dict[int, dict[str, torch.Tensor]] = {}
+    rest: dict[str, torch.Tensor] = {}
+    for name, w in state.items():
+        m = _LAYER.match(name)
+        if m:
+            layers.setdefault(int(m.group(1)), {})[m.group(2)] = w
+        else:
+            rest[name] = w
+    have = len(layers)
+    if num_layers < have:
+        raise SedpaError(f"the weights have {have} layers and the recipe {num_layers}: --init-from grows a model, "
+                         "it does not drop layers (set num_layers to at least the model's)")
+    extra = num_layers - have
+    # the k-th new layer goes after old layer round((k+1) * have / (extra+1)) - 1: evenly spread
+    after = [max(0, round((k + 1) * have / (extra + 1)) - 1) for k in range(extra)]
+    order: list[tuple[int, bool]] = []  # (old layer copied, is new)
+    for i in range(have):
+        order.append((i, False))
+        order += [(i, True)] * after.count(i)
+    out = dict(rest)
+    for j, (i, new) in enumerate(order):
+        for part, w in layers[i].items():
+            zero = new and part in ("self_attn.o_proj.weight", "mlp.down_proj.weight")
+            out[f"model.layers.{j}.{part}"] = torch.zeros_like(w) if zero else w.clone()
+    return out
+
+
+def narrow_mlp(state: dict[str, torch.Tensor], intermediate_size: int) -> dict[str, torch.Tensor]:
+    """A model's weights with `intermediate_size` MLP channels a layer instead of more: each layer keeps the channels
+    whose gate, up and down weights have the largest product of norms (the channels that move the residual stream
+    most), in their order. Not the same function: a fine-tune recovers what the dropped channels did. With
+    `grow_layers` it trades MLP width for depth within the same size budget."""
+    out = dict(state)
+    for name, gate in state.items():
+        if not name.endswith("mlp.gate_proj.weight"):
+            continue
+        prefix = name[: -len("gate_proj.weight")]
+        up, down = state[prefix + "up_proj.weight"], state[prefix + "down_proj.weight"]
+        have = gate.shape[0]
+        if intermediate_size > have:
+            raise SedpaError(f"{name}: {have} MLP channels cannot widen to {intermediate_size}: --init-from only "
+                             "narrows the MLP (set intermediate_size to at most the model's)")
+        if intermediate_size == have:
+            continue
+        score = gate.float().norm(dim=1) * up.float().norm(dim=1) * down.float().norm(dim=0)
+        keep = score.topk(intermediate_size).indices.sort().values
+        out[prefix + "gate_proj.weight"], out[prefix + "up_proj.weight"] = gate[keep].clone(), up[keep].clone()
+        out[prefix + "down_proj.weight"] = down[:, keep].clone()
     return out
 
 

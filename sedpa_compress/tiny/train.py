@@ -29,7 +29,7 @@ from sedpa_compress.errors import SedpaError
 from sedpa_compress.tiny.config import TinyTrainConfig, config_to_dict
 from sedpa_compress.tiny.data import Batch, TinyData, sequence_length
 from sedpa_compress.models.loaded import count_parameters
-from sedpa_compress.tiny.model import build_model, export_hf, grow_kv_heads
+from sedpa_compress.tiny.model import build_model, export_hf, grow_kv_heads, grow_layers, narrow_mlp
 
 Log = Callable[[str], None]
 
@@ -127,8 +127,9 @@ def save_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimiz
 
 def load_weights(model: torch.nn.Module, path: Path, grow: bool = False, log: Log = _quiet) -> None:
     """Weights from a checkpoint dir or a Hugging Face model dir (single or sharded safetensors). `grow`
-    (--init-from): a model with fewer KV heads than the recipe's is grown into it, computing the same function
-    (`tiny.model.grow_kv_heads`)."""
+    (--init-from): a model with fewer KV heads or fewer layers than the recipe's is grown into it, computing the same
+    function (`tiny.model.grow_kv_heads`, `grow_layers`); one with a wider MLP is narrowed to the recipe's
+    (`narrow_mlp`, the strongest channels kept)."""
     path = Path(path)
     files = sorted(path.glob("model*.safetensors"))
     if not files:
@@ -144,12 +145,23 @@ def load_weights(model: torch.nn.Module, path: Path, grow: bool = False, log: Lo
             state = grow_kv_heads(state, cfg.num_key_value_heads, cfg.head_dim)
             log(f"grew {path}'s {have} KV heads a layer into {cfg.num_key_value_heads} (each copied into its "
                 "query group's new heads: the same function to start from)")
+        layers = len({k.split(".")[2] for k in state if k.startswith("model.layers.")})
+        if layers != cfg.num_hidden_layers:
+            state = grow_layers(state, cfg.num_hidden_layers)
+            log(f"grew {path}'s {layers} layers into {cfg.num_hidden_layers} (each new one a copy of the layer "
+                "before it with its output projections zeroed: the same function to start from)")
+        key = "model.layers.0.mlp.gate_proj.weight"
+        width = state[key].shape[0] if key in state else cfg.intermediate_size
+        if width != cfg.intermediate_size:
+            state = narrow_mlp(state, cfg.intermediate_size)
+            log(f"narrowed {path}'s MLP from {width} to {cfg.intermediate_size} channels a layer (those with the "
+                "largest gate x up x down norms kept)")
     own = model.state_dict()
     wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
              if k in own and v.shape != own[k].shape]
     if wrong:
         raise SedpaError(f"{path} does not match the recipe's model ({wrong[0]}): use the recipe it was trained "
-                         "with (--init-from grows a model with fewer KV heads)")
+                         "with (--init-from grows a model with fewer KV heads or layers and narrows a wider MLP)")
     missing, unexpected = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
     missing = [k for k in missing if k != "lm_head.weight"]
     if missing or unexpected:
