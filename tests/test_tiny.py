@@ -169,7 +169,7 @@ def shipped():
 
 def test_shipped_model_is_small_and_documented():
     size = sum(p.stat().st_size for p in SHIPPED.glob("*.safetensors"))
-    assert size <= 50 * 2**20
+    assert size <= 45_000_000  # the budget (tiny.ship refuses more)
     card = (SHIPPED / "README.md").read_text()
     assert "sedpa train-tiny" in card and "loss_curve.png" in card
     assert (SHIPPED / "loss_curve.png").is_file()
@@ -608,6 +608,17 @@ def test_ship_continues_the_shipped_card_with_a_run_split_across_calls(tmp_path)
     assert not (tmp_path / "out2").exists() and not (tmp_path / "out3").exists()
     assert "Stages 6–7 are 2 device calls of one run (`recipes/tiny-stage16.yaml`, span 0–0.3333" in card
     assert "Stage 6 grew the model from 2 to 4 KV heads" in card
+
+    deeper = json.loads((last / "training.json").read_text())  # a stage grown in depth, its MLP narrowed
+    deeper["config"].update(num_layers=10, intermediate_size=832, schedule_span=None)
+    (last / "training.json").write_text(json.dumps(deeper))
+    card = (ship([str(SHIPPED), str(last)], tmp_path / "out4", None, None) / "README.md").read_text()
+    assert "Stage 6 grew the model from 8 to 10 layers" in card and "narrowed the MLP from 1024 to 832" in card
+    with open(last / "model.safetensors", "ab") as f:  # over the size budget: refused, nothing written
+        f.truncate(45_000_001)
+    with pytest.raises(SedpaError, match="over the embedded model's 45 MB budget"):
+        ship([str(SHIPPED), str(last)], tmp_path / "out5", None, None)
+    assert not (tmp_path / "out5").exists()
 
 
 def test_wording_actions_add_action_needles_asked_through_their_action_and_change_nothing_when_off():

@@ -15,7 +15,9 @@ def register(app: typer.Typer) -> None:
         recipe: Path = typer.Option(Path("recipes/tiny.yaml"), help="Training recipe (YAML of TinyTrainConfig fields)."),
         out: Path = typer.Option(Path("runs/sedpa-tiny"), help="Run folder: tokenizer/, checkpoint/, model/."),
         resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoint (same data, same schedule)."),
-        init_from: Optional[Path] = typer.Option(None, help="Start from these weights with a fresh optimizer."),
+        init_from: Optional[Path] = typer.Option(
+            None, help="Start from these weights with a fresh optimizer (a model with fewer KV heads or layers is "
+                       "grown into the recipe's shape, computing the same function; a wider MLP is narrowed)."),
         steps: Optional[int] = typer.Option(None, help="Override the recipe's number of steps."),
         max_minutes: Optional[float] = typer.Option(None, help="Stop after this wall time, schedule finished."),
         device: str = typer.Option("auto", help="cuda, cpu or auto."),

@@ -29,6 +29,9 @@ MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "to
                "tokenizer_config.json", "special_tokens_map.json")
 
 
+SIZE_BUDGET_BYTES = 45_000_000  # the embedded sedpa-tiny ships inside the package
+
+
 def _stage(spec: str) -> tuple[Path, list[tuple[dict[str, Any], str]]]:
     """(loss-curve PNG, [(training info, commit), ...]): one stage for a run's model/ folder or its training JSON,
     every listed stage for an already shipped folder."""
@@ -110,6 +113,15 @@ def split_runs_and_growth(stages: list[tuple[dict[str, Any], str]]) -> list[str]
             lines.append(f"Stage {k + 1} grew the model from {before} to {after} KV heads a layer: `--init-from` "
                          "copies each KV head into its query group's new heads, so the grown model starts out "
                          f"computing what stage {k} computed.")
+        (lb, la), (wb, wa) = ((stages[k - 1][0]["config"][f], stages[k][0]["config"][f])
+                              for f in ("num_layers", "intermediate_size"))
+        if la != lb:
+            lines.append(f"Stage {k + 1} grew the model from {lb} to {la} layers: `--init-from` inserts copies of "
+                         "layers spread through the depth with their output projections zeroed, which add nothing "
+                         "until training moves them.")
+        if wa != wb:
+            lines.append(f"Stage {k + 1} narrowed the MLP from {wb} to {wa} channels a layer, keeping each layer's "
+                         "channels with the largest gate × up × down norms, to stay within the size budget.")
     return lines
 
 
@@ -243,6 +255,11 @@ def ship(stage_specs: list[str], dest: Path, eval_json: Path | None, pattern: Pa
     for name in MODEL_FILES:
         if not (final_dir / name).is_file():
             raise SedpaError(f"{final_dir} lacks {name}: pass the model/ folder of a finished run")
+    weights = (final_dir / "model.safetensors").stat().st_size
+    if weights > SIZE_BUDGET_BYTES:
+        raise SedpaError(f"{final_dir / 'model.safetensors'} is {weights / 1e6:.1f} MB, over the embedded model's "
+                         f"{SIZE_BUDGET_BYTES / 1e6:.0f} MB budget (it ships inside the package): train a smaller "
+                         "shape (fewer layers or a narrower MLP)")
     result = json.loads(Path(eval_json).read_text()) if eval_json else None
     with atomic_directory(dest, overwrite=True) as tmp:
         for name in MODEL_FILES:
