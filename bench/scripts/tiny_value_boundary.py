@@ -38,6 +38,7 @@ def family(phrase: str, value_format: str):
 
 
 def main() -> None:
+    from sedpa_compress.artifact.manifest import sha256_file
     from sedpa_compress.bench.results import make_result, write_result
     from sedpa_compress.tiny.evaluate import load_model_dir, needle_rows
 
@@ -79,7 +80,9 @@ def main() -> None:
                                              "{key} <phrase> {value}', no lead-in or trailer, no procedural slots, "
                                              "values of one format; bundled held-out text as haystack",
                                    "accuracy": "value in the first line of the answer"},
-                         rows=rows, summary=summary)
+                         rows=rows, summary=summary,
+                         weights_sha256={str(m): sha256_file(m / "model.safetensors") for m in args.model
+                                         if (m / "model.safetensors").is_file()})
     write_result(args.out, result)
 
 

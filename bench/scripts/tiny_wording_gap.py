@@ -49,6 +49,7 @@ def ablations() -> list:
 
 
 def main() -> None:
+    from sedpa_compress.artifact.manifest import sha256_file
     from sedpa_compress.bench.results import make_result, write_result
     from sedpa_compress.data.wordings import HELDOUT_WORDINGS, TRAIN_WORDINGS
     from sedpa_compress.tiny.evaluate import load_model_dir, needle_rows
@@ -90,7 +91,9 @@ def main() -> None:
                                                "HELDOUT_WORDINGS with one part's lists from TRAIN_WORDINGS); the "
                                                "haystack is the bundled held-out text for all",
                                    "accuracy": "value in the first line of the answer"},
-                         rows=rows, summary=summary)
+                         rows=rows, summary=summary,
+                         weights_sha256={str(m): sha256_file(m / "model.safetensors") for m in args.model
+                                         if (m / "model.safetensors").is_file()})
     write_result(args.out, result)
 
 

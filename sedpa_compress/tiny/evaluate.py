@@ -276,9 +276,9 @@ def main(argv: list[str] | None = None) -> None:
                       haystack=args.haystack)
     weights = Path(args.model) / "model.safetensors"
     if weights.is_file():  # which weights were evaluated, also when a folder's contents change later
-        import hashlib
+        from sedpa_compress.artifact.manifest import sha256_file
 
-        result["weights_sha256"] = hashlib.sha256(weights.read_bytes()).hexdigest()
+        result["weights_sha256"] = sha256_file(weights)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result["summary"], indent=2))
