@@ -354,6 +354,10 @@ def test_value_formats_by_length_band_from_an_acceptance_json():
     assert formats.paired(base, stage([" no", " 48213", " 48213"])) == {"cells": 3, "gained": 1, "lost": 1, "p": 1.0}
     assert formats.paired(base, stage([" no", " no", " no"], ("n1", "n2", "other")))["cells"] == 2
     assert formats.paired(stage([" no"] * 3), stage([" 48213"] * 3))["p"] == 0.25  # 3 of 3: 2 x 1/8
+    # misses by what the answer holds: part of the value, another number, or prose; a hit is no miss
+    misses = {"rows": [{"mode": "full", "context": 1024, "cells": [
+        cell("N66-P6", " 66-P6\n"), cell("48213", " 5,207"), cell("48213", " and when I go"), cell("48213", " 48213")]}]}
+    assert formats.miss_kinds(misses) == {"partial": 1, "other value": 1, "prose": 1}
 
 
 def test_acceptance_summary_scores_each_value_format_at_each_length():

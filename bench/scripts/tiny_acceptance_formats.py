@@ -3,7 +3,8 @@
 `tiny.evaluate.accuracy_by_value_format`, recomputed from the JSON's cells, so that stages evaluated before the
 summary carried it (`accuracy_by_value_format_by_context`) compare too. Reads files only; no model.
 
-With several files, each is also compared with the first cell by cell where both asked the same needle at the
+Each file's misses are also sorted by what the answer's first line holds (a partial copy of the value, another
+number, or prose). With several files, each is also compared with the first cell by cell where both asked the same needle at the
 same (length, depth, sample), as the acceptance's seeded cells do: how many cells only the later stage found,
 how many it lost, and the two-sided sign test's p over those. One run has 30 cells a length, so a mean moves by
 ~0.03 from sampling alone; the paired count says whether a stage changed more than that.
@@ -57,6 +58,25 @@ def paired(base: dict, other: dict, mode: str = "full") -> dict[str, float | int
     return {"cells": len(both), "gained": gained, "lost": lost, "p": min(1.0, 2 * tail)}
 
 
+def miss_kinds(result: dict, mode: str = "full") -> dict[str, int]:
+    """The mode's missed cells by what the first line of the answer holds: "partial" (three or more characters of the
+    value in a row: " 66-P6" for N66-P6, a copy that started late or stopped early), "other value" (digits, but none
+    of the value's runs: another number), or "prose" (neither: the model wrote text instead of copying)."""
+    from sedpa_compress.tiny.evaluate import answer_found
+
+    kinds = {"partial": 0, "other value": 0, "prose": 0}
+    for row in (r for r in result["rows"] if r["mode"] == mode):
+        for cell in row.get("cells", []):
+            value, line = cell["value"], cell["output"].strip().split("\n", 1)[0]
+            if answer_found(cell["output"], value):
+                continue
+            runs = (value[i:i + 3] for i in range(len(value) - 2))
+            kind = "partial" if any(r in line for r in runs) else \
+                "other value" if any(ch.isdigit() for ch in line) else "prose"
+            kinds[kind] += 1
+    return kinds
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("acceptance", nargs="+", type=Path, help="acceptance JSONs (tiny.evaluate --out)")
@@ -72,6 +92,8 @@ def main() -> None:
         for band, formats in res.items():
             cells = ", ".join(f"{f} {round(v['accuracy'] * v['cells'])}/{v['cells']}" for f, v in formats.items())
             print(f"{path.name} {band}: {cells}")
+        misses = miss_kinds(json.loads(path.read_text()), args.mode)
+        print(f"{path.name} misses: " + ", ".join(f"{k} {n}" for k, n in misses.items()))
     first = json.loads(args.acceptance[0].read_text())
     for path in args.acceptance[1:]:
         c = paired(first, json.loads(path.read_text()), args.mode)
