@@ -38,8 +38,8 @@ def family(phrase: str, value_format: str):
 
 
 def main() -> None:
-    from sedpa_compress.artifact.manifest import sha256_file
-    from sedpa_compress.bench.results import make_result, write_result
+    from sedpa_compress.bench.results import make_result, weights_sha256, write_result
+    from sedpa_compress.data.needles import answer_found
     from sedpa_compress.tiny.evaluate import load_model_dir, needle_rows
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -67,7 +67,7 @@ def main() -> None:
                 got = needle_rows(model, tok, contexts, args.depths, args.samples, modes=("full",),
                                   templates=family(phrase, fmt), seed=args.seed, log=lambda *a: None)
                 acc = round(sum(r["accuracy"] for r in got) / len(got), 3)
-                misses = [c for r in got for c in r["cells"] if c["value"] not in c["output"].split("\n")[0]]
+                misses = [c for r in got for c in r["cells"] if not answer_found(c["output"], c["value"])]
                 rows.append({"model": str(path), "phrase": phrase, "format": fmt, "accuracy": acc,
                              "cells": len(got) * args.samples, "misses": misses[:5],
                              "wall_s": round(time.time() - t0, 1)})
@@ -81,8 +81,7 @@ def main() -> None:
                                              "values of one format; bundled held-out text as haystack",
                                    "accuracy": "value in the first line of the answer"},
                          rows=rows, summary=summary,
-                         weights_sha256={str(m): sha256_file(m / "model.safetensors") for m in args.model
-                                         if (m / "model.safetensors").is_file()})
+                         weights_sha256={str(m): sha for m in args.model if (sha := weights_sha256(m))})
     write_result(args.out, result)
 
 

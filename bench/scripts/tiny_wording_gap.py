@@ -49,8 +49,7 @@ def ablations() -> list:
 
 
 def main() -> None:
-    from sedpa_compress.artifact.manifest import sha256_file
-    from sedpa_compress.bench.results import make_result, write_result
+    from sedpa_compress.bench.results import make_result, weights_sha256, write_result
     from sedpa_compress.data.wordings import HELDOUT_WORDINGS, TRAIN_WORDINGS
     from sedpa_compress.tiny.evaluate import load_model_dir, needle_rows
 
@@ -92,8 +91,7 @@ def main() -> None:
                                                "haystack is the bundled held-out text for all",
                                    "accuracy": "value in the first line of the answer"},
                          rows=rows, summary=summary,
-                         weights_sha256={str(m): sha256_file(m / "model.safetensors") for m in args.model
-                                         if (m / "model.safetensors").is_file()})
+                         weights_sha256={str(m): sha for m in args.model if (sha := weights_sha256(m))})
     write_result(args.out, result)
 
 

@@ -37,6 +37,15 @@ def git_commit() -> str | None:
         return None
 
 
+def weights_sha256(model_dir: Path) -> str | None:
+    """The sha256 of a model folder's single-file weights (model.safetensors), or None when it has none: which
+    weights a result measured, also when the folder's contents change later."""
+    from sedpa_compress.artifact.manifest import sha256_file
+
+    weights = Path(model_dir) / "model.safetensors"
+    return sha256_file(weights) if weights.is_file() else None
+
+
 def command_line() -> str:
     """The command as the user typed it (`sedpa bench ...`)."""
     argv = list(sys.argv)

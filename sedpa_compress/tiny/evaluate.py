@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from sedpa_compress.bench.results import device_name, git_commit
+from sedpa_compress.bench.results import device_name, git_commit, weights_sha256
 from sedpa_compress.data.needles import (HELDOUT_TEMPLATES, NeedleTemplates, answer_found, make_needle_example,
                                          score_answer)
 from sedpa_compress.data.text import load_bundled_text, load_haystack
@@ -274,11 +274,8 @@ def main(argv: list[str] | None = None) -> None:
                       depths=args.depths, samples=args.samples, sink=args.sink, recent=args.recent,
                       command=command, stream_max_context=args.stream_max_context, ppl_tokens=args.ppl_tokens,
                       haystack=args.haystack)
-    weights = Path(args.model) / "model.safetensors"
-    if weights.is_file():  # which weights were evaluated, also when a folder's contents change later
-        from sedpa_compress.artifact.manifest import sha256_file
-
-        result["weights_sha256"] = sha256_file(weights)
+    if sha := weights_sha256(Path(args.model)):
+        result["weights_sha256"] = sha
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps(result["summary"], indent=2))

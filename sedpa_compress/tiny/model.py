@@ -72,6 +72,11 @@ def grow_kv_heads(state: dict[str, torch.Tensor], num_kv_heads: int, head_dim: i
 _LAYER = re.compile(r"^model\.layers\.(\d+)\.(.+)$")
 
 
+def count_layers(state: dict[str, torch.Tensor]) -> int:
+    """How many decoder layers a state dict holds (its model.layers.<i>. indices)."""
+    return len({m.group(1) for m in map(_LAYER.match, state) if m})
+
+
 def grow_layers(state: dict[str, torch.Tensor], num_layers: int) -> dict[str, torch.Tensor]:
     """A model's weights with `num_layers` decoder layers instead of fewer, computing the same function: each new
     layer is a copy of the layer before it with its attention output (o_proj) and MLP output (down_proj) zeroed, so

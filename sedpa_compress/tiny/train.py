@@ -29,7 +29,7 @@ from sedpa_compress.errors import SedpaError
 from sedpa_compress.tiny.config import TinyTrainConfig, config_to_dict
 from sedpa_compress.tiny.data import Batch, TinyData, sequence_length
 from sedpa_compress.models.loaded import count_parameters
-from sedpa_compress.tiny.model import build_model, export_hf, grow_kv_heads, grow_layers, narrow_mlp
+from sedpa_compress.tiny.model import build_model, count_layers, export_hf, grow_kv_heads, grow_layers, narrow_mlp
 
 Log = Callable[[str], None]
 
@@ -145,7 +145,7 @@ def load_weights(model: torch.nn.Module, path: Path, grow: bool = False, log: Lo
             state = grow_kv_heads(state, cfg.num_key_value_heads, cfg.head_dim)
             log(f"grew {path}'s {have} KV heads a layer into {cfg.num_key_value_heads} (each copied into its "
                 "query group's new heads: the same function to start from)")
-        layers = len({k.split(".")[2] for k in state if k.startswith("model.layers.")})
+        layers = count_layers(state)
         if layers != cfg.num_hidden_layers:
             state = grow_layers(state, cfg.num_hidden_layers)
             log(f"grew {path}'s {layers} layers into {cfg.num_hidden_layers} (each new one a copy of the layer "
