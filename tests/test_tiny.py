@@ -921,3 +921,45 @@ def test_wording_needle_noise_slips_words_into_needles_never_inside_key_attribut
     assert actions > 100
     with pytest.raises(SedpaError, match="wording_needle_noise"):
         load_config(RECIPE, **{**SMALL, "wording_needle_noise": -0.1})
+
+
+def test_acceptance_scores_an_answer_that_echoes_the_question_before_its_value(monkeypatch):
+    """`accuracy` is the value anywhere in the answer's first line, so the decode must leave room for a
+    full-sentence answer ("The vault code of Belfast is 58-303-67"): a model that answers that way is found."""
+    from transformers import AutoTokenizer
+
+    from sedpa_compress.tiny import evaluate as ev
+
+    tok = AutoTokenizer.from_pretrained(SHIPPED)
+    asked = []
+    real_example = ev.make_needle_example
+
+    def remember(*a, **kw):
+        asked.append(real_example(*a, **kw))
+        return asked[-1]
+
+    def echo(model, prompt_ids, new_tokens, mode, *a, **kw):  # what a model answering in a sentence writes
+        needle = asked[-1].needles[asked[-1].query_index]
+        text = f" The {needle.attribute or 'value'} of {needle.key} is {asked[-1].answer}.\n\nMore text."
+        return tok(text, add_special_tokens=False)["input_ids"][:new_tokens]
+
+    monkeypatch.setattr(ev, "make_needle_example", remember)
+    monkeypatch.setattr(ev, "greedy_answer", echo)
+    rows = ev.needle_rows(None, tok, [1024], depths=4, samples=5, modes=("full",), log=lambda *_: None)
+    cells = [c for r in rows for c in r["cells"]]
+    assert len(cells) == 20 and all(r["accuracy"] == 1.0 for r in rows), [c["output"] for c in cells]
+    assert all(r["exact"] == 0.0 for r in rows)  # exact still asks the answer to start with the value
+
+
+def test_greedy_answer_stops_once_the_first_line_is_written():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from sedpa_compress.tiny.evaluate import greedy_answer
+
+    torch.manual_seed(0)
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=1)).eval()
+    ids = list(range(3, 20))
+    free = greedy_answer(model, ids, 6, "full")
+    assert len(free) == 6
+    assert greedy_answer(model, ids, 6, "full", stop=lambda out: len(out) >= 2) == free[:2]

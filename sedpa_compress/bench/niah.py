@@ -2,7 +2,8 @@
 
 As the seeds run it: haystack text (the bundled held-out text by default) cut to each context
 length, one needle sentence stating a random key's random value inserted at each depth (every cell
-its own key and value), the question at the end, a greedy answer of the answer's tokens + 8. Each
+its own key and value), the question at the end, a greedy answer of the answer's tokens + 24
+(`data.needles.ANSWER_SLACK`: room for a full-sentence first line). Each
 cell is scored as public long-context benchmarks score it, `accuracy`: the value appears as a whole
 value in the first line of the answer (RULER's string match, "It is 4821" counts), and by `exact`:
 the answer starts with the value; `score` is the partial character match. The raw `output` is kept.
@@ -31,6 +32,7 @@ from sedpa_compress.bench.common import (
     provenance,
     text_digest,
 )
+from sedpa_compress.data.needles import ANSWER_SLACK
 from sedpa_compress.data.wordings import value_format
 from sedpa_compress.errors import SedpaError
 from sedpa_compress.models.loader import LoadedModel
@@ -221,9 +223,6 @@ def run_niah(models: list[BenchModel], cfg: NiahConfig, cache: CellCache | None 
     rows.sort(key=lambda r: r[:4])
     out = [r[4] for r in rows]
     return out, summarize(out)
-
-
-ANSWER_SLACK = 8  # tokens generated beyond the answer's own: room for "It is ..." and the end of its line
 
 
 def _score_cell(bm: BenchModel, ex, cfg: NiahConfig, reuse: PromptCache | None = None) -> dict[str, Any]:

@@ -154,7 +154,7 @@ def niah_cmd(
     """Needle in a haystack: every mode on the same prompts; heatmap PNG per mode + JSON with every cell."""
     from sedpa_compress.bench.common import lengths_for_model, parse_depths, parse_lengths
     from sedpa_compress.bench.heatmap import fmt_length, plot_niah_grid, plot_niah_heatmap
-    from sedpa_compress.bench.niah import NiahConfig, prepare_niah, run_niah
+    from sedpa_compress.bench.niah import ANSWER_SLACK, NiahConfig, prepare_niah, run_niah
 
     cfg = NiahConfig(lengths=parse_lengths(lengths), depths=parse_depths(depths), samples=samples, seed=seed,
                      haystack=str(haystack) if haystack else None, needle=needle, question=question, answer=answer,
@@ -175,7 +175,7 @@ def niah_cmd(
                 "haystack": cfg.haystack or "bundled held-out text",
                 "needle": cfg.needle or "held-out templates (sedpa_compress.data.needles.HELDOUT_TEMPLATES)",
                 "question": cfg.question, "capped": capped, "modes": {m.name: m.settings for m in models},
-                "chunk": cfg.chunk, "max_new_tokens": cfg.max_new_tokens or "answer tokens + 8",
+                "chunk": cfg.chunk, "max_new_tokens": cfg.max_new_tokens or f"answer tokens + {ANSWER_SLACK}",
                 "metrics": prepared.provenance["metrics"], "provenance": prepared.provenance,
                 "cache_hits": cache.hits}
     _write(out, "niah", base, settings, rows, summary, str(base.device))
