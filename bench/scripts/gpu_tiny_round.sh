@@ -2,7 +2,8 @@
 # One device call for sedpa-tiny (≤ 10 min): GPU 0 trains the next stage from the embedded model, then
 # identifies that stage's heads (full GPU recipe) and probes them; GPU 1 meanwhile runs the acceptance
 # evaluation of the embedded model, then that of the new stage once it is trained. On a one-GPU machine the
-# new stage's acceptance runs on GPU 0 after training (and the embedded model's is skipped).
+# new stage's acceptance runs on GPU 0 after training (and the embedded model's is skipped, except in an
+# EVAL_ONLY call: there GPU 0 runs the heads and, beside them, both acceptances one after the other).
 #   SEDPA_GIT_COMMIT=<hash> RECIPE=recipes/tiny-stage6.yaml MINUTES=5 OUT=... bash bench/scripts/gpu_tiny_round.sh
 # SKIP_EMBEDDED=1: skip the embedded model's acceptance (bench/results/tiny_acceptance_h200.json has it).
 # DDP=1: train on both GPUs (torchrun, each GPU its own batches, gradients averaged: twice the tokens a step);
@@ -71,8 +72,11 @@ NGPU=$(nvidia-smi -L 2>/dev/null | wc -l)
 EVAL_GPU=1
 if [[ $NGPU -lt 2 ]]; then  # one GPU: the acceptance waits for training on the same GPU, never beside it
   [[ -n ${DDP:-} ]] && { echo "DDP=1 needs two GPUs; this machine has $NGPU: run without DDP"; exit 2; }
-  [[ -z ${SKIP_EMBEDDED:-} ]] && echo "one GPU: the embedded model's acceptance is skipped (it would slow training)"
-  SKIP_EMBEDDED=1; EVAL_GPU=0
+  if [[ -z ${EVAL_ONLY:-} ]]; then  # an eval-only call has no training to slow: the baseline runs beside the heads
+    [[ -z ${SKIP_EMBEDDED:-} ]] && echo "one GPU: the embedded model's acceptance is skipped (it would slow training)"
+    SKIP_EMBEDDED=1
+  fi
+  EVAL_GPU=0
 fi
 if [[ -n ${DDP:-} ]]; then  # train on both GPUs (torchrun, one process a GPU); GPU 1 evaluates only afterwards
   TRAIN=(python3 -m torch.distributed.run --standalone --nproc-per-node 2 -m sedpa_compress)

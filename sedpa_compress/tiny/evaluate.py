@@ -4,9 +4,9 @@ held-out templates and held-out text, and held-out text perplexity. Writes bench
     python -m sedpa_compress.tiny.evaluate --model sedpa_compress/models/embedded/sedpa-tiny \
         --out bench/results/tiny_acceptance.json
 
-Answers are greedy decodes (a KV cache, the prompt prefilled in chunks). `accuracy` is RULER's string
-match: the value appears in the answer's first line as a whole number; `exact` is stricter: the answer
-starts with the value.
+Answers are greedy decodes (a KV cache, the prompt prefilled in chunks) of up to the answer's tokens +
+`data.needles.ANSWER_SLACK`, ending with the first line. `accuracy` is RULER's string match: the value appears
+in the answer's first line as a whole value; `exact` is stricter: the answer starts with the value.
 """
 
 from __future__ import annotations
