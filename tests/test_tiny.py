@@ -938,7 +938,9 @@ def test_acceptance_scores_an_answer_that_echoes_the_question_before_its_value(m
         asked.append(real_example(*a, **kw))
         return asked[-1]
 
-    def echo(model, prompt_ids, new_tokens, mode, *a, **kw):  # what a model answering in a sentence writes
+    def echo(model, prompt_ids, new_tokens, mode, *a, stop, **kw):  # what a model answering in a sentence writes
+        ids = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
+        assert stop(ids(" 4821\n")) and not stop(ids("\n 4821"))  # decoding ends with the first line, not before
         needle = asked[-1].needles[asked[-1].query_index]
         text = f" The {needle.attribute or 'value'} of {needle.key} is {asked[-1].answer}.\n\nMore text."
         return tok(text, add_special_tokens=False)["input_ids"][:new_tokens]
