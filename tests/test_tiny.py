@@ -965,3 +965,35 @@ def test_greedy_answer_stops_once_the_first_line_is_written():
     free = greedy_answer(model, ids, 6, "full")
     assert len(free) == 6
     assert greedy_answer(model, ids, 6, "full", stop=lambda out: len(out) >= 2) == free[:2]
+
+
+def test_needle_attention_reads_the_last_positions_weights_on_the_needle(shipped):
+    """bench/scripts/tiny_needle_attention.py: the last prompt position's weights sum to one over the prompt in every
+    head, the needle's tokens are the needle sentence's, and where the shipped model finds a value (training
+    wordings, 1K) its best head looks at that needle; the summary splits found from missed cells."""
+    import importlib.util
+
+    from sedpa_compress.data.needles import TRAIN_TEMPLATES
+
+    spec = importlib.util.spec_from_file_location("attention", "bench/scripts/tiny_needle_attention.py")
+    attention = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(attention)
+    assert attention.token_span([(0, 0), (0, 3), (3, 4), (4, 9), (9, 12)], 3, 9) == [2, 3]  # specials have no chars
+    model, tok = shipped
+    hay = load_haystack(None, min_chars=20000)
+    ex = make_needle_example(tok, hay, 1024, [0.5], random.Random(7), templates=TRAIN_TEMPLATES)
+    ids = tok(ex.prompt)["input_ids"]
+    weights, logits = attention.last_position_attention(model, ids)
+    assert logits.shape == (model.config.vocab_size,)
+    assert weights.shape[:2] == (model.config.num_hidden_layers, model.config.num_attention_heads)
+    assert torch.allclose(weights.sum(-1), torch.ones(weights.shape[:2]), atol=1e-4)
+    row = attention.cell_row(model, tok, ex, 1024, 0.5, 0)
+    assert row["found"] == 1.0 and row["value_tokens"] >= 1 and row["needle_tokens"] > row["value_tokens"]
+    assert row["best_head_needle_mass"] > 0.5, row["best_head_needle_mass"]
+    assert row["first_token_rank"] == 1 and row["top_token"] == row["first_token"]  # greedy found it: it led
+    missed = {**row, "found": 0.0, "best_head_needle_mass": 0.1}
+    s = attention.summarise([row, missed])
+    assert (s["found"], s["missed"], s["missed_with_best_head_on_needle_over_half"]) == (1, 1, 0)
+    assert [m["value"] for m in s["missed_with_best_head_on_value_over_0.9"]] == \
+        ([ex.answer] if row["best_head_value_mass"] > 0.9 else [])
+    assert s["best_head_needle_mass_median"] == {"found": row["best_head_needle_mass"], "missed": 0.1}
