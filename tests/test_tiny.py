@@ -938,15 +938,19 @@ def test_acceptance_scores_an_answer_that_echoes_the_question_before_its_value(m
         asked.append(real_example(*a, **kw))
         return asked[-1]
 
-    def echo(model, prompt_ids, new_tokens, mode, *a, stop, **kw):  # what a model answering in a sentence writes
+    def echo(model, prompts, new_tokens, mode, *a, stop, **kw):  # what a model answering in a sentence writes
         ids = lambda text: tok(text, add_special_tokens=False)["input_ids"]  # noqa: E731
         assert stop(ids(" 4821\n")) and not stop(ids("\n 4821"))  # decoding ends with the first line, not before
-        needle = asked[-1].needles[asked[-1].query_index]
-        text = f" The {needle.attribute or 'value'} of {needle.key} is {asked[-1].answer}.\n\nMore text."
-        return tok(text, add_special_tokens=False)["input_ids"][:new_tokens]
+        out = []
+        for prompt, budget in zip(prompts, new_tokens):
+            ex = next(e for e in asked if ids(e.prompt) == prompt[1:])
+            needle = ex.needles[ex.query_index]
+            text = f" The {needle.attribute or 'value'} of {needle.key} is {ex.answer}.\n\nMore text."
+            out.append(ids(text)[:budget])
+        return out
 
     monkeypatch.setattr(ev, "make_needle_example", remember)
-    monkeypatch.setattr(ev, "greedy_answer", echo)
+    monkeypatch.setattr(ev, "greedy_answers", echo)
     rows = ev.needle_rows(None, tok, [1024], depths=4, samples=5, modes=("full",), log=lambda *_: None)
     cells = [c for r in rows for c in r["cells"]]
     assert len(cells) == 20 and all(r["accuracy"] == 1.0 for r in rows), [c["output"] for c in cells]
@@ -997,3 +1001,135 @@ def test_needle_attention_reads_the_last_positions_weights_on_the_needle(shipped
     assert [m["value"] for m in s["missed_with_best_head_on_value_over_0.9"]] == \
         ([ex.answer] if row["best_head_value_mass"] > 0.9 else [])
     assert s["best_head_needle_mass_median"] == {"found": row["best_head_needle_mass"], "missed": 0.1}
+
+
+def test_value_space_opens_every_value_holding_a_digit_with_the_bare_space_and_leaves_text_alone():
+    """tiny.tokenizer's value_space form of the shipped tokenizer: after an answer prefix, every sampled value that
+    holds a digit (letter-first codes included) opens with the bare "Ġ" a number opens with, and decodes back to
+    itself; prose without digits tokenizes as before; the edit is idempotent and byte-stable."""
+    from tokenizers import Tokenizer
+
+    from sedpa_compress.data.wordings import VALUE_FORMATS, generated_syllables, sample_value
+    from sedpa_compress.tiny.tokenizer import has_value_space, pre_tokenizer, with_value_space, write_value_space
+
+    shipped_json = json.loads((SHIPPED / "tokenizer.json").read_text(encoding="utf-8"))
+    plain = Tokenizer.from_file(str(SHIPPED / "tokenizer.json"))
+    spaced = Tokenizer.from_str(json.dumps(with_value_space(shipped_json)))
+    assert not has_value_space(shipped_json) and has_value_space(with_value_space(shipped_json))
+    assert with_value_space(with_value_space(shipped_json)) == with_value_space(shipped_json)
+    rng = random.Random(0)
+    syllables = generated_syllables()
+    letter_first, letter_first_plain_bare = 0, 0
+    seen = set()
+    for i in range(600):
+        fmt = VALUE_FORMATS[i % len(VALUE_FORMATS)]
+        value = sample_value(rng, syllables, weights=tuple(float(f == fmt) for f in VALUE_FORMATS))
+        text = f"Answer: {value}"
+        head = len(spaced.encode("Answer:", add_special_tokens=False).ids)
+        ids = spaced.encode(text, add_special_tokens=False).ids
+        assert spaced.decode(ids) == text
+        if any(c.isdigit() for c in value):
+            seen.add(fmt)
+            assert spaced.id_to_token(ids[head]) == "Ġ", (value, [spaced.id_to_token(t) for t in ids])
+            if value[0].isalpha():
+                letter_first += 1
+                letter_first_plain_bare += plain.id_to_token(plain.encode(text, add_special_tokens=False).ids[head]) == "Ġ"
+    assert {"digits", "grouped", "thousands", "code", "free_code"} <= seen
+    # what value_space changes: the plain tokenizer merged the space into nearly every letter-first value
+    assert letter_first > 100 and letter_first_plain_bare < 0.05 * letter_first
+    prose = "The river runs north, past the old mill and the three bridges; nobody there keeps a clock."
+    assert spaced.encode(prose).ids == plain.encode(prose).ids
+    pt = Tokenizer.from_file(str(SHIPPED / "tokenizer.json"))
+    pt.pre_tokenizer = pre_tokenizer(value_space=True)  # the trainer's own form: the same tokens
+    assert pt.encode("Code XK-4821, pin b7q2 and 48,213.").ids == spaced.encode("Code XK-4821, pin b7q2 and 48,213.").ids
+
+
+def test_a_value_space_run_switches_the_init_models_tokenizer_and_a_kept_stage_restores_it(tmp_path):
+    """recipe `value_space: true` from a model with the plain tokenizer: the run's tokenizer becomes its value_space
+    form (vocabulary unchanged), once; a stage kept with it restores from the shipped tokenizer without
+    --tokenizer-from (the form is derived, not kept)."""
+    import subprocess
+
+    from safetensors.torch import save_file
+    from tokenizers import Tokenizer
+
+    from sedpa_compress.tiny import checkpoints
+    from sedpa_compress.tiny.config import TinyTrainConfig
+    from sedpa_compress.tiny.tokenizer import has_value_space
+    from sedpa_compress.tiny.train import _ensure_tokenizer
+
+    logs: list[str] = []
+    run = tmp_path / "run"
+    tok, tok_dir = _ensure_tokenizer(TinyTrainConfig(value_space=True), run, logs.append, init_from=SHIPPED)
+    assert has_value_space(json.loads((tok_dir / "tokenizer.json").read_text(encoding="utf-8")))
+    assert tok.get_vocab() == Tokenizer.from_file(str(SHIPPED / "tokenizer.json")).get_vocab()
+    assert tok.encode("is XK-4821", add_special_tokens=False).tokens == ["is", "Ġ", "X", "K", "-", "4", "8", "2", "1"]
+    assert sum("switched to value_space" in m for m in logs) == 1
+    _ensure_tokenizer(TinyTrainConfig(value_space=True), run, logs.append, init_from=SHIPPED)  # resumed: as is
+    _ensure_tokenizer(TinyTrainConfig(value_space=False), run, logs.append, init_from=SHIPPED)  # kept: the weights' own
+    assert sum("switched to value_space" in m for m in logs) == 1
+    assert has_value_space(json.loads((tok_dir / "tokenizer.json").read_text(encoding="utf-8")))
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    for args in (["init", "-q"], ["config", "user.email", "t@example.com"], ["config", "user.name", "t"]):
+        subprocess.run(["git", *args], cwd=repo, check=True)
+    (repo / "README.md").write_text("x\n")
+    subprocess.run(["git", "add", "README.md"], cwd=repo, check=True)
+    subprocess.run(["git", "commit", "-q", "-m", "init"], cwd=repo, check=True)
+    stage = tmp_path / "stage"
+    stage.mkdir()
+    save_file({"w": torch.zeros(2, 2)}, str(stage / "model.safetensors"))
+    (stage / "config.json").write_text("{}")
+    (stage / "tokenizer.json").write_bytes((tok_dir / "tokenizer.json").read_bytes())
+    checkpoints.keep(stage, "stage21", repo=repo)
+    out = checkpoints.restore("stage21", tmp_path / "init", repo=repo)
+    assert (out / "tokenizer.json").read_bytes() == (tok_dir / "tokenizer.json").read_bytes()
+    (stage / "tokenizer.json").write_text('{"tok": 1}')
+    checkpoints.keep(stage, "stage22", repo=repo)
+    with pytest.raises(SedpaError, match="nor its value_space form"):
+        checkpoints.restore("stage22", tmp_path / "other", repo=repo)
+    assert not (tmp_path / "other").exists()
+
+
+def test_batched_greedy_answers_are_the_one_at_a_time_answers(shipped):
+    """tiny.evaluate decodes an acceptance's cells in batches (left-padded prompts of different lengths, each row
+    with its own positions, sink, budget and stop): every cell's answer, in full and streaming attention, is the
+    one it gets alone, on the shipped model's own needle prompts and on a random model at token level."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from sedpa_compress.tiny import evaluate as ev
+
+    model, tok = shipped
+    one = ev.needle_rows(model, tok, [384, 640], depths=3, samples=2, sink=8, recent=32, batch=1, log=lambda *_: None)
+    many = ev.needle_rows(model, tok, [384, 640], depths=3, samples=2, sink=8, recent=32, batch=4, log=lambda *_: None)
+    assert [c["output"] for r in many for c in r["cells"]] == [c["output"] for r in one for c in r["cells"]]
+    assert many == one and [(r["mode"], r["depth"]) for r in one][:4] == [("full", 0.0), ("streaming", 0.0),
+                                                                          ("full", 0.5), ("streaming", 0.5)]
+    torch.manual_seed(0)
+    rand = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                                        num_attention_heads=2, num_key_value_heads=1)).eval()
+    prompts = [list(range(3, 40)), [5, 9, 11] * 30, list(range(10, 17))]
+    budgets = [7, 3, 9]
+    for mode in ("full", "streaming"):
+        alone = [ev.greedy_answer(rand, p, n, mode, sink=4, recent=8, chunk=16) for p, n in zip(prompts, budgets)]
+        together = ev.greedy_answers(rand, prompts, budgets, mode, sink=4, recent=8, chunk=16)
+        assert together == alone and [len(t) for t in together] == budgets
+    stop = lambda out: 13 in out  # noqa: E731  (each row ends at its own stop)
+    alone = [ev.greedy_answer(rand, p, 12, "full", stop=stop) for p in prompts]
+    assert ev.greedy_answers(rand, prompts, [12] * 3, "full", stop=stop) == alone
+
+
+@pytest.mark.gpu
+def test_batched_acceptance_on_cuda_matches_one_at_a_time():
+    """On CUDA (bf16 autocast) the acceptance decodes 30 cells at once: the answers are those of one cell at a time,
+    up to bf16's near-ties (at most 2 of 40 cells may differ; a padding or position bug changes most of them)."""
+    from sedpa_compress.tiny import evaluate as ev
+
+    model, tok = ev.load_model_dir(SHIPPED, "cuda")
+    kw = dict(depths=5, samples=2, log=lambda *_: None)
+    one = ev.needle_rows(model, tok, [1024, 4096], batch=1, **kw)
+    many = ev.needle_rows(model, tok, [1024, 4096], batch=30, **kw)
+    outs = lambda rows: [c["output"] for r in rows for c in r["cells"]]  # noqa: E731
+    differ = sum(a != b for a, b in zip(outs(one), outs(many)))
+    assert len(outs(one)) == 40 and differ <= 2, differ

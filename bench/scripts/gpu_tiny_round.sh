@@ -28,7 +28,11 @@
 # besides the bundled text: restored on the device and passed as the recipe's `corpus`.
 # EVAL_ONLY=1: no training; the weights to continue (SWAPPED_INIT or INIT_CHECKPOINT) are the new stage: GPU 0
 # identifies its heads, GPU 1 (GPU 0 afterwards on one GPU) runs its acceptance. RECIPE is not read. ALSO_EVAL=<name>:
-# GPU 0 then runs the acceptance of a checkpoint kept in history too (heads ~210 s + acceptance ~110 s to 32K).
+# the acceptance of a checkpoint kept in history too: on GPU 0 after the heads (EVAL_ONLY), else after the new stage's
+# acceptance (and, on one GPU, after the embedded model's, which a training call runs there once the new stage's is
+# done). Acceptance times: ~110 s to 32K one cell at a time with 4 tokens of answer room; >165 s with 24 (the
+# H200 at 97b7280: 149 s for the needles alone, cut before the JSON); the acceptance now decodes a context's 30 cells
+# in one batch (tiny.evaluate --batch), so those times are to be measured again.
 # Before a call, bench/scripts/gpu_tiny_round_dryrun.sh runs this script here on the CPU (a fake one-GPU nvidia-smi,
 # tiny contexts): a check of its plumbing (swaps, restores, which step runs where) that costs no device time.
 # Training MINUTES=6.6 leaves too little of the 570 s for the heads step (cut at 8049dca): 5.5 leaves room.
@@ -55,8 +59,7 @@ if [[ -n ${INIT_CHECKPOINT:-} ]]; then
   INIT=$W/init_checkpoint
   python3 -m sedpa_compress.tiny.checkpoints restore "$INIT_CHECKPOINT" --to "$INIT" || exit 2
 fi
-if [[ -n ${ALSO_EVAL:-} ]]; then  # EVAL_ONLY: one more kept checkpoint's acceptance, on GPU 0 after the heads
-  [[ -z ${EVAL_ONLY:-} ]] && { echo "ALSO_EVAL runs only with EVAL_ONLY=1 (a training call has no GPU time to spare)"; exit 2; }
+if [[ -n ${ALSO_EVAL:-} ]]; then  # one more kept checkpoint's acceptance: after the heads (EVAL_ONLY) or the new stage's
   python3 -m sedpa_compress.tiny.checkpoints restore "$ALSO_EVAL" --to "$W/also" || exit 2
 fi
 if [[ -n ${CORPUS:-} ]]; then
@@ -73,7 +76,8 @@ EVAL_GPU=1
 if [[ $NGPU -lt 2 ]]; then  # one GPU: the acceptance waits for training on the same GPU, never beside it
   [[ -n ${DDP:-} ]] && { echo "DDP=1 needs two GPUs; this machine has $NGPU: run without DDP"; exit 2; }
   if [[ -z ${EVAL_ONLY:-} ]]; then  # an eval-only call has no training to slow: the baseline runs beside the heads
-    [[ -z ${SKIP_EMBEDDED:-} ]] && echo "one GPU: the embedded model's acceptance is skipped (it would slow training)"
+    # a training call: the embedded model's acceptance waits for the new stage's (batched, ~1 min each to 32K)
+    [[ -z ${SKIP_EMBEDDED:-} ]] && { echo "one GPU: the embedded model's acceptance runs after the new stage's"; EMBEDDED_AFTER=1; }
     SKIP_EMBEDDED=1
   fi
   EVAL_GPU=0
@@ -115,6 +119,10 @@ fi
   while [ ! -e "$W/trained" ] && [ $(left) -gt 60 ]; do sleep 5; done
   [ -e "$W/trained" ] && [[ -z ${NO_ACCEPTANCE:-} ]] && timeout $(left) python3 -m sedpa_compress.tiny.evaluate --model "$W/run/model" $EVAL \
     --out "$R/acceptance_new.json" > "$R/acceptance_new.log" 2>&1
+  [[ -n ${EMBEDDED_AFTER:-} ]] && timeout $(left) python3 -m sedpa_compress.tiny.evaluate --model "$EMB" $EVAL \
+    --out "$R/acceptance_embedded.json" > "$R/acceptance_embedded.log" 2>&1
+  [[ -n ${ALSO_EVAL:-} && -z ${EVAL_ONLY:-} ]] && timeout $(left) python3 -m sedpa_compress.tiny.evaluate --model "$W/also" \
+    $EVAL --out "$R/acceptance_$ALSO_EVAL.json" > "$R/acceptance_$ALSO_EVAL.log" 2>&1
   echo "[gpu1 done at $(( $(date +%s) - T0 )) s]" >> "$R/acceptance_new.log"
 ) &
 wait

@@ -24,6 +24,11 @@ class TinyTrainConfig:
     num_kv_heads: int = 2
     intermediate_size: int = 1024
     vocab_size: int = 4096
+    # the space before every word that holds a digit is a token of its own (tiny.tokenizer.pre_tokenizer), so a
+    # letter-first code ("XK-4821") opens with the bare "Ġ" as a number does. A run from a model with the plain
+    # pre-tokenizer switches its tokenizer (same vocabulary and merges) and fine-tunes to it; False leaves the
+    # tokenizer as found (a model's weights go with the tokenizer they were trained on)
+    value_space: bool = False
     rope_theta: float = 200000.0
     max_position_embeddings: int = 32768
     tie_word_embeddings: bool = True

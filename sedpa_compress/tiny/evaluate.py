@@ -32,10 +32,24 @@ from sedpa_compress.data.wordings import value_format
 from sedpa_compress.runtime.reference import causal_mask, streaming_mask
 
 
-def _allowed(tq: int, tk: int, mode: str, sink: int, recent: int, device: torch.device) -> torch.Tensor:
-    """[1, 1, tq, tk] bool for the last `tq` of `tk` tokens: causal, or the streaming sink + recent mask."""
+def _allowed(tq: int, tk: int, mode: str, sink: int, recent: int, device: torch.device,
+             pad: torch.Tensor | None = None) -> torch.Tensor:
+    """[B, 1, tq, tk] bool for the last `tq` of `tk` tokens: causal, or the streaming sink + recent mask. `pad`
+    ([B]): each row's left padding, never attended to; its sink is its own first tokens. A padded query sees
+    itself only (a row with nothing to attend to would be NaN, and NaN keys poison the rows that mask them)."""
     mask = causal_mask(tq, tk, device) if mode == "full" else streaming_mask(tq, tk, sink, recent, device)
-    return mask[None, None]
+    if pad is None:
+        return mask[None, None]
+    keys = torch.arange(tk, device=device)
+    queries = torch.arange(tk - tq, tk, device=device)
+    real_key = keys[None, :] >= pad[:, None]  # [B, tk]
+    allowed = real_key[:, None, :] & causal_mask(tq, tk, device)[None]
+    if mode != "full":
+        sink_key = keys[None, :] < pad[:, None] + sink
+        near = (queries[:, None] - keys[None, :]) < recent
+        allowed = allowed & (sink_key[:, None, :] | near[None])
+    allowed = allowed | (queries[:, None] == keys[None, :])[None]
+    return allowed[:, None]
 
 
 @torch.no_grad()
@@ -46,28 +60,59 @@ def greedy_answer(model: torch.nn.Module, prompt_ids: list[int], new_tokens: int
     The prompt is prefilled in chunks of `chunk` queries, so no [T, T] mask or score matrix is built at 16K;
     streaming attention sees only the sink and the last `recent` tokens (the same as evicting the rest under
     RoPE)."""
+    return greedy_answers(model, [prompt_ids], [new_tokens], mode, sink, recent, chunk, stop)[0]
+
+
+@torch.no_grad()
+def greedy_answers(model: torch.nn.Module, prompts: list[list[int]], new_tokens: list[int], mode: str,
+                   sink: int = 16, recent: int = 64, chunk: int = 2048,
+                   stop: Callable[[list[int]], bool] | None = None, pad_id: int = 0) -> list[list[int]]:
+    """`greedy_answer` for several prompts at once (left-padded to one length; each row keeps its own positions,
+    sink, budget and stop): one forward a step for the whole batch, where one a cell made the acceptance's
+    decode steps cost more than its 32K prefills. A batch of one is `greedy_answer` exactly."""
     from transformers import DynamicCache
 
     device = next(model.parameters()).device
-    ids = torch.tensor([prompt_ids], device=device)
+    rows, length = len(prompts), max(map(len, prompts))
+    pad_n = [length - len(p) for p in prompts]
+    padded = any(pad_n)
+    ids = torch.tensor([[pad_id] * n + p for n, p in zip(pad_n, prompts)], device=device)
+    pad = torch.tensor(pad_n, device=device) if padded else None
+    heads = getattr(model.config, "num_attention_heads", 8)
+    # the score matrix a chunk may build (rows x heads x chunk x keys) stays within ~1 GiB of fp32 on the CPU
+    budget = (1 << 31 if device.type == "cuda" else 1 << 28) // max(1, rows * heads * length)
+    step = max(16, min(chunk, 1 << max(0, budget.bit_length() - 1)))
+
+    def positions(start: int, end: int) -> torch.Tensor | None:
+        if pad is None:
+            return None
+        return (torch.arange(start, end, device=device)[None, :] - pad[:, None]).clamp(min=0)
+
     cache = DynamicCache()
     logits = None
+    generated: list[list[int]] = [[] for _ in prompts]
+    done = [n <= 0 for n in new_tokens]
     with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
-        for start in range(0, ids.shape[1], chunk):
-            end = min(ids.shape[1], start + chunk)
-            mask = _allowed(end - start, end, mode, sink, recent, device)
-            out = model.model(input_ids=ids[:, start:end], attention_mask=mask, past_key_values=cache, use_cache=True)
+        for start in range(0, length, step):
+            end = min(length, start + step)
+            out = model.model(input_ids=ids[:, start:end], attention_mask=_allowed(end - start, end, mode, sink, recent,
+                                                                                    device, pad),
+                              position_ids=positions(start, end), past_key_values=cache, use_cache=True)
             logits = model.lm_head(out.last_hidden_state[:, -1])
-        generated: list[int] = []
-        pos = ids.shape[1]
-        for _ in range(new_tokens):
-            nxt = int(logits.argmax(-1))
-            generated.append(nxt)
-            if len(generated) == new_tokens or (stop is not None and stop(generated)):
+        pos = length
+        while not all(done):
+            nxt = logits.argmax(-1).tolist()
+            for r, token in enumerate(nxt):
+                if done[r]:
+                    continue
+                generated[r].append(token)
+                if len(generated[r]) >= new_tokens[r] or (stop is not None and stop(generated[r])):
+                    done[r] = True
+            if all(done):
                 break
-            mask = _allowed(1, pos + 1, mode, sink, recent, device)
-            out = model.model(input_ids=torch.tensor([[nxt]], device=device), attention_mask=mask,
-                              past_key_values=cache, use_cache=True)
+            out = model.model(input_ids=torch.tensor(nxt, device=device)[:, None],
+                              attention_mask=_allowed(1, pos + 1, mode, sink, recent, device, pad),
+                              position_ids=positions(pos, pos + 1), past_key_values=cache, use_cache=True)
             logits = model.lm_head(out.last_hidden_state[:, -1])
             pos += 1
     return generated
@@ -77,42 +122,53 @@ def needle_rows(model: torch.nn.Module, tokenizer: Any, contexts: list[int], dep
                 modes: tuple[str, ...] = ("full", "streaming"), sink: int = 16, recent: int = 64,
                 stream_max_context: int | None = None,
                 templates: NeedleTemplates = HELDOUT_TEMPLATES, seed: int = 1234, haystack: str | None = None,
-                log=print) -> list[dict[str, Any]]:
+                batch: int = 1, log=print) -> list[dict[str, Any]]:
+    """Needle rows per (mode, context, depth), each with its cells (needle, value, question, raw output). `batch`:
+    cells decoded together (`greedy_answers`); the answers are the same as one at a time."""
     hay = haystack if haystack is not None else load_haystack(None, min_chars=max(contexts) * 6)
 
     def first_line_written(out: list[int]) -> bool:  # what `answer_found` reads is complete
         return "\n" in tokenizer.decode(out).lstrip()
 
     depth_list = [round(d / (depths - 1), 4) for d in range(depths)] if depths > 1 else [0.5]
+    pad_id = getattr(tokenizer, "pad_token_id", None) or 0
+    batch = max(1, batch)
     rows = []
     for ctx in contexts:
         t0 = time.time()
         results: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}
+        examples, prompts, budgets = [], [], []
         for depth in depth_list:
-            per_mode: dict[str, list[tuple[float, float]]] = {m: [] for m in modes}
-            cells: dict[str, list[dict[str, str]]] = {m: [] for m in modes}  # what was asked, what came back
             for s in range(samples):
                 rng = random.Random(f"{seed}-{ctx}-{depth}-{s}")
                 ex = make_needle_example(tokenizer, hay, ctx, [depth], rng, templates=templates)
-                prompt_ids = tokenizer(ex.prompt, add_special_tokens=True)["input_ids"]
-                budget = len(tokenizer(" " + ex.answer, add_special_tokens=False)["input_ids"]) + ANSWER_SLACK
-                for mode in modes:
-                    if mode != "full" and stream_max_context and ctx > stream_max_context:
-                        continue
-                    text = tokenizer.decode(greedy_answer(model, prompt_ids, budget, mode, sink, recent,
-                                                          stop=first_line_written))
+                examples.append(ex)
+                prompts.append(tokenizer(ex.prompt, add_special_tokens=True)["input_ids"])
+                budgets.append(len(tokenizer(" " + ex.answer, add_special_tokens=False)["input_ids"]) + ANSWER_SLACK)
+        by_mode: dict[str, list[dict[str, Any]]] = {}
+        for mode in modes:
+            if mode != "full" and stream_max_context and ctx > stream_max_context:
+                continue
+            texts: list[str] = []
+            for b in range(0, len(prompts), batch):
+                texts += [tokenizer.decode(out) for out in greedy_answers(
+                    model, prompts[b:b + batch], budgets[b:b + batch], mode, sink, recent,
+                    stop=first_line_written, pad_id=pad_id)]
+            by_mode[mode] = []
+            for d, depth in enumerate(depth_list):
+                per_cell, cells = [], []  # what was asked, what came back
+                for ex, text in zip(examples[d * samples:(d + 1) * samples], texts[d * samples:(d + 1) * samples]):
                     exact, _ = score_answer(text, ex.answer)
-                    per_mode[mode].append((answer_found(text, ex.answer), exact))
+                    per_cell.append((answer_found(text, ex.answer), exact))
                     needle = ex.needles[ex.query_index]
-                    cells[mode].append({"needle": needle.sentence, "value": ex.answer,
-                                        "kind": needle.kind,
-                                        "question": ex.prompt[-300:].split("\n\n")[-1], "output": text})
-            for mode in [m for m in modes if per_mode[m]]:
-                found = sum(f for f, _ in per_mode[mode]) / samples
-                exact = sum(e for _, e in per_mode[mode]) / samples
-                rows.append({"mode": mode, "context": ctx, "depth": depth, "accuracy": found,
-                             "exact": exact, "samples": samples, "cells": cells[mode]})
-                results[mode] += per_mode[mode]
+                    cells.append({"needle": needle.sentence, "value": ex.answer, "kind": needle.kind,
+                                  "question": ex.prompt[-300:].split("\n\n")[-1], "output": text})
+                by_mode[mode].append({"mode": mode, "context": ctx, "depth": depth,
+                                      "accuracy": sum(f for f, _ in per_cell) / samples,
+                                      "exact": sum(e for _, e in per_cell) / samples, "samples": samples,
+                                      "cells": cells})
+                results[mode] += per_cell
+        rows += [mode_rows[d] for d in range(len(depth_list)) for mode_rows in by_mode.values()]  # depth, then mode
         summary = ", ".join(f"{m} {sum(e for e, _ in results[m]) / len(results[m]):.3f}" for m in modes if results[m])
         log(f"needle ctx {ctx}: {summary} ({time.time() - t0:.1f}s)")
     return rows
@@ -164,7 +220,7 @@ SAMPLE_PROMPTS = ("And it came to pass, when the king", "The function returns a 
 def evaluate(model: torch.nn.Module, tokenizer: Any, *, model_name: str, contexts: list[int], depths: int,
              samples: int, sink: int, recent: int, command: str, ppl_tokens: int = 65536,
              stream_max_context: int | None = None, haystack: Path | None = None, text_samples: bool = True,
-             log=print) -> dict[str, Any]:
+             batch: int = 1, log=print) -> dict[str, Any]:
     """Needle rows (full + streaming) and held-out perplexity in the bench JSON shape. `haystack`: a text file
     the haystacks are cut from instead of the bundled held-out text (text no stage trained on); perplexity is
     then measured on it too. `text_samples`: write a few sampled continuations into the JSON (a look at what the
@@ -174,7 +230,7 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, *, model_name: str, context
     t0 = time.time()
     hay = load_haystack(haystack, min_chars=max(contexts) * 6) if haystack is not None else None
     rows = needle_rows(model, tokenizer, contexts, depths, samples, sink=sink, recent=recent,
-                       stream_max_context=stream_max_context, haystack=hay, log=log)
+                       stream_max_context=stream_max_context, haystack=hay, batch=batch, log=log)
     heldout = load_bundled_text("heldout")
     ppl_full = perplexity(model, tokenizer, heldout, max_tokens=ppl_tokens)
     ppl_stream = perplexity(model, tokenizer, heldout, max_tokens=ppl_tokens, mode="streaming", sink=sink,
@@ -203,7 +259,8 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, *, model_name: str, context
                      "recent": recent, "templates": "heldout", "haystack": hay_name,
                      "ppl_text": "bundled held-out text", "ppl_window": 1024, "ppl_tokens": ppl_tokens,
                      "answer_decoding": "greedy, KV cache; accuracy = value in the first line (RULER string match), exact = answer starts with the value",
-                     "answer_slack": ANSWER_SLACK, "answer_ends": "at the end of the first line"},
+                     "answer_slack": ANSWER_SLACK, "answer_ends": "at the end of the first line",
+                     "batch": batch},
         "rows": rows,
         "summary": summary,
         "text_samples": [{"prompt": p, "text": t} for p, t in zip(SAMPLE_PROMPTS, samples_text)],
@@ -274,6 +331,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--stream-max-context", type=int, default=None,
                     help="measure streaming attention only up to this context (it costs as much as full on the CPU)")
     ap.add_argument("--ppl-tokens", type=int, default=65536)
+    ap.add_argument("--batch", type=int, default=None,
+                    help="cells decoded together (left-padded; the same answers as one at a time); default 30 on "
+                         "CUDA (one context's cells of the acceptance), 8 on the CPU")
     ap.add_argument("--haystack", type=Path, default=None,
                     help="a UTF-8 text file to cut the haystacks from instead of the bundled held-out text (text no "
                          "stage trained on: a corpus's held-out split, your own documents); its perplexity is reported")
@@ -283,7 +343,8 @@ def main(argv: list[str] | None = None) -> None:
     result = evaluate(model, tok, model_name="sedpa-tiny", contexts=[int(c) for c in args.contexts.split(",")],
                       depths=args.depths, samples=args.samples, sink=args.sink, recent=args.recent,
                       command=command, stream_max_context=args.stream_max_context, ppl_tokens=args.ppl_tokens,
-                      haystack=args.haystack)
+                      haystack=args.haystack,
+                      batch=args.batch or (30 if str(args.device).startswith("cuda") else 8))
     if sha := weights_sha256(Path(args.model)):
         result["weights_sha256"] = sha
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

@@ -2,25 +2,68 @@
 
 The space before a number stays a token of its own ("Ġ"). That bare "Ġ" marks where every number starts,
 which is what let retrieval form quickly (an induction step: after "Ġ", copy what followed a "Ġ" in the
-needle). A run where " 4" was one token ("Ġ4") never learned retrieval in the same budget."""
+needle). A run where " 4" was one token ("Ġ4") never learned retrieval in the same budget.
+
+A letter-first value did not get that start: " XK-4821" opened with "ĠX", and the trained models, having learned
+"after the answer prefix comes a bare Ġ", wrote the bare space and then a digit (bench/results/
+tiny_needle_attention_cpu.json: a head on the value, the first token lost to "Ġ"; shipped: letter-first values
+found 1/11, digit-first 46/49). `value_space` isolates the space before every word that holds a digit, so every
+such value opens alike ("Ġ", "X", "K", "-", "4", ...); ordinary text is untouched (+0.1% tokens on the shipped
+text). Invented-word values ("Velomar") still open with a merged token: no rule tells them from prose."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 
 BOS, EOS, PAD = "<|bos|>", "<|eos|>", "<|pad|>"
+# the space before a word that holds a digit ("XK-4821", "b7q2", "COVID-19"): isolated by `value_space`
+VALUE_SPACE_REGEX = r" (?=[^\s\d]*\d)"
 
 
-def train_tokenizer(text: str, vocab_size: int) -> Tokenizer:
+def pre_tokenizer(value_space: bool = False) -> pre_tokenizers.PreTokenizer:
+    """Digits one per token after a bare space; with `value_space` the space before any word holding a digit
+    is a token of its own too."""
+    steps = [pre_tokenizers.Digits(individual_digits=True),
+             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
+    if value_space:
+        steps.insert(0, pre_tokenizers.Split(Regex(VALUE_SPACE_REGEX), behavior="isolated"))
+    return pre_tokenizers.Sequence(steps)
+
+
+def has_value_space(tokenizer_json: dict) -> bool:
+    """Whether a tokenizer.json (parsed) isolates the space before values (`pre_tokenizer(value_space=True)`)."""
+    steps = (tokenizer_json.get("pre_tokenizer") or {}).get("pretokenizers") or []
+    return any(st.get("type") == "Split" and (st.get("pattern") or {}).get("Regex") == VALUE_SPACE_REGEX
+               for st in steps)
+
+
+def with_value_space(tokenizer_json: dict) -> dict:
+    """The same tokenizer (vocabulary and merges unchanged) with the `value_space` pre-tokenizer: what a model
+    trained with the plain one is fine-tuned to. A pure edit of the parsed JSON, so its bytes (and the sha256
+    a kept checkpoint records) depend only on the input, never on the tokenizers version."""
+    if has_value_space(tokenizer_json):
+        return tokenizer_json
+    steps = list((tokenizer_json.get("pre_tokenizer") or {}).get("pretokenizers") or [])
+    if [st.get("type") for st in steps] != ["Digits", "ByteLevel"]:
+        raise ValueError("with_value_space expects sedpa-tiny's pre-tokenizer (Digits, then ByteLevel); got "
+                         f"{[st.get('type') for st in steps]}")
+    split = {"type": "Split", "pattern": {"Regex": VALUE_SPACE_REGEX}, "behavior": "Isolated", "invert": False}
+    return {**tokenizer_json, "pre_tokenizer": {"type": "Sequence", "pretokenizers": [split, *steps]}}
+
+
+def write_value_space(src: Path, dst: Path) -> None:
+    """Write `src` tokenizer.json as its `value_space` form to `dst` (same bytes for the same input)."""
+    data = with_value_space(json.loads(Path(src).read_text(encoding="utf-8")))
+    Path(dst).write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+
+
+def train_tokenizer(text: str, vocab_size: int, value_space: bool = False) -> Tokenizer:
     """Byte-level BPE (never an unknown token) with digits split one per token, so numbers copy exactly."""
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-    ])
+    tok.pre_tokenizer = pre_tokenizer(value_space)
     tok.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,

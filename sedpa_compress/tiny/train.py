@@ -93,7 +93,7 @@ def _ensure_tokenizer(cfg: TinyTrainConfig, out: Path, log: Log, init_from: Path
     from tokenizers import Tokenizer
 
     from sedpa_compress.tiny.data import training_text
-    from sedpa_compress.tiny.tokenizer import save_tokenizer, train_tokenizer
+    from sedpa_compress.tiny.tokenizer import has_value_space, save_tokenizer, train_tokenizer, write_value_space
 
     tok_dir = out / "tokenizer"
     src = Path(init_from) if init_from is not None else None
@@ -105,10 +105,17 @@ def _ensure_tokenizer(cfg: TinyTrainConfig, out: Path, log: Log, init_from: Path
         log(f"tokenizer taken from {src}")
     if not (tok_dir / "tokenizer.json").is_file():
         t0 = time.time()
-        tok = train_tokenizer(training_text(cfg), cfg.vocab_size)
+        tok = train_tokenizer(training_text(cfg), cfg.vocab_size, value_space=cfg.value_space)
         with atomic_directory(tok_dir, overwrite=True) as tmp:
             save_tokenizer(tok, tmp, cfg.max_position_embeddings)
         log(f"trained tokenizer: vocab {tok.get_vocab_size()} in {time.time() - t0:.1f}s")
+    if cfg.value_space and not has_value_space(json.loads((tok_dir / "tokenizer.json").read_text(encoding="utf-8"))):
+        with atomic_directory(tok_dir, overwrite=True) as tmp:
+            for name in TOKENIZER_FILES:
+                if (tok_dir / name).is_file():
+                    shutil.copy2(tok_dir / name, tmp / name)
+            write_value_space(tok_dir / "tokenizer.json", tmp / "tokenizer.json")
+        log("tokenizer switched to value_space: the space before a word holding a digit is its own token")
     tok = Tokenizer.from_file(str(tok_dir / "tokenizer.json"))
     if tok.get_vocab_size() > cfg.vocab_size:
         raise SedpaError(f"{tok_dir} has {tok.get_vocab_size()} tokens but vocab_size is {cfg.vocab_size}: "
