@@ -1133,3 +1133,15 @@ def test_batched_acceptance_on_cuda_matches_one_at_a_time():
     outs = lambda rows: [c["output"] for r in rows for c in r["cells"]]  # noqa: E731
     differ = sum(a != b for a, b in zip(outs(one), outs(many)))
     assert len(outs(one)) == 40 and differ <= 2, differ
+
+
+def test_value_space_cli_copies_a_model_with_the_switched_tokenizer(tmp_path, capsys):
+    from sedpa_compress.tiny.tokenizer import has_value_space, main
+
+    main(["value-space", str(SHIPPED), "--to", str(tmp_path / "vs")])
+    assert has_value_space(json.loads((tmp_path / "vs" / "tokenizer.json").read_text(encoding="utf-8")))
+    assert (tmp_path / "vs" / "model.safetensors").read_bytes() == (SHIPPED / "model.safetensors").read_bytes()
+    with pytest.raises(SystemExit, match="already exists"):
+        main(["value-space", str(SHIPPED), "--to", str(tmp_path / "vs")])
+    with pytest.raises(SystemExit, match="no tokenizer.json"):
+        main(["value-space", str(tmp_path), "--to", str(tmp_path / "other")])

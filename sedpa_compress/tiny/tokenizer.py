@@ -104,3 +104,38 @@ def load_hf_tokenizer(model_dir: Path):
     from transformers import AutoTokenizer
 
     return AutoTokenizer.from_pretrained(str(model_dir), trust_remote_code=False)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`value-space MODEL --to DIR`: a copy of a model folder whose tokenizer is the value_space form (a look at what
+    the switch alone does to a model trained with the plain one, before any fine-tuning)."""
+    import argparse
+    import shutil
+
+    from sedpa_compress.atomic import atomic_directory
+    from sedpa_compress.errors import SedpaError
+
+    ap = argparse.ArgumentParser(prog="python -m sedpa_compress.tiny.tokenizer", description=main.__doc__)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    v = sub.add_parser("value-space", help="copy a model folder with its tokenizer switched to the value_space form")
+    v.add_argument("model", type=Path)
+    v.add_argument("--to", type=Path, required=True)
+    args = ap.parse_args(argv)
+    try:
+        if not (args.model / "tokenizer.json").is_file():
+            raise SedpaError(f"{args.model} has no tokenizer.json: pass a sedpa-tiny model folder")
+        if args.to.exists():
+            raise SedpaError(f"--to {args.to} already exists: choose another path")
+        with atomic_directory(args.to) as tmp:
+            shutil.copytree(args.model, tmp, dirs_exist_ok=True)
+            try:
+                write_value_space(args.model / "tokenizer.json", tmp / "tokenizer.json")
+            except ValueError as exc:
+                raise SedpaError(f"{args.model}: {exc}") from None
+    except SedpaError as exc:
+        raise SystemExit(f"error: {exc}") from None
+    print(args.to)
+
+
+if __name__ == "__main__":
+    main()
