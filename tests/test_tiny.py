@@ -1010,7 +1010,7 @@ def test_value_space_opens_every_value_holding_a_digit_with_the_bare_space_and_l
     from tokenizers import Tokenizer
 
     from sedpa_compress.data.wordings import VALUE_FORMATS, generated_syllables, sample_value
-    from sedpa_compress.tiny.tokenizer import has_value_space, pre_tokenizer, with_value_space, write_value_space
+    from sedpa_compress.tiny.tokenizer import has_value_space, pre_tokenizer, with_value_space
 
     shipped_json = json.loads((SHIPPED / "tokenizer.json").read_text(encoding="utf-8"))
     plain = Tokenizer.from_file(str(SHIPPED / "tokenizer.json"))
