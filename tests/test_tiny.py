@@ -33,6 +33,12 @@ def test_recipe_rejects_unknown_fields_and_bad_lengths(tmp_path):
         load_config(bad)
     with pytest.raises(SedpaError, match="multiple of 64"):
         load_config(RECIPE, tokens_per_step=1000)
+    import yaml
+
+    for field, text in (("curriculum", '[{"until": 1.0, "lengths": {512:1}}]'), ("value_weights", "{digits:1}"),
+                        ("haystack_mix", "{text:0.4, filler: 0.6}")):
+        with pytest.raises(SedpaError, match="without a space after the colon"):  # YAML 1.1's base-60 `512:1`
+            load_config(RECIPE, **{field: yaml.safe_load(text)})
 
 
 def test_schedule_span_continues_one_long_schedule_across_runs():

@@ -219,6 +219,14 @@ class TinyTrainConfig:
             raise SedpaError("the last curriculum entry needs `until: 1.0`")
 
 
+def _check_weights(name: str, weights: Any) -> None:
+    """A {key: weight} map with a key and no weight is YAML 1.1 reading `{512:1}` (no space after the colon) as one
+    key, 512:1, a base-60 number (30721): say so, rather than fail on float(None) or train on a length never asked."""
+    if isinstance(weights, dict) and any(v is None for v in weights.values()):
+        raise SedpaError(f"{name} {weights}: an entry has no weight; YAML reads `{{512:1}}` without a space after the "
+                         "colon as one base-60 number: write `{512: 1}`")
+
+
 def load_config(path: Path | None = None, **overrides: Any) -> TinyTrainConfig:
     """Read a recipe (YAML mapping of TinyTrainConfig fields); unknown fields are an error."""
     data: dict[str, Any] = {}
@@ -241,6 +249,11 @@ def load_config(path: Path | None = None, **overrides: Any) -> TinyTrainConfig:
     for name in ("betas", "schedule_span"):
         if name in data and isinstance(data[name], (list, tuple)):
             data[name] = tuple(float(v) for v in data[name])
+    for name in ("value_weights", "haystack_mix"):
+        _check_weights(name, data.get(name))
+    for entry in data.get("curriculum") or []:
+        if isinstance(entry, dict):
+            _check_weights("curriculum lengths", entry.get("lengths"))
     if "curriculum" in data:
         data["curriculum"] = [{"until": float(e["until"]), "lengths": {int(k): float(v) for k, v in e["lengths"].items()}}
                               if isinstance(e, dict) and "lengths" in e and "until" in e else e
