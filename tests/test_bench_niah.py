@@ -18,6 +18,7 @@ from sedpa_compress.bench.niah import NiahConfig, make_example, prepare_niah, ru
 from sedpa_compress.data import needles
 from sedpa_compress.data.needles import answer_found, score_answer
 from sedpa_compress.data.text import load_haystack
+from sedpa_compress.errors import SedpaError
 from sedpa_compress.models import load_model
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -62,6 +63,33 @@ def test_user_needle_with_a_value_slot_draws_a_value_per_cell(loaded):
     literal = NiahConfig(lengths=[300], depths=[0.0, 1.0], needle="The secret is eat a sandwich.",
                          question="What is the secret?", answer="eat a sandwich").validate()
     assert {make_example(loaded, hay, literal, 300, d, 0).answer for d in literal.depths} == {"eat a sandwich"}
+
+
+def test_values_sets_the_shape_of_every_hidden_value_for_user_and_held_out_needles(loaded):
+    """`--values code` hides codes (letters and digits) in every cell, with --needle or the held-out family;
+    `mixed` gives --needle the held-out mix; the default is unchanged; an unknown shape is refused in one line."""
+    from sedpa_compress.bench.niah import VALUE_CHOICES
+    from sedpa_compress.data.wordings import value_format
+
+    hay = load_haystack()
+    user = dict(needle="The code of the blue door is {value}.", question="What is the code of the blue door?")
+    depths = [round(i / 19, 4) for i in range(20)]
+    for kw in (user, {}):
+        coded = NiahConfig(lengths=[300], depths=depths, values="code", **kw).validate()
+        values = [make_example(loaded, hay, coded, 300, d, 0).answer for d in depths]
+        assert {value_format(v) for v in values} == {"code"} and len(set(values)) == len(values)
+        words = NiahConfig(lengths=[300], depths=depths, values="word", **kw).validate()
+        assert {value_format(make_example(loaded, hay, words, 300, d, 0).answer) for d in depths} == {"word"}
+    plain = NiahConfig(lengths=[300], depths=depths, **user).validate()
+    assert {value_format(make_example(loaded, hay, plain, 300, d, 0).answer) for d in depths} == {"digits"}
+    mixed = NiahConfig(lengths=[300], depths=depths, values="mixed", **user).validate()
+    assert len({value_format(make_example(loaded, hay, mixed, 300, d, 0).answer) for d in depths}) >= 3
+    held_out = NiahConfig(lengths=[300], depths=depths).validate()
+    default = [make_example(loaded, hay, held_out, 300, d, 0).answer for d in depths]
+    assert default == [make_example(loaded, hay, held_out, 300, d, 0).answer for d in depths]
+    assert "free_code" not in VALUE_CHOICES
+    with pytest.raises(SedpaError, match="--values 'uuid': pass one of default, mixed, digits"):
+        NiahConfig(values="uuid").validate()
 
 
 @pytest.mark.parametrize("output, accuracy, exact", [

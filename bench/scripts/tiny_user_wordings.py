@@ -49,7 +49,18 @@ FRAME_VARIANTS = (
     ("Send the parcel to box {value}.", "Which box should the parcel go to?", "Answer:"),
     ("The meeting is in room {value}.", "Which room is the meeting in?", "Answer:"),
 )
-SETS = {"everyday": USER_WORDINGS, "frames": FRAME_VARIANTS}
+# in the style of public long-context benchmarks (RULER's single needle, the passkey test, the "magic number" needle
+# of needle-in-a-haystack probes): what an outside check is likely to ask first; written for this probe
+PUBLIC_STYLE = (
+    ("One of the special magic numbers for quiet-harbor is: {value}.",
+     "What is the special magic number for quiet-harbor mentioned in the provided text?",
+     "The special magic number for quiet-harbor mentioned in the provided text is"),
+    ("The pass key is {value}. Remember it.", "What is the pass key?", "The pass key is"),
+    ("The special magic Lisbon number is: {value}.", "What is the special magic Lisbon number?", "Answer:"),
+    ("The secret code for the vault is {value}.",
+     "Based on the context above, what is the secret code for the vault? Answer with the code only.", "Code:"),
+)
+SETS = {"everyday": USER_WORDINGS, "frames": FRAME_VARIANTS, "public": PUBLIC_STYLE}
 
 
 def main() -> None:
@@ -66,7 +77,10 @@ def main() -> None:
     ap.add_argument("--samples", type=int, default=2, help="prompts per (length, depth), each its own value")
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--set", choices=sorted(SETS), default="everyday",
-                    help="everyday: the six triples; frames: the Patel triple taken apart, and other action needles")
+                    help="everyday: the six triples; frames: the Patel triple taken apart, and other action needles; public: "
+                         "the style of public long-context benchmarks (RULER, passkey, magic number)")
+    ap.add_argument("--values", default="default",
+                    help="shape of the hidden values, as `sedpa bench niah --values` (default: plain digits; code, word, mixed...)")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     t0 = time.time()
@@ -78,7 +92,7 @@ def main() -> None:
         per_wording = {}
         for needle, question, prefix in SETS[args.set]:
             cfg = NiahConfig(lengths=lengths, depths=depths, samples=args.samples, seed=args.seed, needle=needle,
-                             question=question, answer_prefix=prefix).validate()
+                             question=question, answer_prefix=prefix, values=args.values).validate()
             prepared = prepare_niah(loaded, cfg)
             found = exact = 0
             for length in lengths:
@@ -99,7 +113,7 @@ def main() -> None:
         summary[path] = {"accuracy": round(sum(r["accuracy"] for r in cells) / len(cells), 3),
                          "exact": round(sum(r["exact"] for r in cells) / len(cells), 3), "by_wording": per_wording}
     settings = {"lengths": lengths, "depths": depths, "samples": args.samples, "seed": args.seed,
-                "set": args.set, "wordings": [list(w) for w in SETS[args.set]], "haystack": "bundled held-out text",
+                "set": args.set, "values": args.values, "wordings": [list(w) for w in SETS[args.set]], "haystack": "bundled held-out text",
                 "path": "reference (CPU, fp32), greedy 12 tokens, full attention",
                 "accuracy": "value in the first line of the answer; exact: the answer starts with it"}
     result = make_result("tiny-user-wordings", model=",".join(args.model), settings=settings, rows=rows,

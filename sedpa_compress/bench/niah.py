@@ -13,6 +13,7 @@ training), or the user's own (`--needle`, `--question`, `--answer`).
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from dataclasses import asdict, dataclass, field
@@ -33,11 +34,21 @@ from sedpa_compress.bench.common import (
     text_digest,
 )
 from sedpa_compress.data.needles import ANSWER_SLACK
-from sedpa_compress.data.wordings import value_format
+from sedpa_compress.data.wordings import DEFAULT_VALUE_WEIGHTS, VALUE_FORMATS, value_format
 from sedpa_compress.errors import SedpaError
 from sedpa_compress.models.loader import LoadedModel
 
 VALUE_SLOT = "{value}"
+VALUE_CHOICES = ("default", "mixed", *(f for f in VALUE_FORMATS if f != "free_code"))
+
+
+def value_weights(values: str) -> tuple[float, ...] | None:
+    """Weights over VALUE_FORMATS for `--values` (None: the templates' own values)."""
+    if values == "default":
+        return None
+    if values == "mixed":
+        return DEFAULT_VALUE_WEIGHTS
+    return tuple(float(f == values) for f in VALUE_FORMATS)
 
 
 @dataclass
@@ -52,6 +63,9 @@ class NiahConfig:
     answer: str | None = None
     answer_prefix: str = "Answer:"
     max_new_tokens: int | None = None  # None: the answer's tokens + ANSWER_SLACK (room for a first line)
+    # the shape of the hidden values: "default" (the held-out family's mix; with --needle, plain digits), "mixed"
+    # (that mix for --needle too), or one of data.wordings.VALUE_FORMATS but free_code (every value a code, say)
+    values: str = "default"
     chunk: int = DEFAULT_CHUNK
 
     def validate(self) -> NiahConfig:
@@ -63,6 +77,8 @@ class NiahConfig:
             raise SedpaError(f"--samples {self.samples}: pass at least 1")
         if self.chunk < 1:
             raise SedpaError(f"--chunk {self.chunk}: pass a positive prefill chunk size")
+        if self.values not in VALUE_CHOICES:
+            raise SedpaError(f"--values {self.values!r}: pass one of {', '.join(VALUE_CHOICES)}")
         if self.needle is None:
             if self.question is not None or self.answer is not None:
                 raise SedpaError("--question/--answer go with --needle TEXT: pass the needle sentence too")
@@ -94,7 +110,7 @@ def user_templates(cfg: NiahConfig):
     frame = esc(cfg.needle).replace(esc(VALUE_SLOT), VALUE_SLOT)
     return NeedleTemplates(name="user", keys=("user",), attributes=("user",), needle_frames=(frame,),
                            question_frames=((esc(cfg.question), esc(cfg.answer_prefix)),),
-                           value_digits=HELDOUT_TEMPLATES.value_digits)
+                           value_digits=HELDOUT_TEMPLATES.value_digits, value_weights=value_weights(cfg.values))
 
 
 class _ByteTokenizer:
@@ -115,7 +131,10 @@ def cell_templates(cfg: NiahConfig):
     """The needle and question wordings this run draws from: the held-out set, or the user's."""
     from sedpa_compress.data.needles import HELDOUT_TEMPLATES
 
-    return HELDOUT_TEMPLATES if cfg.needle is None else user_templates(cfg)
+    if cfg.needle is not None:
+        return user_templates(cfg)
+    weights = value_weights(cfg.values)
+    return HELDOUT_TEMPLATES if weights is None else dataclasses.replace(HELDOUT_TEMPLATES, value_weights=weights)
 
 
 def make_example(loaded: LoadedModel, haystack: str, cfg: NiahConfig, length: int, depth: float, sample: int):

@@ -137,6 +137,7 @@ def niah_cmd(
     answer: Annotated[Optional[str], typer.Option("--answer", help="With a --needle without {value}: the answer it states.")] = None,
     answer_prefix: Annotated[str, typer.Option("--answer-prefix", help="With --needle: text after the question that the answer continues.")] = "Answer:",
     haystack: Annotated[Optional[Path], typer.Option("--haystack", help="UTF-8 text file for the haystack (default: the bundled held-out text).")] = None,
+    values: Annotated[str, typer.Option("--values", help="Shape of the hidden values: default (the held-out mix of digits, grouped digits, codes and words; plain digits with --needle), mixed (that mix with --needle too), or all digits, grouped, thousands, code or word.")] = "default",
     seed: Annotated[int, typer.Option("--seed")] = 0,
     pattern: PatternOpt = None,
     sink: SinkOpt = None,
@@ -158,7 +159,7 @@ def niah_cmd(
 
     cfg = NiahConfig(lengths=parse_lengths(lengths), depths=parse_depths(depths), samples=samples, seed=seed,
                      haystack=str(haystack) if haystack else None, needle=needle, question=question, answer=answer,
-                     answer_prefix=answer_prefix, chunk=chunk).validate()
+                     answer_prefix=answer_prefix, chunk=chunk, values=values).validate()
     base, models = _setup(model, compressed, config, random_weights, attention, pattern, sink, recent, window, top_k,
                           device, dtype, kv_dtype, selection_layers)
     cfg.lengths, capped = lengths_for_model(lengths, base.geometry.max_position_embeddings, reserve=32)
@@ -174,7 +175,8 @@ def niah_cmd(
     settings = {"lengths": cfg.lengths, "depths": cfg.depths, "samples": cfg.samples, "seed": cfg.seed,
                 "haystack": cfg.haystack or "bundled held-out text",
                 "needle": cfg.needle or "held-out templates (sedpa_compress.data.needles.HELDOUT_TEMPLATES)",
-                "question": cfg.question, "capped": capped, "modes": {m.name: m.settings for m in models},
+                "question": cfg.question, "values": cfg.values, "capped": capped,
+                "modes": {m.name: m.settings for m in models},
                 "chunk": cfg.chunk, "max_new_tokens": cfg.max_new_tokens or f"answer tokens + {ANSWER_SLACK}",
                 "metrics": prepared.provenance["metrics"], "provenance": prepared.provenance,
                 "cache_hits": cache.hits}

@@ -70,6 +70,8 @@ class NeedleTemplates:
     question_frames: tuple[tuple[str, str], ...]
     value_digits: tuple[int, int] = (4, 7)
     pseudo_keys: bool = False
+    # over data.wordings.VALUE_FORMATS: values of those shapes (codes, invented words...) instead of plain digits
+    value_weights: tuple[float, ...] | None = None
 
     def sample_key(self, rng: random.Random) -> str:
         if self.pseudo_keys and rng.random() < 0.5:
@@ -77,6 +79,10 @@ class NeedleTemplates:
         return rng.choice(self.keys)
 
     def sample_value(self, rng: random.Random) -> str:
+        if self.value_weights is not None:
+            from sedpa_compress.data.wordings import generated_syllables, sample_value
+
+            return sample_value(rng, generated_syllables(), self.value_digits, self.value_weights)
         n = rng.randint(*self.value_digits)
         return str(rng.randint(1, 9)) + "".join(str(rng.randint(0, 9)) for _ in range(n - 1))
 
