@@ -12,7 +12,6 @@ failure the row says which first token won and where the value's own first token
 from __future__ import annotations
 
 import argparse
-import random
 import statistics
 import sys
 import time
@@ -107,9 +106,8 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 def main() -> None:
     from sedpa_compress.bench.results import make_result, weights_sha256, write_result
-    from sedpa_compress.data.needles import HELDOUT_TEMPLATES, make_needle_example
     from sedpa_compress.data.text import load_haystack
-    from sedpa_compress.tiny.evaluate import load_model_dir
+    from sedpa_compress.tiny.evaluate import acceptance_depths, acceptance_example, load_model_dir
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", type=Path, action="append", required=True, help="a model folder (repeat for more)")
@@ -120,7 +118,7 @@ def main() -> None:
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     contexts = [int(c) for c in args.contexts.split(",")]
-    depth_list = [round(d / (args.depths - 1), 4) for d in range(args.depths)] if args.depths > 1 else [0.5]
+    depth_list = acceptance_depths(args.depths)
     hay = load_haystack(None, min_chars=ACCEPTANCE_MAX_CONTEXT * 6)
     t0 = time.time()
     rows, summary, weights = [], {}, {}
@@ -131,8 +129,7 @@ def main() -> None:
         for ctx in contexts:
             for depth in depth_list:
                 for s in range(args.samples):
-                    rng = random.Random(f"{args.seed}-{ctx}-{depth}-{s}")
-                    ex = make_needle_example(tok, hay, ctx, [depth], rng, templates=HELDOUT_TEMPLATES)
+                    ex = acceptance_example(tok, hay, ctx, depth, s, args.seed)
                     mine.append({"model": str(path), **cell_row(model, tok, ex, ctx, depth, s)})
         summary[str(path)] = summarise(mine)
         print(path, summary[str(path)], flush=True)

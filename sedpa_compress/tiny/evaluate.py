@@ -119,6 +119,19 @@ def greedy_answers(model: torch.nn.Module, prompts: list[list[int]], new_tokens:
     return generated
 
 
+def acceptance_depths(depths: int) -> list[float]:
+    """`depths` needle depths evenly over 0..1 (one: the middle), rounded as the acceptance's cells are named."""
+    return [round(d / (depths - 1), 4) for d in range(depths)] if depths > 1 else [0.5]
+
+
+def acceptance_example(tokenizer: Any, haystack: str, context: int, depth: float, sample: int, seed: int = 1234,
+                       templates: NeedleTemplates = HELDOUT_TEMPLATES):
+    """The needle example of the acceptance's cell (context, depth, sample), drawn from those and `seed` alone: every
+    script that reads "the acceptance's own cells" draws them here."""
+    rng = random.Random(f"{seed}-{context}-{depth}-{sample}")
+    return make_needle_example(tokenizer, haystack, context, [depth], rng, templates=templates)
+
+
 def needle_rows(model: torch.nn.Module, tokenizer: Any, contexts: list[int], depths: int, samples: int,
                 modes: tuple[str, ...] = ("full", "streaming"), sink: int = 16, recent: int = 64,
                 stream_max_context: int | None = None,
@@ -131,7 +144,7 @@ def needle_rows(model: torch.nn.Module, tokenizer: Any, contexts: list[int], dep
     def first_line_written(out: list[int]) -> bool:  # what `answer_found` reads is complete
         return "\n" in tokenizer.decode(out).lstrip()
 
-    depth_list = [round(d / (depths - 1), 4) for d in range(depths)] if depths > 1 else [0.5]
+    depth_list = acceptance_depths(depths)
     pad_id = getattr(tokenizer, "pad_token_id", None) or 0
     batch = max(1, batch)
     rows = []
@@ -141,8 +154,7 @@ def needle_rows(model: torch.nn.Module, tokenizer: Any, contexts: list[int], dep
         examples, prompts, budgets = [], [], []
         for depth in depth_list:
             for s in range(samples):
-                rng = random.Random(f"{seed}-{ctx}-{depth}-{s}")
-                ex = make_needle_example(tokenizer, hay, ctx, [depth], rng, templates=templates)
+                ex = acceptance_example(tokenizer, hay, ctx, depth, s, seed, templates)
                 examples.append(ex)
                 prompts.append(tokenizer(ex.prompt, add_special_tokens=True)["input_ids"])
                 budgets.append(len(tokenizer(" " + ex.answer, add_special_tokens=False)["input_ids"]) + ANSWER_SLACK)
