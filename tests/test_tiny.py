@@ -450,6 +450,44 @@ def test_train_tiny_under_torchrun_averages_two_processes_gradients(tmp_path):
     assert a.keys() == b.keys() and any(not torch.equal(a[k], b[k]) for k in a)
 
 
+def test_init_weights_false_takes_the_init_models_tokenizer_and_fresh_weights(tmp_path):
+    """`init_weights: false` (stage 22, a from-scratch run that keeps the shipped tokenizer): --init-from gives the
+    tokenizer and no weights, and the run records so; with the default the same init's weights are loaded. Only the
+    first call of a split run may start fresh: a later span with init_weights false is refused with the fix."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+    from tokenizers import Tokenizer
+
+    from sedpa_compress.tiny.model import build_model
+    from sedpa_compress.tiny.train import TOKENIZER_FILES, train
+
+    init = tmp_path / "init"
+    init.mkdir()
+    for name in TOKENIZER_FILES:
+        shutil.copy2(SHIPPED / name, init / name)
+    base = build_model(load_config(RECIPE, **SMALL))
+    save_file({k: torch.full_like(v, 0.5).contiguous() for k, v in base.state_dict().items() if k != "lm_head.weight"},
+              str(init / "model.safetensors"))
+    kw = {**SMALL, "steps": 1, "lr": 1e-9, "warmup_steps": 1}
+    outs = {}
+    for fresh in (True, False):
+        run = tmp_path / ("fresh" if fresh else "init_weights")
+        cfg = load_config(RECIPE, **kw, init_weights=not fresh)
+        model_dir = train(cfg, run, init_from=init, device="cpu", eval_at_end=False, log=lambda *_: None)
+        outs[fresh] = load_file(str(model_dir / "model.safetensors"))
+        info = json.loads((model_dir / "training.json").read_text())
+        assert ("tokenizer only" in info["init_from"]) == fresh
+        assert (Tokenizer.from_file(str(model_dir / "tokenizer.json")).get_vocab()
+                == Tokenizer.from_file(str(SHIPPED / "tokenizer.json")).get_vocab())
+    w = "model.layers.0.self_attn.q_proj.weight"
+    assert torch.allclose(outs[False][w].float(), torch.full_like(outs[False][w].float(), 0.5), atol=1e-3)
+    assert outs[True][w].float().std() > 0.01  # a fresh init, not the init model's constant
+    load_config(RECIPE, init_weights=False, schedule_span=[0.0, 0.14])
+    with pytest.raises(SedpaError, match="init_weights=true"):
+        load_config(RECIPE, init_weights=False, schedule_span=[0.14, 0.46])
+
+
 def test_init_from_a_model_with_fewer_kv_heads_grows_it_into_the_same_function(tmp_path):
     """--init-from a 1-KV-head model into a 2-KV-head recipe: each KV head's rows are copied into its query
     group's new heads, so the grown model's logits equal the original's before any step; a count that does not
@@ -1127,18 +1165,27 @@ def test_batched_greedy_answers_are_the_one_at_a_time_answers(shipped):
 
 
 @pytest.mark.gpu
-def test_batched_acceptance_on_cuda_matches_one_at_a_time():
-    """On CUDA (bf16 autocast) the acceptance decodes 30 cells at once: the answers are those of one cell at a time,
-    up to bf16's near-ties (at most 2 of 40 cells may differ; a padding or position bug changes most of them)."""
+def test_batched_acceptance_on_cuda_matches_one_at_a_time(monkeypatch):
+    """On CUDA the acceptance decodes 30 cells at once. In fp32 its answers are those of one cell at a time, every
+    one (a padding or position bug would change them). In bf16 autocast, the mode the acceptance runs in, a batch's
+    other shapes round differently and a near-tie can turn a greedy answer (3 of 40 outputs on the H200 at 798e9f9),
+    so there the verdicts are compared: found in one and missed in the other in at most 2 of 40 cells."""
     from sedpa_compress.tiny import evaluate as ev
 
     model, tok = ev.load_model_dir(SHIPPED, "cuda")
     kw = dict(depths=5, samples=2, log=lambda *_: None)
+    cells = lambda rows: [c for r in rows for c in r["cells"]]  # noqa: E731
+    monkeypatch.setattr(ev, "CUDA_BF16", False)
+    one = cells(ev.needle_rows(model, tok, [1024, 4096], batch=1, **kw))
+    many = cells(ev.needle_rows(model, tok, [1024, 4096], batch=30, **kw))
+    assert len(one) == 40 and [c["output"] for c in many] == [c["output"] for c in one]
+    monkeypatch.setattr(ev, "CUDA_BF16", True)
     one = ev.needle_rows(model, tok, [1024, 4096], batch=1, **kw)
     many = ev.needle_rows(model, tok, [1024, 4096], batch=30, **kw)
-    outs = lambda rows: [c["output"] for r in rows for c in r["cells"]]  # noqa: E731
-    differ = sum(a != b for a, b in zip(outs(one), outs(many)))
-    assert len(outs(one)) == 40 and differ <= 2, differ
+    found = lambda rows: [ev.answer_found(c["output"], c["value"]) for r in rows for c in r["cells"]]  # noqa: E731
+    outputs = sum(a["output"] != b["output"] for r, q in zip(one, many) for a, b in zip(r["cells"], q["cells"]))
+    verdicts = sum(a != b for a, b in zip(found(one), found(many)))
+    assert len(found(one)) == 40 and verdicts <= 2, (verdicts, outputs)
 
 
 def test_value_space_cli_copies_a_model_with_the_switched_tokenizer(tmp_path, capsys):

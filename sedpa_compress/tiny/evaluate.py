@@ -31,6 +31,14 @@ from sedpa_compress.data.text import load_bundled_text, load_haystack
 from sedpa_compress.data.wordings import value_format
 from sedpa_compress.runtime.reference import causal_mask, streaming_mask
 
+# On CUDA the acceptance runs in bf16 autocast (the weights' dtype, the speed the benchmarks see); False keeps fp32, where
+# a batched decode must reproduce one cell at a time exactly (tests: a padding bug is then told apart from bf16 ties).
+CUDA_BF16 = True
+
+
+def _autocast(device: torch.device) -> torch.autocast:
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda" and CUDA_BF16)
+
 
 def _allowed(tq: int, tk: int, mode: str, sink: int, recent: int, device: torch.device,
              pad: torch.Tensor | None = None) -> torch.Tensor:
@@ -93,7 +101,7 @@ def greedy_answers(model: torch.nn.Module, prompts: list[list[int]], new_tokens:
     logits = None
     generated: list[list[int]] = [[] for _ in prompts]
     done = [n <= 0 for n in new_tokens]
-    with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    with _autocast(device):
         for start in range(0, length, step):
             end = min(length, start + step)
             out = model.model(input_ids=ids[:, start:end], attention_mask=_allowed(end - start, end, mode, sink, recent,
@@ -201,7 +209,7 @@ def perplexity(model: torch.nn.Module, tokenizer: Any, text: str, window: int = 
             break
         x = torch.tensor([chunk], device=device)
         mask = None if mode == "full" else _allowed(x.shape[1], x.shape[1], mode, sink, recent, device)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with _autocast(device):
             logits = model(input_ids=x, attention_mask=mask).logits.float()
         loss = torch.nn.functional.cross_entropy(logits[0, :-1], x[0, 1:], reduction="sum")
         nll += loss.item()
@@ -217,7 +225,7 @@ def sample_text(model: torch.nn.Module, tokenizer: Any, prompt: str, new_tokens:
     ids = tokenizer(prompt, add_special_tokens=True)["input_ids"]
     for _ in range(new_tokens):
         x = torch.tensor([ids], device=device)
-        with torch.autocast(device_type=device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+        with _autocast(device):
             logits = model(input_ids=x).logits[0, -1].float().cpu()
         top = torch.topk(logits / temperature, top_k)
         nxt = top.indices[torch.multinomial(torch.softmax(top.values, -1), 1, generator=gen)].item()
