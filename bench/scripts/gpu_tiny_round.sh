@@ -77,7 +77,8 @@ if [[ $NGPU -lt 2 ]]; then  # one GPU: the acceptance waits for training on the 
   [[ -n ${DDP:-} ]] && { echo "DDP=1 needs two GPUs; this machine has $NGPU: run without DDP"; exit 2; }
   if [[ -z ${EVAL_ONLY:-} ]]; then  # an eval-only call has no training to slow: the baseline runs beside the heads
     # a training call: the embedded model's acceptance waits for the new stage's (batched, ~1 min each to 32K)
-    [[ -z ${SKIP_EMBEDDED:-} ]] && { echo "one GPU: the embedded model's acceptance runs after the new stage's"; EMBEDDED_AFTER=1; }
+    # (none in a middle call of a split run, NO_ACCEPTANCE: there is no new acceptance to set it beside)
+    [[ -z ${SKIP_EMBEDDED:-} && -z ${NO_ACCEPTANCE:-} ]] && { echo "one GPU: the embedded model's acceptance runs after the new stage's"; EMBEDDED_AFTER=1; }
     SKIP_EMBEDDED=1
   fi
   EVAL_GPU=0

@@ -43,6 +43,10 @@ class TinyTrainConfig:
     # own span ([0, 0.25], [0.25, 0.5], ...), so together they follow one schedule. Each call warms a fresh
     # optimizer up over warmup_steps to the span's rate.
     schedule_span: tuple[float, float] = (0.0, 1.0)
+    # False: a run given --init-from takes only that model's tokenizer and starts from fresh weights (a from-scratch
+    # run that keeps the shipped tokenizer, so its stages restore as every other: tiny.checkpoints). Only where the
+    # schedule starts: the later calls of a split run continue the last call's weights
+    init_weights: bool = True
     weight_decay: float = 0.1
     grad_clip: float = 1.0
     betas: tuple[float, float] = (0.9, 0.95)
@@ -215,6 +219,10 @@ class TinyTrainConfig:
         if len(span) != 2 or not 0.0 <= span[0] < span[1] <= 1.0:
             raise SedpaError(f"schedule_span {list(self.schedule_span)}: use [start, end] with 0 <= start < end <= 1, "
                              "the part of one long schedule this run covers")
+        if not self.init_weights and self.schedule_span[0] > 0:
+            raise SedpaError(f"init_weights false with schedule_span starting at {self.schedule_span[0]}: only the first "
+                             "call of a split run starts from fresh weights; continue the last call's with "
+                             "init_weights=true")
         if not self.curriculum or self.curriculum[-1]["until"] < 1.0:
             raise SedpaError("the last curriculum entry needs `until: 1.0`")
 

@@ -260,9 +260,12 @@ def train(cfg: TinyTrainConfig, out: Path, *, resume: Path | bool | None = None,
         prev = json.loads((src / "state.json").read_text())
         state.update({k: prev[k] for k in ("step", "elapsed_s", "history", "init_from") if k in prev})
         log(f"resumed from {src} at step {state['step']}")
-    elif init_from:
+    elif init_from and cfg.init_weights:
         load_weights(model, Path(init_from), grow=True, log=log)
         log(f"initialised weights from {init_from} (fresh optimizer and schedule)")
+    elif init_from:
+        state["init_from"] = f"{init_from} (tokenizer only: init_weights false)"
+        log(f"fresh weights; the tokenizer from {init_from} (init_weights false)")
 
     data = TinyData(cfg, tok, stream=world.rank)
     net: torch.nn.Module = model
