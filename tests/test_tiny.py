@@ -1188,6 +1188,38 @@ def test_batched_acceptance_on_cuda_matches_one_at_a_time(monkeypatch):
     assert len(found(one)) == 40 and verdicts <= 2, (verdicts, outputs)
 
 
+def test_average_is_the_mean_of_runs_of_one_shape_and_tokenizer_and_refuses_others(tmp_path, capsys):
+    """`python -m sedpa_compress.tiny.checkpoints average A B --to DIR` (the soup of stages 21 and 21b): each weight is
+    the mean of the runs' (in fp32, stored in their dtype), the rest of the folder is the last run's; runs of another
+    shape or tokenizer are refused in one line and nothing is written."""
+    from safetensors.torch import load_file, save_file
+
+    from sedpa_compress.tiny.checkpoints import main
+
+    def run(name: str, fill: float, shape=(4, 2), tokenizer='{"t": 1}') -> Path:
+        d = tmp_path / name
+        d.mkdir()
+        save_file({"w": torch.full(shape, fill, dtype=torch.bfloat16), "b": torch.arange(3.0) * fill},
+                  str(d / "model.safetensors"))
+        (d / "tokenizer.json").write_text(tokenizer)
+        (d / "config.json").write_text(json.dumps({"name": name}))
+        return d
+
+    a, b, c = run("a", 1.0), run("b", 2.0), run("c", 4.5)
+    main(["average", str(a), str(b), str(c), "--to", str(tmp_path / "soup")])
+    soup = load_file(str(tmp_path / "soup" / "model.safetensors"))
+    assert soup["w"].dtype == torch.bfloat16 and torch.equal(soup["w"].float(), torch.full((4, 2), 2.5))
+    assert torch.equal(soup["b"], torch.arange(3.0) * 2.5)
+    assert json.loads((tmp_path / "soup" / "config.json").read_text()) == {"name": "c"}
+    assert str(tmp_path / "soup") in capsys.readouterr().out
+    for other, why in ((run("wide", 1.0, shape=(4, 3)), "shapes"), (run("tok", 1.0, tokenizer='{"t": 2}'), "tokenizer")):
+        with pytest.raises(SystemExit, match=why):
+            main(["average", str(a), str(other), "--to", str(tmp_path / f"no_{why}")])
+        assert not (tmp_path / f"no_{why}").exists()
+    with pytest.raises(SystemExit, match="two or more"):
+        main(["average", str(a), "--to", str(tmp_path / "one")])
+
+
 def test_value_space_cli_copies_a_model_with_the_switched_tokenizer(tmp_path, capsys):
     from sedpa_compress.tiny.tokenizer import has_value_space, main
 

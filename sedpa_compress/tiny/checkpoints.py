@@ -11,6 +11,7 @@ in one session can be restored on the device from the next one on.
     python -m sedpa_compress.tiny.checkpoints keep runs/stage16/model --name stage16 --note "stage 5 grown to 4 KV heads"
     python -m sedpa_compress.tiny.checkpoints restore stage16 --to runs/init
     python -m sedpa_compress.tiny.checkpoints list
+    python -m sedpa_compress.tiny.checkpoints average runs/stage21/model runs/stage21b/model --to runs/soup21
 """
 
 from __future__ import annotations
@@ -81,6 +82,38 @@ def restore(name: str, to: Path, *, repo: Path = Path("."), tokenizer_from: Path
     return to
 
 
+def average(model_dirs: list[Path], to: Path) -> Path:
+    """The uniform average of runs' weights (a model soup: fine-tunes of one start often sit in one basin, where the
+    mean of their weights can beat each). The runs must share one config's shape, weight names and tokenizer; `to`
+    gets the last run's folder with the averaged weights, in their dtype (averaged in fp32)."""
+    from safetensors.torch import load_file, save_file
+
+    dirs = [Path(d) for d in model_dirs]
+    if len(dirs) < 2:
+        raise SedpaError("average takes two or more model folders: pass the runs to average")
+    for d in dirs:
+        if not (d / "model.safetensors").is_file() or not (d / "tokenizer.json").is_file():
+            raise SedpaError(f"{d} has no model.safetensors and tokenizer.json: pass a run's model/ folder")
+    states = [load_file(str(d / "model.safetensors")) for d in dirs]
+    shapes = [{k: (tuple(v.shape), v.dtype) for k, v in sd.items()} for sd in states]
+    for d, sh in zip(dirs[1:], shapes[1:]):
+        if sh != shapes[0]:
+            raise SedpaError(f"{d}'s weights differ in names, shapes or dtypes from {dirs[0]}'s: average only runs "
+                             "of one shape (fine-tunes of one start)")
+        if (d / "tokenizer.json").read_bytes() != (dirs[0] / "tokenizer.json").read_bytes():
+            raise SedpaError(f"{d}'s tokenizer differs from {dirs[0]}'s: the weights of runs with different "
+                             "tokenizers do not mean the same thing; average runs of one tokenizer")
+    mean = {k: (sum(sd[k].float() for sd in states) / len(states)).to(states[0][k].dtype).contiguous()
+            for k in states[0]}
+    with atomic_directory(Path(to)) as tmp:
+        for file in dirs[-1].iterdir():
+            if file.is_file() and file.name != "model.safetensors":
+                shutil.copy2(file, tmp / file.name)
+        save_file(mean, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        (tmp / "averaged_from.json").write_text(json.dumps([str(d) for d in dirs], indent=2) + "\n")
+    return Path(to)
+
+
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(prog="python -m sedpa_compress.tiny.checkpoints", description=__doc__.split("\n\n")[0])
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -94,6 +127,9 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--to", type=Path, required=True)
     r.add_argument("--tokenizer-from", type=Path)
     sub.add_parser("list", help="the kept stages")
+    a = sub.add_parser("average", help="the uniform average of runs' weights (one shape and tokenizer) as a model folder")
+    a.add_argument("model_dirs", type=Path, nargs="+")
+    a.add_argument("--to", type=Path, required=True)
     args = ap.parse_args(argv)
     try:
         if args.cmd == "keep":
@@ -101,6 +137,8 @@ def main(argv: list[str] | None = None) -> None:
             print(f"kept {args.name}: blob {e['blob']} in commit {e['commit']}")
         elif args.cmd == "restore":
             print(restore(args.name, args.to, tokenizer_from=args.tokenizer_from))
+        elif args.cmd == "average":
+            print(average(args.model_dirs, args.to))
         else:
             for name, e in load_ledger(Path(".")).items():
                 print(f"{name}: blob {e['blob'][:12]}, {e['bytes'] / 1e6:.1f} MB, from {e['from'] or '?'}; {e['note']}")
