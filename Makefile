@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: setup test test-gpu lint clean
+.PHONY: setup test test-gpu clean
 
 setup:
 	$(PYTHON) -m venv $(VENV)
