@@ -6,8 +6,8 @@
     apt-get download python3.11-doc && dpkg -x python3.11-doc_*.deb /tmp/pydoc
     python calibration/make_text.py ... --python-doc-sources /tmp/pydoc/usr/share/doc/python3.11/html/_sources
 
-Writes kjv.txt (King James Version, public domain), python_docs.txt (Python's reference topics and
-standard-library docstrings, PSF licence) and python_manual.txt (prose of the Python 3.11 tutorial, HOWTOs,
+Writes, gzipped, kjv.txt.gz (King James Version, public domain), python_docs.txt.gz (Python's reference topics and
+standard-library docstrings, PSF licence) and python_manual.txt.gz (prose of the Python 3.11 tutorial, HOWTOs,
 FAQ and library reference from the reST sources, PSF licence). Paragraphs are separated by one blank line.
 """
 
@@ -132,9 +132,16 @@ def main() -> None:
     ap.add_argument("--bible-data", default="/usr/lib")
     ap.add_argument("--python-doc-sources", default="/usr/share/doc/python3.11/html/_sources")
     args = ap.parse_args()
-    (HERE / "python_manual.txt").write_text(python_manual_text(Path(args.python_doc_sources)), encoding="utf-8")
-    (HERE / "kjv.txt").write_text(kjv_text(args.bible, args.bible_data), encoding="utf-8")
-    (HERE / "python_docs.txt").write_text(python_docs_text(), encoding="utf-8")
+    write_gzipped(HERE / "python_manual.txt.gz", python_manual_text(Path(args.python_doc_sources)))
+    write_gzipped(HERE / "kjv.txt.gz", kjv_text(args.bible, args.bible_data))
+    write_gzipped(HERE / "python_docs.txt.gz", python_docs_text())
+
+
+def write_gzipped(path: Path, text: str) -> None:
+    """The text gzipped with no timestamp or name in the header, so the same text gives the same bytes."""
+    import gzip
+
+    path.write_bytes(gzip.compress(text.encode("utf-8"), compresslevel=9, mtime=0))
 
 
 if __name__ == "__main__":

@@ -131,3 +131,30 @@ def test_auto_attention_calibrates_under_the_pattern_when_there_is_one(models):
     assert calibrate(loaded, auto, show_progress=False).metadata["attention"] == "full"
     stats = calibrate(loaded, auto, show_progress=False, pattern=pattern)
     assert stats.metadata["attention"] == "duo" and stats.metadata["pattern_mask"] == mask_digest(pattern)
+
+
+def test_the_bundled_text_is_gzipped_and_reads_back_as_its_paragraphs(tmp_path):
+    """data/bundled/ ships gzipped (a device call's tree and the wheel stay small); make_text.py writes the same
+    bytes for the same text (no timestamp in the header), and a .gz file reads as the plain file does, so the
+    train / held-out split of every paragraph is what it was."""
+    import importlib.util
+    from pathlib import Path
+
+    from sedpa_compress.data.text import HELDOUT_EVERY, bundled_text_paths, read_text_file, split_paragraphs
+
+    paths = bundled_text_paths()
+    assert [p.name for p in paths] == ["kjv.txt.gz", "python_docs.txt.gz", "python_manual.txt.gz"]
+    spec = importlib.util.spec_from_file_location(
+        "make_text", Path(__file__).resolve().parents[1] / "calibration" / "make_text.py")
+    make_text = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(make_text)
+    text = "first paragraph\nof two lines\n\nsecond — ünïcode\n\n" + "\n\n".join(f"p{i}" for i in range(45))
+    (tmp_path / "plain.txt").write_text(text, encoding="utf-8")
+    make_text.write_gzipped(tmp_path / "a.txt.gz", text)
+    make_text.write_gzipped(tmp_path / "b.txt.gz", text)
+    assert (tmp_path / "a.txt.gz").read_bytes() == (tmp_path / "b.txt.gz").read_bytes()
+    assert read_text_file(tmp_path / "a.txt.gz") == text
+    for split in ("train", "heldout", "all"):
+        assert split_paragraphs([tmp_path / "a.txt.gz"], split) == split_paragraphs([tmp_path / "plain.txt"], split)
+    assert len(split_paragraphs([tmp_path / "a.txt.gz"], "heldout")) == 47 // HELDOUT_EVERY
+    assert load_bundled_text("heldout").startswith(split_paragraphs(paths[:1], "heldout")[0])

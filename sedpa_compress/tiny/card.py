@@ -85,7 +85,7 @@ def write_card(model_dir: Path, info: dict[str, Any], history: list[dict[str, An
         f"- AdamW lr {cfg['lr']} (warmup {cfg['warmup_steps']} steps, cosine to {cfg['min_lr_ratio']}×), "
         f"weight decay {cfg['weight_decay']}, bf16 autocast",
         f"- data: {round(100 * (1 - cfg['needle_fraction']))}% plain text sequences from the shipped text "
-        "(train split of `sedpa_compress/data/bundled/*.txt`: the King James Bible, public domain, and Python's reference "
+        "(train split of `sedpa_compress/data/bundled/*.txt.gz`: the King James Bible, public domain, and Python's reference "
         f"topics and standard-library docstrings, PSF licence), {round(100 * cfg['needle_fraction'])}% retrieval "
         f"sequences: the same text as haystack with 1-{cfg['max_needles']} key→value needles (passkeys, "
         f"numbers, city/name/object→code facts, invented keys) at random depths and 1-{cfg['max_queries']} "
