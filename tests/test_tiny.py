@@ -669,6 +669,42 @@ def test_ship_continues_the_shipped_card_with_a_run_split_across_calls(tmp_path)
     assert not (tmp_path / "out5").exists()
 
 
+def test_ship_lists_an_averaged_stage_after_its_runs_and_no_split_run_for_a_whole_schedule(tmp_path):
+    """The candidate after stage 21: stages 21 and 21b (each continued stage 20) averaged by tiny.checkpoints average.
+    Shipped after the shipped stages as [21, 21b, average]: the runs' rows, then one row for the average with its
+    command, a sentence that says which stages it averages, and where value_space and the corpus came in; a stage
+    whose span is its whole schedule ([0, 1]) is no "device call of one run". Shipping the average without its runs
+    before it is refused, nothing written."""
+    import shutil
+
+    from sedpa_compress.tiny.ship import MODEL_FILES, ship
+
+    results = Path(__file__).resolve().parents[1] / "bench" / "results"
+    specs = []
+    for stage in ("stage21", "stage21b"):
+        for kind, ext in (("training", "json"), ("loss_curve", "png")):
+            shutil.copy2(results / f"tiny_{stage}_{kind}_h200.{ext}", tmp_path / f"tiny_{stage}_{kind}_h200.{ext}")
+        specs.append(f"{tmp_path / f'tiny_{stage}_training_h200.json'}@798e9f9")
+    soup = tmp_path / "soup"
+    soup.mkdir()
+    for name in MODEL_FILES:
+        shutil.copy2(SHIPPED / name, soup / name)
+    command = "python -m sedpa_compress.tiny.checkpoints average runs/stage21/model runs/stage21b/model --to runs/soup21"
+    (soup / "training.json").write_text(json.dumps({"averaged": 2, "command": command, "runs": []}))
+    dest = ship([str(SHIPPED), *specs, f"{soup}@934a2da"], tmp_path / "out", None, None)
+    card = (dest / "README.md").read_text()
+    rows = [line for line in card.splitlines() if line.startswith("| ") and "`" in line and "|---" not in line]
+    assert len(rows) == 8 and rows[7].startswith(f"| 8 | `{command}` | 934a2da |") and "stages 6–7 averaged" in rows[7]
+    assert "Stage 8 is the uniform average of the weights of stages 6–7" in card and "continued stage 5" in card
+    assert "From stage 6 on: the tokenizer's value_space form" in card and "From stage 6 on: a training corpus" in card
+    assert "Stage 6 grew the model from 8 to 10 layers" in card and "device calls of one run" not in card
+    assert "schedule span 0–1" not in card and "10 layers" in card and "a number or a code" in card
+    assert json.loads((dest / "training.json").read_text())["stages"][-1]["averaged"] == 2
+    with pytest.raises(SedpaError, match="averages 2 runs"):
+        ship([str(SHIPPED), specs[1], str(soup)], tmp_path / "out2", None, None)
+    assert not (tmp_path / "out2").exists()
+
+
 def test_wording_actions_add_action_needles_asked_through_their_action_and_change_nothing_when_off():
     """Stage 16b's data: a share of needle groups link key and value by an action with no attribute noun ("Tokyo is
     usually booked under 4821"), asked back through the action and a noun the needle leaves out ("What number is
@@ -1190,8 +1226,9 @@ def test_batched_acceptance_on_cuda_matches_one_at_a_time(monkeypatch):
 
 def test_average_is_the_mean_of_runs_of_one_shape_and_tokenizer_and_refuses_others(tmp_path, capsys):
     """`python -m sedpa_compress.tiny.checkpoints average A B --to DIR` (the soup of stages 21 and 21b): each weight is
-    the mean of the runs' (in fp32, stored in their dtype), the rest of the folder is the last run's; runs of another
-    shape or tokenizer are refused in one line and nothing is written."""
+    the mean of the runs' (in fp32, stored in their dtype), config and tokenizer are the last run's, and a training.json
+    names the runs (tiny.ship's averaged stage); runs of another shape or tokenizer are refused in one line and
+    nothing is written."""
     from safetensors.torch import load_file, save_file
 
     from sedpa_compress.tiny.checkpoints import main
@@ -1211,6 +1248,7 @@ def test_average_is_the_mean_of_runs_of_one_shape_and_tokenizer_and_refuses_othe
     assert soup["w"].dtype == torch.bfloat16 and torch.equal(soup["w"].float(), torch.full((4, 2), 2.5))
     assert torch.equal(soup["b"], torch.arange(3.0) * 2.5)
     assert json.loads((tmp_path / "soup" / "config.json").read_text()) == {"name": "c"}
+    assert json.loads((tmp_path / "soup" / "training.json").read_text())["averaged"] == 3
     assert str(tmp_path / "soup") in capsys.readouterr().out
     for other, why in ((run("wide", 1.0, shape=(4, 3)), "shapes"), (run("tok", 1.0, tokenizer='{"t": 2}'), "tokenizer")):
         with pytest.raises(SystemExit, match=why):

@@ -85,7 +85,8 @@ def restore(name: str, to: Path, *, repo: Path = Path("."), tokenizer_from: Path
 def average(model_dirs: list[Path], to: Path) -> Path:
     """The uniform average of runs' weights (a model soup: fine-tunes of one start often sit in one basin, where the
     mean of their weights can beat each). The runs must share one config's shape, weight names and tokenizer; `to`
-    gets the last run's folder with the averaged weights, in their dtype (averaged in fp32)."""
+    gets the averaged weights (in their dtype, averaged in fp32), the last run's config and tokenizer, and a
+    training.json naming the runs (tiny.ship lists them as the stages before this one)."""
     from safetensors.torch import load_file, save_file
 
     dirs = [Path(d) for d in model_dirs]
@@ -106,11 +107,15 @@ def average(model_dirs: list[Path], to: Path) -> Path:
     mean = {k: (sum(sd[k].float() for sd in states) / len(states)).to(states[0][k].dtype).contiguous()
             for k in states[0]}
     with atomic_directory(Path(to)) as tmp:
-        for file in dirs[-1].iterdir():
-            if file.is_file() and file.name != "model.safetensors":
-                shutil.copy2(file, tmp / file.name)
+        for name in ("config.json", "generation_config.json", *TOKENIZER_FILES):
+            if (dirs[-1] / name).is_file():
+                shutil.copy2(dirs[-1] / name, tmp / name)
         save_file(mean, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        (tmp / "averaged_from.json").write_text(json.dumps([str(d) for d in dirs], indent=2) + "\n")
+        # what tiny.ship reads: a stage with no training of its own, whose runs are the stages before it
+        command = ("python -m sedpa_compress.tiny.checkpoints average " + " ".join(str(d) for d in dirs)
+                   + f" --to {to}")
+        (tmp / "training.json").write_text(json.dumps({"averaged": len(dirs), "command": command,
+                                                       "runs": [str(d) for d in dirs]}, indent=2) + "\n")
     return Path(to)
 
 

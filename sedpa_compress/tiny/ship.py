@@ -32,9 +32,9 @@ MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "to
 SIZE_BUDGET_BYTES = 45_000_000  # the embedded sedpa-tiny ships inside the package
 
 
-def _stage(spec: str) -> tuple[Path, list[tuple[dict[str, Any], str]]]:
+def _stage(spec: str) -> tuple[Path | None, list[tuple[dict[str, Any], str]]]:
     """(loss-curve PNG, [(training info, commit), ...]): one stage for a run's model/ folder or its training JSON,
-    every listed stage for an already shipped folder."""
+    every listed stage for an already shipped folder; an averaged folder (tiny.checkpoints average) has no curve."""
     path, _, commit = spec.partition("@")
     where = Path(path)
     if where.is_file() and where.suffix == ".json":
@@ -49,6 +49,8 @@ def _stage(spec: str) -> tuple[Path, list[tuple[dict[str, Any], str]]]:
             raise SedpaError(f"{where} has no training.json: pass the model/ folder a `sedpa train-tiny` run "
                              "exported (or, for a stage before the last, its committed training JSON)")
     info = json.loads(info_path.read_text())
+    if info.get("averaged"):  # tiny.checkpoints average: no training of its own, so no loss curve
+        return None, [(info, commit or "unknown")]
     if "stages" in info:
         return curve, [(dict(st), st.get("commit", "unknown")) for st in info["stages"]]
     return curve, [(info, commit or "unknown")]
@@ -88,10 +90,19 @@ def _recipe(command: str) -> str:
     return words[words.index("--recipe") + 1] if "--recipe" in words[:-1] else "?"
 
 
+def _span(cfg: dict[str, Any]) -> list[float] | None:
+    """A run's part of a longer schedule, or None for a run that is its whole schedule ([0, 1], recorded by every
+    run since the field exists)."""
+    span = cfg.get("schedule_span")
+    return None if not span or list(span) == [0.0, 1.0] else span
+
+
 def split_runs_and_growth(stages: list[tuple[dict[str, Any], str]]) -> list[str]:
     """Card sentences for what the stage table cannot show: consecutive stages that are the device calls of one run
-    (schedule_span), and a stage that grew the model's KV heads (--init-from)."""
-    spans = [info["config"].get("schedule_span") for info, _ in stages]
+    (schedule_span), runs averaged into one stage (tiny.checkpoints average), a stage that grew the model (KV heads,
+    layers) or narrowed its MLP (--init-from), and where the tokenizer's value_space form and a training corpus
+    came in."""
+    spans = [None if info.get("averaged") else _span(info["config"]) for info, _ in stages]
     lines, i = [], 0
     while i < len(stages):
         j = i  # stages i..j: each call's span starts where the previous one's ended
@@ -107,6 +118,19 @@ def split_runs_and_growth(stages: list[tuple[dict[str, Any], str]]) -> list[str]
                 "curriculum (`schedule_span`), warming up to the rate where its span starts and drawing its own "
                 "batches.")
         i = j + 1
+    for k, (info, _) in enumerate(stages):
+        n = info.get("averaged")
+        if n:
+            lines.append(f"Stage {k + 1} is the uniform average of the weights of stages {k - n + 1}–{k} (`{info['command']}`), "
+                         f"{n} runs that each continued stage {k - n} with the same recipe settings but their own "
+                         "data: fine-tunes of one start, whose average can beat each of them.")
+    firsts = {"value_space": "the tokenizer's value_space form (the space before any word holding a digit is a "
+                             "token of its own, so a code opens as a number does)",
+              "corpus": "a training corpus besides the shipped text (`python -m sedpa_compress.tiny.corpus`)"}
+    for field, what in firsts.items():
+        k = next((k for k, (info, _) in enumerate(stages) if info["config"].get(field)), None)
+        if k is not None:
+            lines.append(f"From stage {k + 1} on: {what}.")
     for k in range(1, len(stages)):
         before, after = stages[k - 1][0]["config"]["num_kv_heads"], stages[k][0]["config"]["num_kv_heads"]
         if after != before:
@@ -132,12 +156,17 @@ def render_card(stages: list[tuple[dict[str, Any], str]], result: dict[str, Any]
     longest = max(int(k) for info, _ in stages for e in info["config"]["curriculum"] for k in e["lengths"])
     rows = []
     for i, (info, commit) in enumerate(stages, 1):
+        if info.get("averaged"):
+            n = info["averaged"]
+            rows.append(f"| {i} | `{info['command']}` | {commit} | — | the weights of stages {i - n}–{i - 1} "
+                        "averaged | — | — | — | — | — |")
+            continue
         c = info["config"]
         f = info.get("final") or {}
         lengths = sorted({int(k) for e in c["curriculum"] for k in e["lengths"]})
         tokens = info.get("tokens_per_step_all_processes", c["tokens_per_step"])  # DDP: every process's batch
         device = info["device"] if info.get("processes", 1) == 1 else f"{info['processes']} × {info['device']}"
-        span = c.get("schedule_span")
+        span = _span(c)
         optimiser = f"lr {c['lr']}" + (f", schedule span {span[0]:g}–{span[1]:g}" if span else "")
         rows.append(
             f"| {i} | `{info['command']}` | {commit} | {device} | {info['steps_done']} × {tokens} "
@@ -160,11 +189,13 @@ def render_card(stages: list[tuple[dict[str, Any], str]], result: dict[str, Any]
         f"{cfg['hidden_size'] // cfg['num_heads']}), SwiGLU {cfg['intermediate_size']}, RMSNorm, tied embeddings",
         f"- RoPE theta {cfg['rope_theta']:g}; trained on sequences up to {longest} tokens",
         f"- tokenizer: byte-level BPE, {cfg['vocab_size']} tokens, trained on the shipped text; one token per digit "
-        "and the space before a number is a token of its own",
+        + ("and the space before any word holding a digit (a number or a code) is a token of its own"
+           if cfg.get("value_space") else "and the space before a number is a token of its own"),
         "- weights: bf16 safetensors", "",
         "## Training", "",
-        f"{len(stages)} runs of the project's trainer (`sedpa train-tiny`), each starting from the previous run's "
-        "weights (`--init-from` names the folder that held the previous stage's weights when the stage ran; "
+        f"{sum(not info.get('averaged') for info, _ in stages)} runs of the project's trainer (`sedpa train-tiny`), "
+        "each starting from the previous run's weights unless a sentence below the table's intro says otherwise "
+        "(`--init-from` names the folder that held the previous stage's weights when the stage ran; "
         "fresh optimizer). Each command is run at the commit given (the recipes and "
         "training wordings changed between them). Data: the train split of the shipped text "
         "(`sedpa_compress/data/bundled/`), synthetic retrieval sequences (1–8 key→value needles at random depths, "
@@ -255,6 +286,17 @@ def ship(stage_specs: list[str], dest: Path, eval_json: Path | None, pattern: Pa
     for name in MODEL_FILES:
         if not (final_dir / name).is_file():
             raise SedpaError(f"{final_dir} lacks {name}: pass the model/ folder of a finished run")
+    n = infos[-1][0].get("averaged")
+    if n:
+        runs = infos[-1 - n:-1]
+        if runs:  # the average trained nothing: its config and size are its runs'
+            infos[-1] = ({"config": runs[-1][0]["config"], "parameters": runs[-1][0]["parameters"],
+                          **infos[-1][0]}, infos[-1][1])
+        shape = ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "intermediate_size", "vocab_size")
+        if len(runs) < n or any(any(info["config"][f] != infos[-1][0]["config"][f] for f in shape)
+                                for info, _ in runs):
+            raise SedpaError(f"{final_dir} averages {n} runs: pass their training JSONs (or model/ folders) as the "
+                             f"{n} --stage before it, in the order averaged")
     weights = (final_dir / "model.safetensors").stat().st_size
     if weights > SIZE_BUDGET_BYTES:
         raise SedpaError(f"{final_dir / 'model.safetensors'} is {weights / 1e6:.1f} MB, over the embedded model's "
@@ -266,7 +308,8 @@ def ship(stage_specs: list[str], dest: Path, eval_json: Path | None, pattern: Pa
             shutil.copy2(final_dir / name, tmp / name)
         if pattern:
             shutil.copy2(pattern, tmp / PATTERN_FILE)
-        combined_loss_curve([(png, t) for (png, _), t in zip(stages, titles)], tmp / "loss_curve.png")
+        combined_loss_curve([(png, t) for (png, _), t in zip(stages, titles) if png is not None],
+                            tmp / "loss_curve.png")
         (tmp / "training.json").write_text(json.dumps(
             {"stages": [dict(info, commit=commit) for info, commit in infos]}, indent=2) + "\n")
         if result:
