@@ -618,6 +618,20 @@ def test_a_kept_checkpoint_lives_in_history_not_in_the_tree_and_restores(tmp_pat
         checkpoints.keep(stage, "stage17", repo=repo)
 
 
+def test_a_runs_card_says_its_data_mix_corpus_and_longest_context(tmp_path):
+    """A run's own card (tiny.card, written beside its model): text, copy and retrieval shares that add up (stage 22:
+    15 / 15 / 70, where the card said 30% text), the corpus when the recipe has one, and its longest training context
+    (the card said 16K for every run)."""
+    from sedpa_compress.tiny.card import write_card
+
+    info = json.loads((Path(__file__).resolve().parents[1] / "bench" / "results"
+                       / "tiny_stage22-1_training_h200.json").read_text())
+    write_card(tmp_path, info, [], None)
+    card = (tmp_path / "README.md").read_text()
+    assert "- data: 15% plain text sequences" in card and "15% copy practice" in card and "70% retrieval" in card
+    assert f"and the train split of the corpus `{info['config']['corpus']}`" in card and "(up to 32K tokens)" in card
+
+
 def test_ship_continues_the_shipped_card_with_a_run_split_across_calls(tmp_path):
     """The embedded folder is assembled from the shipped stages, the earlier calls of a split run (their committed
     training JSONs and loss curves) and the last call's model folder: one card row a call, with its processes, its

@@ -58,7 +58,8 @@ def write_card(model_dir: Path, info: dict[str, Any], history: list[dict[str, An
         "",
         "The default model of [sedpa](../../../../README.md): a small Llama-architecture causal LM (GQA, RoPE) "
         "that ships inside the package, so every sedpa command runs offline, and that really retrieves facts "
-        "from long contexts (up to 16K tokens), so head identification, compression and the needle benchmark "
+        f"from long contexts (up to {max(int(k) for e in cfg['curriculum'] for k in e['lengths']) // 1024}K tokens), "
+        "so head identification, compression and the needle benchmark "
         "measure something true. It is a test model, not a useful assistant: it writes text in the style of "
         "the King James Bible and Python's documentation, and answers key→value questions about its context.",
         "",
@@ -84,10 +85,12 @@ def write_card(model_dir: Path, info: dict[str, Any], history: list[dict[str, An
         f"{info['elapsed_s'] / 60:.1f} minutes" + (f"; continued from `{info['init_from']}`" if info.get("init_from") else ""),
         f"- AdamW lr {cfg['lr']} (warmup {cfg['warmup_steps']} steps, cosine to {cfg['min_lr_ratio']}×), "
         f"weight decay {cfg['weight_decay']}, bf16 autocast",
-        f"- data: {round(100 * (1 - cfg['needle_fraction']))}% plain text sequences from the shipped text "
-        "(train split of `sedpa_compress/data/bundled/*.txt.gz`: the King James Bible, public domain, and Python's reference "
-        f"topics and standard-library docstrings, PSF licence), {round(100 * cfg['needle_fraction'])}% retrieval "
-        f"sequences: the same text as haystack with 1-{cfg['max_needles']} key→value needles (passkeys, "
+        f"- data: {round(100 * (1 - cfg['needle_fraction'] - cfg.get('copy_fraction', 0.0)))}% plain text sequences "
+        "from the shipped text (train split of `sedpa_compress/data/bundled/*.txt.gz`: the King James Bible, public "
+        "domain, and Python's reference topics and standard-library docstrings, PSF licence)"
+        + (f" and the train split of the corpus `{cfg['corpus']}`" if cfg.get("corpus") else "")
+        + f", {round(100 * cfg.get('copy_fraction', 0.0))}% copy practice (random-token spans repeated), "
+        f"{round(100 * cfg['needle_fraction'])}% retrieval sequences: the same text as haystack with 1-{cfg['max_needles']} key→value needles (passkeys, "
         f"numbers, city/name/object→code facts, invented keys) at random depths and 1-{cfg['max_queries']} "
         "questions at the end" + (f" (or up to {cfg['needles_per_4k']:g} needles and {cfg['queries_per_4k']:g} "
                                   "questions per 4K tokens in longer sequences)"
