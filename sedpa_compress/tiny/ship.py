@@ -194,7 +194,7 @@ def render_card(stages: list[tuple[dict[str, Any], str]], result: dict[str, Any]
         "- weights: bf16 safetensors", "",
         "## Training", "",
         f"{sum(not info.get('averaged') for info, _ in stages)} runs of the project's trainer (`sedpa train-tiny`), "
-        "each starting from the previous run's weights unless a sentence below the table's intro says otherwise "
+        "each starting from the previous run's weights unless a sentence above the stage table says otherwise "
         "(`--init-from` names the folder that held the previous stage's weights when the stage ran; "
         "fresh optimizer). Each command is run at the commit given (the recipes and "
         "training wordings changed between them). Data: the train split of the shipped text "
