@@ -31,8 +31,8 @@
 # the acceptance of a checkpoint kept in history too: on GPU 0 after the heads (EVAL_ONLY), else after the new stage's
 # acceptance (and, on one GPU, after the embedded model's, which a training call runs there once the new stage's is
 # done). Acceptance times: ~110 s to 32K one cell at a time with 4 tokens of answer room; >165 s with 24 (the
-# H200 at 97b7280: 149 s for the needles alone, cut before the JSON); the acceptance now decodes a context's 30 cells
-# in one batch (tiny.evaluate --batch), so those times are to be measured again.
+# H200 at 97b7280: 149 s for the needles alone, cut before the JSON); 56-66 s with 24 since the acceptance decodes a
+# context's 30 cells in one batch (tiny.evaluate --batch; the H200 at 798e9f9).
 # Before a call, bench/scripts/gpu_tiny_round_dryrun.sh runs this script here on the CPU (a fake one-GPU nvidia-smi,
 # tiny contexts): a check of its plumbing (swaps, restores, which step runs where) that costs no device time.
 # Training MINUTES=6.6 leaves too little of the 570 s for the heads step (cut at 8049dca): 5.5 leaves room.
@@ -44,6 +44,10 @@ OUT=${OUT:-out/gpu_tiny_round}; mkdir -p "$OUT"
 W=$(mktemp -d); R=$W/results; mkdir -p "$R"
 T0=$(date +%s); END=${END:-570}   # seconds after start by which every step has stopped
 left() { local n=$(( END - ($(date +%s) - T0) )); echo $(( n > 5 ? n : 5 )); }
+acceptance() {  # MODEL NAME: the held-out acceptance of MODEL into $R/acceptance_NAME.{json,log}, stopped by END
+  timeout $(left) python3 -m sedpa_compress.tiny.evaluate --model "$1" $EVAL --out "$R/acceptance_$2.json" \
+    > "$R/acceptance_$2.log" 2>&1
+}
 EMB=sedpa_compress/models/embedded/sedpa-tiny
 EVAL="--contexts ${CONTEXTS:-1024,2048,4096,8192,16384,32768} --depths ${DEPTHS:-10} --samples ${SAMPLES:-3}"
 INIT=$EMB
@@ -94,8 +98,7 @@ fi
     export CUDA_VISIBLE_DEVICES=0
     RECIPE="${HEADS_RECIPE:-recipes/identify-sedpa-tiny.yaml}" MODEL="$W/run/model" OUT="$R" timeout $(left) \
       bash bench/scripts/tiny_heads.sh > "$R/heads.log" 2>&1
-    [[ -n ${ALSO_EVAL:-} ]] && timeout $(left) python3 -m sedpa_compress.tiny.evaluate --model "$W/also" $EVAL \
-      --out "$R/acceptance_$ALSO_EVAL.json" > "$R/acceptance_$ALSO_EVAL.log" 2>&1
+    [[ -n ${ALSO_EVAL:-} ]] && acceptance "$W/also" "$ALSO_EVAL"
     echo "[gpu0 done at $(( $(date +%s) - T0 )) s]" >> "$R/heads.log"
     exit 0
   fi
@@ -115,15 +118,11 @@ fi
 ) &
 (
   export CUDA_VISIBLE_DEVICES=$EVAL_GPU
-  [[ -z ${SKIP_EMBEDDED:-} ]] && timeout $(left) python3 -m sedpa_compress.tiny.evaluate --model "$EMB" $EVAL \
-    --out "$R/acceptance_embedded.json" > "$R/acceptance_embedded.log" 2>&1
+  [[ -z ${SKIP_EMBEDDED:-} ]] && acceptance "$EMB" embedded
   while [ ! -e "$W/trained" ] && [ $(left) -gt 60 ]; do sleep 5; done
-  [ -e "$W/trained" ] && [[ -z ${NO_ACCEPTANCE:-} ]] && timeout $(left) python3 -m sedpa_compress.tiny.evaluate --model "$W/run/model" $EVAL \
-    --out "$R/acceptance_new.json" > "$R/acceptance_new.log" 2>&1
-  [[ -n ${EMBEDDED_AFTER:-} ]] && timeout $(left) python3 -m sedpa_compress.tiny.evaluate --model "$EMB" $EVAL \
-    --out "$R/acceptance_embedded.json" > "$R/acceptance_embedded.log" 2>&1
-  [[ -n ${ALSO_EVAL:-} && -z ${EVAL_ONLY:-} ]] && timeout $(left) python3 -m sedpa_compress.tiny.evaluate --model "$W/also" \
-    $EVAL --out "$R/acceptance_$ALSO_EVAL.json" > "$R/acceptance_$ALSO_EVAL.log" 2>&1
+  [ -e "$W/trained" ] && [[ -z ${NO_ACCEPTANCE:-} ]] && acceptance "$W/run/model" new
+  [[ -n ${EMBEDDED_AFTER:-} ]] && acceptance "$EMB" embedded
+  [[ -n ${ALSO_EVAL:-} && -z ${EVAL_ONLY:-} ]] && acceptance "$W/also" "$ALSO_EVAL"
   echo "[gpu1 done at $(( $(date +%s) - T0 )) s]" >> "$R/acceptance_new.log"
 ) &
 wait
