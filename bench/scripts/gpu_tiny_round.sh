@@ -37,16 +37,21 @@
 # tiny contexts): a check of its plumbing (swaps, restores, which step runs where) that costs no device time.
 # Training MINUTES=6.6 leaves too little of the 570 s for the heads step (cut at 8049dca): 5.5 leaves room.
 # $OUT gets few files (the device returns at most 8): the new model as tar parts, and results.tar with
-# every JSON, PNG and log.
+# every JSON, PNG and log, re-packed after each step (stage 22's last call: the device stopped it at the session's
+# budget during the acceptance, after the model was exported, and the results packed only at the end were lost).
 set -uo pipefail
 export PYTHONPATH=. PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-out/gpu_tiny_round}; mkdir -p "$OUT"
 W=$(mktemp -d); R=$W/results; mkdir -p "$R"
 T0=$(date +%s); END=${END:-570}   # seconds after start by which every step has stopped
 left() { local n=$(( END - ($(date +%s) - T0) )); echo $(( n > 5 ? n : 5 )); }
+pack() {  # results.tar as it stands: a call the device stops at its budget (SIGKILL, no trap) still returns what finished
+  tar -C "$W" -cf "$OUT/.results.$BASHPID.tar" results 2>/dev/null && mv -f "$OUT/.results.$BASHPID.tar" "$OUT/results.tar"
+}
 acceptance() {  # MODEL NAME: the held-out acceptance of MODEL into $R/acceptance_NAME.{json,log}, stopped by END
   timeout $(left) python3 -m sedpa_compress.tiny.evaluate --model "$1" $EVAL --out "$R/acceptance_$2.json" \
     > "$R/acceptance_$2.log" 2>&1
+  pack
 }
 EMB=sedpa_compress/models/embedded/sedpa-tiny
 EVAL="--contexts ${CONTEXTS:-1024,2048,4096,8192,16384,32768} --depths ${DEPTHS:-10} --samples ${SAMPLES:-3}"
@@ -107,13 +112,14 @@ fi
     ${NO_QUICK_EVAL:+--no-eval} > "$R/train.log" 2>&1
   [[ -z ${NO_QUICK_EVAL:-} ]] && cp "$W/run/model/eval.json" "$R/train_quick_eval.json"
   cp "$W/run/model/training.json" "$R/training.json"
-  touch "$W/trained"
+  pack; touch "$W/trained"
   export CUDA_VISIBLE_DEVICES=0
   tar -C "$W/run" -cf - model | split -b 15M - "$OUT/model.tar.part-"
   [[ -n ${SKIP_HEADS:-} ]] && exit 0
   # tiny_heads.sh reads RECIPE as its identification recipe: give it its own (HEADS_RECIPE), not training's
   RECIPE="${HEADS_RECIPE:-recipes/identify-sedpa-tiny.yaml}" MODEL="$W/run/model" OUT="$R" timeout $(left) \
     bash bench/scripts/tiny_heads.sh > "$R/heads.log" 2>&1
+  pack
   echo "[gpu0 done at $(( $(date +%s) - T0 )) s]" >> "$R/heads.log"
 ) &
 (
@@ -126,6 +132,6 @@ fi
   echo "[gpu1 done at $(( $(date +%s) - T0 )) s]" >> "$R/acceptance_new.log"
 ) &
 wait
-tar -C "$W" -cf "$OUT/results.tar" results
+pack
 for f in "$R"/*.log; do echo "== $f"; tail -n 5 "$f"; done
 ls -la "$OUT"
