@@ -52,11 +52,15 @@ def _spec_and_mode(name: str, pattern, top_k: int = 20):
 
 def _reference_steps(model, ids: torch.Tensor, t: int) -> list[torch.Tensor]:
     """Logits of the prompt's last token, then of each following token decoded one at a time."""
-    out = model(ids[:, :t], use_cache=True)
-    pkv, logits = out.past_key_values, [out.logits[0, -1]]
+    from transformers import DynamicCache
+
+    from sedpa_compress.models.forward_args import ForwardArgs
+
+    cache, args = DynamicCache(), ForwardArgs(model)  # filled in place: no output field to read it back from
+    out = model(ids[:, :t], **args(cache))
+    logits = [out.logits[0, -1]]
     for j in range(t, ids.shape[1] - 1):
-        out = model(ids[:, j:j + 1], past_key_values=pkv, use_cache=True)
-        pkv = out.past_key_values
+        out = model(ids[:, j:j + 1], **args(cache))
         logits.append(out.logits[0, -1])
     return logits
 

@@ -8,9 +8,11 @@ import dataclasses
 
 import pytest
 import torch
+from transformers import DynamicCache
 
 from conftest import build_head_dim_128_llama, huge_batch_stride, huge_head_stride, random_pattern
 from sedpa_compress.models import load_model
+from sedpa_compress.models.forward_args import ForwardArgs
 from sedpa_compress.runtime import kernels
 from sedpa_compress.runtime.model import RuntimeSpec
 from sedpa_compress.runtime.modes import build_mode
@@ -471,11 +473,11 @@ def test_tidal_matches_reference_and_full_when_k_covers_context(gpu_model_dir, m
     def reference(model, k):
         mode = TidalAttention(top_k=k, dense_layers=1, selection_layers=(1, 3), num_layers=4)
         with torch.no_grad(), using_mode(model, mode):
-            o = model(ids[:, :t], use_cache=True)
-            pkv, out = o.past_key_values, []
+            cache, args = DynamicCache(), ForwardArgs(model)
+            model(ids[:, :t], **args(cache))
+            out = []
             for j in range(t, t + 4):
-                o = model(ids[:, j:j + 1], past_key_values=pkv, use_cache=True)
-                pkv = o.past_key_values
+                o = model(ids[:, j:j + 1], **args(cache))
                 out.append(o.logits[0, -1].float())
         return out
 

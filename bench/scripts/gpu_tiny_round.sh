@@ -25,7 +25,8 @@
 # Continuing a stage kept in git history (python -m sedpa_compress.tiny.checkpoints keep ..., in an earlier session:
 # the device's git is the history as the session started): INIT_CHECKPOINT=<name> restores it on the device.
 # CORPUS=<name>: train on a corpus kept in history (python -m sedpa_compress.tiny.corpus keep ..., an earlier session)
-# besides the bundled text: restored on the device and passed as the recipe's `corpus`.
+# besides the bundled text: restored on the device to runs/corpus/<name> (the recipes' path, which training.json and
+# the card then name) and passed as the recipe's `corpus`.
 # EVAL_ONLY=1: no training; the weights to continue (SWAPPED_INIT or INIT_CHECKPOINT) are the new stage: GPU 0
 # identifies its heads, GPU 1 (GPU 0 afterwards on one GPU) runs its acceptance. RECIPE is not read. ALSO_EVAL=<name>:
 # the acceptance of a checkpoint kept in history too: on GPU 0 after the heads (EVAL_ONLY), else after the new stage's
@@ -71,15 +72,16 @@ fi
 if [[ -n ${ALSO_EVAL:-} ]]; then  # one more kept checkpoint's acceptance: after the heads (EVAL_ONLY) or the new stage's
   python3 -m sedpa_compress.tiny.checkpoints restore "$ALSO_EVAL" --to "$W/also" || exit 2
 fi
-if [[ -n ${CORPUS:-} ]]; then
-  python3 -m sedpa_compress.tiny.corpus restore "$CORPUS" --to "$W/corpus" || exit 2
+if [[ -n ${CORPUS:-} ]]; then  # at the recipes' own path, so the run's training.json and card name it, not a temp dir
+  CORPUS_DIR=runs/corpus/$CORPUS  # a kept corpus never changes under its name: a warm machine's earlier copy serves
+  [[ -d $CORPUS_DIR ]] || python3 -m sedpa_compress.tiny.corpus restore "$CORPUS" --to "$CORPUS_DIR" || exit 2
 fi
 nvidia-smi --query-gpu=name,memory.total --format=csv,noheader > "$R/device.txt"
 echo "${SEDPA_GIT_COMMIT:-unknown}" > "$R/commit.txt"
 TRAIN=(python3 -m sedpa_compress)
 read -ra items <<< "${OVERRIDES:-}"  # split on spaces, never globbed ("[...]" is a pattern to the shell)
 EXTRA=(); for o in "${items[@]}"; do EXTRA+=(--override "$o"); done
-[[ -n ${CORPUS:-} ]] && EXTRA+=(--override "corpus=$W/corpus")
+[[ -n ${CORPUS:-} ]] && EXTRA+=(--override "corpus=$CORPUS_DIR")
 NGPU=$(nvidia-smi -L 2>/dev/null | wc -l)
 EVAL_GPU=1
 if [[ $NGPU -lt 2 ]]; then  # one GPU: the acceptance waits for training on the same GPU, never beside it

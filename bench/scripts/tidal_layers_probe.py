@@ -37,6 +37,8 @@ def last_position_queries(loaded, ids: list[int]):
     from transformers import DynamicCache
     from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
+    from sedpa_compress.models.forward_args import ForwardArgs
+
     model, cfg = loaded.model, loaded.model.config
     hidden: dict[int, torch.Tensor] = {}
     hooks = [layer.self_attn.register_forward_hook(
@@ -44,7 +46,7 @@ def last_position_queries(loaded, ids: list[int]):
         for li, layer in enumerate(model.model.layers)]
     cache = DynamicCache()
     try:
-        model(input_ids=torch.tensor([ids]), past_key_values=cache, use_cache=True, logits_to_keep=1)
+        model(input_ids=torch.tensor([ids]), logits_to_keep=1, **ForwardArgs(model)(cache))
     finally:
         for h in hooks:
             h.remove()

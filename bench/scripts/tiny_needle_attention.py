@@ -31,13 +31,15 @@ def last_position_attention(model: torch.nn.Module, ids: list[int]) -> tuple[tor
     (eager attention for that step only; the prefix is prefilled with SDPA into a KV cache)."""
     from transformers import DynamicCache
 
-    cache = DynamicCache()
+    from sedpa_compress.models.forward_args import ForwardArgs
+
+    cache, args = DynamicCache(), ForwardArgs(model.model)
     x = torch.tensor([ids])
-    model.model(input_ids=x[:, :-1], past_key_values=cache, use_cache=True)
+    model.model(input_ids=x[:, :-1], **args(cache))
     kernel = model.config._attn_implementation
     model.set_attn_implementation("eager")  # SDPA returns no weights
     try:
-        out = model.model(input_ids=x[:, -1:], past_key_values=cache, use_cache=True, output_attentions=True)
+        out = model.model(input_ids=x[:, -1:], output_attentions=True, **args(cache))
     finally:
         model.set_attn_implementation(kernel)
     return torch.stack([a[0, :, -1, :].float() for a in out.attentions]), model.lm_head(out.last_hidden_state[0, -1])

@@ -18,6 +18,7 @@ import torch.nn.functional as F
 
 from sedpa_compress.errors import SedpaError
 from sedpa_compress.models.loaded import count_parameters
+from sedpa_compress.models.forward_args import ForwardArgs
 from sedpa_compress.models.loader import LoadedModel, shipped_pattern_path
 from sedpa_compress.runtime.generate import runs_fast
 from sedpa_compress.runtime.reference import AttentionMode, using_mode
@@ -407,21 +408,21 @@ def greedy_generate(loaded: LoadedModel, ids: list[int], mode: AttentionMode | N
     if runs_fast(loaded):
         return _fast_greedy(loaded, ids, mode, max_new_tokens, chunk, stops, min_new_tokens)
     model = loaded.model
+    args = ForwardArgs(model)
     x = torch.tensor([ids], device=loaded.device)
     out: list[int] = []
     cache, start = reuse.take(ids) if reuse is not None else (DynamicCache(), 0)
     logits = None
     with attention(model, prefill_mode(mode)):
         for s in range(start, x.shape[1], chunk):
-            logits = model(input_ids=x[:, s:s + chunk], past_key_values=cache, use_cache=True, logits_to_keep=1).logits
+            logits = model(input_ids=x[:, s:s + chunk], logits_to_keep=1, **args(cache)).logits
     with attention(model, mode):
         for _ in range(max_new_tokens):
             tok = _next_token(logits[0, -1], len(out), stops, min_new_tokens)
             out.append(tok)
             if tok in stops or len(out) >= max_new_tokens:
                 break
-            logits = model(input_ids=torch.tensor([[tok]], device=x.device), past_key_values=cache,
-                           use_cache=True).logits
+            logits = model(input_ids=torch.tensor([[tok]], device=x.device), **args(cache)).logits
     if reuse is not None:
         reuse.keep(ids + out, cache)
     return out
@@ -442,6 +443,7 @@ def token_nll(loaded: LoadedModel, ids: list[int], mode: AttentionMode | None, *
         return _fast_nll(loaded, ids, mode, chunk, decode_tail)
 
     model = loaded.model
+    args = ForwardArgs(model)
     x = torch.tensor([ids], device=loaded.device)
     n = x.shape[1]
     split = max(1, n - decode_tail)
@@ -451,7 +453,7 @@ def token_nll(loaded: LoadedModel, ids: list[int], mode: AttentionMode | None, *
     with attention(model, prefill_mode(mode)):
         for s in range(0, split, chunk):
             e = min(split, s + chunk)
-            logits = model(input_ids=x[:, s:e], past_key_values=cache, use_cache=True).logits[0].float()
+            logits = model(input_ids=x[:, s:e], **args(cache)).logits[0].float()
             if last is not None:  # the previous chunk's last logit predicts this chunk's first token
                 nll.append(F.cross_entropy(last[None], x[0, s:s + 1]).reshape(1))
             if e - s > 1:
@@ -461,7 +463,7 @@ def token_nll(loaded: LoadedModel, ids: list[int], mode: AttentionMode | None, *
         for t in range(split, n):
             nll.append(F.cross_entropy(last[None], x[0, t:t + 1]).reshape(1))
             if t + 1 < n:
-                last = model(input_ids=x[:, t:t + 1], past_key_values=cache, use_cache=True).logits[0, -1].float()
+                last = model(input_ids=x[:, t:t + 1], **args(cache)).logits[0, -1].float()
     return torch.cat(nll).cpu() if nll else torch.zeros(0)
 
 

@@ -22,7 +22,6 @@ depend on the values, and the JSON settings say which.
 from __future__ import annotations
 
 import gc
-import inspect
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
@@ -34,6 +33,7 @@ import torch
 from sedpa_compress.bench.results import make_result, write_result
 from sedpa_compress.errors import SedpaError
 from sedpa_compress.heads.pattern import HeadPattern
+from sedpa_compress.models.forward_args import ForwardArgs
 from sedpa_compress.runtime import memory
 from sedpa_compress.runtime.cache import check_kv_dtype, kv_bytes_per_value
 from sedpa_compress.runtime.model import LOWRANK_POLICIES, FastModel, RuntimeSpec
@@ -713,25 +713,6 @@ def _mode_rows(cfg, loaded, mode, spec, rank_ratio, bw, rate, progress, over_bud
 
 # ------------------------------------------------------------------------------- plain transformers
 
-class _ForwardArgs:
-    """The cache (and positions) under the names this transformers version's forward takes: `cache`
-    (5.x) or `past_key_values`; `cache_position` where the forward still has it. Looked up once, so
-    neither a timed step nor a compiled one inspects signatures."""
-
-    def __init__(self, model) -> None:
-        params = inspect.signature(model.forward).parameters
-        self.cache_name = "cache" if "cache" in params else "past_key_values"
-        self.cache_position = "cache_position" in params
-
-    def __call__(self, cache, positions: torch.Tensor | None = None) -> dict[str, Any]:
-        kw: dict[str, Any] = {self.cache_name: cache, "use_cache": True}
-        if positions is not None:
-            kw["position_ids"] = positions[None]
-            if self.cache_position:
-                kw["cache_position"] = positions
-        return kw
-
-
 def _static_cache(model, max_len: int):
     from transformers import StaticCache
 
@@ -805,7 +786,7 @@ def _eager_row(cfg, loaded, ctx: int) -> dict[str, Any]:
     dev = torch.device(cfg.device)
     model = loaded.model
     vocab = model.config.vocab_size
-    args = _ForwardArgs(model)
+    args = ForwardArgs(model)
     t0 = time.perf_counter()  # lazy initialisation (cuBLAS handles, kernel loading) is not the prefill's
     warm = _dynamic_cache()
     model(torch.zeros(1, min(EAGER_WARMUP_TOKENS, ctx), dtype=torch.long, device=dev), logits_to_keep=1, **args(warm))
@@ -846,7 +827,7 @@ def _static_compile_row(cfg, loaded, ctx: int) -> dict[str, Any]:
     dev = torch.device(cfg.device)
     model = loaded.model
     vocab = model.config.vocab_size
-    args = _ForwardArgs(model)
+    args = ForwardArgs(model)
     n = peer_decode_tokens("transformers-static-compile", cfg)
     warm_steps = static_warmup_tokens(cfg)
     max_len = ctx + warm_steps + n + 8

@@ -29,6 +29,7 @@ from sedpa_compress.data.needles import (ANSWER_SLACK, HELDOUT_TEMPLATES, Needle
                                          make_needle_example, score_answer)
 from sedpa_compress.data.text import load_bundled_text, load_haystack
 from sedpa_compress.data.wordings import value_format
+from sedpa_compress.models.forward_args import ForwardArgs
 from sedpa_compress.runtime.reference import causal_mask, streaming_mask
 
 # On CUDA the acceptance runs in bf16 autocast (the weights' dtype, the speed the benchmarks see); False keeps fp32, where
@@ -98,6 +99,7 @@ def greedy_answers(model: torch.nn.Module, prompts: list[list[int]], new_tokens:
         return (torch.arange(start, end, device=device)[None, :] - pad[:, None]).clamp(min=0)
 
     cache = DynamicCache()
+    args = ForwardArgs(model.model)
     logits = None
     generated: list[list[int]] = [[] for _ in prompts]
     done = [n <= 0 for n in new_tokens]
@@ -106,7 +108,7 @@ def greedy_answers(model: torch.nn.Module, prompts: list[list[int]], new_tokens:
             end = min(length, start + step)
             out = model.model(input_ids=ids[:, start:end], attention_mask=_allowed(end - start, end, mode, sink, recent,
                                                                                     device, pad),
-                              position_ids=positions(start, end), past_key_values=cache, use_cache=True)
+                              position_ids=positions(start, end), **args(cache))
             logits = model.lm_head(out.last_hidden_state[:, -1])
         pos = length
         while not all(done):
@@ -121,7 +123,7 @@ def greedy_answers(model: torch.nn.Module, prompts: list[list[int]], new_tokens:
                 break
             out = model.model(input_ids=torch.tensor(nxt, device=device)[:, None],
                               attention_mask=_allowed(1, pos + 1, mode, sink, recent, device, pad),
-                              position_ids=positions(pos, pos + 1), past_key_values=cache, use_cache=True)
+                              position_ids=positions(pos, pos + 1), **args(cache))
             logits = model.lm_head(out.last_hidden_state[:, -1])
             pos += 1
     return generated
