@@ -185,3 +185,20 @@ def test_reference_generation_times_its_decode_between_the_first_and_last_token(
     clock.times = [10.0]
     one = GenerateResult("", 1, 1, 0.1, clock.decode_s(1)).tokens_per_s
     assert one != one  # NaN: the command prints n/a
+
+
+@pytest.mark.parametrize("tq", [1, 7, 30])
+def test_streaming_mask_of_a_left_padded_row_is_its_unpadded_mask_shifted(tq):
+    """`streaming_mask(start=pad)` (the batched acceptance's mask): each row sees, within its own text, exactly what
+    the unpadded mask of that text gives (the sink counted from its first real token), and never its padding."""
+    from sedpa_compress.runtime.reference import streaming_mask
+
+    tk, sink, recent = 30, 3, 5
+    pad = torch.tensor([0, 4, 11])
+    batched = streaming_mask(tq, tk, sink, recent, torch.device("cpu"), start=pad)
+    assert batched.shape == (3, tq, tk)
+    for row, p in enumerate(pad.tolist()):
+        own = streaming_mask(min(tq, tk - p), tk - p, sink, recent, torch.device("cpu"))
+        assert torch.equal(batched[row, tq - own.shape[0]:, p:], own)
+        assert not batched[row, :, :p].any()
+    assert torch.equal(batched[0], streaming_mask(tq, tk, sink, recent, torch.device("cpu")))

@@ -41,11 +41,17 @@ def causal_mask(tq: int, tk: int, device: torch.device) -> torch.Tensor:
     return q_pos[:, None] >= k_pos[None, :]
 
 
-def streaming_mask(tq: int, tk: int, sink: int, recent: int, device: torch.device) -> torch.Tensor:
-    """Causal, and only the first `sink` tokens plus the last `recent` (the query itself included)."""
+def streaming_mask(tq: int, tk: int, sink: int, recent: int, device: torch.device,
+                   start: torch.Tensor | None = None) -> torch.Tensor:
+    """Causal, and only the first `sink` tokens plus the last `recent` (the query itself included): [tq, tk].
+    `start` ([B]): each row's first real token of a left-padded batch; the padding before it is never attended to
+    and the sink counts from it: [B, tq, tk]."""
     q_pos, k_pos = positions(tq, tk, device)
     dist = q_pos[:, None] - k_pos[None, :]
-    return (dist >= 0) & ((k_pos[None, :] < sink) | (dist < recent))
+    if start is None:
+        return (dist >= 0) & ((k_pos[None, :] < sink) | (dist < recent))
+    key = k_pos[None, :] - start[:, None]  # [B, tk]: positions in each row's own text
+    return (dist >= 0)[None] & (key >= 0)[:, None, :] & ((key < sink)[:, None, :] | (dist < recent)[None])
 
 
 def window_mask(tq: int, tk: int, sink: int, window: int | None, device: torch.device) -> torch.Tensor:

@@ -30,7 +30,7 @@ from sedpa_compress.data.needles import (ANSWER_SLACK, HELDOUT_TEMPLATES, Needle
 from sedpa_compress.data.text import load_bundled_text, load_haystack
 from sedpa_compress.data.wordings import value_format
 from sedpa_compress.models.forward_args import ForwardArgs
-from sedpa_compress.runtime.reference import causal_mask, streaming_mask
+from sedpa_compress.runtime.reference import causal_mask, positions, streaming_mask
 
 # On CUDA the acceptance runs in bf16 autocast (the weights' dtype, the speed the benchmarks see); False keeps fp32, where
 # a batched decode must reproduce one cell at a time exactly (tests: a padding bug is then told apart from bf16 ties).
@@ -49,16 +49,11 @@ def _allowed(tq: int, tk: int, mode: str, sink: int, recent: int, device: torch.
     mask = causal_mask(tq, tk, device) if mode == "full" else streaming_mask(tq, tk, sink, recent, device)
     if pad is None:
         return mask[None, None]
-    keys = torch.arange(tk, device=device)
-    queries = torch.arange(tk - tq, tk, device=device)
-    real_key = keys[None, :] >= pad[:, None]  # [B, tk]
-    allowed = real_key[:, None, :] & causal_mask(tq, tk, device)[None]
-    if mode != "full":
-        sink_key = keys[None, :] < pad[:, None] + sink
-        near = (queries[:, None] - keys[None, :]) < recent
-        allowed = allowed & (sink_key[:, None, :] | near[None])
-    allowed = allowed | (queries[:, None] == keys[None, :])[None]
-    return allowed[:, None]
+    if mode == "full":  # streaming with an unbounded recent window is causal
+        recent = tk
+    allowed = streaming_mask(tq, tk, sink, recent, device, start=pad)
+    queries, keys = positions(tq, tk, device)
+    return (allowed | (queries[:, None] == keys[None, :])[None])[:, None]
 
 
 @torch.no_grad()
