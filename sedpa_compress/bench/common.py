@@ -17,8 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from sedpa_compress.errors import SedpaError
-from sedpa_compress.models.loaded import count_parameters
 from sedpa_compress.models.forward_args import ForwardArgs
+from sedpa_compress.models.loaded import count_parameters
 from sedpa_compress.models.loader import LoadedModel, shipped_pattern_path
 from sedpa_compress.runtime.generate import runs_fast
 from sedpa_compress.runtime.reference import AttentionMode, using_mode

@@ -30,7 +30,7 @@ from sedpa_compress.data.needles import (ANSWER_SLACK, HELDOUT_TEMPLATES, Needle
 from sedpa_compress.data.text import load_bundled_text, load_haystack
 from sedpa_compress.data.wordings import value_format
 from sedpa_compress.models.forward_args import ForwardArgs
-from sedpa_compress.runtime.reference import causal_mask, positions, streaming_mask
+from sedpa_compress.runtime.reference import positions, streaming_mask
 
 # On CUDA the acceptance runs in bf16 autocast (the weights' dtype, the speed the benchmarks see); False keeps fp32, where
 # a batched decode must reproduce one cell at a time exactly (tests: a padding bug is then told apart from bf16 ties).
@@ -46,12 +46,11 @@ def _allowed(tq: int, tk: int, mode: str, sink: int, recent: int, device: torch.
     """[B, 1, tq, tk] bool for the last `tq` of `tk` tokens: causal, or the streaming sink + recent mask. `pad`
     ([B]): each row's left padding, never attended to; its sink is its own first tokens. A padded query sees
     itself only (a row with nothing to attend to would be NaN, and NaN keys poison the rows that mask them)."""
-    mask = causal_mask(tq, tk, device) if mode == "full" else streaming_mask(tq, tk, sink, recent, device)
-    if pad is None:
-        return mask[None, None]
     if mode == "full":  # streaming with an unbounded recent window is causal
         recent = tk
     allowed = streaming_mask(tq, tk, sink, recent, device, start=pad)
+    if pad is None:
+        return allowed[None, None]
     queries, keys = positions(tq, tk, device)
     return (allowed | (queries[:, None] == keys[None, :])[None])[:, None]
 
