@@ -105,6 +105,7 @@ fi
     export CUDA_VISIBLE_DEVICES=0
     RECIPE="${HEADS_RECIPE:-recipes/identify-sedpa-tiny.yaml}" MODEL="$W/run/model" OUT="$R" timeout $(left) \
       bash bench/scripts/tiny_heads.sh > "$R/heads.log" 2>&1
+    pack
     [[ -n ${ALSO_EVAL:-} ]] && acceptance "$W/also" "$ALSO_EVAL"
     echo "[gpu0 done at $(( $(date +%s) - T0 )) s]" >> "$R/heads.log"
     exit 0
