@@ -214,7 +214,7 @@ def test_tidal_rows_take_the_carried_pattern_s_retrieval_layer_and_say_so():
 
     tiny = load_model(None, dtype="float32")
     (row,) = build_bench_models(tiny, ["tidal"])
-    assert row.settings["selection_layers"] == [3, 5] and row.settings["selection_source"] == "head pattern"
+    assert row.settings["selection_layers"] == [4, 7] and row.settings["selection_source"] == "head pattern"
     (given,) = build_bench_models(tiny, ["tidal"], selection_layers=parse_selection_layers("2,3"))
     assert given.settings["selection_layers"] == [2, 3] and given.settings["selection_source"] == "given"
     assert common_mod.cell_identity(row.settings) != common_mod.cell_identity(given.settings)

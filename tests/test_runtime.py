@@ -217,7 +217,7 @@ def test_tidal_reselects_at_the_head_pattern_s_retrieval_layer():
     assert build_mode("tidal", pattern=pattern, num_layers=8, selection_layers=(2, 3)).selections() == (2, 3)
     with pytest.raises(SedpaError, match="has 8 layers"):
         build_mode("tidal", num_layers=8, selection_layers=(2, 8))
-    assert pattern_selection_layers(HeadPattern.load(embedded_model_dir() / "sedpa_pattern.json").gates) == (3, 5)
+    assert pattern_selection_layers(HeadPattern.load(embedded_model_dir() / "sedpa_pattern.json").gates) == (4, 7)
     from sedpa_compress.bench.efficiency import EfficiencyConfig, Patterns, runtime_spec
 
     # `bench efficiency` times tidal with a trained pattern's layers, and with the depth's beside a synthetic one
