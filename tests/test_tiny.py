@@ -675,10 +675,13 @@ def test_ship_continues_the_shipped_card_with_a_run_split_across_calls(tmp_path)
     assert f"Stage {n0 + 1} grew the model from 2 to 4 KV heads" in card
 
     deeper = json.loads((last / "training.json").read_text())  # a stage grown in depth, its MLP narrowed
-    deeper["config"].update(num_layers=12, intermediate_size=640, schedule_span=None)
+    shipped_cfg = json.loads((SHIPPED / "config.json").read_text())  # grown and narrowed from whatever ships
+    layers, mlp = shipped_cfg["num_hidden_layers"], shipped_cfg["intermediate_size"]
+    deeper["config"].update(num_layers=layers + 2, intermediate_size=mlp - 192, schedule_span=None)
     (last / "training.json").write_text(json.dumps(deeper))
     card = (ship([str(SHIPPED), str(last)], tmp_path / "out4", None, None) / "README.md").read_text()
-    assert f"Stage {n0 + 1} grew the model from 10 to 12 layers" in card and "narrowed the MLP from 832 to 640" in card
+    assert f"Stage {n0 + 1} grew the model from {layers} to {layers + 2} layers" in card
+    assert f"narrowed the MLP from {mlp} to {mlp - 192}" in card
     with open(last / "model.safetensors", "ab") as f:  # over the size budget: refused, nothing written
         f.truncate(45_000_001)
     with pytest.raises(SedpaError, match="over the embedded model's 45 MB budget"):
