@@ -714,15 +714,55 @@ def test_ship_lists_an_averaged_stage_after_its_runs_and_no_split_run_for_a_whol
     dest = ship([str(SHIPPED), *specs, f"{soup}@934a2da"], tmp_path / "out", None, None)
     card = (dest / "README.md").read_text()
     rows = [line for line in card.splitlines() if line.startswith("| ") and "`" in line and "|---" not in line]
-    assert len(rows) == 8 and rows[7].startswith(f"| 8 | `{command}` | 934a2da |") and "stages 6–7 averaged" in rows[7]
-    assert "Stage 8 is the uniform average of the weights of stages 6–7" in card and "continued stage 5" in card
-    assert "From stage 6 on: the tokenizer's value_space form" in card and "From stage 6 on: a training corpus" in card
-    assert "Stage 6 grew the model from 8 to 10 layers" in card and "device calls of one run" not in card
+    # counted from what ships (n0 stages), so the test holds whichever stage ships next
+    shipped = json.loads((SHIPPED / "training.json").read_text())["stages"]
+    n0 = len(shipped)
+    assert len(rows) == n0 + 3 and rows[-1].startswith(f"| {n0 + 3} | `{command}` | 934a2da |")
+    assert f"stages {n0 + 1}–{n0 + 2} averaged" in rows[-1]
+    assert f"Stage {n0 + 3} is the uniform average of the weights of stages {n0 + 1}–{n0 + 2}" in card
+    assert f"2 runs that each continued stage {n0} " in card
+    # where value_space, the corpus and the 10 layers came in: the first stage, shipped or new, that has them
+    configs = [st["config"] for st in shipped] + [json.loads((tmp_path / f"tiny_{s}_training_h200.json").read_text())
+                                                   ["config"] for s in ("stage21", "stage21b")]
+    first = {f: 1 + next(k for k, c in enumerate(configs) if c.get(f)) for f in ("value_space", "corpus")}
+    grown = 1 + next(k for k, c in enumerate(configs) if c["num_layers"] == 10)
+    assert f"From stage {first['value_space']} on: the tokenizer's value_space form" in card
+    assert f"From stage {first['corpus']} on: a training corpus" in card
+    assert card.count("on: the tokenizer's value_space form") == 1 and card.count("on: a training corpus") == 1
+    assert f"Stage {grown} grew the model from 8 to 10 layers" in card and "device calls of one run" not in card
     assert "schedule span 0–1" not in card and "10 layers" in card and "a number or a code" in card
     assert json.loads((dest / "training.json").read_text())["stages"][-1]["averaged"] == 2
     with pytest.raises(SedpaError, match="averages 2 runs"):
         ship([str(SHIPPED), specs[1], str(soup)], tmp_path / "out2", None, None)
     assert not (tmp_path / "out2").exists()
+
+
+def test_ship_card_names_no_device_scratch_path_and_the_acceptance_as_a_reader_reruns_it(tmp_path):
+    """Stages run by gpu_tiny_round.sh recorded commands with the device call's mktemp folder (`/tmp/tmp.X/corpus`,
+    `/tmp/tmp.X/init_checkpoint`): the card writes that folder `$W/` and says what it held. The acceptance that
+    measured exactly the shipped weights (its weights_sha256) is shown without the device's `--model` folder and
+    with `--out` the JSON the card was built from; one that measured other weights keeps its command. Re-shipping
+    the shipped folder alone keeps its weights and tokenizer."""
+    from sedpa_compress.artifact.manifest import sha256_file
+    from sedpa_compress.tiny.ship import eval_command, portable_command, ship
+
+    assert portable_command("x --out /tmp/tmp.an8X15cOvW/run --override corpus=/tmp/tmp.an8X15cOvW/corpus") == \
+        "x --out $W/run --override corpus=$W/corpus"
+    acceptance = Path(__file__).resolve().parents[1] / "bench" / "results" / "tiny_soup21_acceptance_h200.json"
+    result = json.loads(acceptance.read_text())
+    shipped_sha = sha256_file(SHIPPED / "model.safetensors")
+    assert result["weights_sha256"] == shipped_sha  # the card's table measured the weights that ship
+    shown = eval_command(result, shipped_sha, Path("bench/results/a.json"))
+    assert "--model" not in shown and shown.endswith("--out bench/results/a.json") and "--contexts 1024," in shown
+    assert eval_command(result, "0" * 64, Path("bench/results/a.json")) == result["command"]
+    dest = ship([str(SHIPPED)], tmp_path / "out", acceptance, None)
+    card = (dest / "README.md").read_text()
+    assert "/tmp/tmp." not in card and "/root/out" not in card
+    if "$W/" in card:
+        assert "`$W` in a command is the scratch folder of the device call that ran it" in card
+    assert f"--out {acceptance}`" in card
+    for name in ("model.safetensors", "tokenizer.json", "config.json"):
+        assert (dest / name).read_bytes() == (SHIPPED / name).read_bytes()
 
 
 def test_wording_actions_add_action_needles_asked_through_their_action_and_change_nothing_when_off():
@@ -1110,13 +1150,16 @@ def test_value_space_opens_every_value_holding_a_digit_with_the_bare_space_and_l
     from tokenizers import Tokenizer
 
     from sedpa_compress.data.wordings import VALUE_FORMATS, generated_syllables, sample_value
-    from sedpa_compress.tiny.tokenizer import has_value_space, pre_tokenizer, with_value_space
+    from sedpa_compress.tiny.tokenizer import has_value_space, pre_tokenizer, with_value_space, without_value_space
 
     shipped_json = json.loads((SHIPPED / "tokenizer.json").read_text(encoding="utf-8"))
-    plain = Tokenizer.from_file(str(SHIPPED / "tokenizer.json"))
-    spaced = Tokenizer.from_str(json.dumps(with_value_space(shipped_json)))
-    assert not has_value_space(shipped_json) and has_value_space(with_value_space(shipped_json))
-    assert with_value_space(with_value_space(shipped_json)) == with_value_space(shipped_json)
+    plain_json = without_value_space(shipped_json)  # whichever form ships, the plain one is what stages 1-6 used
+    plain = Tokenizer.from_str(json.dumps(plain_json))
+    spaced = Tokenizer.from_str(json.dumps(with_value_space(plain_json)))
+    assert not has_value_space(plain_json) and has_value_space(with_value_space(plain_json))
+    assert with_value_space(with_value_space(plain_json)) == with_value_space(plain_json)
+    assert without_value_space(with_value_space(plain_json)) == plain_json  # the two forms are inverses
+    assert with_value_space(plain_json) == with_value_space(shipped_json)
     rng = random.Random(0)
     syllables = generated_syllables()
     letter_first, letter_first_plain_bare = 0, 0
@@ -1139,15 +1182,17 @@ def test_value_space_opens_every_value_holding_a_digit_with_the_bare_space_and_l
     assert letter_first > 100 and letter_first_plain_bare < 0.05 * letter_first
     prose = "The river runs north, past the old mill and the three bridges; nobody there keeps a clock."
     assert spaced.encode(prose).ids == plain.encode(prose).ids
-    pt = Tokenizer.from_file(str(SHIPPED / "tokenizer.json"))
+    pt = Tokenizer.from_str(json.dumps(plain_json))
     pt.pre_tokenizer = pre_tokenizer(value_space=True)  # the trainer's own form: the same tokens
     assert pt.encode("Code XK-4821, pin b7q2 and 48,213.").ids == spaced.encode("Code XK-4821, pin b7q2 and 48,213.").ids
 
 
 def test_a_value_space_run_switches_the_init_models_tokenizer_and_a_kept_stage_restores_it(tmp_path):
     """recipe `value_space: true` from a model with the plain tokenizer: the run's tokenizer becomes its value_space
-    form (vocabulary unchanged), once; a stage kept with it restores from the shipped tokenizer without
-    --tokenizer-from (the form is derived, not kept)."""
+    form (vocabulary unchanged), once; a stage kept with either form restores from the shipped tokenizer, whichever
+    form ships, without --tokenizer-from (the other form is derived, not kept; stages 16-3, 18-1 and 20 were kept
+    with the plain one and soup21 shipped the value_space one). A tokenizer that is neither is refused."""
+    import shutil
     import subprocess
 
     from safetensors.torch import save_file
@@ -1155,18 +1200,25 @@ def test_a_value_space_run_switches_the_init_models_tokenizer_and_a_kept_stage_r
 
     from sedpa_compress.tiny import checkpoints
     from sedpa_compress.tiny.config import TinyTrainConfig
-    from sedpa_compress.tiny.tokenizer import has_value_space
-    from sedpa_compress.tiny.train import _ensure_tokenizer
+    from sedpa_compress.tiny.tokenizer import has_value_space, tokenizer_forms
+    from sedpa_compress.tiny.train import TOKENIZER_FILES, _ensure_tokenizer
 
+    plain_init = tmp_path / "plain_init"  # a model folder with the shipped tokenizer's plain form
+    plain_init.mkdir()
+    for name in TOKENIZER_FILES:
+        shutil.copy2(SHIPPED / name, plain_init / name)
+    plain_bytes = tokenizer_forms(SHIPPED / "tokenizer.json")["plain"]
+    (plain_init / "tokenizer.json").write_bytes(plain_bytes)
+    assert not has_value_space(json.loads(plain_bytes))
     logs: list[str] = []
     run = tmp_path / "run"
-    tok, tok_dir = _ensure_tokenizer(TinyTrainConfig(value_space=True), run, logs.append, init_from=SHIPPED)
+    tok, tok_dir = _ensure_tokenizer(TinyTrainConfig(value_space=True), run, logs.append, init_from=plain_init)
     assert has_value_space(json.loads((tok_dir / "tokenizer.json").read_text(encoding="utf-8")))
     assert tok.get_vocab() == Tokenizer.from_file(str(SHIPPED / "tokenizer.json")).get_vocab()
     assert tok.encode("is XK-4821", add_special_tokens=False).tokens == ["is", "Ġ", "X", "K", "-", "4", "8", "2", "1"]
     assert sum("switched to value_space" in m for m in logs) == 1
-    _ensure_tokenizer(TinyTrainConfig(value_space=True), run, logs.append, init_from=SHIPPED)  # resumed: as is
-    _ensure_tokenizer(TinyTrainConfig(value_space=False), run, logs.append, init_from=SHIPPED)  # kept: the weights' own
+    _ensure_tokenizer(TinyTrainConfig(value_space=True), run, logs.append, init_from=plain_init)  # resumed: as is
+    _ensure_tokenizer(TinyTrainConfig(value_space=False), run, logs.append, init_from=plain_init)  # kept: the weights' own
     assert sum("switched to value_space" in m for m in logs) == 1
     assert has_value_space(json.loads((tok_dir / "tokenizer.json").read_text(encoding="utf-8")))
 
@@ -1185,9 +1237,14 @@ def test_a_value_space_run_switches_the_init_models_tokenizer_and_a_kept_stage_r
     checkpoints.keep(stage, "stage21", repo=repo)
     out = checkpoints.restore("stage21", tmp_path / "init", repo=repo)
     assert (out / "tokenizer.json").read_bytes() == (tok_dir / "tokenizer.json").read_bytes()
+    (stage / "tokenizer.json").write_bytes(plain_bytes)  # a stage of the plain form: as stage 20 was kept
+    checkpoints.keep(stage, "stage20", repo=repo)
+    out = checkpoints.restore("stage20", tmp_path / "init20", repo=repo)
+    assert (out / "tokenizer.json").read_bytes() == plain_bytes
+    assert (out / "tokenizer_config.json").read_bytes() == (SHIPPED / "tokenizer_config.json").read_bytes()
     (stage / "tokenizer.json").write_text('{"tok": 1}')
     checkpoints.keep(stage, "stage22", repo=repo)
-    with pytest.raises(SedpaError, match="nor its value_space form"):
+    with pytest.raises(SedpaError, match="neither its plain nor its value_space form"):
         checkpoints.restore("stage22", tmp_path / "other", repo=repo)
     assert not (tmp_path / "other").exists()
 

@@ -66,8 +66,8 @@ if [[ -n ${SWAPPED_INIT:-} ]]; then  # the tree's embedded weights are the stage
 fi
 if [[ -n ${INIT_CHECKPOINT:-} ]]; then
   [[ -n ${SWAPPED_INIT:-} ]] && { echo "INIT_CHECKPOINT and SWAPPED_INIT both name the weights to continue: pass one"; exit 2; }
-  INIT=$W/init_checkpoint
-  python3 -m sedpa_compress.tiny.checkpoints restore "$INIT_CHECKPOINT" --to "$INIT" || exit 2
+  INIT=runs/init/$INIT_CHECKPOINT  # a kept checkpoint never changes under its name: the path the card names
+  [[ -d $INIT ]] || python3 -m sedpa_compress.tiny.checkpoints restore "$INIT_CHECKPOINT" --to "$INIT" || exit 2
 fi
 if [[ -n ${ALSO_EVAL:-} ]]; then  # one more kept checkpoint's acceptance: after the heads (EVAL_ONLY) or the new stage's
   python3 -m sedpa_compress.tiny.checkpoints restore "$ALSO_EVAL" --to "$W/also" || exit 2

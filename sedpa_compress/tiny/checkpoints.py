@@ -5,7 +5,7 @@ shipped weights take 40 MB of it. A run's `runs/` folder is not kept between ses
 the best so far, were lost that way). So `keep` commits the weights in one commit and removes them in the next:
 the blob stays reachable in main's history, the tree stays small, and the ledger (`recipes/tiny-checkpoints.json`)
 names each kept stage's blob, config and origin. `restore` writes a loadable model folder from that blob and the
-shipped tokenizer (or its value_space form, tiny.tokenizer, for a stage trained with it); the device machine's git holds the history as it was when the session started, so a stage kept
+shipped tokenizer (or its value_space or plain form, tiny.tokenizer, for a stage trained with the other); the device machine's git holds the history as it was when the session started, so a stage kept
 in one session can be restored on the device from the next one on.
 
     python -m sedpa_compress.tiny.checkpoints keep runs/stage16/model --name stage16 --note "stage 5 grown to 4 KV heads"
@@ -17,6 +17,7 @@ in one session can be restored on the device from the next one on.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import shutil
 from pathlib import Path
@@ -27,7 +28,7 @@ from sedpa_compress.atomic import atomic_directory
 from sedpa_compress.errors import SedpaError
 from sedpa_compress.models.loader import EMBEDDED_DIR
 from sedpa_compress.tiny import history
-from sedpa_compress.tiny.tokenizer import write_value_space
+from sedpa_compress.tiny.tokenizer import tokenizer_forms
 from sedpa_compress.tiny.train import TOKENIZER_FILES
 
 LEDGER = Path("recipes") / "tiny-checkpoints.json"
@@ -71,14 +72,14 @@ def restore(name: str, to: Path, *, repo: Path = Path("."), tokenizer_from: Path
                 shutil.copy2(src / file, tmp / file)
         want = entry.get("tokenizer_sha256")
         if want and sha256_file(tmp / "tokenizer.json") != want:
-            # a stage trained with `value_space` has the shipped tokenizer's value_space form: derived, not kept
-            try:
-                write_value_space(src / "tokenizer.json", tmp / "tokenizer.json")
-            except ValueError:  # not sedpa-tiny's pre-tokenizer: it has no value_space form
-                pass
-            if sha256_file(tmp / "tokenizer.json") != want:
-                raise SedpaError(f"{src}'s tokenizer is not the one checkpoint {name!r} was trained with (nor its "
-                                 "value_space form): pass --tokenizer-from with the stage's own")
+            # the stage was trained with the other form of the shipped tokenizer (value_space or plain, tiny.tokenizer):
+            # derived, not kept
+            match = next((b for b in tokenizer_forms(src / "tokenizer.json").values()
+                          if hashlib.sha256(b).hexdigest() == want), None)
+            if match is None:
+                raise SedpaError(f"{src}'s tokenizer is not the one checkpoint {name!r} was trained with (in neither "
+                                 "its plain nor its value_space form): pass --tokenizer-from with the stage's own")
+            (tmp / "tokenizer.json").write_bytes(match)
     return to
 
 

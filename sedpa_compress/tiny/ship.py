@@ -17,10 +17,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import shlex
 import shutil
 from pathlib import Path
 from typing import Any
 
+from sedpa_compress.artifact.manifest import sha256_file
 from sedpa_compress.atomic import atomic_directory
 from sedpa_compress.errors import SedpaError
 from sedpa_compress.models.loader import EMBEDDED_DIR, PATTERN_FILE
@@ -85,6 +88,36 @@ def _mix(cfg: dict[str, Any]) -> str:
     return ", ".join(parts)
 
 
+# a device call's scratch folder (mktemp in bench/scripts/gpu_tiny_round.sh), meaningless to a reader of the card
+SCRATCH_DIR = re.compile(r"/tmp/tmp\.[A-Za-z0-9_]+/")
+
+
+def portable_command(command: str) -> str:
+    """A stage's command as the card shows it: a device call's scratch folder written `$W/` (the card says what
+    it held), so the table names no path of a machine that is gone."""
+    return SCRATCH_DIR.sub("$W/", command)
+
+
+def eval_command(result: dict[str, Any], weights_sha256: str, eval_json: Path | None) -> str:
+    """The acceptance's command as a reader reruns it: when it measured exactly the shipped weights, without its
+    device's `--model` folder (the default is the shipped model) and with `--out` the JSON the card was built from."""
+    words = shlex.split(result["command"])
+    if result.get("weights_sha256") != weights_sha256:
+        return portable_command(result["command"])
+    out = []
+    skip = False
+    for i, w in enumerate(words):
+        if skip:
+            skip = False
+        elif w in ("--model", "--out") and i + 1 < len(words):
+            skip = True
+            if w == "--out" and eval_json is not None:
+                out += ["--out", str(eval_json)]
+        else:
+            out.append(w)
+    return shlex.join(out)
+
+
 def _recipe(command: str) -> str:
     words = command.split()
     return words[words.index("--recipe") + 1] if "--recipe" in words[:-1] else "?"
@@ -146,6 +179,13 @@ def split_runs_and_growth(stages: list[tuple[dict[str, Any], str]]) -> list[str]
         if wa != wb:
             lines.append(f"Stage {k + 1} narrowed the MLP from {wb} to {wa} channels a layer, keeping each layer's "
                          "channels with the largest gate × up × down norms, to stay within the size budget.")
+    if any(SCRATCH_DIR.search(info.get("command", "")) for info, _ in stages):
+        lines.append("`$W` in a command is the scratch folder of the device call that ran it "
+                     "(`bench/scripts/gpu_tiny_round.sh`): `$W/corpus` held the training corpus the recipe's `corpus` "
+                     "names, kept in git history (`python -m sedpa_compress.tiny.corpus restore NAME --to DIR`, "
+                     "`recipes/tiny-corpora.json`); `$W/init_checkpoint` the weights the stage continued, restored "
+                     "from a kept checkpoint (`python -m sedpa_compress.tiny.checkpoints restore NAME --to DIR`, "
+                     "`recipes/tiny-checkpoints.json`); `$W/run` the run's output.")
     return lines
 
 
@@ -158,7 +198,7 @@ def render_card(stages: list[tuple[dict[str, Any], str]], result: dict[str, Any]
     for i, (info, commit) in enumerate(stages, 1):
         if info.get("averaged"):
             n = info["averaged"]
-            rows.append(f"| {i} | `{info['command']}` | {commit} | — | the weights of stages {i - n}–{i - 1} "
+            rows.append(f"| {i} | `{portable_command(info['command'])}` | {commit} | — | the weights of stages {i - n}–{i - 1} "
                         "averaged | — | — | — | — | — |")
             continue
         c = info["config"]
@@ -169,7 +209,7 @@ def render_card(stages: list[tuple[dict[str, Any], str]], result: dict[str, Any]
         span = _span(c)
         optimiser = f"lr {c['lr']}" + (f", schedule span {span[0]:g}–{span[1]:g}" if span else "")
         rows.append(
-            f"| {i} | `{info['command']}` | {commit} | {device} | {info['steps_done']} × {tokens} "
+            f"| {i} | `{portable_command(info['command'])}` | {commit} | {device} | {info['steps_done']} × {tokens} "
             f"| {info['elapsed_s'] / 60:.1f} | {lengths[0]}–{lengths[-1]} | {_mix(c)} | {optimiser} "
             f"| {f.get('loss_text', float('nan')):.3f} / {f.get('loss_answer', float('nan')):.3f} / "
             f"{f.get('answer_token_acc', float('nan')):.3f} |")
@@ -248,7 +288,9 @@ def render_card(stages: list[tuple[dict[str, Any], str]], result: dict[str, Any]
             f"{result['settings'].get('answer_decoding', 'greedy answer')}). {result['settings']['depths']} depths × "
             f"{result['settings']['samples_per_depth']} samples per context length; streaming = every head keeps "
             f"{result['settings']['sink']} sink + {result['settings']['recent']} recent tokens. "
-            f"Measured on {result['device']} with `{result['command']}`:", "",
+            f"Measured on {result['device']}"
+            + (f" at {result['git_commit'][:7]}" if result.get("git_commit") else "")
+            + f" with `{result.get('portable_command', result['command'])}`:", "",
             *table, "",
             f"Held-out text perplexity (1024-token windows): full {s['full']['ppl']:.2f}, streaming "
             f"{s['streaming']['ppl']:.2f}.", "",
@@ -293,8 +335,10 @@ def ship(stage_specs: list[str], dest: Path, eval_json: Path | None, pattern: Pa
             infos[-1] = ({"config": runs[-1][0]["config"], "parameters": runs[-1][0]["parameters"],
                           **infos[-1][0]}, infos[-1][1])
         shape = ("num_layers", "hidden_size", "num_heads", "num_kv_heads", "intermediate_size", "vocab_size")
-        if len(runs) < n or any(any(info["config"][f] != infos[-1][0]["config"][f] for f in shape)
-                                for info, _ in runs):
+        # each of the n stages before it must be a run of the average's shape (an average of averages is no soup
+        # of fine-tunes, and the card would name the wrong stages)
+        if len(runs) < n or any(info.get("averaged") or any(info["config"][f] != infos[-1][0]["config"][f]
+                                                            for f in shape) for info, _ in runs):
             raise SedpaError(f"{final_dir} averages {n} runs: pass their training JSONs (or model/ folders) as the "
                              f"{n} --stage before it, in the order averaged")
     weights = (final_dir / "model.safetensors").stat().st_size
@@ -314,7 +358,9 @@ def ship(stage_specs: list[str], dest: Path, eval_json: Path | None, pattern: Pa
             {"stages": [dict(info, commit=commit) for info, commit in infos]}, indent=2) + "\n")
         if result:
             (tmp / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
-        (tmp / "README.md").write_text(render_card(infos, result, json.loads(Path(pattern).read_text())
+        shown = result and dict(result, portable_command=eval_command(
+            result, sha256_file(final_dir / "model.safetensors"), eval_json))
+        (tmp / "README.md").write_text(render_card(infos, shown, json.loads(Path(pattern).read_text())
                                                    if pattern else None))
     return dest
 

@@ -54,10 +54,38 @@ def with_value_space(tokenizer_json: dict) -> dict:
     return {**tokenizer_json, "pre_tokenizer": {"type": "Sequence", "pretokenizers": [split, *steps]}}
 
 
+def without_value_space(tokenizer_json: dict) -> dict:
+    """The plain form of a `value_space` tokenizer (the inverse of `with_value_space`): what the stages trained
+    before value_space came in were trained with, restorable from a shipped tokenizer that has the form."""
+    if not has_value_space(tokenizer_json):
+        return tokenizer_json
+    steps = [st for st in tokenizer_json["pre_tokenizer"]["pretokenizers"]
+             if not (st.get("type") == "Split" and (st.get("pattern") or {}).get("Regex") == VALUE_SPACE_REGEX)]
+    return {**tokenizer_json, "pre_tokenizer": {**tokenizer_json["pre_tokenizer"], "pretokenizers": steps}}
+
+
+def tokenizer_forms(tokenizer_file: Path) -> dict[str, bytes]:
+    """A sedpa-tiny tokenizer.json's bytes in each form a stage may have been trained with: as it is, its value_space
+    form (as `write_value_space` writes it) and its plain form (as `Tokenizer.save` wrote the plain runs' own:
+    2-space JSON, no final newline). Another tokenizer has only the first."""
+    raw = Path(tokenizer_file).read_bytes()
+    forms = {"as is": raw}
+    data = json.loads(raw.decode("utf-8"))
+    try:
+        forms["value_space"] = _value_space_bytes(data)
+    except ValueError:  # not sedpa-tiny's pre-tokenizer: it has no other form
+        return forms
+    forms["plain"] = json.dumps(without_value_space(data), ensure_ascii=False, indent=2).encode("utf-8")
+    return forms
+
+
+def _value_space_bytes(tokenizer_json: dict) -> bytes:
+    return (json.dumps(with_value_space(tokenizer_json), ensure_ascii=False, indent=1) + "\n").encode("utf-8")
+
+
 def write_value_space(src: Path, dst: Path) -> None:
     """Write `src` tokenizer.json as its `value_space` form to `dst` (same bytes for the same input)."""
-    data = with_value_space(json.loads(Path(src).read_text(encoding="utf-8")))
-    Path(dst).write_text(json.dumps(data, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+    Path(dst).write_bytes(_value_space_bytes(json.loads(Path(src).read_text(encoding="utf-8"))))
 
 
 def train_tokenizer(text: str, vocab_size: int, value_space: bool = False) -> Tokenizer:
