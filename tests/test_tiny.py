@@ -569,6 +569,50 @@ def test_init_from_a_shallower_model_grows_layers_into_the_same_function_and_nar
         narrow_mlp(state, 160)
 
 
+def test_init_from_widens_a_narrower_mlp_into_the_same_function_and_starts_from_int8_weights(tmp_path):
+    """--init-from a model with MLP 128 into a recipe with 192 (and more layers): new channels' gate and up rows are
+    drawn, seeded, and their down-projection columns are zero, so the logits are the original's before any step
+    (the size lever: with int8 storage the budget holds about twice the parameters). A folder stored as int8
+    (models.int8) starts from the weights it restores to: the logits of the bf16 roundtrip."""
+    from safetensors.torch import save_file
+
+    from sedpa_compress.models import int8
+    from sedpa_compress.tiny.model import build_model, widen_mlp
+    from sedpa_compress.tiny.train import load_weights
+
+    old = build_model(load_config(RECIPE, **SMALL)).eval()  # 2 layers, MLP 128
+    for p in old.parameters():
+        torch.nn.init.normal_(p, std=0.2)
+    state = {k: v.detach().clone() for k, v in old.state_dict().items() if k != "lm_head.weight"}
+    (tmp_path / "old").mkdir()
+    save_file({k: v.contiguous() for k, v in state.items()}, str(tmp_path / "old" / "model.safetensors"))
+    (tmp_path / "old" / "config.json").write_text("{}")
+    wide = build_model(load_config(RECIPE, **{**SMALL, "num_layers": 3, "intermediate_size": 192})).eval()
+    logs = []
+    load_weights(wide, tmp_path / "old", grow=True, log=logs.append)
+    ids = torch.randint(3, old.config.vocab_size, (2, 40))
+    with torch.no_grad():
+        torch.testing.assert_close(wide(ids).logits, old(ids).logits, rtol=1e-4, atol=1e-4)
+    assert any("from 128 to 192" in line and "widened" in line for line in logs)
+    grown = widen_mlp(state, 192)
+    down = grown["model.layers.0.mlp.down_proj.weight"]
+    assert down.shape == (SMALL["hidden_size"], 192) and not down[:, 128:].any()
+    assert torch.equal(down[:, :128], state["model.layers.0.mlp.down_proj.weight"])
+    new_gate = grown["model.layers.1.mlp.gate_proj.weight"][128:]
+    assert new_gate.std().item() == pytest.approx(0.02, rel=0.2) and new_gate.any()
+    assert torch.equal(widen_mlp(state, 192)["model.layers.1.mlp.up_proj.weight"], grown["model.layers.1.mlp.up_proj.weight"])
+    with pytest.raises(SedpaError, match="cannot widen to 96"):
+        widen_mlp(state, 96)
+
+    q = int8.quantize_folder(tmp_path / "old", tmp_path / "q")
+    same = build_model(load_config(RECIPE, **SMALL)).eval()
+    load_weights(same, q, grow=True)
+    restored = int8.load_int8_state_dict(q / int8.INT8_FILE, torch.float32)
+    for name, t in same.state_dict().items():
+        if name in restored:
+            assert torch.equal(t, restored[name]), name
+
+
 def test_a_kept_checkpoint_lives_in_history_not_in_the_tree_and_restores(tmp_path):
     """tiny.checkpoints: `keep` commits a stage's weights and removes them in the next commit (the tree a device
     call carries stays small, the blob stays in history), recording it in the ledger; `restore` writes a model
@@ -684,7 +728,7 @@ def test_ship_continues_the_shipped_card_with_a_run_split_across_calls(tmp_path)
     assert f"narrowed the MLP from {mlp} to {mlp - 192}" in card
     with open(last / "model.safetensors", "ab") as f:  # over the size budget: refused, nothing written
         f.truncate(45_000_001)
-    with pytest.raises(SedpaError, match="over the embedded model's 45 MB budget"):
+    with pytest.raises(SedpaError, match="over the embedded model's 45 MB budget.*store it as int8"):
         ship([str(SHIPPED), str(last)], tmp_path / "out5", None, None)
     assert not (tmp_path / "out5").exists()
 
@@ -763,6 +807,31 @@ def test_ship_card_names_no_device_scratch_path_and_the_acceptance_as_a_reader_r
     assert f"--out {acceptance}`" in card
     for name in ("model.safetensors", "tokenizer.json", "config.json"):
         assert (dest / name).read_bytes() == (SHIPPED / name).read_bytes()
+
+
+def test_ship_takes_a_model_folder_stored_as_int8_and_its_card_says_so(tmp_path):
+    """A stage's folder converted by `python -m sedpa_compress.models.int8 quantize` ships as it is: the int8 weights
+    (counted against the 45 MB budget in place of bf16's), no model.safetensors, a card that says how the weights are
+    stored and how to get a folder plain transformers loads; sedpa's loader loads the shipped folder."""
+    from sedpa_compress.models import int8
+    from sedpa_compress.models.loader import load_model
+    from sedpa_compress.tiny.ship import MODEL_FILES, model_files, ship
+
+    q = int8.quantize_folder(SHIPPED, tmp_path / "q")
+    assert model_files(SHIPPED) == MODEL_FILES and int8.INT8_FILE in model_files(q)
+    dest = ship([str(q)], tmp_path / "out", None, None)
+    assert (dest / int8.INT8_FILE).read_bytes() == (q / int8.INT8_FILE).read_bytes()
+    assert not (dest / "model.safetensors").exists()
+    card = (dest / "README.md").read_text()
+    assert "row-wise int8" in card and "python -m sedpa_compress.models.int8 dequantize" in card
+    assert "bf16 safetensors" not in card
+    loaded = load_model(str(dest))
+    assert loaded.model.config.num_hidden_layers == json.loads((SHIPPED / "config.json").read_text())["num_hidden_layers"]
+    with open(q / int8.INT8_FILE, "ab") as f:  # over budget even as int8: refused without the int8 hint
+        f.truncate(45_000_001)
+    with pytest.raises(SedpaError, match=r"over the embedded model's 45 MB budget .*narrower MLP\)$"):
+        ship([str(q)], tmp_path / "out2", None, None)
+    assert not (tmp_path / "out2").exists()
 
 
 def test_wording_actions_add_action_needles_asked_through_their_action_and_change_nothing_when_off():

@@ -152,7 +152,7 @@ def model_identity(loaded: LoadedModel) -> dict[str, Any]:
         ident["path"] = str(Path(loaded.path).resolve())
         cfg = Path(loaded.path) / "config.json"
         ident["config"] = file_digest(cfg) if cfg.is_file() else None
-        for weights in ("model.safetensors", "model.safetensors.index.json"):
+        for weights in ("model.safetensors", "model.safetensors.index.json", "model.int8.safetensors"):
             w = Path(loaded.path) / weights
             if w.is_file():  # size + mtime: cheap, and changes whenever the weights are rewritten
                 st = w.stat()

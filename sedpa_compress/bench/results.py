@@ -38,12 +38,16 @@ def git_commit() -> str | None:
 
 
 def weights_sha256(model_dir: Path) -> str | None:
-    """The sha256 of a model folder's single-file weights (model.safetensors), or None when it has none: which
-    weights a result measured, also when the folder's contents change later."""
+    """The sha256 of a model folder's single-file weights (model.safetensors, or the int8 form's
+    model.int8.safetensors), or None when it has none: which weights a result measured, also when the folder's
+    contents change later."""
     from sedpa_compress.artifact.manifest import sha256_file
 
-    weights = Path(model_dir) / "model.safetensors"
-    return sha256_file(weights) if weights.is_file() else None
+    for name in ("model.safetensors", "model.int8.safetensors"):
+        weights = Path(model_dir) / name
+        if weights.is_file():
+            return sha256_file(weights)
+    return None
 
 
 def command_line() -> str:

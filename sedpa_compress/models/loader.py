@@ -12,6 +12,7 @@ import torch
 from sedpa_compress.artifact.safeio import CONFIG_MAX
 from sedpa_compress.errors import SedpaError
 from sedpa_compress.models.families import family_for
+from sedpa_compress.models.int8 import INT8_FILE, load_int8_state_dict
 # LoadedModel, the tokenizer loader and is_artifact_dir live in models/loaded.py (shared with artifact/,
 # which must not import this module); re-exported here for the code that imports them from the loader.
 from sedpa_compress.models.loaded import PATTERN_FILE, LoadedModel, is_artifact_dir, load_tokenizer
@@ -23,6 +24,7 @@ __all__ = ["DEFAULT_MODEL", "LoadedModel", "PATTERN_FILE", "is_artifact_dir", "l
 
 DEFAULT_MODEL = "sedpa-tiny"
 EMBEDDED_DIR = Path(__file__).parent / "embedded"
+HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")  # what transformers loads itself
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -188,19 +190,42 @@ def load_pretrained_dir(path: Path, *, source: str, name: str, dtype: torch.dtyp
         msg = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
         raise SedpaError(f"cannot read {path}/config.json ({msg}): pass a Hugging Face model directory") from None
     family = family_for(hf_config)
-    try:
-        # use_safetensors=True: a pytorch_model.bin is a pickle, and sedpa never unpickles a stranger's file.
-        with quiet_weight_loading():
-            model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa",
-                                                         trust_remote_code=False, use_safetensors=True)
-    except Exception as exc:  # noqa: BLE001 - OSError, ValueError, RuntimeError, safetensors' own error type...
-        msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise SedpaError(f"cannot load weights from {path}: {msg}; check the directory holds *.safetensors") from None
+    if (path / INT8_FILE).is_file() and not any((path / f).is_file() for f in HF_WEIGHT_FILES):
+        model = _load_int8(path, hf_config, dtype)
+    else:
+        try:
+            # use_safetensors=True: a pytorch_model.bin is a pickle, and sedpa never unpickles a stranger's file.
+            with quiet_weight_loading():
+                model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype, attn_implementation="sdpa",
+                                                             trust_remote_code=False, use_safetensors=True)
+        except Exception as exc:  # noqa: BLE001 - OSError, ValueError, RuntimeError, safetensors' own error type...
+            msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise SedpaError(f"cannot load weights from {path}: {msg}; check the directory holds *.safetensors") from None
     model.to(device).eval()
     return LoadedModel(
         model=model, tokenizer=load_tokenizer(path), name=name if source != "local" else str(path),
         source=source, family=family, geometry=family.geometry(hf_config), path=path, revision=revision,
     )
+
+
+def _load_int8(path: Path, hf_config, dtype: torch.dtype):
+    """A model folder whose weights are row-wise int8 (`models.int8`): built from its config, the weights
+    dequantized into it. Every weight must be there but a tied output head, which is tied after."""
+    from transformers import AutoModelForCausalLM
+
+    state = load_int8_state_dict(path / INT8_FILE, dtype)
+    model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype, attn_implementation="sdpa",
+                                             trust_remote_code=False)
+    tied = {"lm_head.weight"} if getattr(hf_config, "tie_word_embeddings", False) else set()
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    if set(missing) - tied or unexpected:
+        what = ", ".join([f"missing {m}" for m in sorted(set(missing) - tied)][:3] +
+                         [f"unexpected {u}" for u in sorted(unexpected)][:3])
+        raise SedpaError(f"{path / INT8_FILE} does not fit {path}/config.json ({what}): quantize the folder "
+                         "again from its model.safetensors")
+    if tied:
+        model.tie_weights()
+    return model
 
 
 def _random_model(name: str, dtype: torch.dtype, device: str, seed: int) -> LoadedModel:

@@ -329,11 +329,15 @@ def accuracy_by_value_format(rows: list[dict[str, Any]]) -> dict[str, dict[str, 
 
 
 def load_model_dir(path: Path, device: str):
-    from transformers import AutoTokenizer, LlamaForCausalLM
+    """A model folder in fp32, through sedpa's loader (so a folder whose weights are stored as int8,
+    `models.int8`, evaluates as the weights it restores to)."""
+    from transformers import AutoTokenizer
+
+    from sedpa_compress.models.loader import load_pretrained_dir
 
     tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
-    model = LlamaForCausalLM.from_pretrained(str(path), dtype=torch.float32, attn_implementation="sdpa")
-    return model.to(device).eval(), tok
+    loaded = load_pretrained_dir(Path(path), source="local", name=str(path), dtype=torch.float32, device=device)
+    return loaded.model, tok
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -135,6 +135,33 @@ def narrow_mlp(state: dict[str, torch.Tensor], intermediate_size: int) -> dict[s
     return out
 
 
+def widen_mlp(state: dict[str, torch.Tensor], intermediate_size: int, seed: int = 0,
+              std: float = 0.02) -> dict[str, torch.Tensor]:
+    """A model's weights with `intermediate_size` MLP channels a layer instead of fewer, computing the same function:
+    each new channel's gate and up rows are drawn like a fresh layer's (normal, `std`) and its down-projection column
+    is zero, so it adds nothing until training moves it (the inverse of `narrow_mlp`; with int8 storage,
+    `models.int8`, the budget holds about twice the parameters). Seeded: the same weights grow the same way."""
+    gen = torch.Generator().manual_seed(seed)
+    out = dict(state)
+    for name in sorted(state):
+        if not name.endswith("mlp.gate_proj.weight"):
+            continue
+        prefix = name[: -len("gate_proj.weight")]
+        gate, up, down = state[name], state[prefix + "up_proj.weight"], state[prefix + "down_proj.weight"]
+        have, hidden = gate.shape
+        if intermediate_size < have:
+            raise SedpaError(f"{name}: {have} MLP channels cannot widen to {intermediate_size}: pass a larger "
+                             "intermediate_size (narrow_mlp narrows)")
+        extra = intermediate_size - have
+        if not extra:
+            continue
+        new_rows = [torch.randn(extra, hidden, generator=gen).mul_(std).to(gate.dtype) for _ in range(2)]
+        out[name] = torch.cat([gate, new_rows[0]])
+        out[prefix + "up_proj.weight"] = torch.cat([up, new_rows[1]])
+        out[prefix + "down_proj.weight"] = torch.cat([down, down.new_zeros(down.shape[0], extra)], dim=1)
+    return out
+
+
 def export_hf(model: torch.nn.Module, tokenizer_dir: Path, out_dir: Path, dtype: torch.dtype = torch.bfloat16,
               max_shard_bytes: int | None = None) -> None:
     """Write config.json, generation_config.json, model.safetensors (optionally in shards with an index),

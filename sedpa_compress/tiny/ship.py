@@ -26,6 +26,7 @@ from typing import Any
 from sedpa_compress.artifact.manifest import sha256_file
 from sedpa_compress.atomic import atomic_directory
 from sedpa_compress.errors import SedpaError
+from sedpa_compress.models.int8 import INT8_FILE
 from sedpa_compress.models.loader import EMBEDDED_DIR, PATTERN_FILE
 
 MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
@@ -33,6 +34,14 @@ MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "to
 
 
 SIZE_BUDGET_BYTES = 45_000_000  # the embedded sedpa-tiny ships inside the package
+
+
+def model_files(model_dir: Path) -> tuple[str, ...]:
+    """MODEL_FILES for `model_dir`: with its weights as `models.int8` stores them when it holds that form (about
+    twice the parameters in the same budget), else as model.safetensors."""
+    if (Path(model_dir) / INT8_FILE).is_file() and not (Path(model_dir) / "model.safetensors").is_file():
+        return tuple(INT8_FILE if f == "model.safetensors" else f for f in MODEL_FILES)
+    return MODEL_FILES
 
 
 def _stage(spec: str) -> tuple[Path | None, list[tuple[dict[str, Any], str]]]:
@@ -190,7 +199,7 @@ def split_runs_and_growth(stages: list[tuple[dict[str, Any], str]]) -> list[str]
 
 
 def render_card(stages: list[tuple[dict[str, Any], str]], result: dict[str, Any] | None,
-                pattern: dict[str, Any] | None) -> str:
+                pattern: dict[str, Any] | None, int8: bool = False) -> str:
     last = stages[-1][0]
     cfg = last["config"]
     longest = max(int(k) for info, _ in stages for e in info["config"]["curriculum"] for k in e["lengths"])
@@ -231,7 +240,9 @@ def render_card(stages: list[tuple[dict[str, Any], str]], result: dict[str, Any]
         f"- tokenizer: byte-level BPE, {cfg['vocab_size']} tokens, trained on the shipped text; one token per digit "
         + ("and the space before any word holding a digit (a number or a code) is a token of its own"
            if cfg.get("value_space") else "and the space before a number is a token of its own"),
-        "- weights: bf16 safetensors", "",
+        ("- weights: row-wise int8 (one fp32 scale a row; norms bf16) in `model.int8.safetensors`, restored to "
+         "bf16 by sedpa's loader; `python -m sedpa_compress.models.int8 dequantize` writes a folder plain "
+         "transformers loads" if int8 else "- weights: bf16 safetensors"), "",
         "## Training", "",
         f"{sum(not info.get('averaged') for info, _ in stages)} runs of the project's trainer (`sedpa train-tiny`), "
         "each starting from the previous run's weights unless a sentence above the stage table says otherwise "
@@ -325,7 +336,9 @@ def ship(stage_specs: list[str], dest: Path, eval_json: Path | None, pattern: Pa
     for _, items in stages:
         titles.append(f"stage {n + 1}" if len(items) == 1 else f"stages {n + 1}–{n + len(items)}")
         n += len(items)
-    for name in MODEL_FILES:
+    files = model_files(final_dir)
+    weights_file = final_dir / next(f for f in files if f.endswith(".safetensors"))
+    for name in files:
         if not (final_dir / name).is_file():
             raise SedpaError(f"{final_dir} lacks {name}: pass the model/ folder of a finished run")
     n = infos[-1][0].get("averaged")
@@ -341,14 +354,16 @@ def ship(stage_specs: list[str], dest: Path, eval_json: Path | None, pattern: Pa
                                                             for f in shape) for info, _ in runs):
             raise SedpaError(f"{final_dir} averages {n} runs: pass their training JSONs (or model/ folders) as the "
                              f"{n} --stage before it, in the order averaged")
-    weights = (final_dir / "model.safetensors").stat().st_size
+    weights = weights_file.stat().st_size
     if weights > SIZE_BUDGET_BYTES:
-        raise SedpaError(f"{final_dir / 'model.safetensors'} is {weights / 1e6:.1f} MB, over the embedded model's "
+        raise SedpaError(f"{weights_file} is {weights / 1e6:.1f} MB, over the embedded model's "
                          f"{SIZE_BUDGET_BYTES / 1e6:.0f} MB budget (it ships inside the package): train a smaller "
-                         "shape (fewer layers or a narrower MLP)")
+                         "shape (fewer layers or a narrower MLP)"
+                         + ("" if weights_file.name == INT8_FILE else
+                            ", or store it as int8 (python -m sedpa_compress.models.int8 quantize)"))
     result = json.loads(Path(eval_json).read_text()) if eval_json else None
     with atomic_directory(dest, overwrite=True) as tmp:
-        for name in MODEL_FILES:
+        for name in files:
             shutil.copy2(final_dir / name, tmp / name)
         if pattern:
             shutil.copy2(pattern, tmp / PATTERN_FILE)
@@ -359,9 +374,9 @@ def ship(stage_specs: list[str], dest: Path, eval_json: Path | None, pattern: Pa
         if result:
             (tmp / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
         shown = result and dict(result, portable_command=eval_command(
-            result, sha256_file(final_dir / "model.safetensors"), eval_json))
+            result, sha256_file(weights_file), eval_json))
         (tmp / "README.md").write_text(render_card(infos, shown, json.loads(Path(pattern).read_text())
-                                                   if pattern else None))
+                                                   if pattern else None, int8=weights_file.name == INT8_FILE))
     return dest
 
 

@@ -29,7 +29,8 @@ from sedpa_compress.errors import SedpaError
 from sedpa_compress.tiny.config import TinyTrainConfig, config_to_dict
 from sedpa_compress.tiny.data import Batch, TinyData, sequence_length
 from sedpa_compress.models.loaded import count_parameters
-from sedpa_compress.tiny.model import build_model, count_layers, export_hf, grow_kv_heads, grow_layers, narrow_mlp
+from sedpa_compress.tiny.model import (build_model, count_layers, export_hf, grow_kv_heads, grow_layers, narrow_mlp,
+                                       widen_mlp)
 
 Log = Callable[[str], None]
 
@@ -135,13 +136,18 @@ def save_checkpoint(path: Path, model: torch.nn.Module, opt: torch.optim.Optimiz
 def load_weights(model: torch.nn.Module, path: Path, grow: bool = False, log: Log = _quiet) -> None:
     """Weights from a checkpoint dir or a Hugging Face model dir (single or sharded safetensors). `grow`
     (--init-from): a model with fewer KV heads or fewer layers than the recipe's is grown into it, computing the same
-    function (`tiny.model.grow_kv_heads`, `grow_layers`); one with a wider MLP is narrowed to the recipe's
-    (`narrow_mlp`, the strongest channels kept)."""
+    function (`tiny.model.grow_kv_heads`, `grow_layers`, `widen_mlp`); one with a wider MLP is narrowed to the
+    recipe's (`narrow_mlp`, the strongest channels kept). A folder whose weights are stored as int8 (`models.int8`)
+    starts from the weights they restore to."""
+    from sedpa_compress.models.int8 import INT8_FILE, load_int8_state_dict
+
     path = Path(path)
-    files = sorted(path.glob("model*.safetensors"))
-    if not files:
-        raise SedpaError(f"{path} has no model*.safetensors: pass a checkpoint or model directory")
+    files = sorted(f for f in path.glob("model*.safetensors") if f.name != INT8_FILE)
     state: dict[str, torch.Tensor] = {}
+    if not files and (path / INT8_FILE).is_file():
+        state = load_int8_state_dict(path / INT8_FILE, torch.float32)
+    elif not files:
+        raise SedpaError(f"{path} has no model*.safetensors: pass a checkpoint or model directory")
     for f in files:
         state.update(load_file(str(f)))
     if grow:
@@ -159,7 +165,11 @@ def load_weights(model: torch.nn.Module, path: Path, grow: bool = False, log: Lo
                 "before it with its output projections zeroed: the same function to start from)")
         key = "model.layers.0.mlp.gate_proj.weight"
         width = state[key].shape[0] if key in state else cfg.intermediate_size
-        if width != cfg.intermediate_size:
+        if width < cfg.intermediate_size:
+            state = widen_mlp(state, cfg.intermediate_size)
+            log(f"widened {path}'s MLP from {width} to {cfg.intermediate_size} channels a layer (new channels with "
+                "zero down-projection columns: the same function to start from)")
+        elif width > cfg.intermediate_size:
             state = narrow_mlp(state, cfg.intermediate_size)
             log(f"narrowed {path}'s MLP from {width} to {cfg.intermediate_size} channels a layer (those with the "
                 "largest gate x up x down norms kept)")
@@ -168,7 +178,7 @@ def load_weights(model: torch.nn.Module, path: Path, grow: bool = False, log: Lo
              if k in own and v.shape != own[k].shape]
     if wrong:
         raise SedpaError(f"{path} does not match the recipe's model ({wrong[0]}): use the recipe it was trained "
-                         "with (--init-from grows a model with fewer KV heads or layers and narrows a wider MLP)")
+                         "with (--init-from grows a model with fewer KV heads, layers or MLP channels and narrows a wider MLP)")
     missing, unexpected = model.load_state_dict({k: v.float() for k, v in state.items()}, strict=False)
     missing = [k for k in missing if k != "lm_head.weight"]
     if missing or unexpected:
