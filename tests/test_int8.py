@@ -104,7 +104,10 @@ def test_int8_storage_refuses_what_it_cannot_restore_and_writes_nothing(tiny_fol
 
     cfg = json.loads((q / "config.json").read_text())
     (q / "config.json").write_text(json.dumps({**cfg, "num_hidden_layers": 3}))
-    with pytest.raises(SedpaError, match="does not fit"):
+    with pytest.raises(SedpaError, match="does not fit .*missing model.layers.2"):
+        load_model(str(q))
+    (q / "config.json").write_text(json.dumps({**cfg, "intermediate_size": 96}))  # every tensor there, one shape off
+    with pytest.raises(SedpaError, match=r"does not fit .*mlp.down_proj.weight \(64, 128\) vs \(64, 96\)"):
         load_model(str(q))
     with pytest.raises(SedpaError, match="has no model.safetensors"):
         int8.quantize_folder(q, tmp_path / "again")

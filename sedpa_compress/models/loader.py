@@ -217,6 +217,12 @@ def _load_int8(path: Path, hf_config, dtype: torch.dtype):
     model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype, attn_implementation="sdpa",
                                              trust_remote_code=False)
     tied = {"lm_head.weight"} if getattr(hf_config, "tie_word_embeddings", False) else set()
+    own = model.state_dict()
+    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+             if k in own and v.shape != own[k].shape]
+    if wrong:  # load_state_dict would raise a multi-line RuntimeError
+        raise SedpaError(f"{path / INT8_FILE} does not fit {path}/config.json ({wrong[0]}): quantize the folder "
+                         "again from its model.safetensors")
     missing, unexpected = model.load_state_dict(state, strict=False)
     if set(missing) - tied or unexpected:
         what = ", ".join([f"missing {m}" for m in sorted(set(missing) - tied)][:3] +
