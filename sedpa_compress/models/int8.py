@@ -22,8 +22,10 @@ from pathlib import Path
 import torch
 
 from sedpa_compress.errors import SedpaError
+from sedpa_compress.models.loader import INT8_FILE  # the file name the loader looks for
 
-INT8_FILE = "model.int8.safetensors"
+__all__ = ["FORMAT", "INT8_FILE", "SCALE_SUFFIX", "dequantize_folder", "load_int8_state_dict", "quantize_folder",
+           "quantize_state_dict"]
 FORMAT = "sedpa-int8-rowwise-v1"
 SCALE_SUFFIX = ".int8_scale"
 _DTYPES = {"torch.bfloat16": torch.bfloat16, "torch.float16": torch.float16, "torch.float32": torch.float32}

@@ -12,7 +12,6 @@ import torch
 from sedpa_compress.artifact.safeio import CONFIG_MAX
 from sedpa_compress.errors import SedpaError
 from sedpa_compress.models.families import family_for
-from sedpa_compress.models.int8 import INT8_FILE, load_int8_state_dict
 # LoadedModel, the tokenizer loader and is_artifact_dir live in models/loaded.py (shared with artifact/,
 # which must not import this module); re-exported here for the code that imports them from the loader.
 from sedpa_compress.models.loaded import PATTERN_FILE, LoadedModel, is_artifact_dir, load_tokenizer
@@ -25,6 +24,8 @@ __all__ = ["DEFAULT_MODEL", "LoadedModel", "PATTERN_FILE", "is_artifact_dir", "l
 DEFAULT_MODEL = "sedpa-tiny"
 EMBEDDED_DIR = Path(__file__).parent / "embedded"
 HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")  # what transformers loads itself
+INT8_FILE = "model.int8.safetensors"  # models.int8's (imported when used: `python -m sedpa_compress.models.int8`
+# runs that module, which must not be imported by the package before it)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -212,6 +213,8 @@ def _load_int8(path: Path, hf_config, dtype: torch.dtype):
     """A model folder whose weights are row-wise int8 (`models.int8`): built from its config, the weights
     dequantized into it. Every weight must be there but a tied output head, which is tied after."""
     from transformers import AutoModelForCausalLM
+
+    from sedpa_compress.models.int8 import load_int8_state_dict
 
     state = load_int8_state_dict(path / INT8_FILE, dtype)
     model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype, attn_implementation="sdpa",
