@@ -18,7 +18,7 @@ import torch.nn.functional as F
 
 from sedpa_compress.errors import SedpaError
 from sedpa_compress.models.forward_args import ForwardArgs
-from sedpa_compress.models.loaded import count_parameters
+from sedpa_compress.models.loaded import HF_WEIGHT_FILES, INT8_FILE, count_parameters
 from sedpa_compress.models.loader import LoadedModel, shipped_pattern_path
 from sedpa_compress.runtime.generate import runs_fast
 from sedpa_compress.runtime.reference import AttentionMode, using_mode
@@ -152,7 +152,7 @@ def model_identity(loaded: LoadedModel) -> dict[str, Any]:
         ident["path"] = str(Path(loaded.path).resolve())
         cfg = Path(loaded.path) / "config.json"
         ident["config"] = file_digest(cfg) if cfg.is_file() else None
-        for weights in ("model.safetensors", "model.safetensors.index.json", "model.int8.safetensors"):
+        for weights in (*HF_WEIGHT_FILES, INT8_FILE):
             w = Path(loaded.path) / weights
             if w.is_file():  # size + mtime: cheap, and changes whenever the weights are rewritten
                 st = w.stat()

@@ -42,8 +42,9 @@ def weights_sha256(model_dir: Path) -> str | None:
     model.int8.safetensors), or None when it has none: which weights a result measured, also when the folder's
     contents change later."""
     from sedpa_compress.artifact.manifest import sha256_file
+    from sedpa_compress.models.loaded import INT8_FILE
 
-    for name in ("model.safetensors", "model.int8.safetensors"):
+    for name in ("model.safetensors", INT8_FILE):
         weights = Path(model_dir) / name
         if weights.is_file():
             return sha256_file(weights)

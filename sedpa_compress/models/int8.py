@@ -22,7 +22,7 @@ from pathlib import Path
 import torch
 
 from sedpa_compress.errors import SedpaError
-from sedpa_compress.models.loader import INT8_FILE  # the file name the loader looks for
+from sedpa_compress.models.loaded import INT8_FILE  # the file name the loader looks for
 
 __all__ = ["FORMAT", "INT8_FILE", "SCALE_SUFFIX", "dequantize_folder", "load_int8_state_dict", "quantize_folder",
            "quantize_state_dict"]

@@ -16,6 +16,8 @@ from sedpa_compress.errors import SedpaError
 from sedpa_compress.models.families import AttentionGeometry, Family
 
 PATTERN_FILE = "sedpa_pattern.json"  # the same name inside artifacts and beside the embedded model
+HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")  # a model folder's weights, as transformers loads them
+INT8_FILE = "model.int8.safetensors"  # a model folder's weights stored as row-wise int8 (models.int8), in their place
 
 
 @dataclass
@@ -60,6 +62,14 @@ def count_parameters(model: nn.Module) -> int:
     """Parameters a module stores (a tensor shared by two names, e.g. tied embeddings, once; an artifact's factored
     projections count their factors)."""
     return sum(p.numel() for p in {id(p): p for p in model.parameters()}.values())
+
+
+def shape_mismatches(state: dict[str, torch.Tensor], model: nn.Module) -> list[str]:
+    """"name (shape) vs (model's shape)" for each tensor of `state` the model has in another shape (what
+    load_state_dict would raise on, in many lines)."""
+    own = model.state_dict()
+    return [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
+            if k in own and v.shape != own[k].shape]
 
 
 def load_tokenizer(path: Path):

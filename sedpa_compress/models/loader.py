@@ -14,7 +14,8 @@ from sedpa_compress.errors import SedpaError
 from sedpa_compress.models.families import family_for
 # LoadedModel, the tokenizer loader and is_artifact_dir live in models/loaded.py (shared with artifact/,
 # which must not import this module); re-exported here for the code that imports them from the loader.
-from sedpa_compress.models.loaded import PATTERN_FILE, LoadedModel, is_artifact_dir, load_tokenizer
+from sedpa_compress.models.loaded import (HF_WEIGHT_FILES, INT8_FILE, PATTERN_FILE, LoadedModel, is_artifact_dir,
+                                          load_tokenizer, shape_mismatches)
 from sedpa_compress.models.presets import preset_config
 
 _load_tokenizer = load_tokenizer  # the former private name
@@ -23,9 +24,6 @@ __all__ = ["DEFAULT_MODEL", "LoadedModel", "PATTERN_FILE", "is_artifact_dir", "l
 
 DEFAULT_MODEL = "sedpa-tiny"
 EMBEDDED_DIR = Path(__file__).parent / "embedded"
-HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")  # what transformers loads itself
-INT8_FILE = "model.int8.safetensors"  # models.int8's (imported when used: `python -m sedpa_compress.models.int8`
-# runs that module, which must not be imported by the package before it)
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 
 
@@ -214,15 +212,15 @@ def _load_int8(path: Path, hf_config, dtype: torch.dtype):
     dequantized into it. Every weight must be there but a tied output head, which is tied after."""
     from transformers import AutoModelForCausalLM
 
+    # imported here, not at the top: `python -m sedpa_compress.models.int8` runs that module, which the package
+    # must not have imported before it
     from sedpa_compress.models.int8 import load_int8_state_dict
 
     state = load_int8_state_dict(path / INT8_FILE, dtype)
     model = AutoModelForCausalLM.from_config(hf_config, dtype=dtype, attn_implementation="sdpa",
                                              trust_remote_code=False)
     tied = {"lm_head.weight"} if getattr(hf_config, "tie_word_embeddings", False) else set()
-    own = model.state_dict()
-    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
-             if k in own and v.shape != own[k].shape]
+    wrong = shape_mismatches(state, model)
     if wrong:  # load_state_dict would raise a multi-line RuntimeError
         raise SedpaError(f"{path / INT8_FILE} does not fit {path}/config.json ({wrong[0]}): quantize the folder "
                          "again from its model.safetensors")

@@ -28,7 +28,7 @@ from sedpa_compress.distributed import SINGLE, World
 from sedpa_compress.errors import SedpaError
 from sedpa_compress.tiny.config import TinyTrainConfig, config_to_dict
 from sedpa_compress.tiny.data import Batch, TinyData, sequence_length
-from sedpa_compress.models.loaded import count_parameters
+from sedpa_compress.models.loaded import count_parameters, shape_mismatches
 from sedpa_compress.tiny.model import (build_model, count_layers, export_hf, grow_kv_heads, grow_layers, narrow_mlp,
                                        widen_mlp)
 
@@ -173,9 +173,7 @@ def load_weights(model: torch.nn.Module, path: Path, grow: bool = False, log: Lo
             state = narrow_mlp(state, cfg.intermediate_size)
             log(f"narrowed {path}'s MLP from {width} to {cfg.intermediate_size} channels a layer (those with the "
                 "largest gate x up x down norms kept)")
-    own = model.state_dict()
-    wrong = [f"{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items()
-             if k in own and v.shape != own[k].shape]
+    wrong = shape_mismatches(state, model)
     if wrong:
         raise SedpaError(f"{path} does not match the recipe's model ({wrong[0]}): use the recipe it was trained "
                          "with (--init-from grows a model with fewer KV heads, layers or MLP channels and narrows a wider MLP)")
