@@ -19,6 +19,10 @@
 #   the config too where the stage changed the shape, e.g. grew KV heads: the shipped config comes back from git)
 #   SWAPPED_INIT=1 SHIPPED_BLOB=$(git rev-parse HEAD:sedpa_compress/models/embedded/sedpa-tiny/model.safetensors) ...
 #   git checkout sedpa_compress/models/embedded/sedpa-tiny/          (here, after the call)
+# EXPORT_INT8=1: the new stage is stored as row-wise int8 (python -m sedpa_compress.models.int8 quantize) before
+# the heads, the acceptance and the tar parts: what ships when a model of twice the parameters fills the budget
+# (recipes/tiny-stage23.yaml). Such a stage continues in a later call as SWAPPED_INIT with model.int8.safetensors in
+# the embedded folder and its model.safetensors removed there for the call (the tree then stays under 64 MiB).
 # OVERRIDES="field=value ...": more recipe overrides for training, e.g. "schedule_span=[0.1667,0.3333]" (the part of
 # one long schedule this call trains, a run split across calls) or compile_model=true.
 # NO_ACCEPTANCE=1: no acceptance of the new stage (a middle call of a run split across calls: MINUTES up to ~8).
@@ -45,6 +49,8 @@ export PYTHONPATH=. PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 OUT=${OUT:-out/gpu_tiny_round}; mkdir -p "$OUT"
 W=$(mktemp -d); R=$W/results; mkdir -p "$R"
 T0=$(date +%s); END=${END:-570}   # seconds after start by which every step has stopped
+NEW=$W/run/model  # the new stage as it would ship: the heads, the acceptance and the tar parts read it
+[[ -n ${EXPORT_INT8:-} && -z ${EVAL_ONLY:-} ]] && NEW+=_int8
 left() { local n=$(( END - ($(date +%s) - T0) )); echo $(( n > 5 ? n : 5 )); }
 pack() {  # results.tar as it stands: a call the device stops at its budget (SIGKILL, no trap) still returns what finished
   tar -C "$W" -cf "$OUT/.results.$BASHPID.tar" results 2>/dev/null && mv -f "$OUT/.results.$BASHPID.tar" "$OUT/results.tar"
@@ -62,7 +68,9 @@ if [[ -n ${SWAPPED_INIT:-} ]]; then  # the tree's embedded weights are the stage
   git cat-file blob "${SHIPPED_BLOB:?SWAPPED_INIT needs SHIPPED_BLOB}" > "$W/shipped.safetensors" \
     && cp "$W/shipped.safetensors" "$EMB/model.safetensors" \
     && git show "HEAD:$EMB/config.json" > "$EMB/config.json" \
+    && git show "HEAD:$EMB/training.json" > "$EMB/training.json" \
     || { echo "the shipped weights are not in this machine's git: the embedded acceptance is skipped"; SKIP_EMBEDDED=1; }
+  rm -f "$EMB/model.int8.safetensors"  # a stage carried as int8 (EXPORT_INT8): the embedded folder is the shipped one again
 fi
 if [[ -n ${INIT_CHECKPOINT:-} ]]; then
   [[ -n ${SWAPPED_INIT:-} ]] && { echo "INIT_CHECKPOINT and SWAPPED_INIT both name the weights to continue: pass one"; exit 2; }
@@ -103,7 +111,7 @@ fi
   if [[ -n ${EVAL_ONLY:-} ]]; then  # the weights given are the stage: heads and acceptance only
     mkdir -p "$W/run" && cp -r "$INIT" "$W/run/model" && touch "$W/trained"
     export CUDA_VISIBLE_DEVICES=0
-    RECIPE="${HEADS_RECIPE:-recipes/identify-sedpa-tiny.yaml}" MODEL="$W/run/model" OUT="$R" timeout $(left) \
+    RECIPE="${HEADS_RECIPE:-recipes/identify-sedpa-tiny.yaml}" MODEL="$NEW" OUT="$R" timeout $(left) \
       bash bench/scripts/tiny_heads.sh > "$R/heads.log" 2>&1
     pack
     [[ -n ${ALSO_EVAL:-} ]] && acceptance "$W/also" "$ALSO_EVAL"
@@ -115,12 +123,13 @@ fi
     ${NO_QUICK_EVAL:+--no-eval} > "$R/train.log" 2>&1
   [[ -z ${NO_QUICK_EVAL:-} ]] && cp "$W/run/model/eval.json" "$R/train_quick_eval.json"
   cp "$W/run/model/training.json" "$R/training.json"
+  [[ -n ${EXPORT_INT8:-} ]] && python3 -m sedpa_compress.models.int8 quantize "$W/run/model" --to "$NEW" >> "$R/train.log" 2>&1
   pack; touch "$W/trained"
   export CUDA_VISIBLE_DEVICES=0
-  tar -C "$W/run" -cf - model | split -b 15M - "$OUT/model.tar.part-"
+  tar -C "$(dirname "$NEW")" -cf - "$(basename "$NEW")" | split -b 15M - "$OUT/model.tar.part-"
   [[ -n ${SKIP_HEADS:-} ]] && exit 0
   # tiny_heads.sh reads RECIPE as its identification recipe: give it its own (HEADS_RECIPE), not training's
-  RECIPE="${HEADS_RECIPE:-recipes/identify-sedpa-tiny.yaml}" MODEL="$W/run/model" OUT="$R" timeout $(left) \
+  RECIPE="${HEADS_RECIPE:-recipes/identify-sedpa-tiny.yaml}" MODEL="$NEW" OUT="$R" timeout $(left) \
     bash bench/scripts/tiny_heads.sh > "$R/heads.log" 2>&1
   pack
   echo "[gpu0 done at $(( $(date +%s) - T0 )) s]" >> "$R/heads.log"
@@ -129,7 +138,7 @@ fi
   export CUDA_VISIBLE_DEVICES=$EVAL_GPU
   [[ -z ${SKIP_EMBEDDED:-} ]] && acceptance "$EMB" embedded
   while [ ! -e "$W/trained" ] && [ $(left) -gt 60 ]; do sleep 5; done
-  [ -e "$W/trained" ] && [[ -z ${NO_ACCEPTANCE:-} ]] && acceptance "$W/run/model" new
+  [ -e "$W/trained" ] && [[ -z ${NO_ACCEPTANCE:-} ]] && acceptance "$NEW" new
   [[ -n ${EMBEDDED_AFTER:-} ]] && acceptance "$EMB" embedded
   [[ -n ${ALSO_EVAL:-} && -z ${EVAL_ONLY:-} ]] && acceptance "$W/also" "$ALSO_EVAL"
   echo "[gpu1 done at $(( $(date +%s) - T0 )) s]" >> "$R/acceptance_new.log"
