@@ -662,6 +662,46 @@ def test_a_kept_checkpoint_lives_in_history_not_in_the_tree_and_restores(tmp_pat
         checkpoints.keep(stage, "stage17", repo=repo)
 
 
+def test_a_stage_stored_as_int8_is_kept_and_restores_as_int8(tmp_path):
+    """The size lever's stages (twice the parameters, stored as int8: recipes/tiny-stage23.yaml) are kept and restored
+    like any other, so a run of that size can continue in a later session: `keep` takes a folder whose weights are
+    model.int8.safetensors and `restore` writes them back under that name, where every loader and --init-from read
+    them. A folder with neither weights file is refused."""
+    import subprocess
+
+    from sedpa_compress.models import int8
+    from sedpa_compress.tiny import checkpoints
+
+    def git(*args):
+        return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
+
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git("init", "-q")
+    git("config", "user.email", "t@example.com")
+    git("config", "user.name", "t")
+    (repo / "README.md").write_text("x\n")
+    git("add", "README.md")
+    git("commit", "-q", "-m", "init")
+    stage = tmp_path / "run" / "model_int8"
+    stage.mkdir(parents=True)
+    from safetensors.torch import save_file
+    tensors, meta = int8.quantize_state_dict({"w": torch.randn(3, 4, dtype=torch.bfloat16)})
+    save_file(tensors, str(stage / int8.INT8_FILE), metadata=meta)
+    (stage / "config.json").write_text('{"num_hidden_layers": 12}')
+    (stage / "tokenizer.json").write_text('{"tok": 1}')
+    entry = checkpoints.keep(stage, "stage23", repo=repo, source="soup21")
+    assert entry["weights_file"] == int8.INT8_FILE and entry["path"].endswith(".int8.safetensors")
+    out = checkpoints.restore("stage23", tmp_path / "init", repo=repo, tokenizer_from=stage)
+    assert (out / int8.INT8_FILE).read_bytes() == (stage / int8.INT8_FILE).read_bytes()
+    assert not (out / "model.safetensors").exists()
+    assert torch.equal(int8.load_int8_state_dict(out / int8.INT8_FILE)["w"],
+                       int8.load_int8_state_dict(stage / int8.INT8_FILE)["w"])
+    (stage / int8.INT8_FILE).unlink()
+    with pytest.raises(SedpaError, match="no model.safetensors"):
+        checkpoints.keep(stage, "stage24", repo=repo)
+
+
 def test_a_runs_card_says_its_data_mix_corpus_and_longest_context(tmp_path):
     """A run's own card (tiny.card, written beside its model): text, copy and retrieval shares that add up (stage 22:
     15 / 15 / 70, where the card said 30% text), the corpus when the recipe has one, and its longest training context

@@ -26,6 +26,7 @@ from typing import Any
 from sedpa_compress.artifact.manifest import sha256_file
 from sedpa_compress.atomic import atomic_directory
 from sedpa_compress.errors import SedpaError
+from sedpa_compress.models.loaded import INT8_FILE
 from sedpa_compress.models.loader import EMBEDDED_DIR
 from sedpa_compress.tiny import history
 from sedpa_compress.tiny.tokenizer import tokenizer_forms
@@ -40,18 +41,20 @@ def load_ledger(repo: Path) -> dict[str, Any]:
 
 
 def keep(model_dir: Path, name: str, *, repo: Path = Path("."), note: str = "", source: str = "") -> dict[str, Any]:
-    """Commit `model_dir`'s weights under checkpoints/sedpa-tiny/<name>.safetensors, then a second commit that
-    removes them and records the stage in the ledger. Returns the ledger entry."""
+    """Commit `model_dir`'s weights under checkpoints/sedpa-tiny/<name>.safetensors (<name>.int8.safetensors for a
+    folder stored as int8, models.int8), then a second commit that removes them and records the stage in the ledger.
+    Returns the ledger entry."""
     model_dir, repo = Path(model_dir), Path(repo)
-    weights = model_dir / "model.safetensors"
-    if not weights.is_file() or not (model_dir / "config.json").is_file():
-        raise SedpaError(f"{model_dir} has no model.safetensors and config.json: pass a run's model/ folder")
+    weights = next((model_dir / f for f in ("model.safetensors", INT8_FILE) if (model_dir / f).is_file()), None)
+    if weights is None or not (model_dir / "config.json").is_file():
+        raise SedpaError(f"{model_dir} has no model.safetensors (or {INT8_FILE}) and config.json: pass a run's model/ "
+                         "folder")
     history.check_name(name, load_ledger(repo), "checkpoint")
     entry = {"config": json.loads((model_dir / "config.json").read_text()), "from": source, "note": note,
              "tokenizer_sha256": sha256_file(model_dir / "tokenizer.json") if (model_dir / "tokenizer.json").is_file()
-             else None}
-    return history.keep_in_history(repo, weights, f"{KEPT_DIR}/{name}.safetensors", LEDGER, name, entry,
-                                   "checkpoint")
+             else None, "weights_file": weights.name}
+    suffix = ".int8.safetensors" if weights.name == INT8_FILE else ".safetensors"
+    return history.keep_in_history(repo, weights, f"{KEPT_DIR}/{name}{suffix}", LEDGER, name, entry, "checkpoint")
 
 
 def restore(name: str, to: Path, *, repo: Path = Path("."), tokenizer_from: Path | None = None) -> Path:
@@ -65,7 +68,7 @@ def restore(name: str, to: Path, *, repo: Path = Path("."), tokenizer_from: Path
     src = Path(tokenizer_from or EMBEDDED_DIR / "sedpa-tiny")
     data = history.read_kept(repo, entry, name, "checkpoint")
     with atomic_directory(to) as tmp:
-        (tmp / "model.safetensors").write_bytes(data)
+        (tmp / entry.get("weights_file", "model.safetensors")).write_bytes(data)  # int8 stages keep their file name
         (tmp / "config.json").write_text(json.dumps(entry["config"], indent=2) + "\n")
         for file in (*TOKENIZER_FILES, "generation_config.json"):
             if (src / file).is_file():
