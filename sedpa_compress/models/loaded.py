@@ -20,6 +20,13 @@ HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json")  # a mod
 INT8_FILE = "model.int8.safetensors"  # a model folder's weights stored as row-wise int8 (models.int8), in their place
 
 
+def stored_as_int8(path: Path) -> bool:
+    """Whether a model folder's weights are `models.int8`'s file: it is there and no transformers weights are, which
+    take precedence (a folder holding both is read as transformers reads it)."""
+    path = Path(path)
+    return (path / INT8_FILE).is_file() and not any((path / f).is_file() for f in HF_WEIGHT_FILES)
+
+
 @dataclass
 class LoadedModel:
     """A model ready for any stage, with what the stages need to know about where it came from."""

@@ -14,8 +14,8 @@ from sedpa_compress.errors import SedpaError
 from sedpa_compress.models.families import family_for
 # LoadedModel, the tokenizer loader and is_artifact_dir live in models/loaded.py (shared with artifact/,
 # which must not import this module); re-exported here for the code that imports them from the loader.
-from sedpa_compress.models.loaded import (HF_WEIGHT_FILES, INT8_FILE, PATTERN_FILE, LoadedModel, is_artifact_dir,
-                                          load_tokenizer, shape_mismatches)
+from sedpa_compress.models.loaded import (INT8_FILE, PATTERN_FILE, LoadedModel, is_artifact_dir,
+                                          load_tokenizer, shape_mismatches, stored_as_int8)
 from sedpa_compress.models.presets import preset_config
 
 _load_tokenizer = load_tokenizer  # the former private name
@@ -189,7 +189,7 @@ def load_pretrained_dir(path: Path, *, source: str, name: str, dtype: torch.dtyp
         msg = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
         raise SedpaError(f"cannot read {path}/config.json ({msg}): pass a Hugging Face model directory") from None
     family = family_for(hf_config)
-    if (path / INT8_FILE).is_file() and not any((path / f).is_file() for f in HF_WEIGHT_FILES):
+    if stored_as_int8(path):
         model = _load_int8(path, hf_config, dtype)
     else:
         try:

@@ -26,7 +26,7 @@ from typing import Any
 from sedpa_compress.artifact.manifest import sha256_file
 from sedpa_compress.atomic import atomic_directory
 from sedpa_compress.errors import SedpaError
-from sedpa_compress.models.loaded import INT8_FILE
+from sedpa_compress.models.loaded import INT8_FILE, stored_as_int8
 from sedpa_compress.models.loader import EMBEDDED_DIR
 from sedpa_compress.tiny import history
 from sedpa_compress.tiny.tokenizer import tokenizer_forms
@@ -45,8 +45,8 @@ def keep(model_dir: Path, name: str, *, repo: Path = Path("."), note: str = "", 
     folder stored as int8, models.int8), then a second commit that removes them and records the stage in the ledger.
     Returns the ledger entry."""
     model_dir, repo = Path(model_dir), Path(repo)
-    weights = next((model_dir / f for f in ("model.safetensors", INT8_FILE) if (model_dir / f).is_file()), None)
-    if weights is None or not (model_dir / "config.json").is_file():
+    weights = model_dir / (INT8_FILE if stored_as_int8(model_dir) else "model.safetensors")
+    if not weights.is_file() or not (model_dir / "config.json").is_file():
         raise SedpaError(f"{model_dir} has no model.safetensors (or {INT8_FILE}) and config.json: pass a run's model/ "
                          "folder")
     history.check_name(name, load_ledger(repo), "checkpoint")

@@ -27,6 +27,7 @@ from sedpa_compress.artifact.manifest import sha256_file
 from sedpa_compress.atomic import atomic_directory
 from sedpa_compress.errors import SedpaError
 from sedpa_compress.models.int8 import INT8_FILE
+from sedpa_compress.models.loaded import stored_as_int8
 from sedpa_compress.models.loader import EMBEDDED_DIR, PATTERN_FILE
 
 MODEL_FILES = ("config.json", "generation_config.json", "model.safetensors", "tokenizer.json",
@@ -39,7 +40,7 @@ SIZE_BUDGET_BYTES = 45_000_000  # the embedded sedpa-tiny ships inside the packa
 def model_files(model_dir: Path) -> tuple[str, ...]:
     """MODEL_FILES for `model_dir`: with its weights as `models.int8` stores them when it holds that form (about
     twice the parameters in the same budget), else as model.safetensors."""
-    if (Path(model_dir) / INT8_FILE).is_file() and not (Path(model_dir) / "model.safetensors").is_file():
+    if stored_as_int8(model_dir):
         return tuple(INT8_FILE if f == "model.safetensors" else f for f in MODEL_FILES)
     return MODEL_FILES
 
