@@ -211,16 +211,9 @@ def atomic_directory(out: Path, *, overwrite: bool = False, replace_if: Callable
 
 
 def atomic_write_figure(path: Path, fig: Any, **savefig_kwargs: Any) -> Path:
-    """Render a matplotlib figure to PNG, close it, and write the bytes atomically to `path`."""
-    import io
+    """Render a matplotlib figure to a palette PNG (`figures.figure_png`), close it, and write it atomically to `path`."""
+    from sedpa_compress.figures import figure_png
 
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    try:
-        fig.savefig(buf, format="png", **savefig_kwargs)
-    finally:
-        plt.close(fig)
-    atomic_write_bytes(Path(path), buf.getvalue())
+    atomic_write_bytes(Path(path), figure_png(fig, **savefig_kwargs))
     return Path(path)
 

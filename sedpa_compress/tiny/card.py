@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from sedpa_compress.atomic import atomic_write_figure
+
 
 def write_loss_curve(history: list[dict[str, Any]], path: Path) -> None:
     import matplotlib
@@ -28,8 +30,7 @@ def write_loss_curve(history: list[dict[str, Any]], path: Path) -> None:
     ax[1].set_title("answer-token accuracy (train batches)")
     ax[1].set_ylim(0, 1.02)
     fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
+    atomic_write_figure(path, fig, dpi=90)
 
 
 def _table(result: dict[str, Any]) -> str:

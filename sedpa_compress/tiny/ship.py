@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from sedpa_compress.artifact.manifest import sha256_file
-from sedpa_compress.atomic import atomic_directory
+from sedpa_compress.atomic import atomic_directory, atomic_write_figure
 from sedpa_compress.errors import SedpaError
 from sedpa_compress.models.int8 import INT8_FILE
 from sedpa_compress.models.loaded import stored_as_int8
@@ -86,8 +86,7 @@ def combined_loss_curve(curves: list[tuple[Path, str]], path: Path) -> None:
         ax.set_axis_off()
         ax.set_title(title, fontsize=11, loc="left")
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    atomic_write_figure(path, fig, dpi=100)
 
 
 def _mix(cfg: dict[str, Any]) -> str:
