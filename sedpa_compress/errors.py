@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 
 def printable(text: str) -> str:
     """`text` with every control or format character written as an escape (`\\x1b`, `\\u202e`).
@@ -24,3 +27,13 @@ class SedpaError(Exception):
 
     def __init__(self, message: str) -> None:
         super().__init__(printable(" ".join(message.split())))  # always one line, no control characters
+
+
+@contextmanager
+def one_line_errors() -> Iterator[None]:
+    """For the `python -m sedpa_compress...` entry points (the typer CLI has its own handler): a SedpaError ends the
+    process with its one line, `error: ...`, and a non-zero status, no traceback."""
+    try:
+        yield
+    except SedpaError as exc:
+        raise SystemExit(f"error: {exc}") from None

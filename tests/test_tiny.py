@@ -613,28 +613,36 @@ def test_init_from_widens_a_narrower_mlp_into_the_same_function_and_starts_from_
             assert torch.equal(t, restored[name]), name
 
 
-def test_a_kept_checkpoint_lives_in_history_not_in_the_tree_and_restores(tmp_path):
-    """tiny.checkpoints: `keep` commits a stage's weights and removes them in the next commit (the tree a device
-    call carries stays small, the blob stays in history), recording it in the ledger; `restore` writes a model
-    folder whose weights are the kept bytes. Staged changes, a kept name again, an unknown name and another
-    tokenizer are refused."""
+def _one_commit_repo(tmp_path):
+    """A git repository with one commit (a README), and a `git(*args)` that runs in it and returns its stdout: where
+    tiny.checkpoints keeps a stage."""
     import subprocess
 
-    from safetensors.torch import save_file
-
-    from sedpa_compress.tiny import checkpoints
+    repo = tmp_path / "repo"
+    repo.mkdir()
 
     def git(*args):
         return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
 
-    repo = tmp_path / "repo"
-    repo.mkdir()
     git("init", "-q")
     git("config", "user.email", "t@example.com")
     git("config", "user.name", "t")
     (repo / "README.md").write_text("x\n")
     git("add", "README.md")
     git("commit", "-q", "-m", "init")
+    return repo, git
+
+
+def test_a_kept_checkpoint_lives_in_history_not_in_the_tree_and_restores(tmp_path):
+    """tiny.checkpoints: `keep` commits a stage's weights and removes them in the next commit (the tree a device
+    call carries stays small, the blob stays in history), recording it in the ledger; `restore` writes a model
+    folder whose weights are the kept bytes. Staged changes, a kept name again, an unknown name and another
+    tokenizer are refused."""
+    from safetensors.torch import save_file
+
+    from sedpa_compress.tiny import checkpoints
+
+    repo, git = _one_commit_repo(tmp_path)
     stage = tmp_path / "run" / "model"
     stage.mkdir(parents=True)
     save_file({"w": torch.arange(12, dtype=torch.float32).reshape(3, 4)}, str(stage / "model.safetensors"))
@@ -667,22 +675,10 @@ def test_a_stage_stored_as_int8_is_kept_and_restores_as_int8(tmp_path):
     like any other, so a run of that size can continue in a later session: `keep` takes a folder whose weights are
     model.int8.safetensors and `restore` writes them back under that name, where every loader and --init-from read
     them. A folder with neither weights file is refused."""
-    import subprocess
-
     from sedpa_compress.models import int8
     from sedpa_compress.tiny import checkpoints
 
-    def git(*args):
-        return subprocess.run(["git", *args], cwd=repo, check=True, capture_output=True, text=True).stdout.strip()
-
-    repo = tmp_path / "repo"
-    repo.mkdir()
-    git("init", "-q")
-    git("config", "user.email", "t@example.com")
-    git("config", "user.name", "t")
-    (repo / "README.md").write_text("x\n")
-    git("add", "README.md")
-    git("commit", "-q", "-m", "init")
+    repo, git = _one_commit_repo(tmp_path)
     stage = tmp_path / "run" / "model_int8"
     stage.mkdir(parents=True)
     from safetensors.torch import save_file
@@ -1454,3 +1450,18 @@ def test_value_space_cli_copies_a_model_with_the_switched_tokenizer(tmp_path, ca
         main(["value-space", str(SHIPPED), "--to", str(tmp_path / "vs")])
     with pytest.raises(SystemExit, match="no tokenizer.json"):
         main(["value-space", str(tmp_path), "--to", str(tmp_path / "other")])
+
+
+def test_evaluate_and_ship_entry_points_refuse_bad_input_in_one_line_and_write_nothing(tmp_path):
+    """`python -m sedpa_compress.tiny.evaluate --model` a folder that is not there ended in a transformers traceback
+    about Hub repo ids, and `tiny.ship` with a stage that is not there in a SedpaError traceback: like the other tiny.*
+    entry points, both end with one line (`error: ...`) and write nothing."""
+    from sedpa_compress.tiny import evaluate, ship
+
+    out = tmp_path / "acceptance.json"
+    with pytest.raises(SystemExit, match=r"^error: .*missing.*model folder"):
+        evaluate.main(["--model", str(tmp_path / "missing"), "--contexts", "512", "--out", str(out)])
+    assert not out.exists()
+    with pytest.raises(SystemExit, match=r"^error: .*no training\.json"):
+        ship.main(["--stage", str(tmp_path / "missing"), "--dest", str(tmp_path / "dest")])
+    assert not (tmp_path / "dest").exists()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from sedpa_compress.errors import SedpaError
+from sedpa_compress.errors import SedpaError, one_line_errors
 from sedpa_compress.models.loaded import INT8_FILE  # the file name the loader looks for
 
 __all__ = ["FORMAT", "INT8_FILE", "SCALE_SUFFIX", "dequantize_folder", "load_int8_state_dict", "quantize_folder",
@@ -144,11 +144,9 @@ def main(argv: list[str] | None = None) -> None:
         p.add_argument("model", type=Path)
         p.add_argument("--to", type=Path, required=True)
     args = ap.parse_args(argv)
-    try:
+    with one_line_errors():
         fn = quantize_folder if args.cmd == "quantize" else dequantize_folder
         out = fn(args.model, args.to)
-    except SedpaError as exc:
-        raise SystemExit(f"error: {exc}") from None
     print(f"wrote {out}")
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from sedpa_compress.artifact.manifest import sha256_file
 from sedpa_compress.atomic import atomic_directory
-from sedpa_compress.errors import SedpaError
+from sedpa_compress.errors import SedpaError, one_line_errors
 from sedpa_compress.models.loaded import INT8_FILE, stored_as_int8
 from sedpa_compress.models.loader import EMBEDDED_DIR
 from sedpa_compress.tiny import history
@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> None:
     a.add_argument("model_dirs", type=Path, nargs="+")
     a.add_argument("--to", type=Path, required=True)
     args = ap.parse_args(argv)
-    try:
+    with one_line_errors():
         if args.cmd == "keep":
             e = keep(args.model_dir, args.name, note=args.note, source=args.source)
             print(f"kept {args.name}: blob {e['blob']} in commit {e['commit']}")
@@ -151,8 +151,6 @@ def main(argv: list[str] | None = None) -> None:
         else:
             for name, e in load_ledger(Path(".")).items():
                 print(f"{name}: blob {e['blob'][:12]}, {e['bytes'] / 1e6:.1f} MB, from {e['from'] or '?'}; {e['note']}")
-    except SedpaError as exc:
-        raise SystemExit(f"error: {exc}") from None
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from typing import Any
 
 from sedpa_compress.atomic import atomic_directory
 from sedpa_compress.data.text import corpus_text_paths
-from sedpa_compress.errors import SedpaError
+from sedpa_compress.errors import SedpaError, one_line_errors
 from sedpa_compress.tiny import history
 
 LEDGER = Path("recipes") / "tiny-corpora.json"
@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> None:
     r.add_argument("--to", type=Path, required=True)
     sub.add_parser("list", help="the kept corpora")
     args = ap.parse_args(argv)
-    try:
+    with one_line_errors():
         if args.cmd == "keep":
             e = keep(args.folder, args.name, note=args.note)
             print(f"kept {args.name}: {e['bytes'] / 1e6:.1f} MB packed ({e['text_bytes'] / 1e6:.1f} MB of text), "
@@ -98,8 +98,6 @@ def main(argv: list[str] | None = None) -> None:
             for name, e in load_ledger(Path(".")).items():
                 print(f"{name}: blob {e['blob'][:12]}, {e['text_bytes'] / 1e6:.1f} MB of text in {len(e['files'])} "
                       f"files; {e['note']}")
-    except SedpaError as exc:
-        raise SystemExit(f"error: {exc}") from None
 
 
 if __name__ == "__main__":

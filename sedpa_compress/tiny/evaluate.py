@@ -24,11 +24,13 @@ from typing import Any
 
 import torch
 
+from sedpa_compress.atomic import atomic_write_bytes
 from sedpa_compress.bench.results import device_name, git_commit, weights_sha256
 from sedpa_compress.data.needles import (ANSWER_SLACK, HELDOUT_TEMPLATES, NeedleTemplates, answer_found,
                                          make_needle_example, score_answer)
 from sedpa_compress.data.text import load_bundled_text, load_haystack
 from sedpa_compress.data.wordings import value_format
+from sedpa_compress.errors import SedpaError, one_line_errors
 from sedpa_compress.models.forward_args import ForwardArgs
 from sedpa_compress.runtime.reference import positions, streaming_mask
 
@@ -335,8 +337,11 @@ def load_model_dir(path: Path, device: str):
 
     from sedpa_compress.models.loader import load_pretrained_dir
 
-    tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
+    if not (Path(path) / "config.json").is_file():  # transformers would read the path as a Hub repo id
+        raise SedpaError(f"--model {path} is not a model folder (no config.json): pass a run's model/ folder or a "
+                         "kept stage restored with python -m sedpa_compress.tiny.checkpoints restore")
     loaded = load_pretrained_dir(Path(path), source="local", name=str(path), dtype=torch.float32, device=device)
+    tok = AutoTokenizer.from_pretrained(str(path), trust_remote_code=False)
     return loaded.model, tok
 
 
@@ -360,6 +365,11 @@ def main(argv: list[str] | None = None) -> None:
                     help="a UTF-8 text file to cut the haystacks from instead of the bundled held-out text (text no "
                          "stage trained on: a corpus's held-out split, your own documents); its perplexity is reported")
     args = ap.parse_args(argv)
+    with one_line_errors():
+        _run(args, argv)
+
+
+def _run(args: argparse.Namespace, argv: list[str] | None) -> None:
     model, tok = load_model_dir(Path(args.model), args.device)
     command = "python -m sedpa_compress.tiny.evaluate " + " ".join(sys.argv[1:] if argv is None else argv)
     result = evaluate(model, tok, model_name="sedpa-tiny", contexts=[int(c) for c in args.contexts.split(",")],
@@ -369,8 +379,7 @@ def main(argv: list[str] | None = None) -> None:
                       batch=args.batch or (30 if str(args.device).startswith("cuda") else 8))
     if sha := weights_sha256(Path(args.model)):
         result["weights_sha256"] = sha
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    atomic_write_bytes(Path(args.out), (json.dumps(result, indent=2) + "\n").encode())
     print(json.dumps(result["summary"], indent=2))
 
 

@@ -25,7 +25,7 @@ from typing import Any
 
 from sedpa_compress.artifact.manifest import sha256_file
 from sedpa_compress.atomic import atomic_directory, atomic_write_figure
-from sedpa_compress.errors import SedpaError
+from sedpa_compress.errors import SedpaError, one_line_errors
 from sedpa_compress.models.int8 import INT8_FILE
 from sedpa_compress.models.loaded import stored_as_int8
 from sedpa_compress.models.loader import EMBEDDED_DIR, PATTERN_FILE
@@ -388,8 +388,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--pattern", default=None, help="head pattern JSON to ship beside the weights")
     ap.add_argument("--dest", default=str(EMBEDDED_DIR / "sedpa-tiny"))
     args = ap.parse_args(argv)
-    out = ship(args.stage, Path(args.dest), Path(args.eval) if args.eval else None,
-               Path(args.pattern) if args.pattern else None)
+    with one_line_errors():
+        out = ship(args.stage, Path(args.dest), Path(args.eval) if args.eval else None,
+                   Path(args.pattern) if args.pattern else None)
     print(f"wrote {out}")
 
 

@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> None:
     import shutil
 
     from sedpa_compress.atomic import atomic_directory
-    from sedpa_compress.errors import SedpaError
+    from sedpa_compress.errors import SedpaError, one_line_errors
 
     ap = argparse.ArgumentParser(prog="python -m sedpa_compress.tiny.tokenizer", description=main.__doc__)
     sub = ap.add_subparsers(dest="cmd", required=True)
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> None:
     v.add_argument("model", type=Path)
     v.add_argument("--to", type=Path, required=True)
     args = ap.parse_args(argv)
-    try:
+    with one_line_errors():
         if not (args.model / "tokenizer.json").is_file():
             raise SedpaError(f"{args.model} has no tokenizer.json: pass a sedpa-tiny model folder")
         if args.to.exists():
@@ -160,8 +160,6 @@ def main(argv: list[str] | None = None) -> None:
                 write_value_space(args.model / "tokenizer.json", tmp / "tokenizer.json")
             except ValueError as exc:
                 raise SedpaError(f"{args.model}: {exc}") from None
-    except SedpaError as exc:
-        raise SystemExit(f"error: {exc}") from None
     print(args.to)
 
 
