@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 from sedpa_compress.atomic import atomic_write_bytes
+from sedpa_compress.figures import figure_png
 from sedpa_compress.heads.pattern import HeadPattern
 
 HEATMAP_FILE = "sedpa_pattern.png"
@@ -38,12 +38,10 @@ def pattern_heatmap_png(pattern: HeadPattern) -> bytes | None:
                      fontsize=8)
         fig.colorbar(im, ax=ax, label="gate")
         fig.tight_layout()
-        buf = io.BytesIO()
-        # No timestamps in the file: the same pattern gives the same bytes (and the same manifest sha256).
-        fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
-        return buf.getvalue()
+        # figure_png writes no timestamp: the same pattern gives the same bytes (and the same manifest sha256)
+        return figure_png(fig, dpi=110)
     finally:
-        plt.close(fig)
+        plt.close(fig)  # a figure that failed to draw; figure_png has closed a drawn one
 
 
 def write_pattern_heatmap(pattern: HeadPattern, directory: Path) -> Path | None:

@@ -42,13 +42,10 @@ def weights_sha256(model_dir: Path) -> str | None:
     model.int8.safetensors), or None when it has none: which weights a result measured, also when the folder's
     contents change later."""
     from sedpa_compress.artifact.manifest import sha256_file
-    from sedpa_compress.models.loaded import INT8_FILE
+    from sedpa_compress.models.loaded import INT8_FILE, stored_as_int8
 
-    for name in ("model.safetensors", INT8_FILE):
-        weights = Path(model_dir) / name
-        if weights.is_file():
-            return sha256_file(weights)
-    return None
+    weights = Path(model_dir) / (INT8_FILE if stored_as_int8(model_dir) else "model.safetensors")
+    return sha256_file(weights) if weights.is_file() else None
 
 
 def command_line() -> str:
