@@ -135,6 +135,28 @@ def test_batches_depend_only_on_the_step():
     assert a.answer_mask.any() and not torch.equal(a.input_ids, data[(8, 256)].input_ids)
 
 
+def test_question_text_loss_false_leaves_only_the_answers_as_targets_after_the_haystack():
+    """question_text_loss: with it (every stage to 23) the question and answer-prefix tokens after the haystack
+    count in the text loss; without it nothing after the haystack is a text target but the needle sentences before,
+    and the answers and the tokens themselves are the same."""
+    from sedpa_compress.tiny.data import TinyData
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(SHIPPED / "tokenizer.json"))
+    kw = {**SMALL, "needle_fraction": 1.0, "copy_fraction": 0.0, "tokens_per_step": 2048}
+    with_q = TinyData(load_config(RECIPE, **kw), tok)[(3, 1024)]
+    without_q = TinyData(load_config(RECIPE, **kw, question_text_loss=False), tok)[(3, 1024)]
+    assert torch.equal(with_q.input_ids, without_q.input_ids)
+    assert torch.equal(with_q.answer_mask, without_q.answer_mask)
+    for b in range(with_q.input_ids.shape[0]):
+        ans = with_q.answer_mask[b]
+        first = int(ans.nonzero()[0])  # the tail starts before the first answer; its question is text in one only
+        tail = slice(first - 4, first)
+        assert with_q.text_mask[b, tail].all() and not without_q.text_mask[b, tail].any()
+        assert not (without_q.text_mask[b] & ans).any()
+        assert without_q.text_mask[b].sum() < with_q.text_mask[b].sum()
+
+
 def test_long_sequences_carry_more_needles_and_questions_when_the_recipe_asks():
     """needles_per_4k / queries_per_4k: a long retrieval sequence carries more questions (answers to learn
     from), a short one keeps max_needles / max_queries; without them every length keeps the caps."""

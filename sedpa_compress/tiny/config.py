@@ -62,6 +62,11 @@ class TinyTrainConfig:
     needle_fraction: float = 0.6  # share of sequences that are retrieval examples
     copy_fraction: float = 0.1  # share of sequences of repeated random-token spans (copying practice)
     haystack_text_loss: bool = False  # also train the LM on the haystack text inside retrieval sequences
+    # the questions and answer prefixes after the haystack count in the text loss (every stage to 23). They are the
+    # user's words, not the model's: trained on them, the model also learns where a listed prefix ends, and after an
+    # unseen one ("Here you go:", "It reads") it went on writing prose or another training question
+    # (bench/results/tiny_soup21_acceptance_h200.json). False: the only target after the haystack is the answer
+    question_text_loss: bool = True
     max_needles: int = 8
     max_queries: int = 4
     # longer sequences carry more needles and questions (up to this many per 4K tokens, when that is above

@@ -250,7 +250,9 @@ class TinyData(torch.utils.data.Dataset):
             text_parts += [hay_text[pos:off], np.ones(len(needle_ids[k]), dtype=bool)]
             pos = off
         parts += [hay[pos:], np.asarray(tail_ids)]
-        text_parts += [hay_text[pos:], ~np.asarray(tail_mask, dtype=bool)]
+        # the tail's questions and prefixes are text to learn only with question_text_loss; the answers never are
+        tail_text = ~np.asarray(tail_mask, dtype=bool) if cfg.question_text_loss else np.zeros(len(tail_mask), dtype=bool)
+        text_parts += [hay_text[pos:], tail_text]
         seq = np.concatenate(parts).astype(np.int64)
         text = np.concatenate(text_parts)
         mask = np.zeros(length, dtype=bool)
