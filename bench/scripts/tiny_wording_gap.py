@@ -15,6 +15,7 @@ model has not learnt to read. --families picks some of them by name.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 import time
 from pathlib import Path
@@ -49,7 +50,6 @@ def ablations() -> list:
 
 
 def main() -> None:
-    from sedpa_compress.bench.results import make_result, weights_sha256, write_result
     from sedpa_compress.data.wordings import HELDOUT_WORDINGS, TRAIN_WORDINGS
     from sedpa_compress.tiny.evaluate import load_model_dir, needle_rows
 
@@ -67,6 +67,7 @@ def main() -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     contexts = [int(c) for c in args.contexts.split(",")]
     rows, summary = [], {}
+    save = functools.partial(_save, args, contexts)
     families = [TRAIN_WORDINGS, HELDOUT_WORDINGS] + (ablations() if args.ablate or args.families else [])
     if args.families:
         families = [f for f in families if f.name in args.families.split(",")]
@@ -82,6 +83,15 @@ def main() -> None:
                          "cells": args.depths * args.samples * len(contexts), "wall_s": round(time.time() - t0, 1)})
             summary.setdefault(str(path), {})[family.name] = by_ctx
             print(f"{path}  {family.name:8s} {by_ctx}", flush=True)
+            # written after each family: a run cut by a time limit keeps what finished (the H200 run of 2026-12-02
+            # was cut at 400 s after 7 of 9 families and wrote nothing)
+            save(rows, summary, done=False)
+    save(rows, summary, done=True)
+
+
+def _save(args: argparse.Namespace, contexts: list[int], rows: list, summary: dict, done: bool) -> None:
+    from sedpa_compress.bench.results import make_result, weights_sha256, write_result
+
     result = make_result("tiny-wording-gap", model=", ".join(str(m) for m in args.model),
                          settings={"contexts": contexts, "depths": args.depths, "samples": args.samples,
                                    "seed": args.seed, "mode": "full",
@@ -92,6 +102,7 @@ def main() -> None:
                                    "accuracy": "value in the first line of the answer"},
                          rows=rows, summary=summary,
                          weights_sha256={str(m): sha for m in args.model if (sha := weights_sha256(m))})
+    result["complete"] = done  # false: cut before its last family
     write_result(args.out, result)
 
 
