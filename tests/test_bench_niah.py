@@ -88,7 +88,7 @@ def test_values_sets_the_shape_of_every_hidden_value_for_user_and_held_out_needl
     default = [make_example(loaded, hay, held_out, 300, d, 0).answer for d in depths]
     assert default == [make_example(loaded, hay, held_out, 300, d, 0).answer for d in depths]
     assert "free_code" not in VALUE_CHOICES
-    with pytest.raises(SedpaError, match="--values 'uuid': pass one of default, mixed, digits"):
+    with pytest.raises(SedpaError, match="--values 'uuid': pass one of default, mixed, digits.*phrase"):
         NiahConfig(values="uuid").validate()
 
 
@@ -103,6 +103,19 @@ def test_values_sets_the_shape_of_every_hidden_value_for_user_and_held_out_needl
 def test_accuracy_is_string_match_and_exact_is_starts_with(output, accuracy, exact):
     assert answer_found(output, "4821") == accuracy
     assert score_answer(output, "4821")[0] == exact
+
+
+@pytest.mark.parametrize("output, accuracy, exact", [
+    (" eat a sandwich and sit in the park.", 1.0, 1.0),
+    (" Eat a sandwich and sit in the park", 1.0, 1.0),  # a capital to open the answer is no other answer
+    ("The best thing is to EAT A SANDWICH AND SIT IN THE PARK", 1.0, 0.0),  # RULER's match ignores case
+    (" eat a sandwich and sit in the parking lot", 0.0, 0.0),  # a longer word is another answer
+    (" eat a sandwich\nand sit in the park", 0.0, 0.0),  # the whole phrase, in the first line
+])
+def test_a_phrase_value_is_found_as_whole_words_in_any_case(output, accuracy, exact):
+    value = "eat a sandwich and sit in the park"
+    assert answer_found(output, value) == accuracy
+    assert score_answer(output, value)[0] == exact
 
 
 def test_summary_reports_both_metrics_by_context_and_depth():

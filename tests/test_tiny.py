@@ -157,6 +157,34 @@ def test_question_text_loss_false_leaves_only_the_answers_as_targets_after_the_h
         assert without_q.text_mask[b].sum() < with_q.text_mask[b].sum()
 
 
+def test_phrase_values_in_training_come_from_the_training_text():
+    """value_weights with phrase: the training needles' phrase values are spans of the training text (the recipe's),
+    never the held-out pool the acceptance draws from."""
+    from sedpa_compress.data.wordings import heldout_phrases
+    from sedpa_compress.tiny.data import TinyData
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(SHIPPED / "tokenizer.json"))
+    text = ("The keeper of the lighthouse walked along the rocky shore every evening. " * 3 +
+            "Nobody remembered why the old bridge had been painted bright yellow.\n\n") * 40
+    cfg = load_config(RECIPE, **{**SMALL, "value_weights": {"phrase": 1.0}})
+    data = TinyData(cfg, tok, text=text)
+    assert data.templates.phrases and all(p in text for p in data.templates.phrases)
+    values = {data.templates.sample_value(random.Random(i)) for i in range(50)}
+    assert all(" " in v and v in text for v in values) and not values & set(heldout_phrases())
+
+
+def test_evaluate_takes_one_value_format_and_refuses_an_unknown_one():
+    from sedpa_compress.data.needles import HELDOUT_TEMPLATES
+    from sedpa_compress.data.wordings import VALUE_FORMATS
+    from sedpa_compress.tiny.evaluate import heldout_templates
+
+    assert heldout_templates("default") is HELDOUT_TEMPLATES
+    assert heldout_templates("phrase").value_weights == tuple(float(f == "phrase") for f in VALUE_FORMATS)
+    with pytest.raises(SedpaError, match="--values 'sentence'"):
+        heldout_templates("sentence")
+
+
 def test_long_sequences_carry_more_needles_and_questions_when_the_recipe_asks():
     """needles_per_4k / queries_per_4k: a long retrieval sequence carries more questions (answers to learn
     from), a short one keeps max_needles / max_queries; without them every length keeps the caps."""

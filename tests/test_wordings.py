@@ -146,3 +146,40 @@ def test_no_attribute_repeats_a_word():
         drawn = [family.sample_attribute(rng) for _ in range(5000)] + list(family.attributes)
         assert not [a for a in drawn if re.search(r"\b(\w+) \1\b", a)]
     assert "reference" in {HELDOUT_WORDINGS.sample_attribute(random.Random(i)) for i in range(3000)}
+
+
+def test_phrase_values_are_spans_of_running_text_held_out_from_training_and_off_by_default():
+    """phrase: a span of 3-10 words (the best-known needle test's answer is one: "eat a sandwich and sit in Dolores
+    Park on a sunny day"). Weight 0 by default, so every other format keeps its random stream; the held-out family's
+    come from the bundled held-out split and hold no span of the train split; a training family draws from the
+    pool it is given."""
+    import dataclasses
+
+    from sedpa_compress.data.text import load_bundled_text
+    from sedpa_compress.data.wordings import (DEFAULT_VALUE_WEIGHTS, VALUE_FORMATS, heldout_phrases, phrase_pool,
+                                              value_format)
+
+    assert DEFAULT_VALUE_WEIGHTS[VALUE_FORMATS.index("phrase")] == 0
+    six = dataclasses.replace(HELDOUT_WORDINGS, value_weights=DEFAULT_VALUE_WEIGHTS[:6])
+    a, b = random.Random(4), random.Random(4)
+    assert [HELDOUT_WORDINGS.sample_value(a) for _ in range(2000)] == [six.sample_value(b) for _ in range(2000)]
+
+    only = tuple(float(f == "phrase") for f in VALUE_FORMATS)
+    rng = random.Random(2)
+    held = [dataclasses.replace(HELDOUT_WORDINGS, value_weights=only).sample_value(rng) for _ in range(200)]
+    pool = heldout_phrases()
+    train_text, heldout_text = load_bundled_text("train"), load_bundled_text("heldout")
+    assert set(held) <= set(pool) and len(set(held)) > 150
+    for v in held:
+        words = v.split()
+        assert 3 <= len(words) <= 10 and value_format(v) == "phrase" and v in heldout_text and v not in train_text
+        assert all(re.fullmatch(r"[A-Za-z][a-z']*", w) for w in words) and max(map(len, words)) >= 5
+    assert phrase_pool(heldout_text, count=50, seed=3) == phrase_pool(heldout_text, count=50, seed=3)
+
+    mine = ("eat a sandwich in the park", "the river runs north")
+    rng = random.Random(0)
+    train = dataclasses.replace(TRAIN_WORDINGS, value_weights=only, phrases=mine)
+    needles = [train.sample_needles(rng, 1)[0] for _ in range(40)]
+    assert {n.value for n in needles} == set(mine) and all(n.value in n.sentence for n in needles)
+    tail, answer = train.render_tail(needles[0], rng)
+    assert answer.strip() == needles[0].value

@@ -25,6 +25,8 @@
 # the embedded folder and its model.safetensors removed there for the call (the tree then stays under 64 MiB).
 # OVERRIDES="field=value ...": more recipe overrides for training, e.g. "schedule_span=[0.1667,0.3333]" (the part of
 # one long schedule this call trains, a run split across calls) or compile_model=true.
+# VALUES=<format>: after a model's acceptance, its acceptance with every value of that format too (tiny.evaluate
+# --values; e.g. phrase, recipes/tiny-stage25.yaml), into acceptance_<name>_<format>.json.
 # NO_ACCEPTANCE=1: no acceptance of the new stage (a middle call of a run split across calls: MINUTES up to ~8).
 # Continuing a stage kept in git history (python -m sedpa_compress.tiny.checkpoints keep ..., in an earlier session:
 # the device's git is the history as the session started): INIT_CHECKPOINT=<name> restores it on the device.
@@ -55,10 +57,14 @@ left() { local n=$(( END - ($(date +%s) - T0) )); echo $(( n > 5 ? n : 5 )); }
 pack() {  # results.tar as it stands: a call the device stops at its budget (SIGKILL, no trap) still returns what finished
   tar -C "$W" -cf "$OUT/.results.$BASHPID.tar" results 2>/dev/null && mv -f "$OUT/.results.$BASHPID.tar" "$OUT/results.tar"
 }
-acceptance() {  # MODEL NAME: the held-out acceptance of MODEL into $R/acceptance_NAME.{json,log}, stopped by END
-  timeout $(left) python3 -m sedpa_compress.tiny.evaluate --model "$1" $EVAL --out "$R/acceptance_$2.json" \
+acceptance() {  # MODEL NAME [ARGS]: the held-out acceptance of MODEL into $R/acceptance_NAME.{json,log}, stopped by END
+  timeout $(left) python3 -m sedpa_compress.tiny.evaluate --model "$1" $EVAL "${@:3}" --out "$R/acceptance_$2.json" \
     > "$R/acceptance_$2.log" 2>&1
   pack
+}
+values_acceptance() {  # MODEL NAME: with VALUES=<format> (e.g. phrase), MODEL's acceptance with every value of it too
+  [[ -n ${VALUES:-} ]] && acceptance "$1" "$2_$VALUES" --values "$VALUES"
+  return 0
 }
 EMB=sedpa_compress/models/embedded/sedpa-tiny
 EVAL="--contexts ${CONTEXTS:-1024,2048,4096,8192,16384,32768} --depths ${DEPTHS:-10} --samples ${SAMPLES:-3}"
@@ -138,8 +144,9 @@ fi
   export CUDA_VISIBLE_DEVICES=$EVAL_GPU
   [[ -z ${SKIP_EMBEDDED:-} ]] && acceptance "$EMB" embedded
   while [ ! -e "$W/trained" ] && [ $(left) -gt 60 ]; do sleep 5; done
-  [ -e "$W/trained" ] && [[ -z ${NO_ACCEPTANCE:-} ]] && acceptance "$NEW" new
+  [ -e "$W/trained" ] && [[ -z ${NO_ACCEPTANCE:-} ]] && acceptance "$NEW" new && values_acceptance "$NEW" new
   [[ -n ${EMBEDDED_AFTER:-} ]] && acceptance "$EMB" embedded
+  [[ -z ${SKIP_EMBEDDED:-} ]] && values_acceptance "$EMB" embedded
   [[ -n ${ALSO_EVAL:-} && -z ${EVAL_ONLY:-} ]] && acceptance "$W/also" "$ALSO_EVAL"
   echo "[gpu1 done at $(( $(date +%s) - T0 )) s]" >> "$R/acceptance_new.log"
 ) &

@@ -298,7 +298,9 @@ def score_answer(generated: str, expected: str) -> tuple[float, float]:
     if not exp:
         return 0.0, 0.0
     nxt = gen[len(exp): len(exp) + 1]
-    exact = float(gen.startswith(exp) and not nxt.isalnum())
+    # a phrase may open the answer with a capital ("Eat a sandwich ..."): its first letter's case is not the answer
+    head = gen[:len(exp)] if " " not in exp else gen[:1].lower() + gen[1:len(exp)]
+    exact = float(head == (exp if " " not in exp else exp[:1].lower() + exp[1:]) and not nxt.isalnum())
     partial = sum(a == b for a, b in zip(gen, exp)) / len(exp)
     return exact, partial
 
@@ -318,6 +320,9 @@ def answer_found(generated: str, expected: str) -> float:
     if not exp:
         return 0.0
     line = generated.strip().split("\n", 1)[0]
+    if " " in exp:  # a phrase: as whole words, in any case ("Eat a sandwich" answers "eat a sandwich", as in RULER)
+        return float(re.search(r"(?<![0-9A-Za-z])" + re.escape(exp) + r"(?![0-9A-Za-z])", line, re.IGNORECASE)
+                     is not None)
     pattern = r"(?<![0-9A-Za-z])" + re.escape(exp) + r"(?![0-9A-Za-z])" if exp.isalnum() else re.escape(exp)
     # digits glued to a word ("is4821") still count: only a longer number or word is a different answer
     if exp.isdigit():

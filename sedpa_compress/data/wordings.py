@@ -20,7 +20,9 @@ question and its answer prefix; training also varies that separator and the brea
 from __future__ import annotations
 
 import dataclasses
+import functools
 import random
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -275,9 +277,12 @@ def _digits(rng: random.Random, n: int) -> str:
 
 
 # "free_code" (training only: weight 0 by default, so the benchmarks' values are unchanged) is a code of
-# no fixed shape: any length 4-9, upper or lower case or hex, with or without one separator
-VALUE_FORMATS = ("digits", "grouped", "thousands", "code", "word", "free_code")
-DEFAULT_VALUE_WEIGHTS = (0.60, 0.10, 0.07, 0.18, 0.05, 0.0)  # in VALUE_FORMATS order
+# no fixed shape: any length 4-9, upper or lower case or hex, with or without one separator. "phrase" (weight 0 by
+# default) is a span of 3-10 words of running text ("eat a sandwich and sit in the park"), the answer of the
+# best-known needle test: the held-out family's come from the held-out split of the bundled text, training's from
+# the training text (`phrase_pool`)
+VALUE_FORMATS = ("digits", "grouped", "thousands", "code", "word", "free_code", "phrase")
+DEFAULT_VALUE_WEIGHTS = (0.60, 0.10, 0.07, 0.18, 0.05, 0.0, 0.0)  # in VALUE_FORMATS order
 
 
 def _free_code(rng: random.Random) -> str:
@@ -297,8 +302,10 @@ def _free_code(rng: random.Random) -> str:
 
 
 def value_format(value: str) -> str:
-    """Which VALUE_FORMATS shape a value has (for per-format scores): digits, grouped (digits and '-'),
-    thousands (digits and ','), word (letters only), else code."""
+    """Which VALUE_FORMATS shape a value has (for per-format scores): phrase (words and spaces), digits, grouped
+    (digits and '-'), thousands (digits and ','), word (letters only), else code."""
+    if " " in value.strip():
+        return "phrase"
     if value.isdigit():
         return "digits"
     if value.replace("-", "").isdigit():
@@ -318,14 +325,55 @@ def generated_syllables(exclude: tuple[str, ...] = ()) -> tuple[str, ...]:
     return tuple(s for s in out if s not in set(exclude))
 
 
+_PHRASE_WORD = re.compile(r"[A-Za-z][a-z']*")
+
+
+def phrase_pool(text: str, count: int = 4000, seed: int = 0, words: tuple[int, int] = (3, 10),
+                avoid: str = "") -> tuple[str, ...]:
+    """`count` spans of `words` (min, max) words of `text` for phrase values: words of letters (and apostrophes) in
+    one clause, no digits, punctuation or line break inside, at least one word of five letters or more, none twice.
+    Drawn at random clauses (`seed`: the same text gives the same pool); a span that also occurs in `avoid` (the text
+    a model trained on, for a held-out pool) is left out."""
+    rng = random.Random(seed)
+    clauses = [c for c in re.split(r"[^A-Za-z' ]+", text) if len(c.split()) >= words[0]]
+    out: dict[str, None] = {}
+    tries = 0
+    while clauses and len(out) < count and tries < 20 * count:
+        tries += 1
+        tokens = rng.choice(clauses).split()
+        if not all(_PHRASE_WORD.fullmatch(t) for t in tokens):
+            continue
+        n = rng.randint(words[0], min(words[1], len(tokens)))
+        start = rng.randint(0, len(tokens) - n)
+        span = " ".join(tokens[start:start + n])
+        if max(map(len, tokens[start:start + n])) < 5 or span in out or (avoid and span in avoid):
+            continue
+        out[span] = None
+    return tuple(out)
+
+
+@functools.lru_cache(maxsize=1)
+def heldout_phrases() -> tuple[str, ...]:
+    """Phrase values of the benchmarks and the held-out family: spans of the bundled text's held-out split that the
+    train split does not hold (the haystacks are cut from the held-out split too, so a span may also stand in the
+    haystack at its own place: there it states nothing about a key)."""
+    from sedpa_compress.data.text import load_bundled_text
+
+    return phrase_pool(load_bundled_text("heldout"), count=2000, seed=7, avoid=load_bundled_text("train"))
+
+
 def sample_value(rng: random.Random, syllables: tuple[str, ...], digits: tuple[int, int] = (3, 9),
-                 weights: tuple[float, ...] = DEFAULT_VALUE_WEIGHTS) -> str:
+                 weights: tuple[float, ...] = DEFAULT_VALUE_WEIGHTS, phrases: Sequence[str] = ()) -> str:
     """A value in one of the formats users hide (`weights` over VALUE_FORMATS): plain digits (most),
-    grouped digits, thousands separators, a short letter-digit code, an invented word, or (training) a
-    code of no fixed shape. At most 9 characters."""
+    grouped digits, thousands separators, a short letter-digit code, an invented word, (training) a
+    code of no fixed shape, or a phrase of running text (from `phrases`; none given: `heldout_phrases()`). At most
+    9 characters but for a phrase. A format of weight 0 is never drawn and leaves the draws of the others as they
+    were without it."""
     total = sum(weights)
     edges = [sum(weights[:i + 1]) / total for i in range(len(weights))]
     r = rng.random()
+    if len(edges) > 6 and r >= edges[5]:  # a phrase (the last format): where r falls past free_code's edge
+        return rng.choice(tuple(phrases) or heldout_phrases())
     if r < edges[0]:
         return _digits(rng, rng.randint(*digits))
     if r < edges[1]:  # 482-339, 4821-3390, 73-551-90
@@ -411,6 +459,7 @@ class WordingFamily:
     words: tuple[str, ...] = ()  # plain lower-case English words for procedural keys and attributes
     value_weights: tuple[float, ...] = DEFAULT_VALUE_WEIGHTS  # over VALUE_FORMATS
     value_syllables: tuple[str, ...] = ()  # invented-word values' syllables (empty: the vocabulary's)
+    phrases: tuple[str, ...] = ()  # phrase values (empty: heldout_phrases(); training sets its own: phrase_pool)
     corpus_word_values: float = 0.0  # share of word values that are a real word of `words` ("pineapple")
     random_verb_share: float = 0.25  # share of procedural verbs that are random words ("is harvest", "lantern")
     key_syllables: tuple[str, ...] = ()  # invented keys' and attributes' syllables (empty: the vocabulary's)
@@ -501,7 +550,8 @@ class WordingFamily:
         return fixed + (f"{longest[0]} {longest[-1]} {max(v.nouns, key=len)}",)
 
     def sample_value(self, rng: random.Random) -> str:
-        value = sample_value(rng, self.value_syllables or self.vocab.syllables, self.value_digits, self.value_weights)
+        value = sample_value(rng, self.value_syllables or self.vocab.syllables, self.value_digits, self.value_weights,
+                             self.phrases)
         if self.corpus_word_values and self.words and value.isalpha() and rng.random() < self.corpus_word_values:
             word = rng.choice(self.words)  # a real word, as written in text or capitalised
             value = word.capitalize() if rng.random() < 0.5 else word

@@ -105,7 +105,8 @@ class TinyTrainConfig:
     # frames cost the shipped model 11 points at 1K (bench/results/tiny_wording_ablation_cpu.json)
     wording_needle_noise: float = 0.0
     # value formats of the training needles (weights over data.wordings.VALUE_FORMATS: digits, grouped,
-    # thousands, code, word, free_code; None: the family's), and the share of needles placed at the very start or end
+    # thousands, code, word, free_code, phrase; None: the family's; phrase values are spans of the training text),
+    # and the share of needles placed at the very start or end
     value_weights: dict[str, float] | None = None
     # invented-word values built from ~600 generated syllables (less the held-out family's) instead of the
     # family's 14: a model that saw words of 14 syllables copies unseen ones badly

@@ -74,6 +74,10 @@ class TinyData(torch.utils.data.Dataset):
                 raise SedpaError("value_weights needs a compositional wording family (data/wordings.py)")
             weights = tuple(float(cfg.value_weights.get(f, 0.0)) for f in VALUE_FORMATS)
             templates = self.templates = dataclasses.replace(templates, value_weights=weights)
+            if cfg.value_weights.get("phrase"):  # phrase values from the training text, never the held-out split's
+                from sedpa_compress.data.wordings import phrase_pool
+
+                templates = self.templates = dataclasses.replace(templates, phrases=phrase_pool(text, count=50_000))
         generated = [slot for slot, on in (("value_syllables", cfg.generated_word_syllables),
                                            ("key_syllables", cfg.generated_key_syllables)) if on]
         if generated:  # invented words of ~600 generated syllables (less the held-out family's) instead of 14

@@ -12,6 +12,7 @@ in the answer's first line as a whole value; `exact` is stricter: the answer sta
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as _dt
 import json
 import math
@@ -240,17 +241,19 @@ SAMPLE_PROMPTS = ("And it came to pass, when the king", "The function returns a 
 def evaluate(model: torch.nn.Module, tokenizer: Any, *, model_name: str, contexts: list[int], depths: int,
              samples: int, sink: int, recent: int, command: str, ppl_tokens: int = 65536,
              stream_max_context: int | None = None, haystack: Path | None = None, text_samples: bool = True,
-             batch: int = 1, log=print) -> dict[str, Any]:
+             batch: int = 1, values: str = "default", log=print) -> dict[str, Any]:
     """Needle rows (full + streaming) and held-out perplexity in the bench JSON shape. `haystack`: a text file
     the haystacks are cut from instead of the bundled held-out text (text no stage trained on); perplexity is
     then measured on it too. `text_samples`: write a few sampled continuations into the JSON (a look at what the
-    model writes; the slowest part on the CPU at short contexts)."""
+    model writes; the slowest part on the CPU at short contexts). `values`: "default" (the held-out family's mix of
+    value formats: the acceptance) or one of data.wordings.VALUE_FORMATS for every value (e.g. phrase)."""
     model.eval()
     device = next(model.parameters()).device
     t0 = time.time()
     hay = load_haystack(haystack, min_chars=max(contexts) * 6) if haystack is not None else None
     rows = needle_rows(model, tokenizer, contexts, depths, samples, sink=sink, recent=recent,
-                       stream_max_context=stream_max_context, haystack=hay, batch=batch, log=log)
+                       stream_max_context=stream_max_context, haystack=hay, batch=batch, log=log,
+                       templates=heldout_templates(values))
     heldout = load_bundled_text("heldout")
     ppl_full = perplexity(model, tokenizer, heldout, max_tokens=ppl_tokens)
     ppl_stream = perplexity(model, tokenizer, heldout, max_tokens=ppl_tokens, mode="streaming", sink=sink,
@@ -276,7 +279,7 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, *, model_name: str, context
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "settings": {"contexts": contexts, "depths": depths, "samples_per_depth": samples, "sink": sink,
                      "stream_max_context": stream_max_context,
-                     "recent": recent, "templates": "heldout", "haystack": hay_name,
+                     "recent": recent, "templates": "heldout", "values": values, "haystack": hay_name,
                      "ppl_text": "bundled held-out text", "ppl_window": 1024, "ppl_tokens": ppl_tokens,
                      "answer_decoding": "greedy, KV cache; accuracy = value in the first line (RULER string match), exact = answer starts with the value",
                      "answer_slack": ANSWER_SLACK, "answer_ends": "at the end of the first line",
@@ -286,6 +289,17 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, *, model_name: str, context
         "text_samples": [{"prompt": p, "text": t} for p, t in zip(SAMPLE_PROMPTS, samples_text)],
         "wall_s": round(time.time() - t0, 1),
     }
+
+
+def heldout_templates(values: str = "default") -> NeedleTemplates:
+    """The held-out family, with its own mix of value formats ("default") or every value of one format."""
+    from sedpa_compress.data.wordings import VALUE_FORMATS
+
+    if values == "default":
+        return HELDOUT_TEMPLATES
+    if values not in VALUE_FORMATS:
+        raise SedpaError(f"--values {values!r}: pass default or one of {', '.join(VALUE_FORMATS)}")
+    return dataclasses.replace(HELDOUT_TEMPLATES, value_weights=tuple(float(f == values) for f in VALUE_FORMATS))
 
 
 def summarise(rows: list[dict[str, Any]], contexts: list[int]) -> dict[str, dict[str, Any]]:
@@ -364,6 +378,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--haystack", type=Path, default=None,
                     help="a UTF-8 text file to cut the haystacks from instead of the bundled held-out text (text no "
                          "stage trained on: a corpus's held-out split, your own documents); its perplexity is reported")
+    ap.add_argument("--values", default="default",
+                    help="the values' format: default (the held-out family's mix: the acceptance) or one for every "
+                         "value: digits, grouped, thousands, code, word, free_code or phrase (spans of held-out text)")
     args = ap.parse_args(argv)
     with one_line_errors():
         _run(args, argv)
@@ -375,7 +392,7 @@ def _run(args: argparse.Namespace, argv: list[str] | None) -> None:
     result = evaluate(model, tok, model_name="sedpa-tiny", contexts=[int(c) for c in args.contexts.split(",")],
                       depths=args.depths, samples=args.samples, sink=args.sink, recent=args.recent,
                       command=command, stream_max_context=args.stream_max_context, ppl_tokens=args.ppl_tokens,
-                      haystack=args.haystack,
+                      haystack=args.haystack, values=args.values,
                       batch=args.batch or (30 if str(args.device).startswith("cuda") else 8))
     if sha := weights_sha256(Path(args.model)):
         result["weights_sha256"] = sha
