@@ -172,7 +172,7 @@ def test_phrase_values_are_spans_of_running_text_held_out_from_training_and_off_
     assert set(held) <= set(pool) and len(set(held)) > 150
     for v in held:
         words = v.split()
-        assert 3 <= len(words) <= 10 and value_format(v) == "phrase" and v in heldout_text and v not in train_text
+        assert 4 <= len(words) <= 10 and value_format(v) == "phrase" and v in heldout_text and v not in train_text
         assert all(re.fullmatch(r"[A-Za-z][a-z']*", w) for w in words) and max(map(len, words)) >= 5
     assert phrase_pool(heldout_text, count=50, seed=3) == phrase_pool(heldout_text, count=50, seed=3)
 

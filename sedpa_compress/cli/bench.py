@@ -137,7 +137,7 @@ def niah_cmd(
     answer: Annotated[Optional[str], typer.Option("--answer", help="With a --needle without {value}: the answer it states.")] = None,
     answer_prefix: Annotated[str, typer.Option("--answer-prefix", help="With --needle: text after the question that the answer continues.")] = "Answer:",
     haystack: Annotated[Optional[Path], typer.Option("--haystack", help="UTF-8 text file for the haystack (default: the bundled held-out text).")] = None,
-    values: Annotated[str, typer.Option("--values", help="Shape of the hidden values: default (the held-out mix of digits, grouped digits, codes and words; plain digits with --needle), mixed (that mix with --needle too), or all digits, grouped, thousands, code, word or phrase (3-10 words of held-out text, as in the San Francisco needle).")] = "default",
+    values: Annotated[str, typer.Option("--values", help="Shape of the hidden values: default (the held-out mix of digits, grouped digits, codes and words; plain digits with --needle), mixed (that mix with --needle too), or all digits, grouped, thousands, code, word or phrase (4-10 words of held-out text, as in the San Francisco needle).")] = "default",
     seed: Annotated[int, typer.Option("--seed")] = 0,
     pattern: PatternOpt = None,
     sink: SinkOpt = None,
