@@ -895,6 +895,30 @@ def test_ship_card_names_no_device_scratch_path_and_the_acceptance_as_a_reader_r
         assert (dest / name).read_bytes() == (SHIPPED / name).read_bytes()
 
 
+def test_ship_card_shows_accuracy_by_kind_of_value_and_acceptances_of_one_kind(tmp_path, monkeypatch):
+    """The card splits the acceptance by kind of value and shows each --values-eval (tiny.evaluate --values phrase on
+    the same weights) beside it; a JSON of the held-out mix, or of other weights, is refused there, and so is one
+    without --eval; the shipped card is what ship renders."""
+    from sedpa_compress.tiny.ship import ship
+
+    monkeypatch.chdir(Path(__file__).resolve().parents[1])  # the card names the JSONs as the shipping command did
+    results = Path("bench/results")
+    acceptance, phrases = results / "tiny_soup21_acceptance_h200.json", results / "tiny_soup21_phrase_values_1k4k_cpu.json"
+    pattern = Path("recipes/patterns/sedpa-tiny.pattern.json")
+    dest = ship([str(SHIPPED)], tmp_path / "out", acceptance, pattern, [phrases])
+    card = (dest / "README.md").read_text()
+    assert "By kind of value (full attention, every length): codes (AX7-22B) 0.83 (36 cells)" in card
+    assert "invented words (Velomar) 0.11 (9 cells)" in card
+    assert "Values of one kind only, phrases (4-10 words of text), measured on cpu with `python -m " \
+           "sedpa_compress.tiny.evaluate --values phrase" in card and "full attention 1K 0.00, 4K 0.00" in card
+    assert card == (SHIPPED / "README.md").read_text()
+    with pytest.raises(SedpaError, match="not an acceptance with one kind of value"):
+        ship([str(SHIPPED)], tmp_path / "out2", acceptance, None, [acceptance])
+    with pytest.raises(SedpaError, match="--values-eval goes with --eval"):
+        ship([str(SHIPPED)], tmp_path / "out3", None, None, [phrases])
+    assert not (tmp_path / "out2").exists() and not (tmp_path / "out3").exists()
+
+
 def test_ship_takes_a_model_folder_stored_as_int8_and_its_card_says_so(tmp_path):
     """A stage's folder converted by `python -m sedpa_compress.models.int8 quantize` ships as it is: the int8 weights
     (counted against the 45 MB budget in place of bf16's), no model.safetensors, a card that says how the weights are

@@ -198,8 +198,30 @@ def split_runs_and_growth(stages: list[tuple[dict[str, Any], str]]) -> list[str]
     return lines
 
 
+# data.wordings.value_format's kinds as the card names them (the held-out family's words are invented ones)
+_KIND_NAMES = {"digits": "digits (48213)", "grouped": "grouped digits (482-339)", "thousands": "thousands (1,204,551)",
+               "code": "codes (AX7-22B)", "word": "invented words (Velomar)", "phrase": "phrases (4-10 words of text)"}
+
+
+def value_lines(result: dict[str, Any], value_results: list[dict[str, Any]]) -> list[str]:
+    """Card lines: the acceptance's full-attention accuracy by kind of value, and each acceptance with every value
+    of one kind (`tiny.evaluate --values`), such as phrases, which the held-out mix does not hold."""
+    lines = []
+    kinds = result["summary"]["full"].get("accuracy_by_value_format")
+    if kinds:
+        lines += ["By kind of value (full attention, every length): " + ", ".join(
+            f"{_KIND_NAMES.get(k, k)} {v['accuracy']:.2f} ({v['cells']} cells)" for k, v in kinds.items()) + ".", ""]
+    for r in value_results:
+        s, values = r["summary"], r["settings"].get("values", "default")
+        per = lambda mode: ", ".join(f"{int(c) // 1024}K {a:.2f}" for c, a in s[mode]["accuracy_by_context"].items())  # noqa: E731
+        lines += [f"Values of one kind only, {_KIND_NAMES.get(values, values)}, measured on {r['device']} with `{r['command']}`: full attention "
+                  f"{per('full')} (exact {s['full']['exact']:.2f}); streaming {per('streaming')}.", ""]
+    return lines
+
+
 def render_card(stages: list[tuple[dict[str, Any], str]], result: dict[str, Any] | None,
-                pattern: dict[str, Any] | None, int8: bool = False) -> str:
+                pattern: dict[str, Any] | None, int8: bool = False,
+                value_results: list[dict[str, Any]] | None = None) -> str:
     last = stages[-1][0]
     cfg = last["config"]
     longest = max(int(k) for info, _ in stages for e in info["config"]["curriculum"] for k in e["lengths"])
@@ -303,6 +325,7 @@ def render_card(stages: list[tuple[dict[str, Any], str]], result: dict[str, Any]
             + (f" at {result['git_commit'][:7]}" if result.get("git_commit") else "")
             + f" with `{result.get('portable_command', result['command'])}`:", "",
             *table, "",
+            *value_lines(result, value_results or []),
             f"Held-out text perplexity (1024-token windows): full {s['full']['ppl']:.2f}, streaming "
             f"{s['streaming']['ppl']:.2f}.", "",
             "Samples (temperature 0.8, top-k 40):", "",
@@ -324,7 +347,10 @@ def render_card(stages: list[tuple[dict[str, Any], str]], result: dict[str, Any]
     return "\n".join(parts)
 
 
-def ship(stage_specs: list[str], dest: Path, eval_json: Path | None, pattern: Path | None) -> Path:
+def ship(stage_specs: list[str], dest: Path, eval_json: Path | None, pattern: Path | None,
+         value_evals: list[Path] | None = None) -> Path:
+    """The embedded folder from its stages' runs: weights, tokenizer, card. `value_evals`: acceptance JSONs with
+    every value of one kind (`tiny.evaluate --values phrase`) of the same weights, shown in the card beside `eval_json`."""
     stages = [_stage(s) for s in stage_specs]
     if not stages:
         raise SedpaError("no --stage given: pass each training run's model/ folder, first to last")
@@ -362,6 +388,14 @@ def ship(stage_specs: list[str], dest: Path, eval_json: Path | None, pattern: Pa
                          + ("" if weights_file.name == INT8_FILE else
                             ", or store it as int8 (python -m sedpa_compress.models.int8 quantize)"))
     result = json.loads(Path(eval_json).read_text()) if eval_json else None
+    value_results = [json.loads(Path(p).read_text()) for p in value_evals or []]
+    if value_results and not result:
+        raise SedpaError("--values-eval goes with --eval: pass the acceptance JSON of the held-out mix too")
+    for path, r in zip(value_evals or [], value_results):
+        if r.get("settings", {}).get("values", "default") == "default" or r.get("weights_sha256") not in (
+                None, sha256_file(weights_file)):
+            raise SedpaError(f"--values-eval {path} is not an acceptance with one kind of value of these weights: pass "
+                             "a JSON of python -m sedpa_compress.tiny.evaluate --values KIND on the shipped weights")
     with atomic_directory(dest, overwrite=True) as tmp:
         for name in files:
             shutil.copy2(final_dir / name, tmp / name)
@@ -376,7 +410,8 @@ def ship(stage_specs: list[str], dest: Path, eval_json: Path | None, pattern: Pa
         shown = result and dict(result, portable_command=eval_command(
             result, sha256_file(weights_file), eval_json))
         (tmp / "README.md").write_text(render_card(infos, shown, json.loads(Path(pattern).read_text())
-                                                   if pattern else None, int8=weights_file.name == INT8_FILE))
+                                                   if pattern else None, int8=weights_file.name == INT8_FILE,
+                                                   value_results=value_results))
     return dest
 
 
@@ -386,11 +421,14 @@ def main(argv: list[str] | None = None) -> None:
                     help="model/ folder of a run (or, before the last, its training JSON), optionally @commit")
     ap.add_argument("--eval", default=None, help="acceptance JSON (python -m sedpa_compress.tiny.evaluate)")
     ap.add_argument("--pattern", default=None, help="head pattern JSON to ship beside the weights")
+    ap.add_argument("--values-eval", action="append", default=[],
+                    help="acceptance JSON with every value of one kind (tiny.evaluate --values phrase), shown in the "
+                         "card (repeat for more)")
     ap.add_argument("--dest", default=str(EMBEDDED_DIR / "sedpa-tiny"))
     args = ap.parse_args(argv)
     with one_line_errors():
         out = ship(args.stage, Path(args.dest), Path(args.eval) if args.eval else None,
-                   Path(args.pattern) if args.pattern else None)
+                   Path(args.pattern) if args.pattern else None, [Path(p) for p in args.values_eval])
     print(f"wrote {out}")
 
 
