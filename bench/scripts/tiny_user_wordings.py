@@ -60,14 +60,31 @@ PUBLIC_STYLE = (
     ("The secret code for the vault is {value}.",
      "Based on the context above, what is the secret code for the vault? Answer with the code only.", "Code:"),
 )
-SETS = {"everyday": USER_WORDINGS, "frames": FRAME_VARIANTS, "public": PUBLIC_STYLE}
+# values of running text, each stated in its needle (a fourth element: the literal answer, the same in every cell):
+# the San Francisco needle of the best-known needle-in-a-haystack test, a phrase, real words, and beside them a UUID
+# in RULER's wording and an invented word; written for this probe
+TEXT_VALUES = (
+    ("The best thing to do in San Francisco is eat a sandwich and sit in Dolores Park on a sunny day.",
+     "What is the best thing to do in San Francisco?", "Answer:", "eat a sandwich and sit in Dolores Park on a sunny day"),
+    ("The secret ingredient of grandma's soup is smoked paprika.", "What is the secret ingredient of grandma's soup?",
+     "Answer:", "smoked paprika"),
+    ("The meeting was moved to Thursday afternoon.", "When was the meeting moved to?", "Answer:", "Thursday afternoon"),
+    ("The magic word for today is pineapple.", "What is the magic word for today?", "Answer:", "pineapple"),
+    ("Sarah's favourite colour is turquoise.", "What is Sarah's favourite colour?", "Answer:", "turquoise"),
+    ("Maria's favourite city is Valparaiso.", "What is Maria's favourite city?", "Answer:", "Valparaiso"),
+    ("The capital of the fictional country Zembla is Onhava.", "What is the capital of Zembla?", "Answer:", "Onhava"),
+    ("One of the special magic uuids for quiet-harbor is: 3f2a9c1e-7b4d-4e8a-9c21-5d6e7f8a9b0c.",
+     "What is the special magic uuid for quiet-harbor mentioned in the provided text?", "Answer:",
+     "3f2a9c1e-7b4d-4e8a-9c21-5d6e7f8a9b0c"),
+)
+SETS = {"everyday": USER_WORDINGS, "frames": FRAME_VARIANTS, "public": PUBLIC_STYLE, "text": TEXT_VALUES}
 
 
 def main() -> None:
     from sedpa_compress.bench.common import greedy_generate
     from sedpa_compress.bench.niah import NiahConfig, make_example, prepare_niah
     from sedpa_compress.bench.results import make_result, write_result
-    from sedpa_compress.data.needles import answer_found, score_answer
+    from sedpa_compress.data.needles import ANSWER_SLACK, answer_found, score_answer
     from sedpa_compress.models.loader import load_model
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -78,7 +95,8 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=11)
     ap.add_argument("--set", choices=sorted(SETS), default="everyday",
                     help="everyday: the six triples; frames: the Patel triple taken apart, and other action needles; public: "
-                         "the style of public long-context benchmarks (RULER, passkey, magic number)")
+                         "the style of public long-context benchmarks (RULER, passkey, magic number); text: needles that "
+                         "state values of running text (the San Francisco needle, phrases, real words)")
     ap.add_argument("--values", default="default",
                     help="shape of the hidden values, as `sedpa bench niah --values` (default: plain digits; code, word, mixed...)")
     ap.add_argument("--out", type=Path, required=True)
@@ -90,16 +108,20 @@ def main() -> None:
     for path in args.model:
         loaded = load_model(path, dtype="float32", device="cpu")
         per_wording = {}
-        for needle, question, prefix in SETS[args.set]:
+        for needle, question, prefix, *literal in SETS[args.set]:
+            answer = literal[0] if literal else None  # a needle that states its own answer (the "text" set)
             cfg = NiahConfig(lengths=lengths, depths=depths, samples=args.samples, seed=args.seed, needle=needle,
-                             question=question, answer_prefix=prefix, values=args.values).validate()
+                             question=question, answer=answer, answer_prefix=prefix, values=args.values).validate()
+            # 12 tokens hold a one-word value and a few words before it; a literal answer gets its own tokens + the
+            # benchmarks' slack (the San Francisco answer alone takes 14)
+            budget = 12 if answer is None else len(loaded.encode(" " + answer)) + ANSWER_SLACK
             prepared = prepare_niah(loaded, cfg)
             found = exact = 0
             for length in lengths:
                 for depth in depths:
                     for sample in range(args.samples):
                         ex = make_example(loaded, prepared.haystack, cfg, length, depth, sample)
-                        text = loaded.decode(greedy_generate(loaded, loaded.encode(ex.prompt), None, 12))
+                        text = loaded.decode(greedy_generate(loaded, loaded.encode(ex.prompt), None, budget))
                         hit, first = answer_found(text, ex.answer), score_answer(text, ex.answer)[0]
                         found, exact = found + hit, exact + first
                         rows.append({"model": path, "needle": needle, "question": question, "prefix": prefix,
@@ -114,7 +136,8 @@ def main() -> None:
                          "exact": round(sum(r["exact"] for r in cells) / len(cells), 3), "by_wording": per_wording}
     settings = {"lengths": lengths, "depths": depths, "samples": args.samples, "seed": args.seed,
                 "set": args.set, "values": args.values, "wordings": [list(w) for w in SETS[args.set]], "haystack": "bundled held-out text",
-                "path": "reference (CPU, fp32), greedy 12 tokens, full attention",
+                "path": "reference (CPU, fp32), greedy 12 tokens (a literal answer: its tokens + "
+                        f"{ANSWER_SLACK}), full attention",
                 "accuracy": "value in the first line of the answer; exact: the answer starts with it"}
     result = make_result("tiny-user-wordings", model=",".join(args.model), settings=settings, rows=rows,
                          summary=summary, command=" ".join(["PYTHONPATH=. python3", *sys.argv]),
