@@ -50,6 +50,7 @@ def ablations() -> list:
 
 
 def main() -> None:
+    from sedpa_compress.bench.results import weights_sha256
     from sedpa_compress.data.wordings import HELDOUT_WORDINGS, TRAIN_WORDINGS
     from sedpa_compress.tiny.evaluate import load_model_dir, needle_rows
 
@@ -67,7 +68,8 @@ def main() -> None:
     torch.set_num_threads(max(1, torch.get_num_threads()))
     contexts = [int(c) for c in args.contexts.split(",")]
     rows, summary = [], {}
-    save = functools.partial(_save, args, contexts)
+    shas = {str(m): sha for m in args.model if (sha := weights_sha256(m))}  # hashed once, saved after every family
+    save = functools.partial(_save, args, contexts, shas)
     families = [TRAIN_WORDINGS, HELDOUT_WORDINGS] + (ablations() if args.ablate or args.families else [])
     if args.families:
         families = [f for f in families if f.name in args.families.split(",")]
@@ -89,8 +91,9 @@ def main() -> None:
     save(rows, summary, done=True)
 
 
-def _save(args: argparse.Namespace, contexts: list[int], rows: list, summary: dict, done: bool) -> None:
-    from sedpa_compress.bench.results import make_result, weights_sha256, write_result
+def _save(args: argparse.Namespace, contexts: list[int], shas: dict[str, str], rows: list, summary: dict,
+          done: bool) -> None:
+    from sedpa_compress.bench.results import make_result, write_result
 
     result = make_result("tiny-wording-gap", model=", ".join(str(m) for m in args.model),
                          settings={"contexts": contexts, "depths": args.depths, "samples": args.samples,
@@ -101,7 +104,7 @@ def _save(args: argparse.Namespace, contexts: list[int], rows: list, summary: di
                                                "haystack is the bundled held-out text for all",
                                    "accuracy": "value in the first line of the answer"},
                          rows=rows, summary=summary,
-                         weights_sha256={str(m): sha for m in args.model if (sha := weights_sha256(m))})
+                         weights_sha256=shas)
     result["complete"] = done  # false: cut before its last family
     write_result(args.out, result)
 

@@ -298,9 +298,10 @@ def score_answer(generated: str, expected: str) -> tuple[float, float]:
     if not exp:
         return 0.0, 0.0
     nxt = gen[len(exp): len(exp) + 1]
-    # a phrase may open the answer with a capital ("Eat a sandwich ..."): its first letter's case is not the answer
-    head = gen[:len(exp)] if " " not in exp else gen[:1].lower() + gen[1:len(exp)]
-    exact = float(head == (exp if " " not in exp else exp[:1].lower() + exp[1:]) and not nxt.isalnum())
+    head, want = gen[:len(exp)], exp
+    if value_format(exp) == "phrase":  # it may open the answer with a capital ("Eat a sandwich ..."): not another answer
+        head, want = head[:1].lower() + head[1:], want[:1].lower() + want[1:]
+    exact = float(head == want and not nxt.isalnum())
     partial = sum(a == b for a, b in zip(gen, exp)) / len(exp)
     return exact, partial
 
@@ -320,16 +321,15 @@ def answer_found(generated: str, expected: str) -> float:
     if not exp:
         return 0.0
     line = generated.strip().split("\n", 1)[0]
-    if " " in exp:  # a phrase: as whole words, in any case ("Eat a sandwich" answers "eat a sandwich", as in RULER)
-        return float(re.search(r"(?<![0-9A-Za-z])" + re.escape(exp) + r"(?![0-9A-Za-z])", line, re.IGNORECASE)
-                     is not None)
-    pattern = r"(?<![0-9A-Za-z])" + re.escape(exp) + r"(?![0-9A-Za-z])" if exp.isalnum() else re.escape(exp)
+    phrase = value_format(exp) == "phrase"  # as whole words, in any case ("Eat a sandwich" answers it, as in RULER)
+    pattern = r"(?<![0-9A-Za-z])" + re.escape(exp) + r"(?![0-9A-Za-z])" if exp.isalnum() or phrase else re.escape(exp)
     # digits glued to a word ("is4821") still count: only a longer number or word is a different answer
     if exp.isdigit():
         pattern = r"(?<![0-9])" + re.escape(exp) + r"(?![0-9])"
-    return float(re.search(pattern, line) is not None)
+    return float(re.search(pattern, line, re.IGNORECASE if phrase else 0) is not None)
 
 
 # The wording families (imported last: data/wordings.py builds on `Needle` above).
 from sedpa_compress.data.wordings import HELDOUT_WORDINGS as HELDOUT_TEMPLATES  # noqa: E402, F401
 from sedpa_compress.data.wordings import TRAIN_WORDINGS as TRAIN_TEMPLATES  # noqa: E402, F401
+from sedpa_compress.data.wordings import value_format  # noqa: E402  (what a phrase is, for the scoring above)

@@ -352,6 +352,9 @@ def phrase_pool(text: str, count: int = 4000, seed: int = 0, words: tuple[int, i
     return tuple(out)
 
 
+HELDOUT_PHRASE_WORDS = (4, 10)  # the words of a held-out phrase value (heldout_phrases), fewest and most
+
+
 @functools.lru_cache(maxsize=1)
 def heldout_phrases() -> tuple[str, ...]:
     """Phrase values of the benchmarks and the held-out family: spans of 4-10 words of the bundled text's held-out
@@ -361,7 +364,7 @@ def heldout_phrases() -> tuple[str, ...]:
     training corpus, 4-word spans 1%)."""
     from sedpa_compress.data.text import load_bundled_text
 
-    return phrase_pool(load_bundled_text("heldout"), count=2000, seed=7, words=(4, 10),
+    return phrase_pool(load_bundled_text("heldout"), count=2000, seed=7, words=HELDOUT_PHRASE_WORDS,
                        avoid=load_bundled_text("train"))
 
 

@@ -293,13 +293,14 @@ def evaluate(model: torch.nn.Module, tokenizer: Any, *, model_name: str, context
 
 def heldout_templates(values: str = "default") -> NeedleTemplates:
     """The held-out family, with its own mix of value formats ("default") or every value of one format."""
+    from sedpa_compress.bench.niah import value_weights  # `sedpa bench niah --values`'s weights for one format
     from sedpa_compress.data.wordings import VALUE_FORMATS
 
     if values == "default":
         return HELDOUT_TEMPLATES
     if values not in VALUE_FORMATS:
         raise SedpaError(f"--values {values!r}: pass default or one of {', '.join(VALUE_FORMATS)}")
-    return dataclasses.replace(HELDOUT_TEMPLATES, value_weights=tuple(float(f == values) for f in VALUE_FORMATS))
+    return dataclasses.replace(HELDOUT_TEMPLATES, value_weights=value_weights(values))
 
 
 def summarise(rows: list[dict[str, Any]], contexts: list[int]) -> dict[str, dict[str, Any]]:

@@ -25,6 +25,7 @@ from typing import Any
 
 from sedpa_compress.artifact.manifest import sha256_file
 from sedpa_compress.atomic import atomic_directory, atomic_write_figure
+from sedpa_compress.data.wordings import HELDOUT_PHRASE_WORDS
 from sedpa_compress.errors import SedpaError, one_line_errors
 from sedpa_compress.models.int8 import INT8_FILE
 from sedpa_compress.models.loaded import stored_as_int8
@@ -200,7 +201,8 @@ def split_runs_and_growth(stages: list[tuple[dict[str, Any], str]]) -> list[str]
 
 # data.wordings.value_format's kinds as the card names them (the held-out family's words are invented ones)
 _KIND_NAMES = {"digits": "digits (48213)", "grouped": "grouped digits (482-339)", "thousands": "thousands (1,204,551)",
-               "code": "codes (AX7-22B)", "word": "invented words (Velomar)", "phrase": "phrases (4-10 words of text)"}
+               "code": "codes (AX7-22B)", "word": "invented words (Velomar)",
+               "phrase": "phrases ({}-{} words of text)".format(*HELDOUT_PHRASE_WORDS)}
 
 
 def value_lines(result: dict[str, Any], value_results: list[dict[str, Any]]) -> list[str]:
@@ -213,10 +215,15 @@ def value_lines(result: dict[str, Any], value_results: list[dict[str, Any]]) -> 
             f"{_KIND_NAMES.get(k, k)} {v['accuracy']:.2f} ({v['cells']} cells)" for k, v in kinds.items()) + ".", ""]
     for r in value_results:
         s, values = r["summary"], r["settings"].get("values", "default")
-        per = lambda mode: ", ".join(f"{int(c) // 1024}K {a:.2f}" for c, a in s[mode]["accuracy_by_context"].items())  # noqa: E731
-        lines += [f"Values of one kind only, {_KIND_NAMES.get(values, values)}, measured on {r['device']} with `{r['command']}`: full attention "
-                  f"{per('full')} (exact {s['full']['exact']:.2f}); streaming {per('streaming')}.", ""]
+        lines += [f"Values of one kind only, {_KIND_NAMES.get(values, values)}, measured on {r['device']} with "
+                  f"`{r['command']}`: full attention {_per_length(s['full'])} (exact {s['full']['exact']:.2f}); "
+                  f"streaming {_per_length(s['streaming'])}.", ""]
     return lines
+
+
+def _per_length(mode_summary: dict[str, Any]) -> str:
+    """"1K 0.90, 4K 0.80": one mode's accuracy by context length."""
+    return ", ".join(f"{int(c) // 1024}K {a:.2f}" for c, a in mode_summary["accuracy_by_context"].items())
 
 
 def render_card(stages: list[tuple[dict[str, Any], str]], result: dict[str, Any] | None,
@@ -388,12 +395,13 @@ def ship(stage_specs: list[str], dest: Path, eval_json: Path | None, pattern: Pa
                          + ("" if weights_file.name == INT8_FILE else
                             ", or store it as int8 (python -m sedpa_compress.models.int8 quantize)"))
     result = json.loads(Path(eval_json).read_text()) if eval_json else None
+    weights_sha = sha256_file(weights_file)
     value_results = [json.loads(Path(p).read_text()) for p in value_evals or []]
     if value_results and not result:
         raise SedpaError("--values-eval goes with --eval: pass the acceptance JSON of the held-out mix too")
     for path, r in zip(value_evals or [], value_results):
         if r.get("settings", {}).get("values", "default") == "default" or r.get("weights_sha256") not in (
-                None, sha256_file(weights_file)):
+                None, weights_sha):
             raise SedpaError(f"--values-eval {path} is not an acceptance with one kind of value of these weights: pass "
                              "a JSON of python -m sedpa_compress.tiny.evaluate --values KIND on the shipped weights")
     with atomic_directory(dest, overwrite=True) as tmp:
@@ -407,8 +415,7 @@ def ship(stage_specs: list[str], dest: Path, eval_json: Path | None, pattern: Pa
             {"stages": [dict(info, commit=commit) for info, commit in infos]}, indent=2) + "\n")
         if result:
             (tmp / "eval.json").write_text(json.dumps(result, indent=2) + "\n")
-        shown = result and dict(result, portable_command=eval_command(
-            result, sha256_file(weights_file), eval_json))
+        shown = result and dict(result, portable_command=eval_command(result, weights_sha, eval_json))
         (tmp / "README.md").write_text(render_card(infos, shown, json.loads(Path(pattern).read_text())
                                                    if pattern else None, int8=weights_file.name == INT8_FILE,
                                                    value_results=value_results))
