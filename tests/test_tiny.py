@@ -157,6 +157,26 @@ def test_question_text_loss_false_leaves_only_the_answers_as_targets_after_the_h
         assert without_q.text_mask[b].sum() < with_q.text_mask[b].sum()
 
 
+def test_haystack_text_loss_trains_the_lm_on_running_text_haystacks_only():
+    """haystack_text_loss: the haystack of a retrieval sequence becomes a text target where it is running text, never
+    where it is filler, random words or shuffled sentences; the tokens, the answers and everything else are the
+    same batch (the random stream does not move)."""
+    from sedpa_compress.tiny.data import TinyData
+    from tokenizers import Tokenizer
+
+    tok = Tokenizer.from_file(str(SHIPPED / "tokenizer.json"))
+    kw = {**SMALL, "needle_fraction": 1.0, "copy_fraction": 0.0, "tokens_per_step": 4096}
+    for mix, learnt in (({"text": 1.0}, True), ({"filler": 0.3, "words": 0.3, "shuffled": 0.4}, False)):
+        off = TinyData(load_config(RECIPE, **kw, haystack_mix=mix), tok)[(5, 1024)]
+        on = TinyData(load_config(RECIPE, **kw, haystack_mix=mix, haystack_text_loss=True), tok)[(5, 1024)]
+        assert torch.equal(off.input_ids, on.input_ids) and torch.equal(off.answer_mask, on.answer_mask)
+        assert not (on.text_mask & on.answer_mask).any() and (off.text_mask <= on.text_mask).all()
+        if learnt:  # most of a 1K sequence is haystack: now nearly all of it is a target
+            assert on.text_mask.float().mean() > 0.8 > off.text_mask.float().mean() + 0.3
+        else:
+            assert torch.equal(off.text_mask, on.text_mask)
+
+
 def test_phrase_values_in_training_come_from_the_training_text():
     """value_weights with phrase: the training needles' phrase values are spans of the training text (the recipe's),
     never the held-out pool the acceptance draws from."""

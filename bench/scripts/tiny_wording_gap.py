@@ -15,6 +15,7 @@ model has not learnt to read. --families picks some of them by name.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import functools
 import sys
 import time
@@ -27,8 +28,6 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 def ablations() -> list:
     """The held-out family with one part of its wording from the training family (its written frames)."""
-    import dataclasses
-
     from sedpa_compress.data.wordings import HELDOUT_WORDINGS, TRAIN_WORDINGS
 
     held, train = HELDOUT_WORDINGS.phrasing, TRAIN_WORDINGS.phrasing
@@ -63,6 +62,9 @@ def main() -> None:
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--ablate", action="store_true", help="also the held-out family with one part from training")
     ap.add_argument("--families", help="only these families, by name (e.g. heldout,heldout+train_keys)")
+    ap.add_argument("--values", default="default",
+                    help="every value of one format in every family (e.g. phrase: held-out phrases for both, so "
+                         "that only the wording differs); default: each family's own mix")
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args()
     torch.set_num_threads(max(1, torch.get_num_threads()))
@@ -73,6 +75,10 @@ def main() -> None:
     families = [TRAIN_WORDINGS, HELDOUT_WORDINGS] + (ablations() if args.ablate or args.families else [])
     if args.families:
         families = [f for f in families if f.name in args.families.split(",")]
+    if args.values != "default":
+        from sedpa_compress.bench.niah import value_weights
+
+        families = [dataclasses.replace(f, value_weights=value_weights(args.values)) for f in families]
     for path in args.model:
         model, tok = load_model_dir(path, args.device)
         for family in families:
@@ -97,7 +103,7 @@ def _save(args: argparse.Namespace, contexts: list[int], shas: dict[str, str], r
 
     result = make_result("tiny-wording-gap", model=", ".join(str(m) for m in args.model),
                          settings={"contexts": contexts, "depths": args.depths, "samples": args.samples,
-                                   "seed": args.seed, "mode": "full",
+                                   "seed": args.seed, "mode": "full", "values": args.values,
                                    "families": "data.wordings TRAIN_WORDINGS (its written frames and its own "
                                                "procedural slots) and HELDOUT_WORDINGS (with --ablate also "
                                                "HELDOUT_WORDINGS with one part's lists from TRAIN_WORDINGS); the "

@@ -61,7 +61,10 @@ class TinyTrainConfig:
     # data mix
     needle_fraction: float = 0.6  # share of sequences that are retrieval examples
     copy_fraction: float = 0.1  # share of sequences of repeated random-token spans (copying practice)
-    haystack_text_loss: bool = False  # also train the LM on the haystack text inside retrieval sequences
+    # also train the LM on the haystack inside retrieval sequences where it is running text (haystack_mix "text";
+    # not filler, random words or shuffled sentences): the retrieval sequences are 80% of the tokens, so without it
+    # the LM learns from the 10% text sequences alone (stage 26)
+    haystack_text_loss: bool = False
     # the questions and answer prefixes after the haystack count in the text loss (every stage to 23). They are the
     # user's words, not the model's: trained on them, the model also learns where a listed prefix ends, and after an
     # unseen one ("Here you go:", "It reads") it went on writing prose or another training question

@@ -236,8 +236,10 @@ class TinyData(torch.utils.data.Dataset):
         hay_len = length - 1 - sum(map(len, needle_ids)) - len(tail_ids)
         if hay_len < 16:  # too many needles for this length: fall back to plain text
             return self._text_sequence(rng, length)  # (never for the shipped recipe's lengths)
-        hay = self._haystack(rng, hay_len)
-        hay_text = np.full(hay_len, cfg.haystack_text_loss, dtype=bool)
+        hay, hay_kind = self._haystack(rng, hay_len)
+        # the LM learns the haystack only where it is running text: the filler's next token is a copy, the random
+        # words' is noise and the shuffled sentences' breaks are arbitrary
+        hay_text = np.full(hay_len, cfg.haystack_text_loss and hay_kind == "text", dtype=bool)
         cuts = self._cuts(hay)  # sentence starts inside the window (and both ends): insertion points
         places = []
         for k in range(n_needles):
@@ -265,9 +267,13 @@ class TinyData(torch.utils.data.Dataset):
         return seq, mask, text
 
     # ---- haystacks: the shipped text mostly, and text of other kinds so retrieval does not hang on it
-    def _haystack(self, rng: random.Random, n: int) -> np.ndarray:
+    def _haystack(self, rng: random.Random, n: int) -> tuple[np.ndarray, str]:
+        """n haystack tokens of one kind of haystack_mix, and the kind."""
         kinds = list(self.cfg.haystack_mix)
         kind = rng.choices(kinds, [float(self.cfg.haystack_mix[k]) for k in kinds])[0]
+        return self._haystack_of(kind, rng, n), kind
+
+    def _haystack_of(self, kind: str, rng: random.Random, n: int) -> np.ndarray:
         if kind == "filler":  # a few short sentences repeated (the passkey-retrieval haystack)
             pick = [self.filler[rng.randrange(len(self.filler))] for _ in range(rng.randint(1, 6))]
             unit = np.concatenate(pick)
