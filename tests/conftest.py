@@ -134,6 +134,22 @@ def tiny_llama_with_pattern(tmp: Path) -> Path:
     return model
 
 
+def count_generate_calls(monkeypatch) -> list:
+    """Patches `sedpa bench niah`'s greedy decoding to count its calls (one per cell computed, none for a cell read
+    back from the cache); returns the list each call appends to."""
+    from sedpa_compress.bench import niah as niah_mod
+
+    calls: list = []
+    real = niah_mod.greedy_generate
+
+    def counting(*a, **kw):
+        calls.append(1)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(niah_mod, "greedy_generate", counting)
+    return calls
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

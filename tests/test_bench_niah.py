@@ -7,9 +7,8 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
-import torch
 
-from conftest import build_tiny
+from conftest import build_tiny, count_generate_calls
 from sedpa_compress.bench import common as common_mod
 from sedpa_compress.bench import niah as niah_mod
 from sedpa_compress.bench.cache import CellCache
@@ -143,24 +142,12 @@ def test_rows_keep_the_raw_output_and_generate_past_the_answer(loaded):
     assert set(summary["full"]) >= {"accuracy", "exact"}
 
 
-def _counting(monkeypatch):
-    calls = []
-    real = niah_mod.greedy_generate
-
-    def counting(*a, **kw):
-        calls.append(1)
-        return real(*a, **kw)
-
-    monkeypatch.setattr(niah_mod, "greedy_generate", counting)
-    return calls
-
-
 def test_cells_from_other_code_templates_or_text_are_not_reused(loaded, tmp_path, monkeypatch):
     models = build_bench_models(loaded, ["full"])
     cfg = NiahConfig(lengths=[400], depths=[0.0, 1.0], max_new_tokens=2)
     path = tmp_path / "n.cells.jsonl"
     run_niah(models, cfg, CellCache(path))
-    calls = _counting(monkeypatch)
+    calls = count_generate_calls(monkeypatch)
     cache = CellCache(path)
     rows, _ = run_niah(models, cfg, cache)
     assert calls == [] and cache.hits == 2 and all(r["cached"] for r in rows)

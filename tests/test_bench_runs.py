@@ -10,8 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from conftest import build_tiny, tiny_llama_with_pattern
-from sedpa_compress.bench import niah as niah_mod
+from conftest import build_tiny, count_generate_calls, tiny_llama_with_pattern
 from sedpa_compress.bench.cache import CellCache, cells_path
 from sedpa_compress.bench.common import build_bench_models
 from sedpa_compress.bench.heatmap import niah_matrix, plot_niah_heatmap
@@ -119,14 +118,7 @@ def test_niah_resume_skips_finished_cells(setup, tmp_path, monkeypatch):
     rows, _ = run_niah(models, cfg, CellCache(path))
     assert len(rows) == 8 and len(path.read_text().splitlines()) == 8
 
-    calls = []
-    real = niah_mod.greedy_generate
-
-    def counting(*a, **kw):
-        calls.append(1)
-        return real(*a, **kw)
-
-    monkeypatch.setattr(niah_mod, "greedy_generate", counting)
+    calls = count_generate_calls(monkeypatch)
     again, summary = run_niah(models, cfg, CellCache(path))
     assert calls == [] and [{**r, "cached": True} for r in rows] == again  # nothing recomputed, and said so
     assert summary["duo"]["cached"] == 4

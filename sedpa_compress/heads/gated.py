@@ -126,8 +126,10 @@ class _FlexStreaming:
                 q = q_idx + offset
                 return (q >= kv_idx) & ((kv_idx < sink) | (q - kv_idx < recent))
 
-            self._masks[key] = create_block_mask(mask_mod, B=None, H=None, Q_LEN=tq, KV_LEN=tk, device=device,
-                                                 _compile=True)
+            # compiled, so the mask is built block by block and never as a dense [tq, tk] tensor (torch's advice
+            # in place of the deprecated _compile=True, which did the same)
+            self._masks[key] = torch.compile(create_block_mask)(mask_mod, B=None, H=None, Q_LEN=tq, KV_LEN=tk,
+                                                                device=device)
         return self._masks[key]
 
     def __call__(self, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, scaling: float) -> torch.Tensor:
