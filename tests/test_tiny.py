@@ -1559,3 +1559,45 @@ def test_evaluate_and_ship_entry_points_refuse_bad_input_in_one_line_and_write_n
     with pytest.raises(SystemExit, match=r"^error: .*no training\.json"):
         ship.main(["--stage", str(tmp_path / "missing"), "--dest", str(tmp_path / "dest")])
     assert not (tmp_path / "dest").exists()
+
+
+def test_wording_span_tails_ask_with_running_text_and_never_hold_a_held_out_frames_three_words():
+    """wording_span_tails: the held-out prefixes of everyday words ("Here you go:", "It reads") are answered with prose,
+    and no training frame was ever made of such words. A share of attribute needles' tails is written with spans of the
+    corpus's running text around key and attribute: the question names both, the answer is the value, no tail holds
+    three words in a row of a held-out frame, no span holds a capital (a name) or a word of the held-out vocabulary,
+    action needles keep their frames, and a share of 0 leaves every draw as it was."""
+    import dataclasses
+    import re
+
+    from sedpa_compress.data.wordings import HELDOUT_WORDINGS, _heldout_trigrams
+    from sedpa_compress.tiny.data import TinyData
+    from tokenizers import Tokenizer
+
+    assert {"here you go", "could you look", "clerk confirmed that"} <= _heldout_trigrams()
+    tok = Tokenizer.from_file(str(SHIPPED / "tokenizer.json"))
+    spans = TinyData(load_config(RECIPE, **{**SMALL, "corpus_words": 500, "wording_span_tails": 1.0,
+                                            "wording_actions": 0.3}), tok).templates
+    plain = dataclasses.replace(spans, span_tail_share=0.0)
+    base = TinyData(load_config(RECIPE, **{**SMALL, "corpus_words": 500, "wording_actions": 0.3}), tok).templates
+    v = HELDOUT_WORDINGS.vocab
+    heldout_vocab = {w for x in v.places + v.first_names + v.modifiers + v.nouns for w in re.findall(r"[a-z]+",
+                                                                                                  x.lower())}
+    assert spans.tail_spans and all(s.islower() and not set(s.split()) & heldout_vocab for s in spans.tail_spans)
+    changed = actions = 0
+    for seed in range(300):
+        needle = plain.sample_needles(random.Random(seed), 1)[0]
+        tail, answer = spans.render_tail(needle, random.Random(seed))
+        assert answer.strip() == needle.value
+        assert plain.render_tail(needle, random.Random(seed)) == base.render_tail(needle, random.Random(seed))
+        if needle.action is not None:
+            actions += 1
+            assert (tail, answer) == plain.render_tail(needle, random.Random(seed))
+            continue
+        assert needle.key.lower() in tail.lower() and needle.attribute.lower() in tail.lower()
+        words = re.findall(r"[a-z']+", tail.lower())
+        assert not {" ".join(words[i:i + 3]) for i in range(len(words) - 2)} & _heldout_trigrams()
+        changed += (tail, answer) != plain.render_tail(needle, random.Random(seed))
+    assert actions > 30 and changed > 200
+    with pytest.raises(SedpaError, match="wording_span_tails"):
+        load_config(RECIPE, **{**SMALL, "wording_span_tails": 2.0})

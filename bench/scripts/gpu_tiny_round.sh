@@ -27,6 +27,10 @@
 # one long schedule this call trains, a run split across calls) or compile_model=true.
 # VALUES=<format>: after a model's acceptance, its acceptance with every value of that format too (tiny.evaluate
 # --values; e.g. phrase, recipes/tiny-stage25.yaml), into acceptance_<name>_<format>.json.
+# SOUP_WITH_INIT=1: after the new stage's acceptance, that of its average with the weights it continued
+# (tiny.checkpoints average INIT NEW, into acceptance_soup.json): every continuation of the shipped soup scored below
+# it, and an average of fine-tunes of one start often reads unseen inputs better than either (rebuild it here from the
+# returned stage with the same command).
 # NO_ACCEPTANCE=1: no acceptance of the new stage (a middle call of a run split across calls: MINUTES up to ~8).
 # Continuing a stage kept in git history (python -m sedpa_compress.tiny.checkpoints keep ..., in an earlier session:
 # the device's git is the history as the session started): INIT_CHECKPOINT=<name> restores it on the device.
@@ -145,6 +149,10 @@ fi
   [[ -z ${SKIP_EMBEDDED:-} ]] && acceptance "$EMB" embedded
   while [ ! -e "$W/trained" ] && [ $(left) -gt 60 ]; do sleep 5; done
   [ -e "$W/trained" ] && [[ -z ${NO_ACCEPTANCE:-} ]] && acceptance "$NEW" new && values_acceptance "$NEW" new
+  if [ -e "$W/trained" ] && [[ -n ${SOUP_WITH_INIT:-} ]]; then  # the new stage averaged with the weights it continued
+    python3 -m sedpa_compress.tiny.checkpoints average "$INIT" "$NEW" --to "$W/soup" > "$R/soup.log" 2>&1 \
+      && acceptance "$W/soup" soup
+  fi
   [[ -n ${EMBEDDED_AFTER:-} ]] && acceptance "$EMB" embedded
   [[ -z ${SKIP_EMBEDDED:-} ]] && values_acceptance "$EMB" embedded
   [[ -n ${ALSO_EVAL:-} && -z ${EVAL_ONLY:-} ]] && acceptance "$W/also" "$ALSO_EVAL"

@@ -329,11 +329,13 @@ _PHRASE_WORD = re.compile(r"[A-Za-z][a-z']*")
 
 
 def phrase_pool(text: str, count: int = 4000, seed: int = 0, words: tuple[int, int] = (3, 10),
-                avoid: str = "") -> tuple[str, ...]:
+                avoid: str = "", long_word: int = 5, lower_only: bool = False,
+                banned: frozenset[str] = frozenset()) -> tuple[str, ...]:
     """`count` spans of `words` (min, max) words of `text` for phrase values: words of letters (and apostrophes) in
-    one clause, no digits, punctuation or line break inside, at least one word of five letters or more, none twice.
-    Drawn at random clauses (`seed`: the same text gives the same pool); a span that also occurs in `avoid` (the text
-    a model trained on, for a held-out pool) is left out."""
+    one clause, no digits, punctuation or line break inside, at least one word of `long_word` letters or more, none
+    twice. Drawn at random clauses (`seed`: the same text gives the same pool); a span that also occurs in `avoid` (the
+    text a model trained on, for a held-out pool) is left out, and so is one with a capital (`lower_only`: no names)
+    or a word of `banned`. The defaults draw the phrase values as they always were."""
     rng = random.Random(seed)
     clauses = [c for c in re.split(r"[^A-Za-z' ]+", text) if len(c.split()) >= words[0]]
     out: dict[str, None] = {}
@@ -346,7 +348,9 @@ def phrase_pool(text: str, count: int = 4000, seed: int = 0, words: tuple[int, i
         n = rng.randint(words[0], min(words[1], len(tokens)))
         start = rng.randint(0, len(tokens) - n)
         span = " ".join(tokens[start:start + n])
-        if max(map(len, tokens[start:start + n])) < 5 or span in out or (avoid and span in avoid):
+        if max(map(len, tokens[start:start + n])) < long_word or span in out or (avoid and span in avoid):
+            continue
+        if (lower_only and not span.islower()) or (banned and banned & set(span.split())):
             continue
         out[span] = None
     return tuple(out)
@@ -492,6 +496,14 @@ class WordingFamily:
     # of Oslo is 4821"), never inside key, attribute or action, nor right beside the value (0: none, and the random
     # draws are those of a family without it)
     needle_noise_share: float = 0.0
+    # share of attribute needles' tails written with spans of running text (`tail_spans`: 1-5 lower-case words of the
+    # corpus, everyday words and function words in the order text uses them) around the key and the attribute, in
+    # place of a listed or procedural frame ("and so it was the vault code that Oslo?" / "When you have read it:"):
+    # the value must follow a question and a prefix of any ordinary words. No such tail holds three words in a row
+    # of a held-out frame (`_heldout_trigrams`), so the held-out wordings stay unseen (0: none, and the random draws
+    # are those of a family without it)
+    span_tail_share: float = 0.0
+    tail_spans: tuple[str, ...] = ()
 
     # ---- keys and attributes
     def _wild(self, rng: random.Random) -> bool:
@@ -684,7 +696,10 @@ class WordingFamily:
     def render_tail(self, needle: Needle, rng: random.Random) -> tuple[str, str]:
         """(text after the haystack up to the answer, the answer text the model should write):
         opening + question + separator + answer prefix, and " value" (or "value" right after a newline)."""
-        question, prefix = self.render_question(needle, rng)
+        if self.span_tail_share and self.tail_spans and needle.action is None and rng.random() < self.span_tail_share:
+            question, prefix = self._span_tail(needle, rng)
+        else:
+            question, prefix = self.render_question(needle, rng)
         if self.noise_share and self.words and rng.random() < self.noise_share:
             question, prefix = self._noisy(question, prefix, needle, rng)
         if self.echo_prefix_share and rng.random() < self.echo_prefix_share:
@@ -696,6 +711,33 @@ class WordingFamily:
             sep = "\n"  # a bare answer goes on its own line
             return opening + question + sep, needle.value
         return opening + question + sep + prefix, " " + needle.value
+
+    def _span_tail(self, needle: Needle, rng: random.Random) -> tuple[str, str]:
+        """(question, answer prefix) of running-text spans around the key and the attribute (`span_tail_share`);
+        drawn again while one holds a held-out frame's three words in a row (a listed question after five tries)."""
+        attr, key = needle.attribute or self.sample_attribute(rng), needle.key
+        banned = _heldout_trigrams()
+        for _ in range(5):
+            def span() -> str:
+                return rng.choice(self.tail_spans)
+
+            def maybe(p: float) -> str:
+                return span() if rng.random() < p else ""
+
+            ask = rng.choice((f"the {attr} {span()} {key}", f"{key}'s {attr}", f"{attr} {span()} {key}",
+                              f"{key} {span()} the {attr}", f"the {attr} of {key}", f"{key} {attr}"))
+            question = _join(maybe(0.8), ask, maybe(0.4)) + rng.choice(("?", "?", "?", ".", ""))
+            if rng.random() < 0.3:  # a preamble, as a sentence or a clause
+                question = _join(_cap(span()) + rng.choice((".", ",", ":")), question)
+            if rng.random() < 0.3:  # an instruction after the question
+                question = _join(_cap(question), _cap(span()) + ".")
+            prefix = rng.choice((_cap(span()), _cap(span()) + ":", _cap(_join(maybe(0.5), f"the {attr}", span())),
+                                 _cap(_join(maybe(0.5), f"{key}'s {attr}", span())), _cap(span()) + ", " + span(),
+                                 _cap(span()) + " -", ""))
+            words = re.findall(r"[a-z']+", f"{question} {prefix}".lower())
+            if not {" ".join(words[i:i + 3]) for i in range(len(words) - 2)} & banned:
+                return _cap(question), prefix
+        return self.render_question(needle, rng)
 
     def _noisy(self, question: str, prefix: str, needle: Needle, rng: random.Random) -> tuple[str, str]:
         """`question` and `prefix` with random words slipped in (`noise_share`): what names the needle stays whole."""
@@ -752,6 +794,31 @@ TRAIN_WORDINGS_COMPACT = WordingFamily("train-compact", TRAIN_VOCAB, dataclasses
 # measures them too
 HELDOUT_WORDINGS = WordingFamily("heldout", HELDOUT_VOCAB, HELDOUT_PHRASING, value_digits=(4, 8), action_share=0.25,
                                  subject_share=0.5)
+
+
+@functools.lru_cache(maxsize=1)
+def _heldout_trigrams() -> frozenset[str]:
+    """Every three words in a row of the held-out family's written frames (between slots, lower case): a training
+    tail of running-text spans holding one is drawn again (`WordingFamily.span_tail_share`)."""
+    p = HELDOUT_PHRASING
+    parts = (p.lead_ins + p.cores + p.trailers + p.preambles + p.questions + p.instructions + p.answer_prefixes
+             + p.action_cores + p.action_questions + p.subject_cores + p.subject_questions + p.subject_prefixes)
+    out: set[str] = set()
+    for part in parts:
+        for piece in re.split(r"\{\w+\}", part.lower()):
+            words = re.findall(r"[a-z']+", piece)
+            out |= {" ".join(words[i:i + 3]) for i in range(len(words) - 2)}
+    return frozenset(out)
+
+
+def tail_span_pool(text: str, exclude: "WordingFamily", count: int = 50_000, seed: int = 0) -> tuple[str, ...]:
+    """The running-text spans of span tails (`WordingFamily.span_tail_share`): 1-5 lower-case words of one clause of
+    `text`, none a word of `exclude`'s vocabulary (its names, places, objects, attributes: the held-out keys and
+    attributes stay unseen; its frames are kept out by `_heldout_trigrams`)."""
+    v = exclude.vocab
+    vocab = (v.first_names + v.surnames + v.places + v.colours + v.things + v.modifiers + v.nouns + v.bare_attributes)
+    banned = frozenset(w for x in vocab for w in re.findall(r"[a-z]+", x.lower()))
+    return phrase_pool(text, count=count, seed=seed, words=(1, 5), long_word=0, lower_only=True, banned=banned)
 
 
 def family_words(family: WordingFamily) -> set[str]:

@@ -107,6 +107,10 @@ class TinyTrainConfig:
     # the same for needle statements (never inside key, attribute or action, nor beside the value): held-out needle
     # frames cost the shipped model 11 points at 1K (bench/results/tiny_wording_ablation_cpu.json)
     wording_needle_noise: float = 0.0
+    # share of attribute needles' questions and answer prefixes written with spans of the corpus's running text around
+    # key and attribute (data.wordings.WordingFamily.span_tail_share): every frame so far was a list or a procedure of
+    # content words, and the held-out prefixes of everyday words ("Here you go:", "It reads") are answered with prose
+    wording_span_tails: float = 0.0
     # value formats of the training needles (weights over data.wordings.VALUE_FORMATS: digits, grouped,
     # thousands, code, word, free_code, phrase; None: the family's; phrase values are spans of the training text),
     # and the share of needles placed at the very start or end
@@ -194,7 +198,7 @@ class TinyTrainConfig:
         if self.wording_wild is not None and not 0.0 <= self.wording_wild <= 1.0:
             raise SedpaError(f"wording_wild {self.wording_wild}: use a share between 0 and 1")
         for name in ("wording_echo_prefixes", "wording_actions", "wording_subjects", "wording_noise",
-                     "wording_needle_noise"):
+                     "wording_needle_noise", "wording_span_tails"):
             if not 0.0 <= getattr(self, name) <= 1.0:
                 raise SedpaError(f"{name} {getattr(self, name)}: use a share between 0 and 1")
         if self.wording_subjects and not self.wording_actions:

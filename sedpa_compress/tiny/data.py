@@ -106,6 +106,14 @@ class TinyData(torch.utils.data.Dataset):
                 if not hasattr(templates, share):
                     raise SedpaError(f"{field_name} needs a compositional wording family (data/wordings.py)")
                 templates = self.templates = dataclasses.replace(templates, **{share: getattr(cfg, field_name)})
+        if cfg.wording_span_tails:
+            from sedpa_compress.data.wordings import tail_span_pool
+
+            if not hasattr(templates, "span_tail_share"):
+                raise SedpaError("wording_span_tails needs a compositional wording family (data/wordings.py)")
+            templates = self.templates = dataclasses.replace(
+                templates, span_tail_share=cfg.wording_span_tails,
+                tail_spans=tail_span_pool(text, exclude=HELDOUT_TEMPLATES))
         if cfg.corpus_word_values:
             if not getattr(templates, "words", None):
                 raise SedpaError("corpus_word_values needs the training family's corpus words: set corpus_words")
